@@ -1,0 +1,80 @@
+"""GPU hardware kind: SMs, tensor cores per dtype, on-chip memories, HBM, power and price.
+
+Models: a GPU as the numbers a timing backend needs — SM count and clock, dense tensor-core
+    throughput per dtype, CUDA-core FP32 throughput, register file / shared memory per SM, L2
+    size, HBM capacity and bandwidth, kernel launch overhead, board power and hourly price.
+Ignores: clock throttling under power limits, ECC overheads, MIG partitioning.
+Sources: vendor datasheets and whitepapers, cited per number in ``presets/gpu/*.yaml``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from simulator.config.quantities import (
+    Bytes,
+    FlopsPerS,
+    Hz,
+    PositiveBytes,
+    PositiveBytesPerS,
+    PositiveFlopsPerS,
+    Seconds,
+    StrictConfig,
+    UsdPerHour,
+    Watts,
+)
+from simulator.core.registry import register_hardware
+
+DTYPES = ("fp64", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
+
+
+class GpuConfig(StrictConfig):
+    name: str = Field(description="marketing name, e.g. 'NVIDIA H100 SXM5 80GB'")
+    architecture: str = Field(description="ampere, ada, hopper, ...")
+    sm_count: int = Field(gt=0)
+    clock_hz: Hz = Field(description="boost clock used for the datasheet peaks")
+    tensor_flops_per_s: dict[str, FlopsPerS] = Field(
+        description="dense tensor-core peak per dtype; a dtype missing here is not supported")
+    vector_flops_per_s: PositiveFlopsPerS = Field(description="FP32 CUDA-core peak (non-tensor)")
+    memory_bytes: PositiveBytes = Field(description="HBM/GDDR capacity")
+    memory_bw_bytes_per_s: PositiveBytesPerS = Field(description="HBM/GDDR peak bandwidth")
+    l2_bytes: PositiveBytes
+    smem_per_sm_bytes: PositiveBytes = Field(description="max shared memory per SM (configurable L1/SMEM)")
+    registers_per_sm_bytes: PositiveBytes
+    l2_bw_bytes_per_s: PositiveBytesPerS | None = Field(default=None, description="L2 bandwidth if known")
+    launch_overhead_s: Seconds = Field(default="4us", description="host-side kernel launch cost")
+    tdp_w: Watts
+    idle_w: Watts | None = None
+    price: UsdPerHour | None = Field(default=None, description="typical cloud on-demand price")
+    default_interconnect: str | None = Field(default=None,
+                                             description="link preset used for tensor parallelism")
+    pcie: str | None = Field(default=None, description="host link preset, e.g. PCIe5")
+    extra_memory_bytes: Bytes = Field(default="0B", description="memory not usable by the engine")
+
+    @model_validator(mode="after")
+    def _check_dtypes(self) -> GpuConfig:
+        unknown = sorted(set(self.tensor_flops_per_s) - set(DTYPES))
+        if unknown:
+            raise ValueError(f"tensor_flops_per_s has unknown dtype(s) {unknown}; known: {list(DTYPES)}")
+        if not self.tensor_flops_per_s:
+            raise ValueError("tensor_flops_per_s must name at least one dtype")
+        return self
+
+    def tensor_peak(self, dtype: str) -> float:
+        """Dense tensor-core FLOP/s for ``dtype``; a clear error if the GPU lacks it."""
+        peak = self.tensor_flops_per_s.get(dtype)
+        if not peak:
+            from simulator.core.errors import CapacityError
+
+            have = ", ".join(k for k, v in self.tensor_flops_per_s.items() if v)
+            raise CapacityError(f"{self.name} has no tensor-core path for {dtype} (it supports {have})",
+                                where="hardware.device")
+        return peak
+
+
+@register_hardware("gpu", config=GpuConfig, presets="presets/gpu")
+class Gpu:
+    """A GPU device built from its config (the timing backends read the config directly)."""
+
+    def __init__(self, config: GpuConfig) -> None:
+        self.config = config

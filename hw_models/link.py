@@ -1,0 +1,47 @@
+"""Interconnect kind: alpha-beta links for collectives (NVLink, NVSwitch, PCIe, InfiniBand).
+
+Models: a per-GPU link with a unidirectional bandwidth, an achievable fraction of it and a
+    per-step latency (alpha); ring all-reduce takes 2(p-1) steps moving 2(p-1)/p of the message
+    over each GPU's link; a switch (NVSwitch) topology lets every GPU use its full bandwidth.
+Ignores: NCCL protocol choice (LL/LL128/Simple), chunk pipelining, congestion from other jobs.
+Sources: NVIDIA NVLink/NVSwitch and PCI-SIG specifications, cited per number in
+    ``presets/link/*.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from simulator.config.quantities import PositiveBytesPerS, Seconds, StrictConfig
+from simulator.core.registry import register_hardware
+
+
+class LinkConfig(StrictConfig):
+    name: str
+    technology: Literal["nvlink", "nvswitch", "pcie", "infiniband", "ethernet"]
+    bw_bytes_per_s: PositiveBytesPerS = Field(description="per GPU, per direction")
+    efficiency: float = Field(default=0.8, gt=0, le=1,
+                              description="achievable share of bw for large collectives")
+    latency_s: Seconds = Field(default="5us", description="per collective step (alpha)")
+    topology: Literal["ring", "switch"] = "ring"
+
+
+@register_hardware("link", config=LinkConfig, presets="presets/link")
+class Link:
+    def __init__(self, config: LinkConfig) -> None:
+        self.config = config
+
+    def allreduce_s(self, size_bytes: float, workers: int) -> float:
+        """Ring all-reduce of ``size_bytes`` over ``workers`` GPUs (0 for one worker)."""
+        if workers <= 1 or size_bytes <= 0:
+            return 0.0
+        c = self.config
+        steps = 2 * (workers - 1)
+        wire = 2.0 * (workers - 1) / workers * size_bytes
+        return steps * c.latency_s + wire / (c.bw_bytes_per_s * c.efficiency)
+
+    def send_s(self, size_bytes: float) -> float:
+        c = self.config
+        return c.latency_s + size_bytes / (c.bw_bytes_per_s * c.efficiency)

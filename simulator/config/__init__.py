@@ -1,0 +1,1 @@
+"""Bottom layer: strict, frozen scenario models, quantity types, presets and overrides."""

@@ -1,0 +1,267 @@
+"""Load a scenario: YAML/TOML -> overrides -> presets merged -> strict validation -> resolved.
+
+Each component block ``{kind, preset, <overrides>}`` is resolved by its registry: the preset
+file(s) are loaded, the overrides merged over them, and the result validated by the plug-in's
+strict config. Every error names its dotted path (``policies.scheduler.block_size: ...``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from simulator.config.errors import config_error
+from simulator.config.quantities import EmptyConfig
+from simulator.config.scenario import ScenarioFile
+from simulator.core import registry as reg
+from simulator.core.errors import ConfigError, InputFileError
+from simulator.core.registry import Entry, Registry
+
+PRESET_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A resolved component: its kind, the presets it came from and its validated config."""
+
+    kind: str
+    config: BaseModel
+    entry: Entry
+    presets: tuple[str, ...] = ()
+    where: str = ""
+
+    @property
+    def cls(self) -> Any:
+        return self.entry.cls
+
+    def dump(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class ResolvedScenario:
+    spec: ScenarioFile
+    device: Component
+    interconnect: Component | None
+    timing: Component
+    model: Component
+    workload: Component
+    router: Component
+    scheduler: Component
+    source: str = "<dict>"
+    base_dir: Path = Path(".")
+
+    def dump(self) -> dict[str, Any]:
+        """A mapping that, loaded again, gives this same scenario (presets already merged)."""
+        s = self.spec.model_dump(mode="json")
+        s["hardware"]["device"] = self.device.dump()
+        s["hardware"]["interconnect"] = self.interconnect.dump() if self.interconnect else None
+        s["hardware"]["timing"] = self.timing.dump()
+        s["model"] = self.model.dump()
+        s["workload"] = self.workload.dump()
+        s["cluster"]["router"] = self.router.dump()
+        s["policies"]["scheduler"] = self.scheduler.dump()
+        return s
+
+    def to_yaml(self) -> str:
+        header = "# hwsim resolved scenario: presets merged, every value explicit\n"
+        presets = {c.where: list(c.presets) for c in self.components() if c.presets}
+        if presets:
+            header += "# presets: " + json.dumps(presets) + "\n"
+        return header + yaml.safe_dump(self.dump(), sort_keys=False)
+
+    def components(self) -> list[Component]:
+        out = [self.device, self.timing, self.model, self.workload, self.router, self.scheduler]
+        return out + ([self.interconnect] if self.interconnect else [])
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def read_mapping(path: Path, what: str = "scenario") -> dict[str, Any]:
+    """Read a YAML, JSON or TOML file that must hold a mapping; errors name file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"{what} file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read {what} file: {exc}", where=str(path)) from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML: {exc.problem or exc}", where=f"{path}{line}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {exc}", where=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"malformed JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML: {exc}", where=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {what} file must hold a mapping, found {type(data).__name__}", where=str(path))
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# --set a.b.c=value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like a.b.c=value", where="--set")
+    key, _, value = text.partition("=")
+    path = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in path):
+        raise ConfigError(f"override {text!r} has an empty key", where="--set")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        cur = out
+        for i, part in enumerate(path[:-1]):
+            nxt = cur.get(part)
+            if nxt is None:
+                nxt = cur[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"cannot set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping",
+                                  where="--set")
+            cur = nxt
+        cur[path[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# components
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_preset(entry: Entry, name: str, where: str, base_dir: Path) -> dict[str, Any]:
+    path = None
+    if name.endswith(PRESET_SUFFIXES):
+        cand = Path(name)
+        path = cand if cand.is_absolute() else base_dir / cand
+        if not path.exists() and Path(name).exists():
+            path = Path(name)
+        if not path.exists():
+            raise ConfigError(f"preset file {name!r} not found", where=where)
+    else:
+        names = entry.preset_names()
+        if entry.presets is not None:
+            for suffix in PRESET_SUFFIXES:
+                if (entry.presets / f"{name}{suffix}").exists():
+                    path = entry.presets / f"{name}{suffix}"
+                    break
+        if path is None:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = f" known: {', '.join(names)}" if names else f" ({entry.kind} has no presets)"
+            raise ConfigError(f"unknown {entry.kind} preset {name!r}{hint}{known}", where=where)
+    if entry.preset_reader is not None and path.suffix == ".json":
+        try:
+            return entry.preset_reader(path)
+        except ConfigError:
+            raise
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"preset {path.name} cannot be read: {exc}", where=where) from None
+    data = read_mapping(path, what="preset")
+    data.pop("kind", None)
+    return data
+
+
+def resolve_component(block: Any, registry: Registry, where: str, default_kind: str | None = None,
+                      base_dir: Path = Path(".")) -> Component:
+    """Resolve one ``{kind, preset, <overrides>}`` block against ``registry``."""
+    if isinstance(block, str):
+        block = {"kind": block}
+    if not isinstance(block, dict):
+        raise ConfigError(f"expected a mapping {{kind: ..., ...}}, got {type(block).__name__}", where=where)
+    block = dict(block)
+    kind = block.pop("kind", default_kind)
+    if kind is None:
+        raise ConfigError(f"missing 'kind' (known: {', '.join(registry.kinds())})", where=where)
+    entry = registry.get(kind, where=f"{where}.kind")
+    presets = block.pop("preset", None)
+    preset_list: list[str] = [] if presets is None else [presets] if isinstance(presets, str) else presets
+    if not isinstance(preset_list, list) or not all(isinstance(p, str) for p in preset_list):
+        raise ConfigError("preset must be a name or a list of names", where=f"{where}.preset")
+    data: dict[str, Any] = {}
+    for name in preset_list:
+        data = deep_merge(data, load_preset(entry, name, f"{where}.preset", base_dir))
+    data = deep_merge(data, block)
+    config_cls = entry.config or EmptyConfig
+    try:
+        config = config_cls.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, where, config_cls) from None
+    return Component(kind=kind, config=config, entry=entry, presets=tuple(preset_list), where=where)
+
+
+# --------------------------------------------------------------------------------------------
+# scenario
+
+
+def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+                  ) -> ResolvedScenario:
+    if isinstance(source, dict):
+        raw, name, base_dir = source, "<dict>", Path(".")
+    else:
+        path = Path(source)
+        raw, name, base_dir = read_mapping(path), str(path), path.resolve().parent
+    raw = apply_overrides(raw, overrides)
+    try:
+        spec = ScenarioFile.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, "", ScenarioFile) from None
+    hw = spec.hardware
+    device = resolve_component(hw.device, reg.HARDWARE, "hardware.device", base_dir=base_dir)
+    interconnect = None
+    if hw.interconnect is not None:
+        interconnect = resolve_component(hw.interconnect, reg.HARDWARE, "hardware.interconnect",
+                                         default_kind="link", base_dir=base_dir)
+    return ResolvedScenario(
+        spec=spec,
+        device=device,
+        interconnect=interconnect,
+        timing=resolve_component(hw.timing, reg.TIMING, "hardware.timing", base_dir=base_dir),
+        model=resolve_component(spec.model, reg.MODELS, "model", default_kind="transformer",
+                                base_dir=base_dir),
+        workload=resolve_component(spec.workload, reg.WORKLOADS, "workload", base_dir=base_dir),
+        router=resolve_component(spec.cluster.router, reg.ROUTERS, "cluster.router", base_dir=base_dir),
+        scheduler=resolve_component(spec.policies.scheduler, reg.SCHEDULERS, "policies.scheduler",
+                                    base_dir=base_dir),
+        source=name,
+        base_dir=base_dir,
+    )

@@ -1,0 +1,79 @@
+"""The scenario file's top-level structure.
+
+Component blocks (``{kind: ..., preset: ..., <overrides>}``) are kept as plain mappings here and
+resolved against their plug-in's strict config by :mod:`simulator.config.loader`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from simulator.config.quantities import Bytes, PositiveSeconds, Seconds, StrictConfig
+
+Block = dict[str, Any]
+
+
+class HardwareSection(StrictConfig):
+    device: Block = Field(description="{kind: gpu, preset: H100-SXM, <overrides>}")
+    interconnect: Block | None = Field(
+        default=None, description="link between the GPUs of one replica; default: the device's own")
+    timing: Block = Field(default_factory=lambda: {"kind": "roofline"},
+                          description="timing backend: {kind: roofline}")
+
+
+class ClusterSection(StrictConfig):
+    replicas: int = Field(default=1, ge=1)
+    tensor_parallel: int = Field(default=1, ge=1)
+    router: Block = Field(default_factory=lambda: {"kind": "round_robin"})
+
+
+class EngineSection(StrictConfig):
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1,
+                                          description="share of device memory the engine may use")
+    activation_reserve: Bytes = Field(default="1GiB",
+                                      description="memory kept for activations and workspace")
+    max_model_len: int | None = Field(default=None, ge=1,
+                                      description="longest sequence; default: the model's own")
+
+
+class PoliciesSection(StrictConfig):
+    scheduler: Block = Field(default_factory=lambda: {"kind": "vllm"})
+
+
+class SloSection(StrictConfig):
+    ttft: PositiveSeconds | None = None
+    tpot: PositiveSeconds | None = None
+    attainment: float = Field(default=0.9, gt=0, le=1,
+                              description="share of requests that must meet the SLOs")
+
+
+class RunSection(StrictConfig):
+    warmup_requests: int = Field(default=0, ge=0,
+                                 description="first N requests (by arrival) left out of metrics")
+    warmup: Seconds = Field(default="0s", description="requests arriving before this are left out")
+    max_time: PositiveSeconds | None = Field(
+        default=None, description="stop the simulation at this simulated time")
+
+
+class OutputsSection(StrictConfig):
+    report: bool = True
+    chrome_trace: bool = True
+    events: bool = True
+    requests: bool = True
+
+
+class ScenarioFile(StrictConfig):
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 0
+    hardware: HardwareSection
+    model: Block = Field(description="{kind: transformer, preset: Llama-3-8B, dtype: bf16}")
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    workload: Block
+    policies: PoliciesSection = Field(default_factory=PoliciesSection)
+    slo: SloSection = Field(default_factory=SloSection)
+    run: RunSection = Field(default_factory=RunSection)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
