@@ -1,1 +1,1 @@
-"""simulator/serving package."""
+"""Top layer: the serving mechanism — replicas, KV cache, step timing and the cluster."""

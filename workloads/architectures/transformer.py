@@ -96,10 +96,29 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
     raise KeyError(f"config.json lacks {' / '.join(keys)}")
 
 
+# Families whose MLP is gated (SwiGLU: gate, up and down projections) whatever ``hidden_act`` says.
+_GATED_FAMILIES = frozenset({"llama", "mistral", "mixtral", "qwen", "qwen2", "qwen2_moe", "gemma", "gemma2",
+                             "internlm", "internlm2", "baichuan"})
+# Families whose HF config class leaves ``tie_word_embeddings`` at PretrainedConfig's default (True):
+# their published config.json files omit the key but the LM head shares the input embedding.
+_TIED_BY_DEFAULT = frozenset({"opt", "falcon", "refinedweb", "refinedwebmodel", "gpt2"})
+
+
+def _kv_heads(cfg: dict[str, Any], mtype: str, heads: int) -> int:
+    if mtype in ("falcon", "refinedweb", "refinedwebmodel"):
+        # HF FalconAttention: new_decoder_architecture -> num_kv_heads; else multi_query -> 1; else MHA.
+        if cfg.get("new_decoder_architecture", mtype == "refinedweb"):
+            return int(_get(cfg, "num_kv_heads", "n_head_kv", default=heads))
+        if cfg.get("multi_query", True):
+            return 1
+        return heads
+    return int(_get(cfg, "num_key_value_heads", "multi_query_group_num", "num_kv_heads", default=heads))
+
+
 def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
     """Normalise an HF ``config.json`` mapping to :class:`TransformerConfig` fields."""
     mtype = str(cfg.get("model_type", "llama")).lower()
-    hidden = int(_get(cfg, "hidden_size", "n_embd", "d_model"))
+    hidden = int(_get(cfg, "hidden_size", "n_embd", "n_embed", "d_model"))
     heads = int(_get(cfg, "num_attention_heads", "n_head"))
     out: dict[str, Any] = {
         "name": name or str(cfg.get("_name_or_path", mtype)),
@@ -107,23 +126,30 @@ def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
         "num_layers": int(_get(cfg, "num_hidden_layers", "n_layer")),
         "hidden_size": hidden,
         "num_heads": heads,
-        "num_kv_heads": int(_get(cfg, "num_key_value_heads", "multi_query_group_num", default=heads)),
+        "num_kv_heads": _kv_heads(cfg, mtype, heads),
         "head_dim": int(_get(cfg, "head_dim", "kv_channels", default=hidden // heads)),
         "vocab_size": int(_get(cfg, "vocab_size")),
         "max_position": int(_get(cfg, "max_position_embeddings", "seq_length", "n_positions", default=2048)),
-        "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "tie_embeddings": bool(cfg.get("tie_word_embeddings", mtype in _TIED_BY_DEFAULT)),
     }
-    if mtype == "qwen":  # Qwen-1 stores twice the per-projection width
+    if mtype == "qwen":  # Qwen-1 stores twice the per-projection width (w1 and w2 halves of one GEMM)
         out["intermediate_size"] = int(_get(cfg, "intermediate_size")) // 2
         out["gated_mlp"] = True
     elif mtype == "opt":
+        # word_embed_proj_dim != hidden_size (opt-350m) adds project_in/out matrices, not modelled here.
         out.update(intermediate_size=int(_get(cfg, "ffn_dim")), gated_mlp=False, norm="layernorm")
     elif mtype in ("phi", "phi-msft"):
         out.update(intermediate_size=int(_get(cfg, "intermediate_size", "n_inner", default=4 * hidden)),
                    gated_mlp=False, norm="layernorm", parallel_attn_mlp=True)
+    elif mtype in ("falcon", "refinedweb", "refinedwebmodel"):
+        # Non-gated GELU MLP, 4*hidden wide unless ffn_hidden_size says otherwise; attention and MLP
+        # read the same input when parallel_attn (HF default True).
+        out.update(intermediate_size=int(_get(cfg, "ffn_hidden_size", default=4 * hidden)), gated_mlp=False,
+                   norm="layernorm", parallel_attn_mlp=bool(cfg.get("parallel_attn", True)))
     else:
         out["intermediate_size"] = int(_get(cfg, "intermediate_size"))
-        out["gated_mlp"] = str(cfg.get("hidden_act", "silu")) in ("silu", "swiglu", "gelu_pytorch_tanh")
+        out["gated_mlp"] = mtype in _GATED_FAMILIES or \
+            str(cfg.get("hidden_act", "silu")) in ("silu", "swiglu", "gelu_pytorch_tanh")
     if "num_local_experts" in cfg:
         out["num_experts"] = int(cfg["num_local_experts"])
         out["experts_per_token"] = int(_get(cfg, "num_experts_per_tok", default=2))

@@ -1,0 +1,73 @@
+"""Roofline timing backend: the analytic bound, the baseline of every other backend.
+
+Models: each kernel takes max(FLOPs / (tensor peak x compute_efficiency), bytes / (memory bandwidth
+    x memory_efficiency)) plus the GPU's launch overhead; bytes count every operand once
+    (weights, activations, K/V), the minimum any kernel must move. All-reduce uses the link's
+    alpha-beta ring model. Non-GEMM FLOPs (softmax, norms) are ignored.
+Ignores: tiling and wave quantisation, caches, occupancy, kernel fusion beyond the op list.
+Sources: Williams, Waterman, Patterson, "Roofline" (CACM 2009); datasheet peaks from the presets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from hw_models.timing.base import TimingBackend
+from simulator.config.quantities import StrictConfig
+from simulator.core.registry import register_timing
+
+
+class RooflineConfig(StrictConfig):
+    compute_efficiency: float = Field(default=1.0, gt=0, le=1, description="share of tensor peak reached")
+    memory_efficiency: float = Field(default=1.0, gt=0, le=1, description="share of HBM bandwidth reached")
+    launch_overhead: bool = Field(default=True, description="add the GPU's launch cost per kernel "
+                                                             "(false models CUDA graphs)")
+
+
+@register_timing("roofline", config=RooflineConfig)
+class RooflineBackend(TimingBackend):
+    name = "roofline"
+
+    def __init__(self, config: RooflineConfig, device: Any, link: Any = None) -> None:
+        super().__init__(config, device, link)
+        self._bw = device.memory_bw_bytes_per_s * config.memory_efficiency
+        self._eff = config.compute_efficiency
+        self._launch = device.launch_overhead_s if config.launch_overhead else 0.0
+
+    def peak(self, dtype: str) -> float:
+        return self.device.tensor_peak(dtype) * self._eff
+
+    def _op_s(self, op: Any) -> float:
+        kind = op.kind
+        b = op.dtype_bytes
+        if kind == "gemm":
+            flops = 2.0 * op.m * op.n * op.k
+            nbytes = b * (op.m * op.k + op.k * op.n + op.m * op.n)
+            t = max(flops / self.peak(op.dtype), nbytes / self._bw)
+        elif kind == "attn_prefill":
+            flops = 4.0 * op.heads * op.head_dim * op.pairs
+            nbytes = b * op.head_dim * (2 * op.q_tokens * op.heads + 2 * op.kv_tokens * op.kv_heads)
+            t = max(flops / self.peak(op.dtype), nbytes / self._bw)
+        elif kind == "attn_decode":
+            return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
+        elif kind == "elementwise":
+            t = op.bytes / self._bw
+        elif kind == "allreduce":
+            if self.link is None or op.workers <= 1:
+                t = 0.0
+            else:
+                t = self.link.allreduce_s(op.bytes, op.workers)
+            return t * op.count
+        else:
+            raise ValueError(f"roofline backend cannot time op kind {kind!r}")
+        return (t + self._launch) * op.count
+
+    def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
+        kv = np.asarray(kv_tokens, dtype=np.float64)
+        b = op.dtype_bytes
+        flops = 4.0 * op.heads * op.head_dim * kv
+        nbytes = b * op.head_dim * (2.0 * op.seqs * op.heads + 2.0 * kv * op.kv_heads)
+        return (np.maximum(flops / self.peak(op.dtype), nbytes / self._bw) + self._launch) * op.count

@@ -1,0 +1,245 @@
+"""Metrics: pure functions from what a run recorded to tables and a summary.
+
+Latency definitions (all per request, seconds):
+- queue: first admission to a batch - arrival;  TTFT: first token - arrival;
+- TPOT: (finish - first token) / (generated - 1), for requests with more than one token;
+- ITL: every gap between consecutive tokens of a request (preemption stalls included);
+- E2E: finish - arrival.
+Throughput and goodput are over the measured window: first measured arrival to last measured
+finish. Utilisation means (batch size, KV, queue) are weighted by segment duration while busy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from simulator.core.clock import PS_PER_S
+from simulator.core.request import FINISHED as R_FINISHED
+from simulator.core.request import REJECTED as R_REJECTED
+from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
+
+if TYPE_CHECKING:
+    from simulator.runner import Simulation
+
+QUANTILES = (50, 90, 99)
+
+
+def stats(x: np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"count": 0, "mean": float("nan"), "p50": float("nan"), "p90": float("nan"),
+                "p99": float("nan"), "max": float("nan")}
+    q = np.percentile(x, QUANTILES)
+    return {"count": int(x.size), "mean": float(x.mean()), "p50": float(q[0]), "p90": float(q[1]),
+            "p99": float(q[2]), "max": float(x.max())}
+
+
+def request_columns(requests: list, warmup_requests: int, warmup_s: float) -> dict[str, np.ndarray]:
+    n = len(requests)
+    col = {k: np.empty(n, dtype=np.int64) for k in
+           ("rid", "replica", "arrival_ps", "sched_ps", "first_ps", "finish_ps", "prompt_tokens",
+            "output_tokens", "generated_tokens", "preemptions", "state")}
+    for i, r in enumerate(requests):
+        col["rid"][i] = r.rid
+        col["replica"][i] = r.replica
+        col["arrival_ps"][i] = r.arrival_ps
+        col["sched_ps"][i] = r.first_scheduled_ps
+        col["first_ps"][i] = r.first_token_ps
+        col["finish_ps"][i] = r.finish_ps
+        col["prompt_tokens"][i] = r.prompt_tokens
+        col["output_tokens"][i] = r.max_new_tokens
+        col["generated_tokens"][i] = r.num_generated
+        col["preemptions"][i] = r.num_preemptions
+        col["state"][i] = r.state
+    order = np.argsort(col["rid"], kind="stable")
+    col = {k: v[order] for k, v in col.items()}
+
+    def sec(ps: np.ndarray) -> np.ndarray:
+        out = ps.astype(np.float64) / PS_PER_S
+        out[ps < 0] = np.nan
+        return out
+
+    arrival = sec(col["arrival_ps"])
+    status = np.full(n, UNFINISHED, dtype=np.int64)
+    status[col["state"] == R_FINISHED] = FINISHED
+    status[col["state"] == R_REJECTED] = REJECTED
+    finish = sec(col["finish_ps"])
+    finish[status != FINISHED] = np.nan
+    first = sec(col["first_ps"])
+    gen = col["generated_tokens"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(gen > 1, (finish - first) / np.maximum(gen - 1, 1), np.nan)
+    return {
+        "rid": col["rid"], "replica": col["replica"], "arrival_s": arrival,
+        "first_scheduled_s": sec(col["sched_ps"]), "first_token_s": first, "finish_s": finish,
+        "prompt_tokens": col["prompt_tokens"], "output_tokens": col["output_tokens"],
+        "generated_tokens": gen, "preemptions": col["preemptions"], "status": status,
+        "measured": (col["rid"] >= warmup_requests) & (arrival >= warmup_s),
+        "ttft_s": first - arrival, "tpot_s": tpot, "e2e_s": finish - arrival,
+        "queue_s": sec(col["sched_ps"]) - arrival,
+    }
+
+
+def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids: set[int] | None) -> np.ndarray:
+    """All gaps between consecutive tokens of each request, from its runs of iterations."""
+    offsets = np.cumsum([0] + [len(a) for a in iter_ends])
+    ends = np.concatenate(iter_ends) if iter_ends else np.zeros(0, np.int64)
+    starts, lengths, owner = [], [], []
+    for r in requests:
+        if not r.runs or (measured_rids is not None and r.rid not in measured_rids):
+            continue
+        base = offsets[r.replica]
+        for a, b in r.runs:
+            starts.append(base + a)
+            lengths.append(b - a)
+            owner.append(r.rid)
+    if not starts:
+        return np.zeros(0)
+    starts_a = np.asarray(starts, dtype=np.int64)
+    lengths_a = np.asarray(lengths, dtype=np.int64)
+    owner_a = np.repeat(np.asarray(owner, dtype=np.int64), lengths_a)
+    run_off = np.cumsum(lengths_a) - lengths_a
+    idx = np.arange(int(lengths_a.sum()), dtype=np.int64) - np.repeat(run_off - starts_a, lengths_a)
+    times = ends[idx]
+    same = owner_a[1:] == owner_a[:-1]
+    return (np.diff(times)[same]).astype(np.float64) / PS_PER_S
+
+
+def littles_law(arrival_s: np.ndarray, depart_s: np.ndarray, horizon_s: float) -> dict[str, float]:
+    """Time-average number in system L (integrated from the event sequence) against lambda x W
+    over [0, horizon]; requests still in the system at the horizon are counted until then."""
+    a = arrival_s[np.isfinite(arrival_s)]
+    d = np.where(np.isfinite(depart_s), depart_s, horizon_s)[np.isfinite(arrival_s)]
+    if a.size == 0 or horizon_s <= 0:
+        return {"L": 0.0, "lambda_W": 0.0, "lambda": 0.0, "W": 0.0}
+    times = np.concatenate([a, d])
+    steps = np.concatenate([np.ones(a.size), -np.ones(d.size)])
+    order = np.lexsort((steps, times))  # departures before arrivals at equal times
+    times, steps = times[order], steps[order]
+    n_in = np.cumsum(steps)
+    area = float(np.sum(n_in[:-1] * np.diff(times)))
+    lam = a.size / horizon_s
+    w = float(np.mean(d - a))
+    return {"L": area / horizon_s, "lambda_W": lam * w, "lambda": lam, "W": w}
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    total = weights.sum()
+    return float((values * weights).sum() / total) if total > 0 else 0.0
+
+
+def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: np.ndarray,
+              sim_time_s: float, facts: dict[str, Any], slo: Any) -> dict[str, Any]:
+    status = req["status"]
+    measured = req["measured"]
+    fin = (status == FINISHED) & measured
+    rej = (status == REJECTED) & measured
+    arr = req["arrival_s"][measured]
+    window_start = float(np.nanmin(arr)) if arr.size else 0.0
+    window_end = float(np.nanmax(req["finish_s"][fin])) if fin.any() else sim_time_s
+    window = max(window_end - window_start, 1e-12)
+    out_tokens = int(req["generated_tokens"][fin].sum())
+    in_tokens = int(req["prompt_tokens"][fin].sum())
+    s: dict[str, Any] = {
+        "requests_total": facts["requests_total"],
+        "requests_arrived": int(status.size),
+        "requests_finished": int((status == FINISHED).sum()),
+        "requests_rejected": int((status == REJECTED).sum()),
+        "requests_unfinished": int((status == UNFINISHED).sum()),
+        "requests_measured": int(measured.sum()),
+        "sim_time_s": sim_time_s,
+        "measured_window_s": window,
+        "throughput_rps": float(fin.sum()) / window,
+        "output_tokens_per_s": out_tokens / window,
+        "total_tokens_per_s": (out_tokens + in_tokens) / window,
+        "ttft_s": stats(req["ttft_s"][fin]),
+        "tpot_s": stats(req["tpot_s"][fin]),
+        "itl_s": stats(itl),
+        "e2e_s": stats(req["e2e_s"][fin]),
+        "queue_s": stats(req["queue_s"][fin]),
+        "preemptions": int(req["preemptions"].sum()),
+    }
+    ok = fin.copy()
+    if slo.ttft is not None:
+        ok &= req["ttft_s"] <= slo.ttft
+    if slo.tpot is not None:
+        ok &= ~(req["tpot_s"] > slo.tpot)
+    denom = int(fin.sum() + rej.sum())
+    s["slo"] = {"ttft_s": slo.ttft, "tpot_s": slo.tpot, "attainment_target": slo.attainment}
+    s["slo_attainment"] = float(ok.sum()) / denom if denom else float("nan")
+    s["slo_met"] = bool(denom and s["slo_attainment"] >= slo.attainment)
+    s["goodput_rps"] = float(ok.sum()) / window
+    dur = (batches["end_ps"] - batches["start_ps"]).astype(np.float64)
+    kv_frac = np.divide(batches["kv_blocks_used"], np.maximum(batches["kv_blocks_total"], 1))
+    s["batch_size_mean"] = _weighted_mean(batches["running"].astype(np.float64), dur)
+    s["queue_length_mean"] = _weighted_mean(batches["waiting"].astype(np.float64), dur)
+    s["kv_utilization_mean"] = _weighted_mean(kv_frac, dur)
+    s["kv_utilization_peak"] = float(kv_frac.max()) if kv_frac.size else 0.0
+    replicas = facts["replicas"]
+    gpus = replicas * facts["tp"]
+    busy_s = float(dur.sum()) / PS_PER_S
+    s["gpu_busy_fraction"] = busy_s / (replicas * sim_time_s) if sim_time_s > 0 else 0.0
+    flops = float(batches["flops"].sum())  # per GPU of each replica
+    s["mfu"] = flops * facts["tp"] / (gpus * facts["peak_flops"] * sim_time_s) if sim_time_s > 0 else 0.0
+    s["iterations"] = int(batches["iterations"].sum())
+    s["batch_segments"] = int(dur.size)
+    price = facts.get("price_usd_per_h")
+    if price:
+        cost = price * gpus * sim_time_s / 3600.0
+        s["cost_usd"] = cost
+        s["cost_usd_per_mtok"] = cost / (out_tokens / 1e6) if out_tokens else float("nan")
+    s["energy_busy_j"] = busy_s * facts["tp"] * facts["tdp_w"]
+    s["energy_per_output_token_j"] = s["energy_busy_j"] / out_tokens if out_tokens else float("nan")
+    s["littles_law"] = littles_law(req["arrival_s"], req["depart_s"], sim_time_s)
+    s["memory"] = facts["memory"]
+    return s
+
+
+def build_result(sim: Simulation, wall_s: float) -> RunResult:
+    from simulator.core.request import REJECTED as R_REJ
+
+    scen = sim.scenario
+    spec = scen.spec
+    requests = sim.cluster.requests
+    req = request_columns(requests, spec.run.warmup_requests, spec.run.warmup)
+    depart = np.full(len(requests), np.nan)
+    by_rid = sorted(requests, key=lambda r: r.rid)
+    for i, r in enumerate(by_rid):
+        if r.state in (R_FINISHED, R_REJ):
+            depart[i] = r.finish_ps / PS_PER_S
+    req["depart_s"] = depart
+    rec = sim.recorder
+    batches = rec.batch_columns()
+    measured_rids = set(req["rid"][req["measured"]].tolist())
+    itl = inter_token_gaps(requests, [rec.iteration_ends(i) for i in range(spec.cluster.replicas)],
+                           measured_rids)
+    sim_time_s = sim.env.now / PS_PER_S
+    dev = scen.device.config
+    mem = sim.mem
+    gib = 2.0**30
+    facts = {
+        "requests_total": len(sim.table), "replicas": spec.cluster.replicas, "tp": sim.tp,
+        "peak_flops": dev.tensor_peak(scen.model.config.dtype), "price_usd_per_h": dev.price,
+        "tdp_w": dev.tdp_w,
+        "memory": {"weights_gib_per_gpu": mem.weight_bytes / gib, "kv_gib_per_gpu": mem.kv_bytes / gib,
+                   "kv_blocks_per_replica": mem.kv_blocks, "block_size": mem.block_size,
+                   "kv_tokens_per_replica": mem.kv_blocks * mem.block_size,
+                   "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token},
+    }
+    summary = summarize(req, batches, itl, sim_time_s, facts, spec.slo)
+    summary["wall_s"] = wall_s
+    batches_s = dict(batches)
+    batches_s["start_s"] = batches["start_ps"] / PS_PER_S
+    batches_s["end_s"] = batches["end_ps"] / PS_PER_S
+    ev = rec.event_columns()
+    ev["t_s"] = ev["t_ps"] / PS_PER_S
+    replicas = [{"index": i, "devices": sim.tp, "tp": sim.tp, "kv_blocks_total": mem.kv_blocks,
+                 "block_size": mem.block_size, "kv_bytes_per_block": mem.kv_bytes_per_token * mem.block_size,
+                 "peak_flops": facts["peak_flops"], "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
+                 "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S}
+                for i in range(spec.cluster.replicas)]
+    return RunResult(name=spec.name, scenario=scen.dump(), summary=summary, requests=req, batches=batches_s,
+                     events=ev, itl_s=itl, replicas=replicas, sim_time_s=sim_time_s, wall_s=wall_s)

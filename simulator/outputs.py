@@ -1,0 +1,115 @@
+"""Write a run's results directory.
+
+    summary.json             key figures (deterministic: no wall-clock numbers)
+    requests.csv             one row per request
+    batches.csv              one row per batch segment (the event log of the GPU side)
+    events.csv               typed request events (arrived, routed, scheduled, first token, ...)
+    scenario.resolved.yaml   the scenario with presets merged: re-running it gives the same run
+    trace.json               Chrome/Perfetto trace (open in ui.perfetto.dev or chrome://tracing)
+    report.html              self-contained interactive dashboard (plotly inlined)
+    run_info.json            wall-clock time and versions (differs between runs)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator import __version__
+from simulator.core.events import EventKind
+from simulator.results import STATUS_NAMES, RunResult
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def summary_json(result: RunResult) -> str:
+    summary = {k: v for k, v in result.summary.items() if k != "wall_s"}
+    return json.dumps(_clean({"name": result.name, **summary}), indent=2, allow_nan=False) + "\n"
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "" if math.isnan(x) else repr(x)
+    return str(x)
+
+
+def write_table(path: Path, columns: dict[str, np.ndarray], names: list[str] | None = None,
+                formatters: dict[str, Any] | None = None) -> None:
+    names = names or list(columns)
+    formatters = formatters or {}
+    cols = []
+    for n in names:
+        values = columns[n].tolist()
+        f = formatters.get(n)
+        cols.append([f(v) for v in values] if f else [_fmt(v) for v in values])
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(names)
+        w.writerows(zip(*cols))
+
+
+REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_scheduled_s", "first_token_s",
+                   "finish_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
+                   "queue_s", "ttft_s", "tpot_s", "e2e_s"]
+BATCH_COLUMNS = ["replica", "start_ps", "end_ps", "iterations", "prefill_tokens", "decode_rows", "running",
+                 "waiting", "kv_blocks_used", "kv_blocks_total", "flops"]
+
+
+def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool = True,
+                  chrome_trace: bool = True, events: bool = True, requests: bool = True) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    p = out / "summary.json"
+    p.write_text(summary_json(result), encoding="utf-8")
+    paths["summary"] = p
+    p = out / "scenario.resolved.yaml"
+    p.write_text(resolved_yaml, encoding="utf-8")
+    paths["scenario"] = p
+    if requests:
+        p = out / "requests.csv"
+        write_table(p, result.requests, REQUEST_COLUMNS,
+                    {"status": lambda s: STATUS_NAMES[s], "measured": lambda b: "1" if b else "0"})
+        paths["requests"] = p
+    if events:
+        p = out / "events.csv"
+        write_table(p, result.events, ["t_ps", "kind", "replica", "request", "value"],
+                    {"kind": lambda k: EventKind(k).name.lower()})
+        paths["events"] = p
+        p = out / "batches.csv"
+        write_table(p, result.batches, BATCH_COLUMNS)
+        paths["batches"] = p
+    if chrome_trace:
+        from simulator.trace_export import write_chrome_trace
+
+        p = out / "trace.json"
+        write_chrome_trace(result, p)
+        paths["trace"] = p
+    if report:
+        from simulator.dashboard import write_report
+
+        p = out / "report.html"
+        write_report(result, p)
+        paths["report"] = p
+    info = {"wall_s": result.wall_s, "hwsim": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}
+    (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return paths

@@ -1,0 +1,99 @@
+"""N replicas behind a router, fed by an open-loop arrival process or closed-loop clients."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from simulator.core.clock import s_to_ps
+from simulator.core.contracts import ClusterView
+from simulator.core.errors import PolicyError
+from simulator.core.events import EventKind, Recorder
+from simulator.core.request import Request
+from workloads.sources.base import RequestTable
+
+
+class Cluster:
+    def __init__(self, env: simpy.Environment, recorder: Recorder, router, router_name: str) -> None:
+        self.env = env
+        self.recorder = recorder
+        self.router = router
+        self.router_name = router_name
+        self.replicas: list = []
+        self.requests: list[Request] = []
+        self.done = 0
+        self._on_done: Callable[[Request], None] | None = None
+        self.progress: tuple[int, Callable[[int], None]] | None = None
+
+    # -- routing -------------------------------------------------------------------------
+    def arrive(self, req: Request) -> None:
+        env = self.env
+        self.requests.append(req)
+        self.recorder.emit(env.now, EventKind.ARRIVED, -1, req.rid, req.prompt_tokens)
+        if len(self.replicas) == 1:
+            idx = 0
+        else:
+            view = ClusterView(env.now, tuple(r.load() for r in self.replicas))
+            idx = self.router.route(req, view)
+            if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(self.replicas):
+                raise PolicyError(self.router_name, f"routed request {req.rid} to replica {idx!r}; "
+                                                    f"valid: 0..{len(self.replicas) - 1}")
+            idx = int(idx)
+        self.recorder.emit(env.now, EventKind.ROUTED, idx, req.rid, idx)
+        self.replicas[idx].submit(req)
+
+    def on_done(self, req: Request) -> None:
+        self.done += 1
+        if self.progress is not None and self.done % self.progress[0] == 0:
+            self.progress[1](self.done)
+        if self._on_done is not None:
+            self._on_done(req)
+
+    # -- sources -------------------------------------------------------------------------
+    def start_open_loop(self, table: RequestTable) -> None:
+        arrivals = np.rint(table.arrival_s * 1e12).astype(np.int64)
+        self.env.process(self._open_loop(table, arrivals))
+
+    def _open_loop(self, table: RequestTable, arrivals: np.ndarray):
+        env = self.env
+        prompts = table.prompt_tokens.tolist()
+        outputs = table.output_tokens.tolist()
+        sessions = table.session_id.tolist() if table.session_id is not None else None
+        prefixes = table.prefix_id.tolist() if table.prefix_id is not None else None
+        for i, t in enumerate(arrivals.tolist()):
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            self.arrive(Request(i, env.now, prompts[i], outputs[i],
+                                sessions[i] if sessions else -1, prefixes[i] if prefixes else -1))
+
+    def start_closed_loop(self, table: RequestTable) -> None:
+        """``table.concurrency`` clients; each sends its next request ``think_s`` after the
+        previous one finished (or was rejected)."""
+        n = len(table)
+        prompts = table.prompt_tokens.tolist()
+        outputs = table.output_tokens.tolist()
+        think = [s_to_ps(x) for x in (table.think_s.tolist() if table.think_s is not None else [0.0] * n)]
+        state = {"next": 0}
+
+        def send(client: int) -> None:
+            i = state["next"]
+            if i >= n:
+                return
+            state["next"] = i + 1
+            delay = think[i]
+
+            def fire(_ev=None) -> None:
+                req = Request(i, self.env.now, prompts[i], outputs[i])
+                req.client = client
+                self.arrive(req)
+
+            if delay > 0:
+                self.env.timeout(delay).callbacks.append(fire)
+            else:
+                fire()
+
+        self._on_done = lambda req: send(req.client)
+        for c in range(min(table.concurrency or 1, n)):
+            send(c)

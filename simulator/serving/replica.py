@@ -1,0 +1,346 @@
+"""One model replica (one GPU, or a tensor-parallel group) serving requests iteration by iteration.
+
+Each iteration: snapshot a read-only view, ask the scheduler for a plan, check the plan, apply it
+to the KV cache, time it and advance the clock. When the scheduler promises ``steady_decode`` and
+the plan is a decode step over every running request, the replica runs the whole stretch of
+identical decode iterations — up to the first request finishing or the KV cache running out of
+blocks — as one timeout; an arrival in the middle interrupts it at the end of the iteration in
+flight, exactly where a per-iteration loop would have let the scheduler see the new request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from simulator.core.contracts import BatchPlan, ReplicaLoad, SchedulerView
+from simulator.core.errors import PolicyError
+from simulator.core.events import EventKind
+from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
+from simulator.serving.kv_cache import PagedKvCache
+from simulator.serving.step_timer import StepTimer
+from workloads.llm import BatchShape
+
+if TYPE_CHECKING:
+    from simulator.serving.cluster import Cluster
+
+SEGMENT_CAP = 4096  # most decode iterations timed in one call
+
+_ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
+    EventKind.ARRIVED, EventKind.SCHEDULED, EventKind.FIRST_TOKEN, EventKind.PREEMPTED,
+    EventKind.FINISHED, EventKind.REJECTED)
+
+
+class Replica:
+    def __init__(self, cluster: Cluster, index: int, scheduler, scheduler_name: str,
+                 kv: PagedKvCache, timer: StepTimer, max_model_len: int) -> None:
+        self.cluster = cluster
+        self.env: simpy.Environment = cluster.env
+        self.rec = cluster.recorder
+        self.index = index
+        self.scheduler = scheduler
+        self.scheduler_name = scheduler_name
+        self.steady = bool(getattr(scheduler, "steady_decode", False))
+        self.budget_fn = getattr(scheduler, "token_budget", None)
+        self.kv = kv
+        self.timer = timer
+        self.max_model_len = max_model_len
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.by_id: dict[int, Request] = {}
+        self.iter_ends = self.rec.iter_end_ps[index]
+        self.outstanding = 0
+        self.busy_ps = 0
+        self._wake: simpy.Event | None = None
+        self._interruptible = False
+        self.process = self.env.process(self._serve())
+
+    # -- arrivals ------------------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        req.replica = self.index
+        req.state = WAITING
+        self.waiting.append(req)
+        self.by_id[req.rid] = req
+        self.outstanding += req.prompt_tokens + req.max_new_tokens
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            wake.succeed()
+        elif self._interruptible:
+            self._interruptible = False
+            self.process.interrupt()
+
+    def load(self) -> ReplicaLoad:
+        kv = self.kv
+        return ReplicaLoad(self.index, len(self.waiting), len(self.running), self.outstanding,
+                           kv.used / kv.total_blocks if kv.total_blocks else 1.0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _serve(self):
+        env = self.env
+        while True:
+            if not self.waiting and not self.running:
+                self._wake = env.event()
+                yield self._wake
+                continue
+            view = SchedulerView(env.now, self.index, tuple(self.waiting), tuple(self.running),
+                                 self.kv.view(), self.max_model_len)
+            plan = self.scheduler.plan(view)
+            if not isinstance(plan, BatchPlan):
+                raise PolicyError(self.scheduler_name, f"plan() returned {type(plan).__name__}, not a BatchPlan")
+            self._check(plan)
+            for rid in plan.reject:
+                self._reject(self.by_id[rid])
+            for rid in plan.preempt:
+                self._preempt(self.by_id[rid])
+            if not plan.prefill and not plan.decode:
+                if plan.reject or plan.preempt:
+                    continue
+                self._wake = env.event()  # nothing can run until something changes
+                yield self._wake
+                continue
+            if (self.steady and not plan.prefill and not plan.preempt and not plan.reject
+                    and len(plan.decode) == len(self.running)):
+                yield from self._decode_segment(plan)
+            else:
+                yield from self._iteration(plan)
+
+    # -- checks --------------------------------------------------------------------------
+    def _check(self, plan: BatchPlan) -> None:
+        name = self.scheduler_name
+        seen: set[int] = set()
+        by_id = self.by_id
+        idx = self.index
+        for rid in plan.reject:
+            r = by_id.get(rid)
+            if r is None or r.state != WAITING or r.replica != idx:
+                raise PolicyError(name, f"rejects request {rid}, which is not waiting on replica {idx}")
+            seen.add(rid)
+        freed = 0
+        for rid in plan.preempt:
+            r = by_id.get(rid)
+            if r is None or r.state != RUNNING or rid in seen:
+                raise PolicyError(name, f"preempts request {rid}, which is not running on replica {idx}")
+            seen.add(rid)
+            freed += r.kv_blocks
+        need = 0
+        kv = self.kv
+        for c in plan.prefill:
+            r = by_id.get(c.rid)
+            if r is None or r.state not in (WAITING, RUNNING) or c.rid in seen:
+                state = "finished" if r is not None and r.state == FINISHED else "not waiting or running here"
+                raise PolicyError(name, f"schedules prefill of request {c.rid}, which is {state}")
+            if c.tokens <= 0 or c.tokens > r.prefill_remaining:
+                raise PolicyError(name, f"prefill chunk of {c.tokens} tokens for request {c.rid}, "
+                                        f"which has {r.prefill_remaining} prompt tokens left")
+            seen.add(c.rid)
+            need += kv.need(r, c.tokens, c.reserve_tokens)
+        for rid in plan.decode:
+            r = by_id.get(rid)
+            if r is None or r.state != RUNNING or rid in seen:
+                state = "finished" if r is not None and r.state == FINISHED else "not running here"
+                if rid in seen:
+                    state = "scheduled twice in one plan"
+                raise PolicyError(name, f"decodes request {rid}, which is {state}")
+            if r.in_prefill:
+                raise PolicyError(name, f"decodes request {rid}, which has not finished its prefill")
+            seen.add(rid)
+            need += kv.need(r, 1)
+        if need > kv.free + freed:
+            raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
+        if self.budget_fn is not None and plan.prefill:
+            budget = self.budget_fn(SchedulerView(self.env.now, idx, (), (), kv.view(), self.max_model_len))
+            if plan.num_tokens > budget:
+                raise PolicyError(name, f"plan has {plan.num_tokens} tokens, over its budget of {budget}")
+
+    # -- state changes -------------------------------------------------------------------
+    def _reject(self, r: Request) -> None:
+        self.waiting.remove(r)
+        r.state = REJECTED
+        r.finish_ps = self.env.now
+        self.outstanding -= r.prefill_remaining + r.max_new_tokens - r.num_generated
+        self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
+        self.cluster.on_done(r)
+
+    def _preempt(self, r: Request) -> None:
+        self.running.remove(r)
+        dropped = r.num_computed
+        self.kv.release(r)
+        r.state = WAITING
+        r.num_preemptions += 1
+        r.num_computed = 0
+        r.prefill_target = r.prompt_tokens + r.num_generated
+        self.outstanding += r.prefill_target
+        self.waiting.appendleft(r)
+        self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, dropped)
+
+    def _admit(self, r: Request) -> None:
+        if self.waiting and self.waiting[0] is r:
+            self.waiting.popleft()
+        else:
+            self.waiting.remove(r)
+        r.state = RUNNING
+        self.running.append(r)
+        if r.first_scheduled_ps < 0:
+            r.first_scheduled_ps = self.env.now
+            self.rec.emit(self.env.now, _SCHEDULED, self.index, r.rid, self.env.now - r.arrival_ps)
+
+    def _finish(self, r: Request, now: int) -> None:
+        r.state = FINISHED
+        r.finish_ps = now
+        self.kv.release(r)
+        self.rec.emit(now, _FINISH, self.index, r.rid, r.num_generated)
+        self.cluster.on_done(r)
+
+    @staticmethod
+    def _mark(r: Request, first: int, n: int) -> None:
+        runs = r.runs
+        if runs and runs[-1][1] == first:
+            runs[-1][1] = first + n
+        else:
+            runs.append([first, first + n])
+
+    # -- one iteration -------------------------------------------------------------------
+    def _iteration(self, plan: BatchPlan):
+        env = self.env
+        kv = self.kv
+        by_id = self.by_id
+        chunks = []
+        emitting = 0
+        for c in plan.prefill:
+            r = by_id[c.rid]
+            if r.state == WAITING:
+                self._admit(r)
+            ctx = r.num_computed
+            kv.grow(r, c.tokens, c.reserve_tokens)
+            chunks.append((r, c.tokens))
+            if ctx + c.tokens >= r.prefill_target:
+                emitting += 1
+        dec = [by_id[rid] for rid in plan.decode]
+        decode_kv = 0
+        for r in dec:
+            kv.grow(r, 1)
+            decode_kv += r.num_computed + 1
+        rows = len(dec)
+        pad = plan.padding_rows
+        if pad and rows:
+            decode_kv = decode_kv * (rows + pad) // rows
+        shape = BatchShape(prefill=tuple((t, r.num_computed) for r, t in chunks), decode_rows=rows + pad,
+                           decode_kv=decode_kv, emitting=emitting + rows + pad)
+        dt, flops = self.timer.step(shape)
+        start = env.now
+        waiting = len(self.waiting)
+        running = len(self.running)
+        yield env.timeout(dt)
+        now = env.now
+        self.busy_ps += dt
+        i = len(self.iter_ends)
+        self.iter_ends.append(now)
+        done: list[Request] = []
+        processed = 0
+        for r, t in chunks:
+            r.num_computed += t
+            processed += t
+            if r.num_computed >= r.prefill_target:
+                r.num_generated += 1
+                processed += 1
+                self._mark(r, i, 1)
+                if r.first_token_ps < 0:
+                    r.first_token_ps = now
+                    self.rec.emit(now, _FIRST, self.index, r.rid, now - r.arrival_ps)
+                if r.num_generated >= r.max_new_tokens:
+                    done.append(r)
+        for r in dec:
+            r.num_computed += 1
+            r.num_generated += 1
+            self._mark(r, i, 1)
+            if r.num_generated >= r.max_new_tokens:
+                done.append(r)
+        self.outstanding -= processed + rows
+        for r in done:
+            self.running.remove(r)
+            self._finish(r, now)
+        self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
+                         kv.total_blocks, waiting, running, flops)
+
+    # -- a stretch of identical decode iterations ----------------------------------------
+    def _segment_length(self, running: list[Request]) -> int:
+        k = SEGMENT_CAP
+        for r in running:
+            left = r.max_new_tokens - r.num_generated
+            if left < k:
+                k = left
+        kv = self.kv
+        bs = kv.block_size
+        free = kv.free
+        rooms = [r.kv_blocks * bs - r.num_computed for r in running]
+
+        def need(k: int) -> int:
+            return sum(-(-(k - room) // bs) for room in rooms if room < k)
+
+        if need(k) <= free:
+            return k
+        lo, hi = 1, k  # need(lo) <= free (checked by the plan), need(hi) > free
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if need(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _decode_segment(self, plan: BatchPlan):
+        env = self.env
+        running = self.running
+        n = len(running)
+        pad = plan.padding_rows
+        k = self._segment_length(running)
+        kv0 = 0
+        for r in running:
+            kv0 += r.num_computed + 1
+        if pad:
+            kv0 = kv0 * (n + pad) // n
+        ps, flops = self.timer.decode_segment(n + pad, kv0, k)
+        cum = np.cumsum(ps)
+        start = env.now
+        waiting = len(self.waiting)
+        done = k
+        if k > 1:
+            self._interruptible = True
+            try:
+                yield env.timeout(int(cum[-1]))
+            except simpy.Interrupt:
+                elapsed = env.now - start
+                j = int(np.searchsorted(cum, elapsed, side="left"))
+                done = j + 1
+                rest = int(cum[j]) - elapsed
+                self._interruptible = False
+                if rest > 0:
+                    yield env.timeout(rest)
+            self._interruptible = False
+        else:
+            yield env.timeout(int(cum[0]))
+        now = env.now
+        self.busy_ps += now - start
+        i0 = len(self.iter_ends)
+        if done == 1:
+            self.iter_ends.append(now)
+        else:
+            self.iter_ends.extend((cum[:done] + start).tolist())
+        kv = self.kv
+        finished = []
+        for r in running:
+            kv.grow(r, done)
+            r.num_computed += done
+            r.num_generated += done
+            self._mark(r, i0, done)
+            if r.num_generated >= r.max_new_tokens:
+                finished.append(r)
+        self.outstanding -= n * done
+        for r in finished:
+            running.remove(r)
+            self._finish(r, now)
+        self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
+                         float(flops[:done].sum()))

@@ -1,0 +1,49 @@
+"""Time one iteration, or a stretch of identical decode iterations, on one replica.
+
+``step`` lowers an iteration to ops and asks the timing backend; ``decode_segment`` times ``k``
+decode iterations of the same rows in one call: every op but decode attention is the same each
+iteration (memoised per row count), and attention is evaluated for all ``k`` context sums at
+once, so a long decode stretch costs one numpy call, not one SimPy event per token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.core.clock import PS_PER_S
+from workloads.llm import ATTN_DECODE, BatchShape, decode_attention, lower
+
+
+class StepTimer:
+    def __init__(self, model, tp: int, backend) -> None:
+        self.model = model
+        self.tp = tp
+        self.backend = backend
+        self._fixed: dict[int, tuple[float, float]] = {}
+        self._attn_template = {}
+        self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // tp) * model.head_dim * model.num_layers
+
+    def step(self, shape: BatchShape) -> tuple[int, float]:
+        """(picoseconds, FLOPs per GPU) of one iteration."""
+        ops = lower(shape, self.model, self.tp)
+        t = self.backend.ops_s(ops)
+        return int(round(t * PS_PER_S)), sum(op.flops() for op in ops)
+
+    def _decode_fixed(self, rows: int) -> tuple[float, float]:
+        hit = self._fixed.get(rows)
+        if hit is None:
+            ops = [op for op in lower(BatchShape(decode_rows=rows, decode_kv=rows, emitting=rows),
+                                      self.model, self.tp) if op.kind != ATTN_DECODE]
+            hit = self._fixed[rows] = (self.backend.ops_s(ops), sum(op.flops() for op in ops))
+            self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0)
+        return hit
+
+    def decode_segment(self, rows: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-iteration picoseconds (int64) and FLOPs of ``k`` decode iterations of ``rows``
+        rows whose summed context is ``kv0`` in the first iteration and grows by ``rows``."""
+        fixed_s, fixed_flops = self._decode_fixed(rows)
+        kv = kv0 + rows * np.arange(k, dtype=np.int64)
+        attn_s = self.backend.decode_attention_s(self._attn_template[rows], kv)
+        ps = np.rint((fixed_s + attn_s) * PS_PER_S).astype(np.int64)
+        flops = fixed_flops + self.attn_flops_per_kv * kv.astype(np.float64)
+        return ps, flops
