@@ -1,0 +1,218 @@
+"""The ``hwsim`` command line.
+
+Every user error (bad scenario, unknown kind, missing unit, bad trace, a model that does not fit)
+prints one line naming what is wrong and where, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from simulator.core.errors import HwsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hwsim: simulate LLM serving on modelled GPUs (scenario runs, presets, plug-ins).")
+
+SetOpt = typer.Option(None, "--set", "-s", help="override a scenario field: a.b.c=value (repeatable)")
+
+
+def fail(err: BaseException, code: int = 2) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Run ``fn`` turning user errors into one line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HwsimError as err:
+            fail(err)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:  # an internal error: one line unless asked for the traceback
+            if os.environ.get("HWSIM_DEBUG"):
+                raise
+            fail(f"internal error: {type(err).__name__}: {err} (set HWSIM_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+def _load(scenario: Path | dict, overrides: list[str] | None):
+    from simulator.config.loader import load_scenario
+
+    return load_scenario(scenario, overrides or [])
+
+
+def _fmt_ms(stats: dict) -> str:
+    if not stats or not stats.get("count"):
+        return "-"
+    return f"{stats['p50'] * 1e3:9.1f} {stats['p90'] * 1e3:9.1f} {stats['p99'] * 1e3:9.1f}"
+
+
+def print_summary(result, out: Path | None) -> None:
+    s = result.summary
+    lines = [
+        f"hwsim: {result.name}  ({s['requests_finished']}/{s['requests_total']} requests finished, "
+        f"{s['requests_rejected']} rejected; simulated {result.sim_time_s:.1f} s in {result.wall_s:.2f} s)",
+        f"{'latency (ms)':<22}{'p50':>9} {'p90':>9} {'p99':>9}",
+        f"{'  TTFT':<22}{_fmt_ms(s['ttft_s'])}",
+        f"{'  TPOT':<22}{_fmt_ms(s['tpot_s'])}",
+        f"{'  inter-token':<22}{_fmt_ms(s['itl_s'])}",
+        f"{'  end-to-end':<22}{_fmt_ms(s['e2e_s'])}",
+        f"{'  queueing':<22}{_fmt_ms(s['queue_s'])}",
+        f"{'throughput':<22}{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:.0f} output tok/s",
+        f"{'goodput (SLO)':<22}{s['goodput_rps']:.2f} req/s, attainment {s['slo_attainment']:.1%}",
+        f"{'batch / KV / queue':<22}mean batch {s['batch_size_mean']:.1f}, KV used {s['kv_utilization_mean']:.1%} "
+        f"(peak {s['kv_utilization_peak']:.1%}), queue {s['queue_length_mean']:.1f}",
+        f"{'GPU':<22}busy {s['gpu_busy_fraction']:.1%}, MFU {s['mfu']:.1%}, preemptions {s['preemptions']}",
+    ]
+    if "cost_usd_per_mtok" in s:
+        lines.append(f"{'cost':<22}${s['cost_usd']:.2f} for the run, ${s['cost_usd_per_mtok']:.3f} per M output tokens")
+    if out is not None:
+        lines.append(f"results: {out}/ (open {out / 'report.html'})")
+    typer.echo("\n".join(lines))
+
+
+def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool) -> None:
+    from simulator.outputs import write_results
+    from simulator.runner import Simulation
+
+    resolved = _load(scenario, overrides)
+    sim = Simulation(resolved)
+    progress = None
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} requests"),
+                       TimeElapsedColumn(), transient=True)
+        task = bar.add_task("run", total=len(sim.table))
+        bar.start()
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done)
+
+    try:
+        result = sim.run(progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+    outs = resolved.spec.outputs
+    if out is None:
+        out = Path("results") / resolved.spec.name
+    write_results(result, resolved.to_yaml(), out, report=outs.report and not no_report,
+                  chrome_trace=outs.chrome_trace, events=outs.events, requests=outs.requests)
+    if not quiet:
+        print_summary(result, out)
+
+
+@app.command()
+@guarded
+def run(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file"),
+        set_: Optional[list[str]] = SetOpt,
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default results/NAME)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing on success"),
+        no_report: bool = typer.Option(False, "--no-report", help="skip report.html")) -> None:
+    """Run a scenario: print a summary and write a results directory with report.html."""
+    _run(scenario, set_, out, quiet, no_report)
+
+
+@app.command()
+@guarded
+def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory"),
+         set_: Optional[list[str]] = SetOpt,
+         quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Run the embedded default scenario: Llama-3-8B on 1x H100-SXM with vLLM-style batching."""
+    import yaml
+
+    from simulator.defaults import QUICKSTART_YAML
+
+    _run(yaml.safe_load(QUICKSTART_YAML), set_, out or Path("results") / "quickstart", quiet, False)
+
+
+@app.command()
+@guarded
+def check(scenario: Path = typer.Argument(..., help="scenario file"), set_: Optional[list[str]] = SetOpt,
+          show: bool = typer.Option(False, "--show", help="print the resolved scenario")) -> None:
+    """Validate a scenario without running it; print its memory plan."""
+    from simulator.runner import Simulation
+
+    resolved = _load(scenario, set_)
+    sim = Simulation(resolved)  # builds everything: the KV plan, the workload, the replicas
+    m = sim.mem
+    gib = 2.0**30
+    typer.echo(f"ok: {scenario} — {resolved.model.config.name} on {resolved.spec.cluster.replicas} x "
+               f"{resolved.spec.cluster.tensor_parallel} x {resolved.device.config.name}; weights "
+               f"{m.weight_bytes / gib:.1f} GiB/GPU, KV {m.kv_bytes / gib:.1f} GiB/GPU = "
+               f"{m.kv_blocks * m.block_size} tokens per replica; {len(sim.table)} requests")
+    if show:
+        typer.echo(resolved.to_yaml())
+
+
+@app.command()
+@guarded
+def plugins() -> None:
+    """List every plug-in kind of every registry, with where it comes from."""
+    from simulator.core.registry import ALL_REGISTRIES
+
+    for reg in ALL_REGISTRIES:
+        typer.echo(f"{reg.name} ({reg.group}):")
+        for e in reg.entries():
+            doc = (e.cls.__doc__ or "").strip().splitlines()
+            typer.echo(f"  {e.kind:<20} {e.origin:<10} {doc[0] if doc else ''}")
+
+
+@app.command()
+@guarded
+def presets(kind: Optional[str] = typer.Argument(None, help="only this kind, e.g. gpu")) -> None:
+    """List the shipped presets of each kind."""
+    from simulator.core.registry import ALL_REGISTRIES
+
+    for reg in ALL_REGISTRIES:
+        for e in reg.entries():
+            names = e.preset_names()
+            if names and (kind is None or kind == e.kind):
+                typer.echo(f"{e.kind}: {', '.join(names)}")
+
+
+@app.command()
+@guarded
+def schema(kind: Optional[str] = typer.Argument(None, help="a plug-in kind; default the scenario file")) -> None:
+    """Print a JSON Schema: of the scenario file, or of one plug-in kind's config."""
+    from simulator.config.scenario import ScenarioFile
+    from simulator.core.registry import ALL_REGISTRIES
+
+    if kind is None:
+        out = ScenarioFile.model_json_schema()
+        out["$defs"] = out.get("$defs", {})
+        for reg in ALL_REGISTRIES:
+            for e in reg.entries():
+                if e.config is not None:
+                    out["$defs"][f"{reg.name.replace(' ', '_')}.{e.kind}"] = e.config.model_json_schema()
+    else:
+        for reg in ALL_REGISTRIES:
+            if kind in reg.kinds():
+                e = reg.get(kind)
+                out = e.config.model_json_schema() if e.config is not None else {}
+                break
+        else:
+            raise HwsimError(f"unknown kind {kind!r}", where="schema")
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
