@@ -81,14 +81,24 @@ def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
 
 def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
     """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs."""
+    pre_tokens = sum(t for t, _ in shape.prefill)
+    dense = dense_ops(pre_tokens + shape.decode_rows, shape.emitting, model, tp)
+    if not dense:
+        return dense
+    return dense[:4] + attention_ops(shape, model, tp) + dense[4:]
+
+
+def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1) -> list[Op]:
+    """Every op of an iteration but attention: they depend only on the token count ``tokens`` and
+    the rows that emit a token. The first four are embedding, norm, QKV and rotary (attention runs
+    after them); the rest follow attention."""
     d = model.dtype
     b = model.dtype_bytes
     h = model.hidden_size
     hd = model.head_dim
     L = model.num_layers
     heads, kv_heads, inter = layer_shards(model, tp)
-    pre_tokens = sum(t for t, _ in shape.prefill)
-    T = pre_tokens + shape.decode_rows
+    T = tokens
     ops: list[Op] = []
     if T == 0:
         return ops
@@ -98,14 +108,6 @@ def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
     qkv_n = (heads + 2 * kv_heads) * hd
     ops.append(Op(GEMM, "qkv_proj", L, m=T, n=qkv_n, k=h, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "rope", L, bytes=int(2 * T * (heads + kv_heads) * hd * b), dtype=d, dtype_bytes=b))
-    if shape.prefill:
-        pairs = sum(t * ctx + t * (t + 1) // 2 for t, ctx in shape.prefill)
-        kv_read = sum(t + ctx for t, ctx in shape.prefill)
-        ops.append(Op(ATTN_PREFILL, "attn_prefill", L, seqs=len(shape.prefill), q_tokens=pre_tokens,
-                      kv_tokens=kv_read, pairs=pairs, heads=heads, kv_heads=kv_heads, head_dim=hd,
-                      dtype=d, dtype_bytes=b))
-    if shape.decode_rows:
-        ops.append(decode_attention(model, tp, shape.decode_rows, shape.decode_kv))
     ops.append(Op(GEMM, "o_proj", L, m=T, n=h, k=heads * hd, dtype=d, dtype_bytes=b))
     if tp > 1:
         ops.append(Op(ALLREDUCE, "attn_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
@@ -128,10 +130,25 @@ def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
     if tp > 1:
         ops.append(Op(ALLREDUCE, "mlp_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "residual_add", L, bytes=3 * act, dtype=d, dtype_bytes=b))
-    if shape.emitting:
-        e = shape.emitting
-        ops.append(Op(ELEMENTWISE, "final_norm", 1, bytes=int(2 * e * h * b), dtype=d, dtype_bytes=b))
-        ops.append(Op(GEMM, "lm_head", 1, m=e, n=-(-model.vocab_size // tp), k=h, dtype=d, dtype_bytes=b))
+    if emitting:
+        ops.append(Op(ELEMENTWISE, "final_norm", 1, bytes=int(2 * emitting * h * b), dtype=d, dtype_bytes=b))
+        ops.append(Op(GEMM, "lm_head", 1, m=emitting, n=-(-model.vocab_size // tp), k=h, dtype=d, dtype_bytes=b))
+    return ops
+
+
+def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
+    """The attention kernels of one iteration: varlen prefill over the chunks, paged decode."""
+    ops: list[Op] = []
+    if shape.prefill:
+        heads, kv_heads, _ = layer_shards(model, tp)
+        pre_tokens = sum(t for t, _ in shape.prefill)
+        pairs = sum(t * ctx + t * (t + 1) // 2 for t, ctx in shape.prefill)
+        kv_read = sum(t + ctx for t, ctx in shape.prefill)
+        ops.append(Op(ATTN_PREFILL, "attn_prefill", model.num_layers, seqs=len(shape.prefill),
+                      q_tokens=pre_tokens, kv_tokens=kv_read, pairs=pairs, heads=heads, kv_heads=kv_heads,
+                      head_dim=model.head_dim, dtype=model.dtype, dtype_bytes=model.dtype_bytes))
+    if shape.decode_rows:
+        ops.append(decode_attention(model, tp, shape.decode_rows, shape.decode_kv))
     return ops
 
 

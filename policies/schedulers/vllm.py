@@ -64,11 +64,12 @@ class VllmScheduler:
     @staticmethod
     def decode_plan(view: SchedulerView) -> BatchPlan:
         """One decode step for every running request, preempting the newest when KV runs out."""
-        kv = view.kv
+        bs = view.kv.block_size
         running = list(view.running)
-        need = [kv.blocks_to_grow(r, 1) for r in running]
+        # a decode step needs a new block when the cached tokens fill the request's blocks
+        need = [1 if r.num_computed >= r.kv_blocks * bs and not r.in_prefill else 0 for r in running]
         total = sum(need)
-        free = kv.free_blocks
+        free = view.kv.free_blocks
         preempt: list[int] = []
         while total > free and running:
             victim = running.pop()

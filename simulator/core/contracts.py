@@ -8,8 +8,9 @@ a router receives the arriving request and a :class:`ClusterView` and returns a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from simulator.core.errors import PolicyError
 

@@ -8,9 +8,9 @@ milliseconds; :meth:`Recorder.events` yields typed :class:`Event` records for th
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator
 
 import numpy as np
 

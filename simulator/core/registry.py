@@ -19,9 +19,10 @@ import difflib
 import importlib
 import importlib.metadata
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from simulator.core.errors import ConfigError, UnknownKindError
 

@@ -48,6 +48,14 @@ class PagedKvCache:
         if self.used > self.peak_used:
             self.peak_used = self.used
 
+    def add_used(self, blocks: int) -> None:
+        """Account ``blocks`` taken by requests grown in bulk (a decode segment checked to fit)."""
+        self.used += blocks
+        if self.used > self.total_blocks:
+            raise RuntimeError(f"KV cache over capacity: {self.used} of {self.total_blocks} blocks")
+        if self.used > self.peak_used:
+            self.peak_used = self.used
+
     def release(self, req: Request) -> int:
         n = req.kv_blocks
         self.used -= n

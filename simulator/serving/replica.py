@@ -137,6 +137,7 @@ class Replica:
                                         f"which has {r.prefill_remaining} prompt tokens left")
             seen.add(c.rid)
             need += kv.need(r, c.tokens, c.reserve_tokens)
+        bs = kv.block_size
         for rid in plan.decode:
             r = by_id.get(rid)
             if r is None or r.state != RUNNING or rid in seen:
@@ -144,10 +145,11 @@ class Replica:
                 if rid in seen:
                     state = "scheduled twice in one plan"
                 raise PolicyError(name, f"decodes request {rid}, which is {state}")
-            if r.in_prefill:
+            if r.num_computed < r.prefill_target:
                 raise PolicyError(name, f"decodes request {rid}, which has not finished its prefill")
             seen.add(rid)
-            need += kv.need(r, 1)
+            if r.num_computed >= r.kv_blocks * bs:  # the new token opens a block
+                need += 1
         if need > kv.free + freed:
             raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
         if self.budget_fn is not None and plan.prefill:
@@ -266,22 +268,29 @@ class Replica:
                          kv.total_blocks, waiting, running, flops)
 
     # -- a stretch of identical decode iterations ----------------------------------------
-    def _segment_length(self, running: list[Request]) -> int:
+    def _segment_length(self, running: list[Request]) -> tuple[int, int]:
+        """(iterations until the first request finishes or the KV cache runs out, summed context
+        of the first iteration)."""
         k = SEGMENT_CAP
+        kv0 = 0
+        bs = self.kv.block_size
+        rooms = []
         for r in running:
             left = r.max_new_tokens - r.num_generated
             if left < k:
                 k = left
-        kv = self.kv
-        bs = kv.block_size
-        free = kv.free
-        rooms = [r.kv_blocks * bs - r.num_computed for r in running]
+            c = r.num_computed
+            kv0 += c + 1
+            rooms.append(r.kv_blocks * bs - c)
+        free = self.kv.free
+        if k == 1 or len(running) * (k // bs + 1) <= free:  # cannot run out within k iterations
+            return k, kv0
 
         def need(k: int) -> int:
             return sum(-(-(k - room) // bs) for room in rooms if room < k)
 
         if need(k) <= free:
-            return k
+            return k, kv0
         lo, hi = 1, k  # need(lo) <= free (checked by the plan), need(hi) > free
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -289,17 +298,14 @@ class Replica:
                 lo = mid
             else:
                 hi = mid
-        return lo
+        return lo, kv0
 
     def _decode_segment(self, plan: BatchPlan):
         env = self.env
         running = self.running
         n = len(running)
         pad = plan.padding_rows
-        k = self._segment_length(running)
-        kv0 = 0
-        for r in running:
-            kv0 += r.num_computed + 1
+        k, kv0 = self._segment_length(running)
         if pad:
             kv0 = kv0 * (n + pad) // n
         ps, flops = self.timer.decode_segment(n + pad, kv0, k)
@@ -330,14 +336,21 @@ class Replica:
         else:
             self.iter_ends.extend((cum[:done] + start).tolist())
         kv = self.kv
+        bs = kv.block_size
         finished = []
+        grown = 0
         for r in running:
-            kv.grow(r, done)
-            r.num_computed += done
+            c = r.num_computed + done
+            blocks = -(-c // bs)
+            if blocks > r.kv_blocks:
+                grown += blocks - r.kv_blocks
+                r.kv_blocks = blocks
+            r.num_computed = c
             r.num_generated += done
             self._mark(r, i0, done)
             if r.num_generated >= r.max_new_tokens:
                 finished.append(r)
+        kv.add_used(grown)
         self.outstanding -= n * done
         for r in finished:
             running.remove(r)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.core.clock import PS_PER_S
-from workloads.llm import ATTN_DECODE, BatchShape, decode_attention, lower
+from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 
 class StepTimer:
@@ -19,24 +19,31 @@ class StepTimer:
         self.model = model
         self.tp = tp
         self.backend = backend
-        self._fixed: dict[int, tuple[float, float]] = {}
+        self._fixed: dict[tuple[int, int], tuple[float, float]] = {}
         self._attn_template = {}
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // tp) * model.head_dim * model.num_layers
 
+    def _dense(self, tokens: int, emitting: int) -> tuple[float, float]:
+        key = (tokens, emitting)
+        hit = self._fixed.get(key)
+        if hit is None:
+            ops = dense_ops(tokens, emitting, self.model, self.tp)
+            hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops))
+        return hit
+
     def step(self, shape: BatchShape) -> tuple[int, float]:
         """(picoseconds, FLOPs per GPU) of one iteration."""
-        ops = lower(shape, self.model, self.tp)
-        t = self.backend.ops_s(ops)
-        return int(round(t * PS_PER_S)), sum(op.flops() for op in ops)
+        tokens = sum(t for t, _ in shape.prefill) + shape.decode_rows
+        t, flops = self._dense(tokens, shape.emitting)
+        for op in attention_ops(shape, self.model, self.tp):
+            t += self.backend.op_s(op)
+            flops += op.flops()
+        return int(round(t * PS_PER_S)), flops
 
     def _decode_fixed(self, rows: int) -> tuple[float, float]:
-        hit = self._fixed.get(rows)
-        if hit is None:
-            ops = [op for op in lower(BatchShape(decode_rows=rows, decode_kv=rows, emitting=rows),
-                                      self.model, self.tp) if op.kind != ATTN_DECODE]
-            hit = self._fixed[rows] = (self.backend.ops_s(ops), sum(op.flops() for op in ops))
+        if rows not in self._attn_template:
             self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0)
-        return hit
+        return self._dense(rows, rows)
 
     def decode_segment(self, rows: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-iteration picoseconds (int64) and FLOPs of ``k`` decode iterations of ``rows``
