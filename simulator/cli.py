@@ -210,6 +210,26 @@ def schema(kind: Optional[str] = typer.Argument(None, help="a plug-in kind; defa
     typer.echo(json.dumps(out, indent=2, default=str))
 
 
+@app.command("fit-workload")
+@guarded
+def fit_workload(trace: Path = typer.Argument(..., help="trace CSV (Splitwise/Vidur or Azure columns)"),
+                 max_requests: Optional[int] = typer.Option(None, help="use the first N rows")) -> None:
+    """Fit a synthetic workload block (rate, burstiness, lognormal lengths) to a trace; print YAML."""
+    import yaml
+
+    from simulator.core.rng import RngStreams
+    from workloads.sources.synthetic import fit_from_trace
+    from workloads.sources.trace import TraceConfig, TraceSource
+
+    cfg = TraceConfig(path=str(trace), max_requests=max_requests)
+    table = TraceSource(cfg, base_dir=Path.cwd()).generate(RngStreams(0))
+    try:
+        block = fit_from_trace(table)
+    except ValueError as exc:
+        raise HwsimError(str(exc), where=str(trace)) from None
+    typer.echo(yaml.safe_dump({"workload": block}, sort_keys=False).rstrip())
+
+
 def main() -> None:
     app()
 
