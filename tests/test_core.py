@@ -8,6 +8,7 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from simulator.config.loader import apply_overrides, resolve_component
 from simulator.core import registry as reg
@@ -114,7 +115,7 @@ def test_overrides_merge_over_the_preset_and_are_validated_with_a_dotted_path():
 
 def test_configs_are_frozen():
     comp = resolve_component({"kind": "vllm"}, reg.SCHEDULERS, "policies.scheduler")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         comp.config.block_size = 32
 
 
