@@ -6,6 +6,7 @@ prints one line naming what is wrong and where, and exits with code 2.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -84,11 +85,25 @@ def print_summary(result, out: Path | None) -> None:
 
 
 def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool) -> None:
+    from simulator.config.loader import read_mapping
     from simulator.outputs import write_results
     from simulator.runner import Simulation
 
+    if isinstance(scenario, Path) and read_mapping(scenario).get("type") == "mcu":
+        from simulator.mcu.run import run_mcu_scenario
+
+        run_mcu_scenario(scenario, overrides or [], out, quiet)
+        return
     resolved = _load(scenario, overrides)
     sim = Simulation(resolved)
+    if out is None:
+        out = Path("results") / resolved.spec.name
+    try:  # a bad --out is the user's error, found before the run rather than after it
+        if out.exists() and not out.is_dir():
+            raise HwsimError("the results directory is an existing file", where=str(out))
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwsimError(f"cannot create the results directory: {exc.strerror or exc}", where=str(out)) from None
     progress = None
     bar = None
     if not quiet and sys.stderr.isatty():
@@ -108,8 +123,6 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool) ->
         if bar is not None:
             bar.stop()
     outs = resolved.spec.outputs
-    if out is None:
-        out = Path("results") / resolved.spec.name
     write_results(result, resolved.to_yaml(), out, report=outs.report and not no_report,
                   chrome_trace=outs.chrome_trace, events=outs.events, requests=outs.requests)
     if not quiet:
@@ -178,6 +191,12 @@ def presets(kind: Optional[str] = typer.Argument(None, help="only this kind, e.g
     """List the shipped presets of each kind."""
     from simulator.core.registry import ALL_REGISTRIES
 
+    with_presets = [e.kind for reg in ALL_REGISTRIES for e in reg.entries() if e.preset_names()]
+    if kind is not None and kind not in with_presets:
+        close = difflib.get_close_matches(kind, with_presets, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise HwsimError(f"no presets for kind {kind!r}{hint} kinds with presets: {', '.join(with_presets)}",
+                         where="presets")
     for reg in ALL_REGISTRIES:
         for e in reg.entries():
             names = e.preset_names()
@@ -206,7 +225,10 @@ def schema(kind: Optional[str] = typer.Argument(None, help="a plug-in kind; defa
                 out = e.config.model_json_schema() if e.config is not None else {}
                 break
         else:
-            raise HwsimError(f"unknown kind {kind!r}", where="schema")
+            known = sorted({k for reg in ALL_REGISTRIES for k in reg.kinds()})
+            close = difflib.get_close_matches(kind, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise HwsimError(f"unknown kind {kind!r}{hint} known: {', '.join(known)}", where="schema")
     typer.echo(json.dumps(out, indent=2, default=str))
 
 
@@ -228,6 +250,15 @@ def fit_workload(trace: Path = typer.Argument(..., help="trace CSV (Splitwise/Vi
     except ValueError as exc:
         raise HwsimError(str(exc), where=str(trace)) from None
     typer.echo(yaml.safe_dump({"workload": block}, sort_keys=False).rstrip())
+
+
+def _add_subcommands() -> None:
+    from simulator.mcu.cli import mcu_app
+
+    app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
+
+
+_add_subcommands()
 
 
 def main() -> None:

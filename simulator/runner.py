@@ -40,10 +40,23 @@ class MemoryPlan:
     kv_blocks: int
 
 
+def check_parallelism(scenario: ResolvedScenario) -> None:
+    """Tensor parallelism must split attention heads (and KV heads, or replicate them) evenly."""
+    model = scenario.model.config
+    tp = scenario.spec.cluster.tensor_parallel
+    if model.num_heads % tp:
+        raise ConfigError(f"tensor_parallel={tp} does not divide the {model.num_heads} attention heads of "
+                          f"{model.name}", where="cluster.tensor_parallel")
+    if model.num_kv_heads % tp and tp % model.num_kv_heads:
+        raise ConfigError(f"tensor_parallel={tp} neither divides nor is a multiple of the {model.num_kv_heads} "
+                          f"KV heads of {model.name}", where="cluster.tensor_parallel")
+
+
 def memory_plan(scenario: ResolvedScenario) -> MemoryPlan:
     model = scenario.model.config
     dev = scenario.device.config
     tp = scenario.spec.cluster.tensor_parallel
+    check_parallelism(scenario)
     eng = scenario.spec.engine
     usable = dev.memory_bytes * eng.gpu_memory_utilization - dev.extra_memory_bytes
     weights = model.weight_bytes() / tp
@@ -63,7 +76,12 @@ def memory_plan(scenario: ResolvedScenario) -> MemoryPlan:
 
 
 def max_model_len(scenario: ResolvedScenario) -> int:
-    return scenario.spec.engine.max_model_len or scenario.model.config.max_position
+    model = scenario.model.config
+    asked = scenario.spec.engine.max_model_len
+    if asked is not None and asked > model.max_position:
+        raise ConfigError(f"max_model_len={asked} exceeds the {model.max_position}-token context of {model.name}",
+                          where="engine.max_model_len")
+    return asked or model.max_position
 
 
 def build_link(scenario: ResolvedScenario):

@@ -42,7 +42,7 @@ class OrcaScheduler:
         for r in view.waiting:
             reserve = reserve_tokens(cfg.reservation, r, view.max_model_len)
             blocks = kv.blocks_to_grow(r, r.prefill_remaining, reserve)
-            if r.prefill_target > view.max_model_len or blocks > kv.total_blocks or \
+            if r.prompt_tokens + r.max_new_tokens > view.max_model_len or blocks > kv.total_blocks or \
                     (budget is not None and r.prefill_remaining > budget):
                 reject.append(r.rid)
                 continue

@@ -44,7 +44,7 @@ class StaticScheduler:
         for r in view.waiting:
             reserve = reserve_tokens(cfg.reservation, r, view.max_model_len)
             blocks = kv.blocks_to_grow(r, r.prefill_remaining, reserve)
-            if r.prefill_target > view.max_model_len or blocks > kv.total_blocks:
+            if r.prompt_tokens + r.max_new_tokens > view.max_model_len or blocks > kv.total_blocks:
                 reject.append(r.rid)
                 continue
             if len(chunks) >= cfg.batch_size or blocks > free:

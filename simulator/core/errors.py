@@ -7,9 +7,14 @@ class HwsimError(Exception):
     """An error caused by the user's input; the CLI prints ``str(err)`` on one line and exits 2."""
 
     def __init__(self, message: str, where: str | None = None) -> None:
+        # args are the constructor's arguments: SimPy re-raises a failed process's exception as
+        # ``type(err)(*err.args)``, and pickling rebuilds it the same way
+        super().__init__(message, where)
         self.message = message
         self.where = where
-        super().__init__(f"{where}: {message}" if where else message)
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
 
 
 class ConfigError(HwsimError):
@@ -37,5 +42,6 @@ class PolicyError(HwsimError):
 
     def __init__(self, policy: str, reason: str) -> None:
         super().__init__(reason, where=f"policy {policy!r}")
+        self.args = (policy, reason)
         self.policy = policy
         self.reason = reason

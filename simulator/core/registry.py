@@ -103,7 +103,9 @@ class Registry:
                                    where=where) from None
         obj = getattr(module, attr, None)
         if obj is None:
-            raise UnknownKindError(f"module {module_name!r} has no attribute {attr!r}", where=where)
+            close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1)
+            hint = f"; did you mean '{module_name}:{close[0]}'?" if close else ""
+            raise UnknownKindError(f"module {module_name!r} has no attribute {attr!r}{hint}", where=where)
         kind = getattr(obj, "__hwsim_kind__", None)
         if kind is not None and getattr(obj, "__hwsim_registry__", None) == self.name:
             return self._entries[kind]

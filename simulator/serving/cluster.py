@@ -9,7 +9,7 @@ import simpy
 
 from simulator.core.clock import s_to_ps
 from simulator.core.contracts import ClusterView
-from simulator.core.errors import PolicyError
+from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind, Recorder
 from simulator.core.request import Request
 from workloads.sources.base import RequestTable
@@ -36,7 +36,12 @@ class Cluster:
             idx = 0
         else:
             view = ClusterView(env.now, tuple(r.load() for r in self.replicas))
-            idx = self.router.route(req, view)
+            try:
+                idx = self.router.route(req, view)
+            except HwsimError:
+                raise
+            except Exception as exc:  # a bug in a (user) router is reported against the router
+                raise PolicyError(self.router_name, f"route() raised {type(exc).__name__}: {exc}") from exc
             if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(self.replicas):
                 raise PolicyError(self.router_name, f"routed request {req.rid} to replica {idx!r}; "
                                                     f"valid: 0..{len(self.replicas) - 1}")

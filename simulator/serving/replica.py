@@ -17,7 +17,7 @@ import numpy as np
 import simpy
 
 from simulator.core.contracts import BatchPlan, ReplicaLoad, SchedulerView
-from simulator.core.errors import PolicyError
+from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 from simulator.serving.kv_cache import PagedKvCache
@@ -56,6 +56,7 @@ class Replica:
         self.busy_ps = 0
         self._wake: simpy.Event | None = None
         self._interruptible = False
+        self._seg: tuple[int, np.ndarray, int] | None = None  # (start, cumulative ps, rows) in flight
         self.process = self.env.process(self._serve())
 
     # -- arrivals ------------------------------------------------------------------------
@@ -74,8 +75,18 @@ class Replica:
 
     def load(self) -> ReplicaLoad:
         kv = self.kv
-        return ReplicaLoad(self.index, len(self.waiting), len(self.running), self.outstanding,
-                           kv.used / kv.total_blocks if kv.total_blocks else 1.0)
+        used, outstanding = kv.used, self.outstanding
+        if self._seg is not None:  # mid-segment: report what the per-iteration loop would show now
+            start, cum, n = self._seg
+            j = int(np.searchsorted(cum, self.env.now - start, side="right"))  # iterations done
+            outstanding -= n * j
+            t, bs = min(j + 1, len(cum)), kv.block_size  # tokens grown incl. the iteration in flight
+            for r in self.running:
+                room = r.kv_blocks * bs - r.num_computed
+                if room < t:
+                    used += -(-(t - room) // bs)
+        return ReplicaLoad(self.index, len(self.waiting), len(self.running), outstanding,
+                           used / kv.total_blocks if kv.total_blocks else 1.0)
 
     # -- the loop ------------------------------------------------------------------------
     def _serve(self):
@@ -87,7 +98,12 @@ class Replica:
                 continue
             view = SchedulerView(env.now, self.index, tuple(self.waiting), tuple(self.running),
                                  self.kv.view(), self.max_model_len)
-            plan = self.scheduler.plan(view)
+            try:
+                plan = self.scheduler.plan(view)
+            except HwsimError:
+                raise
+            except Exception as exc:  # a bug in a (user) policy is reported against the policy
+                raise PolicyError(self.scheduler_name, f"plan() raised {type(exc).__name__}: {exc}") from exc
             if not isinstance(plan, BatchPlan):
                 raise PolicyError(self.scheduler_name, f"plan() returned {type(plan).__name__}, not a BatchPlan")
             self._check(plan)
@@ -313,6 +329,7 @@ class Replica:
         start = env.now
         waiting = len(self.waiting)
         done = k
+        self._seg = (start, cum, n)
         if k > 1:
             self._interruptible = True
             try:
@@ -328,6 +345,7 @@ class Replica:
             self._interruptible = False
         else:
             yield env.timeout(int(cum[0]))
+        self._seg = None
         now = env.now
         self.busy_ps += now - start
         i0 = len(self.iter_ends)

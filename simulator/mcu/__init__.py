@@ -1,0 +1,1 @@
+"""Microcontroller runs: memory planning, patch-based execution, scenario runner and CLI."""
