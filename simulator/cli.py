@@ -253,9 +253,11 @@ def fit_workload(trace: Path = typer.Argument(..., help="trace CSV (Splitwise/Vi
 
 
 def _add_subcommands() -> None:
+    from simulator.capacity_cli import capacity
     from simulator.mcu.cli import mcu_app
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
+    app.command("capacity")(guarded(capacity))
 
 
 _add_subcommands()

@@ -106,7 +106,7 @@ class Replica:
                 raise PolicyError(self.scheduler_name, f"plan() raised {type(exc).__name__}: {exc}") from exc
             if not isinstance(plan, BatchPlan):
                 raise PolicyError(self.scheduler_name, f"plan() returned {type(plan).__name__}, not a BatchPlan")
-            self._check(plan)
+            self._check(plan, view)
             for rid in plan.reject:
                 self._reject(self.by_id[rid])
             for rid in plan.preempt:
@@ -124,7 +124,7 @@ class Replica:
                 yield from self._iteration(plan)
 
     # -- checks --------------------------------------------------------------------------
-    def _check(self, plan: BatchPlan) -> None:
+    def _check(self, plan: BatchPlan, view: SchedulerView) -> None:
         name = self.scheduler_name
         seen: set[int] = set()
         by_id = self.by_id
@@ -168,8 +168,8 @@ class Replica:
                 need += 1
         if need > kv.free + freed:
             raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
-        if self.budget_fn is not None and plan.prefill:
-            budget = self.budget_fn(SchedulerView(self.env.now, idx, (), (), kv.view(), self.max_model_len))
+        if self.budget_fn is not None:
+            budget = self.budget_fn(view)
             if plan.num_tokens > budget:
                 raise PolicyError(name, f"plan has {plan.num_tokens} tokens, over its budget of {budget}")
 

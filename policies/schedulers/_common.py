@@ -1,0 +1,40 @@
+"""Small helpers shared by the chunked-prefill and priority schedulers (not a registered kind)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from policies.api import KvView, RequestView, SchedulerView
+
+
+def decode_blocks(r: RequestView, block_size: int) -> int:
+    """Blocks one decode step of ``r`` needs: 1 when its cached tokens fill its blocks."""
+    return 1 if not r.in_prefill and r.num_computed >= r.kv_blocks * block_size else 0
+
+
+def never_fits(r: RequestView, view: SchedulerView, usable_blocks: int) -> bool:
+    """A waiting request that can never run: longer than max_model_len or than the usable cache."""
+    return r.prefill_target > view.max_model_len or view.kv.blocks_for(r.prefill_target) > usable_blocks
+
+
+def preempt_for_decodes(running: Sequence[RequestView], kv: KvView,
+                        victim_order: Callable[[list[RequestView]], RequestView] | None = None
+                        ) -> tuple[list[RequestView], list[int], int]:
+    """Evict running requests until every decode step has its block.
+
+    ``victim_order`` picks the victim from the remaining list (default: the newest, i.e. the last
+    admitted, as vLLM does). Returns (requests kept, in admission order; preempted ids; free
+    blocks left after the decode steps are given their blocks).
+    """
+    bs = kv.block_size
+    kept = list(running)
+    need = sum(decode_blocks(r, bs) for r in kept)
+    free = kv.free_blocks
+    preempt: list[int] = []
+    while need > free and kept:
+        victim = kept[-1] if victim_order is None else victim_order(kept)
+        kept.remove(victim)
+        need -= decode_blocks(victim, bs)
+        free += victim.kv_blocks
+        preempt.append(victim.rid)
+    return kept, preempt, free - need

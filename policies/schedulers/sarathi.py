@@ -1,0 +1,89 @@
+"""Sarathi-Serve: chunked prefill with stall-free batching under a per-iteration token budget.
+
+Models (each iteration, the order of Sarathi-Serve's Algorithm 2):
+    1. one decode token for every running request past its prefill; when the KV cache has no
+       block for a new token, the newest running request is preempted by recompute (vLLM v0's
+       rule, which Sarathi-Serve inherits) until every remaining decode has its block;
+    2. the rest of the budget (``chunk_size`` tokens, decodes included) goes to the next chunks of
+       running requests whose prompt is only partly prefilled, in admission order;
+    3. what is still left admits waiting requests first come, first served, each taking a chunk
+       of at most the remaining budget. Admission allocates KV for the whole prompt at once (as
+       the vLLM v0 block manager under Sarathi-Serve does) and keeps ``watermark`` of the cache
+       free; it stops at the first request that does not fit or at ``max_num_seqs``. No request
+       is admitted in an iteration that preempted one (vLLM v0's chunked-prefill rule).
+    A prompt longer than max_model_len or than the usable cache is rejected.
+Ignores: the SLO-driven choice of the chunk size (give ``chunk_size``; the paper picks 512 for a
+    strict TBT SLO and 2048 for a relaxed one), tile-size effects of odd chunk lengths (the
+    timing backend sees the exact chunk), swap-based preemption, and Sarathi-Serve's hybrid
+    pipeline-parallel scheduling.
+Sources: Agrawal et al., "Taming Throughput-Latency Tradeoff in LLM Inference with
+    Sarathi-Serve", OSDI 2024 (Algorithm 2, section 4); the sarathi-serve code (vLLM v0 fork).
+
+``steady_decode`` holds: a decode-only plan over every running request means no request is in
+prefill and no waiting request could be admitted — the budget is used up by decodes or
+``max_num_seqs`` is reached (both unchanged by decode progress), or the head of the queue needs
+more free blocks than there are (free blocks only shrink as decodes grow) — so the same plan
+comes back until a request arrives or finishes or a decode runs out of blocks.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from policies.api import BatchPlan, PrefillChunk, SchedulerView, StrictConfig, register_scheduler
+from policies.schedulers._common import never_fits, preempt_for_decodes
+
+
+class SarathiConfig(StrictConfig):
+    block_size: int = Field(default=16, gt=0, description="tokens per KV block")
+    chunk_size: int = Field(default=512, gt=0, validation_alias=AliasChoices("chunk_size", "token_budget"),
+                            description="token budget of one iteration, decodes included (alias token_budget)")
+    max_num_seqs: int = Field(default=128, gt=0, description="most requests in one batch (Sarathi-Serve's default)")
+    watermark: float = Field(default=0.01, ge=0, lt=1, description="share of KV blocks kept free at admission")
+
+
+@register_scheduler("sarathi", config=SarathiConfig)
+class SarathiScheduler:
+    steady_decode = True
+
+    def __init__(self, config: SarathiConfig) -> None:
+        self.config = config
+
+    def token_budget(self, view: SchedulerView) -> int:
+        return self.config.chunk_size
+
+    def plan(self, view: SchedulerView) -> BatchPlan:
+        cfg = self.config
+        kv = view.kv
+        running, preempt, free = preempt_for_decodes(view.running, kv)
+        decode = tuple(r.rid for r in running if not r.in_prefill)
+        budget = cfg.chunk_size - len(decode)
+        chunks: list[PrefillChunk] = []
+        for r in running:  # ongoing prefills: their KV was allocated for the whole prompt at admission
+            if budget <= 0:
+                break
+            if r.in_prefill:
+                t = min(r.prefill_remaining, budget)
+                need = kv.blocks_to_grow(r, t)
+                if need > free:
+                    continue
+                chunks.append(PrefillChunk(r.rid, t))
+                budget -= t
+                free -= need
+        reject: list[int] = []
+        if not preempt:
+            watermark = int(cfg.watermark * kv.total_blocks)
+            seqs = len(running)
+            for r in view.waiting:
+                if never_fits(r, view, kv.total_blocks - watermark):
+                    reject.append(r.rid)
+                    continue
+                blocks = kv.blocks_to_grow(r, 0, r.prefill_target)
+                if budget <= 0 or seqs >= cfg.max_num_seqs or free - blocks < watermark:
+                    break
+                t = min(r.prefill_remaining, budget)
+                chunks.append(PrefillChunk(r.rid, t, r.prefill_target))
+                budget -= t
+                free -= blocks
+                seqs += 1
+        return BatchPlan(prefill=tuple(chunks), decode=decode, preempt=tuple(preempt), reject=tuple(reject))
