@@ -253,11 +253,13 @@ def fit_workload(trace: Path = typer.Argument(..., help="trace CSV (Splitwise/Vi
 
 
 def _add_subcommands() -> None:
+    from simulator.calibration.cli import calibrate_app
     from simulator.capacity_cli import capacity
     from simulator.mcu.cli import mcu_app
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
     app.command("capacity")(guarded(capacity))
+    app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
 
 
 _add_subcommands()

@@ -7,12 +7,7 @@ from typing import Optional
 
 import typer
 
-from hw_models.mcu import McuConfig
-from simulator.config.loader import resolve_component
-from simulator.core import registry as reg
 from simulator.core.errors import CapacityError, ConfigError, HwsimError
-from simulator.mcu.planner import flash_check, plan_layer_by_layer, plan_patch_auto
-from workloads.cnn.networks import build_network
 
 mcu_app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Microcontroller CNN inference: memory fit and schedules.")
@@ -36,6 +31,12 @@ def fit_report(network: str, mcu: str, width: float = 1.0, resolution: Optional[
 
     Chooses layer-by-layer when it fits (no recompute); otherwise the patch-based plan with the
     least recompute among those that fit. Bad input (unknown network or preset) raises ConfigError."""
+    from hw_models.mcu import McuConfig
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+    from simulator.mcu.planner import flash_check, plan_layer_by_layer, plan_patch_auto
+    from workloads.cnn.networks import build_network
+
     cfg = resolve_component({"kind": "mcu", "preset": mcu}, reg.HARDWARE, "--mcu").config
     assert isinstance(cfg, McuConfig)
     graph = build_network(network, width, resolution, where="NETWORK")

@@ -1,0 +1,1 @@
+"""Calibration: capture real kernel timings, fit hardware models, report prediction error."""
