@@ -43,6 +43,13 @@ class GpuConfig(StrictConfig):
     registers_per_sm_bytes: PositiveBytes
     l2_bw_bytes_per_s: PositiveBytesPerS | None = Field(default=None, description="L2 bandwidth if known")
     launch_overhead_s: Seconds = Field(default="4us", description="host-side kernel launch cost")
+    hbm_latency_cycles: float = Field(default=480.0, gt=0, description="load latency of an HBM access, SM cycles")
+    l2_latency_cycles: float = Field(default=260.0, gt=0, description="load latency of an L2 hit, SM cycles")
+    smem_latency_cycles: float = Field(default=30.0, gt=0, description="shared-memory load latency, SM cycles")
+    mma_sync_peak_fraction: float = Field(default=1.0, gt=0, le=1,
+                                          description="share of the tensor peak legacy mma.sync can reach "
+                                                      "(Hopper: the peak needs wgmma)")
+    sfu_ops_per_clk_per_sm: float = Field(default=16.0, gt=0, description="exp2/rcp throughput per SM per clock")
     tdp_w: Watts
     idle_w: Watts | None = None
     price: UsdPerHour | None = Field(default=None, description="typical cloud on-demand price")

@@ -1,0 +1,133 @@
+"""Attention kernels: FlashAttention-2 prefill and paged / split-KV / stream-K decode.
+
+Models: prefill as FlashAttention-2 — one CTA per (sequence, head, Q tile of Br rows), K/V
+    streamed in Bc-column blocks through shared memory; causal masking skips blocks above the
+    diagonal and computes the diagonal blocks in full (half of each wasted); per (query, key)
+    pair per head the CTA spends 4 x head_dim FLOPs on the tensor cores and one exp on the SFUs
+    (FA2 on Ampere does not overlap them; FA3-style ping-pong on Hopper does); CTAs over SMs with
+    wave quantisation; GQA shares a K/V head between heads/kv_heads query heads. HBM traffic: Q
+    read and O written once, K/V read once per sequence while they fit in L2, otherwise re-read
+    by each Q tile (the FlashAttention I/O analysis with L2 as the SRAM). Decode (one query token
+    per sequence) is memory-bound on the K/V reads: ``paged`` launches seqs x kv_heads CTAs
+    (vLLM PagedAttention, GQA-aware), so a small batch leaves SMs idle and bandwidth is capped by
+    the bytes the busy SMs keep in flight over the HBM latency; ``split_kv`` (FlashDecoding)
+    splits each sequence's context so the grid fills the GPU, plus a second kernel to reduce the
+    partial softmaxes; ``lean`` (Lean Attention, stream-K) gives every SM an equal share of the
+    context and fixes up partials in the same kernel.
+Ignores: per-sequence length imbalance within a batch (all sequences get the mean length),
+    paged-block indirection cost, dropout, ALiBi/sliding windows.
+Sources: Dao et al., "FlashAttention" (NeurIPS 2022) I/O analysis; Dao, "FlashAttention-2"
+    (2023), Br/Bc tile sizes and work partitioning; Kwon et al., "PagedAttention" (SOSP 2023);
+    Dao et al., "Flash-Decoding for long-context inference" (2023 blog); Sanovar et al., "Lean
+    Attention" (2024); Shah et al., "FlashAttention-3" (2024) for the Hopper softmax/GEMM overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DECODE_CTA_IN_FLIGHT = 128 * 16 * 4  # bytes: 128 threads x 16-B vector loads x 4 unrolled (vLLM paged_attention_v1)
+DECODE_CTAS_PER_SM = 8  # resident decode CTAs per SM (128 threads, small shared memory)
+
+
+@dataclass(frozen=True, slots=True)
+class AttnParams:
+    sms: int
+    clock_hz: float
+    flop_per_clk_sm: float
+    mma_eff: float
+    sfu_per_clk_sm: float
+    hbm_bw: float
+    hbm_latency_s: float
+    smem_per_sm: float
+    l2_bytes: float
+    in_flight_per_sm: float
+    kernel_fixed_s: float
+    overlap_softmax: bool = False
+
+
+def fa2_tiles(head_dim: int) -> tuple[int, int]:
+    """(Br, Bc) of the FlashAttention-2 forward kernel (flash_fwd_launch_template.h choices)."""
+    return (128, 128) if head_dim <= 64 else (128, 64) if head_dim <= 128 else (64, 64)
+
+
+def prefill_s(op: Any, p: AttnParams) -> float:
+    """FlashAttention-2 forward over ``op`` (one layer); 0 for an empty op."""
+    if op.q_tokens <= 0:
+        return 0.0
+    hd, b = op.head_dim, op.dtype_bytes
+    br, bc = fa2_tiles(hd)
+    seqs = max(1, op.seqs)
+    q_per_seq = op.q_tokens / seqs
+    q_tiles = seqs * math.ceil(q_per_seq / br)
+    ctas = q_tiles * op.heads
+    pairs = op.pairs + q_tiles * br * bc / 2.0  # diagonal blocks computed in full
+    mma_cyc = 4.0 * hd / (p.flop_per_clk_sm * p.mma_eff)
+    exp_cyc = 1.0 / p.sfu_per_clk_sm
+    per_pair = max(mma_cyc, exp_cyc) if p.overlap_softmax else mma_cyc + exp_cyc
+    total_cyc = pairs * op.heads * per_pair
+    per_sm = math.ceil(ctas / p.sms) * total_cyc / ctas
+    compute_s = per_sm / p.clock_hz
+    kv_bytes = 2.0 * b * hd * op.kv_tokens * op.kv_heads
+    q_o_bytes = 2.0 * b * hd * op.q_tokens * op.heads
+    tiles_per_seq = q_tiles / seqs
+    # Q tiles of one (sequence, head) run side by side (FA2's grid puts them fastest), so the L2
+    # must hold the K/V of the (sequence, KV head) pairs in flight at once, not all of K/V
+    groups = seqs * op.kv_heads
+    in_flight_groups = max(1.0, min(groups, 2.0 * p.sms / max(tiles_per_seq, 1.0)))
+    working_set = kv_bytes / groups * in_flight_groups
+    miss = max(0.0, 1.0 - 0.5 * p.l2_bytes / working_set) if kv_bytes > 0 else 0.0
+    hbm = q_o_bytes + kv_bytes * (1.0 + (tiles_per_seq - 1.0) * miss)
+    memory_s = hbm / p.hbm_bw
+    return p.kernel_fixed_s + max(compute_s, memory_s) + p.hbm_latency_s
+
+
+def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_kv") -> np.ndarray:
+    """Decode attention of ``op`` (one layer) for each total context in ``kv_tokens``."""
+    kv = np.asarray(kv_tokens, dtype=np.float64)
+    hd, b = op.head_dim, op.dtype_bytes
+    seqs = max(1, op.seqs)
+    nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
+    flops = 4.0 * op.heads * hd * kv
+    compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
+    per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
+    base = seqs * op.kv_heads
+    extra = np.zeros_like(kv)
+    if mode == "paged":
+        ctas = np.full_like(kv, float(base))
+    elif mode == "split_kv":
+        ctx = kv / seqs
+        splits = np.maximum(1.0, np.minimum(np.ceil(ctx / 256.0), np.ceil(2.0 * p.sms / base)))
+        ctas = base * splits
+        # the reduce kernel reads each split's partial output (fp32) and writes the result
+        red_bytes = np.where(splits > 1, seqs * op.heads * hd * (4.0 * splits + b), 0.0)
+        extra = np.where(splits > 1, p.kernel_fixed_s + red_bytes / p.hbm_bw, 0.0)
+    elif mode == "lean":
+        ctas = np.full_like(kv, float(p.sms))
+        extra = np.full_like(kv, 2.0 * p.hbm_latency_s)  # in-kernel fix-up of the partial softmaxes
+    else:
+        raise ValueError(f"unknown decode kernel {mode!r} (paged, split_kv, lean)")
+    # each CTA keeps only its own loads in flight (Little's law per CTA, then per SM)
+    resident = np.minimum(ctas, float(p.sms * DECODE_CTAS_PER_SM))
+    active_sms = np.minimum(float(p.sms), ctas)
+    bw = np.minimum(np.minimum(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+    return p.kernel_fixed_s + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
+
+
+def fa_hbm_bytes(n: int, d: int, sram_bytes: float, dtype_bytes: float = 2.0) -> tuple[float, float]:
+    """(standard attention, FlashAttention) HBM bytes for one head of length ``n`` (FA paper, Thm 2).
+
+    Standard: read Q, K, write S (n x n), read S write P, read P and V, write O.
+    FlashAttention (Algorithm 1): K, V read once; the outer loop runs over Tc = n / Bc key blocks
+    with Bc = ceil(M / 4d) (M = SRAM in elements) and re-reads Q and re-reads/writes O each time,
+    Theta(n^2 d^2 / M) in all.
+    """
+    std = dtype_bytes * (4.0 * n * d + 4.0 * n * n)
+    bc = math.ceil(sram_bytes / dtype_bytes / (4 * d))
+    t_c = math.ceil(n / bc)
+    fa = dtype_bytes * (2.0 * n * d + 3.0 * n * d * t_c)
+    return std, fa

@@ -1,0 +1,127 @@
+"""Collectives over GPU links, as NCCL runs them: ring and tree, LL / LL128 / Simple protocols.
+
+Models: a collective over ``p`` GPUs of a :class:`Fabric` — GPUs in groups of ``group`` joined by a
+    fast ``intra`` link (NVSwitch: every GPU of the node; NVLink bridge: pairs), groups joined by
+    an ``inter`` link (PCIe through the host, or a network). Each (algorithm, protocol) pair costs
+    NCCL's base latency + steps x the hop latency of the slowest link crossed + the bytes on the
+    wire over the slowest link's bandwidth x the protocol's payload share (LL 1/2, LL128 120/128,
+    Simple 1) x NCCL's achieved share of the link (one constant for reducing collectives, one
+    for copies: the reduction is done by the GPU's SMs between hops). Like NCCL's tuner, the
+    cheapest pair is used. Ring all-reduce: 2(p-1) steps, 2(p-1)/p of the message per link; tree
+    (reduce then broadcast, pipelined): 2 ceil(log2 p) steps, the message twice; all-gather /
+    reduce-scatter: p-1 steps, (p-1)/p of the (full) message; send/recv: one step, the message.
+    A message is cut into chunks; the first chunk must cross every step before the pipeline
+    streams (a fill term of steps x chunk / bandwidth, chunk = min(chunk_bytes, message / p)).
+Ignores: NVLink SHARP (NVLS) and CollNet, channel-count tuning, congestion from other traffic,
+    the double binary tree's bandwidth trick (tree here is the textbook pipelined tree).
+Sources: NCCL src/graph/tuning.cc (v2.18: baseLat, hwLat per link type, LL/LL128 bandwidth
+    factors); Thakur, Rabenseifner, Gropp, "Optimization of Collective Communication Operations
+    in MPICH" (IJHPCA 2005) for the ring/tree step and byte counts; link bandwidths from the
+    ``presets/link`` files. Efficiencies fitted on the Vidur A100 NCCL tables (see NcclParams).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+PROTO_BW = {"LL": 0.5, "LL128": 120.0 / 128.0, "Simple": 1.0}  # payload share of each 8 / 128 B line
+# NCCL tuning.cc baseLat [algo][proto] in us (Tree, Ring; LL, LL128, Simple)
+BASE_LAT_US = {"tree": {"LL": 6.8, "LL128": 14.0, "Simple": 0.0}, "ring": {"LL": 6.6, "LL128": 14.0, "Simple": 8.4}}
+# NCCL tuning.cc hwLat [link][algo][proto] in us per step
+HW_LAT_US = {
+    "nvlink": {"tree": {"LL": 0.6, "LL128": 1.25, "Simple": 28.0}, "ring": {"LL": 0.6, "LL128": 1.9, "Simple": 3.4}},
+    "pcie": {"tree": {"LL": 1.0, "LL128": 1.9, "Simple": 28.0}, "ring": {"LL": 1.0, "LL128": 2.5, "Simple": 5.7}},
+    "net": {"tree": {"LL": 5.0, "LL128": 8.5, "Simple": 28.0}, "ring": {"LL": 2.7, "LL128": 4.0, "Simple": 14.0}},
+}
+LL_MAX_BYTES = 256 * 1024  # NCCL disables LL above a few hundred KB per rank (tuning.cc thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class NcclParams:
+    """NCCL library constants. Fitted on the Vidur A100 NCCL tables (intra-node rows):
+    ``python -m simulator.validation.fit network ../shared/validation/vidur_a100`` (see FIDELITY.md)."""
+
+    reduce_eff: float = 0.85  # x the link preset's efficiency, for reducing collectives (fitted)
+    copy_eff: float = 1.2  # x the link preset's efficiency, for copies (fitted; capped at the link rate)
+    chunk_bytes: float = 128e3  # pipeline-fill chunk (fitted; NCCL's LL128/Simple slices are 64-512 KB)
+
+
+@dataclass(frozen=True, slots=True)
+class Fabric:
+    """GPUs in groups of ``group`` on ``intra``; groups joined by ``inter`` (LinkConfig-like)."""
+
+    intra: Any
+    group: int = 1 << 30
+    inter: Any = None
+
+    @classmethod
+    def of(cls, link_config: Any) -> Fabric:
+        """One link preset: a switch joins every GPU; a point-to-point link forms the ring itself."""
+        return cls(link_config, 1 << 30, None)
+
+    def bottleneck(self, p: int) -> Any:
+        if p <= self.group or self.inter is None:
+            return self.intra
+        a, b = self.intra, self.inter
+        return a if a.bw_bytes_per_s <= b.bw_bytes_per_s else b
+
+
+def _lat_kind(link: Any) -> str:
+    tech = getattr(link, "technology", "nvlink")
+    return "nvlink" if tech in ("nvlink", "nvswitch") else "pcie" if tech == "pcie" else "net"
+
+
+def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
+          params: NcclParams) -> float:
+    kind = _lat_kind(link)
+    bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
+    chunk = min(params.chunk_bytes, size / max(p, 1))
+    best = math.inf
+    for proto, share in PROTO_BW.items():
+        if proto == "LL" and size / max(p, 1) > LL_MAX_BYTES:
+            continue
+        lat = (BASE_LAT_US[algo][proto] + steps * HW_LAT_US[kind][algo][proto]) * 1e-6
+        t = lat + (wire_bytes + steps * chunk) / (bw * share)
+        best = min(best, t)
+    return best
+
+
+def allreduce_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams(),
+                algorithms: tuple[str, ...] = ("ring", "tree")) -> float:
+    """NCCL all-reduce of ``size_bytes`` per GPU over ``p`` GPUs (0 for one GPU)."""
+    if p <= 1 or size_bytes <= 0:
+        return 0.0
+    link = fabric.bottleneck(p)
+    t = math.inf
+    if "ring" in algorithms:
+        t = _best(2 * (p - 1), 2.0 * (p - 1) / p * size_bytes, link, params.reduce_eff, "ring", size_bytes, p, params)
+    if "tree" in algorithms:
+        steps = 2 * math.ceil(math.log2(p))
+        t = min(t, _best(steps, 2.0 * size_bytes, link, params.reduce_eff, "tree", size_bytes, p, params))
+    return t
+
+
+def allgather_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams()) -> float:
+    """Ring all-gather producing ``size_bytes`` on every GPU."""
+    if p <= 1 or size_bytes <= 0:
+        return 0.0
+    link = fabric.bottleneck(p)
+    return _best(p - 1, (p - 1) / p * size_bytes, link, params.copy_eff, "ring", size_bytes, p, params)
+
+
+def reduce_scatter_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams()) -> float:
+    """Ring reduce-scatter of a ``size_bytes`` input per GPU."""
+    if p <= 1 or size_bytes <= 0:
+        return 0.0
+    link = fabric.bottleneck(p)
+    return _best(p - 1, (p - 1) / p * size_bytes, link, params.reduce_eff, "ring", size_bytes, p, params)
+
+
+def send_recv_s(size_bytes: float, fabric: Fabric, params: NcclParams = NcclParams(), same_group: bool = True) -> float:
+    """Point-to-point copy of ``size_bytes`` between two GPUs (across groups when not ``same_group``)."""
+    if size_bytes <= 0:
+        return 0.0
+    link = fabric.intra if same_group or fabric.inter is None else fabric.inter
+    return _best(1, size_bytes, link, params.copy_eff, "ring", size_bytes, 1, params)

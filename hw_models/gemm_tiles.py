@@ -1,0 +1,162 @@
+"""GEMM kernel model: the CTA tile a cuBLAS/CUTLASS-style library would launch, and its time.
+
+Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to 256x128, the
+    CUTLASS/cuBLAS Ampere/Hopper tensor-op tiles) with split-K when the (m, n) grid cannot fill the
+    GPU. Per candidate: occupancy from shared memory (stages x (BM+BN) x BK operand tiles), registers
+    (fp32 accumulators + a fixed per-thread overhead) and threads; waves = ceil(CTAs / (SMs x CTAs
+    per SM)); the busiest SM runs ceil(CTAs / SMs) tiles back to back, each K-loop iteration costing
+    max(tensor-core cycles at the SM's share of the dtype peak x mma efficiency, shared-memory
+    fragment reads at 128 B/clk). Operand traffic: HBM bytes = A x (re-reads when A does not stay
+    in L2) + B once + C (+ split-K partials), over the achievable HBM bandwidth; a CTA's own
+    bandwidth is capped by its bytes in flight over the HBM latency (Little's law), which is what
+    makes a too-small grid slow. Time = max(compute, memory) + per-wave prologue/epilogue cycles +
+    a fixed in-GPU kernel cost (+ a second reduction kernel for split-K). The library heuristic
+    picks the candidate with the smallest modelled time (as cuBLAS's heuristics rank kernels by a
+    performance model), never the measured answer.
+Ignores: stream-K's fractional tiles (modelled as split-K with an in-kernel fixup), CTA
+    rasterisation/swizzle beyond the A re-read rule, bank conflicts, clock throttling under power
+    limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step.
+Sources: CUTLASS default GEMM configurations (cutlass/gemm/device/default_gemm_configuration.h,
+    sm80 tensor-op 128x256x64 .. 64x64x64; sm90 128x256x64 warp-specialised); NVIDIA "Matrix
+    Multiplication Background User's Guide" (wave and tile quantisation); Osama et al., "Stream-K"
+    (PPoPP 2023); CUDA C++ Programming Guide tables (CTA / thread limits per SM); shared-memory
+    bandwidth 32 banks x 4 B per clock (CUDA Programming Guide, "Shared Memory").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# (BM, BN, BK, stages, warps): Ampere (sm80) tensor-op tiles of CUTLASS/cuBLAS for 16-bit inputs.
+TILES_SM80 = (
+    (256, 128, 32, 3, 8), (128, 256, 32, 3, 8), (128, 128, 32, 4, 4), (128, 128, 64, 3, 8),
+    (128, 64, 32, 6, 4), (64, 128, 32, 6, 4), (64, 64, 64, 5, 4), (64, 64, 32, 6, 4),
+)
+# Hopper (sm90) warp-specialised wgmma tiles (TMA loads; one producer + consumer warp groups).
+TILES_SM90 = (
+    (128, 256, 64, 4, 12), (256, 128, 64, 4, 12), (128, 128, 64, 5, 8), (128, 64, 64, 7, 8),
+    (64, 128, 64, 7, 8), (64, 64, 64, 8, 8),
+)
+SMEM_BYTES_PER_CLK = 128  # 32 banks x 4 B per clock per SM (CUDA C++ Programming Guide, Shared Memory)
+MAX_THREADS_PER_SM = 2048  # compute capability 8.0 / 9.0 (CUDA C++ Programming Guide, Table 21)
+MAX_CTAS_PER_SM = 32  # compute capability 8.0 / 9.0 (CUDA C++ Programming Guide, Table 21)
+# registers beyond the accumulators (addresses, fragments): estimate from cuobjdump of CUTLASS sm80 kernels
+REG_OVERHEAD_PER_THREAD = 40
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class GemmParams:
+    """Kernel-library constants (fitted once; see TileConfig) and GPU numbers (datasheet)."""
+
+    sms: int
+    clock_hz: float
+    flop_per_clk_sm: float  # dense tensor FLOP per clock per SM for the dtype
+    hbm_bw: float  # achievable HBM bytes/s (datasheet x library HBM efficiency)
+    hbm_latency_s: float
+    l2_bytes: float
+    smem_per_sm: float
+    regs_per_sm: float
+    mma_eff: float  # share of the tensor peak a large-tile main loop sustains
+    cta_overhead_cycles: float  # prologue (pipeline fill) + epilogue (C write) per tile in series
+    kernel_fixed_s: float  # in-GPU cost of a kernel: grid launch, first loads, drain
+    frag_cost: float = 0.0  # warp-tile fragment-load cost relative to MMA work (0: none; 64x64 warp tile = 1)
+    hopper: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GemmPlan:
+    time_s: float
+    tile: tuple[int, int, int]
+    split_k: int
+    ctas: int
+    ctas_per_sm: int
+    waves: int
+    compute_s: float
+    memory_s: float
+    hbm_bytes: float
+    cta_cycles: float = 0.0  # main-loop cycles of one CTA alone on an SM
+    stages: int = 0
+
+    @property
+    def tile_name(self) -> str:
+        bm, bn, bk = self.tile
+        return f"{bm}x{bn}x{bk}" + (f" split-K {self.split_k}" if self.split_k > 1 else "")
+
+
+def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: float, p: GemmParams) -> int:
+    """Resident CTAs per SM: the tightest of shared memory, registers, threads and the CTA cap."""
+    smem = stages * (bm + bn) * bk * elem_bytes
+    threads = 32 * warps
+    acc_regs = bm * bn / threads if not p.hopper else bm * bn / (threads - 128)  # producer WG holds none
+    regs = threads * 4 * min(255.0, acc_regs + REG_OVERHEAD_PER_THREAD)
+    return max(0, min(int(p.smem_per_sm // smem), int(p.regs_per_sm // regs), MAX_THREADS_PER_SM // threads,
+                      MAX_CTAS_PER_SM))
+
+
+def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int) -> tuple | None:
+    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate."""
+    bm, bn, bk, stages, warps = tile
+    occ = occupancy(bm, bn, bk, stages, warps, elem_bytes, p)
+    if occ == 0:
+        return None
+    tm, tn = -(-m // bm), -(-n // bn)
+    k_split = -(-k // split)
+    k_iters = -(-k_split // bk)
+    ctas = tm * tn * split
+    slots = p.sms * occ
+    waves = -(-ctas // slots)
+    per_sm = -(-ctas // p.sms)  # tiles the busiest SM runs (co-resident CTAs share its tensor cores)
+    # one K step: tensor-core cycles vs shared-memory fragment reads (warp grid wm x wn)
+    wm = 2 if warps <= 4 else 4
+    wn = max(1, warps // wm) if not p.hopper else 1
+    wtm, wtn = bm / wm, bn / wn  # warp tile: fragment loads per MMA scale with 1/intensity
+    frag = (1.0 + p.frag_cost / (wtm * wtn / (wtm + wtn))) / (1.0 + p.frag_cost / 32.0)
+    mma_cyc = bm * bn * bk * 2.0 / (p.flop_per_clk_sm * p.mma_eff) * frag
+    smem_cyc = 0.0 if p.hopper else bk * elem_bytes * (bm * wn + bn * wm) / SMEM_BYTES_PER_CLK
+    cta_cyc = k_iters * max(mma_cyc, smem_cyc)
+    compute_s = per_sm * cta_cyc / p.clock_hz
+    # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
+    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * elem_bytes, m * n * elem_bytes
+    a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
+    partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
+    hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
+    # Little's law: a CTA keeps (stages-1) operand stages in flight over the memory latency
+    in_flight = (stages - 1) * (bm + bn) * bk * elem_bytes
+    resident = min(ctas, slots)
+    bw = min(p.hbm_bw, resident * in_flight / p.hbm_latency_s)
+    memory_s = hbm / bw
+    overhead_s = waves * p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s * (2 if split > 1 else 1)
+    t = max(compute_s, memory_s) + overhead_s
+    return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
+
+
+def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams) -> GemmPlan:
+    """The candidate the library heuristic picks (smallest modelled time)."""
+    tiles = TILES_SM90 if p.hopper else TILES_SM80
+    best: tuple | None = None
+    for tile in tiles:
+        bm, bn, bk = tile[0], tile[1], tile[2]
+        grid = -(-m // bm) * -(-n // bn)
+        for split in SPLITS:
+            if split > 1 and (grid * split > 4 * p.sms or k // split < 4 * bk):
+                break
+            cand = plan_tile(m, n, k, elem_bytes, p, tile, split)
+            if cand is not None and (best is None or cand[0] < best[0]):
+                best = cand
+    if best is None:
+        raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")
+    return GemmPlan(*best)
+
+
+def gemm_roofline_s(m: int, n: int, k: int, elem_bytes: float, peak_flops: float, bw: float) -> float:
+    """The bound no kernel beats: datasheet tensor peak and HBM bandwidth, every operand once."""
+    return max(2.0 * m * n * k / peak_flops, elem_bytes * (m * k + k * n + m * n) / bw)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["GemmParams", "GemmPlan", "plan_gemm", "plan_tile", "occupancy", "gemm_roofline_s", "ceil_div",
+           "TILES_SM80", "TILES_SM90"]

@@ -1,0 +1,105 @@
+"""Profiled timing backend: interpolates measured kernel tables (Vidur ``*.mlp.csv`` format).
+
+Models: each measured operator as a piecewise-linear function of its token count (GEMMs, keyed
+    by their (n, k) shape) or of its bytes (memory-bound kernels, keyed by kernel name),
+    interpolated between measured points and extrapolated linearly past the last two; ops the
+    tables do not cover (attention, collectives, shapes never measured) go to a fallback
+    backend (``tile`` by default).
+Ignores: dtype differences between the table and the op (the table's dtype is assumed).
+Sources: the user's measurements; Vidur (Agrawal et al., MLSys 2024) table format.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from hw_models.timing.base import TimingBackend
+from simulator.config.quantities import StrictConfig
+from simulator.core.registry import TIMING, register_timing
+
+
+class ProfiledConfig(StrictConfig):
+    tables: str = Field(description="directory of Vidur-format *.mlp.csv files (or one such file)")
+    fallback: str = Field(default="tile", description="backend kind for ops the tables do not cover")
+    launch_overhead: bool = Field(default=False, description="add the GPU's launch cost (tables hold kernel time)")
+
+
+def _vidur_ops(r: dict[str, str]) -> list[tuple[str, str, tuple, float]]:
+    """(vidur op, kind, key, x) for one Vidur row, with the shapes hwsim's lowering gives them."""
+    h, nh, tp = int(r["n_embd"]), int(r["n_head"]), int(float(r["num_tensor_parallel_workers"]))
+    t, b = int(float(r["num_tokens"])), 2.0
+    hd, heads, kvh = h // nh, max(1, nh // tp), max(1, int(r["n_kv_head"]) // tp)
+    inter = -(-int(r["n_expanded_embd"]) // tp)
+    up = 2 * inter if r["use_gated_mlp"] == "True" else inter
+    return [("attn_pre_proj", "gemm", ("gemm", (heads + 2 * kvh) * hd, h), t),
+            ("attn_post_proj", "gemm", ("gemm", h, heads * hd), t),
+            ("mlp_up_proj", "gemm", ("gemm", up, h), t), ("mlp_down_proj", "gemm", ("gemm", h, inter), t),
+            ("emb", "elementwise", ("elementwise", "embed"), 2 * t * h * b),
+            ("input_layernorm", "elementwise", ("elementwise", "input_norm"), 2 * t * h * b),
+            ("post_attention_layernorm", "elementwise", ("elementwise", "post_attn_norm"), 2 * t * h * b),
+            ("attn_rope", "elementwise", ("elementwise", "rope"), int(2 * t * (heads + kvh) * hd * b)),
+            ("mlp_act", "elementwise", ("elementwise", "mlp_act"), int(t * (up + inter) * b)),
+            ("add", "elementwise", ("elementwise", "residual_add"), 3 * t * h * b)]
+
+
+def _load_points(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    files = [path] if path.is_file() else sorted(path.rglob("*.mlp.csv"))
+    pts: dict[tuple, dict[float, list[float]]] = {}
+    for f in files:
+        with open(f, newline="") as fh:
+            for r in csv.DictReader(fh):
+                for vop, _kind, key, x in _vidur_ops(r):
+                    v = r.get(f"time_stats.{vop}.median", "")
+                    if v not in ("", "nan"):
+                        pts.setdefault(key, {}).setdefault(float(x), []).append(float(v) * 1e-3)
+    out = {}
+    for key, d in pts.items():
+        xs = np.array(sorted(d))
+        out[key] = (xs, np.array([float(np.median(d[x])) for x in xs]))
+    return out
+
+
+@register_timing("profiled", config=ProfiledConfig)
+class ProfiledBackend(TimingBackend):
+    name = "profiled"
+
+    def __init__(self, config: ProfiledConfig, device: Any, link: Any = None) -> None:
+        super().__init__(config, device, link)
+        path = Path(config.tables)
+        if not path.exists():
+            from simulator.core.errors import ConfigError
+
+            raise ConfigError(f"profiled tables {config.tables!r} not found", where="hardware.timing.tables")
+        self._points = _load_points(path)
+        entry = TIMING.get(config.fallback, where="hardware.timing.fallback")
+        self._fallback = entry.cls(entry.config.model_validate({}), device, link)
+        self._launch = device.launch_overhead_s if config.launch_overhead else 0.0
+
+    def _lookup(self, op: Any) -> float | None:
+        if op.kind == "gemm":
+            key, x = ("gemm", op.n, op.k), float(op.m)
+        elif op.kind == "elementwise":
+            key, x = ("elementwise", op.name), float(op.bytes)
+        else:
+            return None
+        pts = self._points.get(key)
+        if pts is None or len(pts[0]) < 2:
+            return None
+        xs, ys = pts
+        if x > xs[-1]:  # linear extrapolation from the last two points
+            return float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1]))
+        return float(np.interp(x, xs, ys))
+
+    def _op_s(self, op: Any) -> float:
+        t = self._lookup(op)
+        if t is None:
+            return self._fallback.op_s(op)
+        return (t + self._launch) * op.count
+
+    def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
+        return self._fallback.decode_attention_s(op, kv_tokens)

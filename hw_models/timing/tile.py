@@ -1,0 +1,156 @@
+"""Tile timing backend: for each op, the kernel a real library would launch, cycle-approximately.
+
+Models: GEMMs as CUTLASS/cuBLAS-style CTA tiles with waves, occupancy, split-K, L2 reuse and a
+    library tile heuristic (``hw_models.gemm_tiles``); prefill attention as FlashAttention-2 and
+    decode attention as paged / split-KV / stream-K kernels (``hw_models.attention_kernels``);
+    memory-bound kernels (embedding gather, norms, rotary, activation, residual add) as their
+    bytes x the library kernel's traffic multiplier over the achievable HBM bandwidth, with a
+    fixed in-GPU kernel cost and a latency-bound floor when too few bytes are in flight to cover
+    the HBM latency (Little's law); all-reduce as NCCL ring/tree with protocol choice
+    (``hw_models.collectives``). Each kernel also pays the host launch overhead unless
+    ``cuda_graphs`` is set.
+Ignores: kernel fusion beyond the op list, overlap of consecutive kernels, clock throttling
+    (absorbed in the fitted efficiencies), ECC.
+Sources: see the three modules above; constants fitted on the Vidur A100 tables are marked
+    "fitted" below with the command that produced them (FIDELITY.md gives the figures).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from hw_models import attention_kernels as attn
+from hw_models.collectives import Fabric, NcclParams, allreduce_s
+from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm
+from hw_models.timing.base import TimingBackend
+from simulator.config.quantities import Seconds, StrictConfig
+from simulator.core.registry import register_timing
+
+# Fitted with `python -m simulator.validation.fit compute ../shared/validation/vidur_a100` on
+# Llama-2-7B and Llama-2-70B (TP 1-8); held out: the other six models (FIDELITY.md).
+FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=1436.0, kernel_fixed_s="3.7us",
+                frag_cost=5.0)
+# Traffic multiplier of each memory-bound library kernel over the bytes the lowering counts (the
+# minimum: read inputs once, write outputs once); fitted on the same rows. >1 means the kernel
+# re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
+FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0}
+FIT_MEM_FIXED = "1.51us"
+
+
+class TileConfig(StrictConfig):
+    mma_efficiency: float = Field(default=FIT_GEMM["mma_efficiency"], gt=0, le=1,
+                                  description="share of the tensor peak a large-tile GEMM main loop sustains (fitted)")
+    hbm_efficiency: float = Field(default=FIT_GEMM["hbm_efficiency"], gt=0, le=1,
+                                  description="achievable share of HBM bandwidth for streaming kernels (fitted)")
+    cta_overhead_cycles: float = Field(default=FIT_GEMM["cta_overhead_cycles"], ge=0,
+                                       description="GEMM prologue + epilogue per wave, SM cycles (fitted)")
+    kernel_fixed_s: Seconds = Field(default=FIT_GEMM["kernel_fixed_s"],
+                                    description="in-GPU fixed cost of a GEMM kernel (fitted)")
+    frag_cost: float = Field(default=FIT_GEMM["frag_cost"], ge=0,
+                             description="warp-tile fragment-load cost relative to MMA work (fitted)")
+    mem_kernel_fixed_s: Seconds = Field(default=FIT_MEM_FIXED, description="in-GPU fixed cost of a memory-bound "
+                                                                           "kernel (fitted)")
+    mem_traffic_multiplier: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_MULT),
+                                                     description="bytes moved / bytes counted per kernel class")
+    bytes_in_flight_per_sm: float = Field(default=32768.0, gt=0,
+                                          description="outstanding loads one SM sustains (estimate: 64 warps x 512 B)")
+    use_wgmma: bool = Field(default=True, description="Hopper GEMMs use wgmma+TMA (false: legacy mma.sync)")
+    attention_mma_efficiency: float = Field(default=0.787, gt=0, le=1,
+                                            description="FlashAttention-2 MMA efficiency (= GEMM's; not fitted)")
+    decode_kernel: str = Field(default="split_kv", pattern="^(paged|split_kv|lean)$",
+                               description="paged (one CTA per seq x KV head), split_kv (FlashDecoding), "
+                                           "lean (stream-K over SMs)")
+    cuda_graphs: bool = Field(default=False, description="true: no host launch overhead per kernel")
+    nccl_reduce_eff: float = Field(default=NcclParams().reduce_eff, gt=0)
+    nccl_copy_eff: float = Field(default=NcclParams().copy_eff, gt=0)
+
+
+def mem_class(name: str) -> str:
+    if name.startswith("embed"):
+        return "embed"
+    if name.endswith("norm"):
+        return "norm"
+    if name == "rope":
+        return "rope"
+    if name.endswith("act"):
+        return "act"
+    if name.startswith("residual") or name == "add":
+        return "add"
+    return "other"
+
+
+@register_timing("tile", config=TileConfig)
+class TileBackend(TimingBackend):
+    name = "tile"
+
+    def __init__(self, config: TileConfig, device: Any, link: Any = None) -> None:
+        super().__init__(config, device, link)
+        self._launch = 0.0 if config.cuda_graphs else device.launch_overhead_s
+        self._bw = device.memory_bw_bytes_per_s * config.hbm_efficiency
+        self._hopper = device.architecture == "hopper" and config.use_wgmma
+        self._params: dict[str, GemmParams] = {}
+        self._nccl = NcclParams(config.nccl_reduce_eff, config.nccl_copy_eff)
+        self._fabric = Fabric.of(link.config) if link is not None else None
+
+    # -- GEMM --------------------------------------------------------------------------------
+    def gemm_params(self, dtype: str) -> GemmParams:
+        p = self._params.get(dtype)
+        if p is None:
+            d, c = self.device, self.config
+            mma = c.mma_efficiency * (1.0 if self._hopper else d.mma_sync_peak_fraction)
+            p = self._params[dtype] = GemmParams(
+                sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=d.tensor_peak(dtype) / (d.sm_count * d.clock_hz),
+                hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
+                smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
+                cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=self._hopper,
+                frag_cost=c.frag_cost)
+        return p
+
+    def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
+        return plan_gemm(m, n, k, dtype_bytes, self.gemm_params(dtype))
+
+    # -- memory-bound ------------------------------------------------------------------------
+    def mem_kernel_s(self, nbytes: float, cls: str = "other") -> float:
+        d, c = self.device, self.config
+        moved = nbytes * c.mem_traffic_multiplier.get(cls, 1.0)
+        in_flight = d.sm_count * c.bytes_in_flight_per_sm
+        latency_floor = math.ceil(moved / in_flight) * d.hbm_latency_cycles / d.clock_hz
+        return c.mem_kernel_fixed_s + max(moved / self._bw, latency_floor)
+
+    # -- the interface -----------------------------------------------------------------------
+    def _op_s(self, op: Any) -> float:
+        kind = op.kind
+        if kind == "gemm":
+            t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
+        elif kind == "attn_prefill":
+            t = attn.prefill_s(op, self._attn_params(op.dtype))
+        elif kind == "attn_decode":
+            return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
+        elif kind == "elementwise":
+            t = self.mem_kernel_s(op.bytes, mem_class(op.name))
+        elif kind == "allreduce":
+            if self._fabric is None or op.workers <= 1:
+                return 0.0
+            return allreduce_s(op.bytes, op.workers, self._fabric, self._nccl) * op.count
+        else:
+            raise ValueError(f"tile backend cannot time op kind {kind!r}")
+        return (t + self._launch) * op.count
+
+    def _attn_params(self, dtype: str) -> attn.AttnParams:
+        d, c = self.device, self.config
+        g = self.gemm_params(dtype)
+        eff = c.attention_mma_efficiency * (1.0 if self._hopper else d.mma_sync_peak_fraction)
+        return attn.AttnParams(sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=g.flop_per_clk_sm, mma_eff=eff,
+                               sfu_per_clk_sm=d.sfu_ops_per_clk_per_sm, hbm_bw=self._bw,
+                               hbm_latency_s=g.hbm_latency_s, smem_per_sm=d.smem_per_sm_bytes,
+                               l2_bytes=d.l2_bytes, in_flight_per_sm=c.bytes_in_flight_per_sm,
+                               kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=self._hopper)
+
+    def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
+        t = attn.decode_s(op, np.asarray(kv_tokens, dtype=np.float64), self._attn_params(op.dtype),
+                          self.config.decode_kernel)
+        return (t + self._launch) * op.count

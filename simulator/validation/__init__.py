@@ -1,0 +1,1 @@
+"""Validation of the timing backends against measured kernel tables (Vidur format)."""

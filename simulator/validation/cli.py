@@ -1,0 +1,104 @@
+"""CLI: ``hwsim validate kernels DIR`` and ``hwsim kernel gemm|prefill|decode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simulator.core.errors import ConfigError
+
+validate_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare backends with measurements.")
+kernel_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Time one kernel on a GPU model.")
+
+
+@validate_app.callback()
+def _validate() -> None:
+    """Compare timing backends with measured kernel tables."""
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@validate_app.command("kernels")
+def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/)"),
+                     gpu: str = typer.Option("A100-80GB", "--gpu", help="GPU preset the tables were measured on"),
+                     backend: list[str] = typer.Option(["tile", "roofline"], "--backend", help="backend(s) to check"),
+                     out: Path = typer.Option(Path("validation.html"), "--out", help="HTML report path"),
+                     by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures")) -> None:
+    """Predict every measured row and print median / p90 APE per op class and backend."""
+    from simulator.validation.kernels import by_op as by_op_key
+    from simulator.validation.kernels import format_summary, gpu_config, load, predict
+    from simulator.validation.report import write_report
+
+    if not directory.is_dir():
+        _fail(f"{directory}: not a directory")
+    try:
+        compute, network = load(directory)
+        if not compute and not network:
+            _fail(f"{directory}: no *.mlp.csv or network/*.csv tables found")
+        g = gpu_config(gpu)
+        results = [predict(compute + network, b, g) for b in backend]
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(format_summary(results))
+    if by_op:
+        typer.echo(format_summary(results, by_op_key))
+    typer.echo(f"report: {write_report(results, out)}")
+
+
+def _backend(kind: str, gpu: str):
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    try:
+        return make_backend(kind, gpu_config(gpu))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@kernel_app.command("gemm")
+def kernel_gemm(m: int, n: int, k: int, gpu: str = typer.Option("A100-80GB", "--gpu"),
+                backend: str = typer.Option("tile", "--backend", help="tile | detailed | roofline"),
+                dtype: str = typer.Option("bf16", "--dtype")) -> None:
+    """Time C[m,n] = A[m,k] @ B[k,n]: time, TFLOP/s, waves and the tile chosen."""
+    from workloads.llm import Op
+
+    if min(m, n, k) <= 0:
+        _fail("M, N and K must be > 0")
+    b = _backend(backend, gpu)
+    nbytes = 1.0 if dtype in ("fp8", "int8") else 2.0
+    op = Op("gemm", "gemm", 1, m=m, n=n, k=k, dtype=dtype, dtype_bytes=nbytes)
+    t = b.op_s(op)
+    typer.echo(f"{backend} on {gpu}: {t * 1e6:.2f} us  {2.0 * m * n * k / t / 1e12:.1f} TFLOP/s")
+    plan_of = getattr(b, "gemm_plan", None)
+    if plan_of is not None:
+        p = plan_of(m, n, k, dtype, nbytes)
+        typer.echo(f"tile {p.tile_name}  CTAs {p.ctas}  CTAs/SM {p.ctas_per_sm}  waves {p.waves}  "
+                   f"compute {p.compute_s * 1e6:.2f} us  memory {p.memory_s * 1e6:.2f} us")
+
+
+@kernel_app.command("attention")
+def kernel_attention(tokens: int, heads: int = typer.Option(32), kv_heads: int = typer.Option(32),
+                     head_dim: int = typer.Option(128), batch: int = typer.Option(1),
+                     decode: bool = typer.Option(False, "--decode", help="one query per sequence, context=tokens"),
+                     gpu: str = typer.Option("A100-80GB", "--gpu"), backend: str = typer.Option("tile", "--backend"),
+                     decode_kernel: str = typer.Option("split_kv", "--decode-kernel")) -> None:
+    """Time causal prefill (FlashAttention-2) or decode attention of ``batch`` sequences."""
+    from simulator.validation.kernels import gpu_config, make_backend
+    from workloads.llm import Op
+
+    over = {"decode_kernel": decode_kernel} if backend == "tile" else {}
+    try:
+        b = make_backend(backend, gpu_config(gpu), over)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if decode:
+        op = Op("attn_decode", "attn_decode", 1, seqs=batch, q_tokens=batch, kv_tokens=batch * tokens, heads=heads,
+                kv_heads=kv_heads, head_dim=head_dim)
+    else:
+        op = Op("attn_prefill", "attn_prefill", 1, seqs=batch, q_tokens=batch * tokens, kv_tokens=batch * tokens,
+                pairs=batch * tokens * (tokens + 1) // 2, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+    t = b.op_s(op)
+    typer.echo(f"{backend} on {gpu}: {t * 1e6:.2f} us  {op.flops() / t / 1e12:.1f} TFLOP/s")

@@ -1,0 +1,97 @@
+"""Refit the tile backend's library constants on Vidur-format tables (prints; never writes code).
+
+    python -m simulator.validation.fit compute ../shared/validation/vidur_a100 [--quick]
+    python -m simulator.validation.fit network ../shared/validation/vidur_a100
+
+compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
+fragment cost) by Nelder-Mead on median + 0.5 p90 APE of the train models' GEMM rows (every 3rd
+row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
+(median ratio start, Nelder-Mead on median + 0.3 p90). network: grid search of NCCL's reduce/copy
+efficiency factors and chunk size on the intra-node rows. Train = Llama-2-7B and Llama-2-70B.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+TRAIN = ("Llama-2-7b-hf", "Llama-2-70b-hf")
+
+
+def fit_compute(directory: Path, stride: int = 3) -> None:
+    from hw_models.gemm_tiles import plan_gemm
+    from hw_models.timing.tile import mem_class
+    from simulator.validation.kernels import gpu_config, load, make_backend
+    from simulator.validation.vidur import GEMM_OPS, MEM_OPS
+
+    compute, _ = load(directory)
+    g = gpu_config("A100-80GB")
+    gem = [r for r in compute if r.op in GEMM_OPS and r.source in TRAIN][::stride]
+
+    def gemm_obj(x):
+        if not (0.3 < x[0] <= 1 and 0.3 < x[1] <= 1 and x[2] >= 0 and x[3] >= 0 and x[4] >= 0):
+            return 1e9
+        b = make_backend("tile", g, dict(mma_efficiency=x[0], hbm_efficiency=x[1], cta_overhead_cycles=x[2],
+                                         kernel_fixed_s=f"{x[3]}us", frag_cost=x[4]))
+        p = b.gemm_params("fp16")
+        e = np.array([abs(plan_gemm(r.item.m, r.item.n, r.item.k, 2.0, p).time_s - r.measured_s) / r.measured_s
+                      for r in gem])
+        return float(np.median(e) + 0.5 * np.percentile(e, 90))
+
+    x0 = [0.75, 0.8, 2000.0, 3.0, 4.0]
+    res = minimize(gemm_obj, x0, method="Nelder-Mead", options=dict(maxiter=400, xatol=1e-3, fatol=1e-5))
+    print("gemm: mma_efficiency, hbm_efficiency, cta_overhead_cycles, kernel_fixed_us, frag_cost =",
+          [round(float(v), 4) for v in res.x], "objective", round(res.fun, 4))
+    mem = [r for r in compute if r.op in MEM_OPS and r.source in TRAIN]
+    cls = np.array([mem_class(r.item.name) for r in mem])
+    nbytes = np.array([r.item.bytes for r in mem], float)
+    meas = np.array([r.measured_s for r in mem])
+    tokens = np.array([r.x for r in mem])
+    bw = g.memory_bw_bytes_per_s * res.x[1]
+    names = sorted(set(cls))
+    x = [float(np.median(meas[tokens <= 8])) * 1e6]
+    for c in names:
+        sel = (cls == c) & (tokens >= 1024)
+        x.append(float(np.median((meas[sel] - x[0] * 1e-6) * bw / nbytes[sel])))
+
+    def mem_obj(v):
+        mult = dict(zip(names, v[1:]))
+        e = np.abs(v[0] * 1e-6 + np.array([mult[c] for c in cls]) * nbytes / bw - meas) / meas
+        return float(np.median(e) + 0.3 * np.percentile(e, 90))
+
+    r2 = minimize(mem_obj, x, method="Nelder-Mead", options=dict(maxiter=3000, fatol=1e-6, xatol=1e-4))
+    print("memory: fixed_us =", round(float(r2.x[0]), 3), "multipliers =",
+          {c: round(float(v), 3) for c, v in zip(names, r2.x[1:])})
+
+
+def fit_network(directory: Path) -> None:
+    from hw_models.collectives import NcclParams
+    from simulator.validation.kernels import load, network_s
+
+    _, network = load(directory)
+    rows = [r for r in network if r.intra_node]
+    best = None
+    for a, b, c in itertools.product([0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0], [0.9, 1.0, 1.1, 1.2],
+                                     [128e3, 256e3, 512e3, 1e6]):
+        pr = NcclParams(a, b, c)
+        ape = {"all_reduce": [], "send_recv": []}
+        for r in rows:
+            ape[r.op].append(abs(network_s(r, "tile", pr) - r.measured_s) / r.measured_s)
+        s = sum(np.median(v) + 0.3 * np.percentile(v, 90) for v in ape.values())
+        if best is None or s < best[0]:
+            best = (s, a, b, c)
+    print("nccl: reduce_eff, copy_eff, chunk_bytes =", best[1:], "objective", round(best[0], 4))
+
+
+if __name__ == "__main__":
+    what, directory = sys.argv[1], Path(sys.argv[2])
+    if what == "compute":
+        fit_compute(directory, 12 if "--quick" in sys.argv else 3)
+    elif what == "network":
+        fit_network(directory)
+    else:
+        sys.exit("usage: python -m simulator.validation.fit compute|network DIR [--quick]")

@@ -1,0 +1,123 @@
+"""Predict every measured row with a timing backend and summarise the error per op class.
+
+Models: kernel-only times (the tables time kernels on the GPU, so host launch overhead is left
+    out: ``tile`` runs with ``cuda_graphs=true``, ``roofline`` with ``launch_overhead=false``);
+    collectives over the fabric of the measured node (``tile``: NCCL ring/tree model of
+    ``hw_models.collectives``; ``roofline``: the link preset's alpha-beta ring).
+Ignores: rows whose op hwsim's lowering does not emit (e.g. a post-attention norm of a
+    parallel-attention model).
+Sources: error metric = absolute percentage error |pred - meas| / meas, median and p90.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import simulator.core.registry as reg
+from hw_models.collectives import Fabric, NcclParams, allreduce_s, send_recv_s
+from hw_models.link import Link
+from simulator.config.loader import resolve_component
+from simulator.validation.vidur import GEMM_OPS, Row
+
+NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR"), "a100_pairwise_nvlink": ("NVLink-bridge-A100", 2, "PCIe4")}
+
+
+def gpu_config(preset: str) -> Any:
+    return resolve_component({"kind": "gpu", "preset": preset}, reg.HARDWARE, "--gpu").config
+
+
+@functools.cache
+def link_config(preset: str) -> Any:
+    return resolve_component({"kind": "link", "preset": preset}, reg.HARDWARE, "link").config
+
+
+def make_backend(kind: str, gpu: Any, overrides: dict | None = None) -> Any:
+    block = {"kind": kind, **(overrides or {})}
+    if kind == "tile":
+        block.setdefault("cuda_graphs", True)
+    elif kind == "roofline":
+        block.setdefault("launch_overhead", False)
+    comp = resolve_component(block, reg.TIMING, "--backend")
+    return comp.cls(comp.config, gpu, None)
+
+
+def op_class(row: Row) -> str:
+    if row.op in GEMM_OPS:
+        return "gemm"
+    if row.op in ("all_reduce", "send_recv"):
+        return row.op if row.intra_node else f"{row.op} (inter-node)"
+    return "memory"
+
+
+def network_s(row: Row, backend_kind: str, nccl: NcclParams = NcclParams()) -> float:
+    coll, size, p, dpn, node = row.item
+    intra, group, inter = NODE_FABRIC.get(node, ("NVLink3", 8, "IB-HDR"))
+    if node == "a100_dgx":
+        group = dpn
+    fab = Fabric(link_config(intra), group, link_config(inter))
+    if backend_kind != "tile":  # the link preset's alpha-beta model on the bottleneck link
+        link = Link(fab.bottleneck(p) if coll == "all_reduce" else (fab.intra if row.intra_node else fab.inter))
+        return link.allreduce_s(size, p) if coll == "all_reduce" else link.send_s(size)
+    if coll == "all_reduce":
+        return allreduce_s(size, p, fab, nccl)
+    return send_recv_s(size, fab, nccl, same_group=row.intra_node)
+
+
+@dataclass
+class Result:
+    backend: str
+    rows: list[Row]
+    predicted: np.ndarray
+
+    @property
+    def measured(self) -> np.ndarray:
+        return np.array([r.measured_s for r in self.rows])
+
+    def ape(self) -> np.ndarray:
+        return np.abs(self.predicted - self.measured) / self.measured
+
+    def summary(self, key=op_class) -> dict[str, tuple[float, float, int]]:
+        """{class: (median APE %, p90 APE %, rows)}."""
+        ape = self.ape()
+        groups: dict[str, list[float]] = {}
+        for r, e in zip(self.rows, ape):
+            groups.setdefault(key(r), []).append(e)
+        return {k: (100 * float(np.median(v)), 100 * float(np.percentile(v, 90)), len(v))
+                for k, v in sorted(groups.items())}
+
+
+def predict(rows: list[Row], backend_kind: str, gpu: Any, overrides: dict | None = None) -> Result:
+    backend = make_backend(backend_kind, gpu, overrides)
+    nccl = NcclParams(getattr(backend.config, "nccl_reduce_eff", NcclParams().reduce_eff),
+                      getattr(backend.config, "nccl_copy_eff", NcclParams().copy_eff))
+    out = np.empty(len(rows))
+    for i, r in enumerate(rows):
+        out[i] = network_s(r, backend_kind, nccl) if isinstance(r.item, tuple) else backend.op_s(r.item)
+    return Result(backend_kind, rows, out)
+
+
+def format_summary(results: list[Result], key=op_class) -> str:
+    lines = [f"{'class':34s} {'backend':10s} {'median APE':>11s} {'p90 APE':>9s} {'rows':>7s}"]
+    for res in results:
+        for cls, (med, p90, n) in res.summary(key).items():
+            lines.append(f"{cls:34s} {res.backend:10s} {med:10.1f}% {p90:8.1f}% {n:7d}")
+    return "\n".join(lines)
+
+
+def by_op(row: Row) -> str:
+    return row.op
+
+
+def models_of(rows: list[Row]) -> list[str]:
+    return sorted({r.source for r in rows})
+
+
+def load(directory: Path) -> tuple[list[Row], list[Row]]:
+    from simulator.validation.vidur import read_dir
+
+    return read_dir(directory)

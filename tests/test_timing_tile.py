@@ -1,0 +1,165 @@
+"""Tile, detailed and profiled timing backends: formula checks, properties, agreement."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import simulator.core.registry as reg
+from hw_models.attention_kernels import fa_hbm_bytes
+from hw_models.collectives import Fabric, allgather_s, allreduce_s, reduce_scatter_s, send_recv_s
+from hw_models.gemm_tiles import plan_tile
+from simulator.config.loader import resolve_component
+from workloads.llm import Op
+
+
+def gpu(preset: str = "A100-80GB", **over):
+    return resolve_component({"kind": "gpu", "preset": preset, **over}, reg.HARDWARE, "gpu").config
+
+
+def backend(kind: str = "tile", preset: str = "A100-80GB", gpu_over: dict | None = None, **over):
+    comp = resolve_component({"kind": kind, **over}, reg.TIMING, "timing")
+    return comp.cls(comp.config, gpu(preset, **(gpu_over or {})), None)
+
+
+def roofline_s(g, m, n, k, b=2.0):
+    return max(2.0 * m * n * k / g.tensor_peak("bf16"), b * (m * k + k * n + m * n) / g.memory_bw_bytes_per_s)
+
+
+def test_a_single_wave_compute_bound_gemm_matches_hand_computed_cycles():
+    tb = backend(cuda_graphs=True, frag_cost=0.0)
+    p = tb.gemm_params("bf16")
+    g = tb.device
+    # one 128x128 tile per SM, K = 4096: 108 CTAs of the 128x128x32 (4 warps) tile = one wave
+    m, n, k = 128 * 12, 128 * 9, 4096
+    cand = plan_tile(m, n, k, 2.0, p, (128, 128, 32, 4, 4), 1)
+    t, _, _, ctas, occ, waves, compute_s = cand[:7]
+    assert ctas == 108 and waves == 1
+    flop_per_clk = 312e12 / (108 * 1.41e9)
+    cycles = (4096 // 32) * 128 * 128 * 32 * 2 / (flop_per_clk * tb.config.mma_efficiency)
+    assert compute_s == pytest.approx(cycles / g.clock_hz, rel=1e-9)
+    expect = cycles / g.clock_hz + tb.config.cta_overhead_cycles / g.clock_hz + tb.config.kernel_fixed_s
+    assert t == pytest.approx(expect, rel=1e-9)
+
+
+def test_one_cta_over_a_full_wave_adds_a_wave():
+    p = backend().gemm_params("bf16")
+    tile = (256, 128, 32, 3, 8)  # one CTA per SM on an A100 (smem and registers)
+    full = plan_tile(256 * 108, 128, 4096, 2.0, p, tile, 1)
+    over = plan_tile(256 * 108 + 1, 128, 4096, 2.0, p, tile, 1)
+    assert full[4] == 1 and full[5] == 1 and over[5] == 2
+    assert over[6] == pytest.approx(2 * full[6])
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 8192), n=st.integers(64, 32768), k=st.integers(64, 16384))
+def test_a_gemm_is_never_faster_than_the_datasheet_roofline(m, n, k):
+    tb = backend(cuda_graphs=True)
+    assert tb.gemm_plan(m, n, k).time_s >= roofline_s(tb.device, m, n, k)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 4096), n=st.integers(64, 16384), k=st.integers(64, 8192))
+def test_more_sms_or_more_bandwidth_is_never_slower(m, n, k):
+    base = backend(cuda_graphs=True).gemm_plan(m, n, k).time_s
+    more_bw = backend(cuda_graphs=True, gpu_over={"memory_bw_bytes_per_s": "4TB/s"}).gemm_plan(m, n, k).time_s
+    more_sm = backend(cuda_graphs=True, gpu_over={"sm_count": 216, "tensor_flops_per_s": {"bf16": "624TFLOP/s"}}
+                      ).gemm_plan(m, n, k).time_s
+    assert more_bw <= base * (1 + 1e-9)
+    assert more_sm <= base * (1 + 1e-9)
+
+
+def test_gemm_time_grows_with_k_and_memory_kernels_with_bytes():
+    tb = backend(cuda_graphs=True)
+    ts = [tb.gemm_plan(512, 4096, k).time_s for k in (512, 1024, 2048, 4096, 8192)]
+    assert all(a <= b for a, b in zip(ts, ts[1:]))
+    ms = [tb.mem_kernel_s(b, "norm") for b in (1e3, 1e5, 1e7, 1e9)]
+    assert all(a <= b for a, b in zip(ms, ms[1:]))
+
+
+def test_an_uncached_gemm_prediction_takes_under_50_microseconds():
+    tb = backend()
+    ops = [Op("gemm", "g", 1, m=m, n=12288, k=4096) for m in range(1, 2001)]
+    t0 = time.perf_counter()
+    for op in ops:
+        tb._op_s(op)
+    assert (time.perf_counter() - t0) / len(ops) < 50e-6
+
+
+def test_decode_attention_is_vectorised_and_monotone_in_context():
+    tb = backend()
+    op = Op("attn_decode", "d", 2, seqs=8, q_tokens=8, kv_tokens=8000, heads=32, kv_heads=8, head_dim=128)
+    kv = np.array([800, 8000, 80000, 800000])
+    t = tb.decode_attention_s(op, kv)
+    assert np.all(np.diff(t) > 0)
+    assert t[1] == pytest.approx(tb.op_s(op))
+
+
+def test_split_kv_and_lean_decode_beat_paged_decode_at_long_context_and_small_batch():
+    op = Op("attn_decode", "d", 1, seqs=1, q_tokens=1, kv_tokens=512_000, heads=32, kv_heads=8, head_dim=128)
+    paged, split, lean = (backend(decode_kernel=k).op_s(op) for k in ("paged", "split_kv", "lean"))
+    assert split < paged and lean < paged
+    assert paged / lean > 2.0
+
+
+def test_flash_attention_prefill_reaches_50_to_75_percent_of_a100_peak_at_hd128():
+    tb = backend(cuda_graphs=True)
+    n = 8192
+    op = Op("attn_prefill", "p", 1, seqs=2, q_tokens=2 * n, kv_tokens=2 * n, pairs=2 * n * (n + 1) // 2, heads=32,
+            kv_heads=32, head_dim=128)
+    frac = op.flops() / tb.op_s(op) / 312e12
+    assert 0.5 <= frac <= 0.75
+
+
+def test_flash_attention_moves_far_fewer_hbm_bytes_than_standard_attention():
+    std, fa = fa_hbm_bytes(1024, 64, 100 * 1024)
+    assert std / fa > 3
+    std4, fa4 = fa_hbm_bytes(4096, 64, 100 * 1024)
+    assert std4 / fa4 > std / fa  # the gap grows with sequence length
+
+
+def test_collectives_follow_ring_byte_counts_and_grow_with_size():
+    link = resolve_component({"kind": "link", "preset": "NVLink3"}, reg.HARDWARE, "l").config
+    fab = Fabric.of(link)
+    sizes = [1e3, 1e5, 1e7, 1e9]
+    for f in (lambda s: allreduce_s(s, 8, fab), lambda s: allgather_s(s, 8, fab),
+              lambda s: reduce_scatter_s(s, 8, fab), lambda s: send_recv_s(s, fab)):
+        ts = [f(s) for s in sizes]
+        assert all(a < b for a, b in zip(ts, ts[1:]))
+    big = 1e10  # bandwidth term dominates: all-reduce ~ 2x reduce-scatter
+    assert allreduce_s(big, 8, fab) / reduce_scatter_s(big, 8, fab) == pytest.approx(2.0, rel=0.05)
+    assert allreduce_s(1e6, 1, fab) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(1, 12288, 4096), (64, 4096, 4096), (256, 12288, 4096), (1024, 4096, 11008),
+                                   (2048, 22016, 4096), (4096, 8192, 8192), (300, 1024, 1024), (8, 28672, 8192)])
+def test_detailed_simulation_agrees_with_the_tile_model_within_25_percent(shape):
+    tile = backend("tile", cuda_graphs=True)
+    det = backend("detailed", cuda_graphs=True)
+    a, b = tile.gemm_plan(*shape).time_s, det.gemm_s(*shape)
+    assert abs(b - a) / a < 0.25
+    if shape[0] >= 1024:  # compute-bound: the two agree closely
+        assert abs(b - a) / a < 0.03
+
+
+def test_hopper_presets_predict_from_datasheet_numbers_and_wgmma_matters():
+    h = backend(preset="H100-SXM", cuda_graphs=True)
+    a = backend(preset="A100-80GB", cuda_graphs=True)
+    big = (8192, 8192, 8192)
+    assert a.gemm_plan(*big).time_s / h.gemm_plan(*big).time_s > 2.5
+    legacy = backend(preset="H100-SXM", cuda_graphs=True, use_wgmma=False)
+    assert legacy.gemm_plan(*big).time_s > 1.4 * h.gemm_plan(*big).time_s
+
+
+def test_tile_backend_covers_every_op_of_a_lowered_iteration():
+    from workloads.llm import BatchShape, lower
+
+    model = resolve_component({"kind": "transformer", "preset": "Llama-2-7B"}, reg.MODELS, "m").config
+    ops = lower(BatchShape(prefill=((512, 0),), decode_rows=4, decode_kv=4000, emitting=5), model, 1)
+    tb = backend()
+    assert all(math.isfinite(tb.op_s(o)) and tb.op_s(o) > 0 for o in ops)
