@@ -256,10 +256,13 @@ def _add_subcommands() -> None:
     from simulator.calibration.cli import calibrate_app
     from simulator.capacity_cli import capacity
     from simulator.mcu.cli import mcu_app
+    from simulator.validation.cli import kernel_app, validate_app
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
     app.command("capacity")(guarded(capacity))
     app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
+    app.add_typer(validate_app, name="validate", help="predict measured kernel tables and report the error")
+    app.add_typer(kernel_app, name="kernel", help="time one kernel on a GPU model (tile, detailed, roofline)")
 
 
 _add_subcommands()

@@ -91,9 +91,8 @@ def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids:
     for r in requests:
         if not r.runs or (measured_rids is not None and r.rid not in measured_rids):
             continue
-        base = offsets[r.replica]
-        for a, b in r.runs:
-            starts.append(base + a)
+        for rep, a, b in r.runs:
+            starts.append(offsets[rep] + a)
             lengths.append(b - a)
             owner.append(r.rid)
     if not starts:
@@ -178,21 +177,39 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
     s["queue_length_mean"] = _weighted_mean(batches["waiting"].astype(np.float64), dur)
     s["kv_utilization_mean"] = _weighted_mean(kv_frac, dur)
     s["kv_utilization_peak"] = float(kv_frac.max()) if kv_frac.size else 0.0
-    replicas = facts["replicas"]
-    gpus = replicas * facts["tp"]
-    busy_s = float(dur.sum()) / PS_PER_S
-    s["gpu_busy_fraction"] = busy_s / (replicas * sim_time_s) if sim_time_s > 0 else 0.0
-    flops = float(batches["flops"].sum())  # per GPU of each replica
-    s["mfu"] = flops * facts["tp"] / (gpus * facts["peak_flops"] * sim_time_s) if sim_time_s > 0 else 0.0
+    reps = facts["replica_facts"]  # one dict per replica: tp, peak_flops, price_usd_per_h, tdp_w
+    tp = np.array([r["tp"] for r in reps], dtype=np.float64)
+    peak = np.array([r["peak_flops"] for r in reps], dtype=np.float64)
+    busy_r = np.bincount(batches["replica"], weights=dur, minlength=len(reps))[:len(reps)] / PS_PER_S
+    flops_r = np.bincount(batches["replica"], weights=batches["flops"], minlength=len(reps))[:len(reps)]
+    busy_s = float(busy_r.sum())
+    gpus = float(tp.sum())
+    s["gpu_busy_fraction"] = busy_s / (len(reps) * sim_time_s) if sim_time_s > 0 else 0.0
+    # flops are recorded per GPU of each replica
+    s["mfu"] = float((flops_r * tp).sum() / ((tp * peak).sum() * sim_time_s)) if sim_time_s > 0 else 0.0
     s["iterations"] = int(batches["iterations"].sum())
     s["batch_segments"] = int(dur.size)
-    price = facts.get("price_usd_per_h")
-    if price:
-        cost = price * gpus * sim_time_s / 3600.0
+    s["gpus"] = int(gpus)
+    prices = [r["price_usd_per_h"] for r in reps]
+    if all(p for p in prices):
+        cost = float(sum(p * t for p, t in zip(prices, tp))) * sim_time_s / 3600.0
         s["cost_usd"] = cost
         s["cost_usd_per_mtok"] = cost / (out_tokens / 1e6) if out_tokens else float("nan")
-    s["energy_busy_j"] = busy_s * facts["tp"] * facts["tdp_w"]
+    s["energy_busy_j"] = float(sum(b * t * r["tdp_w"] for b, t, r in zip(busy_r, tp, reps)))
     s["energy_per_output_token_j"] = s["energy_busy_j"] / out_tokens if out_tokens else float("nan")
+    if facts.get("pools") and len(facts["pools"]) > 1:
+        s["pools"] = {}
+        for p in facts["pools"]:
+            idx = np.asarray(p["replicas"], dtype=np.int64)
+            s["pools"][p["name"]] = {
+                "role": p["role"], "replicas": len(idx), "gpus": int(tp[idx].sum()),
+                "busy_fraction": float(busy_r[idx].sum() / (len(idx) * sim_time_s)) if sim_time_s > 0 else 0.0,
+                "mfu": float((flops_r[idx] * tp[idx]).sum() / ((tp[idx] * peak[idx]).sum() * sim_time_s))
+                if sim_time_s > 0 else 0.0}
+    if facts.get("transfers"):
+        t = np.asarray(facts["transfers"], dtype=np.float64)
+        s["kv_transfer"] = {"count": int(t.shape[0]), "bytes": float(t[:, 3].sum()),
+                            "time_s": stats((t[:, 2] - t[:, 1]) / PS_PER_S)}
     s["littles_law"] = littles_law(req["arrival_s"], req["depart_s"], sim_time_s)
     s["memory"] = facts["memory"]
     return s
@@ -214,16 +231,28 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     rec = sim.recorder
     batches = rec.batch_columns()
     measured_rids = set(req["rid"][req["measured"]].tolist())
-    itl = inter_token_gaps(requests, [rec.iteration_ends(i) for i in range(spec.cluster.replicas)],
-                           measured_rids)
+    n_rep = len(sim.cluster.replicas)
+    itl = inter_token_gaps(requests, [rec.iteration_ends(i) for i in range(n_rep)], measured_rids)
     sim_time_s = sim.env.now / PS_PER_S
-    dev = scen.device.config
     mem = sim.mem
     gib = 2.0**30
+    dtype = scen.model.config.dtype
+    replica_facts = []
+    pools = []
+    for rt in sim.pools:
+        dev = rt.pool.device.config
+        pools.append({"name": rt.pool.name, "role": rt.pool.role, "replicas": rt.replicas})
+        for i in rt.replicas:
+            replica_facts.append({
+                "index": i, "pool": rt.pool.name, "role": rt.pool.role, "device": dev.name,
+                "tp": rt.pool.tensor_parallel, "devices": rt.pool.tensor_parallel,
+                "kv_blocks_total": rt.mem.kv_blocks, "block_size": rt.mem.block_size,
+                "kv_bytes_per_block": rt.mem.kv_bytes_per_token * rt.mem.block_size,
+                "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
+                "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
     facts = {
-        "requests_total": len(sim.table), "replicas": spec.cluster.replicas, "tp": sim.tp,
-        "peak_flops": dev.tensor_peak(scen.model.config.dtype), "price_usd_per_h": dev.price,
-        "tdp_w": dev.tdp_w,
+        "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,
+        "transfers": sim.cluster.transfers,
         "memory": {"weights_gib_per_gpu": mem.weight_bytes / gib, "kv_gib_per_gpu": mem.kv_bytes / gib,
                    "kv_blocks_per_replica": mem.kv_blocks, "block_size": mem.block_size,
                    "kv_tokens_per_replica": mem.kv_blocks * mem.block_size,
@@ -236,10 +265,6 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     batches_s["end_s"] = batches["end_ps"] / PS_PER_S
     ev = rec.event_columns()
     ev["t_s"] = ev["t_ps"] / PS_PER_S
-    replicas = [{"index": i, "devices": sim.tp, "tp": sim.tp, "kv_blocks_total": mem.kv_blocks,
-                 "block_size": mem.block_size, "kv_bytes_per_block": mem.kv_bytes_per_token * mem.block_size,
-                 "peak_flops": facts["peak_flops"], "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
-                 "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S}
-                for i in range(spec.cluster.replicas)]
+    replicas = replica_facts
     return RunResult(name=spec.name, scenario=scen.dump(), summary=summary, requests=req, batches=batches_s,
                      events=ev, itl_s=itl, replicas=replicas, sim_time_s=sim_time_s, wall_s=wall_s)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import simpy
 
-from simulator.config.loader import ResolvedScenario, resolve_component
+from simulator.config.loader import Pool, ResolvedScenario, resolve_component
 from simulator.core import registry as reg
 from simulator.core.clock import s_to_ps
 from simulator.core.errors import CapacityError, ConfigError
 from simulator.core.events import Recorder
+from simulator.core.resources import SharedBandwidth
 from simulator.core.rng import RngStreams
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
@@ -40,39 +41,42 @@ class MemoryPlan:
     kv_blocks: int
 
 
-def check_parallelism(scenario: ResolvedScenario) -> None:
+def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel") -> None:
     """Tensor parallelism must split attention heads (and KV heads, or replicate them) evenly."""
-    model = scenario.model.config
-    tp = scenario.spec.cluster.tensor_parallel
     if model.num_heads % tp:
         raise ConfigError(f"tensor_parallel={tp} does not divide the {model.num_heads} attention heads of "
-                          f"{model.name}", where="cluster.tensor_parallel")
+                          f"{model.name}", where=where)
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
         raise ConfigError(f"tensor_parallel={tp} neither divides nor is a multiple of the {model.num_kv_heads} "
-                          f"KV heads of {model.name}", where="cluster.tensor_parallel")
+                          f"KV heads of {model.name}", where=where)
 
 
-def memory_plan(scenario: ResolvedScenario) -> MemoryPlan:
-    model = scenario.model.config
-    dev = scenario.device.config
-    tp = scenario.spec.cluster.tensor_parallel
-    check_parallelism(scenario)
-    eng = scenario.spec.engine
-    usable = dev.memory_bytes * eng.gpu_memory_utilization - dev.extra_memory_bytes
+def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model") -> MemoryPlan:
+    """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` GPUs."""
+    usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = model.weight_bytes() / tp
-    free = usable - weights - eng.activation_reserve
+    free = usable - weights - engine.activation_reserve
     if free <= 0:
         raise CapacityError(
             f"{model.name} needs {weights / GiB:.1f} GiB of weights per GPU at tensor_parallel={tp}, "
-            f"plus {eng.activation_reserve / GiB:.1f} GiB activation reserve, but {dev.name} gives "
-            f"{usable / GiB:.1f} GiB ({eng.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
-            f"raise cluster.tensor_parallel or choose a larger GPU", where="model")
+            f"plus {engine.activation_reserve / GiB:.1f} GiB activation reserve, but {dev.name} gives "
+            f"{usable / GiB:.1f} GiB ({engine.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
+            f"raise cluster.tensor_parallel or choose a larger GPU", where=where)
     _, kv_heads, _ = layer_shards(model, tp)
     per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * model.dtype_bytes
-    block_size = int(getattr(scenario.scheduler.config, "block_size", 16))
+    block_size = int(getattr(scheduler_config, "block_size", 16))
     blocks = int(free // (per_token * block_size))
-    return MemoryPlan(usable, weights, eng.activation_reserve, blocks * per_token * block_size, per_token,
+    return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
                       block_size, blocks)
+
+
+def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryPlan:
+    pool = pool or scenario.pools[0]
+    model = scenario.model.config
+    where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
+    check_parallelism(model, pool.tensor_parallel, where)
+    return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
+                            pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where)
 
 
 def max_model_len(scenario: ResolvedScenario) -> int:
@@ -84,11 +88,11 @@ def max_model_len(scenario: ResolvedScenario) -> int:
     return asked or model.max_position
 
 
-def build_link(scenario: ResolvedScenario):
-    tp = scenario.spec.cluster.tensor_parallel
-    comp = scenario.interconnect
-    if comp is None and tp > 1:
-        name = getattr(scenario.device.config, "default_interconnect", None)
+def build_link(scenario: ResolvedScenario, pool: Pool | None = None):
+    pool = pool or scenario.pools[0]
+    comp = pool.interconnect
+    if comp is None and pool.tensor_parallel > 1:
+        name = getattr(pool.device.config, "default_interconnect", None)
         if not name:
             raise ConfigError("tensor_parallel > 1 needs hardware.interconnect (the device names none)",
                               where="hardware.interconnect")
@@ -96,35 +100,71 @@ def build_link(scenario: ResolvedScenario):
     return comp.cls(comp.config) if comp is not None else None
 
 
+@dataclass
+class PoolRuntime:
+    """What one pool's replicas share: memory plan, interconnect, timing backend and step timer."""
+
+    pool: Pool
+    mem: MemoryPlan
+    link: object
+    backend: object
+    timer: StepTimer
+    replicas: list[int]
+
+
 class Simulation:
     def __init__(self, scenario: ResolvedScenario) -> None:
         self.scenario = scenario
         spec = scenario.spec
         model = scenario.model.config
-        self.tp = spec.cluster.tensor_parallel
-        self.mem = memory_plan(scenario)
+        mems = [memory_plan(scenario, pool) for pool in scenario.pools]  # a model that does not fit first
         self.max_model_len = max_model_len(scenario)
-        if self.mem.kv_blocks * self.mem.block_size < self.max_model_len:
-            raise CapacityError(
-                f"the KV cache holds {self.mem.kv_blocks * self.mem.block_size} tokens per replica, fewer "
-                f"than max_model_len={self.max_model_len}; set engine.max_model_len lower or add memory",
-                where="engine.max_model_len")
-        self.link = build_link(scenario)
-        backend = scenario.timing.cls(scenario.timing.config, scenario.device.config, self.link)
-        self.backend = backend
-        self.timer = StepTimer(model, self.tp, backend)
+        self.pools: list[PoolRuntime] = []
+        for pool, mem in zip(scenario.pools, mems):
+            if mem.kv_blocks * mem.block_size < self.max_model_len:
+                raise CapacityError(
+                    f"the KV cache holds {mem.kv_blocks * mem.block_size} tokens per replica of pool {pool.name!r}, "
+                    f"fewer than max_model_len={self.max_model_len}; set engine.max_model_len lower or add memory",
+                    where="engine.max_model_len")
+            link = build_link(scenario, pool)
+            backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
+            self.pools.append(PoolRuntime(pool, mem, link, backend, StepTimer(model, pool.tensor_parallel, backend),
+                                          []))
+        first = self.pools[0]
+        self.tp, self.mem, self.link, self.backend, self.timer = (
+            first.pool.tensor_parallel, first.mem, first.link, first.backend, first.timer)
         self.rngs = RngStreams(spec.seed)
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
         self.env = simpy.Environment()
-        self.recorder = Recorder(spec.cluster.replicas)
+        n_replicas = sum(p.replicas for p in scenario.pools)
+        self.recorder = Recorder(n_replicas)
         router = scenario.router.cls(scenario.router.config)
-        self.cluster = Cluster(self.env, self.recorder, router, scenario.router.kind)
-        for i in range(spec.cluster.replicas):
-            sched = scenario.scheduler.cls(scenario.scheduler.config)
-            kv = PagedKvCache(self.mem.kv_blocks, self.mem.block_size)
-            self.cluster.replicas.append(Replica(self.cluster, i, sched, scenario.scheduler.kind, kv, self.timer,
-                                                 self.max_model_len))
+        decode_router = scenario.decode_router.cls(scenario.decode_router.config) if scenario.decode_router else None
+        self.cluster = Cluster(self.env, self.recorder, router, scenario.router.kind, decode_router,
+                               scenario.decode_router.kind if scenario.decode_router else "")
+        for pi, rt in enumerate(self.pools):
+            pool = rt.pool
+            for _ in range(pool.replicas):
+                i = len(self.cluster.replicas)
+                sched = pool.scheduler.cls(pool.scheduler.config)
+                kv = PagedKvCache(rt.mem.kv_blocks, rt.mem.block_size)
+                self.cluster.add_replica(Replica(self.cluster, i, sched, pool.scheduler.kind, kv, rt.timer,
+                                                 self.max_model_len, role=pool.role, pool=pi))
+                rt.replicas.append(i)
+        if scenario.disaggregated:
+            self._connect_pools(model)
+
+    def _connect_pools(self, model) -> None:
+        """Each decode replica gets an inbound KV link: the transfer link's bandwidth per GPU times
+        its tensor-parallel degree (each GPU receives its shard over its own NIC/link)."""
+        link = self.scenario.kv_link.config
+        self.cluster.kv_bytes_per_token = model.kv_bytes_per_token()
+        for rep in self.cluster.decoders:
+            tp = self.pools[rep.pool].pool.tensor_parallel
+            self.cluster.kv_links[rep.index] = SharedBandwidth(
+                self.env, link.bw_bytes_per_s * link.efficiency * tp, latency_ps=s_to_ps(link.latency_s),
+                name=f"kv-link-{rep.index}")
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         """Run to the end (or ``run.max_time``); ``progress(done, total)`` is called as requests

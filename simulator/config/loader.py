@@ -47,6 +47,25 @@ class Component:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """A resolved pool of identical replicas (the single pool when the scenario names none)."""
+
+    name: str
+    role: str  # both | prefill | decode
+    replicas: int
+    tensor_parallel: int
+    device: Component
+    interconnect: Component | None
+    scheduler: Component
+
+    def dump(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "replicas": self.replicas,
+                "tensor_parallel": self.tensor_parallel, "device": self.device.dump(),
+                "interconnect": self.interconnect.dump() if self.interconnect else None,
+                "scheduler": self.scheduler.dump()}
+
+
+@dataclass(frozen=True)
 class ResolvedScenario:
     spec: ScenarioFile
     device: Component
@@ -58,6 +77,13 @@ class ResolvedScenario:
     scheduler: Component
     source: str = "<dict>"
     base_dir: Path = Path(".")
+    pools: tuple[Pool, ...] = ()
+    decode_router: Component | None = None
+    kv_link: Component | None = None
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(p.role == "prefill" for p in self.pools)
 
     def dump(self) -> dict[str, Any]:
         """A mapping that, loaded again, gives this same scenario (presets already merged)."""
@@ -69,6 +95,12 @@ class ResolvedScenario:
         s["workload"] = self.workload.dump()
         s["cluster"]["router"] = self.router.dump()
         s["policies"]["scheduler"] = self.scheduler.dump()
+        if self.spec.cluster.pools is not None:
+            s["cluster"]["pools"] = [p.dump() for p in self.pools]
+        if self.decode_router is not None:
+            s["cluster"]["decode_router"] = self.decode_router.dump()
+        if self.kv_link is not None:
+            s["cluster"]["kv_transfer"] = {"link": self.kv_link.dump()}
         return s
 
     def to_yaml(self) -> str:
@@ -80,7 +112,9 @@ class ResolvedScenario:
 
     def components(self) -> list[Component]:
         out = [self.device, self.timing, self.model, self.workload, self.router, self.scheduler]
-        return out + ([self.interconnect] if self.interconnect else [])
+        for p in self.pools if self.spec.cluster.pools is not None else ():
+            out += [p.device, p.scheduler] + ([p.interconnect] if p.interconnect else [])
+        return out + [c for c in (self.interconnect, self.decode_router, self.kv_link) if c is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +285,13 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
     if hw.interconnect is not None:
         interconnect = resolve_component(hw.interconnect, reg.HARDWARE, "hardware.interconnect",
                                          default_kind="link", base_dir=base_dir)
+    scheduler = resolve_component(spec.policies.scheduler, reg.SCHEDULERS, "policies.scheduler", base_dir=base_dir)
+    cl = spec.cluster
+    if cl.pools is None:
+        pools = (Pool("main", "both", cl.replicas, cl.tensor_parallel, device, interconnect, scheduler),)
+    else:
+        pools = tuple(_resolve_pool(p, i, device, interconnect, scheduler, base_dir) for i, p in enumerate(cl.pools))
+    disaggregated = any(p.role == "prefill" for p in pools)
     return ResolvedScenario(
         spec=spec,
         device=device,
@@ -259,9 +300,25 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         model=resolve_component(spec.model, reg.MODELS, "model", default_kind="transformer",
                                 base_dir=base_dir),
         workload=resolve_component(spec.workload, reg.WORKLOADS, "workload", base_dir=base_dir),
-        router=resolve_component(spec.cluster.router, reg.ROUTERS, "cluster.router", base_dir=base_dir),
-        scheduler=resolve_component(spec.policies.scheduler, reg.SCHEDULERS, "policies.scheduler",
-                                    base_dir=base_dir),
+        router=resolve_component(cl.router, reg.ROUTERS, "cluster.router", base_dir=base_dir),
+        scheduler=scheduler,
         source=name,
         base_dir=base_dir,
+        pools=pools,
+        decode_router=resolve_component(cl.decode_router, reg.ROUTERS, "cluster.decode_router", base_dir=base_dir)
+        if disaggregated else None,
+        kv_link=resolve_component(cl.kv_transfer.link, reg.HARDWARE, "cluster.kv_transfer.link", default_kind="link",
+                                  base_dir=base_dir) if disaggregated else None,
     )
+
+
+def _resolve_pool(p: Any, i: int, device: Component, interconnect: Component | None, scheduler: Component,
+                  base_dir: Path) -> Pool:
+    where = f"cluster.pools[{i}]"
+    dev = device if p.device is None else resolve_component(p.device, reg.HARDWARE, f"{where}.device",
+                                                            base_dir=base_dir)
+    link = interconnect if p.interconnect is None else resolve_component(
+        p.interconnect, reg.HARDWARE, f"{where}.interconnect", default_kind="link", base_dir=base_dir)
+    sched = scheduler if p.scheduler is None else resolve_component(p.scheduler, reg.SCHEDULERS,
+                                                                   f"{where}.scheduler", base_dir=base_dir)
+    return Pool(p.name, p.role, p.replicas, p.tensor_parallel, dev, link, sched)

@@ -6,9 +6,9 @@ resolved against their plug-in's strict config by :mod:`simulator.config.loader`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simulator.config.quantities import Bytes, PositiveSeconds, Seconds, StrictConfig
 
@@ -23,10 +23,49 @@ class HardwareSection(StrictConfig):
                           description="timing backend: {kind: roofline}")
 
 
-class ClusterSection(StrictConfig):
+class PoolSection(StrictConfig):
+    """A group of identical replicas. ``role`` prefill/decode pools disaggregate serving: a request
+    is prefilled in a prefill pool, its KV cache moved over ``cluster.kv_transfer``, then decoded
+    in a decode pool."""
+
+    name: str
+    role: Literal["both", "prefill", "decode"] = "both"
     replicas: int = Field(default=1, ge=1)
     tensor_parallel: int = Field(default=1, ge=1)
-    router: Block = Field(default_factory=lambda: {"kind": "round_robin"})
+    device: Block | None = Field(default=None, description="default: hardware.device")
+    interconnect: Block | None = Field(default=None, description="default: hardware.interconnect")
+    scheduler: Block | None = Field(default=None, description="default: policies.scheduler")
+
+
+class KvTransferSection(StrictConfig):
+    link: Block = Field(description="link between prefill and decode replicas, e.g. {kind: link, preset: IB-HDR}")
+
+
+class ClusterSection(StrictConfig):
+    replicas: int = Field(default=1, ge=1, description="replicas of the single pool (when pools is not given)")
+    tensor_parallel: int = Field(default=1, ge=1)
+    router: Block = Field(default_factory=lambda: {"kind": "round_robin"},
+                          description="routes arrivals over replicas of role both/prefill")
+    pools: list[PoolSection] | None = Field(default=None, description="heterogeneous or disaggregated pools")
+    decode_router: Block = Field(default_factory=lambda: {"kind": "least_outstanding"},
+                                 description="routes prefilled requests over decode replicas")
+    kv_transfer: KvTransferSection | None = None
+
+    @model_validator(mode="after")
+    def _pools(self) -> ClusterSection:
+        if self.pools is None:
+            return self
+        if self.replicas != 1 or self.tensor_parallel != 1:
+            raise ValueError("with pools, give replicas and tensor_parallel per pool, not in cluster")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        roles = {p.role for p in self.pools}
+        if ("prefill" in roles) != ("decode" in roles):
+            raise ValueError("a prefill pool needs a decode pool and vice versa")
+        if "prefill" in roles and self.kv_transfer is None:
+            raise ValueError("disaggregated pools need cluster.kv_transfer.link")
+        return self
 
 
 class EngineSection(StrictConfig):

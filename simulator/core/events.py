@@ -23,6 +23,8 @@ class EventKind(IntEnum):
     PREEMPTED = 4  # value: tokens of KV dropped
     FINISHED = 5  # value: output tokens generated
     REJECTED = 6  # value: prompt tokens (request can never be served, e.g. longer than the KV cache)
+    KV_TRANSFER_STARTED = 7  # disaggregated serving; replica: the decode replica; value: bytes
+    KV_TRANSFERRED = 8  # value: transfer time in ps
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,46 +8,85 @@ import numpy as np
 import simpy
 
 from simulator.core.clock import s_to_ps
-from simulator.core.contracts import ClusterView
+from simulator.core.contracts import ClusterView, ReplicaLoad
 from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind, Recorder
 from simulator.core.request import Request
+from simulator.core.resources import SharedBandwidth
 from workloads.sources.base import RequestTable
 
 
 class Cluster:
-    def __init__(self, env: simpy.Environment, recorder: Recorder, router, router_name: str) -> None:
+    def __init__(self, env: simpy.Environment, recorder: Recorder, router, router_name: str,
+                 decode_router=None, decode_router_name: str = "") -> None:
         self.env = env
         self.recorder = recorder
         self.router = router
         self.router_name = router_name
+        self.decode_router = decode_router
+        self.decode_router_name = decode_router_name
         self.replicas: list = []
+        self.entry: list = []  # replicas that take arrivals (role both or prefill)
+        self.decoders: list = []  # replicas of role decode
+        self.kv_links: dict[int, SharedBandwidth] = {}  # per decode replica: its inbound KV link
+        self.kv_bytes_per_token = 0.0
+        self.transfers: list[tuple[int, int, int, float]] = []  # (rid, start_ps, end_ps, bytes)
         self.requests: list[Request] = []
         self.done = 0
         self._on_done: Callable[[Request], None] | None = None
         self.progress: tuple[int, Callable[[int], None]] | None = None
+
+    def add_replica(self, replica) -> None:
+        self.replicas.append(replica)
+        (self.decoders if replica.role == "decode" else self.entry).append(replica)
 
     # -- routing -------------------------------------------------------------------------
     def arrive(self, req: Request) -> None:
         env = self.env
         self.requests.append(req)
         self.recorder.emit(env.now, EventKind.ARRIVED, -1, req.rid, req.prompt_tokens)
-        if len(self.replicas) == 1:
-            idx = 0
-        else:
-            view = ClusterView(env.now, tuple(r.load() for r in self.replicas))
-            try:
-                idx = self.router.route(req, view)
-            except HwsimError:
-                raise
-            except Exception as exc:  # a bug in a (user) router is reported against the router
-                raise PolicyError(self.router_name, f"route() raised {type(exc).__name__}: {exc}") from exc
-            if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(self.replicas):
-                raise PolicyError(self.router_name, f"routed request {req.rid} to replica {idx!r}; "
-                                                    f"valid: 0..{len(self.replicas) - 1}")
-            idx = int(idx)
-        self.recorder.emit(env.now, EventKind.ROUTED, idx, req.rid, idx)
-        self.replicas[idx].submit(req)
+        target = self.entry[self._route(self.router, self.router_name, self.entry, req)]
+        self.recorder.emit(env.now, EventKind.ROUTED, target.index, req.rid, target.index)
+        target.submit(req)
+
+    def _route(self, router, name: str, targets: list, req: Request) -> int:
+        """Ask ``router`` for one of ``targets`` (indices 0..len-1 in the view it is shown)."""
+        if len(targets) == 1:
+            return 0
+        loads = []
+        for i, r in enumerate(targets):
+            load = r.load()
+            loads.append(ReplicaLoad(i, load.waiting, load.running, load.outstanding_tokens, load.kv_used_fraction))
+        view = ClusterView(self.env.now, tuple(loads))
+        try:
+            idx = router.route(req, view)
+        except HwsimError:
+            raise
+        except Exception as exc:  # a bug in a (user) router is reported against the router
+            raise PolicyError(name, f"route() raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(targets):
+            raise PolicyError(name, f"routed request {req.rid} to replica {idx!r}; valid: 0..{len(targets) - 1}")
+        return int(idx)
+
+    # -- disaggregation: prefill replica -> link -> decode replica -------------------------
+    def hand_off(self, req: Request, src, src_blocks: int) -> None:
+        idx = self._route(self.decode_router, self.decode_router_name, self.decoders, req)
+        self.decoders[idx].request_migration(req, src, src_blocks)
+
+    def transfer_kv(self, req: Request, src, src_blocks: int, dst) -> None:
+        """Move ``req``'s KV cache from ``src`` to ``dst`` over dst's inbound link (contended)."""
+        nbytes = req.num_computed * self.kv_bytes_per_token
+        self.recorder.emit(self.env.now, EventKind.KV_TRANSFER_STARTED, dst.index, req.rid, int(nbytes))
+        self.env.process(self._transfer(req, src, src_blocks, dst, nbytes))
+
+    def _transfer(self, req: Request, src, src_blocks: int, dst, nbytes: float):
+        start = self.env.now
+        yield self.kv_links[dst.index].transfer(nbytes)
+        src.kv.used -= src_blocks
+        src._poke()  # blocks freed on the prefill side
+        self.transfers.append((req.rid, start, self.env.now, nbytes))
+        self.recorder.emit(self.env.now, EventKind.KV_TRANSFERRED, dst.index, req.rid, self.env.now - start)
+        dst.accept(req)
 
     def on_done(self, req: Request) -> None:
         self.done += 1

@@ -36,8 +36,13 @@ _ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
 
 class Replica:
     def __init__(self, cluster: Cluster, index: int, scheduler, scheduler_name: str,
-                 kv: PagedKvCache, timer: StepTimer, max_model_len: int) -> None:
+                 kv: PagedKvCache, timer: StepTimer, max_model_len: int, role: str = "both",
+                 pool: int = 0) -> None:
         self.cluster = cluster
+        self.role = role  # both | prefill (hands requests off after prefill) | decode
+        self.pool = pool
+        self.migrating: deque = deque()  # (request, source replica, source blocks) waiting for KV here
+        self.incoming: list[Request] = []  # transferred requests joining at the next iteration
         self.env: simpy.Environment = cluster.env
         self.rec = cluster.recorder
         self.index = index
@@ -65,13 +70,57 @@ class Replica:
         req.state = WAITING
         self.waiting.append(req)
         self.by_id[req.rid] = req
-        self.outstanding += req.prompt_tokens + req.max_new_tokens
+        self.outstanding += req.prompt_tokens + (1 if self.role == "prefill" else req.max_new_tokens)
+        self._poke()
+
+    def _poke(self) -> None:
+        """Let the serving loop see a change: wake it if idle, end a decode stretch early if busy."""
         if self._wake is not None:
             wake, self._wake = self._wake, None
             wake.succeed()
         elif self._interruptible:
             self._interruptible = False
             self.process.interrupt()
+
+    # -- disaggregated serving: KV arrives from a prefill replica --------------------------
+    def request_migration(self, req: Request, src: Replica, src_blocks: int) -> None:
+        self.migrating.append((req, src, src_blocks))
+        self.outstanding += req.max_new_tokens - req.num_generated
+        self._poke()
+
+    def _start_migrations(self) -> None:
+        """Pull KV caches first come, first served while this replica has blocks for them."""
+        kv = self.kv
+        while self.migrating:
+            req, src, src_blocks = self.migrating[0]
+            need = kv.need(req, 1)
+            if need > kv.total_blocks:
+                self.migrating.popleft()
+                src.kv.used -= src_blocks
+                self.outstanding -= req.max_new_tokens - req.num_generated
+                req.state = REJECTED
+                req.finish_ps = self.env.now
+                self.rec.emit(self.env.now, _REJECT, self.index, req.rid, req.num_computed)
+                self.cluster.on_done(req)
+                continue
+            if need > kv.free:
+                return
+            self.migrating.popleft()
+            kv.grow(req, 0)
+            self.cluster.transfer_kv(req, src, src_blocks, self)
+
+    def accept(self, req: Request) -> None:
+        """The KV of ``req`` has arrived: it joins the running batch at the next iteration."""
+        self.incoming.append(req)
+        self._poke()
+
+    def _join_incoming(self) -> None:
+        for req in self.incoming:
+            req.state = RUNNING
+            req.replica = self.index
+            self.by_id[req.rid] = req
+            self.running.append(req)
+        self.incoming.clear()
 
     def load(self) -> ReplicaLoad:
         kv = self.kv
@@ -92,6 +141,10 @@ class Replica:
     def _serve(self):
         env = self.env
         while True:
+            if self.incoming:
+                self._join_incoming()
+            if self.migrating:
+                self._start_migrations()
             if not self.waiting and not self.running:
                 self._wake = env.event()
                 yield self._wake
@@ -178,7 +231,7 @@ class Replica:
         self.waiting.remove(r)
         r.state = REJECTED
         r.finish_ps = self.env.now
-        self.outstanding -= r.prefill_remaining + r.max_new_tokens - r.num_generated
+        self.outstanding -= r.prefill_remaining + (1 if self.role == "prefill" else r.max_new_tokens - r.num_generated)
         self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
         self.cluster.on_done(r)
 
@@ -205,6 +258,17 @@ class Replica:
             r.first_scheduled_ps = self.env.now
             self.rec.emit(self.env.now, _SCHEDULED, self.index, r.rid, self.env.now - r.arrival_ps)
 
+    def _hand_off(self, r: Request) -> None:
+        """Prefill replica: the request leaves for a decode replica; its KV stays here until
+        the transfer completes."""
+        self.running.remove(r)
+        del self.by_id[r.rid]
+        blocks = r.kv_blocks
+        r.kv_blocks = 0
+        r.kv_reserve_tokens = 0
+        r.state = WAITING
+        self.cluster.hand_off(r, self, blocks)
+
     def _finish(self, r: Request, now: int) -> None:
         r.state = FINISHED
         r.finish_ps = now
@@ -212,13 +276,12 @@ class Replica:
         self.rec.emit(now, _FINISH, self.index, r.rid, r.num_generated)
         self.cluster.on_done(r)
 
-    @staticmethod
-    def _mark(r: Request, first: int, n: int) -> None:
+    def _mark(self, r: Request, first: int, n: int) -> None:
         runs = r.runs
-        if runs and runs[-1][1] == first:
-            runs[-1][1] = first + n
+        if runs and runs[-1][2] == first and runs[-1][0] == self.index:
+            runs[-1][2] = first + n
         else:
-            runs.append([first, first + n])
+            runs.append([self.index, first, first + n])
 
     # -- one iteration -------------------------------------------------------------------
     def _iteration(self, plan: BatchPlan):
@@ -280,6 +343,10 @@ class Replica:
         for r in done:
             self.running.remove(r)
             self._finish(r, now)
+        if self.role == "prefill":
+            for r, _ in chunks:
+                if r.state == RUNNING and not r.in_prefill:
+                    self._hand_off(r)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
                          kv.total_blocks, waiting, running, flops)
 
