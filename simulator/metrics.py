@@ -266,5 +266,12 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     ev = rec.event_columns()
     ev["t_s"] = ev["t_ps"] / PS_PER_S
     replicas = replica_facts
+    spans = [(pl.index, *span) for pl in sim.pipelines for span in pl.spans]
+    stages = {}
+    if spans:
+        a = np.asarray(spans, dtype=np.int64)
+        stages = {"pipeline": a[:, 0], "stage": a[:, 1], "engine": a[:, 2], "start_s": a[:, 3] / PS_PER_S,
+                  "end_s": a[:, 4] / PS_PER_S}
     return RunResult(name=spec.name, scenario=scen.dump(), summary=summary, requests=req, batches=batches_s,
-                     events=ev, itl_s=itl, replicas=replicas, sim_time_s=sim_time_s, wall_s=wall_s)
+                     events=ev, itl_s=itl, replicas=replicas, sim_time_s=sim_time_s, wall_s=wall_s,
+                     stages=stages)

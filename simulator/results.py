@@ -34,6 +34,8 @@ class RunResult:
     itl_s: every inter-token gap of every measured request (seconds).
     replicas: per-replica facts: devices, tp, kv_blocks_total, block_size, kv_bytes_per_block,
         peak_flops (per GPU), price_usd_per_h (per GPU or None), tdp_w.
+    stages: pipeline-parallel replicas only: pipeline, stage, engine (replica index), start_s, end_s
+        of every micro-batch in every stage.
     """
 
     name: str
@@ -46,3 +48,4 @@ class RunResult:
     replicas: list[dict[str, Any]] = field(default_factory=list)
     sim_time_s: float = 0.0
     wall_s: float = 0.0
+    stages: dict[str, np.ndarray] = field(default_factory=dict)  # pipeline stage spans (PP replicas)

@@ -21,6 +21,7 @@ from simulator.core.rng import RngStreams
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
 from simulator.serving.kv_cache import PagedKvCache
+from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import layer_shards
@@ -51,10 +52,11 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel") ->
                           f"KV heads of {model.name}", where=where)
 
 
-def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model") -> MemoryPlan:
-    """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` GPUs."""
+def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1) -> MemoryPlan:
+    """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
+    pipeline stage holds 1/pp of the layers, and KV for those layers only)."""
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
-    weights = model.weight_bytes() / tp
+    weights = model.weight_bytes() / (tp * pp)
     free = usable - weights - engine.activation_reserve
     if free <= 0:
         raise CapacityError(
@@ -63,7 +65,7 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
             f"{usable / GiB:.1f} GiB ({engine.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
             f"raise cluster.tensor_parallel or choose a larger GPU", where=where)
     _, kv_heads, _ = layer_shards(model, tp)
-    per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * model.dtype_bytes
+    per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * model.dtype_bytes / pp
     block_size = int(getattr(scheduler_config, "block_size", 16))
     blocks = int(free // (per_token * block_size))
     return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
@@ -76,7 +78,8 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
     check_parallelism(model, pool.tensor_parallel, where)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
-                            pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where)
+                            pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
+                            pool.pipeline_parallel)
 
 
 def max_model_len(scenario: ResolvedScenario) -> int:
@@ -91,7 +94,7 @@ def max_model_len(scenario: ResolvedScenario) -> int:
 def build_link(scenario: ResolvedScenario, pool: Pool | None = None):
     pool = pool or scenario.pools[0]
     comp = pool.interconnect
-    if comp is None and pool.tensor_parallel > 1:
+    if comp is None and pool.tensor_parallel * pool.pipeline_parallel > 1:
         name = getattr(pool.device.config, "default_interconnect", None)
         if not name:
             raise ConfigError("tensor_parallel > 1 needs hardware.interconnect (the device names none)",
@@ -137,7 +140,8 @@ class Simulation:
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
         self.env = simpy.Environment()
-        n_replicas = sum(p.replicas for p in scenario.pools)
+        n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)
+        self.pipelines: list[Pipeline] = []
         self.recorder = Recorder(n_replicas)
         router = scenario.router.cls(scenario.router.config)
         decode_router = scenario.decode_router.cls(scenario.decode_router.config) if scenario.decode_router else None
@@ -145,13 +149,23 @@ class Simulation:
                                scenario.decode_router.kind if scenario.decode_router else "")
         for pi, rt in enumerate(self.pools):
             pool = rt.pool
+            pp = pool.pipeline_parallel
             for _ in range(pool.replicas):
-                i = len(self.cluster.replicas)
-                sched = pool.scheduler.cls(pool.scheduler.config)
-                kv = PagedKvCache(rt.mem.kv_blocks, rt.mem.block_size)
-                self.cluster.add_replica(Replica(self.cluster, i, sched, pool.scheduler.kind, kv, rt.timer,
-                                                 self.max_model_len, role=pool.role, pool=pi))
-                rt.replicas.append(i)
+                # pipeline parallelism: pp virtual engines (micro-batches in flight), each with its own
+                # scheduler and 1/pp of the KV blocks, sharing the pp stages of one replica
+                pipeline = None
+                if pp > 1:
+                    act_bytes = model.hidden_size * model.dtype_bytes
+                    pipeline = Pipeline(self.env, pp, rt.link, act_bytes, len(self.pipelines))
+                    self.pipelines.append(pipeline)
+                for _ in range(pp):
+                    i = len(self.cluster.replicas)
+                    sched = pool.scheduler.cls(pool.scheduler.config)
+                    kv = PagedKvCache(rt.mem.kv_blocks // pp, rt.mem.block_size)
+                    self.cluster.add_replica(Replica(self.cluster, i, sched, pool.scheduler.kind, kv, rt.timer,
+                                                     self.max_model_len, role=pool.role, pool=pi,
+                                                     pipeline=pipeline))
+                    rt.replicas.append(i)
         if scenario.disaggregated:
             self._connect_pools(model)
 

@@ -239,8 +239,30 @@ def build_chrome_trace(result: RunResult) -> dict[str, Any]:
     for pid, _ in procs:
         events.extend(batch_ev.get(pid, ()))
         events.extend(req_ev.get(pid, ()))
+    events.extend(_stage_events(result, pid_of[-1] + 1))
     return {"traceEvents": events, "displayTimeUnit": "ms",
             "otherData": {"name": str(result.name), "sim_time_s": _num(result.sim_time_s)}}
+
+
+def _stage_events(result: RunResult, first_pid: int, cap: int = 20_000) -> list[dict]:
+    """Pipeline-parallel replicas: one process per pipeline, one thread per stage, a span per
+    micro-batch in a stage (the gaps between spans are the pipeline bubbles)."""
+    st = result.stages
+    if not st or not len(st.get("stage", ())):
+        return []
+    out: list[dict] = []
+    pipes = sorted(set(int(p) for p in st["pipeline"]))
+    for p in pipes:
+        pid = first_pid + p
+        out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"pipeline {p}"}})
+        rows = np.flatnonzero(st["pipeline"] == p)[:cap]
+        for s in sorted(set(int(x) for x in st["stage"][rows])):
+            out.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": s, "args": {"name": f"stage {s}"}})
+        for i in rows:
+            out.append({"name": f"engine {int(st['engine'][i])}", "ph": "X", "pid": pid, "tid": int(st["stage"][i]),
+                        "ts": _us(float(st["start_s"][i])),
+                        "dur": _us(float(st["end_s"][i]) - float(st["start_s"][i]))})
+    return out
 
 
 def write_chrome_trace(result: RunResult, path: Path) -> None:

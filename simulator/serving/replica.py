@@ -37,8 +37,9 @@ _ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
 class Replica:
     def __init__(self, cluster: Cluster, index: int, scheduler, scheduler_name: str,
                  kv: PagedKvCache, timer: StepTimer, max_model_len: int, role: str = "both",
-                 pool: int = 0) -> None:
+                 pool: int = 0, pipeline=None) -> None:
         self.cluster = cluster
+        self.pipeline = pipeline  # a shared Pipeline when this replica is one virtual engine of a PP group
         self.role = role  # both | prefill (hands requests off after prefill) | decode
         self.pool = pool
         self.migrating: deque = deque()  # (request, source replica, source blocks) waiting for KV here
@@ -48,7 +49,8 @@ class Replica:
         self.index = index
         self.scheduler = scheduler
         self.scheduler_name = scheduler_name
-        self.steady = bool(getattr(scheduler, "steady_decode", False))
+        # a decode stretch cannot be one timeout when micro-batches interleave in a pipeline
+        self.steady = bool(getattr(scheduler, "steady_decode", False)) and pipeline is None
         self.budget_fn = getattr(scheduler, "token_budget", None)
         self.kv = kv
         self.timer = timer
@@ -314,9 +316,12 @@ class Replica:
         start = env.now
         waiting = len(self.waiting)
         running = len(self.running)
-        yield env.timeout(dt)
+        if self.pipeline is None:
+            yield env.timeout(dt)
+        else:
+            yield env.process(self.pipeline.run(self.index, dt, shape.decode_rows + sum(t for _, t in chunks)))
         now = env.now
-        self.busy_ps += dt
+        self.busy_ps += now - start
         i = len(self.iter_ends)
         self.iter_ends.append(now)
         done: list[Request] = []
