@@ -205,7 +205,9 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
                 "role": p["role"], "replicas": len(idx), "gpus": int(tp[idx].sum()),
                 "busy_fraction": float(busy_r[idx].sum() / (len(idx) * sim_time_s)) if sim_time_s > 0 else 0.0,
                 "mfu": float((flops_r[idx] * tp[idx]).sum() / ((tp[idx] * peak[idx]).sum() * sim_time_s))
-                if sim_time_s > 0 else 0.0}
+                if sim_time_s > 0 else 0.0,
+                "energy_busy_j": float(sum(busy_r[i] * tp[i] * reps[i]["tdp_w"] for i in idx)),
+                "cost_usd": float(sum((reps[i]["price_usd_per_h"] or 0.0) * tp[i] for i in idx)) * sim_time_s / 3600.0}
     if facts.get("transfers"):
         t = np.asarray(facts["transfers"], dtype=np.float64)
         s["kv_transfer"] = {"count": int(t.shape[0]), "bytes": float(t[:, 3].sum()),
