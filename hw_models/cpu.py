@@ -8,14 +8,19 @@ Models: a multi-core CPU as SIMD FMA throughput (cores x FMA pipes x SIMD lanes 
     is Hockney's half-performance length per dimension, d / (d + gemm_half_dim): edge micro-tiles
     and loop overheads cost more for small dims. m or n == 1 is a memory-bound gemv sweep.
     BLAS uses one thread below ``gemm_thread_min_work`` = m*n*k (OpenBLAS's rule), all cores above.
-    Streaming and elementwise kernels (single-threaded numpy ufuncs): each call costs the call
-    overhead plus max(bytes read+written / bandwidth, elements x cycles per element / clock).
+    Streaming and elementwise kernels (single-threaded numpy calls, the exact sequences the
+    capture runs, as passes over named arrays): each call costs its overhead (ufunc, np.copyto,
+    + Python scalar / reduction set-up) plus max(memory time, elements x cycles per element /
+    clock). Memory time counts, per array a pass touches, 1 transfer per read and per write, plus
+    write_allocate_fraction for an array written without being read (read for ownership) beyond
+    L1; which level serves an array is a smooth step in its LRU reuse distance when the sequence
+    is repeated (e.g. triad's second pass re-reads c at distance 2 arrays, not 3): level i holds a
+    share 1 / (1 + (D / (C_i x cache_usable_fraction))^cache_edge_sharpness).
     numpy matmul on stacked matrices calls BLAS once per matrix (gemm_s's batch).
-    Which level serves the bytes is a smooth step in the working set: level i holds a share
-    1 / (1 + (W / (C_i x cache_usable_fraction))^cache_edge_sharpness) of it.
     Attention (QK^T, softmax, PV) is two batched GEMMs and a softmax.
-Ignores: turbo/thermal clock changes, SMT, NUMA, TLB misses, prefetcher detail, write-allocate
-    traffic (absorbed by the fitted per-level bandwidth efficiencies), non-temporal stores, BLAS
+Ignores: turbo/thermal clock changes, SMT, NUMA, TLB misses, prefetcher detail, cache
+    associativity (power-of-two leading dimensions), non-temporal stores, a GEMV's own kernel
+    efficiency (it is modelled as one sweep of the matrix), BLAS
     kernel choice per shape beyond the half-performance length, other tenants of a shared VM.
 Sources: per-preset datasheet/optimisation-guide numbers cited in ``presets/cpu/*.yaml``;
     Hockney & Jesshope, "Parallel Computers 2" (1988) for n_1/2; Goto & van de Geijn, "Anatomy
@@ -44,20 +49,47 @@ from simulator.core.registry import register_hardware
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float64": 8, "fp64": 8}
 LEVELS = ("l1", "l2", "l3", "dram")
 
-# The numpy call sequences the capture runs (simulator/calibration/capture.py), as passes:
-# (arrays read, arrays written, kind): kind None = array ufunc, "scalar" = ufunc with a Python
-# scalar operand, "exp" = np.exp, "reduce" = a sum/max along the last axis.
-STREAM_PASSES = {
-    "copy": [(1, 1, None)],  # np.copyto(c, a)
-    "scale": [(1, 1, "scalar")],  # np.multiply(a, s, out=c)
-    "add": [(2, 1, None)],  # np.add(a, b, out=c)
-    "triad": [(1, 1, "scalar"), (2, 1, None)],  # np.multiply(b, s, out=c); np.add(c, a, out=c)
+# The numpy call sequences the capture runs (simulator/calibration/capture.py), as passes over
+# equal-sized arrays named by letters: (arrays read, arrays written, kind). An array both read and
+# written is updated in place. kind None = array ufunc, "scalar" = ufunc with a Python scalar
+# operand, "exp" = np.exp, "reduce" = a sum/max along the last axis (its output, one value per
+# row, is not an array here), "copy" = np.copyto (a memmove, not a ufunc).
+Pass = tuple[str, str, str | None]
+STREAM_PASSES: dict[str, list[Pass]] = {
+    "copy": [("a", "c", "copy")],  # np.copyto(c, a)
+    "scale": [("a", "c", "scalar")],  # np.multiply(a, s, out=c)
+    "add": [("ab", "c", None)],  # np.add(a, b, out=c)
+    "triad": [("b", "c", "scalar"), ("ca", "c", None)],  # np.multiply(b, s, out=c); np.add(c, a, out=c)
 }
-STREAM_ARRAYS = {"copy": 2, "scale": 2, "add": 3, "triad": 3}
-SOFTMAX_PASSES = [(1, 0, "reduce"), (1, 1, None), (1, 1, "exp"), (1, 0, "reduce"), (1, 1, None)]
-LAYERNORM_PASSES = [(1, 0, "reduce"), (1, 1, None), (1, 1, None), (1, 0, "reduce"),
-                    (1, 1, None), (1, 1, None), (1, 1, None)]
+SOFTMAX_PASSES: list[Pass] = [("x", "", "reduce"), ("x", "y", None), ("y", "y", "exp"), ("y", "", "reduce"),
+                              ("y", "y", None)]
+LAYERNORM_PASSES: list[Pass] = [("x", "", "reduce"), ("x", "y", None), ("y", "t", None), ("t", "", "reduce"),
+                                ("y", "y", None), ("y", "y", None), ("y", "y", None)]
 LAYERNORM_ROW_CALLS = 4  # mu *= 1/cols; var *= 1/cols; var += eps; sqrt(var): one value per row
+
+
+def reuse_distances(passes: list[Pass]) -> list[dict[str, float]]:
+    """Per pass, per array touched: the reuse distance, in arrays, of its elements when the pass
+    sequence is called over and over (the steady state a repeated timing measures).
+
+    The distance of an element is the number of distinct bytes touched since the previous access
+    to it (LRU stack distance), counted in array sizes: every array touched by a pass strictly
+    between the previous access and this one counts whole; an array touched in both the previous
+    pass and this one counts whole (the rest of it after the element, then the part before it);
+    an array touched in only one of the two counts half on average over the elements.
+    """
+    touched = [set(r) | set(w) for r, w, _ in passes]
+    n = len(passes)
+    out = []
+    for p in range(n):
+        dist = {}
+        for x in touched[p]:
+            q = next((p - d) % n for d in range(1, n + 1) if x in touched[(p - d) % n])
+            between = set().union(*(touched[(q + d) % n] for d in range(1, (p - q) % n or n)))
+            arrays = touched[q] | touched[p] | between
+            dist[x] = sum(1.0 if (y in between or (y in touched[q] and y in touched[p])) else 0.5 for y in arrays)
+        out.append(dist)
+    return out
 
 
 class BandwidthEfficiency(StrictConfig):
@@ -94,6 +126,7 @@ class CpuConfig(StrictConfig):
                                         description="m*n*k at or below which BLAS runs single-threaded")
     gemm_fork_join_s: Seconds = Field(default="5us", description="cost of waking and joining BLAS threads")
     call_overhead_s: Seconds = Field(default="0.5us", description="numpy ufunc dispatch cost per call")
+    copy_overhead_s: Seconds = Field(default="0.3us", description="np.copyto dispatch cost per call (not a ufunc)")
     scalar_overhead_s: Seconds = Field(default="0.3us", description="extra cost of a Python scalar operand")
     reduce_overhead_s: Seconds = Field(default="0.6us", description="extra dispatch cost of a reduction")
     blas_call_overhead_s: Seconds = Field(default="1us", description="numpy matmul + BLAS entry cost per call")
@@ -101,8 +134,11 @@ class CpuConfig(StrictConfig):
     cache_usable_fraction: float = Field(default=0.75, gt=0, le=1,
                                          description="share of each cache a streaming working set can use")
     cache_edge_sharpness: float = Field(default=4.0, gt=0, description="steepness of the fit/no-fit step")
-    exp_cycles_per_element: float = Field(default=1.0, gt=0, description="numpy exp cost per element")
-    reduce_cycles_per_element: float = Field(default=0.5, gt=0, description="numpy sum/max cost per element")
+    write_allocate_fraction: float = Field(default=1.0, ge=0, le=1, description=(
+        "share of lines written without being read that are first read for ownership beyond L1 "
+        "(1: every store miss allocates; less when the core detects full-line streaming stores)"))
+    exp_cycles_per_element: float = Field(default=1.0, gt=0, description="numpy exp cost per float32 element")
+    reduce_cycles_per_element: float = Field(default=0.5, gt=0, description="numpy sum/max cost per float32 element")
     tdp_w: Watts | None = None
     price: UsdPerHour | None = None
 
@@ -132,18 +168,8 @@ class Cpu:
     # -- memory hierarchy ---------------------------------------------------------------
     def bandwidth(self, working_set_bytes: float, threads: int = 1) -> float:
         """Effective bytes/s of a kernel sweeping ``working_set_bytes`` repeatedly on ``threads`` cores."""
-        c = self.config
-        eff = c.bw_efficiency
-        u = c.cache_usable_fraction
-        caps = (c.l1d_bytes * threads * u, c.l2_bytes * threads * u, c.l3_bytes * u)
-        w = max(float(working_set_bytes), 1.0)
-        fits = [1.0 / (1.0 + (w / cap) ** c.cache_edge_sharpness) for cap in caps]
-        shares = (fits[0], max(fits[1] - fits[0], 0.0), max(fits[2] - fits[1], 0.0), max(1.0 - fits[2], 0.0))
-        dram = min(c.dram_bw_per_core_bytes_per_s * threads, c.dram_bw_bytes_per_s)
-        bws = (c.l1_bw_bytes_per_s * threads * eff.l1, c.l2_bw_bytes_per_s * threads * eff.l2,
-               c.l3_bw_bytes_per_s * threads * eff.l3, dram * eff.dram)
-        inv = sum(s / b for s, b in zip(shares, bws))
-        return 1.0 / inv
+        shares = self.level_shares(working_set_bytes, threads)
+        return 1.0 / sum(s / b for s, b in zip(shares, self.level_bandwidths(threads)))
 
     # -- kernels ------------------------------------------------------------------------
     def gemm_threads(self, m: int, n: int, k: int, threads: int = 0) -> int:
@@ -175,38 +201,73 @@ class Cpu:
         """``batch`` independent GEMMs from one numpy matmul call on at most ``threads`` BLAS threads."""
         return batch * (self.gemm_core_s(m, n, k, dtype, threads) + self.config.blas_call_overhead_s)
 
-    def passes_s(self, passes: list[tuple[int, int, str | None]], elements: int, dtype: str,
-                 working_set_bytes: float) -> float:
-        """A sequence of single-threaded numpy calls, each sweeping ``elements`` values."""
+    def level_shares(self, distance_bytes: float, threads: int = 1) -> tuple[float, float, float, float]:
+        """Share of accesses with reuse distance ``distance_bytes`` served by L1, L2, L3, DRAM.
+
+        Level i holds a share 1 / (1 + (D / (C_i x cache_usable_fraction))^cache_edge_sharpness).
+        """
+        c = self.config
+        u = c.cache_usable_fraction
+        caps = (c.l1d_bytes * threads * u, c.l2_bytes * threads * u, c.l3_bytes * u)
+        w = max(float(distance_bytes), 1.0)
+        fits = [1.0 / (1.0 + (w / cap) ** c.cache_edge_sharpness) for cap in caps]
+        return fits[0], max(fits[1] - fits[0], 0.0), max(fits[2] - fits[1], 0.0), max(1.0 - fits[2], 0.0)
+
+    def level_bandwidths(self, threads: int = 1) -> tuple[float, float, float, float]:
+        c = self.config
+        eff = c.bw_efficiency
+        dram = min(c.dram_bw_per_core_bytes_per_s * threads, c.dram_bw_bytes_per_s)
+        return (c.l1_bw_bytes_per_s * threads * eff.l1, c.l2_bw_bytes_per_s * threads * eff.l2,
+                c.l3_bw_bytes_per_s * threads * eff.l3, dram * eff.dram)
+
+    def passes_s(self, passes: list[Pass], elements: int, dtype: str) -> float:
+        """A sequence of single-threaded numpy calls, each sweeping ``elements`` values per array,
+        repeated back to back (as the capture times them).
+
+        Memory time of a pass: for each array it touches, its bytes x the transfers per byte at
+        the level that serves it / that level's bandwidth, the level following the array's reuse
+        distance (:func:`reuse_distances`). Transfers per byte: 1 per read and 1 per write; an
+        array written without being read costs ``write_allocate_fraction`` more beyond L1
+        (write-allocate: the line is read for ownership before it is written back). Compute
+        time: cycles per element for exp and reductions (per float32 value; a float64 value costs
+        twice as many, with half the SIMD lanes). A pass costs its call overhead + max(memory,
+        compute).
+        """
         c = self.config
         b = dtype_bytes(dtype)
-        bw = self.bandwidth(working_set_bytes, 1)
-        cycles = {"exp": c.exp_cycles_per_element, "reduce": c.reduce_cycles_per_element}
+        size = elements * b
+        bws = self.level_bandwidths(1)
+        lanes = 4.0 / b  # the per-element cycles are per float32 value; float64 has half the SIMD lanes
+        cycles = {"exp": c.exp_cycles_per_element / lanes, "reduce": c.reduce_cycles_per_element / lanes}
         extra = {"scalar": c.scalar_overhead_s, "reduce": c.reduce_overhead_s}
         total = 0.0
-        for reads, writes, work in passes:
-            t_mem = (reads + writes) * elements * b / bw
+        for (reads, writes, work), dist in zip(passes, reuse_distances(passes)):
+            t_mem = 0.0
+            for x, d in dist.items():
+                r, w = int(x in reads), int(x in writes)
+                shares = self.level_shares(d * size, 1)
+                rfo = c.write_allocate_fraction if (w and not r) else 0.0
+                t_mem += size * sum(s * (r + w + (rfo if i > 0 else 0)) / bw
+                                    for i, (s, bw) in enumerate(zip(shares, bws)))
             t_compute = elements * cycles.get(work, 0.0) / c.freq_hz
-            total += c.call_overhead_s + extra.get(work, 0.0) + max(t_mem, t_compute)
+            base = c.copy_overhead_s if work == "copy" else c.call_overhead_s
+            total += base + extra.get(work, 0.0) + max(t_mem, t_compute)
         return total
 
     def stream_s(self, kernel: str, elements: int, dtype: str) -> float:
         """STREAM kernel (copy, scale, add, triad) over arrays of ``elements`` values."""
         if kernel not in STREAM_PASSES:
             raise ConfigError(f"unknown stream kernel {kernel!r}; known: {', '.join(STREAM_PASSES)}", where="op")
-        ws = STREAM_ARRAYS[kernel] * elements * dtype_bytes(dtype)
-        return self.passes_s(STREAM_PASSES[kernel], elements, dtype, ws)
+        return self.passes_s(STREAM_PASSES[kernel], elements, dtype)
 
     def softmax_s(self, rows: int, cols: int, dtype: str) -> float:
         """Row softmax: max, subtract, exp, sum, divide (five numpy calls, in place)."""
-        ws = 2 * rows * cols * dtype_bytes(dtype)
-        return self.passes_s(SOFTMAX_PASSES, rows * cols, dtype, ws)
+        return self.passes_s(SOFTMAX_PASSES, rows * cols, dtype)
 
     def layernorm_s(self, rows: int, cols: int, dtype: str) -> float:
         """Row layer norm: mean, centre, square, mean, (eps, sqrt per row), divide, scale, shift."""
-        ws = 3 * rows * cols * dtype_bytes(dtype)
         row_calls = LAYERNORM_ROW_CALLS * self.config.call_overhead_s
-        return self.passes_s(LAYERNORM_PASSES, rows * cols, dtype, ws) + row_calls
+        return self.passes_s(LAYERNORM_PASSES, rows * cols, dtype) + row_calls
 
     def attention_s(self, heads: int, q_len: int, kv_len: int, head_dim: int, dtype: str, threads: int = 0) -> float:
         """softmax(Q K^T) V per head: batched GEMM, softmax over heads x q_len rows, batched GEMM."""

@@ -226,8 +226,9 @@ def test_the_fit_adapter_predicts_what_the_roofline_backend_predicts():
 
 # Held-out figures of the committed capture (tests/data/calibration/cpu-quick, taken on the 2-vCPU
 # calibration VM with `hwsim calibrate capture --device cpu --quick`); see docs/calibration.md.
-# The quick grid meets the median target; its p90 does not (see the docs), so p90 asserts what it achieves.
-TARGET = {"gemm": (0.10, 0.40), "stream": (0.10, 0.45)}
+# Achieved: gemm 4.4 % / 23.2 % (issue target 10 % / 25 %: met), stream 8.3 % / 34.4 % (median met,
+# p90 not: asserted at what this capture achieves + a small margin).
+TARGET = {"gemm": (0.10, 0.25), "stream": (0.10, 0.37)}
 
 
 def test_fit_on_the_committed_capture_meets_the_held_out_targets(tmp_path):

@@ -88,6 +88,21 @@ class CudaEventTimer:
         return self._start.elapsed_time(end) / 1e3
 
 
+def calls_per_sample(fn: Callable[[], object], timer, min_sample_s: float, max_number: int = 100000) -> int:
+    """Calls per sample so one sample lasts >= ``min_sample_s``: double the count until a timed
+    batch is long enough (one call's time alone is too noisy to size a sub-microsecond kernel)."""
+    number = 1
+    while True:
+        timer.start()
+        for _ in range(number):
+            fn()
+        elapsed = timer.stop()
+        if elapsed >= min_sample_s or number >= max_number:
+            return number
+        number = min(max_number, number * 2 if elapsed <= 0 else max(number * 2, math.ceil(
+            1.2 * number * min_sample_s / elapsed)))
+
+
 def time_fn(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, sync: Callable[[], None] | None = None,
             timer=None, number: int | None = None, min_sample_s: float = 1e-4, max_number: int = 100000) -> dict:
     """Time ``fn``: warm up, pick ``number`` calls per sample so a sample lasts >= min_sample_s
@@ -98,10 +113,7 @@ def time_fn(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, sync: C
     for _ in range(warmup):
         fn()
     if number is None:
-        timer.start()
-        fn()
-        once = max(timer.stop(), 1e-9)
-        number = int(min(max_number, max(1, math.ceil(min_sample_s / once))))
+        number = calls_per_sample(fn, timer, min_sample_s, max_number)
     samples = []
     for _ in range(repeats):
         timer.start()
@@ -111,6 +123,36 @@ def time_fn(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, sync: C
     arr = np.asarray(samples)
     return {"median_s": float(np.median(arr)), "p10_s": float(np.percentile(arr, 10)),
             "p90_s": float(np.percentile(arr, 90)), "repeats": repeats, "number": number}
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int = 2, repeats: int = 7, timer=None,
+                     min_sample_s: float = 1e-4, max_number: int = 100000) -> dict[str, dict]:
+    """Time several kernels round-robin: sample r of every kernel is taken before sample r + 1 of
+    any, so a burst of other load on a shared machine spreads over all kernels instead of hitting
+    all samples of one. Each sample is preceded by one untimed call of the same kernel, so the
+    caches hold what that kernel leaves behind when it runs back to back (its steady state), not
+    what the previous kernel left. Per kernel: per-call median/p10/p90 over ``repeats`` samples."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
+    timer = timer or WallTimer()
+    numbers, samples = {}, {name: [] for name in fns}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        numbers[name] = calls_per_sample(fn, timer, min_sample_s, max_number)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn()
+            timer.start()
+            for _ in range(numbers[name]):
+                fn()
+            samples[name].append(timer.stop() / numbers[name])
+    out = {}
+    for name, vals in samples.items():
+        arr = np.asarray(vals)
+        out[name] = {"median_s": float(np.median(arr)), "p10_s": float(np.percentile(arr, 10)),
+                     "p90_s": float(np.percentile(arr, 90)), "repeats": repeats, "number": numbers[name]}
+    return out
 
 
 def timer_resolution_s(clock: Callable[[], float] = time.perf_counter, trials: int = 2000) -> float:
@@ -179,7 +221,7 @@ def cpu_grid(quick: bool) -> dict:
     gemms = [(m, n, k) for m in dims for n in dims for k in dims] + skinny
     return {"gemms": gemms, "gemm_dtypes": ("float32", "float64"), "stream_kib": stream_kib,
             "stream_dtypes": stream_dtypes, "rows_cols": rows_cols, "attn": attn,
-            "repeats": 5 if quick else 9, "warmup": 1 if quick else 2, "min_sample_s": 5e-5 if quick else 2e-4}
+            "repeats": 7 if quick else 9, "warmup": 1 if quick else 2, "min_sample_s": 1e-4 if quick else 2e-4}
 
 
 def cpu_clock(threads: int) -> Callable[[], float]:
@@ -207,13 +249,15 @@ def capture_cpu(quick: bool, threads: int, progress: Callable[[str], None] = lam
         for kib in g["stream_kib"]:
             n = max(1, kib * 1024 // np.dtype(dtype).itemsize)
             a, b, c = (np.full(n, v, dtype) for v in (1.0, 2.0, 0.0))
+            # triad is c = a + s*b computed in place in two ufunc calls (no temporary array, so no
+            # allocation or page faults are timed); hw_models/cpu.py models exactly these calls.
             kernels = {"copy": (lambda a=a, c=c: np.copyto(c, a), 2),
                        "scale": (lambda a=a, c=c: np.multiply(a, 3.0, out=c), 2),
                        "add": (lambda a=a, b=b, c=c: np.add(a, b, out=c), 3),
                        "triad": (lambda a=a, b=b, c=c: (np.multiply(b, 3.0, out=c), np.add(c, a, out=c)), 3)}
-            for name, (fn, arrays) in kernels.items():
-                st = time_fn(fn, **kw)
-                out.append(record("stream", name, dtype, dev, st, threads, elements=n,
+            stats = time_interleaved({name: fn for name, (fn, _) in kernels.items()}, **kw)
+            for name, (_, arrays) in kernels.items():
+                out.append(record("stream", name, dtype, dev, stats[name], threads, elements=n,
                                   nbytes=arrays * n * a.itemsize))
     progress(f"stream: {len(out)} measurements")
     for dtype in ("float32", "float64"):

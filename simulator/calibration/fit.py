@@ -44,12 +44,14 @@ class CpuAdapter:
     kind = "cpu"
     params = [Param("gemm_efficiency", 0.05, 1.0), Param("gemm_half_dim", 1.0, 1024.0),
               Param("gemm_fork_join_s", 1e-7, 1e-3, "time"), Param("call_overhead_s", 1e-8, 1e-4, "time"),
+              Param("copy_overhead_s", 1e-8, 1e-4, "time"),
               Param("scalar_overhead_s", 1e-9, 1e-4, "time"), Param("reduce_overhead_s", 1e-9, 1e-4, "time"),
               Param("blas_call_overhead_s", 1e-8, 1e-4, "time"),
               Param("bw_efficiency.l1", 0.01, 1.0), Param("bw_efficiency.l2", 0.01, 1.0),
               Param("bw_efficiency.l3", 0.01, 1.0), Param("bw_efficiency.dram", 0.01, 1.0),
               Param("cache_usable_fraction", 0.05, 1.0),
-              Param("cache_edge_sharpness", 1.0, 16.0), Param("exp_cycles_per_element", 0.02, 100.0),
+              Param("cache_edge_sharpness", 1.0, 16.0), Param("write_allocate_fraction", 0.02, 1.0),
+              Param("exp_cycles_per_element", 0.02, 100.0),
               Param("reduce_cycles_per_element", 0.02, 100.0)]
 
     def __init__(self, config: CpuConfig) -> None:
