@@ -26,7 +26,8 @@ BASE = {
 CONFIGS = {
     "vllm, 2 replicas": {"cluster": {"replicas": 2, "router": {"kind": "least_outstanding"}},
                          "policies": {"scheduler": {"kind": "vllm"}}},
-    "sarathi budget 256": {"cluster": {"replicas": 1}, "policies": {"scheduler": {"kind": "sarathi", "chunk_size": 256}}},
+    "sarathi budget 256": {"cluster": {"replicas": 1},
+                           "policies": {"scheduler": {"kind": "sarathi", "chunk_size": 256}}},
     "disaggregated 1P2D": {
         "cluster": {"router": {"kind": "round_robin"}, "decode_router": {"kind": "least_kv"},
                     "pools": [{"name": "p", "role": "prefill", "replicas": 1},
