@@ -13,7 +13,9 @@ Models: prefill as FlashAttention-2 — one CTA per (sequence, head, Q tile of B
     the bytes the busy SMs keep in flight over the HBM latency; ``split_kv`` (FlashDecoding)
     splits each sequence's context so the grid fills the GPU, plus a second kernel to reduce the
     partial softmaxes; ``lean`` (Lean Attention, stream-K) gives every SM an equal share of the
-    context and fixes up partials in the same kernel.
+    context and fixes up partials in the same kernel. A quantized KV cache is read at its packed
+    width (KIVI's recent-token window at full precision) and dequantized on the CUDA cores,
+    overlapped with the loads (decode) or the MMAs (prefill reads earlier chunks quantized).
 Ignores: per-sequence length imbalance within a batch (all sequences get the mean length),
     paged-block indirection cost, dropout, ALiBi/sliding windows.
 Sources: Dao et al., "FlashAttention" (NeurIPS 2022) I/O analysis; Dao, "FlashAttention-2"
@@ -48,6 +50,7 @@ class AttnParams:
     in_flight_per_sm: float
     kernel_fixed_s: float
     overlap_softmax: bool = False
+    vec_per_clk_sm: float = 64.0  # FP32 FMA instructions per clock per SM (KV dequantization)
 
 
 def fa2_tiles(head_dim: int) -> tuple[int, int]:
@@ -72,7 +75,13 @@ def prefill_s(op: Any, p: AttnParams) -> float:
     total_cyc = pairs * op.heads * per_pair
     per_sm = math.ceil(ctas / p.sms) * total_cyc / ctas
     compute_s = per_sm / p.clock_hz
-    kv_bytes = 2.0 * b * hd * op.kv_tokens * op.kv_heads
+    if getattr(op, "kv_bytes", 0.0):  # earlier chunks' K/V stored quantized, this chunk's in 16 bit
+        kv_bytes = 2.0 * hd * op.kv_heads * (op.q_tokens * b + (op.kv_tokens - op.q_tokens) * op.kv_bytes)
+        # each CTA widens the context K/V it streams, serialised with its MMAs
+        deq_cta_cyc = op.kv_deq_ops * 2.0 * hd * (op.kv_tokens - op.q_tokens) / seqs / p.vec_per_clk_sm
+        compute_s += math.ceil(ctas / p.sms) * deq_cta_cyc / p.clock_hz
+    else:
+        kv_bytes = 2.0 * b * hd * op.kv_tokens * op.kv_heads
     q_o_bytes = 2.0 * b * hd * op.q_tokens * op.heads
     tiles_per_seq = q_tiles / seqs
     # Q tiles of one (sequence, head) run side by side (FA2's grid puts them fastest), so the L2
@@ -91,9 +100,14 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
     kv = np.asarray(kv_tokens, dtype=np.float64)
     hd, b = op.head_dim, op.dtype_bytes
     seqs = max(1, op.seqs)
-    nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
     flops = 4.0 * op.heads * hd * kv
     compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
+    if getattr(op, "kv_bytes", 0.0):
+        nbytes = hd * (2.0 * b * seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
+        deq = op.kv_deq_ops * 2.0 * op.kv_heads * hd * kv / (p.vec_per_clk_sm * p.sms * p.clock_hz)
+        compute = np.maximum(compute, deq)
+    else:
+        nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
     per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
     base = seqs * op.kv_heads
     extra = np.zeros_like(kv)

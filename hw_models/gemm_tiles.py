@@ -10,13 +10,18 @@ Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to
     in L2) + B once + C (+ split-K partials), over the achievable HBM bandwidth; a CTA's own
     bandwidth is capped by its bytes in flight over the HBM latency (Little's law), which is what
     makes a too-small grid slow. Time = max(compute, memory) + per-wave prologue/epilogue cycles +
-    a fixed in-GPU kernel cost (+ a second reduction kernel for split-K). The library heuristic
+    a fixed in-GPU kernel cost (+ a second reduction kernel for split-K). Mixed-input GEMMs (int4
+    weights x fp16/int8 activations) read B at its packed width (scales included) and spend
+    ``deq_ops`` CUDA-core instructions per B element per K step to widen it, pipelined under the
+    MMAs (Marlin) or serialised with them (older AWQ kernels). The library heuristic
     picks the candidate with the smallest modelled time (as cuBLAS's heuristics rank kernels by a
     performance model), never the measured answer.
 Ignores: stream-K's fractional tiles (modelled as split-K with an in-kernel fixup), CTA
     rasterisation/swizzle beyond the A re-read rule, bank conflicts, clock throttling under power
     limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step.
-Sources: CUTLASS default GEMM configurations (cutlass/gemm/device/default_gemm_configuration.h,
+Sources: MARLIN kernel configurations (Frantar et al., PPoPP 2025; marlin_cuda_kernel.cu:
+    thread_m_blocks 1-4, 128x128 / 64x256 thread tiles, 4 stages); CUTLASS default GEMM
+    configurations (cutlass/gemm/device/default_gemm_configuration.h,
     sm80 tensor-op 128x256x64 .. 64x64x64; sm90 128x256x64 warp-specialised); NVIDIA "Matrix
     Multiplication Background User's Guide" (wave and tile quantisation); Osama et al., "Stream-K"
     (PPoPP 2023); CUDA C++ Programming Guide tables (CTA / thread limits per SM); shared-memory
@@ -37,6 +42,12 @@ TILES_SM90 = (
     (128, 256, 64, 4, 12), (256, 128, 64, 4, 12), (128, 128, 64, 5, 8), (128, 64, 64, 7, 8),
     (64, 128, 64, 7, 8), (64, 64, 64, 8, 8),
 )
+# Mixed-input (weight-only quantized) tiles, MARLIN-style: 16..64-row m-blocks (thread_m_blocks 1-4
+# of mma m16n8k16), thread tiles 128x128 or 64x256 along (K, N), 256 threads, 4 pipeline stages.
+TILES_MIXED = (
+    (16, 256, 64, 4, 8), (32, 256, 64, 4, 8), (64, 256, 64, 4, 8),
+    (16, 128, 128, 4, 8), (32, 128, 128, 4, 8), (64, 128, 128, 4, 8),
+) + TILES_SM80
 SMEM_BYTES_PER_CLK = 128  # 32 banks x 4 B per clock per SM (CUDA C++ Programming Guide, Shared Memory)
 MAX_THREADS_PER_SM = 2048  # compute capability 8.0 / 9.0 (CUDA C++ Programming Guide, Table 21)
 MAX_CTAS_PER_SM = 32  # compute capability 8.0 / 9.0 (CUDA C++ Programming Guide, Table 21)
@@ -62,6 +73,7 @@ class GemmParams:
     kernel_fixed_s: float  # in-GPU cost of a kernel: grid launch, first loads, drain
     frag_cost: float = 0.0  # warp-tile fragment-load cost relative to MMA work (0: none; 64x64 warp tile = 1)
     hopper: bool = False
+    vec_per_clk_sm: float = 64.0  # FP32 FMA instructions per clock per SM (CUDA cores; dequantization)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +96,10 @@ class GemmPlan:
         return f"{bm}x{bn}x{bk}" + (f" split-K {self.split_k}" if self.split_k > 1 else "")
 
 
-def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: float, p: GemmParams) -> int:
+def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: float, p: GemmParams,
+              b_bytes: float | None = None) -> int:
     """Resident CTAs per SM: the tightest of shared memory, registers, threads and the CTA cap."""
-    smem = stages * (bm + bn) * bk * elem_bytes
+    smem = stages * (bm * elem_bytes + bn * (elem_bytes if b_bytes is None else b_bytes)) * bk
     threads = 32 * warps
     acc_regs = bm * bn / threads if not p.hopper else bm * bn / (threads - 128)  # producer WG holds none
     regs = threads * 4 * min(255.0, acc_regs + REG_OVERHEAD_PER_THREAD)
@@ -94,10 +107,14 @@ def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: fl
                       MAX_CTAS_PER_SM))
 
 
-def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int) -> tuple | None:
-    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate."""
+def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int,
+              w_bytes: float = 0.0, out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True
+              ) -> tuple | None:
+    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate.
+    ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``)."""
     bm, bn, bk, stages, warps = tile
-    occ = occupancy(bm, bn, bk, stages, warps, elem_bytes, p)
+    wb = w_bytes or elem_bytes
+    occ = occupancy(bm, bn, bk, stages, warps, elem_bytes, p, wb)
     if occ == 0:
         return None
     tm, tn = -(-m // bm), -(-n // bn)
@@ -113,16 +130,20 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     wtm, wtn = bm / wm, bn / wn  # warp tile: fragment loads per MMA scale with 1/intensity
     frag = (1.0 + p.frag_cost / (wtm * wtn / (wtm + wtn))) / (1.0 + p.frag_cost / 32.0)
     mma_cyc = bm * bn * bk * 2.0 / (p.flop_per_clk_sm * p.mma_eff) * frag
-    smem_cyc = 0.0 if p.hopper else bk * elem_bytes * (bm * wn + bn * wm) / SMEM_BYTES_PER_CLK
-    cta_cyc = k_iters * max(mma_cyc, smem_cyc)
+    smem_cyc = 0.0 if p.hopper else bk * (elem_bytes * bm * wn + wb * bn * wm) / SMEM_BYTES_PER_CLK
+    step = max(mma_cyc, smem_cyc)
+    if deq_ops:  # widen the B tile on the CUDA cores
+        deq_cyc = bn * bk * deq_ops / p.vec_per_clk_sm
+        step = max(step, deq_cyc) if deq_overlap else step + deq_cyc
+    cta_cyc = k_iters * step
     compute_s = per_sm * cta_cyc / p.clock_hz
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
-    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * elem_bytes, m * n * elem_bytes
+    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * (out_bytes or elem_bytes)
     a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
     partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
     hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
     # Little's law: a CTA keeps (stages-1) operand stages in flight over the memory latency
-    in_flight = (stages - 1) * (bm + bn) * bk * elem_bytes
+    in_flight = (stages - 1) * (bm * elem_bytes + bn * wb) * bk
     resident = min(ctas, slots)
     bw = min(p.hbm_bw, resident * in_flight / p.hbm_latency_s)
     memory_s = hbm / bw
@@ -131,9 +152,10 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
 
 
-def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams) -> GemmPlan:
+def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes: float = 0.0,
+              out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True) -> GemmPlan:
     """The candidate the library heuristic picks (smallest modelled time)."""
-    tiles = TILES_SM90 if p.hopper else TILES_SM80
+    tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
     best: tuple | None = None
     for tile in tiles:
         bm, bn, bk = tile[0], tile[1], tile[2]
@@ -141,7 +163,7 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams) -> GemmP
         for split in SPLITS:
             if split > 1 and (grid * split > 4 * p.sms or k // split < 4 * bk):
                 break
-            cand = plan_tile(m, n, k, elem_bytes, p, tile, split)
+            cand = plan_tile(m, n, k, elem_bytes, p, tile, split, w_bytes, out_bytes, deq_ops, deq_overlap)
             if cand is not None and (best is None or cand[0] < best[0]):
                 best = cand
     if best is None:
@@ -159,4 +181,4 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = ["GemmParams", "GemmPlan", "plan_gemm", "plan_tile", "occupancy", "gemm_roofline_s", "ceil_div",
-           "TILES_SM80", "TILES_SM90"]
+           "TILES_SM80", "TILES_SM90", "TILES_MIXED"]

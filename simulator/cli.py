@@ -89,10 +89,16 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool) ->
     from simulator.outputs import write_results
     from simulator.runner import Simulation
 
-    if isinstance(scenario, Path) and read_mapping(scenario).get("type") == "mcu":
+    kind = read_mapping(scenario).get("type") if isinstance(scenario, Path) else None
+    if kind == "mcu":
         from simulator.mcu.run import run_mcu_scenario
 
         run_mcu_scenario(scenario, overrides or [], out, quiet)
+        return
+    if kind == "study":
+        from simulator.studies.run import run_study
+
+        run_study(scenario, overrides or [], out, quiet)
         return
     resolved = _load(scenario, overrides)
     sim = Simulation(resolved)
@@ -256,10 +262,12 @@ def _add_subcommands() -> None:
     from simulator.calibration.cli import calibrate_app
     from simulator.capacity_cli import capacity
     from simulator.mcu.cli import mcu_app
+    from simulator.op_breakdown import ops
     from simulator.validation.cli import kernel_app, validate_app
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
     app.command("capacity")(guarded(capacity))
+    app.command("ops")(guarded(ops))
     app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
     app.add_typer(validate_app, name="validate", help="predict measured kernel tables and report the error")
     app.add_typer(kernel_app, name="kernel", help="time one kernel on a GPU model (tile, detailed, roofline)")

@@ -262,6 +262,11 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     }
     summary = summarize(req, batches, itl, sim_time_s, facts, spec.slo)
     summary["wall_s"] = wall_s
+    from simulator.serving.kv_offload import kv_summary
+
+    kv = kv_summary(sim.cluster.replicas)
+    if kv:
+        summary["kv_cache"] = kv
     batches_s = dict(batches)
     batches_s["start_s"] = batches["start_ps"] / PS_PER_S
     batches_s["end_s"] = batches["end_ps"] / PS_PER_S

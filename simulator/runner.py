@@ -20,7 +20,8 @@ from simulator.core.resources import SharedBandwidth
 from simulator.core.rng import RngStreams
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
-from simulator.serving.kv_cache import PagedKvCache
+from simulator.serving.kv_cache import make_kv_cache
+from simulator.serving.kv_offload import make_offload, page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.step_timer import StepTimer
@@ -40,6 +41,7 @@ class MemoryPlan:
     kv_bytes_per_token: float
     block_size: int
     kv_blocks: int
+    kv_residual_bytes: float = 0.0  # full-precision KV windows reserved per batch slot (KIVI)
 
 
 def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel") -> None:
@@ -52,11 +54,13 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel") ->
                           f"KV heads of {model.name}", where=where)
 
 
-def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1) -> MemoryPlan:
+def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1,
+                     quant=None, block_size: int | None = None) -> MemoryPlan:
     """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
-    pipeline stage holds 1/pp of the layers, and KV for those layers only)."""
+    pipeline stage holds 1/pp of the layers, and KV for those layers only); ``quant`` (a
+    quantization scheme) sets the weight bytes and the KV bytes per element."""
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
-    weights = model.weight_bytes() / (tp * pp)
+    weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
     free = usable - weights - engine.activation_reserve
     if free <= 0:
         raise CapacityError(
@@ -65,11 +69,18 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
             f"{usable / GiB:.1f} GiB ({engine.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
             f"raise cluster.tensor_parallel or choose a larger GPU", where=where)
     _, kv_heads, _ = layer_shards(model, tp)
-    per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * model.dtype_bytes / pp
-    block_size = int(getattr(scheduler_config, "block_size", 16))
-    blocks = int(free // (per_token * block_size))
+    kv_elem = quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim) if quant is not None else model.dtype_bytes
+    per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * kv_elem / pp
+    residual = 0.0
+    if quant is not None and quant.config.kv.residual_tokens and kv_elem != model.dtype_bytes:
+        # the recent-token windows stay in 16 bit, one per batch slot, allocated up front
+        slots = int(getattr(scheduler_config, "max_num_seqs", 256))
+        residual = slots * quant.config.kv.residual_tokens * per_token * model.dtype_bytes / kv_elem
+        free -= residual
+    block_size = block_size or int(getattr(scheduler_config, "block_size", 16))
+    blocks = max(0, int(free // (per_token * block_size)))
     return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
-                      block_size, blocks)
+                      block_size, blocks, residual)
 
 
 def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryPlan:
@@ -79,7 +90,14 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     check_parallelism(model, pool.tensor_parallel, where)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
-                            pool.pipeline_parallel)
+                            pool.pipeline_parallel, build_quantization(scenario),
+                            page_block_size(scenario.kv_cache, model, pool.tensor_parallel))
+
+
+def build_quantization(scenario: ResolvedScenario):
+    """The scenario's quantization scheme instance, or None (unquantized)."""
+    comp = scenario.quantization
+    return comp.cls(comp.config) if comp is not None else None
 
 
 def max_model_len(scenario: ResolvedScenario) -> int:
@@ -120,6 +138,9 @@ class Simulation:
         self.scenario = scenario
         spec = scenario.spec
         model = scenario.model.config
+        self.quant = build_quantization(scenario)
+        for pool in scenario.pools if self.quant is not None else ():
+            self.quant.check_device(pool.device.config, model.dtype)
         mems = [memory_plan(scenario, pool) for pool in scenario.pools]  # a model that does not fit first
         self.max_model_len = max_model_len(scenario)
         self.pools: list[PoolRuntime] = []
@@ -131,8 +152,8 @@ class Simulation:
                     where="engine.max_model_len")
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
-            self.pools.append(PoolRuntime(pool, mem, link, backend, StepTimer(model, pool.tensor_parallel, backend),
-                                          []))
+            timer = StepTimer(model, pool.tensor_parallel, backend, self.quant)
+            self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (
             first.pool.tensor_parallel, first.mem, first.link, first.backend, first.timer)
@@ -161,19 +182,26 @@ class Simulation:
                 for _ in range(pp):
                     i = len(self.cluster.replicas)
                     sched = pool.scheduler.cls(pool.scheduler.config)
-                    kv = PagedKvCache(rt.mem.kv_blocks // pp, rt.mem.block_size)
+                    kv = make_kv_cache(scenario.kv_cache, rt.mem.kv_blocks // pp, rt.mem.block_size)
+                    offload = make_offload(scenario.kv_cache, self.env, rt.mem.kv_bytes_per_token,
+                                           2 * model.num_layers // pp)
                     self.cluster.add_replica(Replica(self.cluster, i, sched, pool.scheduler.kind, kv, rt.timer,
                                                      self.max_model_len, role=pool.role, pool=pi,
-                                                     pipeline=pipeline))
+                                                     pipeline=pipeline, offload=offload))
                     rt.replicas.append(i)
         if scenario.disaggregated:
+            if scenario.kv_cache is not None and scenario.kv_cache.cls.mechanism != "paged":
+                raise ConfigError("disaggregated pools support only the paged KV mechanism",
+                                  where="policies.kv_cache.kind")
             self._connect_pools(model)
 
     def _connect_pools(self, model) -> None:
         """Each decode replica gets an inbound KV link: the transfer link's bandwidth per GPU times
         its tensor-parallel degree (each GPU receives its shard over its own NIC/link)."""
         link = self.scenario.kv_link.config
-        self.cluster.kv_bytes_per_token = model.kv_bytes_per_token()
+        self.cluster.kv_bytes_per_token = model.kv_bytes_per_token() if self.quant is None else (
+            model.kv_bytes_per_token() / model.dtype_bytes
+            * self.quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim))
         for rep in self.cluster.decoders:
             tp = self.pools[rep.pool].pool.tensor_parallel
             self.cluster.kv_links[rep.index] = SharedBandwidth(

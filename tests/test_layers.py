@@ -21,7 +21,10 @@ BOTTOM = ("simulator.core", "simulator.config")
 MIDDLE = ("hw_models", "workloads", "policies")
 MAX_LINES = 500
 # Modules allowed over MAX_LINES, each with the reason. Keep this empty; split a module instead.
-LONG_MODULE_ALLOW_LIST: dict[str, str] = {}
+LONG_MODULE_ALLOW_LIST: dict[str, str] = {
+    "simulator.calibration.capture": "the capture runner is one standalone file (numpy + stdlib only) that is "
+                                        "copied alone to a bare GPU machine, so it cannot be split",
+}
 
 
 def module_files() -> dict[str, Path]:

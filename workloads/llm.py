@@ -7,15 +7,26 @@ Models: the kernels a tensor-parallel decoder runs per iteration — embedding g
     a token. Mixture-of-experts MLPs run one GEMM per active expert. Weights are split over the
     tensor-parallel degree (heads, MLP width and vocabulary); KV heads are replicated when there
     are fewer than the TP degree.
+    With a quantization scheme (duck-typed, see ``lower``) each GEMM carries its weight bytes per
+    element (scales and zero points included), tensor-core dtype and CUDA-core dequantization work;
+    activation-quantize kernels precede GEMMs with low-precision activations; LLM.int8() runs
+    bitsandbytes' kernel sequence (quantize with outlier detection, outlier-column gather, col32
+    layout transform, int8 GEMM, 16-bit outlier GEMM, int32 dequantize, add); a KV-quantize kernel writes the new
+    tokens' K/V, and attention reads K/V at the quantized width (a per-sequence window of recent
+    tokens at full precision, KIVI's residual).
 Ignores: sampling, the LM-head all-gather, bias adds, MoE routing imbalance (tokens spread evenly
-    over active experts).
+    over active experts), fusion of activation quantization into the producing kernel.
 Sources: Megatron-LM tensor parallelism (Shoeybi et al. 2019); FlashAttention I/O analysis (Dao
-    et al. 2022); vLLM PagedAttention (Kwon et al. 2023).
+    et al. 2022); vLLM PagedAttention (Kwon et al. 2023); LLM.int8() (Dettmers et al. 2022), KIVI
+    (Liu et al. 2024) for the quantized kernels' structure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
 
 from workloads.architectures.transformer import TransformerConfig
 
@@ -31,6 +42,13 @@ class Op:
     query tokens in all, ``pairs`` (query, key) pairs after causal masking, ``kv_tokens`` keys
     read. attn_decode: ``seqs`` rows each attending to its context, ``kv_tokens`` keys in all.
     elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs.
+
+    Quantization (all 0 = unquantized): gemm ``dtype`` is the tensor-core dtype and ``dtype_bytes``
+    the activation width, ``w_bytes`` the weight bytes per element (scales included), ``out_bytes``
+    the output width, ``deq_ops`` CUDA-core instructions per weight element each time a CTA loads it
+    (weight-only kernels), overlapped with the MMAs when ``deq_overlap``. Attention: ``kv_bytes``
+    per K/V element, ``kv_residual`` recent tokens per sequence kept at ``dtype_bytes``,
+    ``kv_deq_ops`` CUDA-core instructions per K/V element read.
     """
 
     kind: str
@@ -50,6 +68,45 @@ class Op:
     workers: int = 1
     dtype: str = "bf16"
     dtype_bytes: float = 2.0
+    w_bytes: float = 0.0
+    out_bytes: float = 0.0
+    deq_ops: float = 0.0
+    deq_overlap: bool = True
+    kv_bytes: float = 0.0
+    kv_residual: int = 0
+    kv_deq_ops: float = 0.0
+
+    def kv_elem_bytes(self, kv: Any) -> Any:
+        """Bytes of one K (or V) element summed over ``kv`` tokens (scalar or array): the residual
+        window of each sequence at ``dtype_bytes``, the rest at ``kv_bytes``."""
+        if not self.kv_bytes:
+            return kv * self.dtype_bytes
+        full = np.minimum(kv, self.seqs * self.kv_residual)
+        return full * self.dtype_bytes + (kv - full) * self.kv_bytes
+
+    def bytes_moved(self) -> float:
+        """The minimum HBM bytes of all ``count`` runs (every operand once), as the roofline counts."""
+        if self.kind == GEMM:
+            one = (self.dtype_bytes * self.m * self.k + (self.w_bytes or self.dtype_bytes) * self.k * self.n
+                   + (self.out_bytes or self.dtype_bytes) * self.m * self.n)
+        elif self.kind == ATTN_PREFILL:
+            ctx = self.kv_tokens - self.q_tokens  # earlier chunks' K/V, stored quantized
+            one = self.head_dim * (2.0 * self.q_tokens * self.heads * self.dtype_bytes + 2.0 * self.kv_heads * (
+                self.q_tokens * self.dtype_bytes + ctx * (self.kv_bytes or self.dtype_bytes)))
+        elif self.kind == ATTN_DECODE:
+            one = self.head_dim * (2.0 * self.seqs * self.heads * self.dtype_bytes
+                                   + 2.0 * self.kv_heads * float(self.kv_elem_bytes(self.kv_tokens)))
+        else:
+            one = self.bytes
+        return float(one) * self.count
+
+    def dequant_ops(self) -> float:
+        """CUDA-core dequantization instructions of one run (weights once; K/V as read)."""
+        if self.kind == GEMM:
+            return self.deq_ops * self.k * self.n
+        if self.kind in (ATTN_DECODE, ATTN_PREFILL) and self.kv_deq_ops:
+            return self.kv_deq_ops * 2.0 * self.kv_heads * self.head_dim * self.kv_tokens
+        return 0.0
 
     def flops(self) -> float:
         if self.kind == GEMM:
@@ -79,19 +136,76 @@ def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
     return heads, kv_heads, inter
 
 
-def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
-    """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs."""
+def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
+    """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs.
+
+    ``scheme`` (a quantization policy, duck-typed; None = unquantized) answers
+    ``linear(name, model_dtype, model_bytes)`` with None or an object with ``tensor_dtype``,
+    ``a_bytes``, ``w_bytes``, ``deq_ops``, ``deq_overlap``, ``act_quant`` and ``outlier_fraction``,
+    and ``kv_format(model_bytes, head_dim)`` with None or an object with ``bytes``, ``residual`` and ``deq_ops``.
+    """
     pre_tokens = sum(t for t, _ in shape.prefill)
-    dense = dense_ops(pre_tokens + shape.decode_rows, shape.emitting, model, tp)
-    if not dense:
-        return dense
-    return dense[:4] + attention_ops(shape, model, tp) + dense[4:]
+    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme)
+    if not pre:
+        return pre
+    return pre + attention_ops(shape, model, tp, scheme) + post
 
 
-def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1) -> list[Op]:
+def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
     """Every op of an iteration but attention: they depend only on the token count ``tokens`` and
-    the rows that emit a token. The first four are embedding, norm, QKV and rotary (attention runs
-    after them); the rest follow attention."""
+    the rows that emit a token (``lower`` puts attention after the rotary embedding)."""
+    pre, post = _dense_parts(tokens, emitting, model, tp, scheme)
+    return pre + post
+
+
+def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, scheme: Any) -> tuple[list, list]:
+    ops = _dense_unquantized(tokens, emitting, model, tp)
+    if not ops:
+        return ops, []
+    if scheme is None:
+        return ops[:4], ops[4:]
+    pre, post = _quantize(ops[:4], model, scheme), _quantize(ops[4:], model, scheme)
+    kv = scheme.kv_format(model.dtype_bytes, model.head_dim)
+    if kv is not None:  # quantize the new tokens' K and V as they are written to the cache
+        _, kv_heads, _ = layer_shards(model, tp)
+        nbytes = int(tokens * 2 * kv_heads * model.head_dim * (model.dtype_bytes + kv.bytes))
+        pre.append(Op(ELEMENTWISE, "kv_quant", model.num_layers, bytes=nbytes, dtype=model.dtype,
+                      dtype_bytes=model.dtype_bytes))
+    return pre, post
+
+
+def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any) -> list[Op]:
+    """Each GEMM at the scheme's precision, with its activation-quantize / outlier kernels."""
+    out: list[Op] = []
+    b = model.dtype_bytes
+    for op in ops:
+        fmt = scheme.linear(op.name, model.dtype, b) if op.kind == GEMM else None
+        if fmt is None:
+            out.append(op)
+            continue
+        outliers = int(round(fmt.outlier_fraction * op.k)) if fmt.outlier_fraction else 0
+        if fmt.act_quant:  # read the 16-bit input (twice with outlier detection), write it quantized
+            reads = 2 if outliers else 1
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant", op.count, bytes=int(op.m * op.k * (reads * b + fmt.a_bytes)),
+                          dtype=model.dtype, dtype_bytes=b))
+        if outliers:  # bitsandbytes: gather the outlier columns, transform the int8 input to col32 layout
+            out.append(Op(ELEMENTWISE, f"{op.name}_extract", op.count, bytes=int(2 * op.m * outliers * b),
+                          dtype=model.dtype, dtype_bytes=b))
+            out.append(Op(ELEMENTWISE, f"{op.name}_transform", op.count, bytes=int(2 * op.m * op.k * fmt.a_bytes),
+                          dtype=model.dtype, dtype_bytes=b))
+        out.append(replace(op, dtype=fmt.tensor_dtype, dtype_bytes=fmt.a_bytes, w_bytes=fmt.w_bytes, out_bytes=b
+                           if fmt.a_bytes != b else 0.0, deq_ops=fmt.deq_ops, deq_overlap=fmt.deq_overlap))
+        if outliers:  # LLM.int8(): the outlier columns in 16 bit (weights' rows dequantized), int32 -> 16 bit, add
+            out.append(Op(GEMM, f"{op.name}_outliers", op.count, m=op.m, n=op.n, k=outliers, dtype=model.dtype,
+                          dtype_bytes=b, w_bytes=fmt.w_bytes, deq_ops=1.0))
+            out.append(Op(ELEMENTWISE, f"{op.name}_dequant", op.count, bytes=int(op.m * op.n * (4 + b)),
+                          dtype=model.dtype, dtype_bytes=b))
+            out.append(Op(ELEMENTWISE, f"{op.name}_add", op.count, bytes=int(3 * op.m * op.n * b),
+                          dtype=model.dtype, dtype_bytes=b))
+    return out
+
+
+def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1) -> list[Op]:
     d = model.dtype
     b = model.dtype_bytes
     h = model.hidden_size
@@ -136,7 +250,7 @@ def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1)
     return ops
 
 
-def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> list[Op]:
+def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
     """The attention kernels of one iteration: varlen prefill over the chunks, paged decode."""
     ops: list[Op] = []
     if shape.prefill:
@@ -144,16 +258,24 @@ def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1) -> l
         pre_tokens = sum(t for t, _ in shape.prefill)
         pairs = sum(t * ctx + t * (t + 1) // 2 for t, ctx in shape.prefill)
         kv_read = sum(t + ctx for t, ctx in shape.prefill)
-        ops.append(Op(ATTN_PREFILL, "attn_prefill", model.num_layers, seqs=len(shape.prefill),
-                      q_tokens=pre_tokens, kv_tokens=kv_read, pairs=pairs, heads=heads, kv_heads=kv_heads,
-                      head_dim=model.head_dim, dtype=model.dtype, dtype_bytes=model.dtype_bytes))
+        ops.append(_kv_quantized(Op(ATTN_PREFILL, "attn_prefill", model.num_layers, seqs=len(shape.prefill),
+                                    q_tokens=pre_tokens, kv_tokens=kv_read, pairs=pairs, heads=heads,
+                                    kv_heads=kv_heads, head_dim=model.head_dim, dtype=model.dtype,
+                                    dtype_bytes=model.dtype_bytes), model, scheme))
     if shape.decode_rows:
-        ops.append(decode_attention(model, tp, shape.decode_rows, shape.decode_kv))
+        ops.append(decode_attention(model, tp, shape.decode_rows, shape.decode_kv, scheme))
     return ops
 
 
-def decode_attention(model: TransformerConfig, tp: int, rows: int, kv_tokens: int) -> Op:
+def decode_attention(model: TransformerConfig, tp: int, rows: int, kv_tokens: int, scheme: Any = None) -> Op:
     heads, kv_heads, _ = layer_shards(model, tp)
-    return Op(ATTN_DECODE, "attn_decode", model.num_layers, seqs=rows, q_tokens=rows, kv_tokens=kv_tokens,
-              heads=heads, kv_heads=kv_heads, head_dim=model.head_dim, dtype=model.dtype,
-              dtype_bytes=model.dtype_bytes)
+    return _kv_quantized(Op(ATTN_DECODE, "attn_decode", model.num_layers, seqs=rows, q_tokens=rows,
+                            kv_tokens=kv_tokens, heads=heads, kv_heads=kv_heads, head_dim=model.head_dim,
+                            dtype=model.dtype, dtype_bytes=model.dtype_bytes), model, scheme)
+
+
+def _kv_quantized(op: Op, model: TransformerConfig, scheme: Any) -> Op:
+    kv = scheme.kv_format(model.dtype_bytes, model.head_dim) if scheme is not None else None
+    if kv is None:
+        return op
+    return replace(op, kv_bytes=kv.bytes, kv_residual=kv.residual, kv_deq_ops=kv.deq_ops)

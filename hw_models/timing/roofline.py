@@ -3,7 +3,10 @@
 Models: each kernel takes max(FLOPs / (tensor peak x compute_efficiency), bytes / (memory bandwidth
     x memory_efficiency)) plus the GPU's launch overhead; bytes count every operand once
     (weights, activations, K/V), the minimum any kernel must move. All-reduce uses the link's
-    alpha-beta ring model. Non-GEMM FLOPs (softmax, norms) are ignored.
+    alpha-beta ring model. Non-GEMM FLOPs (softmax, norms) are ignored. Quantized ops: the tensor
+    peak of the op's dtype (int8, fp8, int4 MMAs), weights and K/V read at their quantized bytes,
+    and CUDA-core dequantization (instructions / the FP32 FMA rate, weights dequantized once)
+    overlapped with the MMAs or added to them.
 Ignores: tiling and wave quantisation, caches, occupancy, kernel fusion beyond the op list.
 Sources: Williams, Waterman, Patterson, "Roofline" (CACM 2009); datasheet peaks from the presets.
 """
@@ -36,6 +39,7 @@ class RooflineBackend(TimingBackend):
         self._bw = device.memory_bw_bytes_per_s * config.memory_efficiency
         self._eff = config.compute_efficiency
         self._launch = device.launch_overhead_s if config.launch_overhead else 0.0
+        self._vec = device.vector_flops_per_s / 2.0 * config.compute_efficiency  # FMA instructions per second
 
     def peak(self, dtype: str) -> float:
         return self.device.tensor_peak(dtype) * self._eff
@@ -45,11 +49,22 @@ class RooflineBackend(TimingBackend):
         b = op.dtype_bytes
         if kind == "gemm":
             flops = 2.0 * op.m * op.n * op.k
-            nbytes = b * (op.m * op.k + op.k * op.n + op.m * op.n)
-            t = max(flops / self.peak(op.dtype), nbytes / self._bw)
+            if op.w_bytes or op.out_bytes:
+                nbytes = op.bytes_moved() / op.count
+            else:
+                nbytes = b * (op.m * op.k + op.k * op.n + op.m * op.n)
+            compute = flops / self.peak(op.dtype)
+            if op.deq_ops:
+                deq = op.dequant_ops() / self._vec
+                compute = max(compute, deq) if op.deq_overlap else compute + deq
+            t = max(compute, nbytes / self._bw)
         elif kind == "attn_prefill":
             flops = 4.0 * op.heads * op.head_dim * op.pairs
-            nbytes = b * op.head_dim * (2 * op.q_tokens * op.heads + 2 * op.kv_tokens * op.kv_heads)
+            if op.kv_bytes:
+                nbytes = op.bytes_moved() / op.count
+                flops = max(flops / self.peak(op.dtype), op.dequant_ops() / self._vec) * self.peak(op.dtype)
+            else:
+                nbytes = b * op.head_dim * (2 * op.q_tokens * op.heads + 2 * op.kv_tokens * op.kv_heads)
             t = max(flops / self.peak(op.dtype), nbytes / self._bw)
         elif kind == "attn_decode":
             return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
@@ -69,5 +84,10 @@ class RooflineBackend(TimingBackend):
         kv = np.asarray(kv_tokens, dtype=np.float64)
         b = op.dtype_bytes
         flops = 4.0 * op.heads * op.head_dim * kv
+        if op.kv_bytes:  # quantized K/V: fewer bytes, dequantized on the CUDA cores
+            nbytes = op.head_dim * (2.0 * b * op.seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
+            compute = np.maximum(flops / self.peak(op.dtype),
+                                 op.kv_deq_ops * 2.0 * op.kv_heads * op.head_dim * kv / self._vec)
+            return (np.maximum(compute, nbytes / self._bw) + self._launch) * op.count
         nbytes = b * op.head_dim * (2.0 * op.seqs * op.heads + 2.0 * kv * op.kv_heads)
         return (np.maximum(flops / self.peak(op.dtype), nbytes / self._bw) + self._launch) * op.count

@@ -8,7 +8,9 @@ Models: GEMMs as CUTLASS/cuBLAS-style CTA tiles with waves, occupancy, split-K, 
     fixed in-GPU kernel cost and a latency-bound floor when too few bytes are in flight to cover
     the HBM latency (Little's law); all-reduce as NCCL ring/tree with protocol choice
     (``hw_models.collectives``). Each kernel also pays the host launch overhead unless
-    ``cuda_graphs`` is set.
+    ``cuda_graphs`` is set. Quantized ops run on the tensor path of their dtype (int8/fp8/int4
+    peaks from the GPU preset) with packed weights/K/V and CUDA-core dequantization (the two
+    kernel modules above).
 Ignores: kernel fusion beyond the op list, overlap of consecutive kernels, clock throttling
     (absorbed in the fitted efficiencies), ECC.
 Sources: see the three modules above; constants fitted on the Vidur A100 tables are marked
@@ -97,17 +99,20 @@ class TileBackend(TimingBackend):
         self._fabric = Fabric.of(link.config) if link is not None else None
 
     # -- GEMM --------------------------------------------------------------------------------
-    def gemm_params(self, dtype: str) -> GemmParams:
-        p = self._params.get(dtype)
+    def gemm_params(self, dtype: str, legacy: bool = False) -> GemmParams:
+        """Kernel constants for ``dtype``; ``legacy``: mma.sync kernels even on Hopper (MARLIN-style
+        mixed-input GEMMs do not use wgmma)."""
+        p = self._params.get((dtype, legacy))
         if p is None:
             d, c = self.device, self.config
-            mma = c.mma_efficiency * (1.0 if self._hopper else d.mma_sync_peak_fraction)
-            p = self._params[dtype] = GemmParams(
+            hopper = self._hopper and not legacy
+            mma = c.mma_efficiency * (1.0 if hopper else d.mma_sync_peak_fraction)
+            p = self._params[(dtype, legacy)] = GemmParams(
                 sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=d.tensor_peak(dtype) / (d.sm_count * d.clock_hz),
                 hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
                 smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
-                cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=self._hopper,
-                frag_cost=c.frag_cost)
+                cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=hopper,
+                frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz))
         return p
 
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
@@ -125,7 +130,12 @@ class TileBackend(TimingBackend):
     def _op_s(self, op: Any) -> float:
         kind = op.kind
         if kind == "gemm":
-            t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
+            if op.w_bytes or op.out_bytes or op.deq_ops:
+                p = self.gemm_params(op.dtype, op.deq_ops > 0)
+                t = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
+                              op.deq_overlap).time_s
+            else:
+                t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":
@@ -148,7 +158,8 @@ class TileBackend(TimingBackend):
                                sfu_per_clk_sm=d.sfu_ops_per_clk_per_sm, hbm_bw=self._bw,
                                hbm_latency_s=g.hbm_latency_s, smem_per_sm=d.smem_per_sm_bytes,
                                l2_bytes=d.l2_bytes, in_flight_per_sm=c.bytes_in_flight_per_sm,
-                               kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=self._hopper)
+                               kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=self._hopper,
+                               vec_per_clk_sm=g.vec_per_clk_sm)
 
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         t = attn.decode_s(op, np.asarray(kv_tokens, dtype=np.float64), self._attn_params(op.dtype),

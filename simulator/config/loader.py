@@ -82,6 +82,8 @@ class ResolvedScenario:
     pools: tuple[Pool, ...] = ()
     decode_router: Component | None = None
     kv_link: Component | None = None
+    quantization: Component | None = None
+    kv_cache: Component | None = None
 
     @property
     def disaggregated(self) -> bool:
@@ -103,6 +105,10 @@ class ResolvedScenario:
             s["cluster"]["decode_router"] = self.decode_router.dump()
         if self.kv_link is not None:
             s["cluster"]["kv_transfer"] = {"link": self.kv_link.dump()}
+        if self.quantization is not None:
+            s["policies"]["quantization"] = self.quantization.dump()
+        if self.kv_cache is not None:
+            s["policies"]["kv_cache"] = self.kv_cache.dump()
         return s
 
     def to_yaml(self) -> str:
@@ -116,7 +122,8 @@ class ResolvedScenario:
         out = [self.device, self.timing, self.model, self.workload, self.router, self.scheduler]
         for p in self.pools if self.spec.cluster.pools is not None else ():
             out += [p.device, p.scheduler] + ([p.interconnect] if p.interconnect else [])
-        return out + [c for c in (self.interconnect, self.decode_router, self.kv_link) if c is not None]
+        return out + [c for c in (self.interconnect, self.decode_router, self.kv_link, self.quantization,
+                                  self.kv_cache) if c is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,6 +319,11 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         if disaggregated else None,
         kv_link=resolve_component(cl.kv_transfer.link, reg.HARDWARE, "cluster.kv_transfer.link", default_kind="link",
                                   base_dir=base_dir) if disaggregated else None,
+        quantization=resolve_component(spec.policies.quantization, reg.QUANTIZATION, "policies.quantization",
+                                       default_kind="scheme", base_dir=base_dir)
+        if spec.policies.quantization is not None else None,
+        kv_cache=resolve_component(spec.policies.kv_cache, reg.CACHE_POLICIES, "policies.kv_cache", base_dir=base_dir)
+        if spec.policies.kv_cache is not None else None,
     )
 
 

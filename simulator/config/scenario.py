@@ -81,6 +81,10 @@ class EngineSection(StrictConfig):
 
 class PoliciesSection(StrictConfig):
     scheduler: Block = Field(default_factory=lambda: {"kind": "vllm"})
+    quantization: Block | None = Field(
+        default=None, description="{kind: scheme, preset: W4A16-marlin, <overrides>}; default: unquantized")
+    kv_cache: Block | None = Field(
+        default=None, description="KV mechanism/policy: {kind: paged|prefix|swap|vattention, ...}; default: paged")
 
 
 class SloSection(StrictConfig):

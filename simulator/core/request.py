@@ -20,17 +20,18 @@ class Request:
         "rid", "arrival_ps", "prompt_tokens", "max_new_tokens", "session_id", "prefix_id",
         "state", "num_computed", "num_generated", "prefill_target", "kv_blocks", "kv_reserve_tokens",
         "replica", "first_scheduled_ps", "first_token_ps", "finish_ps", "num_preemptions", "runs",
-        "client",
+        "client", "prefix_tokens",
     )
 
     def __init__(self, rid: int, arrival_ps: int, prompt_tokens: int, max_new_tokens: int,
-                 session_id: int = -1, prefix_id: int = -1) -> None:
+                 session_id: int = -1, prefix_id: int = -1, prefix_tokens: int = 0) -> None:
         self.rid = rid
         self.arrival_ps = arrival_ps
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.session_id = session_id
         self.prefix_id = prefix_id
+        self.prefix_tokens = prefix_tokens  # leading prompt tokens shared with earlier requests of its group
         self.state = WAITING
         self.num_computed = 0
         self.num_generated = 0

@@ -106,11 +106,12 @@ class Cluster:
         outputs = table.output_tokens.tolist()
         sessions = table.session_id.tolist() if table.session_id is not None else None
         prefixes = table.prefix_id.tolist() if table.prefix_id is not None else None
+        shared = table.prefix_tokens.tolist() if table.prefix_tokens is not None else None
         for i, t in enumerate(arrivals.tolist()):
             if t > env.now:
                 yield env.timeout(t - env.now)
-            self.arrive(Request(i, env.now, prompts[i], outputs[i],
-                                sessions[i] if sessions else -1, prefixes[i] if prefixes else -1))
+            self.arrive(Request(i, env.now, prompts[i], outputs[i], sessions[i] if sessions else -1,
+                                prefixes[i] if prefixes else -1, shared[i] if shared else 0))
 
     def start_closed_loop(self, table: RequestTable) -> None:
         """``table.concurrency`` clients; each sends its next request ``think_s`` after the
@@ -119,6 +120,9 @@ class Cluster:
         prompts = table.prompt_tokens.tolist()
         outputs = table.output_tokens.tolist()
         think = [s_to_ps(x) for x in (table.think_s.tolist() if table.think_s is not None else [0.0] * n)]
+        sessions = table.session_id.tolist() if table.session_id is not None else [-1] * n
+        prefixes = table.prefix_id.tolist() if table.prefix_id is not None else [-1] * n
+        shared = table.prefix_tokens.tolist() if table.prefix_tokens is not None else [0] * n
         state = {"next": 0}
 
         def send(client: int) -> None:
@@ -129,7 +133,7 @@ class Cluster:
             delay = think[i]
 
             def fire(_ev=None) -> None:
-                req = Request(i, self.env.now, prompts[i], outputs[i])
+                req = Request(i, self.env.now, prompts[i], outputs[i], sessions[i], prefixes[i], shared[i])
                 req.client = client
                 self.arrive(req)
 

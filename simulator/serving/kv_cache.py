@@ -4,8 +4,8 @@ Models: a pool of fixed-size blocks per replica; a request holds enough blocks f
     its cached tokens and its reservation; blocks return to the pool when it finishes or is
     preempted. Capacity is derived as an engine does: device memory x utilisation - weights -
     activation reserve, divided by the bytes of one block.
-Ignores: block tables and prefix sharing (every request owns its blocks); fragmentation inside
-    the last block is counted as used.
+    ``PrefixKvCache`` adds sharing of cached prefix blocks (radix tree, LRU eviction).
+Ignores: block tables (only counts); fragmentation inside the last block is counted as used.
 Sources: vLLM PagedAttention (Kwon et al., SOSP 2023), its profiling-based capacity rule.
 """
 
@@ -16,6 +16,8 @@ from simulator.core.request import Request
 
 
 class PagedKvCache:
+    shares = False  # blocks are never shared between requests (see PrefixKvCache)
+
     def __init__(self, total_blocks: int, block_size: int) -> None:
         if total_blocks < 0 or block_size <= 0:
             raise ValueError("total_blocks must be >= 0 and block_size > 0")
@@ -65,3 +67,160 @@ class PagedKvCache:
 
     def view(self) -> KvView:
         return KvView(self.block_size, self.total_blocks, self.total_blocks - self.used)
+
+    def stats(self) -> dict:
+        return {}
+
+
+class PrefixKvCache(PagedKvCache):
+    """Paged blocks plus a radix-tree prefix cache (policy: ``policies.caching.prefix``).
+
+    Accounting: ``used`` is what the scheduler budgets, the blocks each request maps (shared ones
+    counted once per request that maps them), so preempting a request frees exactly its
+    ``kv_blocks`` in the scheduler's view, as with plain paging; that is an upper bound of the
+    physical occupancy. Physically, the pool holds each request's private blocks plus every
+    cached block once (``physical``); unreferenced cached blocks are evicted (policy: LRU leaf)
+    when a private allocation needs room, so the physical pool never overflows.
+    A waiting request is shown with ``num_computed`` = its cached prefix (a tentative hit,
+    refreshed when the tree gains blocks or the request is new); on admission the hit is
+    re-matched (blocks may have been evicted since) and the matched blocks are referenced.
+    """
+
+    shares = True
+    REFRESH_HEAD = 64  # waiting requests whose tentative hit is refreshed per iteration
+
+    def __init__(self, total_blocks: int, block_size: int, policy) -> None:
+        super().__init__(total_blocks, block_size)
+        self.tree = policy
+        self.private = 0
+        self.peak_physical = 0
+        self.held: dict[int, list] = {}
+        self.version = 0
+        self.seen: dict[int, int] = {}  # rid -> tree version of its last refresh
+        self.hit_tokens = 0
+        self.evicted = 0
+
+    # -- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def group(r: Request):
+        if r.session_id >= 0:
+            return ("s", r.session_id)
+        if r.prefix_id >= 0:
+            return ("p", r.prefix_id)
+        return ("r", r.rid)
+
+    def _match_cap(self, r: Request) -> int:
+        """Blocks ``r`` may take from the cache: its shared prefix (or, after a preemption, what it
+        had computed itself), always leaving at least one token to compute."""
+        limit = r.prefix_tokens if r.session_id >= 0 or r.prefix_id >= 0 else 0
+        if r.num_preemptions:
+            limit = max(limit, r.prefill_target - 1)
+        return min(limit, r.prefill_target - 1) // self.block_size
+
+    def _insert_cap(self, r: Request) -> int:
+        full = r.num_computed // self.block_size
+        if r.session_id >= 0:
+            return full
+        if r.prefix_id >= 0:
+            return min(full, r.prefix_tokens // self.block_size)
+        return full if r.num_generated < r.max_new_tokens else 0  # own blocks kept only when preempted
+
+    def _keys(self, r: Request, lo: int, hi: int) -> list:
+        g = self.group(r)
+        return [(g, i) for i in range(lo, hi)]
+
+    # -- hits ------------------------------------------------------------------------------
+    def refresh_hits(self, waiting) -> int:
+        """Set the tentative hit of the first waiting requests; returns tokens newly counted as
+        computed (to subtract from outstanding work)."""
+        delta = 0
+        v, seen, bs = self.version, self.seen, self.block_size
+        for i, r in enumerate(waiting):
+            if i >= self.REFRESH_HEAD:
+                break
+            if r.kv_blocks or seen.get(r.rid) == v:
+                continue
+            seen[r.rid] = v
+            cap = self._match_cap(r)
+            h = len(self.tree.match(self._keys(r, 0, cap))) if cap > 0 else 0
+            delta += h * bs - r.num_computed
+            r.num_computed = h * bs
+        return delta
+
+    def attach(self, r: Request) -> int:
+        """Admission: reference the cached prefix; returns the change in computed tokens versus
+        the tentative hit (negative when blocks were evicted meanwhile)."""
+        self.seen.pop(r.rid, None)
+        cap = self._match_cap(r)
+        nodes = self.tree.match(self._keys(r, 0, cap), count=True) if cap > 0 else []
+        h = min(len(nodes), r.num_computed // self.block_size)  # never more than the scheduler saw
+        nodes = nodes[:h]
+        before = r.num_computed
+        r.num_computed = h * self.block_size
+        if nodes:
+            self.tree.acquire(nodes)
+            self.held[r.rid] = nodes
+            r.kv_blocks = h
+            self.used += h
+            self.hit_tokens += r.num_computed
+        return r.num_computed - before
+
+    # -- physical blocks ---------------------------------------------------------------------
+    def _alloc(self, n: int) -> None:
+        self.private += n
+        over = self.private + self.tree.size - self.total_blocks
+        if over > 0:
+            gone = len(self.tree.evict(over))
+            self.evicted += gone
+            if gone < over:
+                raise RuntimeError(f"prefix KV cache over capacity by {over - gone} blocks")
+        phys = self.private + self.tree.size
+        if phys > self.peak_physical:
+            self.peak_physical = phys
+
+    def grow(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> None:
+        before = req.kv_blocks
+        super().grow(req, new_tokens, reserve_tokens)
+        if req.kv_blocks > before:
+            self._alloc(req.kv_blocks - before)
+
+    def add_used(self, blocks: int) -> None:
+        super().add_used(blocks)
+        if blocks:
+            self._alloc(blocks)
+
+    def release(self, req: Request) -> int:
+        nodes = self.held.pop(req.rid, [])
+        h = len(nodes)
+        own = req.kv_blocks - h
+        ins = min(self._insert_cap(req), req.kv_blocks)
+        if ins > h:
+            new = self.tree.insert(nodes[-1] if nodes else None, self._keys(req, h, ins), owner=req.rid)
+            if new:
+                self.version += 1
+            self.private -= len(new)
+            own -= len(new)
+        self.private -= own
+        if nodes:
+            self.tree.release(nodes)
+        self.seen.pop(req.rid, None)
+        return super().release(req)
+
+    @property
+    def physical(self) -> int:
+        return self.private + self.tree.size
+
+    def stats(self) -> dict:
+        t = self.tree
+        return {"policy": "prefix", "lookups": t.lookups, "hit_blocks": t.hits, "queried_blocks": t.queried,
+                "hit_rate": t.hit_rate, "hit_tokens": self.hit_tokens, "evicted_blocks": self.evicted,
+                "cached_blocks_end": t.size, "peak_physical_blocks": self.peak_physical}
+
+
+def make_kv_cache(component, total_blocks: int, block_size: int) -> PagedKvCache:
+    """The KV mechanism a ``policies.kv_cache`` block selects (plain paging when absent)."""
+    if component is None or component.cls.mechanism in ("paged", "swap", "vattention"):
+        return PagedKvCache(total_blocks, block_size)
+    if component.cls.mechanism == "prefix":
+        return PrefixKvCache(total_blocks, block_size, component.cls(component.config))
+    raise ValueError(f"unknown KV mechanism {component.cls.mechanism!r}")

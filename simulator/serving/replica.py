@@ -37,7 +37,7 @@ _ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
 class Replica:
     def __init__(self, cluster: Cluster, index: int, scheduler, scheduler_name: str,
                  kv: PagedKvCache, timer: StepTimer, max_model_len: int, role: str = "both",
-                 pool: int = 0, pipeline=None) -> None:
+                 pool: int = 0, pipeline=None, offload=None) -> None:
         self.cluster = cluster
         self.pipeline = pipeline  # a shared Pipeline when this replica is one virtual engine of a PP group
         self.role = role  # both | prefill (hands requests off after prefill) | decode
@@ -51,6 +51,9 @@ class Replica:
         self.scheduler_name = scheduler_name
         # a decode stretch cannot be one timeout when micro-batches interleave in a pipeline
         self.steady = bool(getattr(scheduler, "steady_decode", False)) and pipeline is None
+        self.offload = offload  # KvOffload: swap to host over PCIe, page-mapping costs (None: paged/prefix)
+        if offload is not None and offload.map_ps_per_block:
+            self.steady = False  # page mappings make the decode iteration time depend on KV growth
         self.budget_fn = getattr(scheduler, "token_budget", None)
         self.kv = kv
         self.timer = timer
@@ -151,6 +154,8 @@ class Replica:
                 self._wake = env.event()
                 yield self._wake
                 continue
+            if self.kv.shares:
+                self.outstanding -= self.kv.refresh_hits(self.waiting)
             view = SchedulerView(env.now, self.index, tuple(self.waiting), tuple(self.running),
                                  self.kv.view(), self.max_model_len)
             try:
@@ -166,6 +171,8 @@ class Replica:
                 self._reject(self.by_id[rid])
             for rid in plan.preempt:
                 self._preempt(self.by_id[rid])
+            if self.offload is not None and self.offload.pending:
+                yield from self.offload.wait()  # swap-outs finish before the next step
             if not plan.prefill and not plan.decode:
                 if plan.reject or plan.preempt:
                     continue
@@ -240,12 +247,17 @@ class Replica:
     def _preempt(self, r: Request) -> None:
         self.running.remove(r)
         dropped = r.num_computed
+        swapped = self.offload is not None and self.offload.swap_out(r)
         self.kv.release(r)
         r.state = WAITING
         r.num_preemptions += 1
-        r.num_computed = 0
         r.prefill_target = r.prompt_tokens + r.num_generated
-        self.outstanding += r.prefill_target
+        if swapped:  # KV kept in host DRAM: only the last token is computed again
+            dropped = 0
+            self.outstanding += r.prefill_target - r.num_computed
+        else:
+            r.num_computed = 0
+            self.outstanding += r.prefill_target
         self.waiting.appendleft(r)
         self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, dropped)
 
@@ -256,6 +268,10 @@ class Replica:
             self.waiting.remove(r)
         r.state = RUNNING
         self.running.append(r)
+        if self.kv.shares:
+            self.outstanding -= self.kv.attach(r)
+        elif self.offload is not None:
+            self.offload.swap_in(r)
         if r.first_scheduled_ps < 0:
             r.first_scheduled_ps = self.env.now
             self.rec.emit(self.env.now, _SCHEDULED, self.index, r.rid, self.env.now - r.arrival_ps)
@@ -292,14 +308,18 @@ class Replica:
         by_id = self.by_id
         chunks = []
         emitting = 0
+        used0 = kv.used
         for c in plan.prefill:
             r = by_id[c.rid]
+            tokens = c.tokens
             if r.state == WAITING:
+                tokens += r.num_computed
                 self._admit(r)
+                tokens -= r.num_computed  # the evicted part of a tentative prefix hit is recomputed now
             ctx = r.num_computed
-            kv.grow(r, c.tokens, c.reserve_tokens)
-            chunks.append((r, c.tokens))
-            if ctx + c.tokens >= r.prefill_target:
+            kv.grow(r, tokens, c.reserve_tokens)
+            chunks.append((r, tokens))
+            if ctx + tokens >= r.prefill_target:
                 emitting += 1
         dec = [by_id[rid] for rid in plan.decode]
         decode_kv = 0
@@ -313,6 +333,10 @@ class Replica:
         shape = BatchShape(prefill=tuple((t, r.num_computed) for r, t in chunks), decode_rows=rows + pad,
                            decode_kv=decode_kv, emitting=emitting + rows + pad)
         dt, flops = self.timer.step(shape)
+        if self.offload is not None:
+            if self.offload.pending:
+                yield from self.offload.wait()  # swap-ins arrive before the step
+            dt += self.offload.map_ps(max(0, kv.used - used0))
         start = env.now
         waiting = len(self.waiting)
         running = len(self.running)

@@ -15,8 +15,9 @@ from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 
 class StepTimer:
-    def __init__(self, model, tp: int, backend) -> None:
+    def __init__(self, model, tp: int, backend, quant=None) -> None:
         self.model = model
+        self.quant = quant  # a quantization scheme (policies.quantization) or None
         self.tp = tp
         self.backend = backend
         self._fixed: dict[tuple[int, int], tuple[float, float]] = {}
@@ -27,7 +28,7 @@ class StepTimer:
         key = (tokens, emitting)
         hit = self._fixed.get(key)
         if hit is None:
-            ops = dense_ops(tokens, emitting, self.model, self.tp)
+            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant)
             hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops))
         return hit
 
@@ -35,14 +36,14 @@ class StepTimer:
         """(picoseconds, FLOPs per GPU) of one iteration."""
         tokens = sum(t for t, _ in shape.prefill) + shape.decode_rows
         t, flops = self._dense(tokens, shape.emitting)
-        for op in attention_ops(shape, self.model, self.tp):
+        for op in attention_ops(shape, self.model, self.tp, self.quant):
             t += self.backend.op_s(op)
             flops += op.flops()
         return int(round(t * PS_PER_S)), flops
 
     def _decode_fixed(self, rows: int) -> tuple[float, float]:
         if rows not in self._attn_template:
-            self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0)
+            self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0, self.quant)
         return self._dense(rows, rows)
 
     def decode_segment(self, rows: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,134 @@
+"""KV traffic between GPU memory and host DRAM for one replica: swap preemption over PCIe, and the
+page-mapping cost of vAttention-style virtual KV.
+
+Models: two contended links per replica (device-to-host and host-to-device; PCIe is full duplex),
+    each a processor-sharing :class:`SharedBandwidth` at the host preset's pinned copy rate with
+    its per-copy overhead as latency; a bounded host swap space; the replica waits for its
+    pending copies before the next model step and the wait is recorded as stall time. For
+    vAttention without overlap, each new KV page costs ``mapping_latency`` per layer buffer
+    (K and V of every layer on this GPU), paid in the iteration that needs it.
+Ignores: copy/compute overlap, per-block copy granularity, host memory bandwidth contention.
+Sources: see ``policies/caching/swap.py`` and ``policies/caching/vattention.py``.
+"""
+
+from __future__ import annotations
+
+from simulator.core.clock import s_to_ps
+from simulator.core.request import Request
+
+
+class KvOffload:
+    def __init__(self, env, kv_bytes_per_token: float, host=None, swap_space_bytes: float = 0.0,
+                 policy=None, map_ps_per_block: int = 0) -> None:
+        self.env = env
+        self.kv_bytes_per_token = kv_bytes_per_token
+        self.policy = policy
+        self.d2h = host.shared_link(env, "pcie-d2h") if host is not None else None
+        self.h2d = host.shared_link(env, "pcie-h2d") if host is not None else None
+        self.swap_space = swap_space_bytes
+        self.host_used = 0.0
+        self.host_peak = 0.0
+        self.swapped: dict[int, float] = {}  # rid -> bytes held in host DRAM
+        self.pending: list = []
+        self.map_ps_per_block = map_ps_per_block
+        self.stall_ps = 0
+        self.swap_outs = self.swap_ins = 0
+        self.bytes_out = self.bytes_in = 0.0
+        self.mapped_blocks = 0
+        self.occupancy: list[tuple[int, float]] = []  # (t_ps, host bytes) after each change
+
+    def _note(self) -> None:
+        self.occupancy.append((self.env.now, self.host_used))
+        if self.host_used > self.host_peak:
+            self.host_peak = self.host_used
+
+    def swap_out(self, r: Request) -> bool:
+        """Preemption: copy ``r``'s KV to host if the policy and the swap space allow."""
+        if self.d2h is None or r.num_computed == 0:
+            return False
+        nbytes = r.num_computed * self.kv_bytes_per_token
+        if self.policy.choose(nbytes, self.swap_space - self.host_used) != "swap":
+            return False
+        self.host_used += nbytes
+        self.swapped[r.rid] = nbytes
+        self.pending.append(self.d2h.transfer(nbytes))
+        self.swap_outs += 1
+        self.bytes_out += nbytes
+        self._note()
+        return True
+
+    def swap_in(self, r: Request) -> None:
+        nbytes = self.swapped.pop(r.rid, None)
+        if nbytes is None:
+            return
+        self.pending.append(self.h2d.transfer(nbytes))
+        self.host_used -= nbytes
+        self.swap_ins += 1
+        self.bytes_in += nbytes
+        self._note()
+
+    def wait(self):
+        """Block the replica until its pending copies are done (a SimPy generator)."""
+        start = self.env.now
+        events, self.pending = self.pending, []
+        yield self.env.all_of(events)
+        self.stall_ps += self.env.now - start
+
+    def map_ps(self, new_blocks: int) -> int:
+        self.mapped_blocks += new_blocks
+        return new_blocks * self.map_ps_per_block
+
+    def stats(self) -> dict:
+        return {"swap_outs": self.swap_outs, "swap_ins": self.swap_ins, "bytes_to_host": self.bytes_out,
+                "bytes_to_device": self.bytes_in, "host_peak_bytes": self.host_peak,
+                "stall_s": self.stall_ps / 1e12, "mapped_blocks": self.mapped_blocks}
+
+
+def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) -> KvOffload | None:
+    """The offload helper a ``policies.kv_cache`` block needs (None for paged and prefix)."""
+    if component is None:
+        return None
+    mech = component.cls.mechanism
+    if mech == "swap":
+        from simulator.config.loader import resolve_component
+        from simulator.core import registry as reg
+
+        hc = resolve_component({"kind": "host", "preset": component.config.host}, reg.HARDWARE,
+                               "policies.kv_cache.host")
+        return KvOffload(env, kv_bytes_per_token, hc.cls(hc.config), component.config.swap_space,
+                         component.cls(component.config))
+    if mech == "vattention" and not component.config.overlap:
+        return KvOffload(env, kv_bytes_per_token, map_ps_per_block=layer_buffers * s_to_ps(
+            component.config.mapping_latency))
+    return None
+
+
+def page_block_size(component, model, tp: int) -> int | None:
+    """vAttention: the allocation unit in tokens (one physical page of one layer's K or V buffer on
+    one GPU); None for the other mechanisms (the scheduler's ``block_size`` is used)."""
+    if component is None or component.cls.mechanism != "vattention":
+        return None
+    from workloads.llm import layer_shards
+
+    _, kv_heads, _ = layer_shards(model, tp)
+    return component.cls(component.config).tokens_per_page(kv_heads * model.head_dim * model.dtype_bytes)
+
+
+def kv_summary(replicas) -> dict:
+    """KV-policy counters summed over replicas (empty for plain paging): hit rate per tier (GPU
+    prefix cache), bytes per link (PCIe each way), time stalled on transfers, host occupancy."""
+    out: dict = {}
+    for rep in replicas:
+        stats = dict(rep.kv.stats())
+        if rep.offload is not None:
+            stats.update(rep.offload.stats())
+        for k, v in stats.items():
+            if isinstance(v, str):
+                out[k] = v
+            elif k.startswith("peak") or k.endswith("peak_bytes"):
+                out[k] = max(out.get(k, 0), v)
+            else:
+                out[k] = out.get(k, 0) + v
+    if "queried_blocks" in out:
+        out["hit_rate"] = out["hit_blocks"] / out["queried_blocks"] if out["queried_blocks"] else 0.0
+    return out
