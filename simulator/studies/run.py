@@ -20,6 +20,20 @@ from simulator.core.errors import ConfigError
 STUDIES = {"cachegen": ("simulator.studies.cachegen", "CacheGenConfig")}
 
 
+def known_studies() -> dict[str, tuple[str, str]]:
+    """Every study: the table above plus each module ``simulator/studies/<name>.py`` that defines a
+    pydantic ``Config`` and a ``run(config) -> dict`` (a new study is one such file)."""
+    import pkgutil
+
+    import simulator.studies as pkg
+
+    out = dict(STUDIES)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in out and info.name not in ("run",) and not info.name.startswith("_"):
+            out[info.name] = (f"simulator.studies.{info.name}", "Config")
+    return out
+
+
 def load_study(path: Path | dict, overrides: list[str] | tuple[str, ...] = ()):
     raw = apply_overrides(read_mapping(Path(path)) if not isinstance(path, dict) else path, overrides)
     raw = dict(raw)
@@ -27,10 +41,13 @@ def load_study(path: Path | dict, overrides: list[str] | tuple[str, ...] = ()):
     for key in ("name", "description"):
         raw.pop(key, None)
     name = raw.pop("study", None)
-    if name not in STUDIES:
-        raise ConfigError(f"unknown study {name!r}; known: {', '.join(sorted(STUDIES))}", where="study")
-    mod_name, cfg_name = STUDIES[name]
+    studies = known_studies()
+    if name not in studies:
+        raise ConfigError(f"unknown study {name!r}; known: {', '.join(sorted(studies))}", where="study")
+    mod_name, cfg_name = studies[name]
     mod = importlib.import_module(mod_name)
+    if not hasattr(mod, cfg_name) or not hasattr(mod, "run"):
+        raise ConfigError(f"module {mod_name} is not a study (needs {cfg_name} and run)", where="study")
     try:
         cfg = getattr(mod, cfg_name).model_validate(raw)
     except ValidationError as exc:
