@@ -161,8 +161,23 @@ def busy_bars(start: np.ndarray, end: np.ndarray, prefill: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- figures
+_TEMPLATE = None
+
+
+def _template() -> go.layout.Template:
+    """A light template (white background, pale grid), built once: plotly's named templates are
+    large and deep-copied into every figure, which dominated the report's build time."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        axis = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "ticks": ""}
+        _TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white",
+                                               "font": {"color": "#2a3f5f"}, "xaxis": axis, "yaxis": axis,
+                                               "hovermode": "closest"})
+    return _TEMPLATE
+
+
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title={"text": title}, height=height, template="plotly_white",
+    fig.update_layout(title={"text": title}, height=height, template=_template(),
                       margin={"l": 60, "r": 20, "t": 70, "b": 50}, legend={"orientation": "h", "y": -0.12})
     return fig
 

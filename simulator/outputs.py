@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -52,19 +51,31 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _column_strings(values: np.ndarray) -> list[str]:
+    """A column as CSV cells, formatted in bulk: integers as is, floats as their shortest
+    round-trip repr, NaN as an empty cell (numpy's str() of a float64 is that repr)."""
+    a = np.asarray(values)
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64).astype(str).tolist() if a.dtype.kind == "b" else a.astype(str).tolist()
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+        out = a.astype(str).astype(object)
+        out[np.isnan(a)] = ""
+        return out.tolist()
+    return [_fmt(v) for v in a.tolist()]
+
+
 def write_table(path: Path, columns: dict[str, np.ndarray], names: list[str] | None = None,
                 formatters: dict[str, Any] | None = None) -> None:
     names = names or list(columns)
     formatters = formatters or {}
     cols = []
     for n in names:
-        values = columns[n].tolist()
         f = formatters.get(n)
-        cols.append([f(v) for v in values] if f else [_fmt(v) for v in values])
+        cols.append([f(v) for v in columns[n].tolist()] if f else _column_strings(columns[n]))
     with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(names)
-        w.writerows(zip(*cols))
+        fh.write(",".join(names) + "\n")
+        fh.writelines(",".join(row) + "\n" for row in zip(*cols))
 
 
 REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_scheduled_s", "first_token_s",
