@@ -174,3 +174,11 @@ def test_shared_link_is_work_conserving_and_never_faster_than_its_bandwidth(jobs
         assert done[i] - start >= math.floor(size / bw * PS_PER_S) - 1
     # processor sharing is work-conserving: busy time equals bytes / bandwidth
     assert link.busy_ps == pytest.approx(total / bw * PS_PER_S, rel=1e-6, abs=len(jobs) * 2)
+
+
+def test_setting_a_new_kind_starts_a_fresh_block_so_the_old_kinds_fields_do_not_linger():
+    raw = {"policies": {"scheduler": {"kind": "sarathi", "chunk_size": 256}}}
+    out = apply_overrides(raw, ["policies.scheduler.kind=vllm", "policies.scheduler.max_num_seqs=8"])
+    assert out["policies"]["scheduler"] == {"kind": "vllm", "max_num_seqs": 8}
+    same = apply_overrides(raw, ["policies.scheduler.kind=sarathi"])
+    assert same["policies"]["scheduler"] == {"kind": "sarathi", "chunk_size": 256}

@@ -193,6 +193,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 raise ConfigError(f"cannot set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping",
                                   where="--set")
             cur = nxt
+        if path[-1] == "kind" and cur.get("kind") not in (None, value):
+            # a new kind starts a new block: the old kind's fields would not validate against it
+            cur.clear()
         cur[path[-1]] = value
     return out
 

@@ -1,0 +1,147 @@
+"""Reproductions of weight-streaming and prefix-sharing papers (LLM in a flash, TPI-LLM, prefix
+sharing): direction, a justified band around hwsim's figure, and first-principles identities
+(figures and assumptions in docs/reproductions.md, "KV cache, memory tiers, storage")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.studies import llm_in_a_flash as flash
+from simulator.studies import tpi_llm as tpi
+from simulator.studies.run import run_study
+
+PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
+FLASH = PAPERS / "llm_in_a_flash_opt6.7b.yaml"
+TPI = PAPERS / "tpi_llm_llama2_70b.yaml"
+
+
+# -- LLM in a flash ----------------------------------------------------------------------------
+
+def test_llm_in_a_flash_runs_a_model_twice_the_dram_faster_than_naive_loading_on_cpu_and_gpu(tmp_path):
+    # Paper: 2x DRAM, 4-5x (CPU) and 20-25x (GPU) over naive loading. hwsim: 13.4x / 41.8x — the
+    # direction and the GPU > CPU ordering reproduce; the size is larger because hwsim's CPU
+    # computes at the DRAM roofline and the NVMe model keeps ~6.5 GB/s for 16 KiB reads at QD32.
+    # Bands: CPU [8, 20], GPU [25, 60], and GPU gain > 2x the CPU gain.
+    r = run_study(FLASH, [], tmp_path, quiet=True)
+    assert r["model_over_dram"] == pytest.approx(2.0)
+    assert r["dram_used_bytes"] <= r["dram_bytes"] * (1 + 1e-12)
+    assert 8.0 <= r["cpu_speedup"] <= 20.0
+    assert 25.0 <= r["gpu_speedup"] <= 60.0
+    assert r["gpu_speedup"] > 2.0 * r["cpu_speedup"]
+
+
+def test_llm_in_a_flash_with_no_sparsity_no_predictor_and_no_window_equals_naive_loading():
+    r = flash.run(flash.Config(ffn_sparsity=0.0, predictor_recall=1.0, predictor_precision=1.0,
+                               predictor_rank=0, window_tokens=0))
+    assert r["flash_bytes_per_token"] == pytest.approx(r["naive_flash_bytes_per_token"], rel=1e-12)
+    assert r["flash_request_bytes"] == pytest.approx(r["naive_request_bytes"], rel=1e-12)
+    assert r["cpu_speedup"] == pytest.approx(1.0, rel=1e-9)
+    assert r["gpu_speedup"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_bundling_makes_bigger_reads_and_windowing_fewer_bytes_and_each_helps():
+    base = flash.run(flash.Config())
+    unbundled = flash.run(flash.Config(bundling=False))
+    no_window = flash.run(flash.Config(window_tokens=0))
+    # bundling: the same bytes in requests 2x larger (up-row + down-column) at a higher drive rate
+    assert unbundled["flash_bytes_per_token"] == pytest.approx(base["flash_bytes_per_token"])
+    assert base["flash_request_bytes"] == pytest.approx(2 * unbundled["flash_request_bytes"], rel=1e-9)
+    assert base["flash_read_bw_bytes_per_s"] > unbundled["flash_read_bw_bytes_per_s"]
+    assert base["flash_io_s"] < unbundled["flash_io_s"]
+    # windowing: fewer bytes per token, even though the window cache shrinks the static share
+    assert base["flash_bytes_per_token"] < no_window["flash_bytes_per_token"]
+    assert base["gpu_speedup"] > no_window["gpu_speedup"]
+
+
+def test_llm_in_a_flash_reads_fewer_bytes_than_naive_by_the_predicted_density():
+    r = flash.run(flash.Config())
+    expect = r["ffn_bytes"] * r["predicted_density"] * r["new_fraction"] * (1 - r["static_ffn_share"])
+    assert r["flash_bytes_per_token"] == pytest.approx(expect, rel=1e-12)
+    assert r["predicted_density"] == pytest.approx(0.03 * 0.95 / 0.5)
+
+
+# -- TPI-LLM -----------------------------------------------------------------------------------
+
+def test_tpi_llm_cuts_llama2_70b_peak_memory_to_about_3_gb_and_latency_by_over_80_percent(tmp_path):
+    # Paper: peak memory down 90 % to 3.1 GB; > 80 % lower TTFT and token latency than Accelerate.
+    # hwsim (8 laptops, 1 GbE, window 4, 1 GiB runtime): 3.0 GB, 84 % below TP without a window;
+    # TTFT -81 %, token latency -88 %. Bands: peak [2.5, 3.5] GB, memory cut [0.8, 0.95],
+    # latency cuts [0.75, 0.95].
+    r = run_study(TPI, [], tmp_path, quiet=True)
+    assert 2.5e9 <= r["peak_memory_bytes"] <= 3.5e9
+    assert 0.8 <= r["memory_reduction"] <= 0.95
+    assert 0.75 <= r["ttft_reduction"] <= 0.95
+    assert 0.75 <= r["token_latency_reduction"] <= 0.95
+    assert r["decode_allreduce"] == "star" and r["prefill_allreduce"] == "ring"
+
+
+def test_tpi_llm_peak_memory_is_window_times_shard_plus_embeddings_kv_and_runtime_exactly():
+    cfg = tpi.Config(window_layers=3, devices=5, context_tokens=1000)
+    r = tpi.run(cfg)
+    # Llama-2-70B: hidden 8192, 64 heads x 128, 8 KV heads, MLP 28672 (gated), 80 layers, vocab 32000, fp16
+    layer = 8192 * (8192 + 2 * 1024) + 8192 * 8192 + 3 * 8192 * 28672 + 2 * 8192
+    shard = layer * 2 / 5
+    emb = 2 * 32000 * 8192 * 2
+    kv = 1000 * 2 * 80 * 1024 * 2 / 5
+    assert r["peak_memory_bytes"] == pytest.approx(3 * shard + emb + kv + 2**30, rel=1e-12)
+    assert r["peak_memory_no_window_bytes"] == pytest.approx(80 * shard + emb + kv + 2**30, rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [4, 8])
+def test_star_allreduce_beats_ring_below_the_alpha_beta_crossover_and_loses_above_it(p):
+    alpha, bw = 0.5e-3, 125e6
+    s_star = tpi.star_ring_crossover_bytes(p, alpha, bw)
+    assert s_star == pytest.approx((p - 2) * p * alpha * bw / (p - 1) ** 2)
+    at = (tpi.star_allreduce_s(s_star, p, alpha, bw), tpi.ring_allreduce_s(s_star, p, alpha, bw))
+    assert at[0] == pytest.approx(at[1], rel=1e-12)
+    assert tpi.star_allreduce_s(0.9 * s_star, p, alpha, bw) < tpi.ring_allreduce_s(0.9 * s_star, p, alpha, bw)
+    assert tpi.star_allreduce_s(1.1 * s_star, p, alpha, bw) > tpi.ring_allreduce_s(1.1 * s_star, p, alpha, bw)
+
+
+def test_on_slow_wifi_the_prompt_all_reduces_eat_most_of_tpi_llms_ttft_gain():
+    wifi = tpi.run(tpi.Config(link_bw="37.5MB/s", link_latency="3ms"))
+    lan = tpi.run(tpi.Config())
+    assert wifi["ttft_reduction"] < lan["ttft_reduction"]
+    assert wifi["token_latency_reduction"] == pytest.approx(lan["token_latency_reduction"])  # disk-bound decode
+
+
+def test_a_window_of_one_layer_cannot_overlap_loading_with_compute():
+    one = tpi.run(tpi.Config(window_layers=1))
+    two = tpi.run(tpi.Config(window_layers=2))
+    assert one["peak_memory_bytes"] < two["peak_memory_bytes"]
+    assert one["token_s"] > two["token_s"]
+
+
+# -- serving: prefix sharing and vAttention ------------------------------------------------------
+
+def serve(path: Path, overrides: list[str] | None = None):
+    from simulator.config.loader import load_scenario
+    from simulator.runner import Simulation
+
+    return Simulation(load_scenario(path, overrides or [])).run().summary
+
+
+def test_prefix_caching_doubles_throughput_when_many_requests_share_a_long_prefix():
+    # Hydragen reports up to 32x (attention-bound kernel extreme); hwsim's serving path gets the
+    # prefill saved by reusing cached prefix blocks: 400 requests x (3000 shared + 20-100 own
+    # tokens), 4 prefixes, A100-80GB: 8.14 vs 4.06 req/s = 2.0x. The batch does not grow (shared
+    # blocks still count against each request's KV budget), so the gain is the skipped prefill
+    # compute alone, bounded by the ~100 decode steps every request still pays. Band [1.6, 2.6].
+    pre = serve(PAPERS / "prefix_sharing.yaml")
+    base = serve(PAPERS / "prefix_sharing.yaml", ["policies.kv_cache={kind: paged}"])
+    assert pre["kv_cache"]["hit_rate"] > 0.85
+    gain = pre["throughput_rps"] / base["throughput_rps"]
+    assert 1.6 <= gain <= 2.6
+    assert pre["ttft_s"]["p50"] < base["ttft_s"]["p50"]
+
+
+def test_vattention_in_the_serving_path_matches_paged_kv_within_five_percent():
+    # The paper's decode (1.97x) and prefill (up to 3.92x) gains are attention-kernel effects that
+    # hwsim's serving path does not model; what it models (2 MiB pages = 256-token allocation
+    # granularity, mapping hidden behind compute) leaves throughput within 5 % of paged KV.
+    va = serve(PAPERS / "vattention_vs_paged.yaml")
+    base = serve(PAPERS / "vattention_vs_paged.yaml", ["policies.kv_cache={kind: paged}"])
+    assert va["throughput_rps"] == pytest.approx(base["throughput_rps"], rel=0.05)
+    assert va["batch_size_mean"] <= base["batch_size_mean"]  # coarser pages fragment more
