@@ -12,7 +12,13 @@ Models: a collective over ``p`` GPUs of a :class:`Fabric` — GPUs in groups of 
     reduce-scatter: p-1 steps, (p-1)/p of the (full) message; send/recv: one step, the message.
     A message is cut into chunks; the first chunk must cross every step before the pipeline
     streams (a fill term of steps x chunk / bandwidth, chunk = min(chunk_bytes, message / p)).
-Ignores: NVLink SHARP (NVLS) and CollNet, channel-count tuning, congestion from other traffic,
+    Reducing collectives are further capped by NCCL's channels (one CTA per channel receives,
+    reduces with the SM's ALUs and forwards: bus bandwidth <= nChannels x per-channel rate, as
+    tuning.cc caps bw by nChannels x perChMaxBw); the cap binds on NVLink (300 GB/s), not on
+    PCIe (31.5 GB/s), which is what makes the NVSwitch and the PCIe-crossing rows need different
+    effective efficiencies. A ring over mixed hops (NVLink-bridged pairs joined over PCIe) runs
+    at its slowest hop. Each call also pays a fixed per-call cost (fitted; framework + stream).
+Ignores: NVLink SHARP (NVLS) and CollNet, per-message channel-count tuning, congestion from other traffic,
     the double binary tree's bandwidth trick (tree here is the textbook pipelined tree).
 Sources: NCCL src/graph/tuning.cc (v2.18: baseLat, hwLat per link type, LL/LL128 bandwidth
     factors); Thakur, Rabenseifner, Gropp, "Optimization of Collective Communication Operations
@@ -43,9 +49,16 @@ class NcclParams:
     """NCCL library constants. Fitted on the Vidur A100 NCCL tables (intra-node rows):
     ``python -m simulator.validation.fit network ../shared/validation/vidur_a100`` (see FIDELITY.md)."""
 
-    reduce_eff: float = 0.85  # x the link preset's efficiency, for reducing collectives (fitted)
-    copy_eff: float = 1.2  # x the link preset's efficiency, for copies (fitted; capped at the link rate)
-    chunk_bytes: float = 128e3  # pipeline-fill chunk (fitted; NCCL's LL128/Simple slices are 64-512 KB)
+    reduce_eff: float = 0.954  # x the link preset's efficiency, for reducing collectives (fitted)
+    copy_eff: float = 1.19  # x the link preset's efficiency, for copies (fitted; capped at the link rate)
+    chunk_bytes: float = 136e3  # pipeline-fill chunk (fitted; NCCL's LL128/Simple slices are 64-512 KB)
+    # Reducing collectives are also capped by NCCL's channels: each channel is one CTA that
+    # receives, reduces and forwards, so bus bandwidth <= channels x per-channel rate (NCCL
+    # tuning.cc: bw = min(link bw, nChannels x perChMaxBw)). Binding on NVLink, not on PCIe.
+    channel_bw: float = 197e9  # bytes/s summed over channels (fitted; 1e15 = link-bound)
+    reduce_call_s: float = 26.4e-6  # per-call cost of a reducing collective outside the wire model (fitted;
+    # the Vidur tables floor at ~50 us for all-reduce of any size: stream sync + framework dispatch)
+    p2p_call_s: float = 1.0e-6  # per-call cost of a send/recv pair outside the wire model (fitted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +87,11 @@ def _lat_kind(link: Any) -> str:
 
 
 def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
-          params: NcclParams) -> float:
+          params: NcclParams, reduce: bool = True) -> float:
     kind = _lat_kind(link)
     bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
+    if reduce:
+        bw = min(bw, params.channel_bw)
     chunk = min(params.chunk_bytes, size / max(p, 1))
     best = math.inf
     for proto, share in PROTO_BW.items():
@@ -85,7 +100,7 @@ def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size:
         lat = (BASE_LAT_US[algo][proto] + steps * HW_LAT_US[kind][algo][proto]) * 1e-6
         t = lat + (wire_bytes + steps * chunk) / (bw * share)
         best = min(best, t)
-    return best
+    return best + (params.reduce_call_s if reduce else params.p2p_call_s)
 
 
 def allreduce_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams(),
@@ -108,7 +123,7 @@ def allgather_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = 
     if p <= 1 or size_bytes <= 0:
         return 0.0
     link = fabric.bottleneck(p)
-    return _best(p - 1, (p - 1) / p * size_bytes, link, params.copy_eff, "ring", size_bytes, p, params)
+    return _best(p - 1, (p - 1) / p * size_bytes, link, params.copy_eff, "ring", size_bytes, p, params, False)
 
 
 def reduce_scatter_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams()) -> float:
@@ -124,4 +139,4 @@ def send_recv_s(size_bytes: float, fabric: Fabric, params: NcclParams = NcclPara
     if size_bytes <= 0:
         return 0.0
     link = fabric.intra if same_group or fabric.inter is None else fabric.inter
-    return _best(1, size_bytes, link, params.copy_eff, "ring", size_bytes, 1, params)
+    return _best(1, size_bytes, link, params.copy_eff, "ring", size_bytes, 1, params, False)

@@ -136,6 +136,17 @@ def test_collectives_follow_ring_byte_counts_and_grow_with_size():
     assert allreduce_s(1e6, 1, fab) == 0.0
 
 
+def test_nccl_channel_cap_binds_on_nvlink_not_on_pcie():
+    from hw_models.collectives import NcclParams
+
+    nv, pcie = (Fabric.of(resolve_component({"kind": "link", "preset": n}, reg.HARDWARE, "l").config)
+                for n in ("NVLink3", "PCIe4"))
+    big, uncapped = 1e9, NcclParams(channel_bw=1e15)
+    assert allreduce_s(big, 4, nv) > 1.1 * allreduce_s(big, 4, nv, uncapped)  # NVLink: SM/channel-bound
+    assert allreduce_s(big, 4, pcie) == pytest.approx(allreduce_s(big, 4, pcie, uncapped))  # PCIe: link-bound
+    assert send_recv_s(big, nv) == pytest.approx(send_recv_s(big, nv, uncapped))  # copies are not capped
+
+
 @pytest.mark.parametrize("shape", [(1, 12288, 4096), (64, 4096, 4096), (256, 12288, 4096), (1024, 4096, 11008),
                                    (2048, 22016, 4096), (4096, 8192, 8192), (300, 1024, 1024), (8, 28672, 8192)])
 def test_detailed_simulation_agrees_with_the_tile_model_within_25_percent(shape):

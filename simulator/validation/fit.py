@@ -6,8 +6,9 @@
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
 fragment cost) by Nelder-Mead on median + 0.5 p90 APE of the train models' GEMM rows (every 3rd
 row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
-(median ratio start, Nelder-Mead on median + 0.3 p90). network: grid search of NCCL's reduce/copy
-efficiency factors and chunk size on the intra-node rows. Train = Llama-2-7B and Llama-2-70B.
+(median ratio start, Nelder-Mead on median + 0.3 p90). network: NCCL's reduce/copy efficiency
+factors, chunk size, channel bandwidth cap and per-call costs (grid start, then Nelder-Mead on
+median + 0.3 p90 of all_reduce and of send_recv) on the intra-node rows. Train = Llama-2-7B and Llama-2-70B.
 """
 
 from __future__ import annotations
@@ -74,17 +75,25 @@ def fit_network(directory: Path) -> None:
 
     _, network = load(directory)
     rows = [r for r in network if r.intra_node]
-    best = None
-    for a, b, c in itertools.product([0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0], [0.9, 1.0, 1.1, 1.2],
-                                     [128e3, 256e3, 512e3, 1e6]):
-        pr = NcclParams(a, b, c)
-        ape = {"all_reduce": [], "send_recv": []}
-        for r in rows:
-            ape[r.op].append(abs(network_s(r, "tile", pr) - r.measured_s) / r.measured_s)
-        s = sum(np.median(v) + 0.3 * np.percentile(v, 90) for v in ape.values())
-        if best is None or s < best[0]:
-            best = (s, a, b, c)
-    print("nccl: reduce_eff, copy_eff, chunk_bytes =", best[1:], "objective", round(best[0], 4))
+    meas = np.array([r.measured_s for r in rows])
+    is_ar = np.array([r.op == "all_reduce" for r in rows])
+
+    def params(x) -> NcclParams:
+        return NcclParams(x[0], x[1], x[2] * 1e3, x[3] * 1e9, x[4] * 1e-6, x[5] * 1e-6)
+
+    def obj(x):
+        if min(x[:4]) <= 0 or min(x[4:]) < 0:
+            return 1e9
+        pr = params(x)
+        e = np.abs(np.array([network_s(r, "tile", pr) for r in rows]) - meas) / meas
+        return float(sum(np.median(e[s]) + 0.3 * np.percentile(e[s], 90) for s in (is_ar, ~is_ar)))
+
+    # start: coarse grid over the channel cap (GB/s) and the per-call costs (us), then Nelder-Mead
+    starts = [[1.0, 1.2, 128.0, c, r, q] for c, r, q in itertools.product([150, 180, 210], [20, 40], [2, 6])]
+    x0 = min(starts, key=obj)
+    res = minimize(obj, x0, method="Nelder-Mead", options=dict(maxiter=300, xatol=1e-3, fatol=1e-5))
+    print("nccl: reduce_eff, copy_eff, chunk_kB, channel_bw_GBps, reduce_call_us, p2p_call_us =",
+          [round(float(v), 3) for v in res.x], "objective", round(res.fun, 4))
 
 
 if __name__ == "__main__":
