@@ -1,0 +1,153 @@
+"""Offloading reproductions (FlexGen baseline, H2O, ShadowKV, InstInfer): first-principles checks,
+then the direction of each paper's result and a band around hwsim's value (figures and why they
+differ from the papers in docs/reproductions.md, "KV cache, memory tiers, storage")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hw_models.host import Host
+from simulator.studies import flexgen, shadowkv
+from simulator.studies.run import run_study
+
+PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
+FLEXGEN, H2O = PAPERS / "flexgen_opt30b_t4.yaml", PAPERS / "h2o_opt_t4.yaml"
+SHADOWKV, INSTINFER = PAPERS / "shadowkv_llama31_8b_a100.yaml", PAPERS / "instinfer_opt13b_a6000.yaml"
+
+
+@pytest.fixture(scope="module")
+def h2o():
+    return run_study(H2O, [], None, quiet=True)
+
+
+# -- FlexGen baseline ----------------------------------------------------------------------------
+def test_flexgen_scenario_fits_memory_and_reports_a_positive_throughput(tmp_path):
+    r = run_study(FLEXGEN, [], tmp_path, quiet=True)
+    assert (tmp_path / "summary.json").exists()
+    assert r["fits"] and r["throughput_tok_s"] > 0 and r["block_size"] == 192
+
+
+def test_flexgen_per_layer_weight_transfer_is_bytes_over_the_effective_pcie_bandwidth():
+    r = run_study(FLEXGEN, [], None, quiet=True)
+    host = Host(flexgen.resolve_hw(flexgen.Config()).host)
+    assert r["weight_transfer_per_layer_s"] == pytest.approx(
+        10e-6 + r["weight_bytes_per_layer_streamed"] / r["pcie_copy_rate_bytes_per_s"], rel=1e-12)
+    assert host.transfer_s(1e9) == pytest.approx(10e-6 + 1e9 / host.config.copy_rate())
+
+
+def test_a_transfer_bound_decode_step_takes_layers_times_the_weight_transfer_time():
+    # batch 1, KV on the GPU, all weights streamed: the simulated step is PCIe-bound, so it must be
+    # L x (overhead + layer bytes / copy rate) up to the one layer of compute the pipeline cannot hide.
+    cfg = flexgen.Config(model="OPT-13B", gpu_batch=1, num_gpu_batches=1, kv_where="gpu", attn_on="gpu",
+                         prompt_tokens=64, gen_tokens=2, ssd=None)
+    hw = flexgen.resolve_hw(cfg)
+    step = flexgen.pass_s(cfg, hw, 1, 64, prefill=False)["seconds"]
+    per_layer = Host(hw.host).transfer_s(flexgen.layer_weight_bytes(hw.model))
+    assert step == pytest.approx(hw.model.num_layers * per_layer, rel=0.03)
+
+
+@pytest.mark.parametrize("overrides", [[], ["attn_on=gpu", "kv_where=cpu"]])
+def test_more_pcie_bandwidth_never_lowers_flexgen_throughput(overrides):
+    tput = [run_study(FLEXGEN, [*overrides, f"host.pcie_generation={g}"], None, quiet=True)["throughput_tok_s"]
+            for g in (3, 4, 5)]
+    assert tput[0] <= tput[1] <= tput[2]
+    assert tput[2] > tput[0]
+
+
+def test_a_larger_zig_zag_block_amortises_the_weight_transfers():
+    one = run_study(FLEXGEN, ["num_gpu_batches=1"], None, quiet=True)
+    four = run_study(FLEXGEN, ["num_gpu_batches=4"], None, quiet=True)
+    assert four["decode_step_s"] < 4 * one["decode_step_s"]  # one weight stream serves four batches
+    assert four["decode_throughput_tok_s"] > 1.5 * one["decode_throughput_tok_s"]
+
+
+def test_a_policy_that_overflows_host_dram_is_reported_as_not_fitting():
+    assert not run_study(FLEXGEN, ["gpu_batch=64"], None, quiet=True)["fits"]
+
+
+# -- H2O -----------------------------------------------------------------------------------------
+def test_h2o_with_a_budget_of_one_equals_full_kv():
+    cfg = flexgen.Config(model="OPT-6.7B", gpu="A100-80GB", host="DGX-A100-host", ssd=None, w_gpu=1.0,
+                         kv_where="gpu", attn_on="gpu", gpu_batch=16, num_gpu_batches=1)
+    hw = flexgen.resolve_hw(cfg)
+    full = flexgen.evaluate(cfg, hw)
+    assert flexgen.evaluate(cfg.model_copy(update={"kv_fraction": 1.0}), hw) == full
+    assert flexgen.evaluate(cfg.model_copy(update={"kv_fraction": 0.2}), hw)["latency_s"] < full["latency_s"]
+
+
+def test_h2o_beats_flexgen_which_beats_zero_inference_and_accelerate_on_opt_30b(h2o):
+    # Paper: up to 3x vs FlexGen, up to 29x vs DeepSpeed ZeRO-Inference / HF Accelerate (T4, OPT-30B).
+    # hwsim (512+32): 1.64x and 10x; prefill compute, untouched by the budget, caps the gain at this
+    # short generation. Bands: [1.3, 3.0] vs FlexGen, [5, 29] vs ZeRO-Inference and Accelerate.
+    assert h2o["opt_30b_h2o_tok_s"] > h2o["opt_30b_flexgen_tok_s"] > h2o["opt_30b_deepspeed_tok_s"]
+    assert 1.3 <= h2o["opt_30b_h2o_vs_flexgen"] <= 3.0
+    assert 5.0 <= h2o["opt_30b_h2o_vs_deepspeed"] <= 29.0
+    assert 5.0 <= h2o["opt_30b_h2o_vs_accelerate"] <= 29.0
+    assert h2o["opt_30b_h2o_batch"] > h2o["opt_30b_flexgen_batch"]  # a 5x smaller KV admits a larger block
+
+
+def test_h2o_helps_opt_6_7b_less_because_its_weights_fit_the_gpu(h2o):
+    # OPT-6.7B's weights sit on the GPU, so there is no weight stream for a big batch to amortise:
+    # gains are smaller than for OPT-30B. Band [1.0, 2.0] vs FlexGen; the H2O block is larger.
+    assert 1.0 <= h2o["opt_6_7b_h2o_vs_flexgen"] <= 2.0
+    assert h2o["opt_6_7b_h2o_vs_flexgen"] < h2o["opt_30b_h2o_vs_flexgen"]
+    assert h2o["opt_6_7b_h2o_in_memory_batch"] > 3 * h2o["opt_6_7b_full_in_memory_batch"]
+
+
+def test_h2o_lowers_latency_at_the_same_batch_by_at_most_the_papers_1_9x(h2o):
+    # Same batch, weights and KV on the GPU: the budget cuts only the KV share of each step's
+    # bytes. hwsim 1.09x at 512+32 (weights dominate a short context); band (1.0, 1.9].
+    assert 1.0 < h2o["opt_6_7b_latency_gain"] <= 1.9
+
+
+def test_h2o_latency_gain_grows_with_the_generated_length():
+    short = run_study(H2O, ["models=[OPT-6.7B]"], None, quiet=True)["opt_6_7b_latency_gain"]
+    long = run_study(H2O, ["models=[OPT-6.7B]", "gen_tokens=1024", "prompt_tokens=1024"], None, quiet=True)
+    assert long["opt_6_7b_latency_gain"] > short
+
+
+# -- ShadowKV ------------------------------------------------------------------------------------
+def test_shadowkv_fits_about_six_times_the_batch_and_doubles_throughput_without_value_reuse():
+    # Paper: up to 6x larger batch, 3.04x throughput (A100, Llama-3.1-8B, 122K). hwsim: 5.75x and
+    # 1.98x with no reuse of fetched values (PCIe-bound: 80% of the step). Bands [4, 7] and [1.5, 3.5].
+    r = run_study(SHADOWKV, [], None, quiet=True)
+    assert (r["full_batch"], r["shadowkv_batch"]) == (4, 23)
+    assert 4.0 <= r["batch_ratio"] <= 7.0
+    assert 1.5 <= r["throughput_ratio"] <= 3.5
+    assert r["pcie_bound_share"] > 0.5
+
+
+def test_shadowkv_full_kv_batch_is_free_memory_over_kv_bytes_per_sequence():
+    r = run_study(SHADOWKV, [], None, quiet=True)
+    cfg = shadowkv.Config()
+    m, g, _ = shadowkv._parts(cfg)
+    assert r["kv_bytes_per_seq"] == 122880 * 2 * 32 * 8 * 128 * 2
+    assert r["full_batch"] == int((g.memory_bytes - m.weight_bytes()) // r["kv_bytes_per_seq"])
+    assert r["full_step_s"] == pytest.approx((m.weight_bytes() + 4 * r["kv_bytes_per_seq"]) / (2039e9 * 0.8))
+
+
+def test_shadowkv_reuse_of_fetched_values_and_more_pcie_bandwidth_raise_throughput():
+    base = run_study(SHADOWKV, [], None, quiet=True)["shadowkv_tok_s"]
+    assert run_study(SHADOWKV, ["value_cache_hit=0.5"], None, quiet=True)["shadowkv_tok_s"] > base
+    gen5 = ["host={preset: DGX-A100-host, pcie_generation: 5}"]
+    assert run_study(SHADOWKV, gen5, None, quiet=True)["shadowkv_tok_s"] > base
+    assert run_study(SHADOWKV, ["sparse_budget=0.05"], None, quiet=True)["shadowkv_tok_s"] < base
+
+
+# -- InstInfer -----------------------------------------------------------------------------------
+def test_instinfer_beats_flexgen_by_at_most_the_internal_over_host_bandwidth_ratio():
+    # Paper: up to 11.1x. hwsim: 1.37x; decode is flash-read bound in both systems, so the gain is
+    # bounded by internal / host-link bandwidth of the drive (9.6 / 6.9 GB/s = 1.39x). Band [1.2, 1.5].
+    r = run_study(INSTINFER, [], None, quiet=True)
+    assert r["instinfer_tok_s"] > r["flexgen_tok_s"]
+    assert 1.2 <= r["throughput_ratio"] <= 1.5
+    assert r["decode_ratio"] <= r["internal_over_host_bw"] * 1.01
+
+
+def test_instinfer_gain_grows_with_flash_channels_and_vanishes_without_more_internal_bandwidth():
+    wide = run_study(INSTINFER, ["csd.channels=16"], None, quiet=True)
+    assert wide["throughput_ratio"] > 1.8  # 19.2 GB/s inside vs 6.9 GB/s over the host link
+    narrow = run_study(INSTINFER, ["csd.channels=5"], None, quiet=True)  # 6 GB/s inside < 6.9 outside
+    assert narrow["throughput_ratio"] < 1.0
