@@ -226,7 +226,7 @@ def test_the_fit_adapter_predicts_what_the_roofline_backend_predicts():
 
 # Held-out figures of the committed capture (tests/data/calibration/cpu-quick, taken on the 2-vCPU
 # calibration VM with `hwsim calibrate capture --device cpu --quick`); see docs/calibration.md.
-# Achieved: gemm 4.4 % / 23.2 % (issue target 10 % / 25 %: met), stream 8.3 % / 34.4 % (median met,
+# Achieved: gemm 4.4 % / 23.2 % (target 10 % / 25 %: met), stream 8.3 % / 34.4 % (median met,
 # p90 not: asserted at what this capture achieves + a small margin).
 TARGET = {"gemm": (0.10, 0.25), "stream": (0.10, 0.37)}
 

@@ -62,7 +62,7 @@ def test_tile_beats_the_datasheet_roofline_on_every_class(results):
     assert roof["gemm"][0] > 25.0  # the reference: a plain roofline misses GEMMs by ~30%
 
 
-@pytest.mark.xfail(strict=True, reason="issue targets not reached yet: GEMM 3%/8%, send_recv 10% (see FIDELITY.md)")
+@pytest.mark.xfail(strict=True, reason="fidelity targets not reached yet: GEMM 3%/8%, send_recv 10% (see FIDELITY.md)")
 def test_issue_targets_gemm_3_8_and_send_recv_10(results):
     s = results["tile"].summary()
     assert s["gemm"][0] <= 3.0 and s["gemm"][1] <= 8.0
