@@ -30,7 +30,15 @@ TITLE_CDF = "Latency CDFs"
 TITLE_TIMELINE = "Replica timelines"
 TITLE_BUSY = "Replica busy timeline"
 TITLE_LENGTHS = "Prompt and output lengths"
+TITLE_TIERS = "KV memory tiers"
 FIGURE_TITLES = (TITLE_CDF, TITLE_TIMELINE, TITLE_BUSY, TITLE_LENGTHS)
+GIB = 2.0**30
+# summary["kv_cache"] keys shown in the tiers section: (key, label)
+LINK_KEYS = (("pcie_d2h_bytes", "PCIe GPU->host"), ("pcie_h2d_bytes", "PCIe host->GPU"),
+             ("ssd_write_bytes", "SSD write"), ("ssd_read_bytes", "SSD read"),
+             ("bytes_to_host", "PCIe GPU->host"), ("bytes_to_device", "PCIe host->GPU"))
+HIT_KEYS = (("hit_rate", "GPU prefix cache"), ("host_hit_rate", "host DRAM"), ("ssd_hit_rate", "SSD"))
+STALL_KEYS = (("stall_s", "stalled on transfers"), ("prefetch_late_s", "waiting for late prefetch"))
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -307,18 +315,57 @@ def _lengths_figure(result: RunResult) -> go.Figure:
     return _layout(fig, TITLE_LENGTHS, 420)
 
 
+def _tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, Any]) -> go.Figure:
+    """Occupancy per tier over time (GPU KV per replica, host DRAM, SSD), bytes per link, hit rate
+    per tier and time stalled on transfers, from summary["kv_cache"] and the batch table."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("Occupancy per tier", "Bytes per link",
+                                                        "Hit rate per tier", "Transfer stalls"),
+                        horizontal_spacing=0.1, vertical_spacing=0.18)
+    per_block = {int(r["index"]): float(r.get("kv_bytes_per_block", 0.0)) for r in result.replicas}
+    for j, (r, sel) in enumerate(_replica_rows(cols)):
+        sub = sel[_every_kth(sel.size, TIMELINE_MAX_POINTS)]
+        fig.add_trace(go.Scatter(x=cols["end_s"][sub], y=cols["kv_blocks_used"][sub] * per_block.get(r, 0.0) / GIB,
+                                 mode="lines", line_shape="hv", name=f"GPU KV replica {r}",
+                                 line={"color": PALETTE[j % len(PALETTE)]}), row=1, col=1)
+    occ = kv.get("occupancy") or {}
+    for name, key, colour in (("host DRAM", "host_bytes", "#8c564b"), ("SSD", "ssd_bytes", "#7f7f7f")):
+        if occ.get(key):
+            fig.add_trace(go.Scatter(x=occ["t_s"], y=np.asarray(occ[key], dtype=float) / GIB, mode="lines",
+                                     line_shape="hv", name=name, line={"color": colour, "dash": "dot"}),
+                          row=1, col=1)
+    for (keys, row, col, scale, unit) in ((LINK_KEYS, 1, 2, GIB, "GiB"), (HIT_KEYS, 2, 1, 1.0, "fraction"),
+                                          (STALL_KEYS, 2, 2, 1.0, "seconds")):
+        labels, values = [], []
+        for key, label in keys:
+            if key in kv and label not in labels:
+                labels.append(label)
+                values.append(float(kv[key]) / scale)
+        fig.add_trace(go.Bar(x=labels, y=values, showlegend=False, marker={"color": PALETTE[row + col]}),
+                      row=row, col=col)
+        fig.update_yaxes(title_text=unit, row=row, col=col)
+    fig.update_yaxes(title_text="GiB", row=1, col=1)
+    fig.update_xaxes(title_text="simulated time (s)", row=1, col=1)
+    return _layout(fig, TITLE_TIERS, 760)
+
+
 # ----------------------------------------------------------------------------- report
 def render_report(result: RunResult) -> str:
-    """The report as one HTML string."""
+    """The report as one HTML string (a KV memory-tier section only when the run has KV-policy
+    counters, so plain paged runs are unchanged)."""
     cols = _batch_columns(result)
     figures = [_cdf_figure(result), _timeline_figure(cols), _busy_figure(cols), _lengths_figure(result)]
+    titles = list(FIGURE_TITLES)
+    kv = result.summary.get("kv_cache")
+    if kv:
+        figures.append(_tiers_figure(result, cols, kv))
+        titles.append(TITLE_TIERS)
     name = html.escape(str(result.name))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>hwsim report: {name}</title>", f"<style>{_CSS}</style>",
              "<script>", plotly.offline.get_plotlyjs(), "</script>", "</head><body>",
              f"<h1>{name}</h1>", "<h2>Summary</h2>", _summary_table(result.summary),
              "<h2>Run</h2>", _facts_table(result)]
-    for i, (title, fig) in enumerate(zip(FIGURE_TITLES, figures)):
+    for i, (title, fig) in enumerate(zip(titles, figures)):
         height = f"{int(fig.layout.height)}px"
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append('<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,

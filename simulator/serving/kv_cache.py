@@ -5,11 +5,18 @@ Models: a pool of fixed-size blocks per replica; a request holds enough blocks f
     preempted. Capacity is derived as an engine does: device memory x utilisation - weights -
     activation reserve, divided by the bytes of one block.
     ``PrefixKvCache`` adds sharing of cached prefix blocks (radix tree, LRU eviction).
+    ``CappedKvCache`` holds blocks for at most cap(context) resident tokens per request
+    (StreamingLLM, H2O eviction).
 Ignores: block tables (only counts); fragmentation inside the last block is counted as used.
 Sources: vLLM PagedAttention (Kwon et al., SOSP 2023), its profiling-based capacity rule.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 from simulator.core.contracts import KvView
 from simulator.core.request import Request
@@ -17,6 +24,7 @@ from simulator.core.request import Request
 
 class PagedKvCache:
     shares = False  # blocks are never shared between requests (see PrefixKvCache)
+    capped = False  # every cached token is resident (see CappedKvCache)
 
     def __init__(self, total_blocks: int, block_size: int) -> None:
         if total_blocks < 0 or block_size <= 0:
@@ -217,10 +225,102 @@ class PrefixKvCache(PagedKvCache):
                 "cached_blocks_end": t.size, "peak_physical_blocks": self.peak_physical}
 
 
+@dataclass(frozen=True, slots=True)
+class CappedKvView(KvView):
+    """The scheduler's view of a capped cache: growth is counted in resident tokens."""
+
+    resident: Callable[[int], int] = int
+
+    def blocks_to_grow(self, req, new_tokens: int, reserve_tokens: int = 0) -> int:
+        res = self.resident
+        target = max(self.blocks_for(res(req.num_computed + new_tokens)),
+                     self.blocks_for(res(max(reserve_tokens, req.kv_reserve_tokens))))
+        return max(0, target - req.kv_blocks)
+
+
+class CappedKvCache(PagedKvCache):
+    """Paged blocks for the resident tokens only: ``resident(context) <= context`` (policies
+    ``streaming`` and ``h2o``; non-decreasing, growing by at most one per token). A request holds
+    ``blocks_for(resident(num_computed))`` blocks, never more than the cap, and decode attention
+    reads ``resident(context)`` tokens. Evicted tokens are counted when a request leaves.
+
+    The steady-decode fast path stays exact: ``segment`` returns the summed resident context of
+    each iteration (no longer linear once a request reaches its cap) and ends the stretch where the
+    scheduler's own test (a request whose cached tokens fill its blocks asks for one more) would
+    first exceed the free blocks, as the per-iteration loop would.
+    """
+
+    capped = True
+
+    def __init__(self, total_blocks: int, block_size: int, policy) -> None:
+        super().__init__(total_blocks, block_size)
+        self.policy = policy
+        self.resident = policy.resident
+        self.evicted_tokens = 0
+        self.capped_requests = 0
+        self.peak_request_blocks = 0
+
+    def need(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> int:
+        res = self.resident
+        target = max(self.blocks_for(res(req.num_computed + new_tokens)),
+                     self.blocks_for(res(max(reserve_tokens, req.kv_reserve_tokens))))
+        return max(0, target - req.kv_blocks)
+
+    def grow(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> None:
+        super().grow(req, new_tokens, reserve_tokens)
+        if req.kv_blocks > self.peak_request_blocks:
+            self.peak_request_blocks = req.kv_blocks
+
+    def decode_kv(self, rows, ahead: int) -> int:
+        """Summed resident context of ``rows`` after ``ahead`` more tokens each."""
+        res = self.resident
+        return sum(res(r.num_computed + ahead) for r in rows)
+
+    def settle(self, req: Request, context: int) -> int:
+        """Blocks ``req`` holds once it has ``context`` tokens computed (bulk commit of a segment)."""
+        blocks = max(req.kv_blocks, self.blocks_for(self.resident(context)))
+        if blocks > self.peak_request_blocks:
+            self.peak_request_blocks = blocks
+        return blocks
+
+    def segment(self, running, k_max: int) -> tuple[int, np.ndarray]:
+        """(decode iterations the stretch can run, summed resident context of each of them)."""
+        n = len(running)
+        c = np.fromiter((r.num_computed for r in running), np.int64, n)
+        b0 = np.fromiter((r.kv_blocks for r in running), np.int64, n)
+        k = min(k_max, min(r.max_new_tokens - r.num_generated for r in running))
+        ctx = c[:, None] + np.arange(k + 1, dtype=np.int64)  # computed tokens before iteration j
+        res = self.policy.resident_array(ctx)
+        bs = self.block_size
+        blocks = np.maximum(b0[:, None], -(-res // bs))  # blocks held before iteration j
+        asks = (ctx >= blocks * bs).sum(axis=0)
+        free = self.free - (blocks - b0[:, None]).sum(axis=0)
+        bad = np.flatnonzero(asks[1:k] > free[1:k])
+        if bad.size:
+            k = int(bad[0]) + 1
+        return k, res[:, 1:k + 1].sum(axis=0)
+
+    def release(self, req: Request) -> int:
+        dropped = req.num_computed - self.resident(req.num_computed)
+        if dropped > 0:
+            self.evicted_tokens += dropped
+            self.capped_requests += 1
+        return super().release(req)
+
+    def view(self) -> KvView:
+        return CappedKvView(self.block_size, self.total_blocks, self.total_blocks - self.used, self.resident)
+
+    def stats(self) -> dict:
+        return {**self.policy.report(), "evicted_tokens": self.evicted_tokens,
+                "capped_requests": self.capped_requests, "peak_request_blocks": self.peak_request_blocks}
+
+
 def make_kv_cache(component, total_blocks: int, block_size: int) -> PagedKvCache:
     """The KV mechanism a ``policies.kv_cache`` block selects (plain paging when absent)."""
-    if component is None or component.cls.mechanism in ("paged", "swap", "vattention"):
+    if component is None or component.cls.mechanism in ("paged", "swap", "vattention", "tiered"):
         return PagedKvCache(total_blocks, block_size)
+    if component.cls.mechanism == "capped":
+        return CappedKvCache(total_blocks, block_size, component.cls(component.config))
     if component.cls.mechanism == "prefix":
         return PrefixKvCache(total_blocks, block_size, component.cls(component.config))
     raise ValueError(f"unknown KV mechanism {component.cls.mechanism!r}")

@@ -97,6 +97,16 @@ def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) 
                                "policies.kv_cache.host")
         return KvOffload(env, kv_bytes_per_token, hc.cls(hc.config), component.config.swap_space,
                          component.cls(component.config))
+    if mech == "tiered":
+        from simulator.config.loader import resolve_component
+        from simulator.core import registry as reg
+        from simulator.serving.kv_tiers import TieredOffload
+
+        c = component.config
+        hc = resolve_component({"kind": "host", "preset": c.host}, reg.HARDWARE, "policies.kv_cache.host")
+        sc = resolve_component({"kind": "ssd", "preset": c.ssd}, reg.HARDWARE, "policies.kv_cache.ssd")
+        return TieredOffload(env, kv_bytes_per_token, hc.cls(hc.config), sc.cls(sc.config),
+                             component.cls(component.config))
     if mech == "vattention" and not component.config.overlap:
         return KvOffload(env, kv_bytes_per_token, map_ps_per_block=layer_buffers * s_to_ps(
             component.config.mapping_latency))
@@ -114,16 +124,41 @@ def page_block_size(component, model, tp: int) -> int | None:
     return component.cls(component.config).tokens_per_page(kv_heads * model.head_dim * model.dtype_bytes)
 
 
+# policy inputs reported as given (not summed over replicas)
+POLICY_INPUTS = ("accuracy_delta", "budget_fraction", "heavy_fraction", "resident_cap_tokens")
+TIMELINE_POINTS = 256  # most points of the per-tier occupancy timeline in summary.json
+
+
+def tier_timeline(offloads) -> dict:
+    """Host and SSD bytes over time summed over replicas (a step function), at most
+    TIMELINE_POINTS points taken evenly (deterministic)."""
+    import numpy as np
+
+    parts = [np.asarray(o.timeline, dtype=np.float64) for o in offloads if getattr(o, "timeline", None)]
+    if not parts:
+        return {}
+    t = np.unique(np.concatenate([p[:, 0] for p in parts]))
+    host = np.zeros(t.size)
+    ssd = np.zeros(t.size)
+    for p in parts:  # value of each replica's step function at every change time (last change wins)
+        idx = np.searchsorted(p[:, 0], t, side="right") - 1
+        host += p[idx, 1]
+        ssd += p[idx, 2]
+    keep = np.unique(np.linspace(0, t.size - 1, min(t.size, TIMELINE_POINTS)).round().astype(np.int64))
+    return {"t_s": (t[keep] / 1e12).tolist(), "host_bytes": host[keep].tolist(), "ssd_bytes": ssd[keep].tolist()}
+
+
 def kv_summary(replicas) -> dict:
     """KV-policy counters summed over replicas (empty for plain paging): hit rate per tier (GPU
-    prefix cache), bytes per link (PCIe each way), time stalled on transfers, host occupancy."""
+    prefix cache, host DRAM and SSD offload), bytes per link (PCIe each way, SSD), time stalled on
+    transfers, host and SSD occupancy (peaks, and a timeline for the tiered policy)."""
     out: dict = {}
     for rep in replicas:
         stats = dict(rep.kv.stats())
         if rep.offload is not None:
             stats.update(rep.offload.stats())
         for k, v in stats.items():
-            if isinstance(v, str):
+            if isinstance(v, str) or k in POLICY_INPUTS:
                 out[k] = v
             elif k.startswith("peak") or k.endswith("peak_bytes"):
                 out[k] = max(out.get(k, 0), v)
@@ -131,4 +166,11 @@ def kv_summary(replicas) -> dict:
                 out[k] = out.get(k, 0) + v
     if "queried_blocks" in out:
         out["hit_rate"] = out["hit_blocks"] / out["queried_blocks"] if out["queried_blocks"] else 0.0
+    if "host_hits" in out:
+        resumes = out["host_hits"] + out["ssd_hits"]
+        out["host_hit_rate"] = out["host_hits"] / resumes if resumes else 0.0
+        out["ssd_hit_rate"] = out["ssd_hits"] / resumes if resumes else 0.0
+        offloaded = out["swap_outs"] + out["recomputes"]
+        out["offload_rate"] = out["swap_outs"] / offloaded if offloaded else 0.0
+        out["occupancy"] = tier_timeline([rep.offload for rep in replicas if rep.offload is not None])
     return out

@@ -136,6 +136,9 @@ class Replica:
             outstanding -= n * j
             t, bs = min(j + 1, len(cum)), kv.block_size  # tokens grown incl. the iteration in flight
             for r in self.running:
+                if kv.capped:
+                    used += kv.settle(r, r.num_computed + t) - r.kv_blocks
+                    continue
                 room = r.kv_blocks * bs - r.num_computed
                 if room < t:
                     used += -(-(t - room) // bs)
@@ -226,8 +229,8 @@ class Replica:
             if r.num_computed < r.prefill_target:
                 raise PolicyError(name, f"decodes request {rid}, which has not finished its prefill")
             seen.add(rid)
-            if r.num_computed >= r.kv_blocks * bs:  # the new token opens a block
-                need += 1
+            if r.num_computed >= r.kv_blocks * bs:  # the new token opens a block (unless capped)
+                need += kv.need(r, 1) if kv.capped else 1
         if need > kv.free + freed:
             raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
         if self.budget_fn is not None:
@@ -326,11 +329,16 @@ class Replica:
         for r in dec:
             kv.grow(r, 1)
             decode_kv += r.num_computed + 1
+        if kv.capped:  # attention reads the resident tokens only
+            decode_kv = kv.decode_kv(dec, 1)
+            chunks_ctx = tuple((t, kv.resident(r.num_computed)) for r, t in chunks)
+        else:
+            chunks_ctx = tuple((t, r.num_computed) for r, t in chunks)
         rows = len(dec)
         pad = plan.padding_rows
         if pad and rows:
             decode_kv = decode_kv * (rows + pad) // rows
-        shape = BatchShape(prefill=tuple((t, r.num_computed) for r, t in chunks), decode_rows=rows + pad,
+        shape = BatchShape(prefill=chunks_ctx, decode_rows=rows + pad,
                            decode_kv=decode_kv, emitting=emitting + rows + pad)
         dt, flops = self.timer.step(shape)
         if self.offload is not None:
@@ -417,9 +425,13 @@ class Replica:
         running = self.running
         n = len(running)
         pad = plan.padding_rows
-        k, kv0 = self._segment_length(running)
-        if pad:
-            kv0 = kv0 * (n + pad) // n
+        if self.kv.capped:  # summed resident context per iteration; decode_segment adds rows x j back
+            k, kvs = self.kv.segment(running, SEGMENT_CAP)
+            kv0 = kvs * (n + pad) // n - (n + pad) * np.arange(k, dtype=np.int64)
+        else:
+            k, kv0 = self._segment_length(running)
+            if pad:
+                kv0 = kv0 * (n + pad) // n
         ps, flops = self.timer.decode_segment(n + pad, kv0, k)
         cum = np.cumsum(ps)
         start = env.now
@@ -453,9 +465,10 @@ class Replica:
         bs = kv.block_size
         finished = []
         grown = 0
+        capped = kv.capped
         for r in running:
             c = r.num_computed + done
-            blocks = -(-c // bs)
+            blocks = kv.settle(r, c) if capped else -(-c // bs)
             if blocks > r.kv_blocks:
                 grown += blocks - r.kv_blocks
                 r.kv_blocks = blocks
