@@ -40,6 +40,10 @@ def guarded(fn):
             fail(err)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # output piped into a reader that stopped early (e.g. head)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except Exception as err:  # an internal error: one line unless asked for the traceback
             if os.environ.get("HWSIM_DEBUG"):
                 raise

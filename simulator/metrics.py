@@ -177,6 +177,13 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
     s["queue_length_mean"] = _weighted_mean(batches["waiting"].astype(np.float64), dur)
     s["kv_utilization_mean"] = _weighted_mean(kv_frac, dur)
     s["kv_utilization_peak"] = float(kv_frac.max()) if kv_frac.size else 0.0
+    # internal fragmentation: allocated block slots not holding a running request's token (the
+    # unfilled tail of each last block, reservations, pages, blocks held for transfers)
+    block = np.array([r["block_size"] for r in facts["replica_facts"]], dtype=np.float64)
+    slots = batches["kv_blocks_used"].astype(np.float64) * (block[batches["replica"]] if block.size else 1.0)
+    used_slots = slots > 0
+    frag = np.where(used_slots, 1.0 - np.divide(batches["kv_tokens"], np.where(used_slots, slots, 1.0)), 0.0)
+    s["kv_fragmentation_mean"] = _weighted_mean(frag[used_slots], dur[used_slots]) if used_slots.any() else 0.0
     reps = facts["replica_facts"]  # one dict per replica: tp, peak_flops, price_usd_per_h, tdp_w
     tp = np.array([r["tp"] for r in reps], dtype=np.float64)
     peak = np.array([r["peak_flops"] for r in reps], dtype=np.float64)

@@ -82,7 +82,7 @@ REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_s
                    "finish_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
                    "queue_s", "ttft_s", "tpot_s", "e2e_s"]
 BATCH_COLUMNS = ["replica", "start_ps", "end_ps", "iterations", "prefill_tokens", "decode_rows", "running",
-                 "waiting", "kv_blocks_used", "kv_blocks_total", "flops"]
+                 "waiting", "kv_blocks_used", "kv_blocks_total", "kv_tokens", "flops"]
 
 
 def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool = True,

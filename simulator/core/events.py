@@ -37,7 +37,7 @@ class Event:
 
 
 BATCH_COLUMNS = ("replica", "start_ps", "end_ps", "iterations", "prefill_tokens", "decode_rows",
-                 "kv_blocks_used", "kv_blocks_total", "waiting", "running")
+                 "kv_blocks_used", "kv_blocks_total", "waiting", "running", "kv_tokens")
 
 
 class Recorder:
@@ -63,7 +63,7 @@ class Recorder:
 
     def segment(self, replica: int, start_ps: int, end_ps: int, iterations: int, prefill_tokens: int,
                 decode_rows: int, kv_used: int, kv_total: int, waiting: int, running: int,
-                flops: float) -> None:
+                flops: float, kv_tokens: int = 0) -> None:
         b = self.batch
         b["replica"].append(replica)
         b["start_ps"].append(start_ps)
@@ -75,6 +75,7 @@ class Recorder:
         b["kv_blocks_total"].append(kv_total)
         b["waiting"].append(waiting)
         b["running"].append(running)
+        b["kv_tokens"].append(kv_tokens)
         self.batch_flops.append(flops)
 
     # -- read ----------------------------------------------------------------------------

@@ -385,7 +385,14 @@ class Replica:
                 if r.state == RUNNING and not r.in_prefill:
                     self._hand_off(r)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
-                         kv.total_blocks, waiting, running, flops)
+                         kv.total_blocks, waiting, running, flops, self._cached_tokens())
+
+    def _cached_tokens(self) -> int:
+        """Tokens whose K/V the running batch holds (resident tokens under an eviction cap)."""
+        res = getattr(self.kv, "resident", None)
+        if res is None:
+            return sum(r.num_computed for r in self.running)
+        return sum(res(r.num_computed) for r in self.running)
 
     # -- a stretch of identical decode iterations ----------------------------------------
     def _segment_length(self, running: list[Request]) -> tuple[int, int]:
@@ -483,4 +490,4 @@ class Replica:
             running.remove(r)
             self._finish(r, now)
         self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                         float(flops[:done].sum()))
+                         float(flops[:done].sum()), self._cached_tokens())
