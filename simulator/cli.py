@@ -8,48 +8,19 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from simulator.cli_guard import fail, guarded  # noqa: F401  (fail is part of the CLI API)
 from simulator.core.errors import HwsimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hwsim: simulate LLM serving on modelled GPUs (scenario runs, presets, plug-ins).")
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a scenario field: a.b.c=value (repeatable)")
-
-
-def fail(err: BaseException, code: int = 2) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(fn):
-    """Run ``fn`` turning user errors into one line and exit code 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except HwsimError as err:
-            fail(err)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except BrokenPipeError:  # output piped into a reader that stopped early (e.g. head)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise typer.Exit(1) from None
-        except Exception as err:  # an internal error: one line unless asked for the traceback
-            if os.environ.get("HWSIM_DEBUG"):
-                raise
-            fail(f"internal error: {type(err).__name__}: {err} (set HWSIM_DEBUG=1 for the traceback)", 1)
-
-    return wrapper
 
 
 def _load(scenario: Path | dict, overrides: list[str] | None):

@@ -66,14 +66,9 @@ def ops(scenario: Path = typer.Argument(..., help="scenario YAML/TOML"),
         set_: list[str] = typer.Option(None, "--set", help="override a.b.c=value (repeatable)")) -> None:
     """Print the kernels of one iteration: shape, precision, bytes, FLOPs, dequantization, time."""
     from simulator.config.loader import load_scenario
-    from simulator.core.errors import HwsimError
 
-    try:
-        sc = load_scenario(scenario, set_ or ())
-        rows = breakdown(sc, tokens, decode_rows, context)
-    except HwsimError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    sc = load_scenario(scenario, set_ or ())  # user errors: the CLI's guard prints one line, exit 2
+    rows = breakdown(sc, tokens, decode_rows, context)
     total = sum(r["time_s"] for r in rows) or 1.0
     q = sc.quantization.config.name if sc.quantization is not None else "unquantized"
     typer.echo(f"{sc.model.config.name} on {sc.pools[0].device.config.name}, {sc.timing.kind} timing, {q}; "

@@ -10,7 +10,6 @@ User errors print one line (``error: <where>: <what>``) and exit 2, as in the ma
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -20,22 +19,13 @@ from pathlib import Path
 
 import typer
 
+from simulator.cli_guard import guarded
 from simulator.core.errors import HwsimError, InputFileError
 
 calibrate_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                             help="Calibrate hardware models against kernels timed on this machine.")
 
 
-def guarded(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except HwsimError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @calibrate_app.command()

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from simulator.core.errors import CapacityError, ConfigError, HwsimError
+from simulator.cli_guard import guarded
+from simulator.core.errors import CapacityError, ConfigError
 
 mcu_app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Microcontroller CNN inference: memory fit and schedules.")
@@ -80,17 +81,14 @@ def fit_report(network: str, mcu: str, width: float = 1.0, resolution: Optional[
 
 
 @mcu_app.command()
+@guarded
 def fit(network: str = typer.Argument(..., help="mobilenet_v2, mcunet, resnet18 or ds_cnn"),
         mcu: str = typer.Option(..., "--mcu", help="MCU preset, e.g. STM32H743"),
         width: float = typer.Option(1.0, "--width", help="width multiplier"),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="input resolution (square)"),
         patches: int = typer.Option(4, "--patches", help="patch grid for patch-based execution")) -> None:
     """Say whether NETWORK fits the MCU layer by layer and patch by patch, and which schedule to use."""
-    try:
-        result = fit_report(network, mcu, width, resolution, patches)
-    except HwsimError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    result = fit_report(network, mcu, width, resolution, patches)
     typer.echo("\n".join(result.lines))
     if result.error is not None:
         typer.echo(f"error: {result.error}", err=True)

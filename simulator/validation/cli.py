@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from simulator.cli_guard import guarded
 from simulator.core.errors import ConfigError
 
 validate_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare backends with measurements.")
@@ -23,6 +24,7 @@ def _fail(msg: str) -> None:
 
 
 @validate_app.command("kernels")
+@guarded
 def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/)"),
                      gpu: str = typer.Option("A100-80GB", "--gpu", help="GPU preset the tables were measured on"),
                      backend: list[str] = typer.Option(["tile", "roofline"], "--backend", help="backend(s) to check"),
@@ -59,6 +61,7 @@ def _backend(kind: str, gpu: str):
 
 
 @kernel_app.command("gemm")
+@guarded
 def kernel_gemm(m: int, n: int, k: int, gpu: str = typer.Option("A100-80GB", "--gpu"),
                 backend: str = typer.Option("tile", "--backend", help="tile | detailed | roofline"),
                 dtype: str = typer.Option("bf16", "--dtype")) -> None:
@@ -80,6 +83,7 @@ def kernel_gemm(m: int, n: int, k: int, gpu: str = typer.Option("A100-80GB", "--
 
 
 @kernel_app.command("attention")
+@guarded
 def kernel_attention(tokens: int, heads: int = typer.Option(32), kv_heads: int = typer.Option(32),
                      head_dim: int = typer.Option(128), batch: int = typer.Option(1),
                      decode: bool = typer.Option(False, "--decode", help="one query per sequence, context=tokens"),
