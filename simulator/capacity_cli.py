@@ -18,28 +18,25 @@ from simulator.core.units import parse_quantity
 DIV_ID = "hwsim-capacity"
 
 
-def _seconds(text: Optional[str], where: str) -> Optional[float]:
+def _positive(text: Optional[str], dimension: str, where: str) -> Optional[float]:
+    """A positive quantity given on the command line (``2s``, ``5/s``), or None if not given."""
     if text is None:
         return None
     try:
-        value = parse_quantity(text, "time")
+        value = parse_quantity(text, dimension)
     except UnitError as exc:
         raise HwsimError(exc.message, where=where) from None
     if value <= 0:
         raise HwsimError(f"must be > 0, got {text!r}", where=where)
     return value
+
+
+def _seconds(text: Optional[str], where: str) -> Optional[float]:
+    return _positive(text, "time", where)
 
 
 def _rate(text: Optional[str], where: str) -> Optional[float]:
-    if text is None:
-        return None
-    try:
-        value = parse_quantity(text, "rate")
-    except UnitError as exc:
-        raise HwsimError(exc.message, where=where) from None
-    if value <= 0:
-        raise HwsimError(f"must be > 0, got {text!r}", where=where)
-    return value
+    return _positive(text, "rate", where)
 
 
 def _ms(x: Optional[float]) -> str:
