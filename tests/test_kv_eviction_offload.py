@@ -294,3 +294,12 @@ def test_the_report_has_a_kv_tier_section_only_for_runs_with_kv_policy_counters(
     assert render_report(res) == page  # deterministic
     plain, _ = run(long_prompts(None, n=10))
     assert TITLE_TIERS not in render_report(plain)
+
+
+def test_a_tiny_streaming_cap_does_not_make_the_vllm_scheduler_preempt_in_a_loop():
+    # a capped request whose blocks are full needs no new block for its next token (the oldest
+    # window token is evicted): the scheduler must ask the cache, not assume one block per row
+    tiny, _ = run(long_prompts("streaming", window_tokens=252))
+    small, _ = run(long_prompts("streaming", window_tokens=508))
+    assert tiny.summary["preemptions"] == 0
+    assert tiny.summary["output_tokens_per_s"] > small.summary["output_tokens_per_s"]

@@ -7,9 +7,14 @@ from collections.abc import Callable, Sequence
 from policies.api import KvView, RequestView, SchedulerView
 
 
-def decode_blocks(r: RequestView, block_size: int) -> int:
-    """Blocks one decode step of ``r`` needs: 1 when its cached tokens fill its blocks."""
-    return 1 if not r.in_prefill and r.num_computed >= r.kv_blocks * block_size else 0
+def decode_blocks(r: RequestView, kv: KvView) -> int:
+    """Blocks one decode step of ``r`` needs: 1 when its cached tokens fill its blocks (a cache
+    with its own accounting, e.g. an eviction cap, is asked through ``blocks_to_grow``)."""
+    if r.in_prefill:
+        return 0
+    if type(kv) is not KvView:
+        return kv.blocks_to_grow(r, 1)
+    return 1 if r.num_computed >= r.kv_blocks * kv.block_size else 0
 
 
 def never_fits(r: RequestView, view: SchedulerView, usable_blocks: int) -> bool:
@@ -26,15 +31,14 @@ def preempt_for_decodes(running: Sequence[RequestView], kv: KvView,
     admitted, as vLLM does). Returns (requests kept, in admission order; preempted ids; free
     blocks left after the decode steps are given their blocks).
     """
-    bs = kv.block_size
     kept = list(running)
-    need = sum(decode_blocks(r, bs) for r in kept)
+    need = sum(decode_blocks(r, kv) for r in kept)
     free = kv.free_blocks
     preempt: list[int] = []
     while need > free and kept:
         victim = kept[-1] if victim_order is None else victim_order(kept)
         kept.remove(victim)
-        need -= decode_blocks(victim, bs)
+        need -= decode_blocks(victim, kv)
         free += victim.kv_blocks
         preempt.append(victim.rid)
     return kept, preempt, free - need

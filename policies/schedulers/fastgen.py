@@ -72,7 +72,7 @@ class FastGenScheduler:
                 continue
             if budget <= 0 or seqs >= cfg.max_ragged_sequence_count:
                 break
-            need = decode_blocks(r, bs)
+            need = decode_blocks(r, kv)
             if need > free:
                 continue  # deferred: no block for its next token this pass
             decode.append(r.rid)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from policies.api import BatchPlan, PrefillChunk, SchedulerView, StrictConfig, register_scheduler
+from policies.api import BatchPlan, KvView, PrefillChunk, SchedulerView, StrictConfig, register_scheduler
 
 
 class VllmConfig(StrictConfig):
@@ -64,10 +64,15 @@ class VllmScheduler:
     @staticmethod
     def decode_plan(view: SchedulerView) -> BatchPlan:
         """One decode step for every running request, preempting the newest when KV runs out."""
-        bs = view.kv.block_size
+        kv = view.kv
+        bs = kv.block_size
         running = list(view.running)
-        # a decode step needs a new block when the cached tokens fill the request's blocks
-        need = [1 if r.num_computed >= r.kv_blocks * bs and not r.in_prefill else 0 for r in running]
+        # a decode step needs a new block when the cached tokens fill the request's blocks (a cache
+        # with its own accounting, e.g. an eviction cap, answers through blocks_to_grow)
+        if type(kv) is KvView:
+            need = [1 if r.num_computed >= r.kv_blocks * bs and not r.in_prefill else 0 for r in running]
+        else:
+            need = [0 if r.in_prefill else kv.blocks_to_grow(r, 1) for r in running]
         total = sum(need)
         free = view.kv.free_blocks
         preempt: list[int] = []

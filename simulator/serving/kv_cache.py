@@ -293,7 +293,8 @@ class CappedKvCache(PagedKvCache):
         res = self.policy.resident_array(ctx)
         bs = self.block_size
         blocks = np.maximum(b0[:, None], -(-res // bs))  # blocks held before iteration j
-        asks = (ctx >= blocks * bs).sum(axis=0)
+        # rows whose next token needs a block beyond those held (the schedulers ask blocks_to_grow)
+        asks = (-(-self.policy.resident_array(ctx + 1) // bs) > blocks).sum(axis=0)
         free = self.free - (blocks - b0[:, None]).sum(axis=0)
         bad = np.flatnonzero(asks[1:k] > free[1:k])
         if bad.size:
