@@ -110,6 +110,18 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
         nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
     per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
     base = seqs * op.kv_heads
+    if mode == "split_kv" and kv.size:
+        # fast path of a decode stretch: the split count changes only every 256 tokens of context,
+        # so when it is the same at both ends every kv-independent term is a scalar (same formulas)
+        cap = math.ceil(2.0 * p.sms / base)
+        lo, hi = (max(1.0, min(math.ceil(float(x) / seqs / 256.0), cap)) for x in (kv[0], kv[-1]))
+        if lo == hi:
+            ctas = base * lo
+            extra = p.kernel_fixed_s + seqs * op.heads * hd * (4.0 * lo + b) / p.hbm_bw if lo > 1 else 0.0
+            resident = min(ctas, float(p.sms * DECODE_CTAS_PER_SM))
+            active_sms = min(float(p.sms), ctas)
+            bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+            return p.kernel_fixed_s + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
     extra = np.zeros_like(kv)
     if mode == "paged":
         ctas = np.full_like(kv, float(base))
