@@ -30,6 +30,7 @@ Sources: MARLIN kernel configurations (Frantar et al., PPoPP 2025; marlin_cuda_k
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # (BM, BN, BK, stages, warps): Ampere (sm80) tensor-op tiles of CUTLASS/cuBLAS for 16-bit inputs.
@@ -107,23 +108,13 @@ def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: fl
                       MAX_CTAS_PER_SM))
 
 
-def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int,
-              w_bytes: float = 0.0, out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True
-              ) -> tuple | None:
-    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate.
-    ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``)."""
+@functools.lru_cache(maxsize=4096)
+def _tile_constants(tile: tuple, elem_bytes: float, wb: float, deq_ops: float, deq_overlap: bool,
+                    p: GemmParams) -> tuple[int, float, float]:
+    """What a candidate tile costs independent of the GEMM's shape: (resident CTAs per SM, cycles
+    of one K step, operand bytes a CTA keeps in flight)."""
     bm, bn, bk, stages, warps = tile
-    wb = w_bytes or elem_bytes
     occ = occupancy(bm, bn, bk, stages, warps, elem_bytes, p, wb)
-    if occ == 0:
-        return None
-    tm, tn = -(-m // bm), -(-n // bn)
-    k_split = -(-k // split)
-    k_iters = -(-k_split // bk)
-    ctas = tm * tn * split
-    slots = p.sms * occ
-    waves = -(-ctas // slots)
-    per_sm = -(-ctas // p.sms)  # tiles the busiest SM runs (co-resident CTAs share its tensor cores)
     # one K step: tensor-core cycles vs shared-memory fragment reads (warp grid wm x wn)
     wm = 2 if warps <= 4 else 4
     wn = max(1, warps // wm) if not p.hopper else 1
@@ -135,6 +126,28 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     if deq_ops:  # widen the B tile on the CUDA cores
         deq_cyc = bn * bk * deq_ops / p.vec_per_clk_sm
         step = max(step, deq_cyc) if deq_overlap else step + deq_cyc
+    # Little's law: a CTA keeps (stages-1) operand stages in flight over the memory latency
+    in_flight = (stages - 1) * (bm * elem_bytes + bn * wb) * bk
+    return occ, step, in_flight
+
+
+def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int,
+              w_bytes: float = 0.0, out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True
+              ) -> tuple | None:
+    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate.
+    ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``)."""
+    bm, bn, bk, stages, warps = tile
+    wb = w_bytes or elem_bytes
+    occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
+    if occ == 0:
+        return None
+    tm, tn = -(-m // bm), -(-n // bn)
+    k_split = -(-k // split)
+    k_iters = -(-k_split // bk)
+    ctas = tm * tn * split
+    slots = p.sms * occ
+    waves = -(-ctas // slots)
+    per_sm = -(-ctas // p.sms)  # tiles the busiest SM runs (co-resident CTAs share its tensor cores)
     cta_cyc = k_iters * step
     compute_s = per_sm * cta_cyc / p.clock_hz
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
@@ -142,8 +155,6 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
     partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
     hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
-    # Little's law: a CTA keeps (stages-1) operand stages in flight over the memory latency
-    in_flight = (stages - 1) * (bm * elem_bytes + bn * wb) * bk
     resident = min(ctas, slots)
     bw = min(p.hbm_bw, resident * in_flight / p.hbm_latency_s)
     memory_s = hbm / bw
