@@ -15,6 +15,7 @@ from pathlib import Path
 
 from simulator.calibration.capture import COLUMNS
 from simulator.core.errors import InputFileError
+from simulator.core.files import read_text
 
 INT_COLUMNS = ("threads", "m", "n", "k", "batch", "elements", "bytes", "repeats", "number")
 FLOAT_COLUMNS = ("median_s", "p10_s", "p90_s")
@@ -74,12 +75,7 @@ def read_capture(path: str | Path) -> Capture:
     path = Path(path)
     if path.is_dir():
         path = path / "capture.csv"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError("capture file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read capture file: {exc}", where=str(path)) from None
+    text = read_text(path, "capture file")
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise InputFileError("capture file is empty (expected a header row)", where=f"{path}:1")

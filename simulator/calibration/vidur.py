@@ -23,6 +23,7 @@ from pathlib import Path
 
 from simulator.calibration.records import Capture, Measurement
 from simulator.core.errors import InputFileError
+from simulator.core.files import read_text
 
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "use_gated_mlp", "num_tokens",
@@ -56,12 +57,7 @@ def gemm_shape(op: str, row: dict[str, float | bool], tokens: int) -> tuple[int,
 def read_vidur(path: str | Path, ops: tuple[str, ...] = GEMM_OPS, device: str = "cuda:A100-80GB (vidur)") -> Capture:
     """One Vidur ``*.mlp.csv`` file as GEMM records; errors name the file and row."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError("Vidur table not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read Vidur table: {exc}", where=str(path)) from None
+    text = read_text(path, "Vidur table")
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     need = list(SHAPE_COLUMNS) + [f"time_stats.{op}.{s}" for op in ops for s in ("median", "min", "max")]

@@ -22,7 +22,8 @@ from simulator.config.errors import config_error
 from simulator.config.quantities import EmptyConfig
 from simulator.config.scenario import ScenarioFile
 from simulator.core import registry as reg
-from simulator.core.errors import ConfigError, InputFileError
+from simulator.core.errors import ConfigError
+from simulator.core.files import read_text
 from simulator.core.registry import Entry, Registry
 
 PRESET_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
@@ -132,12 +133,7 @@ class ResolvedScenario:
 
 def read_mapping(path: Path, what: str = "scenario") -> dict[str, Any]:
     """Read a YAML, JSON or TOML file that must hold a mapping; errors name file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError(f"{what} file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read {what} file: {exc}", where=str(path)) from None
+    text = read_text(path, f"{what} file")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
