@@ -65,6 +65,15 @@ def run_study(path: Path, overrides: list[str] | None, out: Path | None, quiet: 
         (out / "scenario.resolved.yaml").write_text(
             yaml.safe_dump({"type": "study", "study": name, **cfg.model_dump(mode="json")}, sort_keys=False))
     if not quiet:
-        for k, v in result.items():
-            typer.echo(f"{k:32s} {v:.4g}" if isinstance(v, float) else f"{k:32s} {v}")
+        for k, v in _flat(result):
+            typer.echo(f"{k:40s} {v:.4g}" if isinstance(v, float) else f"{k:40s} {v}")
     return result
+
+
+def _flat(d: dict, prefix: str = ""):
+    """(dotted key, value) of a nested result, one line per leaf."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
