@@ -14,12 +14,21 @@ Models: one forward pass (a prefill, or one decode step at the mean context) of 
     ``gpu_memory_efficiency`` of HBM; decode attention: KV bytes over HBM). Attention may instead run
     on the host CPU (FlexGen's choice when KV lives in DRAM: KV bytes at ``cpu_memory_efficiency`` of
     DRAM bandwidth, only Q/K/V of the new token cross PCIe) or inside computational storage
-    (``storage``: the SSD's in-storage unit at its internal flash bandwidth; used by InstInfer).
+    (``storage``: the SSD's in-storage unit at its internal flash bandwidth reading
+    ``storage_read_fraction`` of the KV; Q/K/V and outputs cross the drive's own link, peer to peer
+    or bounced through host DRAM; used by InstInfer). ``prefill_attn_on: gpu`` runs prompt
+    attention on the GPU whatever ``attn_on`` says (FlexGen's and InstInfer's code do).
     ``kv_fraction`` < 1 keeps only that share of each sequence's KV (stored and read; H2O's budget).
+    Disk path (``disk_io``): ``direct`` reads large requests deep-queued (the drive's sequential
+    rate); ``filesystem`` is FlexGen's numpy-memmap path: each copy thread faults in one readahead
+    window at a time (drive response at queue depth = threads, ``hw_models.ssd``) and copies it out
+    of the page cache at the host's single-thread rate before the next (``fs_read_rate``).
     Throughput = generated tokens / (prefill + (gen - 1) x decode step). Memory is closed form:
     GPU = resident weights + embeddings + two layer buffers of streamed weights + resident KV (or
     two layers of KV buffers) + hidden states of the block + one batch's MLP activations.
-Ignores: the LP policy search of FlexGen (placements are inputs; ``best_policy`` tries a small grid),
+Ignores: page-fault and syscall costs of the memmap path beyond the copy, readahead overlapping a
+    thread's own copy (async readahead), page-cache hits (KV re-read each step is assumed evicted),
+    the LP policy search of FlexGen (placements are inputs; ``best_policy`` tries a small grid),
     weight/KV compression, CPU-GPU synchronisation overhead, the growth of the decode step with
     context within a generation (one step at the mean context stands for all: KV traffic is linear
     in context, so this is exact when a single resource binds), the LM head and sampling time.
@@ -68,6 +77,20 @@ class Config(StrictConfig):
     drives: int = Field(default=1, gt=0, description="SSDs striped together")
     ssd_request_bytes: float = Field(default=1048576, gt=0, description="bytes per SSD request (1 MiB)")
     ssd_queue_depth: int = Field(default=32, gt=0)
+    disk_io: Literal["direct", "filesystem"] = Field(
+        default="direct", description="direct: ssd_request_bytes kept ssd_queue_depth deep (the drive's sequential "
+        "rate); filesystem: FlexGen's numpy-memmap path (readahead-sized requests, one per copy thread, each "
+        "thread's page-cache copy in series with its read)")
+    fs_readahead_bytes: float = Field(default=131072, gt=0,
+                                      description="request size of a page-cache read (Linux read_ahead_kb 128)")
+    fs_copy_threads: int = Field(default=4, gt=0, description="concurrent copy threads (FlexGen TorchDisk: 4)")
+    storage_read_fraction: float = Field(default=1.0, gt=0, le=1, description="share of the stored KV the "
+                                         "in-storage engine reads and attends to per step (InstInfer's SparF)")
+    prefill_attn_on: Literal["decode", "gpu"] = Field(
+        default="decode", description="prefill attention: where decode attention runs (decode) or on the GPU, "
+        "as FlexGen's code (mha for the prompt, mha_gen for decode) and InstInfer (decode offloaded) do")
+    p2p: bool = Field(default=True, description="storage attention: Q/K/V and outputs move GPU <-> drive peer "
+                                                "to peer (False: bounced through host DRAM)")
 
 
 @dataclass(frozen=True)
@@ -130,12 +153,30 @@ def memory(cfg: Config, hw: Hw) -> dict[str, float]:
 
 # -- the pipeline ----------------------------------------------------------------------------
 def _ssd_rate(cfg: Config, hw: Hw, write: bool) -> float:
+    """Bytes/s the policy's disk path moves (all drives). ``filesystem`` reads: each of the
+    ``fs_copy_threads`` threads faults in one readahead window at a time and copies it out of the
+    page cache before faulting the next, so a window costs the drive's response time at queue depth
+    = threads (Little's law) plus the copy at the host's single-thread rate; writes land in the page
+    cache and are written back in large requests, so they run at the slower of the two."""
     from hw_models.ssd import Ssd
 
     if hw.ssd is None:
         raise ValueError("the policy puts data on disk but no ssd is configured")
     d = Ssd(hw.ssd)
-    return d.throughput_bytes_per_s(cfg.ssd_request_bytes, cfg.ssd_queue_depth, write) * cfg.drives
+    if cfg.disk_io == "direct" or write:
+        rate = d.throughput_bytes_per_s(cfg.ssd_request_bytes, cfg.ssd_queue_depth, write) * cfg.drives
+        if cfg.disk_io == "direct":
+            return rate
+        return min(rate, cfg.fs_copy_threads * hw.host.pageable_copy_bw_bytes_per_s)
+    return fs_read_rate(d, cfg.fs_readahead_bytes, cfg.fs_copy_threads, hw.host.pageable_copy_bw_bytes_per_s,
+                        cfg.drives)
+
+
+def fs_read_rate(ssd: Any, window: float, threads: int, copy_bw: float, drives: int = 1) -> float:
+    """Page-cache read rate: ``threads`` threads, each with one ``window`` outstanding (spread over
+    ``drives``), each window's copy (``copy_bw``) in series with its read."""
+    per_drive = max(1, math.ceil(threads / drives))
+    return threads * window / (ssd.response_s(window, per_drive) + window / copy_bw)
 
 
 def _gpu_s(cfg: Config, hw: Hw, flops: float, nbytes: float) -> float:
@@ -157,6 +198,12 @@ def pass_s(cfg: Config, hw: Hw, q_tokens: int, ctx_tokens: int, prefill: bool) -
     dr = SharedBandwidth(env, _ssd_rate(cfg, hw, False), name="ssd_read") if needs_disk else None
     dw = SharedBandwidth(env, _ssd_rate(cfg, hw, True), name="ssd_write") if needs_disk else None
     gpu, cpu, csd = simpy.Resource(env, 1), simpy.Resource(env, 1), simpy.Resource(env, 1)
+    if cfg.attn_on == "storage":  # the drives' own host links (x4 each), one per direction
+        if hw.ssd is None:
+            raise ValueError("attention in storage needs an ssd with compute_flops_per_s")
+        lat = s_to_ps(h.transfer_overhead_s)
+        to_csd = SharedBandwidth(env, hw.ssd.host_rate * cfg.drives, latency_ps=lat, name="to_csd")
+        from_csd = SharedBandwidth(env, hw.ssd.host_rate * cfg.drives, latency_ps=lat, name="from_csd")
     busy = {"gpu": 0.0, "cpu": 0.0, "csd": 0.0}
     L, k, b = m.num_layers, cfg.num_gpu_batches, cfg.gpu_batch
     wl, kvt, db = layer_weight_bytes(m), kv_layer_token_bytes(m), m.dtype_bytes
@@ -227,11 +274,18 @@ def pass_s(cfg: Config, hw: Hw, q_tokens: int, ctx_tokens: int, prefill: bool) -
                     cpu_s = b * n_read * kvt / (h.dram_bw_bytes_per_s * cfg.cpu_memory_efficiency) + \
                         attn_flops / h.cpu_flops_per_s
                     yield env.process(hold(cpu, cpu_s, "cpu"))
+                    yield h2d.transfer(rows * m.q_size * db)
                 else:  # computational storage reads KV at the drive's internal bandwidth
-                    yield d2h.transfer(rows * (m.q_size + 2 * m.kv_size) * db)
-                    csd_s = storage_attention_s(hw, attn_flops, b * n_read * kvt, cfg.drives)
+                    qkv, out = rows * (m.q_size + 2 * m.kv_size) * db, rows * m.q_size * db
+                    if not cfg.p2p:  # staged in host DRAM, then written to the drive
+                        yield d2h.transfer(qkv)
+                    yield to_csd.transfer(qkv)
+                    f = cfg.storage_read_fraction
+                    csd_s = storage_attention_s(hw, attn_flops * f, b * n_read * kvt * f, cfg.drives)
                     yield env.process(hold(csd, csd_s, "csd"))
-                yield h2d.transfer(rows * m.q_size * db)
+                    yield from_csd.transfer(out)
+                    if not cfg.p2p:
+                        yield h2d.transfer(out)
                 yield env.process(hold(gpu, dense * (1 - qkv_share), "gpu"))
             pending.append(env.process(store_kv()))
             done_count[j] += 1
@@ -260,7 +314,8 @@ def evaluate(cfg: Config, hw: Hw | None = None) -> dict[str, Any]:
     """Throughput, latency and memory of one policy."""
     hw = hw or resolve_hw(cfg)
     mem = memory(cfg, hw)
-    pre = pass_s(cfg, hw, cfg.prompt_tokens, cfg.prompt_tokens, prefill=True)
+    pre_cfg = cfg if cfg.prefill_attn_on == "decode" else cfg.model_copy(update={"attn_on": "gpu"})
+    pre = pass_s(pre_cfg, hw, cfg.prompt_tokens, cfg.prompt_tokens, prefill=True)
     dec = pass_s(cfg, hw, 1, cfg.prompt_tokens + cfg.gen_tokens // 2, prefill=False)
     blk = cfg.gpu_batch * cfg.num_gpu_batches
     total = pre["seconds"] + (cfg.gen_tokens - 1) * dec["seconds"]
