@@ -9,7 +9,12 @@ Models: a collective over ``p`` GPUs of a :class:`Fabric` — GPUs in groups of 
     for copies: the reduction is done by the GPU's SMs between hops). Like NCCL's tuner, the
     cheapest pair is used. Ring all-reduce: 2(p-1) steps, 2(p-1)/p of the message per link; tree
     (reduce then broadcast, pipelined): 2 ceil(log2 p) steps, the message twice; all-gather /
-    reduce-scatter: p-1 steps, (p-1)/p of the (full) message; send/recv: one step, the message.
+    reduce-scatter: p-1 steps, (p-1)/p of the (full) message. Send/recv is not tuned by NCCL
+    (LL up to 16 KB, Simple above, one hop): link latency + the message at the link's p2p rate
+    (rating x ``p2p_efficiency``: a direct NVLink bridge reaches its rating, a copy through
+    NVSwitch the switch's collective share), overlapped with a rendezvous floor — the data flows
+    into the peer's pre-posted FIFO while the receive is set up, so the time is the larger of the
+    two (measured: flat ~10-17 us from 16 KB to ~1-4 MB, then linear in size).
     A message is cut into chunks; the first chunk must cross every step before the pipeline
     streams (a fill term of steps x chunk / bandwidth, chunk = min(chunk_bytes, message / p)).
     Reducing collectives are further capped by NCCL's channels (one CTA per channel receives,
@@ -17,13 +22,15 @@ Models: a collective over ``p`` GPUs of a :class:`Fabric` — GPUs in groups of 
     tuning.cc caps bw by nChannels x perChMaxBw); the cap binds on NVLink (300 GB/s), not on
     PCIe (31.5 GB/s), which is what makes the NVSwitch and the PCIe-crossing rows need different
     effective efficiencies. A ring over mixed hops (NVLink-bridged pairs joined over PCIe) runs
-    at its slowest hop. Each call also pays a fixed per-call cost (fitted; framework + stream).
+    at its slowest hop. Each collective call also pays a fixed per-call cost (fitted; framework +
+    stream).
 Ignores: NVLink SHARP (NVLS) and CollNet, per-message channel-count tuning, congestion from other traffic,
     the double binary tree's bandwidth trick (tree here is the textbook pipelined tree).
 Sources: NCCL src/graph/tuning.cc (v2.18: baseLat, hwLat per link type, LL/LL128 bandwidth
     factors); Thakur, Rabenseifner, Gropp, "Optimization of Collective Communication Operations
     in MPICH" (IJHPCA 2005) for the ring/tree step and byte counts; link bandwidths from the
-    ``presets/link`` files. Efficiencies fitted on the Vidur A100 NCCL tables (see NcclParams).
+    ``presets/link`` files; NCCL src/transport/p2p.cc and the NCCL_P2P_LL_THRESHOLD default
+    (16 KB) for send/recv. Constants fitted on the Vidur A100 NCCL tables (see NcclParams).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ HW_LAT_US = {
     "net": {"tree": {"LL": 5.0, "LL128": 8.5, "Simple": 28.0}, "ring": {"LL": 2.7, "LL128": 4.0, "Simple": 14.0}},
 }
 LL_MAX_BYTES = 256 * 1024  # NCCL disables LL above a few hundred KB per rank (tuning.cc thresholds)
+P2P_LL_MAX_BYTES = 16 * 1024  # NCCL send/recv use LL up to NCCL_P2P_LL_THRESHOLD (16 KB), Simple above
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +58,18 @@ class NcclParams:
     ``python -m simulator.validation.fit network ../shared/validation/vidur_a100`` (see FIDELITY.md)."""
 
     reduce_eff: float = 0.954  # x the link preset's efficiency, for reducing collectives (fitted)
-    copy_eff: float = 1.19  # x the link preset's efficiency, for copies (fitted; capped at the link rate)
+    copy_eff: float = 1.19  # x the link preset's efficiency, for all-gather (capped at the link rate;
+    # fitted on send/recv before send/recv got its own p2p rate; no all-gather table to refit on)
     chunk_bytes: float = 136e3  # pipeline-fill chunk (fitted; NCCL's LL128/Simple slices are 64-512 KB)
     # Reducing collectives are also capped by NCCL's channels: each channel is one CTA that
     # receives, reduces and forwards, so bus bandwidth <= channels x per-channel rate (NCCL
     # tuning.cc: bw = min(link bw, nChannels x perChMaxBw)). Binding on NVLink, not on PCIe.
     channel_bw: float = 197e9  # bytes/s summed over channels (fitted; 1e15 = link-bound)
-    reduce_call_s: float = 26.4e-6  # per-call cost of a reducing collective outside the wire model (fitted;
-    # the Vidur tables floor at ~50 us for all-reduce of any size: stream sync + framework dispatch)
-    p2p_call_s: float = 1.0e-6  # per-call cost of a send/recv pair outside the wire model (fitted)
+    reduce_call_s: float = 26.4e-6  # per-call cost of a collective outside the wire model (fitted on
+    # all-reduce; the Vidur tables floor at ~50 us for all-reduce of any size: stream sync + dispatch)
+    # send/recv: the call lasts at least this long (rendezvous with the peer's receive + stream
+    # sync); the copy overlaps it (fitted; the tables sit flat at ~10-17 us from 16 KB to 1 MB)
+    p2p_floor_s: float = 17.0e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +97,10 @@ def _lat_kind(link: Any) -> str:
     return "nvlink" if tech in ("nvlink", "nvswitch") else "pcie" if tech == "pcie" else "net"
 
 
-def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
-          params: NcclParams, reduce: bool = True) -> float:
+def _wire(steps: int, wire_bytes: float, link: Any, bw: float, algo: str, size: float, p: int,
+          params: NcclParams) -> float:
+    """NCCL's tuner model: the cheapest (protocol) of latency + pipeline fill + bytes over ``bw``."""
     kind = _lat_kind(link)
-    bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
-    if reduce:
-        bw = min(bw, params.channel_bw)
     chunk = min(params.chunk_bytes, size / max(p, 1))
     best = math.inf
     for proto, share in PROTO_BW.items():
@@ -100,7 +109,22 @@ def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size:
         lat = (BASE_LAT_US[algo][proto] + steps * HW_LAT_US[kind][algo][proto]) * 1e-6
         t = lat + (wire_bytes + steps * chunk) / (bw * share)
         best = min(best, t)
-    return best + (params.reduce_call_s if reduce else params.p2p_call_s)
+    return best
+
+
+def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
+          params: NcclParams, reduce: bool = True) -> float:
+    bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
+    if reduce:
+        bw = min(bw, params.channel_bw)
+    return _wire(steps, wire_bytes, link, bw, algo, size, p, params) + params.reduce_call_s
+
+
+def p2p_bw(link: Any) -> float:
+    """Point-to-point copy rate of ``link``: its rating x its p2p efficiency (its collective
+    efficiency where the preset gives none)."""
+    eff = getattr(link, "p2p_efficiency", None)
+    return link.bw_bytes_per_s * (eff if eff is not None else getattr(link, "efficiency", 1.0))
 
 
 def allreduce_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = NcclParams(),
@@ -135,8 +159,15 @@ def reduce_scatter_s(size_bytes: float, p: int, fabric: Fabric, params: NcclPara
 
 
 def send_recv_s(size_bytes: float, fabric: Fabric, params: NcclParams = NcclParams(), same_group: bool = True) -> float:
-    """Point-to-point copy of ``size_bytes`` between two GPUs (across groups when not ``same_group``)."""
+    """Point-to-point copy of ``size_bytes`` between two GPUs (across groups when not ``same_group``).
+
+    NCCL runs send/recv outside its collective tuner: LL up to ``P2P_LL_MAX_BYTES``, Simple above,
+    one hop, no pipeline to fill. The copy starts into the peer's pre-posted FIFO while the peer's
+    receive is still being set up, so the call ends at the later of the rendezvous floor
+    (``params.p2p_floor_s``) and the link latency + the bytes over the link's p2p rate."""
     if size_bytes <= 0:
         return 0.0
     link = fabric.intra if same_group or fabric.inter is None else fabric.inter
-    return _best(1, size_bytes, link, params.copy_eff, "ring", size_bytes, 1, params, False)
+    share = PROTO_BW["LL"] if size_bytes <= P2P_LL_MAX_BYTES else PROTO_BW["Simple"]
+    wire = getattr(link, "latency_s", 0.0) + size_bytes / (p2p_bw(link) * share)
+    return max(params.p2p_floor_s, wire)

@@ -3,6 +3,8 @@
 Models: a per-GPU link with a unidirectional bandwidth, an achievable fraction of it and a
     per-step latency (alpha); ring all-reduce takes 2(p-1) steps moving 2(p-1)/p of the message
     over each GPU's link; a switch (NVSwitch) topology lets every GPU use its full bandwidth.
+    A point-to-point copy may reach a different share of the link than a collective
+    (``p2p_efficiency``): over a direct NVLink bridge no switch hop or reduction sits in the way.
 Ignores: NCCL protocol choice (LL/LL128/Simple), chunk pipelining, congestion from other jobs.
 Sources: NVIDIA NVLink/NVSwitch and PCI-SIG specifications, cited per number in
     ``presets/link/*.yaml``.
@@ -24,6 +26,9 @@ class LinkConfig(StrictConfig):
     bw_bytes_per_s: PositiveBytesPerS = Field(description="per GPU, per direction")
     efficiency: float = Field(default=0.8, gt=0, le=1,
                               description="achievable share of bw for large collectives")
+    p2p_efficiency: float | None = Field(
+        default=None, gt=0, le=1,
+        description="achievable share of bw for a point-to-point copy (send/recv); unset: efficiency")
     latency_s: Seconds = Field(default="5us", description="per collective step (alpha)")
     topology: Literal["ring", "switch"] = "ring"
 
@@ -43,5 +48,7 @@ class Link:
         return steps * c.latency_s + wire / (c.bw_bytes_per_s * c.efficiency)
 
     def send_s(self, size_bytes: float) -> float:
+        """Point-to-point copy of ``size_bytes``: one latency + the bytes at the link's p2p rate."""
         c = self.config
-        return c.latency_s + size_bytes / (c.bw_bytes_per_s * c.efficiency)
+        eff = c.p2p_efficiency if c.p2p_efficiency is not None else c.efficiency
+        return c.latency_s + size_bytes / (c.bw_bytes_per_s * eff)

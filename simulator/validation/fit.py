@@ -6,9 +6,10 @@
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
 fragment cost) by Nelder-Mead on median + 0.5 p90 APE of the train models' GEMM rows (every 3rd
 row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
-(median ratio start, Nelder-Mead on median + 0.3 p90). network: NCCL's reduce/copy efficiency
-factors, chunk size, channel bandwidth cap and per-call costs (grid start, then Nelder-Mead on
-median + 0.3 p90 of all_reduce and of send_recv) on the intra-node rows. Train = Llama-2-7B and Llama-2-70B.
+(median ratio start, Nelder-Mead on median + 0.3 p90). network, on the intra-node rows: NCCL's
+reduce efficiency factor, chunk size, channel bandwidth cap and per-call cost on all_reduce (grid
+start, then Nelder-Mead on median + 0.3 p90), and the send/recv floor on send_recv (bounded 1-D
+search, same objective; the p2p rate comes from the link presets). Train = Llama-2-7B and Llama-2-70B.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def fit_compute(directory: Path, stride: int = 3) -> None:
 
 
 def fit_network(directory: Path) -> None:
+    from scipy.optimize import minimize_scalar
+
     from hw_models.collectives import NcclParams
     from simulator.validation.kernels import load, network_s
 
@@ -77,23 +80,29 @@ def fit_network(directory: Path) -> None:
     rows = [r for r in network if r.intra_node]
     meas = np.array([r.measured_s for r in rows])
     is_ar = np.array([r.op == "all_reduce" for r in rows])
+    ar, sr = [r for r, a in zip(rows, is_ar) if a], [r for r, a in zip(rows, is_ar) if not a]
 
-    def params(x) -> NcclParams:
-        return NcclParams(x[0], x[1], x[2] * 1e3, x[3] * 1e9, x[4] * 1e-6, x[5] * 1e-6)
+    def score(pr: NcclParams, sel: list, m: np.ndarray) -> float:
+        e = np.abs(np.array([network_s(r, "tile", pr) for r in sel]) - m) / m
+        return float(np.median(e) + 0.3 * np.percentile(e, 90))
 
+    # all-reduce: reduce efficiency, chunk, channel cap, per-call cost. Coarse grid over the
+    # channel cap (GB/s) and the per-call cost (us), then Nelder-Mead.
     def obj(x):
-        if min(x[:4]) <= 0 or min(x[4:]) < 0:
+        if min(x[:3]) <= 0 or x[3] < 0:
             return 1e9
-        pr = params(x)
-        e = np.abs(np.array([network_s(r, "tile", pr) for r in rows]) - meas) / meas
-        return float(sum(np.median(e[s]) + 0.3 * np.percentile(e[s], 90) for s in (is_ar, ~is_ar)))
+        return score(NcclParams(reduce_eff=x[0], chunk_bytes=x[1] * 1e3, channel_bw=x[2] * 1e9,
+                                reduce_call_s=x[3] * 1e-6), ar, meas[is_ar])
 
-    # start: coarse grid over the channel cap (GB/s) and the per-call costs (us), then Nelder-Mead
-    starts = [[1.0, 1.2, 128.0, c, r, q] for c, r, q in itertools.product([150, 180, 210], [20, 40], [2, 6])]
-    x0 = min(starts, key=obj)
-    res = minimize(obj, x0, method="Nelder-Mead", options=dict(maxiter=300, xatol=1e-3, fatol=1e-5))
-    print("nccl: reduce_eff, copy_eff, chunk_kB, channel_bw_GBps, reduce_call_us, p2p_call_us =",
+    starts = [[1.0, 128.0, c, r] for c, r in itertools.product([150, 180, 210], [20, 40])]
+    res = minimize(obj, min(starts, key=obj), method="Nelder-Mead",
+                   options=dict(maxiter=300, xatol=1e-3, fatol=1e-5))
+    print("nccl all_reduce: reduce_eff, chunk_kB, channel_bw_GBps, reduce_call_us =",
           [round(float(v), 3) for v in res.x], "objective", round(res.fun, 4))
+    # send/recv: the rendezvous floor only (the p2p rate is the link preset's p2p_efficiency)
+    r2 = minimize_scalar(lambda f: score(NcclParams(p2p_floor_s=f * 1e-6), sr, meas[~is_ar]),
+                         bounds=(1.0, 40.0), method="bounded", options=dict(xatol=0.05))
+    print("nccl send_recv: p2p_floor_us =", round(float(r2.x), 2), "objective", round(float(r2.fun), 4))
 
 
 if __name__ == "__main__":
