@@ -72,10 +72,39 @@ def test_block_table_latency_and_small_blocks_slow_the_paged_kernel_only_when_la
 
 
 def test_vattention_prefill_is_not_reproduced_against_paged_flashattention_but_beats_flashinfer_by_the_input(vat):
-    # paper: up to 3.92x vs paged FA2, 1.45x vs FlashInfer. hwsim: paged FA2's split kernel (64-row
-    # Q tiles, exposed table load) hides the latency with 2 CTAs/SM and stays compute-bound: <= 1.05x
-    assert vat["max_prefill_vs_paged_fa"] <= 1.05
-    assert 1.1 <= vat["max_prefill_vs_flashinfer"] <= 1.45  # = 1 / flashinfer_rel_efficiency (input 0.8)
+    # paper: up to 3.92x vs paged FA2, 1.45x vs FlashInfer. hwsim: paged FA2's split kernel (64-row Q
+    # tiles: 16 rows per warp, K/V fragments reused half as much) costs 9 % more per FLOP; its table
+    # load hides behind a second resident CTA and the kernel stays compute-bound: 1.09x
+    assert 1.05 <= vat["max_prefill_vs_paged_fa"] <= 1.2
+    assert 1.1 <= vat["max_prefill_vs_flashinfer"] <= 1.45  # ~ 1 / flashinfer_rel_efficiency (input 0.8)
+    # the operand traffic cannot explain [2, 4] even if every shared-memory byte were exposed
+    assert vat["prefill_smem_serial_ceiling"] < 2.0
+
+
+def test_vattention_prefill_gain_does_not_grow_with_context_because_both_kernels_pay_per_tile(vat):
+    for model in ("Llama-3-8B", "Yi-6B"):
+        long, mid = vat[f"prefill_vs_paged_fa {model} ctx196608"], vat[f"prefill_vs_paged_fa {model} ctx65536"]
+        assert long == pytest.approx(mid, rel=0.01)
+        # per-pair cost ratio of the tile loops is the long-context limit
+        limit = vat["prefill_tile_cycles_per_pair paged_fa"] / vat["prefill_tile_cycles_per_pair contiguous"]
+        assert long == pytest.approx(limit, rel=0.02)
+
+
+def test_the_split_kernels_tile_moves_more_shared_memory_bytes_per_flop():
+    _, _, hw, _ = parts()
+    d = 128
+    c, p = va.mma_loop_cycles(hw, d, 2, 128, 64), va.mma_loop_cycles(hw, d, 2, 64, 128)
+    # Q once, K and V by each of 4 warps: (Br + 8 Bc) d 2 B over 4 Br Bc d FLOPs
+    assert c["smem"] * hw.smem_bpc / (4.0 * 128 * 64 * d) == pytest.approx((128 + 8 * 64) * 2 / (4 * 128 * 64))
+    assert p["smem"] * hw.smem_bpc / (4.0 * 64 * 128 * d) == pytest.approx((64 + 8 * 128) * 2 / (4 * 64 * 128))
+    # same tile area, same FLOPs: the 16-row warp tile pays more fragment loads per MMA
+    assert p["mma"] > c["mma"] and p["exp"] == c["exp"]
+    # without a fragment cost the MMA time is the tile's FLOPs at the attention MMA rate
+    bare = va.mma_loop_cycles(va.dataclasses.replace(hw, frag_cost=0.0), d, 2, 64, 128)
+    assert bare["mma"] == pytest.approx(4.0 * 64 * 128 * d / (hw.flop_clk_sm * hw.mma_eff), rel=1e-12)
+    # a slower shared memory eventually binds the loop
+    slow = va.mma_loop_cycles(va.dataclasses.replace(hw, smem_bpc=32.0), d, 2, 64, 128)
+    assert slow["loop"] == slow["smem"] > slow["mma"]
 
 
 def test_page_mapping_is_hidden_when_overlapped_and_small_when_not():

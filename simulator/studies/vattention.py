@@ -19,11 +19,16 @@ Models: one layer's attention kernel on one GPU, mechanistically (Little's law a
     combine kernel when split.
     Prefill (a chunk of queries at the end of a context, causal): FlashAttention-2 tiles; per SM
     the tile loop costs max(MMA+exp, (MMA+exp + exposed latency) / resident CTAs), K/V re-read
-    per Q tile where they miss L2. ``contiguous``: FA2 (128 x 64 tiles for head_dim 128).
-    ``paged_fa``: FA2 with a block table runs its split-KV kernel (kBlockM 64 -> twice the K/V
-    re-reads, and each K/V tile first resolves its page: a dependent table load before the
-    cp.async can issue). ``flashinfer``: paged prefill with page indices prefetched (no exposed
-    latency); its MMA efficiency relative to FA2 is an input (``flashinfer_rel_efficiency``).
+    per Q tile where they miss L2. The MMA part of a K/V tile (``mma_loop_cycles``): 4 warps split
+    the Q rows, so every warp loads all of K and V from shared memory; each MMA's fragment loads
+    cost the tile backend's fitted GEMM fragment cost over the warp tile's intensity, and the
+    loop's shared-memory bytes (128 B/clk/SM) bound it from below. ``contiguous``: FA2 (128 x 64
+    tiles for head_dim 128: 32 query rows per warp). ``paged_fa``: FA2 with a block table runs its
+    split-KV kernel (kBlockM 64 x kBlockN 128: 16 rows per warp, so K/V fragments serve half as
+    many rows -- 0.066 vs 0.039 shared-memory bytes per FLOP; twice the K/V re-reads; each K/V
+    tile first resolves its page: a dependent table load before the cp.async can issue).
+    ``flashinfer``: paged prefill with page indices prefetched (no exposed latency), FA2's tiles;
+    its MMA efficiency relative to FA2 is an input (``flashinfer_rel_efficiency``).
     vAttention adds page mapping: pages per step = rows x 2 x layers / tokens per page, each at
     ``mapping.mapping_latency``; overlapped (background thread) only the excess over the step shows.
     A decode step end to end = the tile backend's dense ops (GEMMs, norms, LM head) + layers x
@@ -35,11 +40,13 @@ Sources: Prabhu et al., "vAttention: Dynamic Memory Management for Serving LLMs 
     PagedAttention" (ASPLOS 2025): up to 1.97x decode throughput vs vLLM, prefill up to 3.92x /
     1.45x vs paged FlashAttention-2 / FlashInfer; Kwon et al., "PagedAttention" (SOSP 2023) and
     vLLM csrc/attention (v1/v2 rule, 128 threads, 512-token partitions); Dao, FlashAttention-2
-    flash_api.cpp (num_splits_heuristic, paged KV forces the split kernel).
+    flash_api.cpp (num_splits_heuristic, paged KV forces the split kernel) and
+    flash_fwd_launch_template.h (split kernel 64 x 128, 4 warps; hdim-128 forward on sm80 128 x 64).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +54,7 @@ from typing import Any
 from pydantic import Field
 
 from hw_models.attention_kernels import fa2_tiles
+from hw_models.gemm_tiles import SMEM_BYTES_PER_CLK
 from policies.caching.vattention import VattentionConfig
 from simulator.config.loader import resolve_component
 from simulator.config.quantities import PositiveBytesPerS, StrictConfig
@@ -96,6 +104,8 @@ class Hw:
     hopper: bool
     fixed_s: float
     launch_s: float
+    frag_cost: float = 0.0  # fragment-load cost of an MMA relative to its work (the tile backend's GEMM fit)
+    smem_bpc: float = 128.0  # shared-memory bytes per clock per SM
 
 
 def resolve(model: Component, gpu: Component, l2_bw: float | None = None):
@@ -113,7 +123,8 @@ def resolve(model: Component, gpu: Component, l2_bw: float | None = None):
             flop_clk_sm=g.tensor_peak(m.dtype) / (g.sm_count * g.clock_hz),
             mma_eff=c.attention_mma_efficiency * (1.0 if hop else g.mma_sync_peak_fraction),
             vec_flops=g.vector_flops_per_s, sfu=g.sfu_ops_per_clk_per_sm, hopper=hop,
-            fixed_s=c.kernel_fixed_s, launch_s=g.launch_overhead_s)
+            fixed_s=c.kernel_fixed_s, launch_s=g.launch_overhead_s, frag_cost=c.frag_cost,
+            smem_bpc=SMEM_BYTES_PER_CLK)
     return m, g, hw, tb
 
 
@@ -182,8 +193,21 @@ def paged_decode_s(hw: Hw, m: Any, batch: int, ctx: int, cfg: Config, block: int
     return {"s": t, "v2": v2, "ctas": batch * h * parts}
 
 
+def mma_loop_cycles(hw: Hw, d: int, db: float, br: int, bc: int, warps: int = 4, rel_eff: float = 1.0) -> dict:
+    """One K/V tile of an FA2-style CTA: S = Q K^T and O += P V, the ``warps`` warps splitting the
+    ``br`` query rows. Each MMA's fragment loads cost ``frag_cost`` relative to its work over the
+    warp tile's intensity (wtm x wtn / (wtm + wtn)), normalised to a 64 x 64 warp tile -- the tile
+    backend's GEMM rule (``hw_models.gemm_tiles``) -- and the shared-memory bytes of the loop (Q once,
+    K and V by every warp; P stays in registers) bound it from below."""
+    wm = br / warps
+    frag = (lambda n: (1.0 + hw.frag_cost / (wm * n / (wm + n))) / (1.0 + hw.frag_cost / 32.0))
+    mma = 2.0 * br * bc * d * (frag(bc) + frag(d)) / (hw.flop_clk_sm * hw.mma_eff * rel_eff)
+    smem = (br + 2.0 * warps * bc) * d * db / hw.smem_bpc
+    return {"mma": mma, "smem": smem, "loop": max(mma, smem), "exp": br * bc / hw.sfu}
+
+
 def fa_prefill_s(hw: Hw, m: Any, ctx: int, chunk: int, br: int, bc: int, dep_cycles: float = 0.0,
-                 rel_eff: float = 1.0) -> float:
+                 rel_eff: float = 1.0, warps: int = 4) -> float:
     """FA2-style causal prefill of ``chunk`` queries ending a ``ctx``-token context (one layer, one sequence)."""
     d, db, h, hkv = m.head_dim, m.dtype_bytes, m.num_heads, m.num_kv_heads
     q_tiles = math.ceil(chunk / br)
@@ -192,9 +216,8 @@ def fa_prefill_s(hw: Hw, m: Any, ctx: int, chunk: int, br: int, bc: int, dep_cyc
     ctas = q_tiles * h
     per_sm = max(1, int(hw.smem // ((br + 2 * bc) * d * db)))
     resident = min(per_sm, math.ceil(ctas / hw.sms))
-    mma = 4.0 * br * bc * d / (hw.flop_clk_sm * hw.mma_eff * rel_eff)
-    ex = br * bc / hw.sfu
-    comp = max(mma, ex) if hw.hopper else mma + ex
+    lc = mma_loop_cycles(hw, d, db, br, bc, warps, rel_eff)
+    comp = max(lc["loop"], lc["exp"]) if hw.hopper else lc["loop"] + lc["exp"]
     per_tile = max(comp, (comp + dep_cycles) / resident)
     compute_s = math.ceil(ctas / hw.sms) * (tiles * h / ctas) * per_tile / hw.clock
     kv = 2.0 * ctx * hkv * d * db
@@ -248,4 +271,24 @@ def run(cfg: Config) -> dict:
             best_pf = max(best_pf, out[f"prefill_vs_paged_fa {k}"])
             best_fi = max(best_fi, out[f"prefill_vs_flashinfer {k}"])
     return {"gpu": g.name, "max_decode_attn_speedup": best_dec, "max_decode_step_speedup": best_step,
-            "max_prefill_vs_paged_fa": best_pf, "max_prefill_vs_flashinfer": best_fi, **out}
+            "max_prefill_vs_paged_fa": best_pf, "max_prefill_vs_flashinfer": best_fi,
+            **prefill_tile_figures(hw, m), **out}
+
+
+def prefill_tile_figures(hw: Hw, m: Any) -> dict:
+    """Cycles of one K/V tile per query row in both FA2 kernels, and the ceiling of the paged/contiguous
+    ratio if every shared-memory byte of the 64-row kernel ran in series with its MMAs (no fragment
+    cost) while the 128-row kernel hid its own: what the operand traffic could explain at most."""
+    d, db = m.head_dim, m.dtype_bytes
+    br, bc = fa2_tiles(d)
+    sk_bn = 256 if d <= 64 else 128 if d <= 128 else 64
+    c, p = mma_loop_cycles(hw, d, db, br, bc), mma_loop_cycles(hw, d, db, 64, sk_bn)
+    bare = dataclasses.replace(hw, frag_cost=0.0)
+    c0, p0 = mma_loop_cycles(bare, d, db, br, bc), mma_loop_cycles(bare, d, db, 64, sk_bn)
+    per_pair = (lambda x, r, n: (x["loop"] + x["exp"]) / (r * n))
+    return {"prefill_tile_cycles_per_pair contiguous": per_pair(c, br, bc),
+            "prefill_tile_cycles_per_pair paged_fa": per_pair(p, 64, sk_bn),
+            "prefill_smem_bytes_per_flop contiguous": c["smem"] * hw.smem_bpc / (4.0 * br * bc * d),
+            "prefill_smem_bytes_per_flop paged_fa": p["smem"] * hw.smem_bpc / (4.0 * 64 * sk_bn * d),
+            "prefill_smem_serial_ceiling": (p0["mma"] + p0["smem"] + p0["exp"]) / (64 * sk_bn)
+            / ((c0["loop"] + c0["exp"]) / (br * bc))}
