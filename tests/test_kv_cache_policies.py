@@ -81,8 +81,8 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         assert kv.physical <= kv.total_blocks
         assert kv.tree.size == sum(1 for _ in kv.tree.nodes())
         held = sum(len(v) for v in kv.held.values())
-        assert kv.used == sum(r.kv_blocks for r in self.running)
-        assert kv.private == kv.used - held  # every mapped block is private or a held cached block
+        assert kv.private == sum(r.kv_blocks for r in self.running) - held  # mapped: private or held cached
+        assert kv.used == kv.private + sum(1 for n in kv.tree.nodes() if n.ref > 0)  # shared ones once
         for nodes in kv.held.values():
             assert all(n.ref > 0 for n in nodes)
 

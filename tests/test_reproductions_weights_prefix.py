@@ -126,14 +126,16 @@ def serve(path: Path, overrides: list[str] | None = None):
 def test_prefix_caching_doubles_throughput_when_many_requests_share_a_long_prefix():
     # Hydragen reports up to 32x (attention-bound kernel extreme); hwsim's serving path gets the
     # prefill saved by reusing cached prefix blocks: 400 requests x (3000 shared + 20-100 own
-    # tokens), 4 prefixes, A100-80GB: 8.14 vs 4.06 req/s = 2.0x. The batch does not grow (shared
-    # blocks still count against each request's KV budget), so the gain is the skipped prefill
-    # compute alone, bounded by the ~100 decode steps every request still pays. Band [1.6, 2.6].
+    # tokens), 4 prefixes, A100-80GB: 11.07 vs 4.06 req/s = 2.7x. Skipping the prefill alone gave
+    # 2.0x; shared blocks now count once in admission, so the mean batch grows from 36 to 214 (near
+    # max_num_seqs) and decode steps are amortised over more requests; the decode attention still
+    # reads the prefix once per sequence, which bounds the rest. Band [2.2, 3.5].
     pre = serve(PAPERS / "prefix_sharing.yaml")
     base = serve(PAPERS / "prefix_sharing.yaml", ["policies.kv_cache={kind: paged}"])
     assert pre["kv_cache"]["hit_rate"] > 0.85
     gain = pre["throughput_rps"] / base["throughput_rps"]
-    assert 1.6 <= gain <= 2.6
+    assert 2.2 <= gain <= 3.5
+    assert pre["batch_size_mean"] > 4 * base["batch_size_mean"]
     assert pre["ttft_s"]["p50"] < base["ttft_s"]["p50"]
 
 

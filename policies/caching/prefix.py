@@ -5,7 +5,10 @@ Models: every full KV block is identified by its path of block keys from the roo
     so a key is ``(group, index)``: requests of one multi-turn session (``session_id``) or one shared
     prompt prefix (``prefix_id``, first ``prefix_tokens`` tokens) produce the same keys. A request
     whose first blocks are cached maps them (reference count + 1) instead of recomputing them;
-    when it leaves, its full blocks inside the shareable range stay cached with no reference.
+    a shared prefix's blocks are cached as soon as a request has computed them (so requests
+    running together share them); when a request leaves, its full blocks inside the shareable
+    range stay cached with no reference. A cached block counts once against the KV pool however
+    many requests map it; one with no reference counts as free (evictable).
     Eviction takes the least recently used leaf with no reference (a block in use, or a block
     with a cached child, is never a candidate), so what stays cached is always a path prefix.
 Ignores: token-level (sub-block) matches; sharing between sessions of a common system prompt

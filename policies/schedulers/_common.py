@@ -39,6 +39,6 @@ def preempt_for_decodes(running: Sequence[RequestView], kv: KvView,
         victim = kept[-1] if victim_order is None else victim_order(kept)
         kept.remove(victim)
         need -= decode_blocks(victim, kv)
-        free += victim.kv_blocks
+        free += kv.blocks_freed_by(victim)
         preempt.append(victim.rid)
     return kept, preempt, free - need

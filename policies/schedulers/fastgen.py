@@ -88,12 +88,14 @@ class FastGenScheduler:
             if waiting and never_fits(r, view, kv.total_blocks):
                 reject.append(r.rid)
                 continue
-            room = r.kv_blocks * bs - r.num_computed + free * bs  # tokens that fit in KV now
+            # tokens that fit in KV now (cached blocks another request maps already cost nothing)
+            mapped = kv.blocks_for(r.num_computed) - kv.blocks_to_admit(r, 0) if waiting else 0
+            room = (r.kv_blocks + mapped) * bs - r.num_computed + free * bs
             t = min(r.prefill_remaining, budget, room)
             if t <= 0:
                 continue
             chunks.append(PrefillChunk(r.rid, t))
-            free -= kv.blocks_to_grow(r, t)
+            free -= kv.blocks_to_admit(r, t) if waiting else kv.blocks_to_grow(r, t)
             budget -= t
             seqs += 1
         preempt: tuple[int, ...] = ()

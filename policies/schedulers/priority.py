@@ -101,7 +101,7 @@ class PriorityScheduler:
             preempt: list[int] = []
             for r in sorted(view.waiting, key=key):
                 need = r.prefill_remaining
-                blocks = kv.blocks_to_grow(r, need)
+                blocks = kv.blocks_to_admit(r, need)
                 if never_fits(r, view, kv.total_blocks - watermark) or need > budget:
                     reject.append(r.rid)
                     continue
@@ -111,12 +111,12 @@ class PriorityScheduler:
                     kr = key(r)
                     worse = [v for v in victims if key(v) > kr]
                     if (not cfg.preempt or seqs - len(worse) >= cfg.max_num_seqs
-                            or free + sum(v.kv_blocks for v in worse) - blocks < watermark):
+                            or free + sum(kv.blocks_freed_by(v, False) for v in worse) - blocks < watermark):
                         break
                     while seqs >= cfg.max_num_seqs or free - blocks < watermark:
                         v = victims.pop()  # the worst key still running
                         preempt.append(v.rid)
-                        free += v.kv_blocks
+                        free += kv.blocks_freed_by(v, False)  # its cached blocks may be mapped again here
                         seqs -= 1
                 chunks.append(PrefillChunk(r.rid, need))
                 tokens += need

@@ -78,7 +78,7 @@ class SarathiScheduler:
                 if never_fits(r, view, kv.total_blocks - watermark):
                     reject.append(r.rid)
                     continue
-                blocks = kv.blocks_to_grow(r, 0, r.prefill_target)
+                blocks = kv.blocks_to_admit(r, 0, r.prefill_target)
                 if budget <= 0 or seqs >= cfg.max_num_seqs or free - blocks < watermark:
                     break
                 t = min(r.prefill_remaining, budget)

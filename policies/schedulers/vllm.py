@@ -46,7 +46,7 @@ class VllmScheduler:
             reject: list[int] = []
             for r in view.waiting:
                 need = r.prefill_remaining
-                blocks = kv.blocks_to_grow(r, need)
+                blocks = kv.blocks_to_admit(r, need)  # cached blocks already mapped cost nothing
                 if (r.prefill_target > view.max_model_len or need > budget
                         or blocks > kv.total_blocks - watermark):
                     reject.append(r.rid)
@@ -79,7 +79,7 @@ class VllmScheduler:
         while total > free and running:
             victim = running.pop()
             total -= need.pop()
-            free += victim.kv_blocks
+            free += kv.blocks_freed_by(victim)  # shared blocks stay with the requests mapping them
             preempt.append(victim.rid)
         decode = tuple(r.rid for r in running if not r.in_prefill)
         prefill = tuple(PrefillChunk(r.rid, r.prefill_remaining) for r in running if r.in_prefill)

@@ -82,7 +82,7 @@ class VllmChunkedScheduler:
                 victim = running.pop()  # the newest running request
                 gone.add(victim.rid)
                 preempt.append(victim.rid)
-                free += victim.kv_blocks
+                free += kv.blocks_freed_by(victim)
                 if victim.rid in scheduled:  # a decode scheduled before this prefill: take it back
                     vt, vneed = scheduled.pop(victim.rid)
                     budget += vt
@@ -107,7 +107,7 @@ class VllmChunkedScheduler:
                 if budget <= 0 or seqs >= cfg.max_num_seqs:
                     break
                 t = self._chunk(r.prefill_remaining, budget)
-                need = kv.blocks_to_grow(r, t)
+                need = kv.blocks_to_admit(r, t)
                 if need > free:
                     break
                 chunks.append(PrefillChunk(r.rid, t))

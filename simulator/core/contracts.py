@@ -57,6 +57,19 @@ class KvView:
                      self.blocks_for(max(reserve_tokens, req.kv_reserve_tokens)))
         return max(0, target - req.kv_blocks)
 
+    def blocks_to_admit(self, req: RequestView, tokens: int, reserve_tokens: int = 0) -> int:
+        """Free blocks admitting waiting ``req`` with a first chunk of ``tokens`` takes. Here every
+        block is private (``blocks_to_grow``); a cache that shares blocks answers less: a cached
+        block another running request maps already costs nothing."""
+        return self.blocks_to_grow(req, tokens, reserve_tokens)
+
+    def blocks_freed_by(self, req: RequestView, mapped: bool = True) -> int:
+        """Free blocks preempting running ``req`` gives back. Here all its blocks; a cache that
+        shares blocks counts only those no other request maps (cached ones stay, evictable).
+        ``mapped=False`` leaves out the cached blocks ``req`` maps, which a request admitted in the
+        same plan may map again (the count to use when preempting to admit)."""
+        return req.kv_blocks
+
     @property
     def used_blocks(self) -> int:
         return self.total_blocks - self.free_blocks

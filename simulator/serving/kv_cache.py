@@ -73,6 +73,20 @@ class PagedKvCache:
         req.kv_reserve_tokens = 0
         return n
 
+    def admit_need(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> int:
+        """Free blocks a first chunk of waiting ``req`` takes (``KvView.blocks_to_admit``)."""
+        return self.need(req, new_tokens, reserve_tokens)
+
+    def freed_by(self, req: Request, mapped: bool = True) -> int:
+        """Free blocks preempting ``req`` gives back (``KvView.blocks_freed_by``)."""
+        return req.kv_blocks
+
+    def overlap(self, victims, admitted) -> int:
+        """Correction to a plan's need - freed, counted per request: + the cached blocks its
+        admissions count as mapped that only its victims map, - those several victims map
+        together (freed jointly). 0 without sharing."""
+        return 0
+
     def view(self) -> KvView:
         return KvView(self.block_size, self.total_blocks, self.total_blocks - self.used)
 
@@ -83,15 +97,19 @@ class PagedKvCache:
 class PrefixKvCache(PagedKvCache):
     """Paged blocks plus a radix-tree prefix cache (policy: ``policies.caching.prefix``).
 
-    Accounting: ``used`` is what the scheduler budgets, the blocks each request maps (shared ones
-    counted once per request that maps them), so preempting a request frees exactly its
-    ``kv_blocks`` in the scheduler's view, as with plain paging; that is an upper bound of the
-    physical occupancy. Physically, the pool holds each request's private blocks plus every
-    cached block once (``physical``); unreferenced cached blocks are evicted (policy: LRU leaf)
-    when a private allocation needs room, so the physical pool never overflows.
+    Accounting: ``used`` = private blocks + cached blocks with at least one reference (``pinned``),
+    each counted once however many requests map it; unreferenced cached blocks are evictable and
+    count as free. Physically, the pool holds the private blocks plus every cached block once
+    (``physical``); unreferenced cached blocks are evicted (policy: LRU leaf) when a private
+    allocation needs room, which always succeeds while ``used <= total_blocks``. Admitting a
+    request costs its private blocks plus its hit blocks nobody references yet
+    (``admit_need``); preempting one frees its private blocks plus the cached blocks it alone
+    references (``freed_by``). A request's ``kv_blocks`` still counts every block it maps.
     A waiting request is shown with ``num_computed`` = its cached prefix (a tentative hit,
     refreshed when the tree gains blocks or the request is new); on admission the hit is
     re-matched (blocks may have been evicted since) and the matched blocks are referenced.
+    Shared-prefix blocks are published to the tree as soon as a request has computed them
+    (``publish``), so requests running at the same time share them, as with vLLM's block hashing.
     """
 
     shares = True
@@ -101,6 +119,7 @@ class PrefixKvCache(PagedKvCache):
         super().__init__(total_blocks, block_size)
         self.tree = policy
         self.private = 0
+        self.pinned = 0  # cached blocks with a reference
         self.peak_physical = 0
         self.held: dict[int, list] = {}
         self.version = 0
@@ -166,12 +185,71 @@ class PrefixKvCache(PagedKvCache):
         before = r.num_computed
         r.num_computed = h * self.block_size
         if nodes:
+            fresh = sum(1 for n in nodes if n.ref == 0)
             self.tree.acquire(nodes)
             self.held[r.rid] = nodes
             r.kv_blocks = h
-            self.used += h
+            self.pinned += fresh
+            self.used += fresh
+            if self.used > self.total_blocks:
+                raise RuntimeError(f"prefix KV cache over capacity: {self.used} of {self.total_blocks} blocks")
+            if self.used > self.peak_used:
+                self.peak_used = self.used
             self.hit_tokens += r.num_computed
         return r.num_computed - before
+
+    def publish(self, r: Request) -> None:
+        """Cache the shared-prefix blocks ``r`` has computed so far and map them (its private
+        copies of blocks another request published meanwhile are dropped)."""
+        if r.prefix_id < 0 or r.session_id >= 0:
+            return
+        nodes = self.held.get(r.rid, [])
+        h = len(nodes)
+        hi = min(r.num_computed, r.prefix_tokens, r.kv_blocks * self.block_size) // self.block_size
+        if hi <= h:
+            return
+        if self.tree.insert(nodes[-1] if nodes else None, self._keys(r, h, hi), owner=r.rid):
+            self.version += 1
+        ext = self.tree.match(self._keys(r, 0, hi))[h:]
+        mapped = sum(1 for n in ext if n.ref > 0)
+        self.tree.acquire(ext)
+        self.held[r.rid] = nodes + ext
+        self.private -= len(ext)
+        self.pinned += len(ext) - mapped
+        self.used -= mapped
+
+    def _hit_nodes(self, r: Request) -> list:
+        h = r.num_computed // self.block_size
+        return self.tree.match(self._keys(r, 0, h)) if h > 0 else []
+
+    def admit_need(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> int:
+        n = self.need(req, new_tokens, reserve_tokens)
+        if req.kv_blocks or req.rid in self.held:
+            return n
+        return max(0, n - sum(1 for node in self._hit_nodes(req) if node.ref > 0))
+
+    def freed_by(self, req: Request, mapped: bool = True) -> int:
+        nodes = self.held.get(req.rid, ())
+        own = req.kv_blocks - len(nodes)
+        return own + sum(1 for n in nodes if n.ref == 1) if mapped else own
+
+    def overlap(self, victims, admitted) -> int:
+        holds: dict[int, int] = {}
+        nodes = {}
+        for v in victims:
+            for n in self.held.get(v.rid, ()):
+                holds[id(n)] = holds.get(id(n), 0) + 1
+                nodes[id(n)] = n
+        joint = sum(1 for i, n in nodes.items() if n.ref > 1 and holds[i] == n.ref)  # freed together
+        extra = set()
+        for r in admitted:
+            for n in self._hit_nodes(r):
+                if n.ref and holds.get(id(n), 0) == n.ref:
+                    extra.add(id(n))
+        return len(extra) - joint
+
+    def view(self) -> KvView:
+        return PrefixKvView(self.block_size, self.total_blocks, self.total_blocks - self.used, self)
 
     # -- physical blocks ---------------------------------------------------------------------
     def _alloc(self, n: int) -> None:
@@ -206,13 +284,17 @@ class PrefixKvCache(PagedKvCache):
             new = self.tree.insert(nodes[-1] if nodes else None, self._keys(req, h, ins), owner=req.rid)
             if new:
                 self.version += 1
-            self.private -= len(new)
-            own -= len(new)
-        self.private -= own
+        self.private -= own  # kept as cached blocks (inserted above) or returned to the pool
+        unpinned = sum(1 for n in nodes if n.ref == 1)
         if nodes:
             self.tree.release(nodes)
+        self.pinned -= unpinned
+        self.used -= own + unpinned
         self.seen.pop(req.rid, None)
-        return super().release(req)
+        n = req.kv_blocks
+        req.kv_blocks = 0
+        req.kv_reserve_tokens = 0
+        return n
 
     @property
     def physical(self) -> int:
@@ -223,6 +305,19 @@ class PrefixKvCache(PagedKvCache):
         return {"policy": "prefix", "lookups": t.lookups, "hit_blocks": t.hits, "queried_blocks": t.queried,
                 "hit_rate": t.hit_rate, "hit_tokens": self.hit_tokens, "evicted_blocks": self.evicted,
                 "cached_blocks_end": t.size, "peak_physical_blocks": self.peak_physical}
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixKvView(KvView):
+    """The scheduler's view of a prefix cache: admission and preemption count shared blocks once."""
+
+    cache: PrefixKvCache | None = None
+
+    def blocks_to_admit(self, req, tokens: int, reserve_tokens: int = 0) -> int:
+        return self.cache.admit_need(req, tokens, reserve_tokens)
+
+    def blocks_freed_by(self, req, mapped: bool = True) -> int:
+        return self.cache.freed_by(req, mapped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,15 +199,15 @@ class Replica:
             if r is None or r.state != WAITING or r.replica != idx:
                 raise PolicyError(name, f"rejects request {rid}, which is not waiting on replica {idx}")
             seen.add(rid)
-        freed = 0
+        freed, kv = 0, self.kv
         for rid in plan.preempt:
             r = by_id.get(rid)
             if r is None or r.state != RUNNING or rid in seen:
                 raise PolicyError(name, f"preempts request {rid}, which is not running on replica {idx}")
             seen.add(rid)
-            freed += r.kv_blocks
+            freed += kv.freed_by(r)  # shared blocks: only those no other request maps
         need = 0
-        kv = self.kv
+        admitted = []
         for c in plan.prefill:
             r = by_id.get(c.rid)
             if r is None or r.state not in (WAITING, RUNNING) or c.rid in seen:
@@ -217,7 +217,11 @@ class Replica:
                 raise PolicyError(name, f"prefill chunk of {c.tokens} tokens for request {c.rid}, "
                                         f"which has {r.prefill_remaining} prompt tokens left")
             seen.add(c.rid)
-            need += kv.need(r, c.tokens, c.reserve_tokens)
+            need += kv.admit_need(r, c.tokens, c.reserve_tokens)  # kv.need() for a running request
+            if r.state == WAITING:
+                admitted.append(r)
+        if plan.preempt:
+            need += kv.overlap([by_id[rid] for rid in plan.preempt], admitted)
         bs = kv.block_size
         for rid in plan.decode:
             r = by_id.get(rid)
@@ -361,6 +365,8 @@ class Replica:
         for r, t in chunks:
             r.num_computed += t
             processed += t
+            if kv.shares:
+                kv.publish(r)
             if r.num_computed >= r.prefill_target:
                 r.num_generated += 1
                 processed += 1
