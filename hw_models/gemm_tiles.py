@@ -9,7 +9,9 @@ Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to
     fragment reads at 128 B/clk). Operand traffic: HBM bytes = A x (re-reads when A does not stay
     in L2) + B once + C (+ split-K partials), over the achievable HBM bandwidth; a CTA's own
     bandwidth is capped by its bytes in flight over the HBM latency (Little's law), which is what
-    makes a too-small grid slow. Time = max(compute, memory) + per-wave prologue/epilogue cycles +
+    makes a too-small grid slow; every CTA also streams its (BM + BN) x K operand tiles out of L2,
+    bounded by the L2 -> SM rate (mma.sync kernels; small tiles move more bytes per FLOP).
+    Time = max(compute, memory) + per-wave prologue/epilogue cycles +
     a fixed in-GPU kernel cost (+ a second reduction kernel for split-K). Mixed-input GEMMs (int4
     weights x fp16/int8 activations) read B at its packed width (scales included) and spend
     ``deq_ops`` CUDA-core instructions per B element per K step to widen it, pipelined under the
@@ -75,6 +77,7 @@ class GemmParams:
     frag_cost: float = 0.0  # warp-tile fragment-load cost relative to MMA work (0: none; 64x64 warp tile = 1)
     hopper: bool = False
     vec_per_clk_sm: float = 64.0  # FP32 FMA instructions per clock per SM (CUDA cores; dequantization)
+    l2_bw: float = 0.0  # achievable L2 -> SM bytes/s for operand tiles (0: not a bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     resident = min(ctas, slots)
     bw = min(p.hbm_bw, resident * in_flight / p.hbm_latency_s)
     memory_s = hbm / bw
+    if p.l2_bw:  # every CTA streams its A and B tiles through L2 (small tiles move more bytes per FLOP)
+        memory_s = max(memory_s, ctas * (bm * elem_bytes + bn * wb) * k_split / p.l2_bw)
     overhead_s = waves * p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s * (2 if split > 1 else 1)
     t = max(compute_s, memory_s) + overhead_s
     return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)

@@ -47,6 +47,22 @@ def test_a_single_wave_compute_bound_gemm_matches_hand_computed_cycles():
     assert t == pytest.approx(expect, rel=1e-9)
 
 
+def test_the_l2_bound_charges_each_cta_its_operand_tiles_and_binds_small_tiles_first():
+    tb = backend(cuda_graphs=True, l2_bytes_per_clk_sm=1.0)  # so low that L2 binds every tile
+    p = tb.gemm_params("bf16")
+    assert p.l2_bw == pytest.approx(108 * 1.41e9)
+    m, n, k = 2048, 4096, 4096
+    for tile in ((128, 128, 32, 4, 4), (64, 64, 32, 6, 4)):
+        bm, bn = tile[:2]
+        memory_s = plan_tile(m, n, k, 2.0, p, tile, 1)[7]
+        assert memory_s == pytest.approx((m // bm) * (n // bn) * (bm + bn) * 2.0 * k / p.l2_bw, rel=1e-9)
+    # at the fitted rate a 64x64 tile (32 FLOP per L2 byte) is L2-bound, a 256x128 tile (85) is not
+    p = backend(cuda_graphs=True).gemm_params("bf16")
+    small, big = plan_tile(m, n, k, 2.0, p, (64, 64, 32, 6, 4), 1), plan_tile(m, n, k, 2.0, p, (256, 128, 32, 3, 8), 1)
+    assert small[7] > small[6] and big[7] < big[6]
+    assert backend(cuda_graphs=True, preset="H100-SXM").gemm_params("bf16").l2_bw == 0.0  # wgmma: not applied
+
+
 def test_one_cta_over_a_full_wave_adds_a_wave():
     p = backend().gemm_params("bf16")
     tile = (256, 128, 32, 3, 8)  # one CTA per SM on an A100 (smem and registers)

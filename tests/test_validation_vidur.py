@@ -37,7 +37,7 @@ def test_tile_gemm_error_on_train_and_held_out_models(results):
     for sel in (lambda r: r.source in TRAIN, lambda r: r.source not in TRAIN and not isinstance(r.item, tuple)):
         med, p90, n = _subset(tile, sel).summary()["gemm"]
         assert n > 5000
-        assert med <= 5.5 and p90 <= 15.0
+        assert med <= 5.1 and p90 <= 14.2  # achieved: train 4.87 / 13.75, held out 4.84 / 13.56
 
 
 def test_tile_memory_bound_kernels_have_median_error_under_10_percent(results):

@@ -35,7 +35,7 @@ from simulator.core.registry import register_timing
 # Fitted with `python -m simulator.validation.fit compute ../shared/validation/vidur_a100` on
 # Llama-2-7B and Llama-2-70B (TP 1-8); held out: the other six models (FIDELITY.md).
 FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=1436.0, kernel_fixed_s="3.7us",
-                frag_cost=5.0)
+                frag_cost=5.0, l2_bytes_per_clk_sm=33.3)
 # Traffic multiplier of each memory-bound library kernel over the bytes the lowering counts (the
 # minimum: read inputs once, write outputs once); fitted on the same rows. >1 means the kernel
 # re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
@@ -54,6 +54,9 @@ class TileConfig(StrictConfig):
                                     description="in-GPU fixed cost of a GEMM kernel (fitted)")
     frag_cost: float = Field(default=FIT_GEMM["frag_cost"], ge=0,
                              description="warp-tile fragment-load cost relative to MMA work (fitted)")
+    l2_bytes_per_clk_sm: float = Field(default=FIT_GEMM["l2_bytes_per_clk_sm"], gt=0,
+                                       description="L2 -> SM operand bytes per SM clock of an mma.sync GEMM "
+                                                   "(fitted; not applied to wgmma/TMA kernels, which multicast)")
     mem_kernel_fixed_s: Seconds = Field(default=FIT_MEM_FIXED, description="in-GPU fixed cost of a memory-bound "
                                                                            "kernel (fitted)")
     mem_traffic_multiplier: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_MULT),
@@ -112,7 +115,8 @@ class TileBackend(TimingBackend):
                 hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
                 smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
                 cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=hopper,
-                frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz))
+                frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz),
+                l2_bw=0.0 if hopper else c.l2_bytes_per_clk_sm * d.sm_count * d.clock_hz)
         return p
 
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:

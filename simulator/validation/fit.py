@@ -4,8 +4,8 @@
     python -m simulator.validation.fit network ../shared/validation/vidur_a100
 
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
-fragment cost) by Nelder-Mead on median + 0.5 p90 APE of the train models' GEMM rows (every 3rd
-row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
+fragment cost, L2 bytes per SM clock) by Nelder-Mead on median + 0.5 p90 APE of the train models'
+GEMM rows (every 3rd row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
 (median ratio start, Nelder-Mead on median + 0.3 p90). network, on the intra-node rows: NCCL's
 reduce efficiency factor, chunk size, channel bandwidth cap and per-call cost on all_reduce (grid
 start, then Nelder-Mead on median + 0.3 p90), and the send/recv floor on send_recv (bounded 1-D
@@ -35,18 +35,18 @@ def fit_compute(directory: Path, stride: int = 3) -> None:
     gem = [r for r in compute if r.op in GEMM_OPS and r.source in TRAIN][::stride]
 
     def gemm_obj(x):
-        if not (0.3 < x[0] <= 1 and 0.3 < x[1] <= 1 and x[2] >= 0 and x[3] >= 0 and x[4] >= 0):
+        if not (0.3 < x[0] <= 1 and 0.3 < x[1] <= 1 and x[2] >= 0 and x[3] >= 0 and x[4] >= 0 and x[5] > 0):
             return 1e9
         b = make_backend("tile", g, dict(mma_efficiency=x[0], hbm_efficiency=x[1], cta_overhead_cycles=x[2],
-                                         kernel_fixed_s=f"{x[3]}us", frag_cost=x[4]))
+                                         kernel_fixed_s=f"{x[3]}us", frag_cost=x[4], l2_bytes_per_clk_sm=x[5]))
         p = b.gemm_params("fp16")
         e = np.array([abs(plan_gemm(r.item.m, r.item.n, r.item.k, 2.0, p).time_s - r.measured_s) / r.measured_s
                       for r in gem])
         return float(np.median(e) + 0.5 * np.percentile(e, 90))
 
-    x0 = [0.75, 0.8, 2000.0, 3.0, 4.0]
+    x0 = [0.787, 0.754, 1436.0, 3.7, 5.0, 33.3]
     res = minimize(gemm_obj, x0, method="Nelder-Mead", options=dict(maxiter=400, xatol=1e-3, fatol=1e-5))
-    print("gemm: mma_efficiency, hbm_efficiency, cta_overhead_cycles, kernel_fixed_us, frag_cost =",
+    print("gemm: mma_efficiency, hbm_efficiency, cta_overhead_cycles, kernel_fixed_us, frag_cost, l2_B_per_clk_sm =",
           [round(float(v), 4) for v in res.x], "objective", round(res.fun, 4))
     mem = [r for r in compute if r.op in MEM_OPS and r.source in TRAIN]
     cls = np.array([mem_class(r.item.name) for r in mem])
