@@ -11,10 +11,19 @@ Models: every full KV block is identified by its path of block keys from the roo
     many requests map it; one with no reference counts as free (evictable).
     Eviction takes the least recently used leaf with no reference (a block in use, or a block
     with a cached child, is never a candidate), so what stays cached is always a path prefix.
+    Idle sessions (``offload_idle_sessions``): when a turn ends, its session's cached blocks are
+    copied to host DRAM over PCIe in the background (write-through: the GPU copy stays cached until
+    evicted); when the session's next turn arrives, the blocks no longer on the GPU are prefetched
+    back from host DRAM, and the turn's prefill starts after that copy instead of recomputing
+    them (CachedAttention / AttentionStore-style session KV reuse). Host space is bounded; the
+    least recently saved session is dropped to make room. The mechanism is
+    ``simulator.serving.kv_offload.SessionOffload``.
 Ignores: token-level (sub-block) matches; sharing between sessions of a common system prompt
     unless the session id is absent and the prefix id is given; cache-aware routing.
 Sources: Zheng et al., "SGLang: Efficient Execution of Structured Language Model Programs"
-    (RadixAttention, 2024); vLLM automatic prefix caching (block hashing, LRU of free blocks).
+    (RadixAttention, 2024); vLLM automatic prefix caching (block hashing, LRU of free blocks);
+    Gao et al., "Cost-Efficient Large Language Model Serving for Multi-turn Conversations with
+    CachedAttention" (USENIX ATC 2024) for saving idle sessions' KV to host memory.
 """
 
 from __future__ import annotations
@@ -24,12 +33,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from simulator.config.quantities import StrictConfig
+from simulator.config.quantities import Bytes, StrictConfig
 from simulator.core.registry import register_cache_policy
 
 
 class PrefixConfig(StrictConfig):
     eviction: Literal["lru"] = Field(default="lru", description="victim among unreferenced leaf blocks")
+    offload_idle_sessions: bool = Field(default=False, description="save a session's KV to host DRAM between "
+                                        "turns and prefetch it back when its next turn arrives")
+    host: str = Field(default="DGX-A100-host", description="host preset (kind host): PCIe link and DRAM")
+    host_capacity: Bytes = Field(default="16GiB", description="host DRAM for idle sessions' KV, per GPU")
 
 
 class Node:

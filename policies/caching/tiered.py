@@ -8,7 +8,8 @@ Models: the decisions of a GPU -> host DRAM -> SSD hierarchy (the mechanism,
     to spill, least recently offloaded first, among idle entries only (an entry being copied is
     never a victim); ``prefetch`` picks the SSD entries to bring back to host DRAM, the most
     recently preempted first (the order in which vLLM-style schedulers resume them).
-Ignores: idle multi-turn sessions (only preempted requests are offloaded); compression; partial
+Ignores: idle multi-turn sessions (only preempted requests are offloaded here; the ``prefix``
+    policy's ``offload_idle_sessions`` saves them to host DRAM between turns); compression; partial
     (per-block) offload of a request.
 Sources: FlexGen (Sheng et al., ICML 2023) and InfiniGen/AttentionStore-style (Gao et al.,
     USENIX ATC 2024) hierarchical KV storage with layer/request-ahead prefetch; vLLM swap space.

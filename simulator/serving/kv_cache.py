@@ -126,6 +126,8 @@ class PrefixKvCache(PagedKvCache):
         self.seen: dict[int, int] = {}  # rid -> tree version of its last refresh
         self.hit_tokens = 0
         self.evicted = 0
+        self.sessions = None  # SessionOffload: idle sessions' KV in host DRAM (set by the replica)
+        self.restoring: dict[int, tuple] = {}  # rid -> (copy done, GPU blocks when it started, blocks after)
 
     # -- keys ------------------------------------------------------------------------------
     @staticmethod
@@ -165,11 +167,17 @@ class PrefixKvCache(PagedKvCache):
         for i, r in enumerate(waiting):
             if i >= self.REFRESH_HEAD:
                 break
-            if r.kv_blocks or seen.get(r.rid) == v:
+            if r.kv_blocks or seen.get(r.rid) == v or r.rid in self.restoring:
                 continue
+            first = r.rid not in seen
             seen[r.rid] = v
             cap = self._match_cap(r)
             h = len(self.tree.match(self._keys(r, 0, cap))) if cap > 0 else 0
+            if first and self.sessions is not None and r.session_id >= 0 and not r.num_preemptions:
+                got = self.sessions.take(r.session_id, h, cap)  # prefetch on arrival
+                if got is not None:
+                    self.restoring[r.rid] = (got[0], h, got[1])
+                    h = got[1]
             delta += h * bs - r.num_computed
             r.num_computed = h * bs
         return delta
@@ -184,11 +192,16 @@ class PrefixKvCache(PagedKvCache):
         nodes = nodes[:h]
         before = r.num_computed
         r.num_computed = h * self.block_size
+        if r.rid in self.restoring:
+            nodes = self._restore(r, nodes)
+            h = len(nodes)
         if nodes:
             fresh = sum(1 for n in nodes if n.ref == 0)
             self.tree.acquire(nodes)
             self.held[r.rid] = nodes
             r.kv_blocks = h
+            if self.private + self.tree.size > self.total_blocks:  # restored blocks need room
+                self._alloc(0)
             self.pinned += fresh
             self.used += fresh
             if self.used > self.total_blocks:
@@ -197,6 +210,20 @@ class PrefixKvCache(PagedKvCache):
                 self.peak_used = self.used
             self.hit_tokens += r.num_computed
         return r.num_computed - before
+
+    def _restore(self, r: Request, nodes: list) -> list:
+        """Map the blocks a prefetch from host DRAM brings back after the ``nodes`` the GPU kept
+        (the replica waits for the copy before the step); unusable after a gap."""
+        done, h0, hi = self.restoring.pop(r.rid)
+        g = len(nodes)
+        if g < h0 or hi <= g:  # evicted below the copy's start meanwhile, or nothing new
+            self.sessions.unused += self.sessions.kv_bytes_per_token * self.block_size * (hi - h0)
+            return nodes
+        self.tree.insert(nodes[-1] if nodes else None, self._keys(r, g, hi), owner=r.rid)
+        self.version += 1
+        self.sessions.pending.append(done)
+        r.num_computed = hi * self.block_size
+        return nodes + self.tree.match(self._keys(r, 0, hi))[g:]
 
     def publish(self, r: Request) -> None:
         """Cache the shared-prefix blocks ``r`` has computed so far and map them (its private
@@ -284,6 +311,8 @@ class PrefixKvCache(PagedKvCache):
             new = self.tree.insert(nodes[-1] if nodes else None, self._keys(req, h, ins), owner=req.rid)
             if new:
                 self.version += 1
+        if self.sessions is not None and req.session_id >= 0 and req.num_generated >= req.max_new_tokens:
+            self.sessions.save(req.session_id, ins, ins * self.block_size * self.sessions.kv_bytes_per_token)
         self.private -= own  # kept as cached blocks (inserted above) or returned to the pool
         unpinned = sum(1 for n in nodes if n.ref == 1)
         if nodes:

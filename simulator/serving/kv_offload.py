@@ -84,6 +84,85 @@ class KvOffload:
                 "stall_s": self.stall_ps / 1e12, "mapped_blocks": self.mapped_blocks}
 
 
+class SessionOffload(KvOffload):
+    """Idle multi-turn sessions' KV in host DRAM (policy ``prefix`` with ``offload_idle_sessions``).
+
+    Models: when a turn ends, ``save`` copies the session's cached blocks GPU -> host over the
+        device-to-host link in the background (write-through: the GPU copy stays cached); host
+        space is bounded, the least recently saved sessions are dropped to make room, and a
+        session's older copy is replaced. When the next turn of the session arrives, ``take``
+        consumes the entry: the blocks the GPU no longer has are copied back host -> GPU (after the
+        save has finished), the rest of the copy is dropped. The prefix cache maps the restored
+        blocks on admission and the replica waits for the copy before the step (stall time).
+        Bytes are conserved: offloaded = restored + dropped + still resident.
+    Ignores: the GPU blocks a prefetch lands in are taken at admission, not when it starts; a GPU
+        block evicted while its save is still in flight is assumed saved.
+    """
+
+    def __init__(self, env, kv_bytes_per_token: float, host, capacity: float, policy) -> None:
+        super().__init__(env, kv_bytes_per_token, host, capacity, policy)
+        self.entries: dict[int, tuple[int, float, object]] = {}  # session -> (blocks, bytes, save done)
+        self.offloaded = self.restored = self.dropped = self.unused = 0.0
+        self.saves = self.restores = 0
+
+    def swap_out(self, r: Request) -> bool:
+        return False  # preemption recomputes (the prefix cache keeps what it can)
+
+    def swap_in(self, r: Request) -> None:
+        return None
+
+    def _drop(self, session: int) -> None:
+        _, nbytes, _ = self.entries.pop(session)
+        self.host_used -= nbytes
+        self.dropped += nbytes
+
+    def save(self, session: int, blocks: int, nbytes: float) -> None:
+        if session in self.entries:
+            self._drop(session)
+        if blocks <= 0 or nbytes > self.swap_space:
+            return
+        while self.host_used + nbytes > self.swap_space:
+            self._drop(next(iter(self.entries)))  # least recently saved first
+        self.entries[session] = (blocks, nbytes, self.d2h.transfer(nbytes))
+        self.host_used += nbytes
+        self.offloaded += nbytes
+        self.bytes_out += nbytes
+        self.saves += 1
+        self._note()
+
+    def take(self, session: int, have: int, cap: int):
+        """Next turn of ``session`` arrives with ``have`` blocks still on the GPU and may use
+        ``cap``: (copy-done event, blocks it will hold) when host DRAM has more, else None."""
+        if session not in self.entries:
+            return None
+        blocks, nbytes, saved = self.entries[session]
+        hi = min(blocks, cap)
+        if hi <= have:
+            self._drop(session)
+            return None
+        del self.entries[session]
+        self.host_used -= nbytes
+        back = nbytes * (hi - have) / blocks
+        self.restored += back
+        self.dropped += nbytes - back
+        self.bytes_in += back
+        self.restores += 1
+        self._note()
+        return self.env.process(self._restore(saved, back)), hi
+
+    def _restore(self, saved, nbytes: float):
+        yield saved
+        yield self.h2d.transfer(nbytes)
+
+    def stats(self) -> dict:
+        return {"session_saves": self.saves, "session_restores": self.restores,
+                "bytes_offloaded": self.offloaded, "bytes_restored": self.restored,
+                "bytes_dropped": self.dropped, "bytes_restored_unused": self.unused,
+                "host_resident_bytes": self.host_used, "host_peak_bytes": self.host_peak,
+                "bytes_to_host": self.bytes_out, "bytes_to_device": self.bytes_in,
+                "stall_s": self.stall_ps / 1e12}
+
+
 def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) -> KvOffload | None:
     """The offload helper a ``policies.kv_cache`` block needs (None for paged and prefix)."""
     if component is None:
@@ -107,6 +186,13 @@ def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) 
         sc = resolve_component({"kind": "ssd", "preset": c.ssd}, reg.HARDWARE, "policies.kv_cache.ssd")
         return TieredOffload(env, kv_bytes_per_token, hc.cls(hc.config), sc.cls(sc.config),
                              component.cls(component.config))
+    if mech == "prefix" and component.config.offload_idle_sessions:
+        from simulator.config.loader import resolve_component
+        from simulator.core import registry as reg
+
+        c = component.config
+        hc = resolve_component({"kind": "host", "preset": c.host}, reg.HARDWARE, "policies.kv_cache.host")
+        return SessionOffload(env, kv_bytes_per_token, hc.cls(hc.config), float(c.host_capacity), None)
     if mech == "vattention" and not component.config.overlap:
         return KvOffload(env, kv_bytes_per_token, map_ps_per_block=layer_buffers * s_to_ps(
             component.config.mapping_latency))

@@ -56,6 +56,8 @@ class Replica:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
         self.budget_fn = getattr(scheduler, "token_budget", None)
         self.kv = kv
+        if offload is not None and kv.shares:
+            kv.sessions = offload  # idle sessions' KV saved to host DRAM between turns
         self.timer = timer
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
@@ -288,9 +290,7 @@ class Replica:
         the transfer completes."""
         self.running.remove(r)
         del self.by_id[r.rid]
-        blocks = r.kv_blocks
-        r.kv_blocks = 0
-        r.kv_reserve_tokens = 0
+        blocks, r.kv_blocks, r.kv_reserve_tokens = r.kv_blocks, 0, 0
         r.state = WAITING
         self.cluster.hand_off(r, self, blocks)
 
