@@ -51,7 +51,7 @@ def test_tile_nccl_intra_node_collectives_error(results):
     assert s["send_recv"][0] <= 7.0 and s["send_recv"][1] <= 25.0  # achieved 6.3 / 23.3
 
 
-def test_issue_target_nccl_all_reduce_10_percent(results):
+def test_fidelity_target_nccl_all_reduce_10_percent(results):
     assert results["tile"].summary()["all_reduce"][0] <= 10.0
 
 
