@@ -139,11 +139,16 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
               ) -> tuple | None:
     """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate.
     ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``)."""
-    bm, bn, bk, stages, warps = tile
     wb = w_bytes or elem_bytes
     occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
     if occ == 0:
         return None
+    return _plan(m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight, split)
+
+
+def _plan(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams, tile: tuple,
+          occ: int, step: float, in_flight: float, split: int) -> tuple:
+    bm, bn, bk, stages, _ = tile
     tm, tn = -(-m // bm), -(-n // bn)
     k_split = -(-k // split)
     k_iters = -(-k_split // bk)
@@ -154,7 +159,7 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     cta_cyc = k_iters * step
     compute_s = per_sm * cta_cyc / p.clock_hz
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
-    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * (out_bytes or elem_bytes)
+    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * cb
     a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
     partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
     hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
@@ -168,19 +173,33 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
 
 
+@functools.lru_cache(maxsize=256)
+def _tile_table(tiles: tuple, elem_bytes: float, wb: float, deq_ops: float, deq_overlap: bool,
+                p: GemmParams) -> tuple:
+    """The candidates that fit on an SM, with their shape-independent constants."""
+    out = []
+    for tile in tiles:
+        occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
+        if occ:
+            out.append((tile, occ, step, in_flight))
+    return tuple(out)
+
+
 def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes: float = 0.0,
               out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True) -> GemmPlan:
     """The candidate the library heuristic picks (smallest modelled time)."""
     tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
+    wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
-    for tile in tiles:
+    cap = 4 * p.sms
+    for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
         bm, bn, bk = tile[0], tile[1], tile[2]
         grid = -(-m // bm) * -(-n // bn)
         for split in SPLITS:
-            if split > 1 and (grid * split > 4 * p.sms or k // split < 4 * bk):
+            if split > 1 and (grid * split > cap or k // split < 4 * bk):
                 break
-            cand = plan_tile(m, n, k, elem_bytes, p, tile, split, w_bytes, out_bytes, deq_ops, deq_overlap)
-            if cand is not None and (best is None or cand[0] < best[0]):
+            cand = _plan(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, split)
+            if best is None or cand[0] < best[0]:
                 best = cand
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")

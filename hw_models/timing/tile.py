@@ -98,6 +98,7 @@ class TileBackend(TimingBackend):
         self._bw = device.memory_bw_bytes_per_s * config.hbm_efficiency
         self._hopper = device.architecture == "hopper" and config.use_wgmma
         self._params: dict[str, GemmParams] = {}
+        self._attn: dict[str, attn.AttnParams] = {}
         self._nccl = NcclParams(config.nccl_reduce_eff, config.nccl_copy_eff)
         self._fabric = Fabric.of(link.config) if link is not None else None
 
@@ -155,6 +156,12 @@ class TileBackend(TimingBackend):
         return (t + self._launch) * op.count
 
     def _attn_params(self, dtype: str) -> attn.AttnParams:
+        hit = self._attn.get(dtype)
+        if hit is None:
+            hit = self._attn[dtype] = self._make_attn_params(dtype)
+        return hit
+
+    def _make_attn_params(self, dtype: str) -> attn.AttnParams:
         d, c = self.device, self.config
         g = self.gemm_params(dtype)
         eff = c.attention_mma_efficiency * (1.0 if self._hopper else d.mma_sync_peak_fraction)

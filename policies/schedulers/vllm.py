@@ -66,7 +66,13 @@ class VllmScheduler:
         """One decode step for every running request, preempting the newest when KV runs out."""
         kv = view.kv
         bs = kv.block_size
-        running = list(view.running)
+        running = view.running
+        if type(kv) is KvView:  # common case first: every row decodes and the blocks suffice
+            decode = tuple(r.rid for r in running if r.num_computed >= r.prefill_target)
+            if len(decode) == len(running):
+                if sum(1 for r in running if r.num_computed >= r.kv_blocks * bs) <= kv.free_blocks:
+                    return BatchPlan(decode=decode)
+        running = list(running)
         # a decode step needs a new block when the cached tokens fill the request's blocks (a cache
         # with its own accounting, e.g. an eviction cap, answers through blocks_to_grow)
         if type(kv) is KvView:

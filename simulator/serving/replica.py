@@ -21,6 +21,7 @@ from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 from simulator.serving.kv_cache import PagedKvCache
+from simulator.serving.plan_check import check_plan
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
 
@@ -171,7 +172,7 @@ class Replica:
                 raise PolicyError(self.scheduler_name, f"plan() raised {type(exc).__name__}: {exc}") from exc
             if not isinstance(plan, BatchPlan):
                 raise PolicyError(self.scheduler_name, f"plan() returned {type(plan).__name__}, not a BatchPlan")
-            self._check(plan, view)
+            check_plan(self, plan, view)
             for rid in plan.reject:
                 self._reject(self.by_id[rid])
             for rid in plan.preempt:
@@ -189,60 +190,6 @@ class Replica:
                 yield from self._decode_segment(plan)
             else:
                 yield from self._iteration(plan)
-
-    # -- checks --------------------------------------------------------------------------
-    def _check(self, plan: BatchPlan, view: SchedulerView) -> None:
-        name = self.scheduler_name
-        seen: set[int] = set()
-        by_id = self.by_id
-        idx = self.index
-        for rid in plan.reject:
-            r = by_id.get(rid)
-            if r is None or r.state != WAITING or r.replica != idx:
-                raise PolicyError(name, f"rejects request {rid}, which is not waiting on replica {idx}")
-            seen.add(rid)
-        freed, kv = 0, self.kv
-        for rid in plan.preempt:
-            r = by_id.get(rid)
-            if r is None or r.state != RUNNING or rid in seen:
-                raise PolicyError(name, f"preempts request {rid}, which is not running on replica {idx}")
-            seen.add(rid)
-            freed += kv.freed_by(r)  # shared blocks: only those no other request maps
-        need = 0
-        admitted = []
-        for c in plan.prefill:
-            r = by_id.get(c.rid)
-            if r is None or r.state not in (WAITING, RUNNING) or c.rid in seen:
-                state = "finished" if r is not None and r.state == FINISHED else "not waiting or running here"
-                raise PolicyError(name, f"schedules prefill of request {c.rid}, which is {state}")
-            if c.tokens <= 0 or c.tokens > r.prefill_remaining:
-                raise PolicyError(name, f"prefill chunk of {c.tokens} tokens for request {c.rid}, "
-                                        f"which has {r.prefill_remaining} prompt tokens left")
-            seen.add(c.rid)
-            need += kv.admit_need(r, c.tokens, c.reserve_tokens)  # kv.need() for a running request
-            if r.state == WAITING:
-                admitted.append(r)
-        if plan.preempt:
-            need += kv.overlap([by_id[rid] for rid in plan.preempt], admitted)
-        bs = kv.block_size
-        for rid in plan.decode:
-            r = by_id.get(rid)
-            if r is None or r.state != RUNNING or rid in seen:
-                state = "finished" if r is not None and r.state == FINISHED else "not running here"
-                if rid in seen:
-                    state = "scheduled twice in one plan"
-                raise PolicyError(name, f"decodes request {rid}, which is {state}")
-            if r.num_computed < r.prefill_target:
-                raise PolicyError(name, f"decodes request {rid}, which has not finished its prefill")
-            seen.add(rid)
-            if r.num_computed >= r.kv_blocks * bs:  # the new token opens a block (unless capped)
-                need += kv.need(r, 1) if kv.capped else 1
-        if need > kv.free + freed:
-            raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
-        if self.budget_fn is not None:
-            budget = self.budget_fn(view)
-            if plan.num_tokens > budget:
-                raise PolicyError(name, f"plan has {plan.num_tokens} tokens, over its budget of {budget}")
 
     # -- state changes -------------------------------------------------------------------
     def _reject(self, r: Request) -> None:
@@ -404,20 +351,13 @@ class Replica:
     def _segment_length(self, running: list[Request]) -> tuple[int, int]:
         """(iterations until the first request finishes or the KV cache runs out, summed context
         of the first iteration)."""
-        k = SEGMENT_CAP
-        kv0 = 0
+        k = min(SEGMENT_CAP, min(r.max_new_tokens - r.num_generated for r in running))
+        kv0 = sum(r.num_computed for r in running) + len(running)
         bs = self.kv.block_size
-        rooms = []
-        for r in running:
-            left = r.max_new_tokens - r.num_generated
-            if left < k:
-                k = left
-            c = r.num_computed
-            kv0 += c + 1
-            rooms.append(r.kv_blocks * bs - c)
         free = self.kv.free
         if k == 1 or len(running) * (k // bs + 1) <= free:  # cannot run out within k iterations
             return k, kv0
+        rooms = [r.kv_blocks * bs - r.num_computed for r in running]
 
         def need(k: int) -> int:
             return sum(-(-(k - room) // bs) for room in rooms if room < k)
@@ -479,21 +419,30 @@ class Replica:
         finished = []
         grown = 0
         capped = kv.capped
+        idx = self.index
+        cached = 0  # tokens the batch holds after the stretch (uncapped caches)
         for r in running:
             c = r.num_computed + done
-            blocks = kv.settle(r, c) if capped else -(-c // bs)
+            blocks = kv.settle(r, c) if capped else (c + bs - 1) // bs
             if blocks > r.kv_blocks:
                 grown += blocks - r.kv_blocks
                 r.kv_blocks = blocks
             r.num_computed = c
-            r.num_generated += done
-            self._mark(r, i0, done)
-            if r.num_generated >= r.max_new_tokens:
+            g = r.num_generated = r.num_generated + done
+            runs = r.runs  # inline _mark: extend the request's last run of iterations or open one
+            last = runs[-1] if runs else None
+            if last is not None and last[2] == i0 and last[0] == idx:
+                last[2] = i0 + done
+            else:
+                runs.append([idx, i0, i0 + done])
+            if g >= r.max_new_tokens:
                 finished.append(r)
+            else:
+                cached += c
         kv.add_used(grown)
         self.outstanding -= n * done
         for r in finished:
             running.remove(r)
             self._finish(r, now)
         self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                         float(flops[:done].sum()), self._cached_tokens())
+                         float(flops[:done].sum()), self._cached_tokens() if capped else cached)
