@@ -143,34 +143,47 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
     if occ == 0:
         return None
-    return _plan(m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight, split)
+    return _best_split(m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight,
+                       (split,), None, prune=False)
 
 
-def _plan(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams, tile: tuple,
-          occ: int, step: float, in_flight: float, split: int) -> tuple:
+def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams, tile: tuple,
+                occ: int, step: float, in_flight: float, splits: tuple, best: tuple | None,
+                prune: bool = True) -> tuple | None:
+    """The fastest of ``splits`` for one tile, or ``best`` when none beats it. ``prune``: split
+    counts past the first that overfills the grid (> 4 CTAs per SM) or leaves < 4 K steps per CTA
+    are not candidates."""
     bm, bn, bk, stages, _ = tile
     tm, tn = -(-m // bm), -(-n // bn)
-    k_split = -(-k // split)
-    k_iters = -(-k_split // bk)
-    ctas = tm * tn * split
-    slots = p.sms * occ
-    waves = -(-ctas // slots)
-    per_sm = -(-ctas // p.sms)  # tiles the busiest SM runs (co-resident CTAs share its tensor cores)
-    cta_cyc = k_iters * step
-    compute_s = per_sm * cta_cyc / p.clock_hz
+    grid = tm * tn
+    sms, clock = p.sms, p.clock_hz
+    slots = sms * occ
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
     a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * cb
-    a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
-    partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
-    hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
-    resident = min(ctas, slots)
-    bw = min(p.hbm_bw, resident * in_flight / p.hbm_latency_s)
-    memory_s = hbm / bw
-    if p.l2_bw:  # every CTA streams its A and B tiles through L2 (small tiles move more bytes per FLOP)
-        memory_s = max(memory_s, ctas * (bm * elem_bytes + bn * wb) * k_split / p.l2_bw)
-    overhead_s = waves * p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s * (2 if split > 1 else 1)
-    t = max(compute_s, memory_s) + overhead_s
-    return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
+    in_l2 = a_bytes <= 0.5 * p.l2_bytes
+    tile_bytes = bm * elem_bytes + bn * wb  # operand bytes of one K column of the tile
+    cap = 4 * sms
+    for split in splits:
+        if prune and split > 1 and (grid * split > cap or k // split < 4 * bk):
+            break
+        k_split = -(-k // split)
+        ctas = grid * split
+        waves = -(-ctas // slots)
+        per_sm = -(-ctas // sms)  # tiles the busiest SM runs (co-resident CTAs share its tensor cores)
+        cta_cyc = -(-k_split // bk) * step
+        compute_s = per_sm * cta_cyc / clock
+        a_reads = 1 if in_l2 else max(1, min(tn, waves))
+        partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
+        hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
+        bw = min(p.hbm_bw, min(ctas, slots) * in_flight / p.hbm_latency_s)
+        memory_s = hbm / bw
+        if p.l2_bw:  # every CTA streams its A and B tiles through L2 (small tiles move more bytes per FLOP)
+            memory_s = max(memory_s, ctas * tile_bytes * k_split / p.l2_bw)
+        overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 else 1)
+        t = max(compute_s, memory_s) + overhead_s
+        if best is None or t < best[0]:
+            best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
+    return best
 
 
 @functools.lru_cache(maxsize=256)
@@ -191,16 +204,8 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
-    cap = 4 * p.sms
     for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
-        bm, bn, bk = tile[0], tile[1], tile[2]
-        grid = -(-m // bm) * -(-n // bn)
-        for split in SPLITS:
-            if split > 1 and (grid * split > cap or k // split < 4 * bk):
-                break
-            cand = _plan(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, split)
-            if best is None or cand[0] < best[0]:
-                best = cand
+        best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best)
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")
     return GemmPlan(*best)
