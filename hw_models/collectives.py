@@ -63,8 +63,10 @@ class NcclParams:
     chunk_bytes: float = 136e3  # pipeline-fill chunk (fitted; NCCL's LL128/Simple slices are 64-512 KB)
     # Reducing collectives are also capped by NCCL's channels: each channel is one CTA that
     # receives, reduces and forwards, so bus bandwidth <= channels x per-channel rate (NCCL
-    # tuning.cc: bw = min(link bw, nChannels x perChMaxBw)). Binding on NVLink, not on PCIe.
-    channel_bw: float = 197e9  # bytes/s summed over channels (fitted; 1e15 = link-bound)
+    # tuning.cc: bw = min(link bw, nChannels x perChMaxBw)). On NVLink NCCL opens channels per
+    # NVLink (topology search), so the cap scales with the GPU's NVLink rating; it is expressed as
+    # a share of that rating. PCIe and network links are link-bound (no cap).
+    channel_share: float = 0.657  # x the NVLink rating (fitted on A100 NVLink3: 197 GB/s of 300)
     reduce_call_s: float = 26.4e-6  # per-call cost of a collective outside the wire model (fitted on
     # all-reduce; the Vidur tables floor at ~50 us for all-reduce of any size: stream sync + dispatch)
     # send/recv: the call lasts at least this long (rendezvous with the peer's receive + stream
@@ -115,8 +117,8 @@ def _wire(steps: int, wire_bytes: float, link: Any, bw: float, algo: str, size: 
 def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
           params: NcclParams, reduce: bool = True) -> float:
     bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
-    if reduce:
-        bw = min(bw, params.channel_bw)
+    if reduce and _lat_kind(link) == "nvlink":
+        bw = min(bw, params.channel_share * link.bw_bytes_per_s)
     return _wire(steps, wire_bytes, link, bw, algo, size, p, params) + params.reduce_call_s
 
 

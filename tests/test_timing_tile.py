@@ -157,10 +157,19 @@ def test_nccl_channel_cap_binds_on_nvlink_not_on_pcie():
 
     nv, pcie = (Fabric.of(resolve_component({"kind": "link", "preset": n}, reg.HARDWARE, "l").config)
                 for n in ("NVLink3", "PCIe4"))
-    big, uncapped = 1e9, NcclParams(channel_bw=1e15)
+    big, uncapped = 1e9, NcclParams(channel_share=10.0)
     assert allreduce_s(big, 4, nv) > 1.1 * allreduce_s(big, 4, nv, uncapped)  # NVLink: SM/channel-bound
     assert allreduce_s(big, 4, pcie) == pytest.approx(allreduce_s(big, 4, pcie, uncapped))  # PCIe: link-bound
     assert send_recv_s(big, nv) == pytest.approx(send_recv_s(big, nv, uncapped))  # copies are not capped
+
+
+def test_nccl_channel_cap_scales_with_the_nvlink_rating():
+    # the cap is NCCL's channels per NVLink: a faster NVLink generation raises it in proportion, so a
+    # large all-reduce on H100 NVLink4 (450 GB/s) is 450/300 x faster than on A100 NVLink3 (300 GB/s)
+    nv3, nv4 = (Fabric.of(resolve_component({"kind": "link", "preset": n}, reg.HARDWARE, "l").config)
+                for n in ("NVLink3", "NVLink4"))
+    big = 4e9
+    assert allreduce_s(big, 8, nv3) / allreduce_s(big, 8, nv4) == pytest.approx(450 / 300, rel=0.02)
 
 
 @pytest.mark.parametrize("shape", [(1, 12288, 4096), (64, 4096, 4096), (256, 12288, 4096), (1024, 4096, 11008),

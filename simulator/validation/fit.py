@@ -87,17 +87,17 @@ def fit_network(directory: Path) -> None:
         return float(np.median(e) + 0.3 * np.percentile(e, 90))
 
     # all-reduce: reduce efficiency, chunk, channel cap, per-call cost. Coarse grid over the
-    # channel cap (GB/s) and the per-call cost (us), then Nelder-Mead.
+    # channel cap (share of the NVLink rating) and the per-call cost (us), then Nelder-Mead.
     def obj(x):
         if min(x[:3]) <= 0 or x[3] < 0:
             return 1e9
-        return score(NcclParams(reduce_eff=x[0], chunk_bytes=x[1] * 1e3, channel_bw=x[2] * 1e9,
+        return score(NcclParams(reduce_eff=x[0], chunk_bytes=x[1] * 1e3, channel_share=x[2],
                                 reduce_call_s=x[3] * 1e-6), ar, meas[is_ar])
 
-    starts = [[1.0, 128.0, c, r] for c, r in itertools.product([150, 180, 210], [20, 40])]
+    starts = [[1.0, 128.0, c, r] for c, r in itertools.product([0.5, 0.6, 0.7], [20, 40])]
     res = minimize(obj, min(starts, key=obj), method="Nelder-Mead",
                    options=dict(maxiter=300, xatol=1e-3, fatol=1e-5))
-    print("nccl all_reduce: reduce_eff, chunk_kB, channel_bw_GBps, reduce_call_us =",
+    print("nccl all_reduce: reduce_eff, chunk_kB, channel_share, reduce_call_us =",
           [round(float(v), 3) for v in res.x], "objective", round(res.fun, 4))
     # send/recv: the rendezvous floor only (the p2p rate is the link preset's p2p_efficiency)
     r2 = minimize_scalar(lambda f: score(NcclParams(p2p_floor_s=f * 1e-6), sr, meas[~is_ar]),
