@@ -12,7 +12,7 @@ description: >-
 seed: 42
 hardware:
   device: {kind: gpu, preset: H100-SXM}
-  timing: {kind: roofline}
+  timing: {kind: tile}
 model: {kind: transformer, preset: Llama-3-8B}
 cluster: {replicas: 1, tensor_parallel: 1, router: {kind: round_robin}}
 engine: {gpu_memory_utilization: 0.9, activation_reserve: 2GiB, max_model_len: 8192}

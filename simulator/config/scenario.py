@@ -19,8 +19,8 @@ class HardwareSection(StrictConfig):
     device: Block = Field(description="{kind: gpu, preset: H100-SXM, <overrides>}")
     interconnect: Block | None = Field(
         default=None, description="link between the GPUs of one replica; default: the device's own")
-    timing: Block = Field(default_factory=lambda: {"kind": "roofline"},
-                          description="timing backend: {kind: roofline}")
+    timing: Block = Field(default_factory=lambda: {"kind": "tile"},
+                          description="timing backend: {kind: tile} (default), roofline, detailed, profiled, constant")
 
 
 class PoolSection(StrictConfig):
