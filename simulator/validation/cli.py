@@ -25,12 +25,14 @@ def _fail(msg: str) -> None:
 
 @validate_app.command("kernels")
 @guarded
-def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/)"),
+def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/) or a "
+                                                                 "calibration capture (capture.csv)"),
                      gpu: str = typer.Option("A100-80GB", "--gpu", help="GPU preset the tables were measured on"),
                      backend: list[str] = typer.Option(["tile", "roofline"], "--backend", help="backend(s) to check"),
                      out: Path = typer.Option(Path("validation.html"), "--out", help="HTML report path"),
                      by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures")) -> None:
     """Predict every measured row and print median / p90 APE per op class and backend."""
+    from simulator.validation.capture_rows import is_capture_dir, load_capture
     from simulator.validation.kernels import by_op as by_op_key
     from simulator.validation.kernels import format_summary, gpu_config, load, predict
     from simulator.validation.report import write_report
@@ -38,11 +40,17 @@ def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format di
     if not directory.is_dir():
         _fail(f"{directory}: not a directory")
     try:
-        compute, network = load(directory)
-        if not compute and not network:
-            _fail(f"{directory}: no *.mlp.csv or network/*.csv tables found")
+        if is_capture_dir(directory):  # a calibration capture (hwsim calibrate capture --device cuda)
+            rows, skipped = load_capture(directory)
+            for reason, n in skipped.items():
+                typer.echo(f"skipped {n} record(s): {reason}")
+        else:
+            compute, network = load(directory)
+            if not compute and not network:
+                _fail(f"{directory}: no capture.csv, *.mlp.csv or network/*.csv tables found")
+            rows = compute + network
         g = gpu_config(gpu)
-        results = [predict(compute + network, b, g) for b in backend]
+        results = [predict(rows, b, g) for b in backend]
     except ConfigError as exc:
         _fail(str(exc))
     typer.echo(format_summary(results))

@@ -47,6 +47,9 @@ def make_backend(kind: str, gpu: Any, overrides: dict | None = None) -> Any:
 
 
 def op_class(row: Row) -> str:
+    if "." in row.op:  # a calibration record: "<kernel class>.<op>"
+        cls = row.op.split(".", 1)[0]
+        return cls if cls in ("gemm", "attention") else "memory"
     if row.op in GEMM_OPS:
         return "gemm"
     if row.op in ("all_reduce", "send_recv"):
