@@ -111,3 +111,24 @@ def test_cli_rejects_a_cpu_capture_in_one_line():
     assert out.exit_code == 2
     assert out.output.count("\n") == 1 and out.output.startswith("error:")
     assert "no GPU kernel records" in out.output and "calibrate report" in out.output
+
+
+def test_profiled_backend_interpolates_a_capture_and_falls_back_elsewhere(tmp_path):
+    from workloads.llm import Op
+
+    rows = [rec("gemm", "matmul", "bf16", 256, 4096, 4096, median=30e-6),
+            rec("gemm", "matmul", "bf16", 1024, 4096, 4096, median=90e-6),
+            rec("gemm", "matmul", "fp8", 512, 4096, 4096, median=1e-6),  # not a 16-bit record: unused
+            rec("elementwise", "layernorm", m=1024, n=4096, nbytes=1 << 23, median=10e-6),
+            rec("elementwise", "layernorm", m=4096, n=4096, nbytes=1 << 25, median=25e-6)]
+    write_capture(tmp_path, rows, {})
+    g = gpu_config("A100-80GB")
+    prof = make_backend("profiled", g, {"tables": str(tmp_path)})
+    tile = make_backend("tile", g, {"cuda_graphs": False})  # the fallback as the profiled backend builds it
+    gemm = lambda m, n=4096: Op("gemm", "gemm", 1, m=m, n=n, k=4096)  # noqa: E731
+    assert prof.op_s(gemm(640)) == pytest.approx(60e-6)  # halfway between the two measured points
+    assert prof.op_s(gemm(512)) == pytest.approx(50e-6)  # the fp8 record did not enter the table
+    assert prof.op_s(gemm(2048)) == pytest.approx(170e-6)  # linear past the last point
+    assert prof.op_s(gemm(640, n=11008)) == tile.op_s(gemm(640, n=11008))  # shape never measured: tile
+    norm = Op("elementwise", "input_norm", 1, bytes=(1 << 24))
+    assert prof.op_s(norm) == pytest.approx(10e-6 + 15e-6 * ((1 << 24) - (1 << 23)) / ((1 << 25) - (1 << 23)))

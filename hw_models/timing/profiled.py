@@ -1,10 +1,13 @@
-"""Profiled timing backend: interpolates measured kernel tables (Vidur ``*.mlp.csv`` format).
+"""Profiled timing backend: interpolates measured kernel tables (Vidur ``*.mlp.csv`` format, or a
+calibration capture ``capture.csv`` written by ``hwsim calibrate capture --device cuda``).
 
 Models: each measured operator as a piecewise-linear function of its token count (GEMMs, keyed
     by their (n, k) shape) or of its bytes (memory-bound kernels, keyed by kernel name),
     interpolated between measured points and extrapolated linearly past the last two; ops the
     tables do not cover (attention, collectives, shapes never measured) go to a fallback
     backend (``tile`` by default).
+    From a capture: its 16-bit CUDA GEMM records (key (n, k), variable m) and its ``layernorm``
+    and ``add`` records (serving the lowering's norms and residual add, variable bytes).
 Ignores: dtype differences between the table and the op (the table's dtype is assumed).
 Sources: the user's measurements; Vidur (Agrawal et al., MLSys 2024) table format.
 """
@@ -24,7 +27,8 @@ from simulator.core.registry import TIMING, register_timing
 
 
 class ProfiledConfig(StrictConfig):
-    tables: str = Field(description="directory of Vidur-format *.mlp.csv files (or one such file)")
+    tables: str = Field(description="directory of Vidur-format *.mlp.csv files (or one such file), or a "
+                                    "calibration capture (capture.csv or its directory)")
     fallback: str = Field(default="tile", description="backend kind for ops the tables do not cover")
     launch_overhead: bool = Field(default=False, description="add the GPU's launch cost (tables hold kernel time)")
 
@@ -47,9 +51,44 @@ def _vidur_ops(r: dict[str, str]) -> list[tuple[str, str, tuple, float]]:
             ("add", "elementwise", ("elementwise", "residual_add"), 3 * t * h * b)]
 
 
+# capture record (kernel class, op) -> the lowering's op names it times
+CAPTURE_MEM = {("elementwise", "layernorm"): ("input_norm", "post_attn_norm"), ("stream", "add"): ("residual_add",)}
+CAPTURE_COLUMNS = ("kernel_class", "op", "dtype", "device", "m", "n", "k", "batch", "bytes", "median_s")
+
+
+def _capture_points(path: Path, pts: dict) -> None:
+    """Add the usable GPU records of a calibration capture to ``pts``."""
+    from simulator.core.errors import ConfigError
+    from simulator.core.files import read_text
+
+    rows = list(csv.DictReader(read_text(path, "capture file").splitlines()))
+    missing = [c for c in CAPTURE_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise ConfigError(f"{path}: not a calibration capture (missing {', '.join(missing)})",
+                          where="hardware.timing.tables")
+    for i, r in enumerate(rows, start=2):
+        if not r["device"].startswith("cuda"):
+            continue
+        try:
+            cls, t = r["kernel_class"], float(r["median_s"])
+            if cls == "gemm" and r["dtype"] in ("fp16", "bf16") and int(r["batch"]) == 1:
+                key, x = ("gemm", int(r["n"]), int(r["k"])), float(r["m"])
+                pts.setdefault(key, {}).setdefault(x, []).append(t)
+            for name in CAPTURE_MEM.get((cls, r["op"]), ()):
+                pts.setdefault(("elementwise", name), {}).setdefault(float(r["bytes"]), []).append(t)
+        except ValueError:
+            raise ConfigError(f"{path}:{i}: a shape or time column is not a number",
+                              where="hardware.timing.tables") from None
+
+
 def _load_points(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
-    files = [path] if path.is_file() else sorted(path.rglob("*.mlp.csv"))
     pts: dict[tuple, dict[float, list[float]]] = {}
+    capture = path / "capture.csv" if path.is_dir() else path
+    if capture.name == "capture.csv" and capture.is_file():
+        _capture_points(capture, pts)
+        files = []
+    else:
+        files = [path] if path.is_file() else sorted(path.rglob("*.mlp.csv"))
     for f in files:
         with open(f, newline="") as fh:
             for r in csv.DictReader(fh):
