@@ -199,3 +199,17 @@ def test_tile_backend_covers_every_op_of_a_lowered_iteration():
     ops = lower(BatchShape(prefill=((512, 0),), decode_rows=4, decode_kv=4000, emitting=5), model, 1)
     tb = backend()
     assert all(math.isfinite(tb.op_s(o)) and tb.op_s(o) > 0 for o in ops)
+
+
+def test_memory_bound_op_never_beats_its_class_floor_and_grows_with_bytes():
+    # a tiny op costs the library's shortest kernel time for its class; a large one is bandwidth-bound
+    b = backend()
+    c = b.config
+    for cls, floor in c.mem_kernel_floor_s.items():
+        assert b.mem_kernel_s(64.0, cls) == pytest.approx(floor)
+        big = 1e9
+        assert b.mem_kernel_s(big, cls) == pytest.approx(
+            c.mem_kernel_fixed_s + big * c.mem_traffic_multiplier[cls] / b._bw, rel=1e-9)
+        sizes = np.geomspace(64, 4e9, 60)
+        t = [b.mem_kernel_s(x, cls) for x in sizes]
+        assert all(y >= x for x, y in zip(t, t[1:]))

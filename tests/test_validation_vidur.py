@@ -42,7 +42,7 @@ def test_tile_gemm_error_on_train_and_held_out_models(results):
 
 def test_tile_memory_bound_kernels_have_median_error_under_10_percent(results):
     med, p90, _ = results["tile"].summary()["memory"]
-    assert med <= 10.0 and p90 <= 30.0
+    assert med <= 7.5 and p90 <= 23.5  # achieved 6.9 / 22.3
 
 
 def test_tile_nccl_intra_node_collectives_error(results):

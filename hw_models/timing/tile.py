@@ -41,6 +41,10 @@ FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=
 # re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
 FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0}
 FIT_MEM_FIXED = "1.51us"
+# Shortest time of the library's kernel(s) for an op of each class, seconds: the median measured
+# time at <= 16 tokens on the training models (the kernels are flat there: e.g. an unfused RMSNorm
+# runs several ~1.5 us kernels). fit_compute prints them.
+FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6}
 
 
 class TileConfig(StrictConfig):
@@ -61,6 +65,9 @@ class TileConfig(StrictConfig):
                                                                            "kernel (fitted)")
     mem_traffic_multiplier: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_MULT),
                                                      description="bytes moved / bytes counted per kernel class")
+    mem_kernel_floor_s: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_FLOOR),
+                                                 description="shortest time of an op of each memory-bound class, "
+                                                             "seconds (fitted; the library's kernel count x launch)")
     bytes_in_flight_per_sm: float = Field(default=32768.0, gt=0,
                                           description="outstanding loads one SM sustains (estimate: 64 warps x 512 B)")
     use_wgmma: bool = Field(default=True, description="Hopper GEMMs use wgmma+TMA (false: legacy mma.sync)")
@@ -129,7 +136,7 @@ class TileBackend(TimingBackend):
         moved = nbytes * c.mem_traffic_multiplier.get(cls, 1.0)
         in_flight = d.sm_count * c.bytes_in_flight_per_sm
         latency_floor = math.ceil(moved / in_flight) * d.hbm_latency_cycles / d.clock_hz
-        return c.mem_kernel_fixed_s + max(moved / self._bw, latency_floor)
+        return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / self._bw, latency_floor))
 
     # -- the interface -----------------------------------------------------------------------
     def _op_s(self, op: Any) -> float:

@@ -68,6 +68,8 @@ def fit_compute(directory: Path, stride: int = 3) -> None:
     r2 = minimize(mem_obj, x, method="Nelder-Mead", options=dict(maxiter=3000, fatol=1e-6, xatol=1e-4))
     print("memory: fixed_us =", round(float(r2.x[0]), 3), "multipliers =",
           {c: round(float(v), 3) for c, v in zip(names, r2.x[1:])})
+    print("memory: floor_us =", {c: round(float(np.median(meas[(cls == c) & (tokens <= 16)])) * 1e6, 2)
+                                 for c in names})
 
 
 def fit_network(directory: Path) -> None:
