@@ -57,7 +57,9 @@ CAPTURE_COLUMNS = ("kernel_class", "op", "dtype", "device", "m", "n", "k", "batc
 
 
 def _capture_points(path: Path, pts: dict) -> None:
-    """Add the usable GPU records of a calibration capture to ``pts``."""
+    """Add the usable GPU records of a calibration capture to ``pts``. (The full reader,
+    ``simulator.calibration.records``, sits in the top layer, which a timing backend may not
+    import; this one needs only the columns below.)"""
     from simulator.core.errors import ConfigError
     from simulator.core.files import read_text
 

@@ -67,8 +67,13 @@ class PagedKvCache:
             self.peak_used = self.used
 
     def release(self, req: Request) -> int:
+        self.used -= req.kv_blocks
+        return self._detach(req)
+
+    @staticmethod
+    def _detach(req: Request) -> int:
+        """Clear ``req``'s block count and reservation; the blocks it held."""
         n = req.kv_blocks
-        self.used -= n
         req.kv_blocks = 0
         req.kv_reserve_tokens = 0
         return n
@@ -320,10 +325,7 @@ class PrefixKvCache(PagedKvCache):
         self.pinned -= unpinned
         self.used -= own + unpinned
         self.seen.pop(req.rid, None)
-        n = req.kv_blocks
-        req.kv_blocks = 0
-        req.kv_reserve_tokens = 0
-        return n
+        return self._detach(req)
 
     @property
     def physical(self) -> int:

@@ -419,7 +419,7 @@ class Replica:
         finished = []
         grown = 0
         capped = kv.capped
-        idx = self.index
+        mark = self._mark
         cached = 0  # tokens the batch holds after the stretch (uncapped caches)
         for r in running:
             c = r.num_computed + done
@@ -428,14 +428,9 @@ class Replica:
                 grown += blocks - r.kv_blocks
                 r.kv_blocks = blocks
             r.num_computed = c
-            g = r.num_generated = r.num_generated + done
-            runs = r.runs  # inline _mark: extend the request's last run of iterations or open one
-            last = runs[-1] if runs else None
-            if last is not None and last[2] == i0 and last[0] == idx:
-                last[2] = i0 + done
-            else:
-                runs.append([idx, i0, i0 + done])
-            if g >= r.max_new_tokens:
+            r.num_generated += done
+            mark(r, i0, done)
+            if r.num_generated >= r.max_new_tokens:
                 finished.append(r)
             else:
                 cached += c

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulator.calibration.fit import GPU_DTYPE_BYTES
 from simulator.calibration.records import Capture, Measurement, read_capture
 from simulator.core.errors import InputFileError
 from simulator.validation.vidur import Row
 from workloads.llm import Op
-
-GEMM_BYTES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "tf32": 4.0, "fp32": 4.0}
 
 
 def is_capture_dir(directory: Path) -> bool:
@@ -31,11 +30,11 @@ def is_capture_dir(directory: Path) -> bool:
 def to_op(r: Measurement) -> Op | None:
     """The op of one GPU record, or None when no GPU kernel model applies."""
     if r.kernel_class == "gemm":
-        b = GEMM_BYTES.get(r.dtype)
+        b = GPU_DTYPE_BYTES.get(r.dtype)
         if b is None:
             return None
-        out = 2.0 if b == 1.0 else 0.0  # fp8 / int8 GEMMs write a 16-bit result
-        return Op("gemm", "gemm", max(r.batch, 1), m=r.m, n=r.n, k=r.k, dtype=r.dtype, dtype_bytes=b,
+        out = 2.0 if b == 1 else 0.0  # fp8 / int8 GEMMs write a 16-bit result
+        return Op("gemm", "gemm", max(r.batch, 1), m=r.m, n=r.n, k=r.k, dtype=r.dtype, dtype_bytes=float(b),
                   out_bytes=out)
     if r.kernel_class == "attention" and r.op == "sdpa_prefill":
         pairs = r.batch * r.m * (r.m + 1) // 2
