@@ -57,6 +57,17 @@ MAX_CTAS_PER_SM = 32  # compute capability 8.0 / 9.0 (CUDA C++ Programming Guide
 # registers beyond the accumulators (addresses, fragments): estimate from cuobjdump of CUTLASS sm80 kernels
 REG_OVERHEAD_PER_THREAD = 40
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16)
+# Hopper thread-block clusters (sm90): (CTAs along M, CTAs along N) sharing operand tiles by TMA
+# multicast, and the split-K counts whose splits form one cluster and reduce through DSMEM (<= 8,
+# the portable cluster size of the CUDA C++ Programming Guide, "Thread Block Clusters").
+CLUSTERS = ((2, 1), (1, 2), (2, 2))
+DSMEM_SPLITS = (2, 4, 8)
+# SM-to-SM (DSMEM) network, per SM: estimate of the order Luo et al. (IPDPS 2024) report for H800
+# (about 3.3 TB/s over 132 SMs, i.e. ~13.7 B per SM clock at 1.83 GHz; not checked against the paper's
+# table) and about 180 cycles of latency per remote access (estimate; between shared memory, 29, and
+# L2, 263).
+DSMEM_BYTES_PER_CLK_SM = 13.7
+DSMEM_LATENCY_CYCLES = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,9 @@ class GemmParams:
     hopper: bool = False
     vec_per_clk_sm: float = 64.0  # FP32 FMA instructions per clock per SM (CUDA cores; dequantization)
     l2_bw: float = 0.0  # achievable L2 -> SM bytes/s for operand tiles (0: not a bound)
+    sms_per_gpc: tuple[int, ...] | None = None  # SMs per GPC (None: no thread-block clusters, 1x1 only)
+    dsmem_bytes_per_clk_sm: float = DSMEM_BYTES_PER_CLK_SM
+    dsmem_latency_cycles: float = DSMEM_LATENCY_CYCLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +107,33 @@ class GemmPlan:
     hbm_bytes: float
     cta_cycles: float = 0.0  # main-loop cycles of one CTA alone on an SM
     stages: int = 0
+    cluster: tuple[int, int, int] = (1, 1, 1)  # CTAs per cluster along M, N, K (K > 1: DSMEM split-K)
+    l2_bytes: float = 0.0  # operand bytes streamed L2 -> SM (after TMA multicast)
 
     @property
     def tile_name(self) -> str:
         bm, bn, bk = self.tile
-        return f"{bm}x{bn}x{bk}" + (f" split-K {self.split_k}" if self.split_k > 1 else "")
+        cm, cn, ck = self.cluster
+        name = f"{bm}x{bn}x{bk}" + (f" split-K {self.split_k}" if self.split_k > 1 else "")
+        if ck > 1:
+            return name + f" (DSMEM reduction, cluster 1x1x{ck})"
+        return name + (f" cluster {cm}x{cn}" if cm * cn > 1 else "")
+
+    @property
+    def dsmem(self) -> bool:
+        return self.cluster[2] > 1
+
+
+@functools.lru_cache(maxsize=1024)
+def resident_clusters(sms_per_gpc: tuple[int, ...], ctas_per_sm: int, size: int) -> int:
+    """Clusters of ``size`` CTAs resident at once: a cluster is placed inside one GPC, so each GPC
+    holds floor(its SMs x CTAs per SM / size) (the cudaOccupancyMaxActiveClusters count)."""
+    return sum(g * ctas_per_sm // size for g in sms_per_gpc)
+
+
+def cluster_slots(sms_per_gpc: tuple[int, ...], ctas_per_sm: int, size: int) -> int:
+    """CTA slots of one wave of ``size``-CTA clusters (SMs on a GPC's remainder stay idle)."""
+    return resident_clusters(sms_per_gpc, ctas_per_sm, size) * size
 
 
 def occupancy(bm: int, bn: int, bk: int, stages: int, warps: int, elem_bytes: float, p: GemmParams,
@@ -135,33 +171,48 @@ def _tile_constants(tile: tuple, elem_bytes: float, wb: float, deq_ops: float, d
 
 
 def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tuple, split: int,
-              w_bytes: float = 0.0, out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True
-              ) -> tuple | None:
-    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes) of one candidate.
-    ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``)."""
+              w_bytes: float = 0.0, out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True,
+              cluster: tuple[int, int] = (1, 1), dsmem: bool = False) -> tuple | None:
+    """(time, tile, split, ctas, ctas/SM, waves, compute s, memory s, HBM bytes, CTA cycles, stages,
+    cluster (cm, cn, ck), L2 operand bytes) of one candidate, or None when it does not fit.
+    ``w_bytes`` / ``out_bytes``: B and C bytes per element (0: ``elem_bytes``); ``cluster`` /
+    ``dsmem``: as ``_best_split`` (clusters need ``p.sms_per_gpc``)."""
     wb = w_bytes or elem_bytes
     occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
     if occ == 0:
         return None
-    return _best_split(m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight,
-                       (split,), None, prune=False)
+    args = (m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight)
+    if cluster != (1, 1) or dsmem:
+        return _cluster_candidate(*args, split, cluster, dsmem)
+    return _best_split(*args, (split,), None, prune=False, variants=False)
 
 
 def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams, tile: tuple,
                 occ: int, step: float, in_flight: float, splits: tuple, best: tuple | None,
-                prune: bool = True) -> tuple | None:
-    """The fastest of ``splits`` for one tile, or ``best`` when none beats it. ``prune``: split
-    counts past the first that overfills the grid (> 4 CTAs per SM) or leaves < 4 K steps per CTA
-    are not candidates."""
+                prune: bool = True, variants: bool = True) -> tuple | None:
+    """The fastest 1x1 (no cluster) candidate of ``splits`` for one tile, or ``best`` when none beats
+    it. ``prune``: split counts past the first that overfills the grid (> 4 CTAs per SM) or leaves
+    < 4 K steps per CTA are not candidates. ``variants``: with GPC data on Hopper, also try the
+    cluster variants of each candidate: DSMEM split-K at the same split count (``DSMEM_SPLITS``),
+    the multicast shapes (``CLUSTERS``) beside split 1 when its L2 term binds. A cluster variant
+    never computes faster, moves fewer HBM bytes or runs fewer waves than its 1x1 counterpart, so
+    one whose bound (those terms, its own L2 time or DSMEM reduction, one kernel) cannot beat
+    ``best`` is skipped: the pick is the one trying every candidate would make."""
     bm, bn, bk, stages, _ = tile
     tm, tn = -(-m // bm), -(-n // bn)
     grid = tm * tn
     sms, clock = p.sms, p.clock_hz
     slots = sms * occ
+    clusters = variants and p.sms_per_gpc is not None and p.hopper
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
     a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * cb
     in_l2 = a_bytes <= 0.5 * p.l2_bytes
     tile_bytes = bm * elem_bytes + bn * wb  # operand bytes of one K column of the tile
+    l2_tma = a_bytes * tn + b_bytes * tm if p.hopper else 0.0  # TMA loads in-bounds rows only
+    if clusters and best is not None:  # no variant beats the tile's work over every SM, HBM, 2x2 multicast
+        clusters = best[0] > max(grid * k * step / (bk * sms * clock), (a_bytes + b_bytes + c_bytes) / p.hbm_bw,
+                                 (a_bytes * -(-tn // 2) + b_bytes * -(-tm // 2)) / p.l2_bw if p.l2_bw else 0.0) \
+            + p.cta_overhead_cycles / clock + p.kernel_fixed_s
     cap = 4 * sms
     for split in splits:
         if prune and split > 1 and (grid * split > cap or k // split < 4 * bk):
@@ -177,13 +228,71 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
         bw = min(p.hbm_bw, min(ctas, slots) * in_flight / p.hbm_latency_s)
         memory_s = hbm / bw
-        if p.l2_bw:  # every CTA streams its A and B tiles through L2 (small tiles move more bytes per FLOP)
-            memory_s = max(memory_s, ctas * tile_bytes * k_split / p.l2_bw)
+        l2 = l2_tma or ctas * tile_bytes * k_split  # operand bytes every CTA streams out of L2
+        if p.l2_bw:  # small tiles move more bytes per FLOP
+            memory_s = max(memory_s, l2 / p.l2_bw)
         overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 else 1)
         t = max(compute_s, memory_s) + overhead_s
         if best is None or t < best[0]:
-            best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
+            best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages, (1, 1, 1), l2)
+        if clusters and split in DSMEM_SPLITS:
+            lower = max(compute_s, (hbm - partial) / bw, l2 / p.l2_bw if p.l2_bw else 0.0) + overhead_s \
+                - p.kernel_fixed_s
+            if lower < best[0] and lower + _dsmem_s(p, tile, split, per_sm, waves) < best[0]:
+                c = _cluster_candidate(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, split, dsmem=True)
+                best = c if c is not None and c[0] < best[0] else best
+        elif clusters and split == 1 and p.l2_bw and l2 / p.l2_bw > max(compute_s, hbm / bw):
+            for cm, cn in CLUSTERS:  # multicast only shortens the L2 term
+                if max(compute_s, hbm / bw, (a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)) / p.l2_bw) \
+                        + overhead_s < best[0]:
+                    c = _cluster_candidate(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, 1, (cm, cn))
+                    best = c if c is not None and c[0] < best[0] else best
     return best
+
+
+def _cluster_candidate(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams,
+                       tile: tuple, occ: int, step: float, in_flight: float, split: int,
+                       cluster: tuple[int, int] = (1, 1), dsmem: bool = False) -> tuple | None:
+    """One thread-block-cluster candidate (Hopper, ``p.sms_per_gpc`` set): (cm, cn) CTAs along M and
+    N share operand tiles by TMA multicast; ``dsmem``: the ``split`` K-slices of a tile form one
+    cluster and reduce their fp32 partials through DSMEM (no partials in HBM, no second kernel).
+    As ``_best_split`` otherwise, with the grid padded to whole clusters and cluster occupancy
+    (``cluster_slots``) in place of every SM x CTAs per SM; None when no cluster fits a GPC."""
+    bm, bn, bk, stages, _ = tile
+    cm, cn = cluster
+    size = cm * cn * (split if dsmem else 1)
+    slots = cluster_slots(p.sms_per_gpc, occ, size)
+    if not slots:
+        return None
+    tm, tn = -(-m // bm), -(-n // bn)
+    ctas = -(-tm // cm) * cm * -(-tn // cn) * cn * split
+    clock = p.clock_hz
+    k_split = -(-k // split)
+    waves = -(-ctas // slots)
+    per_sm = -(-ctas * occ // slots)  # slots / occ SMs hold the clusters; the rest of a GPC idles
+    cta_cyc = -(-k_split // bk) * step
+    compute_s = per_sm * cta_cyc / clock
+    a_bytes, b_bytes = m * k * elem_bytes, k * n * wb
+    a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
+    partial = (split - 1) * m * n * 4.0 * 2 if split > 1 and not dsmem else 0.0
+    hbm = a_bytes * a_reads + b_bytes + m * n * cb + partial
+    # Little's law over the CTAs that load (padding CTAs of a partial cluster load nothing)
+    bw = min(p.hbm_bw, min(tm * tn * split, slots) * in_flight / p.hbm_latency_s)
+    l2 = a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)  # each tile loaded once per cluster sharing it
+    memory_s = max(hbm / bw, l2 / p.l2_bw if p.l2_bw else 0.0)
+    overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 and not dsmem else 1)
+    if dsmem:
+        overhead_s += _dsmem_s(p, tile, split, per_sm, waves)
+    t = max(compute_s, memory_s) + overhead_s
+    return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages,
+            (cm, cn, split if dsmem else 1), l2)
+
+
+def _dsmem_s(p: GemmParams, tile: tuple, split: int, per_sm: int, waves: int) -> float:
+    """DSMEM reduction of split-K in one cluster: each CTA ships (split-1)/split of its fp32 C tile
+    to its peers over the SM-to-SM network, then one hop of latency per wave."""
+    return (per_sm * (split - 1) / split * tile[0] * tile[1] * 4.0 / p.dsmem_bytes_per_clk_sm
+            + waves * p.dsmem_latency_cycles) / p.clock_hz
 
 
 @functools.lru_cache(maxsize=256)
@@ -221,4 +330,5 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = ["GemmParams", "GemmPlan", "plan_gemm", "plan_tile", "occupancy", "gemm_roofline_s", "ceil_div",
-           "TILES_SM80", "TILES_SM90", "TILES_MIXED"]
+           "resident_clusters", "cluster_slots", "TILES_SM80", "TILES_SM90", "TILES_MIXED", "CLUSTERS",
+           "DSMEM_SPLITS"]

@@ -50,6 +50,9 @@ class GpuConfig(StrictConfig):
                                           description="share of the tensor peak legacy mma.sync can reach "
                                                       "(Hopper: the peak needs wgmma)")
     sfu_ops_per_clk_per_sm: float = Field(default=16.0, gt=0, description="exp2/rcp throughput per SM per clock")
+    sms_per_gpc: list[int] | None = Field(default=None,
+                                          description="SMs in each GPC, summing to sm_count; a thread-block cluster "
+                                                      "runs inside one GPC (sm90+; unset: no clusters)")
     tdp_w: Watts
     idle_w: Watts | None = None
     price: UsdPerHour | None = Field(default=None, description="typical cloud on-demand price")
@@ -65,6 +68,9 @@ class GpuConfig(StrictConfig):
             raise ValueError(f"tensor_flops_per_s has unknown dtype(s) {unknown}; known: {list(DTYPES)}")
         if not self.tensor_flops_per_s:
             raise ValueError("tensor_flops_per_s must name at least one dtype")
+        if self.sms_per_gpc is not None and (min(self.sms_per_gpc, default=0) <= 0
+                                             or sum(self.sms_per_gpc) != self.sm_count):
+            raise ValueError(f"sms_per_gpc {self.sms_per_gpc} must be positive and sum to sm_count {self.sm_count}")
         return self
 
     def tensor_peak(self, dtype: str) -> float:

@@ -71,6 +71,11 @@ class TileConfig(StrictConfig):
     bytes_in_flight_per_sm: float = Field(default=32768.0, gt=0,
                                           description="outstanding loads one SM sustains (estimate: 64 warps x 512 B)")
     use_wgmma: bool = Field(default=True, description="Hopper GEMMs use wgmma+TMA (false: legacy mma.sync)")
+    use_clusters: bool = Field(default=True,
+                               description="Hopper GEMMs may use thread-block clusters (TMA multicast, DSMEM "
+                                           "split-K; needs the preset's sms_per_gpc) under an L2 -> SM bound: "
+                                           "the preset's l2_bw_bytes_per_s, else l2_bytes_per_clk_sm "
+                                           "(false: 1x1 CTAs and no L2 bound on wgmma kernels)")
     attention_mma_efficiency: float = Field(default=0.787, gt=0, le=1,
                                             description="FlashAttention-2 MMA efficiency (= GEMM's; not fitted)")
     decode_kernel: str = Field(default="split_kv", pattern="^(paged|split_kv|lean)$",
@@ -118,13 +123,18 @@ class TileBackend(TimingBackend):
             d, c = self.device, self.config
             hopper = self._hopper and not legacy
             mma = c.mma_efficiency * (1.0 if hopper else d.mma_sync_peak_fraction)
+            l2_bw = c.l2_bytes_per_clk_sm * d.sm_count * d.clock_hz  # fitted on A100 mma.sync kernels
+            clusters = hopper and c.use_clusters and d.sms_per_gpc is not None
+            if clusters:
+                l2_bw = d.l2_bw_bytes_per_s or l2_bw
             p = self._params[(dtype, legacy)] = GemmParams(
                 sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=d.tensor_peak(dtype) / (d.sm_count * d.clock_hz),
                 hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
                 smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
                 cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=hopper,
                 frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz),
-                l2_bw=0.0 if hopper else c.l2_bytes_per_clk_sm * d.sm_count * d.clock_hz)
+                l2_bw=0.0 if hopper and not clusters else l2_bw,
+                sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None)
         return p
 
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
