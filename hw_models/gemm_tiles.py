@@ -18,16 +18,36 @@ Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to
     MMAs (Marlin) or serialised with them (older AWQ kernels). The library heuristic
     picks the candidate with the smallest modelled time (as cuBLAS's heuristics rank kernels by a
     performance model), never the measured answer.
+    Hopper (sm90, wgmma + TMA) thread-block clusters, when the GPU preset gives its SMs per GPC:
+    a cluster of c CTAs is co-resident on one GPC, so a wave holds sum over GPCs of
+    floor(SMs x CTAs per SM / c) clusters (cudaOccupancyMaxActiveClusters) and SMs on a GPC's
+    remainder idle; the grid is padded to whole clusters. TMA multicast in a (cm x cn) cluster
+    loads each A tile once per cn CTAs and each B tile once per cm CTAs (TMA loads in-bounds rows
+    only), which shortens the L2 -> SM term; Hopper has that bound only with clusters on (the
+    preset's L2 bandwidth, else the per-SM-clock rate fitted on A100 mma.sync kernels). DSMEM
+    split-K: the splits of a tile form one cluster (<= 8 CTAs) and reduce their fp32 partials over
+    the SM-to-SM network (bytes at the DSMEM rate + one latency per wave) instead of HBM partials
+    and a second kernel. Candidates: 1x1 with HBM split-K as before, multicast 2x1 / 1x2 / 2x2
+    at split 1, DSMEM split-K 2 / 4 / 8 (the plan reports the cluster shape).
 Ignores: stream-K's fractional tiles (modelled as split-K with an in-kernel fixup), CTA
     rasterisation/swizzle beyond the A re-read rule, bank conflicts, clock throttling under power
-    limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step.
+    limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step;
+    for clusters: multicast with split-K, clusters larger than 4 CTAs for multicast, the cluster
+    launch cost, DSMEM contention between clusters, and the per-chip GPC split (floorsweeping
+    differs per die; the presets hold one estimate). None of the cluster model is checked against
+    Hopper measurements (no Hopper data is in hand).
 Sources: MARLIN kernel configurations (Frantar et al., PPoPP 2025; marlin_cuda_kernel.cu:
     thread_m_blocks 1-4, 128x128 / 64x256 thread tiles, 4 stages); CUTLASS default GEMM
     configurations (cutlass/gemm/device/default_gemm_configuration.h,
     sm80 tensor-op 128x256x64 .. 64x64x64; sm90 128x256x64 warp-specialised); NVIDIA "Matrix
     Multiplication Background User's Guide" (wave and tile quantisation); Osama et al., "Stream-K"
     (PPoPP 2023); CUDA C++ Programming Guide tables (CTA / thread limits per SM); shared-memory
-    bandwidth 32 banks x 4 B per clock (CUDA Programming Guide, "Shared Memory").
+    bandwidth 32 banks x 4 B per clock (CUDA Programming Guide, "Shared Memory"); thread-block
+    clusters, GPC co-residency and the portable cluster size 8 (CUDA C++ Programming Guide,
+    "Thread Block Clusters"; NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022: GPCs, TPCs,
+    TMA multicast, DSMEM); GPC counts per preset (whitepaper; per-GPC split an estimate); DSMEM
+    rate and latency: estimates of the order Luo et al., "Benchmarking and Dissecting the Nvidia
+    Hopper GPU Architecture" (IPDPS 2024) report for the H800, not checked against its tables.
 """
 
 from __future__ import annotations
@@ -184,35 +204,27 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     args = (m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight)
     if cluster != (1, 1) or dsmem:
         return _cluster_candidate(*args, split, cluster, dsmem)
-    return _best_split(*args, (split,), None, prune=False, variants=False)
+    return _best_split(*args, (split,), None, prune=False)
 
 
 def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams, tile: tuple,
                 occ: int, step: float, in_flight: float, splits: tuple, best: tuple | None,
-                prune: bool = True, variants: bool = True) -> tuple | None:
+                prune: bool = True, pending: list | None = None) -> tuple | None:
     """The fastest 1x1 (no cluster) candidate of ``splits`` for one tile, or ``best`` when none beats
     it. ``prune``: split counts past the first that overfills the grid (> 4 CTAs per SM) or leaves
-    < 4 K steps per CTA are not candidates. ``variants``: with GPC data on Hopper, also try the
-    cluster variants of each candidate: DSMEM split-K at the same split count (``DSMEM_SPLITS``),
-    the multicast shapes (``CLUSTERS``) beside split 1 when its L2 term binds. A cluster variant
-    never computes faster, moves fewer HBM bytes or runs fewer waves than its 1x1 counterpart, so
-    one whose bound (those terms, its own L2 time or DSMEM reduction, one kernel) cannot beat
-    ``best`` is skipped: the pick is the one trying every candidate would make."""
+    < 4 K steps per CTA are not candidates. ``pending``: with GPC data on Hopper, collects the
+    cluster variants of each candidate whose lower bound is below ``best`` (``_cluster_variants``)."""
     bm, bn, bk, stages, _ = tile
     tm, tn = -(-m // bm), -(-n // bn)
     grid = tm * tn
     sms, clock = p.sms, p.clock_hz
     slots = sms * occ
-    clusters = variants and p.sms_per_gpc is not None and p.hopper
+    clusters = pending is not None and p.sms_per_gpc is not None and p.hopper
     # HBM traffic: B (weights) once, A once if it stays in L2 else once per sweep over N, C once
     a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * cb
     in_l2 = a_bytes <= 0.5 * p.l2_bytes
     tile_bytes = bm * elem_bytes + bn * wb  # operand bytes of one K column of the tile
     l2_tma = a_bytes * tn + b_bytes * tm if p.hopper else 0.0  # TMA loads in-bounds rows only
-    if clusters and best is not None:  # no variant beats the tile's work over every SM, HBM, 2x2 multicast
-        clusters = best[0] > max(grid * k * step / (bk * sms * clock), (a_bytes + b_bytes + c_bytes) / p.hbm_bw,
-                                 (a_bytes * -(-tn // 2) + b_bytes * -(-tm // 2)) / p.l2_bw if p.l2_bw else 0.0) \
-            + p.cta_overhead_cycles / clock + p.kernel_fixed_s
     cap = 4 * sms
     for split in splits:
         if prune and split > 1 and (grid * split > cap or k // split < 4 * bk):
@@ -235,18 +247,38 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         t = max(compute_s, memory_s) + overhead_s
         if best is None or t < best[0]:
             best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages, (1, 1, 1), l2)
-        if clusters and split in DSMEM_SPLITS:
-            lower = max(compute_s, (hbm - partial) / bw, l2 / p.l2_bw if p.l2_bw else 0.0) + overhead_s \
-                - p.kernel_fixed_s
-            if lower < best[0] and lower + _dsmem_s(p, tile, split, per_sm, waves) < best[0]:
-                c = _cluster_candidate(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, split, dsmem=True)
-                best = c if c is not None and c[0] < best[0] else best
-        elif clusters and split == 1 and p.l2_bw and l2 / p.l2_bw > max(compute_s, hbm / bw):
-            for cm, cn in CLUSTERS:  # multicast only shortens the L2 term
-                if max(compute_s, hbm / bw, (a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)) / p.l2_bw) \
-                        + overhead_s < best[0]:
-                    c = _cluster_candidate(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, 1, (cm, cn))
-                    best = c if c is not None and c[0] < best[0] else best
+        if clusters and (split == 1 or split in DSMEM_SPLITS):
+            l2_s = l2 / p.l2_bw if p.l2_bw else 0.0
+            if split > 1:  # DSMEM: one kernel, its reduction, and never fewer waves or tiles per SM
+                lower = max(compute_s, (hbm - partial) / bw, l2_s) + overhead_s - p.kernel_fixed_s
+                if lower < best[0]:
+                    lower += _dsmem_s(p, tile, split, per_sm, waves)
+                    if lower < best[0]:
+                        pending.append((lower, tile, occ, step, in_flight, split, (1, 1), True))
+            elif l2_s > max(compute_s, hbm / bw):  # multicast only shortens the L2 term
+                for cm, cn in CLUSTERS:
+                    lower = max(compute_s, hbm / bw, (a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)) / p.l2_bw) \
+                        + overhead_s
+                    if lower < best[0]:
+                        pending.append((lower, tile, occ, step, in_flight, 1, (cm, cn), False))
+    return best
+
+
+def _cluster_variants(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float, p: GemmParams,
+                      pending: list, best: tuple) -> tuple:
+    """The cluster variants of the 1x1 candidates, most promising first: DSMEM split-K at each split
+    count of ``DSMEM_SPLITS``, the multicast shapes (``CLUSTERS``) beside split 1 when its L2 term
+    binds. A cluster variant never computes faster, moves fewer HBM bytes or runs fewer waves than
+    its 1x1 counterpart, so its lower bound (those terms, its own L2 time or DSMEM reduction, one
+    kernel) is known before it is costed; once a bound reaches ``best`` no later variant can win,
+    and the pick is the one costing every candidate would make."""
+    pending.sort(key=lambda v: v[0])
+    for lower, tile, occ, step, in_flight, split, cluster, dsmem in pending:
+        if lower >= best[0]:
+            break
+        c = _cluster_candidate(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, split, cluster, dsmem)
+        if c is not None and c[0] < best[0]:
+            best = c
     return best
 
 
@@ -313,10 +345,13 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
+    pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
     for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
-        best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best)
+        best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best, pending=pending)
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")
+    if pending:
+        best = _cluster_variants(m, n, k, elem_bytes, wb, cb, p, pending, best)
     return GemmPlan(*best)
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import simulator.core.registry as reg
 from hw_models.gemm_tiles import (
+    CLUSTERS,
     DSMEM_SPLITS,
     SPLITS,
     TILES_SM90,
@@ -131,6 +132,24 @@ def test_more_sms_or_bandwidth_is_never_slower(m, n, k, extra_gpcs, more):
     for field in ("hbm_bw", "l2_bw", "dsmem_bytes_per_clk_sm"):
         faster = dataclasses.replace(H100, **{field: getattr(H100, field) * more})
         assert plan_gemm(m, n, k, 2.0, faster).time_s <= t
+
+
+@settings(max_examples=40, deadline=None)
+@given(**shapes, dtype=st.sampled_from([("bf16", 2.0), ("fp8", 1.0)]))
+def test_the_pruned_search_picks_what_costing_every_candidate_picks(m, n, k, dtype):
+    p = backend().gemm_params(dtype[0])
+    b = dtype[1]
+    times = []
+    for tile in TILES_SM90:
+        for s in SPLITS:  # split-K counts that neither overfill the grid nor leave < 4 K steps per CTA
+            grid = -(-m // tile[0]) * -(-n // tile[1])
+            if s > 1 and (grid * s > 4 * p.sms or k // s < 4 * tile[2]):
+                continue
+            times.append(plan_tile(m, n, k, b, p, tile, s))
+            if s in DSMEM_SPLITS:
+                times.append(plan_tile(m, n, k, b, p, tile, s, dsmem=True))
+        times += [plan_tile(m, n, k, b, p, tile, 1, cluster=c) for c in CLUSTERS]
+    assert plan_gemm(m, n, k, b, p).time_s == min(c[0] for c in times if c)
 
 
 def test_dsmem_split_k_moves_no_partials_through_hbm_and_beats_hbm_split_k_on_a_skinny_gemm():

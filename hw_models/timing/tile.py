@@ -60,7 +60,7 @@ class TileConfig(StrictConfig):
                              description="warp-tile fragment-load cost relative to MMA work (fitted)")
     l2_bytes_per_clk_sm: float = Field(default=FIT_GEMM["l2_bytes_per_clk_sm"], gt=0,
                                        description="L2 -> SM operand bytes per SM clock of an mma.sync GEMM "
-                                                   "(fitted; not applied to wgmma/TMA kernels, which multicast)")
+                                                   "(fitted; on wgmma/TMA kernels only with use_clusters)")
     mem_kernel_fixed_s: Seconds = Field(default=FIT_MEM_FIXED, description="in-GPU fixed cost of a memory-bound "
                                                                            "kernel (fitted)")
     mem_traffic_multiplier: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_MULT),
