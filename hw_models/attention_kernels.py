@@ -100,19 +100,12 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
     kv = np.asarray(kv_tokens, dtype=np.float64)
     hd, b = op.head_dim, op.dtype_bytes
     seqs = max(1, op.seqs)
-    flops = 4.0 * op.heads * hd * kv
-    compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
-    if getattr(op, "kv_bytes", 0.0):
-        nbytes = hd * (2.0 * b * seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
-        deq = op.kv_deq_ops * 2.0 * op.kv_heads * hd * kv / (p.vec_per_clk_sm * p.sms * p.clock_hz)
-        compute = np.maximum(compute, deq)
-    else:
-        nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
     per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
     base = seqs * op.kv_heads
-    if mode == "split_kv" and kv.size:
+    quantized = bool(getattr(op, "kv_bytes", 0.0))
+    if mode == "split_kv" and kv.size and not quantized:
         # fast path of a decode stretch: the split count changes only every 256 tokens of context,
-        # so when it is the same at both ends every kv-independent term is a scalar (same formulas)
+        # so when it is the same at both ends the time is max of two lines in kv (same formulas as below)
         cap = math.ceil(2.0 * p.sms / base)
         lo, hi = (max(1.0, min(math.ceil(float(x) / seqs / 256.0), cap)) for x in (kv[0], kv[-1]))
         if lo == hi:
@@ -121,7 +114,17 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
             resident = min(ctas, float(p.sms * DECODE_CTAS_PER_SM))
             active_sms = min(float(p.sms), ctas)
             bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
-            return p.kernel_fixed_s + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
+            c_kv = 4.0 * op.heads * hd / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
+            m_kv, m0 = 2.0 * b * hd * op.kv_heads / bw, 2.0 * b * hd * seqs * op.heads / bw
+            return np.maximum(kv * c_kv, kv * m_kv + m0) + (p.kernel_fixed_s + p.hbm_latency_s + extra)
+    flops = 4.0 * op.heads * hd * kv
+    compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
+    if quantized:
+        nbytes = hd * (2.0 * b * seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
+        deq = op.kv_deq_ops * 2.0 * op.kv_heads * hd * kv / (p.vec_per_clk_sm * p.sms * p.clock_hz)
+        compute = np.maximum(compute, deq)
+    else:
+        nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
     extra = np.zeros_like(kv)
     if mode == "paged":
         ctas = np.full_like(kv, float(base))

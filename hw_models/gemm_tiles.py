@@ -272,7 +272,8 @@ def _cluster_variants(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: 
     its 1x1 counterpart, so its lower bound (those terms, its own L2 time or DSMEM reduction, one
     kernel) is known before it is costed; once a bound reaches ``best`` no later variant can win,
     and the pick is the one costing every candidate would make."""
-    pending.sort(key=lambda v: v[0])
+    order = {t: i for i, t in enumerate(TILES_SM90)}
+    pending.sort(key=lambda v: (v[0], order.get(v[1], 0)))  # ties: the table's order
     for lower, tile, occ, step, in_flight, split, cluster, dsmem in pending:
         if lower >= best[0]:
             break
@@ -346,8 +347,33 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
     pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
-    for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
-        best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best, pending=pending)
+    table = _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p)
+    # Costed in order of a lower bound no split or cluster of the tile can beat (perfectly balanced
+    # K steps, every operand from HBM once at full bandwidth, one wave, one kernel; the L2 term only
+    # at the largest multicast of ``CLUSTERS``): a tile whose bound reaches the best is skipped. Ties go
+    # to the earlier tile of the table, as when every tile is costed.
+    floor = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw
+    fixed = p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
+    order = []
+    for i, (tile, _, step, _) in enumerate(table):
+        bm, bn, bk = tile[0], tile[1], tile[2]
+        grid = -(-m // bm) * -(-n // bn)
+        lower = max(grid * k * step / (bk * p.sms * p.clock_hz), floor)
+        if p.l2_bw:  # clusters share an operand tile among at most 2 CTAs along each side (CLUSTERS)
+            share = 2 if pending is not None else 1
+            l2 = (m * k * elem_bytes * -(-n // (bn * share)) + k * n * wb * -(-m // (bm * share)) if p.hopper
+                  else grid * (bm * elem_bytes + bn * wb) * k)
+            lower = max(lower, l2 / p.l2_bw)
+        order.append((lower + fixed, i))
+    order.sort()
+    best_i = -1
+    for lower, i in order:
+        if best is not None and lower > best[0]:
+            break
+        tile, occ, step, in_flight = table[i]
+        c = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, None, pending=pending)
+        if c is not None and (best is None or c[0] < best[0] or (c[0] == best[0] and i < best_i)):
+            best, best_i = c, i
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")
     if pending:

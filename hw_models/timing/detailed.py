@@ -72,7 +72,7 @@ def simulate_gemm(plan: GemmPlan, m: int, n: int, k: int, backend: TileBackend, 
     for _ in range(plan.ctas):
         env.process(cta())
     env.run()
-    fixed = p.kernel_fixed_s * (2 if plan.split_k > 1 else 1)
+    fixed = p.kernel_fixed_s * (2 if plan.split_k > 1 and not plan.dsmem else 1)
     return env.now / PS_PER_S + fixed
 
 
