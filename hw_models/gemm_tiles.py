@@ -226,6 +226,7 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
     tile_bytes = bm * elem_bytes + bn * wb  # operand bytes of one K column of the tile
     l2_tma = a_bytes * tn + b_bytes * tm if p.hopper else 0.0  # TMA loads in-bounds rows only
     cap = 4 * sms
+    hbm_bw, lat, l2_bw, ovh, fixed = p.hbm_bw, p.hbm_latency_s, p.l2_bw, p.cta_overhead_cycles, p.kernel_fixed_s
     for split in splits:
         if prune and split > 1 and (grid * split > cap or k // split < 4 * bk):
             break
@@ -238,12 +239,12 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         a_reads = 1 if in_l2 else max(1, min(tn, waves))
         partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
         hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
-        bw = min(p.hbm_bw, min(ctas, slots) * in_flight / p.hbm_latency_s)
+        bw = min(hbm_bw, min(ctas, slots) * in_flight / lat)
         memory_s = hbm / bw
         l2 = l2_tma or ctas * tile_bytes * k_split  # operand bytes every CTA streams out of L2
-        if p.l2_bw:  # small tiles move more bytes per FLOP
-            memory_s = max(memory_s, l2 / p.l2_bw)
-        overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 else 1)
+        if l2_bw:  # small tiles move more bytes per FLOP
+            memory_s = max(memory_s, l2 / l2_bw)
+        overhead_s = waves * ovh / clock + fixed * (2 if split > 1 else 1)
         t = max(compute_s, memory_s) + overhead_s
         if best is None or t < best[0]:
             best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages, (1, 1, 1), l2)
@@ -272,8 +273,7 @@ def _cluster_variants(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: 
     its 1x1 counterpart, so its lower bound (those terms, its own L2 time or DSMEM reduction, one
     kernel) is known before it is costed; once a bound reaches ``best`` no later variant can win,
     and the pick is the one costing every candidate would make."""
-    order = {t: i for i, t in enumerate(TILES_SM90)}
-    pending.sort(key=lambda v: (v[0], order.get(v[1], 0)))  # ties: the table's order
+    pending.sort(key=lambda v: v[0])
     for lower, tile, occ, step, in_flight, split, cluster, dsmem in pending:
         if lower >= best[0]:
             break
@@ -347,33 +347,24 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
     pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
-    table = _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p)
-    # Costed in order of a lower bound no split or cluster of the tile can beat (perfectly balanced
-    # K steps, every operand from HBM once at full bandwidth, one wave, one kernel; the L2 term only
-    # at the largest multicast of ``CLUSTERS``): a tile whose bound reaches the best is skipped. Ties go
-    # to the earlier tile of the table, as when every tile is costed.
+    # A tile is skipped when a lower bound no split or cluster of it can beat (perfectly balanced
+    # K steps, every operand from HBM once at full bandwidth, one wave, one kernel, the L2 term at
+    # the largest multicast of ``CLUSTERS``) is above the best so far: the pick is unchanged.
     floor = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw
     fixed = p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
-    order = []
-    for i, (tile, _, step, _) in enumerate(table):
-        bm, bn, bk = tile[0], tile[1], tile[2]
-        grid = -(-m // bm) * -(-n // bn)
-        lower = max(grid * k * step / (bk * p.sms * p.clock_hz), floor)
-        if p.l2_bw:  # clusters share an operand tile among at most 2 CTAs along each side (CLUSTERS)
-            share = 2 if pending is not None else 1
-            l2 = (m * k * elem_bytes * -(-n // (bn * share)) + k * n * wb * -(-m // (bm * share)) if p.hopper
-                  else grid * (bm * elem_bytes + bn * wb) * k)
-            lower = max(lower, l2 / p.l2_bw)
-        order.append((lower + fixed, i))
-    order.sort()
-    best_i = -1
-    for lower, i in order:
-        if best is not None and lower > best[0]:
-            break
-        tile, occ, step, in_flight = table[i]
-        c = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, None, pending=pending)
-        if c is not None and (best is None or c[0] < best[0] or (c[0] == best[0] and i < best_i)):
-            best, best_i = c, i
+    share = 2 if pending is not None else 1
+    for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
+        if best is not None:
+            bm, bn, bk = tile[0], tile[1], tile[2]
+            tm, tn = -(-m // bm), -(-n // bn)
+            lower = max(tm * tn * k * step / (bk * p.sms * p.clock_hz), floor)
+            if p.l2_bw:
+                l2 = (m * k * elem_bytes * -(-tn // share) + k * n * wb * -(-tm // share) if p.hopper
+                      else tm * tn * (bm * elem_bytes + bn * wb) * k)
+                lower = max(lower, l2 / p.l2_bw)
+            if lower + fixed > best[0]:
+                continue
+        best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best, pending=pending)
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")
     if pending:
