@@ -347,9 +347,10 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
     pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
-    # A tile is skipped when a lower bound no split or cluster of it can beat (perfectly balanced
-    # K steps, every operand from HBM once at full bandwidth, one wave, one kernel, the L2 term at
-    # the largest multicast of ``CLUSTERS``) is above the best so far: the pick is unchanged.
+    # A tile is skipped when a lower bound no split or cluster of it can beat (the busiest SM's
+    # tiles when split-K is pruned, else perfectly balanced K steps; every operand from HBM once at
+    # full bandwidth; the L2 term at the largest multicast of ``CLUSTERS``; one wave, one kernel) is
+    # above the best so far (by more than rounding): the pick is unchanged.
     floor = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw
     fixed = p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
     share = 2 if pending is not None else 1
@@ -357,12 +358,16 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
         if best is not None:
             bm, bn, bk = tile[0], tile[1], tile[2]
             tm, tn = -(-m // bm), -(-n // bn)
-            lower = max(tm * tn * k * step / (bk * p.sms * p.clock_hz), floor)
+            grid = tm * tn
+            if 2 * grid > 4 * p.sms or k // 2 < 4 * bk:  # split-K is no candidate: the busiest SM's tiles
+                lower = max(-(-grid // p.sms) * -(-k // bk) * step / p.clock_hz, floor)
+            else:
+                lower = max(grid * k * step / (bk * p.sms * p.clock_hz), floor)
             if p.l2_bw:
                 l2 = (m * k * elem_bytes * -(-tn // share) + k * n * wb * -(-tm // share) if p.hopper
                       else tm * tn * (bm * elem_bytes + bn * wb) * k)
                 lower = max(lower, l2 / p.l2_bw)
-            if lower + fixed > best[0]:
+            if (lower + fixed) * (1.0 - 1e-9) > best[0]:
                 continue
         best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best, pending=pending)
     if best is None:
