@@ -328,6 +328,26 @@ def _dsmem_s(p: GemmParams, tile: tuple, split: int, per_sm: int, waves: int) ->
             + waves * p.dsmem_latency_cycles) / p.clock_hz
 
 
+def _tile_lower_bound(m: int, n: int, k: int, elem_bytes: float, wb: float, p: GemmParams, tile: tuple,
+                      step: float, share: int, hbm_s: float) -> float:
+    """A time no split or cluster of ``tile`` beats (less rounding): the longer of the busiest SM's
+    tiles when split-K is pruned (else perfectly balanced K steps), ``hbm_s`` (every operand from HBM
+    once at full bandwidth) and the L2 term with operand tiles shared by ``share`` CTAs per side
+    (the largest multicast of ``CLUSTERS``), plus one wave and one kernel."""
+    bm, bn, bk = tile[0], tile[1], tile[2]
+    tm, tn = -(-m // bm), -(-n // bn)
+    grid = tm * tn
+    if 2 * grid > 4 * p.sms or k // 2 < 4 * bk:  # as _best_split's prune: split 1 only
+        lower = max(-(-grid // p.sms) * -(-k // bk) * step / p.clock_hz, hbm_s)
+    else:
+        lower = max(grid * k * step / (bk * p.sms * p.clock_hz), hbm_s)
+    if p.l2_bw:
+        l2 = (m * k * elem_bytes * -(-tn // share) + k * n * wb * -(-tm // share) if p.hopper
+              else grid * (bm * elem_bytes + bn * wb) * k)
+        lower = max(lower, l2 / p.l2_bw)
+    return (lower + p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s) * (1.0 - 1e-9)
+
+
 @functools.lru_cache(maxsize=256)
 def _tile_table(tiles: tuple, elem_bytes: float, wb: float, deq_ops: float, deq_overlap: bool,
                 p: GemmParams) -> tuple:
@@ -347,28 +367,11 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     best: tuple | None = None
     pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
-    # A tile is skipped when a lower bound no split or cluster of it can beat (the busiest SM's
-    # tiles when split-K is pruned, else perfectly balanced K steps; every operand from HBM once at
-    # full bandwidth; the L2 term at the largest multicast of ``CLUSTERS``; one wave, one kernel) is
-    # above the best so far (by more than rounding): the pick is unchanged.
-    floor = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw
-    fixed = p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
+    hbm_s = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw
     share = 2 if pending is not None else 1
     for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
-        if best is not None:
-            bm, bn, bk = tile[0], tile[1], tile[2]
-            tm, tn = -(-m // bm), -(-n // bn)
-            grid = tm * tn
-            if 2 * grid > 4 * p.sms or k // 2 < 4 * bk:  # split-K is no candidate: the busiest SM's tiles
-                lower = max(-(-grid // p.sms) * -(-k // bk) * step / p.clock_hz, floor)
-            else:
-                lower = max(grid * k * step / (bk * p.sms * p.clock_hz), floor)
-            if p.l2_bw:
-                l2 = (m * k * elem_bytes * -(-tn // share) + k * n * wb * -(-tm // share) if p.hopper
-                      else tm * tn * (bm * elem_bytes + bn * wb) * k)
-                lower = max(lower, l2 / p.l2_bw)
-            if (lower + fixed) * (1.0 - 1e-9) > best[0]:
-                continue
+        if best is not None and _tile_lower_bound(m, n, k, elem_bytes, wb, p, tile, step, share, hbm_s) > best[0]:
+            continue  # no split or cluster of this tile can win: the pick is unchanged
         best = _best_split(m, n, k, elem_bytes, wb, cb, p, tile, occ, step, in_flight, SPLITS, best, pending=pending)
     if best is None:
         raise ValueError(f"no GEMM tile fits the GPU's shared memory / registers for {m}x{n}x{k}")

@@ -209,3 +209,29 @@ def test_ampere_and_ada_gemm_params_do_not_depend_on_use_clusters():
     # legacy mma.sync kernels on Hopper (use_wgmma false, mixed-input GEMMs) never form clusters
     assert backend(use_wgmma=False).gemm_params("bf16").sms_per_gpc is None
     assert backend().gemm_params("bf16", legacy=True).sms_per_gpc is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(**shapes, preset=st.sampled_from(["A100-80GB", "H100-SXM", "L40S"]))
+def test_the_tile_lower_bound_never_exceeds_a_candidate_of_that_tile(m, n, k, preset):
+    # plan_gemm skips a tile whose bound is above the best so far; the bound must hold for every
+    # split and cluster variant of the tile, or a winning candidate could be skipped
+    from hw_models.gemm_tiles import TILES_SM80, _tile_constants, _tile_lower_bound
+
+    p = backend(preset).gemm_params("bf16")
+    hbm_s = 2.0 * (m * k + k * n + m * n) / p.hbm_bw
+    clusters = bool(p.hopper and p.sms_per_gpc)
+    for tile in (TILES_SM90 if p.hopper else TILES_SM80):
+        occ, step, _ = _tile_constants(tile, 2.0, 2.0, 0.0, True, p)
+        if not occ:
+            continue
+        bound = _tile_lower_bound(m, n, k, 2.0, 2.0, p, tile, step, 2 if clusters else 1, hbm_s)
+        grid = -(-m // tile[0]) * -(-n // tile[1])
+        for s in SPLITS:
+            if s > 1 and (grid * s > 4 * p.sms or k // s < 4 * tile[2]):
+                continue  # not a candidate (the search prunes it)
+            variants = [plan_tile(m, n, k, 2.0, p, tile, s)]
+            if clusters:
+                variants += [plan_tile(m, n, k, 2.0, p, tile, s, dsmem=True)] if s in DSMEM_SPLITS else []
+                variants += [plan_tile(m, n, k, 2.0, p, tile, 1, cluster=c) for c in CLUSTERS] if s == 1 else []
+            assert all(bound <= v[0] for v in variants if v)
