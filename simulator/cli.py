@@ -239,12 +239,15 @@ def _add_subcommands() -> None:
     from simulator.mcu.cli import mcu_app
     from simulator.op_breakdown import ops
     from simulator.validation.cli import kernel_app, validate_app
+    from simulator.validation.serving_cli import validate_serving
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
     app.command("capacity")(guarded(capacity))
     app.command("ops")(guarded(ops))
     app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
-    app.add_typer(validate_app, name="validate", help="predict measured kernel tables and report the error")
+    validate_app.command("serving")(validate_serving)
+    app.add_typer(validate_app, name="validate", help="predict measured kernel tables and serving benchmarks, "
+                                                      "report the error")
     app.add_typer(kernel_app, name="kernel", help="time one kernel on a GPU model (tile, detailed, roofline)")
 
 

@@ -52,7 +52,8 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
     shape = BatchShape(prefill=((tokens, 0),) if tokens else (), decode_rows=decode_rows,
                        decode_kv=decode_rows * context, emitting=decode_rows + (1 if tokens else 0))
     rows = []
-    for op in lower(shape, model, pool.tensor_parallel, quant):
+    fusion = scenario.framework.fusion if scenario.framework is not None else None
+    for op in lower(shape, model, pool.tensor_parallel, quant, fusion):
         rows.append({"name": op.name, "kind": op.kind, "shape": shape_of(op), "precision": precision_of(op),
                      "count": op.count, "bytes": op.bytes_moved() if op.kind != ALLREDUCE else op.bytes * op.count,
                      "flops": op.flops(), "dequant_ops": op.dequant_ops() * op.count, "time_s": backend.op_s(op)})

@@ -62,6 +62,9 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
     free = usable - weights - engine.activation_reserve
+    if getattr(engine, "memory_rule", "total") == "free_after_weights":  # TRT-LLM: a share of what is left
+        usable = dev.memory_bytes - dev.extra_memory_bytes
+        free = (usable - weights - engine.activation_reserve) * engine.gpu_memory_utilization
     if free <= 0:
         raise CapacityError(
             f"{model.name} needs {weights / GiB:.1f} GiB of weights per GPU at tensor_parallel={tp}, "
@@ -152,7 +155,8 @@ class Simulation:
                     where="engine.max_model_len")
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
-            timer = StepTimer(model, pool.tensor_parallel, backend, self.quant)
+            timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
+                              pool.device.config.launch_overhead_s)
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (

@@ -136,35 +136,45 @@ def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
     return heads, kv_heads, inter
 
 
-def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
+def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None,
+          fusion: Any = None) -> list[Op]:
     """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs.
 
     ``scheme`` (a quantization policy, duck-typed; None = unquantized) answers
     ``linear(name, model_dtype, model_bytes)`` with None or an object with ``tensor_dtype``,
     ``a_bytes``, ``w_bytes``, ``deq_ops``, ``deq_overlap``, ``act_quant`` and ``outlier_fraction``,
     and ``kv_format(model_bytes, head_dim)`` with None or an object with ``bytes``, ``residual`` and ``deq_ops``.
+    ``fusion`` (duck-typed, None = nothing fused) has the booleans ``add_norm`` (residual add fused
+    into the next norm), ``rope_in_attention``, ``act_quant_in_producer`` (activation quantization
+    fused into the norm / activation kernel producing the GEMM input) and ``allreduce_norm``
+    (all-reduce fused with the residual add and norm after it).
     """
     pre_tokens = sum(t for t, _ in shape.prefill)
-    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme)
+    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme, fusion)
     if not pre:
         return pre
     return pre + attention_ops(shape, model, tp, scheme) + post
 
 
-def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
+def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, scheme: Any = None,
+              fusion: Any = None) -> list[Op]:
     """Every op of an iteration but attention: they depend only on the token count ``tokens`` and
     the rows that emit a token (``lower`` puts attention after the rotary embedding)."""
-    pre, post = _dense_parts(tokens, emitting, model, tp, scheme)
+    pre, post = _dense_parts(tokens, emitting, model, tp, scheme, fusion)
     return pre + post
 
 
-def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, scheme: Any) -> tuple[list, list]:
+def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, scheme: Any,
+                 fusion: Any = None) -> tuple[list, list]:
     ops = _dense_unquantized(tokens, emitting, model, tp)
     if not ops:
         return ops, []
+    if fusion is not None:
+        ops = fuse(ops, fusion, tp)
+    cut = next(i for i, op in enumerate(ops) if op.name == "o_proj")  # attention runs before the O projection
     if scheme is None:
-        return ops[:4], ops[4:]
-    pre, post = _quantize(ops[:4], model, scheme), _quantize(ops[4:], model, scheme)
+        return ops[:cut], ops[cut:]
+    pre, post = _quantize(ops[:cut], model, scheme, fusion), _quantize(ops[cut:], model, scheme, fusion)
     kv = scheme.kv_format(model.dtype_bytes, model.head_dim)
     if kv is not None:  # quantize the new tokens' K and V as they are written to the cache
         _, kv_heads, _ = layer_shards(model, tp)
@@ -174,8 +184,51 @@ def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, 
     return pre, post
 
 
-def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any) -> list[Op]:
-    """Each GEMM at the scheme's precision, with its activation-quantize / outlier kernels."""
+def fuse(ops: list[Op], fusion: Any, tp: int) -> list[Op]:
+    """The unfused op list with a framework's fusions applied (per layer; ``count`` unchanged).
+
+    add_norm: the attention residual add and the post-attention norm become one ``add_norm``
+    kernel (read the input and the residual, write both: 4 activations); the MLP residual add folds
+    into the next layer's input norm, which becomes an ``add_norm`` too (the last layer's into the
+    final norm). allreduce_norm (tp > 1): each all-reduce kernel also adds the residual and
+    normalises, so the add and norm after it disappear. rope_in_attention: no rotary kernel.
+    """
+    fold_ar = bool(fusion.allreduce_norm) and tp > 1
+    out: list[Op] = []
+    skip = set()
+    for i, op in enumerate(ops):
+        if i in skip:
+            continue
+        name = op.name
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if name == "rope" and fusion.rope_in_attention:
+            continue
+        if op.kind == ALLREDUCE and fold_ar:
+            out.append(replace(op, name=f"{name}_add_norm"))
+            if nxt is not None and nxt.name == "residual_add":
+                skip.add(i + 1)
+                if i + 2 < len(ops) and ops[i + 2].name == "post_attn_norm":
+                    skip.add(i + 2)
+            continue
+        if name == "input_norm" and (fold_ar or fusion.add_norm):
+            if not fold_ar:  # fused with the previous layer's MLP residual add: 4 activations
+                out.append(replace(op, name="add_norm", bytes=2 * op.bytes))
+            continue
+        if name == "residual_add" and fusion.add_norm:
+            if nxt is not None and nxt.name == "post_attn_norm":
+                act = op.bytes // 3
+                out.append(replace(nxt, name="add_norm", bytes=op.bytes + nxt.bytes - act))
+                skip.add(i + 1)
+            continue  # the MLP residual add: folded into the next input norm
+        out.append(op)
+    return out
+
+
+def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any = None) -> list[Op]:
+    """Each GEMM at the scheme's precision, with its activation-quantize / outlier kernels (the
+    quantize kernel left out for GEMMs whose input comes from a norm or the activation when
+    ``fusion.act_quant_in_producer``: that kernel writes the quantized input itself)."""
+    fused_quant = bool(fusion is not None and fusion.act_quant_in_producer)
     out: list[Op] = []
     b = model.dtype_bytes
     for op in ops:
@@ -184,7 +237,8 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any) -> list[Op]:
             out.append(op)
             continue
         outliers = int(round(fmt.outlier_fraction * op.k)) if fmt.outlier_fraction else 0
-        if fmt.act_quant:  # read the 16-bit input (twice with outlier detection), write it quantized
+        if fmt.act_quant and not (fused_quant and op.name in ("qkv_proj", "mlp_up", "mlp_down") and not outliers):
+            # read the 16-bit input (twice with outlier detection), write it quantized
             reads = 2 if outliers else 1
             out.append(Op(ELEMENTWISE, f"{op.name}_quant", op.count, bytes=int(op.m * op.k * (reads * b + fmt.a_bytes)),
                           dtype=model.dtype, dtype_bytes=b))

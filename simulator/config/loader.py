@@ -19,11 +19,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from simulator.config.errors import config_error
+from simulator.config.framework import FrameworkProfile, parse_framework
 from simulator.config.quantities import EmptyConfig
 from simulator.config.scenario import ScenarioFile
 from simulator.core import registry as reg
 from simulator.core.errors import ConfigError
 from simulator.core.files import read_text
+from simulator.core.units import format_quantity
 from simulator.core.registry import Entry, Registry
 
 PRESET_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
@@ -85,6 +87,7 @@ class ResolvedScenario:
     kv_link: Component | None = None
     quantization: Component | None = None
     kv_cache: Component | None = None
+    framework: FrameworkProfile | None = None
 
     @property
     def disaggregated(self) -> bool:
@@ -283,6 +286,9 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         path = Path(source)
         raw, name, base_dir = read_mapping(path), str(path), path.resolve().parent
     raw = apply_overrides(raw, overrides)
+    framework = _framework_defaults(raw)
+    if framework is not None:
+        raw = framework[1]
     try:
         spec = ScenarioFile.model_validate(raw)
     except ValidationError as exc:
@@ -323,7 +329,38 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         if spec.policies.quantization is not None else None,
         kv_cache=resolve_component(spec.policies.kv_cache, reg.CACHE_POLICIES, "policies.kv_cache", base_dir=base_dir)
         if spec.policies.kv_cache is not None else None,
+        framework=framework[0] if framework is not None else None,
     )
+
+
+def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str, Any]] | None:
+    """The profile named by ``engine.framework`` and ``raw`` with the profile's defaults filled in
+    where the scenario gives none: the scheduler block, engine memory settings, and the tile /
+    roofline backend's settings (kernel times without host launch cost: the step timer adds the
+    framework's launches and host time)."""
+    engine = raw.get("engine")
+    name = engine.get("framework") if isinstance(engine, dict) else None
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ConfigError(f"must be a framework name such as vllm-0.12, got {name!r}", where="engine.framework")
+    prof = parse_framework(name)
+    out = copy.deepcopy(raw)
+    eng = out["engine"]
+    eng.setdefault("gpu_memory_utilization", prof.gpu_memory_utilization)
+    eng.setdefault("activation_reserve", format_quantity(prof.activation_reserve, "bytes"))
+    eng.setdefault("memory_rule", prof.memory_rule)
+    pol = out.setdefault("policies", {})
+    if isinstance(pol, dict) and pol.get("scheduler") is None:
+        pol["scheduler"] = copy.deepcopy(prof.scheduler)
+    hw = out.get("hardware")
+    if isinstance(hw, dict):
+        timing = hw.get("timing") or {"kind": "tile"}
+        if isinstance(timing, dict) and timing.get("kind", "tile") == "tile":
+            hw["timing"] = {"kind": "tile", **prof.timing, "cuda_graphs": True, **timing}
+        elif isinstance(timing, dict) and timing.get("kind") == "roofline":
+            hw["timing"] = {"launch_overhead": False, **timing}
+    return prof, out
 
 
 def _resolve_pool(p: Any, i: int, device: Component, interconnect: Component | None, scheduler: Component,

@@ -77,6 +77,14 @@ class EngineSection(StrictConfig):
                                       description="memory kept for activations and workspace")
     max_model_len: int | None = Field(default=None, ge=1,
                                       description="longest sequence; default: the model's own")
+    framework: str | None = Field(default=None,
+                                  description="serving-framework profile: vllm, sglang, trtllm, optionally with a "
+                                              "version (vllm-0.12, sglang-0.5.6); sets the default scheduler, "
+                                              "kernel fusion, CUDA graphs, all-reduce and attention kernels, host "
+                                              "time per step and KV sizing (explicit fields win)")
+    memory_rule: Literal["total", "free_after_weights"] = Field(
+        default="total", description="total: KV = utilization x memory - weights - reserve (vLLM, SGLang); "
+                                     "free_after_weights: KV = utilization x (memory - weights - reserve) (TRT-LLM)")
 
 
 class PoliciesSection(StrictConfig):

@@ -143,5 +143,10 @@ class Cluster:
                 fire()
 
         self._on_done = lambda req: send(req.client)
+        starts = table.client_start_s.tolist() if table.client_start_s is not None else []
         for c in range(min(table.concurrency or 1, n)):
-            send(c)
+            start = s_to_ps(starts[c]) if c < len(starts) else 0
+            if start > 0:
+                self.env.timeout(start).callbacks.append(lambda _ev, c=c: send(c))
+            else:
+                send(c)

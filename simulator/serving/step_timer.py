@@ -15,43 +15,84 @@ from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 
 class StepTimer:
-    def __init__(self, model, tp: int, backend, quant=None) -> None:
+    """``framework`` (a :class:`~simulator.config.framework.FrameworkProfile` or None) adds what the
+    serving engine does around the kernels: its fusions in the lowering; CUDA-graph replay of
+    decode batches of at most ``cuda_graphs.max_batch`` rows, padded to the next captured size;
+    otherwise host launches (``launch_s`` each; piecewise graphs launch only the attention kernels
+    and one graph piece per layer), which bound the step when the CPU issues kernels more slowly
+    than the GPU runs them; and the host time per step and per running request. Without a
+    framework the backend's own launch accounting is used and nothing is added."""
+
+    def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0) -> None:
         self.model = model
         self.quant = quant  # a quantization scheme (policies.quantization) or None
         self.tp = tp
         self.backend = backend
-        self._fixed: dict[tuple[int, int], tuple[float, float]] = {}
+        self.framework = framework
+        self.fusion = framework.fusion if framework is not None else None
+        self.launch_s = float(launch_s) if framework is not None else 0.0
+        if framework is not None:
+            self.host_step_s = framework.host.step_s
+            self.host_seq_s = framework.host.per_seq_s
+        else:
+            self.host_step_s = self.host_seq_s = 0.0
+        self._fixed: dict[tuple[int, int], tuple[float, float, int]] = {}
         self._attn_template = {}
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // tp) * model.head_dim * model.num_layers
 
-    def _dense(self, tokens: int, emitting: int) -> tuple[float, float]:
+    def _dense(self, tokens: int, emitting: int) -> tuple[float, float, int]:
+        """(kernel seconds, FLOPs, kernel launches) of every op but attention."""
         key = (tokens, emitting)
         hit = self._fixed.get(key)
         if hit is None:
-            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant)
-            hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops))
+            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion)
+            hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
+                                      sum(op.count for op in ops))
         return hit
+
+    def _launch_floor(self, kernels: int, decode_only: bool, rows: int) -> float:
+        """Host launch time of one step (0 when a CUDA graph replays it)."""
+        fw = self.framework
+        if fw is None or (decode_only and rows <= fw.cuda_graphs.max_batch):
+            return 0.0
+        if fw.cuda_graphs.mixed == "piecewise":
+            kernels = 2 * self.model.num_layers + 1
+        return kernels * self.launch_s
 
     def step(self, shape: BatchShape) -> tuple[int, float]:
         """(picoseconds, FLOPs per GPU) of one iteration."""
+        decode_only = not shape.prefill
+        rows = shape.decode_rows + len(shape.prefill)
         tokens = sum(t for t, _ in shape.prefill) + shape.decode_rows
-        t, flops = self._dense(tokens, shape.emitting)
+        emitting = shape.emitting
+        if self.framework is not None and decode_only:
+            tokens = emitting = self.framework.padded_batch(tokens)
+        t, flops, kernels = self._dense(tokens, emitting)
         for op in attention_ops(shape, self.model, self.tp, self.quant):
             t += self.backend.op_s(op)
             flops += op.flops()
+            kernels += op.count
+        if self.framework is not None:
+            t = max(t, self._launch_floor(kernels, decode_only, rows)) + self.host_step_s + self.host_seq_s * rows
         return int(round(t * PS_PER_S)), flops
 
-    def _decode_fixed(self, rows: int) -> tuple[float, float]:
+    def _decode_fixed(self, rows: int) -> tuple[float, float, int]:
         if rows not in self._attn_template:
             self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0, self.quant)
-        return self._dense(rows, rows)
+        padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+        return self._dense(padded, padded)
 
     def decode_segment(self, rows: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-iteration picoseconds (int64) and FLOPs of ``k`` decode iterations of ``rows``
         rows whose summed context is ``kv0`` in the first iteration and grows by ``rows``."""
-        fixed_s, fixed_flops = self._decode_fixed(rows)
+        fixed_s, fixed_flops, kernels = self._decode_fixed(rows)
         kv = kv0 + rows * np.arange(k, dtype=np.int64)
-        attn_s = self.backend.decode_attention_s(self._attn_template[rows], kv)
-        ps = np.rint((fixed_s + attn_s) * PS_PER_S).astype(np.int64)
+        template = self._attn_template[rows]
+        attn_s = self.backend.decode_attention_s(template, kv)
+        step_s = fixed_s + attn_s
+        if self.framework is not None:
+            floor = self._launch_floor(kernels + template.count, True, rows)
+            step_s = np.maximum(step_s, floor) + (self.host_step_s + self.host_seq_s * rows)
+        ps = np.rint(step_s * PS_PER_S).astype(np.int64)
         flops = fixed_flops + self.attn_flops_per_kv * kv.astype(np.float64)
         return ps, flops

@@ -22,6 +22,7 @@ class RequestTable:
     prefix_tokens: np.ndarray | None = None  # int64, optional (length of the shared prefix)
     concurrency: int | None = None  # closed loop: number of clients
     think_s: np.ndarray | None = None  # closed loop: think time before each request
+    client_start_s: np.ndarray | None = None  # closed loop: when each client sends its first request
     meta: dict = field(default_factory=dict)  # e.g. {"source": path, "rows": n}
 
     def __len__(self) -> int:

@@ -1,5 +1,8 @@
 """Closed-loop load: ``clients`` users, each sending its next request ``think`` after the last.
 
+All clients start at once (as a max-concurrency benchmark does) unless ``ramp_up`` staggers their
+first requests evenly over that time.
+
 The source draws the lengths (streams ``prompt_tokens`` and ``output_tokens``) and the think time
 before each request (stream ``think``: ``fixed`` = exactly ``think_time``, ``exponential`` = mean
 ``think_time``); arrivals are left to the simulation (``arrival_s`` is NaN).
@@ -25,6 +28,9 @@ class ClosedLoopConfig(StrictConfig):
     num_requests: int = Field(gt=0, description="requests in total, over all clients")
     think_time: Seconds = Field(default="0s", description="(mean) pause between a reply and the next request")
     think: Literal["fixed", "exponential"] = "exponential"
+    ramp_up: Seconds = Field(default="0s", description="client c sends its first request at c x ramp_up / clients "
+                                                       "(benchmark tools' ramp-up); 0: all at once, as a "
+                                                       "max-concurrency benchmark starts")
     prompt_tokens: LengthDist
     output_tokens: LengthDist
 
@@ -50,5 +56,6 @@ class ClosedLoopSource:
             output_tokens=sample_lengths(cfg.output_tokens, rngs.get("output_tokens"), n, self.base_dir),
             concurrency=cfg.clients,
             think_s=think,
+            client_start_s=np.arange(cfg.clients, dtype=np.float64) * (float(cfg.ramp_up) / cfg.clients),
             meta={"source": "closed_loop", "rows": n, "clients": cfg.clients},
         )

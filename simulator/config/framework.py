@@ -1,0 +1,149 @@
+"""Serving-framework profiles: what the engine around the scheduler does (vLLM, SGLang, TensorRT-LLM).
+
+A profile is a preset file (``simulator/config/frameworks/<framework>-<version>.yaml``) selected
+by ``engine: {framework: vllm-0.12}``. It describes the engine, not the policy: which kernels the
+framework fuses, which all-reduce and attention kernels it runs (timing-backend settings), when it
+replays CUDA graphs (and pads the batch to a captured size), its host work per step, its default
+scheduler (a policy block, used when the scenario names none), how it sizes the KV cache and the
+KV dtype it picks. Every number in a preset cites its source.
+
+Models: a framework as data consumed by the loader (scheduler and timing defaults, memory rule),
+    the lowering (``fusion``) and the step timer (CUDA graphs, host time per step).
+Ignores: framework features outside that list (prefix caching, speculative decoding, async
+    output processing beyond what ``host`` states, sampling parameters).
+Sources: each preset's ``# source:`` comments (framework code constants and documentation).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from simulator.config.errors import config_error
+from simulator.config.quantities import Bytes, Seconds, StrictConfig
+from simulator.core.errors import ConfigError
+
+PRESETS = Path(__file__).with_name("frameworks")
+FRAMEWORKS = ("vllm", "sglang", "trtllm")
+
+
+class FusionConfig(StrictConfig):
+    """Kernels the framework fuses (true) or runs on their own (false)."""
+
+    add_norm: bool = Field(default=False, description="residual add fused into the next RMSNorm (one kernel)")
+    rope_in_attention: bool = Field(default=False, description="rotary embedding inside the attention kernel")
+    act_quant_in_producer: bool = Field(default=False,
+                                        description="fp8/int8 activation quantization fused into the kernel "
+                                                    "that produces the GEMM input (norm, activation)")
+    allreduce_norm: bool = Field(default=False,
+                                 description="tensor-parallel all-reduce fused with the residual add + norm "
+                                             "that follows it (no separate add/norm kernel)")
+
+
+class CudaGraphConfig(StrictConfig):
+    max_batch: int = Field(default=0, ge=0, description="decode-only batches of at most this many rows replay a "
+                                                        "captured graph (0: no graphs)")
+    sizes: list[int] = Field(default_factory=list, description="captured batch sizes (a batch is padded up to the "
+                                                               "next one); empty: every size up to max_batch")
+    mixed: Literal["eager", "piecewise"] = Field(
+        default="eager", description="batches with prefill rows: eager (every kernel launched from the host) or "
+                                     "piecewise (graphs around everything but attention)")
+
+
+class HostConfig(StrictConfig):
+    step_s: Seconds = Field(default="0s", description="host time per engine step not hidden behind the GPU "
+                                                      "(scheduling, input preparation, sampling, detokenization)")
+    per_seq_s: Seconds = Field(default="0s", description="host time per running request per step")
+
+
+class FrameworkProfile(StrictConfig):
+    name: str
+    framework: Literal["vllm", "sglang", "trtllm"]
+    version: str = Field(description="first framework version this profile describes")
+    default: bool = Field(default=False, description="the profile used when a version is not given")
+    scheduler: dict[str, Any] = Field(description="default scheduler block when the scenario names none")
+    timing: dict[str, Any] = Field(default_factory=dict,
+                                   description="tile-backend settings (merged under the scenario's timing block)")
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    cuda_graphs: CudaGraphConfig = Field(default_factory=CudaGraphConfig)
+    host: HostConfig = Field(default_factory=HostConfig)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    memory_rule: Literal["total", "free_after_weights"] = Field(
+        default="total", description="total: KV = utilization x memory - weights - reserve (vLLM, SGLang); "
+                                     "free_after_weights: KV = utilization x (memory - weights - reserve) (TRT-LLM)")
+    activation_reserve: Bytes = Field(default="1GiB", description="memory kept for activations and workspace")
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        default="auto", description="auto: the model's dtype; fp8: fp8 KV when the weights are fp8")
+
+    def padded_batch(self, rows: int) -> int:
+        """Rows a CUDA-graph replay of a decode batch of ``rows`` runs (the next captured size)."""
+        g = self.cuda_graphs
+        if rows > g.max_batch:
+            return rows
+        for s in g.sizes:
+            if s >= rows:
+                return s
+        return rows
+
+
+def version_key(version: str) -> tuple[int, ...] | None:
+    """(0, 12, 0) for '0.12.0', '0.5.6.post2' -> (0, 5, 6); None when not a dotted release number."""
+    m = re.match(r"^v?(\d+(?:\.\d+)*)(?:(?:rc|\.post|post|\.dev|dev)\d*)*(?:\.post\d+)?$", version.strip())
+    if not m:
+        return None
+    return tuple(int(x) for x in m.group(1).split("."))
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def _read(path: Path) -> FrameworkProfile:
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    try:
+        return FrameworkProfile.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, f"framework preset {path.name}", FrameworkProfile) from None
+
+
+def all_profiles() -> list[FrameworkProfile]:
+    return [_read(p) for p in sorted(PRESETS.glob("*.yaml"))]
+
+
+def resolve_profile(framework: str, version: str | None = None, where: str = "engine.framework") -> FrameworkProfile:
+    """The profile of ``framework`` for ``version``: the newest profile whose version is not newer
+    than ``version`` within the same major.minor-or-older line; ``version`` None: the framework's
+    default profile. An unknown framework or a version older than every profile is an error."""
+    fw = framework.strip().lower()
+    if fw not in FRAMEWORKS:
+        raise ConfigError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}", where=where)
+    profiles = [p for p in all_profiles() if p.framework == fw]
+    if version is None or not str(version).strip():
+        for p in profiles:
+            if p.default:
+                return p
+        raise ConfigError(f"framework {fw} has no default profile", where=where)
+    key = version_key(str(version))
+    if key is None:
+        raise ConfigError(f"unknown {fw} version {version!r} (not a release number); profiles: "
+                          f"{', '.join(p.version for p in profiles)}", where=where)
+    older = [p for p in profiles if version_key(p.version) <= key]
+    if not older:
+        raise ConfigError(f"unknown {fw} version {version!r}: older than every profile "
+                          f"({', '.join(p.version for p in profiles)})", where=where)
+    return max(older, key=lambda p: version_key(p.version))
+
+
+def parse_framework(text: str, where: str = "engine.framework") -> FrameworkProfile:
+    """``vllm``, ``vllm-0.12``, ``sglang-0.5.6.post2`` or a preset file stem -> profile."""
+    t = text.strip()
+    if (PRESETS / f"{t}.yaml").exists():
+        return _read(PRESETS / f"{t}.yaml")
+    fw, _, ver = t.partition("-")
+    return resolve_profile(fw, ver or None, where)

@@ -1,0 +1,305 @@
+"""Predict end-to-end serving benchmarks: one closed-loop simulation per measured row.
+
+Each row of a benchmark CSV (the aiconfigurator ``silicon_e2e`` format: model, framework and
+version, precision, isl, osl, concurrency, tp/pp/dp/ep, agg or disagg, measured TTFT and TPOT in
+ms) becomes a scenario: the row's GPU preset, the model's shipped config, the framework profile
+(``engine.framework``), the precision as a quantization scheme (and the profile's KV dtype),
+``concurrency`` clients in a closed loop sending fixed-length requests, all starting at once, as a
+max-concurrency benchmark does. The simulation's mean TTFT and mean TPOT over all requests
+(TPOT = (end - first token) / (output tokens - 1), as benchmark tools compute it) are compared
+with the measurement.
+
+Models: every row as its scenario on the one engine (no per-row constants).
+Ignores: benchmark-tool overheads outside the engine (HTTP, tokenization in the client).
+Sources: ../shared/validation/README.md (format); benchmark tools' TPOT definition (vLLM
+    ``benchmarks/serve.py``, SGLang ``bench_serving.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.core.errors import ConfigError, HwsimError
+
+REQUIRED = ("model_path", "backend", "backend_version", "precision", "mode", "isl", "osl", "batch_size", "tp_size",
+            "silicon_ttft_ms", "silicon_tpot_ms")
+SYSTEM_GPU = {"h200_sxm": "H200", "h100_sxm": "H100-SXM", "a100_sxm": "A100-80GB", "b200_sxm": "B200",
+              "gb200": "GB200", "l40s": "L40S"}
+# Model families served as mixture-of-experts; hwsim does not model MoE serving (expert routing,
+# expert parallelism) yet, so these rows are skipped with that reason rather than mispredicted.
+MOE_FAMILIES = ("deepseek", "qwen3-235b", "qwen3-30b-a3b", "qwen3.5", "kimi", "minimax", "gpt-oss", "glm-4.5",
+                "glm-5", "mixtral", "llama-4", "dbrx", "grok")
+PRECISION = {"fp8": "W8A8-fp8", "bf16": None, "fp16": None}
+
+
+@dataclass
+class ServingRow:
+    line: int  # 1-based line in the file (the header is line 1)
+    id: str
+    model: str
+    framework: str
+    version: str | None
+    precision: str
+    mode: str
+    isl: int
+    osl: int
+    concurrency: int
+    tp: int
+    pp: int
+    dp: int
+    ep: int
+    system: str
+    ttft_ms: float
+    tpot_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _num(r: dict[str, str], col: str, line: int, path: Path, default: float | None = None) -> float:
+    v = (r.get(col) or "").strip()
+    if not v:
+        if default is not None:
+            return default
+        raise ConfigError(f"{path.name} line {line}: field {col!r} is empty")
+    try:
+        x = float(v)
+    except ValueError:
+        raise ConfigError(f"{path.name} line {line}: field {col!r} is not a number: {v!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ConfigError(f"{path.name} line {line}: field {col!r} must be a finite number >= 0, got {v!r}",
+                          where=str(path))
+    return x
+
+
+def read_rows(path: Path) -> list[ServingRow]:
+    """Rows of a benchmark CSV; a missing column or a bad value is one error naming line and field."""
+    try:
+        f = open(path, newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in cols]
+        if missing:
+            raise ConfigError(f"{path.name}: missing column(s) {', '.join(missing)} (line 1)")
+        rows = []
+        for i, r in enumerate(reader, start=2):
+            def n(col: str, default: float | None = None) -> float:
+                return _num(r, col, i, path, default)
+
+            mode = (r.get("mode") or "agg").strip().lower()
+            agg = mode == "agg"  # disaggregated rows give concurrency and parallelism per worker pool
+            conc, tp = int(n("batch_size", None if agg else 0)), int(n("tp_size", None if agg else 0))
+            isl, osl = int(n("isl")), int(n("osl"))
+            for col, v in (("batch_size", conc), ("tp_size", tp), ("isl", isl), ("osl", osl)):
+                if not agg and col in ("batch_size", "tp_size"):
+                    continue
+                if v < 1:
+                    raise ConfigError(f"{path.name} line {i}: field {col!r} must be >= 1, got {v}")
+            ver = (r.get("backend_version") or "").strip() or None
+            rows.append(ServingRow(
+                line=i, id=(r.get("id") or f"line{i}").strip(), model=(r.get("model_path") or "").strip(),
+                framework=(r.get("backend") or "").strip(), version=ver,
+                precision=(r.get("precision") or "").strip().lower(), mode=mode,
+                isl=isl, osl=osl, concurrency=conc, tp=tp, pp=int(n("pp_size", 1)),
+                dp=int(n("attention_dp_size", 1)), ep=int(n("moe_ep_size", 1)),
+                system=(r.get("system") or "").strip().lower(),
+                ttft_ms=n("silicon_ttft_ms"), tpot_ms=n("silicon_tpot_ms")))
+    return rows
+
+
+def _is_moe(model: str) -> bool:
+    name = model.lower().split("/")[-1]
+    return any(f in name for f in MOE_FAMILIES)
+
+
+def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | None, str | None, str]:
+    """(scenario dict, None, note) for a row hwsim models; (None, skip reason, '') for a row it
+    cannot model yet. Input it cannot read at all (a model it does not know, an unknown framework
+    or version, a precision it has no scheme for) raises ConfigError naming the line and field."""
+    from simulator.config.framework import resolve_profile
+    from workloads.architectures.transformer import preset_for_hf_id
+
+    where = f"line {row.line}"
+    if _is_moe(row.model):
+        return None, "mixture-of-experts model: MoE serving is not modelled yet", ""
+    if row.mode != "agg":
+        return None, f"mode {row.mode!r}: only aggregated serving rows are predicted", ""
+    preset = preset_for_hf_id(row.model)
+    if preset is None:
+        raise ConfigError(f"line {row.line}: field 'model_path': model {row.model!r} is not shipped with hwsim",
+                          where=where)
+    prof = resolve_profile(row.framework, row.version, where=f"line {row.line}: field 'backend_version'") \
+        if row.framework.lower() in ("vllm", "sglang", "trtllm") else None
+    if prof is None:
+        raise ConfigError(f"line {row.line}: field 'backend': unknown framework {row.framework!r}; known: vllm, "
+                          f"sglang, trtllm")
+    if row.precision not in PRECISION:
+        raise ConfigError(f"line {row.line}: field 'precision': {row.precision!r} is not modelled; known: "
+                          f"{', '.join(PRECISION)}")
+    if row.pp > 1 or row.dp > 1:
+        return None, "pipeline or attention data parallelism in an aggregated row is not modelled here", ""
+    gpu = gpu or SYSTEM_GPU.get(row.system)
+    if gpu is None:
+        raise ConfigError(f"line {row.line}: field 'system': unknown system {row.system!r}; give --gpu")
+    note = "" if row.version else f"version not given: {prof.name} profile"
+    scheme = PRECISION[row.precision]
+    quant = None
+    if scheme is not None:
+        quant = {"kind": "scheme", "preset": scheme}
+        if prof.kv_cache_dtype == "fp8":
+            quant["kv"] = {"dtype": "fp8_e4m3"}
+    n = requests_for(row)
+    scenario = {
+        "name": row.id, "seed": 0,
+        "hardware": {"device": {"kind": "gpu", "preset": gpu}},
+        "model": {"kind": "transformer", "preset": preset},
+        "cluster": {"tensor_parallel": row.tp},
+        "engine": {"framework": f"{prof.framework}-{prof.version}",
+                   "max_model_len": row.isl + row.osl},
+        "workload": {"kind": "closed_loop", "clients": row.concurrency, "num_requests": n,
+                     "prompt_tokens": {"dist": "fixed", "value": row.isl},
+                     "output_tokens": {"dist": "fixed", "value": row.osl}},
+        "policies": {"quantization": quant} if quant else {},
+        "outputs": {"report": False, "chrome_trace": False, "events": False, "requests": False},
+    }
+    return scenario, None, note
+
+
+def requests_for(row: ServingRow, per_client: int = 2) -> int:
+    """Requests sent in all: ``per_client`` rounds of ``concurrency`` clients (at least 16)."""
+    return max(16, per_client * row.concurrency)
+
+
+@dataclass
+class Prediction:
+    row: ServingRow
+    ttft_ms: float = float("nan")
+    tpot_ms: float = float("nan")
+    skipped: str | None = None
+    note: str = ""
+    wall_s: float = 0.0
+
+
+def predict_row(args: tuple[ServingRow, str | None, str, int]) -> Prediction:
+    import time
+
+    from simulator.config.loader import load_scenario
+    from simulator.runner import run_scenario
+
+    row, gpu, backend, per_client = args
+    scenario, reason, note = classify(row, gpu)
+    if scenario is None:
+        return Prediction(row, skipped=reason)
+    scenario["workload"]["num_requests"] = requests_for(row, per_client)
+    scenario["run"] = {"warmup_requests": row.concurrency if per_client > 1 else 0}
+    if backend != "tile":
+        scenario["hardware"]["timing"] = {"kind": backend}
+    t0 = time.perf_counter()
+    try:
+        res = run_scenario(load_scenario(scenario))
+    except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
+        return Prediction(row, skipped=f"cannot run: {exc}", note=note)
+    s = res.summary
+    return Prediction(row, ttft_ms=1e3 * s["ttft_s"]["mean"], tpot_ms=1e3 * s["tpot_s"]["mean"], note=note,
+                      wall_s=time.perf_counter() - t0)
+
+
+def check_rows(rows: list[ServingRow], gpu: str | None) -> None:
+    """Raise on the first row that is bad input (before any simulation runs)."""
+    for r in rows:
+        classify(r, gpu)
+
+
+def predict_all(rows: list[ServingRow], gpu: str | None = None, backend: str = "tile", jobs: int = 1,
+                per_client: int = 2) -> list[Prediction]:
+    check_rows(rows, gpu)
+    args = [(r, gpu, backend, per_client) for r in rows]
+    if jobs <= 1:
+        return [predict_row(a) for a in args]
+    import multiprocessing as mp
+
+    # longest simulations first, so the pool's last tasks are short
+    order = sorted(range(len(args)), key=lambda i: -(args[i][0].concurrency * args[i][0].osl))
+    with mp.get_context("fork").Pool(jobs) as pool:
+        done = pool.map(predict_row, [args[i] for i in order], chunksize=1)
+    out: list[Prediction | None] = [None] * len(args)
+    for i, p in zip(order, done):
+        out[i] = p
+    return out  # type: ignore[return-value]
+
+
+def errors(preds: list[Prediction], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    ok = [p for p in preds if p.skipped is None]
+    pred = np.array([getattr(p, f"{metric}_ms") for p in ok])
+    meas = np.array([getattr(p.row, f"{metric}_ms") for p in ok])
+    return pred, meas
+
+
+def stats(pred: np.ndarray, meas: np.ndarray) -> tuple[float, float, float, int]:
+    """(median APE %, p90 APE %, bias % = median signed error, rows)."""
+    if pred.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    signed = (pred - meas) / meas
+    ape = np.abs(signed)
+    return (100 * float(np.median(ape)), 100 * float(np.percentile(ape, 90)), 100 * float(np.median(signed)),
+            int(pred.size))
+
+
+def group_key(p: Prediction) -> str:
+    r = p.row
+    return f"{r.model.split('/')[-1]} {r.framework} tp{r.tp}"
+
+
+def format_table(preds: list[Prediction], backend: str) -> str:
+    lines = [f"{'class':44s} {'backend':8s} {'median APE':>11s} {'p90 APE':>9s} {'bias':>8s} {'rows':>6s}"]
+
+    def add(label: str, sub: list[Prediction]) -> None:
+        for metric in ("ttft", "tpot"):
+            med, p90, bias, n = stats(*errors(sub, metric))
+            if n:
+                lines.append(f"{(label + ' ' + metric).strip():44s} {backend:8s} {med:10.1f}% {p90:8.1f}% "
+                             f"{bias:+7.1f}% {n:6d}")
+
+    add("", preds)
+    groups: dict[str, list[Prediction]] = {}
+    for p in preds:
+        if p.skipped is None:
+            groups.setdefault(group_key(p), []).append(p)
+    for k in sorted(groups):
+        add(k, groups[k])
+    return "\n".join(lines)
+
+
+def skipped_summary(preds: list[Prediction]) -> list[str]:
+    reasons: dict[str, int] = {}
+    for p in preds:
+        if p.skipped is not None:
+            reasons[p.skipped] = reasons.get(p.skipped, 0) + 1
+    return [f"skipped {n} row(s): {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+
+
+def write_rows(preds: list[Prediction], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "id", "model", "framework", "version", "precision", "isl", "osl", "concurrency", "tp",
+                    "measured_ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "measured_tpot_ms",
+                    "predicted_tpot_ms", "tpot_error_pct", "skipped", "note"])
+        for p in preds:
+            r = p.row
+
+            def err(pred: float, meas: float) -> str:
+                return "" if p.skipped is not None else f"{100 * (pred - meas) / meas:+.2f}"
+
+            w.writerow([r.line, r.id, r.model, r.framework, r.version or "", r.precision, r.isl, r.osl,
+                        r.concurrency, r.tp, f"{r.ttft_ms:.3f}", "" if p.skipped else f"{p.ttft_ms:.3f}",
+                        err(p.ttft_ms, r.ttft_ms), f"{r.tpot_ms:.3f}", "" if p.skipped else f"{p.tpot_ms:.3f}",
+                        err(p.tpot_ms, r.tpot_ms), p.skipped or "", p.note])
+    return path
