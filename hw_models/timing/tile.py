@@ -6,11 +6,12 @@ Models: GEMMs as CUTLASS/cuBLAS-style CTA tiles with waves, occupancy, split-K, 
     memory-bound kernels (embedding gather, norms, rotary, activation, residual add) as their
     bytes x the library kernel's traffic multiplier over the achievable HBM bandwidth, with a
     fixed in-GPU kernel cost and a latency-bound floor when too few bytes are in flight to cover
-    the HBM latency (Little's law); all-reduce as NCCL ring/tree with protocol choice
-    (``hw_models.collectives``). Each kernel also pays the host launch overhead unless
-    ``cuda_graphs`` is set. Quantized ops run on the tensor path of their dtype (int8/fp8/int4
-    peaks from the GPU preset) with packed weights/K/V and CUDA-core dequantization (the two
-    kernel modules above).
+    the HBM latency (Little's law); all-reduce as NCCL ring/tree with protocol choice (NVLS on
+    an NVSwitch Hopper node) or, with ``allreduce``, as a serving framework's own one-/two-shot
+    NVLink kernels with NCCL above its size limit (``hw_models.collectives``). Each kernel also
+    pays the host launch overhead unless ``cuda_graphs`` is set. Quantized ops run on the tensor
+    path of their dtype (int8/fp8/int4 peaks from the GPU preset) with packed weights/K/V and
+    CUDA-core dequantization (the two kernel modules above).
 Ignores: kernel fusion beyond the op list, overlap of consecutive kernels, clock throttling
     (absorbed in the fitted efficiencies), ECC.
 Sources: see the three modules above; constants fitted on the Vidur A100 tables are marked
@@ -19,6 +20,7 @@ Sources: see the three modules above; constants fitted on the Vidur A100 tables 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from hw_models import attention_kernels as attn
-from hw_models.collectives import Fabric, NcclParams, allreduce_s
+from hw_models.collectives import AR_LIMITS, FRAMEWORK_DEFAULT, ArLimits, Fabric, NcclParams, custom_allreduce_s
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import Seconds, StrictConfig
@@ -84,6 +86,38 @@ class TileConfig(StrictConfig):
     cuda_graphs: bool = Field(default=False, description="true: no host launch overhead per kernel")
     nccl_reduce_eff: float = Field(default=NcclParams().reduce_eff, gt=0)
     nccl_copy_eff: float = Field(default=NcclParams().copy_eff, gt=0)
+    nccl_call_s: Seconds = Field(default=f"{NcclParams().reduce_call_s * 1e6}us",
+                                 description="per-call cost of an NCCL collective outside the wire model "
+                                             "(fitted: 19.3 us for eager torch.distributed calls, Vidur A100; "
+                                             "0 us replayed in a CUDA graph, aic H200/A100 tables)")
+    nccl_floor_s: Seconds = Field(default="0us",
+                                  description="an NCCL all-reduce lasts at least this long (Vidur's eager calls "
+                                              "with a stream sync each: 62.5 us, fitted; 0: calls queued ahead "
+                                              "of the GPU, as a serving engine issues them)")
+    allreduce: str = Field(default="nccl", pattern="^(nccl|custom|trtllm)$",
+                           description="nccl (NCCL ring/tree, NVLS on NVSwitch Hopper), custom (vLLM/SGLang "
+                                       "one-/two-shot over NVLink P2P, NCCL above the limit), trtllm "
+                                       "(TensorRT-LLM AUTO: one-/two-shot, NCCL above the workspace)")
+    allreduce_limits: str | None = Field(default=None, pattern="^(vllm|vllm-symm-mem|sglang|trtllm)$",
+                                         description="the framework's size limits (hw_models.collectives.AR_LIMITS); "
+                                                     "unset: vllm for custom, trtllm for trtllm")
+    allreduce_max_bytes: dict[int, float] | None = Field(
+        default=None, description="override: custom kernel below this many bytes, by GPU count (smallest key >= p)")
+    allreduce_oneshot_max_bytes: dict[int, float] | None = Field(
+        default=None, description="override: one-shot below this many bytes, two-shot above, by GPU count")
+
+
+def ar_limits(config: TileConfig) -> ArLimits | None:
+    """The framework's all-reduce limits with the config's overrides (None for plain NCCL)."""
+    if config.allreduce == "nccl":
+        return None
+    lim = AR_LIMITS[config.allreduce_limits or FRAMEWORK_DEFAULT[config.allreduce]]
+    if config.allreduce_max_bytes is not None:
+        lim = dataclasses.replace(lim, max_bytes=dict(config.allreduce_max_bytes), hopper_max_bytes=None,
+                                  pre_hopper_max_bytes=None)
+    if config.allreduce_oneshot_max_bytes is not None:
+        lim = dataclasses.replace(lim, oneshot_bytes=dict(config.allreduce_oneshot_max_bytes))
+    return lim
 
 
 def mem_class(name: str) -> str:
@@ -111,8 +145,13 @@ class TileBackend(TimingBackend):
         self._hopper = device.architecture == "hopper" and config.use_wgmma
         self._params: dict[str, GemmParams] = {}
         self._attn: dict[str, attn.AttnParams] = {}
-        self._nccl = NcclParams(config.nccl_reduce_eff, config.nccl_copy_eff)
-        self._fabric = Fabric.of(link.config) if link is not None else None
+        self._nccl = NcclParams(config.nccl_reduce_eff, config.nccl_copy_eff, reduce_call_s=config.nccl_call_s,
+                                reduce_floor_s=config.nccl_floor_s)
+        self._fabric = None
+        if link is not None:
+            nvls = device.architecture == "hopper" and link.config.technology == "nvswitch"
+            self._fabric = Fabric.of(link.config, nvls)
+        self._ar_limits = ar_limits(config)
 
     # -- GEMM --------------------------------------------------------------------------------
     def gemm_params(self, dtype: str, legacy: bool = False) -> GemmParams:
@@ -167,7 +206,8 @@ class TileBackend(TimingBackend):
         elif kind == "allreduce":
             if self._fabric is None or op.workers <= 1:
                 return 0.0
-            return allreduce_s(op.bytes, op.workers, self._fabric, self._nccl) * op.count
+            return custom_allreduce_s(op.bytes, op.workers, self._fabric, self.config.allreduce, self._ar_limits,
+                                      nccl=self._nccl, architecture=self.device.architecture) * op.count
         else:
             raise ValueError(f"tile backend cannot time op kind {kind!r}")
         return (t + self._launch) * op.count

@@ -7,7 +7,7 @@ compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, 
 fragment cost, L2 bytes per SM clock) by Nelder-Mead on median + 0.5 p90 APE of the train models'
 GEMM rows (every 3rd row; ``--quick``: every 12th), then the memory-bound kernels' fixed cost and traffic multipliers
 (median ratio start, Nelder-Mead on median + 0.3 p90). network, on the intra-node rows: NCCL's
-reduce efficiency factor, chunk size, channel bandwidth cap and per-call cost on all_reduce (grid
+reduce efficiency factor, chunk size, channel bandwidth cap, per-call cost and eager floor on all_reduce (grid
 start, then Nelder-Mead on median + 0.3 p90), and the send/recv floor on send_recv (bounded 1-D
 search, same objective; the p2p rate comes from the link presets). Train = Llama-2-7B and Llama-2-70B.
 """
@@ -91,15 +91,15 @@ def fit_network(directory: Path) -> None:
     # all-reduce: reduce efficiency, chunk, channel cap, per-call cost. Coarse grid over the
     # channel cap (share of the NVLink rating) and the per-call cost (us), then Nelder-Mead.
     def obj(x):
-        if min(x[:3]) <= 0 or x[3] < 0:
+        if min(x[:3]) <= 0 or min(x[3:]) < 0:
             return 1e9
         return score(NcclParams(reduce_eff=x[0], chunk_bytes=x[1] * 1e3, channel_share=x[2],
-                                reduce_call_s=x[3] * 1e-6), ar, meas[is_ar])
+                                reduce_call_s=x[3] * 1e-6, reduce_floor_s=x[4] * 1e-6), ar, meas[is_ar])
 
-    starts = [[1.0, 128.0, c, r] for c, r in itertools.product([0.5, 0.6, 0.7], [20, 40])]
+    starts = [[1.0, 128.0, c, r, f] for c, r, f in itertools.product([0.6, 0.7], [10, 20], [0, 50, 60])]
     res = minimize(obj, min(starts, key=obj), method="Nelder-Mead",
-                   options=dict(maxiter=300, xatol=1e-3, fatol=1e-5))
-    print("nccl all_reduce: reduce_eff, chunk_kB, channel_share, reduce_call_us =",
+                   options=dict(maxiter=400, xatol=1e-3, fatol=1e-5))
+    print("nccl all_reduce: reduce_eff, chunk_kB, channel_share, reduce_call_us, reduce_floor_us =",
           [round(float(v), 3) for v in res.x], "objective", round(res.fun, 4))
     # send/recv: the rendezvous floor only (the p2p rate is the link preset's p2p_efficiency)
     r2 = minimize_scalar(lambda f: score(NcclParams(p2p_floor_s=f * 1e-6), sr, meas[~is_ar]),

@@ -11,6 +11,7 @@ Sources: error metric = absolute percentage error |pred - meas| / meas, median a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,15 @@ import simulator.core.registry as reg
 from hw_models.collectives import Fabric, NcclParams, allreduce_s, send_recv_s
 from hw_models.link import Link
 from simulator.config.loader import resolve_component
+from simulator.core.errors import ConfigError
+from simulator.validation.aic_comm import NetItem, predict_item
 from simulator.validation.vidur import GEMM_OPS, Row
 
-NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR"), "a100_pairwise_nvlink": ("NVLink-bridge-A100", 2, "PCIe4")}
+# node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
+NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR", "ampere"),
+               "a100_pairwise_nvlink": ("NVLink-bridge-A100", 2, "PCIe4", "ampere"),
+               "a100_sxm": ("NVLink3", 8, "IB-HDR", "ampere"),  # aic: HGX A100 SXM4 8-GPU
+               "h200_sxm": ("NVLink4", 8, "IB-NDR", "hopper")}  # aic: HGX H200 8-GPU (NVSwitch with NVLS)
 
 
 def gpu_config(preset: str) -> Any:
@@ -57,17 +64,48 @@ def op_class(row: Row) -> str:
     return "memory"
 
 
-def network_s(row: Row, backend_kind: str, nccl: NcclParams = NcclParams()) -> float:
-    coll, size, p, dpn, node = row.item
-    intra, group, inter = NODE_FABRIC.get(node, ("NVLink3", 8, "IB-HDR"))
-    if node == "a100_dgx":
+def node_fabric(node: str, link: str | None = None, dpn: int | None = None) -> tuple[Fabric, str]:
+    """(fabric, GPU architecture) of a table's node; ``link`` replaces the intra-node link preset.
+    An unknown node needs ``link`` (ConfigError naming the node and the known ones otherwise)."""
+    if node not in NODE_FABRIC and link is None:
+        raise ConfigError(f"network table node {node!r} is unknown (known: {', '.join(sorted(NODE_FABRIC))}); "
+                          "name its link with --link PRESET")
+    intra, group, inter, arch = NODE_FABRIC.get(node, (link, 1 << 30, None, "unknown"))
+    intra = link or intra
+    if node == "a100_dgx" and dpn:
         group = dpn
-    fab = Fabric(link_config(intra), group, link_config(inter))
+    lc = link_config(intra)
+    nvls = arch == "hopper" and lc.technology == "nvswitch"
+    return Fabric(lc, group, link_config(inter) if inter else None, nvls), arch
+
+
+def with_link(rows: list[Row], link: str | None) -> list[Row]:
+    """Check every network row's node (ConfigError on an unknown one without ``link``) and pin
+    ``link`` as their intra-node link preset."""
+    out = []
+    for r in rows:
+        if not isinstance(r.item, tuple):
+            out.append(r)
+            continue
+        item = NetItem(*r.item)
+        node_fabric(item.node, link)
+        out.append(dataclasses.replace(r, item=item._replace(link=link)) if link else r)
+    return out
+
+
+def network_s(row: Row, backend_kind: str, nccl: NcclParams = NcclParams()) -> float:
+    item = NetItem(*row.item)
+    fab, arch = node_fabric(item.node, item.link, item.dpn)
+    coll, size, p = item.coll, item.size, item.p
+    if fab.inter is None:
+        fab = dataclasses.replace(fab, inter=fab.intra)
     if backend_kind != "tile":  # the link preset's alpha-beta model on the bottleneck link
         link = Link(fab.bottleneck(p) if coll == "all_reduce" else (fab.intra if row.intra_node else fab.inter))
         return link.allreduce_s(size, p) if coll == "all_reduce" else link.send_s(size)
+    if len(row.item) > 5:  # an aic row: the framework's all-reduce, replayed in a CUDA graph
+        return predict_item(item, fab, arch, nccl)
     if coll == "all_reduce":
-        return allreduce_s(size, p, fab, nccl)
+        return allreduce_s(size, p, dataclasses.replace(fab, nvls=False), nccl)
     return send_recv_s(size, fab, nccl, same_group=row.intra_node)
 
 
