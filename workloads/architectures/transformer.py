@@ -1,16 +1,29 @@
 """Decoder-only transformer architectures read from HF-style ``config.json`` files.
 
 Models: dense, GQA/MQA and mixture-of-experts decoders — layer count, hidden size, heads and KV
-    heads, head dimension, MLP width (gated or not), experts per token, vocabulary, norms,
-    parallel attention+MLP blocks (phi), tied embeddings.
-Ignores: sliding-window attention masks (Mistral; treated as full attention), biases' bytes,
-    rotary tables.
-Sources: the models' published ``config.json`` files (shipped in ``workloads/models/``).
+    heads, head dimension (an explicit ``head_dim`` wider or narrower than hidden / heads, as in
+    Qwen3, Gemma and Llama-3.2), MLP width (gated or not), experts per token, vocabulary, norms,
+    parallel attention+MLP blocks (phi), tied embeddings (the LM head shares the input embedding,
+    so its weights count once). HF repo ids (``meta-llama/Llama-3.1-8B-Instruct``,
+    ``google/gemma-2-9b-it``, ...) map to the shipped presets (:func:`preset_for_hf_id`).
+Ignores: sliding-window (local) attention: ``sliding_window_tokens`` and ``sliding_window_layers``
+    are read and kept on the config (Mistral v0.1, Gemma-2's alternate layers, Gemma-3's five
+    local layers in six) but attention time and KV memory treat every layer as full attention;
+    Qwen3's QK-norm (two head_dim-wide RMSNorms per layer); Gemma's embedding scaling by
+    sqrt(hidden), attention-logit and final-logit soft-capping and its extra post-attention /
+    post-MLP norms (counted as two norms per layer like the others); biases' bytes (Qwen2's QKV
+    biases, OPT, phi-2: under 0.1 % of the weights); rotary tables and rope scaling (context
+    length is ``max_position``); vision towers of multimodal checkpoints (Gemma-3: the text
+    decoder only).
+Sources: the models' published ``config.json`` files (shipped in ``workloads/models/``, each
+    naming its Hugging Face repo in ``_source``); Gemma-3's text decoder from the ``text_config``
+    of its config with the Gemma3TextConfig defaults written out.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +54,11 @@ class TransformerConfig(StrictConfig):
     parallel_attn_mlp: bool = False
     tie_embeddings: bool = False
     dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8"] = "bf16"
+    sliding_window_tokens: int | None = Field(
+        default=None, gt=0, description="window of the local (sliding-window) attention layers, tokens; recorded "
+                                        "only: attention and KV treat every layer as full attention")
+    sliding_window_layers: list[int] = Field(
+        default_factory=list, description="indices of the layers using the sliding window (recorded only)")
 
     @model_validator(mode="after")
     def _check(self) -> TransformerConfig:
@@ -48,6 +66,11 @@ class TransformerConfig(StrictConfig):
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         if self.experts_per_token > self.num_experts:
             raise ValueError("experts_per_token exceeds num_experts")
+        if self.sliding_window_layers and self.sliding_window_tokens is None:
+            raise ValueError("sliding_window_layers is set but sliding_window_tokens is not")
+        bad = [i for i in self.sliding_window_layers if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"sliding_window_layers {bad} outside layers 0..{self.num_layers - 1}")
         return self
 
     # -- derived sizes (per whole model, unsharded) -------------------------------------
@@ -97,11 +120,12 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
 
 
 # Families whose MLP is gated (SwiGLU: gate, up and down projections) whatever ``hidden_act`` says.
-_GATED_FAMILIES = frozenset({"llama", "mistral", "mixtral", "qwen", "qwen2", "qwen2_moe", "gemma", "gemma2",
-                             "internlm", "internlm2", "baichuan"})
+_GATED_FAMILIES = frozenset({"llama", "mistral", "mixtral", "qwen", "qwen2", "qwen2_moe", "qwen3", "gemma",
+                             "gemma2", "gemma3", "gemma3_text", "internlm", "internlm2", "baichuan"})
 # Families whose HF config class leaves ``tie_word_embeddings`` at PretrainedConfig's default (True):
 # their published config.json files omit the key but the LM head shares the input embedding.
-_TIED_BY_DEFAULT = frozenset({"opt", "falcon", "refinedweb", "refinedwebmodel", "gpt2"})
+_TIED_BY_DEFAULT = frozenset({"opt", "falcon", "refinedweb", "refinedwebmodel", "gpt2", "gemma", "gemma2", "gemma3",
+                              "gemma3_text"})
 
 
 def _kv_heads(cfg: dict[str, Any], mtype: str, heads: int) -> int:
@@ -115,8 +139,33 @@ def _kv_heads(cfg: dict[str, Any], mtype: str, heads: int) -> int:
     return int(_get(cfg, "num_key_value_heads", "multi_query_group_num", "num_kv_heads", default=heads))
 
 
+def _sliding_window(cfg: dict[str, Any], mtype: str, layers: int) -> tuple[int | None, list[int]]:
+    """The sliding window (tokens) and the indices of the layers using it, as HF's modelling code
+    reads them: ``use_sliding_window: false`` (Qwen2/Qwen3) turns the window off; ``layer_types``
+    names each layer; otherwise Gemma-2 alternates (even layers local), Gemma-3 makes every layer
+    but each ``sliding_window_pattern``-th local, Qwen2/3 window the layers from
+    ``max_window_layers`` on, and the rest (Mistral v0.1) window every layer."""
+    window = cfg.get("sliding_window")
+    if not window or cfg.get("use_sliding_window") is False:
+        return None, []
+    if isinstance(cfg.get("layer_types"), list):
+        local = [i for i, t in enumerate(cfg["layer_types"]) if t == "sliding_attention"]
+    elif mtype == "gemma2":
+        local = [i for i in range(layers) if i % 2 == 0]
+    elif mtype in ("gemma3", "gemma3_text"):
+        pattern = int(cfg.get("sliding_window_pattern", 6))
+        local = [i for i in range(layers) if (i + 1) % pattern]
+    elif mtype in ("qwen2", "qwen3", "qwen2_moe") and "max_window_layers" in cfg:
+        local = list(range(int(cfg["max_window_layers"]), layers))
+    else:
+        local = list(range(layers))
+    return int(window), local
+
+
 def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
     """Normalise an HF ``config.json`` mapping to :class:`TransformerConfig` fields."""
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:  # multimodal: the text decoder
+        cfg = {"torch_dtype": cfg.get("torch_dtype"), **cfg["text_config"]}
     mtype = str(cfg.get("model_type", "llama")).lower()
     hidden = int(_get(cfg, "hidden_size", "n_embd", "n_embed", "d_model"))
     heads = int(_get(cfg, "num_attention_heads", "n_head"))
@@ -153,8 +202,11 @@ def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
     if "num_local_experts" in cfg:
         out["num_experts"] = int(cfg["num_local_experts"])
         out["experts_per_token"] = int(_get(cfg, "num_experts_per_tok", default=2))
-    dtype = str(cfg.get("torch_dtype", "bfloat16"))
+    dtype = str(cfg.get("torch_dtype") or "bfloat16")
     out["dtype"] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, "bf16")
+    window, local = _sliding_window(cfg, mtype, out["num_layers"])
+    if window is not None and local:
+        out.update(sliding_window_tokens=window, sliding_window_layers=local)
     return out
 
 
@@ -169,6 +221,37 @@ def read_hf_config(path: Path) -> dict[str, Any]:
         return from_hf(cfg, name=Path(path).stem)
     except KeyError as exc:
         raise ConfigError(str(exc.args[0]), where=str(path)) from None
+
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# Name tokens that mark a fine-tune or a checkpoint format of the same architecture.
+_VARIANT_TOKENS = frozenset({"instruct", "it", "chat", "hf", "base", "pt", "fp8", "fp4", "nvfp4", "dynamic", "awq",
+                             "gptq", "int4", "int8", "w4a16", "w8a8", "w8a16", "bnb", "4bit"})
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def preset_for_hf_id(repo_id: str) -> str | None:
+    """The shipped preset of a Hugging Face repo id (``Qwen/Qwen2.5-72B-Instruct`` -> ``Qwen2.5-72B``),
+    or None. The organisation, a leading ``Meta-``, and variant tokens (``-Instruct``, ``-it``,
+    ``-chat``, ``-hf``, ``-FP8``, ``-AWQ``, ...) are dropped and the rest matched case-insensitively;
+    a version suffix (``-v0.1``) is dropped last if nothing matched with it."""
+    stems = {_norm(p.stem): p.stem for p in MODELS_DIR.glob("*.json")}
+    repo = repo_id.strip().rstrip("/").rsplit("/", 1)[-1]
+    tokens = [t for t in re.split(r"[-_]", repo.lower()) if t and t not in _VARIANT_TOKENS]
+    quant = re.compile(r"^(quantized\.\w+|fp8\w*|w\d+a\d+\w*)$")  # e.g. quantized.w8a8, FP8-dynamic
+    tokens = [t for t in tokens if not quant.match(t)]
+    if tokens[:1] == ["meta"]:
+        tokens = tokens[1:]
+    candidates = ["-".join(tokens)]
+    if len(tokens) > 1 and re.fullmatch(r"v\d+(\.\d+)*", tokens[-1]):
+        candidates.append("-".join(tokens[:-1]))
+    for cand in candidates:
+        if cand in stems:
+            return stems[cand]
+    return None
 
 
 @register_model("transformer", config=TransformerConfig, presets="../models", preset_reader=read_hf_config)
