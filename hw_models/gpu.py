@@ -1,13 +1,18 @@
 """GPU hardware kind: SMs, tensor cores per dtype, on-chip memories, HBM, power and price.
 
-Models: a GPU as the numbers a timing backend needs — SM count and clock, dense tensor-core
-    throughput per dtype, CUDA-core FP32 throughput, register file / shared memory per SM, L2
-    size, HBM capacity and bandwidth, kernel launch overhead, board power and hourly price.
-Ignores: clock throttling under power limits, ECC overheads, MIG partitioning.
+Models: a GPU as the numbers a timing backend needs — its architecture generation (one of
+    ``ARCHITECTURES``), SM count and clock, dense tensor-core throughput per dtype (incl.
+    Blackwell's block-scaled ``nvfp4``/``mxfp4``/``mxfp8``), CUDA-core FP32 throughput, register
+    file / shared memory per SM, L2 size, HBM capacity and bandwidth, kernel launch overhead,
+    board power and hourly price.
+Ignores: clock throttling under power limits, ECC overheads, MIG partitioning, structured
+    sparsity (peaks are dense), FP6 (runs at the FP8 rate on Blackwell; no dtype of its own).
 Sources: vendor datasheets and whitepapers, cited per number in ``presets/gpu/*.yaml``.
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -25,12 +30,20 @@ from simulator.config.quantities import (
 )
 from simulator.core.registry import register_hardware
 
-DTYPES = ("fp64", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
+DTYPES = ("fp64", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "mxfp8", "fp4", "nvfp4", "mxfp4")
+# Stored bytes per element of each tensor-core dtype, block scales included: NVFP4 is e2m1 with one
+# e4m3 scale per 16 elements (4 + 8/16 bits), MXFP4 / MXFP8 one e8m0 scale per 32 elements (OCP
+# Microscaling Formats v1.0, 2023; NVIDIA Blackwell architecture technical brief, 2024).
+DTYPE_BYTES = {"fp64": 8.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5,
+               "mxfp8": 1.0 + 1 / 32, "fp4": 0.5, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
+# GPU generations the timing backends know; the ones a backend treats specially are named there.
+Architecture = Literal["volta", "turing", "ampere", "ada", "hopper", "blackwell"]
+ARCHITECTURES = get_args(Architecture)
 
 
 class GpuConfig(StrictConfig):
     name: str = Field(description="marketing name, e.g. 'NVIDIA H100 SXM5 80GB'")
-    architecture: str = Field(description="ampere, ada, hopper, ...")
+    architecture: Architecture = Field(description="GPU generation: " + ", ".join(ARCHITECTURES))
     sm_count: int = Field(gt=0)
     clock_hz: Hz = Field(description="boost clock used for the datasheet peaks")
     tensor_flops_per_s: dict[str, FlopsPerS] = Field(

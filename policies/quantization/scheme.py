@@ -5,7 +5,9 @@ Models: a scheme as numbers per tensor role — weight dtype with group-wise sca
     ``o_proj``, ``mlp_up``, ``mlp_down``, ``moe_router``, ``lm_head``); the activation dtype, which
     with the weight dtype picks the tensor-core path (W4A16 runs the 16-bit MMA on weights
     dequantized by CUDA cores, W8A8 the int8 or fp8 MMA, W4A8 the 8-bit MMA on int4 weights
-    widened to 8 bit, W4A4 the int4 MMA); the KV-cache dtype with its group scales and KIVI's
+    widened to 8 bit, W4A4 the int4 MMA; on Blackwell the block-scaled NVFP4 / MXFP4 / MXFP8
+    MMAs, whose scales are part of the format: NVFP4 one e4m3 scale per 16 elements, MX one e8m0
+    scale per 32, so 4.5 / 4.25 / 8.25 bits per element); the KV-cache dtype with its group scales and KIVI's
     window of recent tokens kept at full precision; LLM.int8()'s outlier decomposition (a share
     of input columns run as a separate 16-bit GEMM); and the CUDA-core instructions a kernel
     spends dequantizing each weight / K/V element. The scheme answers three questions: the
@@ -19,7 +21,8 @@ Ignores: accuracy (an input, never computed), calibration/packing cost, per-laye
 Sources: Dettmers et al., "LLM.int8()" (NeurIPS 2022); Xiao et al., "SmoothQuant" (ICML 2023);
     Frantar et al., "GPTQ" (ICLR 2023); Lin et al., "AWQ" (MLSys 2024); Frantar et al., "MARLIN"
     (PPoPP 2025); Lin et al., "QServe" (2024, W4A8KV4); Liu et al., "KIVI" (ICML 2024); Liu et
-    al., "COMET" (2024, W4A4KV4); NVIDIA PTX ISA (mma dtype pairs per architecture). Presets in
+    al., "COMET" (2024, W4A4KV4); NVIDIA PTX ISA (mma dtype pairs per architecture); OCP
+    Microscaling Formats (MX) v1.0 (2023); NVIDIA Blackwell technical brief (2024, NVFP4). Presets in
     ``presets/*.yaml`` cite theirs per number.
 """
 
@@ -34,14 +37,36 @@ from simulator.config.quantities import StrictConfig
 from simulator.core.errors import CapacityError
 from simulator.core.registry import register_quantization
 
-BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "int8": 8, "int4": 4, "nf4": 4, "int2": 2}
+# bits of one element (block scales of the microscaled formats are in MICROSCALED); "fp8" is the
+# model dtype of an fp8 checkpoint
+BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "fp8_e4m3": 8, "fp8_e5m2": 8, "int8": 8, "int4": 4, "nf4": 4,
+        "int2": 2, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "mxfp8": 8}
+# block-scaled formats: (elements per scale, bits of one scale) fixed by the format, whatever group_size says
+MICROSCALED = {"nvfp4": (16, 8), "mxfp4": (32, 8), "mxfp8": (32, 8)}
 # tensor-core dtype (GPU preset key) of each activation dtype; fp32 activations use TF32 MMAs
-TENSOR = {"fp32": "tf32", "bf16": "bf16", "fp16": "fp16", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "int8": "int8",
-          "int4": "int4"}
+TENSOR = {"fp32": "tf32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
+          "int8": "int8", "int4": "int4", "fp4": "fp4", "nvfp4": "nvfp4", "mxfp4": "mxfp4", "mxfp8": "mxfp8"}
 PROJECTIONS = ("qkv_proj", "o_proj", "mlp_up", "mlp_down", "moe_router", "lm_head")
-WDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "int2"]
-ADtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4"]
-KDtype = Literal["auto", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "int2"]
+WDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "int2", "fp4", "nvfp4",
+                 "mxfp4", "mxfp8"]
+ADtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "fp4", "nvfp4", "mxfp4",
+                 "mxfp8"]
+KDtype = Literal["auto", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "int2", "fp4", "nvfp4", "mxfp4",
+                 "mxfp8"]
+
+
+def is_float(dtype: str) -> bool:
+    """Floating-point family (fp8, fp4 and the block-scaled float formats) versus integer."""
+    return dtype.startswith(("fp", "bf", "nvfp", "mxfp"))
+
+
+def format_bytes(dtype: str) -> float:
+    """Stored bytes per element of ``dtype`` with the scales its format fixes (NVFP4 0.5625,
+    MXFP4 0.53125, MXFP8 1.03125); other dtypes' scales depend on the scheme's group size."""
+    if dtype in MICROSCALED:
+        group, scale_bits = MICROSCALED[dtype]
+        return effective_bits(BITS[dtype], group, scale_bits) / 8.0
+    return BITS[dtype] / 8.0
 
 
 def effective_bits(bits: float, group_size: int, scale_bits: int = 16, zero_point_bits: int = 0) -> float:
@@ -117,7 +142,7 @@ class SchemeConfig(StrictConfig):
             return self
         for name, w in [("weights", self.weights.dtype)] + [(f"weights.overrides.{k}", o.dtype)
                                                              for k, o in self.weights.overrides.items() if o.dtype]:
-            if w == "auto" or BITS[w] > BITS[a] or (w.startswith("fp8") != a.startswith("fp8") and BITS[w] == BITS[a]):
+            if w == "auto" or BITS[w] > BITS[a] or (is_float(w) != is_float(a) and BITS[w] == BITS[a]):
                 raise ValueError(f"{name}.dtype {w} cannot feed a {a} tensor-core GEMM (weights need <= {BITS[a]} "
                                  f"bits of the same family as the activations)")
         if self.outliers.method == "llm_int8" and a != "int8":
@@ -164,6 +189,8 @@ class QuantizationScheme:
     def weight_bytes_per_element(self, name: str, model_dtype: str) -> float:
         dtype, group = self.weight_dtype(name, model_dtype)
         bits = BITS[dtype]
+        if dtype in MICROSCALED:
+            return format_bytes(dtype)
         if bits >= 16:
             return bits / 8.0
         w = self.config.weights
@@ -198,7 +225,7 @@ class QuantizationScheme:
             a_dtype = model_dtype  # an unquantized LM head runs in 16 bit under low-bit activations
         fmt = None
         if w_dtype != model_dtype or a_dtype != model_dtype:
-            a_bytes = BITS[a_dtype] / 8.0
+            a_bytes = format_bytes(a_dtype)
             w_bytes = self.weight_bytes_per_element(name, model_dtype)
             weight_only = BITS[w_dtype] < BITS[a_dtype]  # weights widened on CUDA cores before the MMA
             fmt = LinearFormat(
@@ -229,7 +256,7 @@ class QuantizationScheme:
     # -- KV cache ---------------------------------------------------------------------------------
     def kv_format(self, model_bytes: float, head_dim: int = 128) -> KvFormat | None:
         kv = self.config.kv
-        if kv.dtype == "auto" or BITS[kv.dtype] / 8.0 == model_bytes:
+        if kv.dtype == "auto" or format_bytes(kv.dtype) == model_bytes:
             return None
         return KvFormat(self.kv_bytes_per_element(model_bytes, head_dim), kv.residual_tokens,
                         self.config.dequant.kv_ops_per_element)
@@ -240,6 +267,8 @@ class QuantizationScheme:
         if kv.dtype == "auto":
             return model_bytes
         bits = BITS[kv.dtype]
+        if kv.dtype in MICROSCALED:
+            return format_bytes(kv.dtype)
         if bits >= 16:
             return bits / 8.0
         group = kv.group_size or head_dim

@@ -27,7 +27,9 @@ from simulator.core import registry as reg
 from simulator.core.errors import ConfigError, InputFileError
 from simulator.core.units import format_quantity
 
-GPU_DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "tf32": 4, "fp32": 4, "fp64": 8}
+# bytes per element, block scales included (NVFP4: one e4m3 scale per 16; MX: one e8m0 per 32)
+GPU_DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "tf32": 4, "fp32": 4, "fp64": 8,
+                   "mxfp8": 1.03125, "nvfp4": 0.5625, "mxfp4": 0.53125}
 
 
 @dataclass(frozen=True)
