@@ -22,11 +22,12 @@ def validate_serving(csv_file: Path = typer.Argument(..., help="benchmark rows (
                      backend: str = typer.Option("tile", "--backend", help="timing backend (tile, roofline)"),
                      out: Path = typer.Option(None, "--out", help="directory for rows.csv and report.html"),
                      jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="simulations run in parallel"),
-                     rounds: int = typer.Option(2, "--rounds", min=1,
+                     rounds: int = typer.Option(3, "--rounds", min=1,
                                                 help="requests per client; the first round is warm-up "
                                                      "(left out of the means) when rounds > 1"),
                      only: str = typer.Option(None, "--only",
-                                              help="keep rows whose model, framework or id contains this text")) -> None:
+                                              help="keep rows whose model, framework or id contains this "
+                                                   "text")) -> None:
     """Simulate every benchmark row and print median / p90 APE and bias of TTFT and TPOT."""
     from simulator.validation.serving import format_table, predict_all, read_rows, skipped_summary, write_rows
 
