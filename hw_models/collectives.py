@@ -231,7 +231,8 @@ class ArKernel:
 
 # fitted: python -m simulator.validation.aic_comm fit ../shared/validation/aic
 AR_KERNELS = {"custom": ArKernel(4.43e-6, 6.97e-6, 0.058e-6, 0.639),  # vLLM / SGLang custom all-reduce
-              "trtllm": ArKernel(2.89e-6, 4.56e-6, 0.055e-6, 0.662)}  # TensorRT-LLM allreduce kernels
+              "trtllm": ArKernel(2.88e-6, 6.97e-6, 0.057e-6, 0.675)}  # TensorRT-LLM allreduce kernels
+# (TRT-LLM's two-shot cost is the vLLM/SGLang one: AUTO runs no two-shot in the tables, nothing to fit it on)
 NVLS = NvlsParams()
 NCCL_GRAPH_CALL_S = 0.0  # NCCL per-call cost outside the wire model when replayed in a CUDA graph (fitted)
 
@@ -275,12 +276,12 @@ AR_LIMITS = {
     # SGLang's copy of vLLM's kernel, same one-/two-shot switch; the limit is an estimate from the aic
     # tables (custom at 8 MiB, NCCL at 16 MiB on H200 and A100)
     "sglang": ArLimits({8: 16 * MiB}, _VLLM_ONESHOT),
-    # TensorRT-LLM customAllReduceUtils.h getMaxRequiredWorkspaceSize: 16 MB at <= 2 GPUs, 8 MB above;
-    # AUTO (0.x SelectImplementation): one-shot at 2 GPUs, below 1 MB at <= 4, below 500 kB above.
-    # Estimates from the aic tables: 8 GPUs on H200 stay one-shot to 2 MB and use NCCL above;
-    # TRT-LLM 1.0 on A100 uses NCCL from 1 MiB at every GPU count.
-    "trtllm": ArLimits({2: 16e6, 4: 8e6, 8: 2.1e6}, {2: NO_LIMIT, 4: 1e6, 8: 2.1e6},
-                       pre_hopper_max_bytes={8: 1 * MiB}),
+    # TensorRT-LLM customAllReduceUtils.h getMaxRequiredWorkspaceSize: 16 MB at <= 2 GPUs (kept: the
+    # H200 tables run the kernel to 8 MiB at 2 GPUs). The rest are estimates from the aic tables
+    # (TRT-LLM 1.2/1.3 on H200, 1.0 on A100): AUTO runs the one-shot (min-latency) kernel, below
+    # ~2 MB at 4 GPUs and ~1 MB at 8 on H200 and below 1 MiB on A100, and NCCL above; no two-shot
+    # region shows in the tables (the 0.x rule was one-shot below 1 MB / 500 kB, two-shot to 8 MB).
+    "trtllm": ArLimits({2: 16e6, 4: 2.1e6, 8: 1.1e6}, {8: NO_LIMIT}, pre_hopper_max_bytes={8: 1.1e6}),
 }
 FRAMEWORK_DEFAULT = {"custom": "vllm", "trtllm": "trtllm"}
 

@@ -30,8 +30,9 @@ NODES = {"h200_sxm", "a100_sxm"}
 
 
 class NetItem(NamedTuple):
-    """A network row's item: Vidur's (collective, bytes, workers, devices per node, node) plus the
-    framework implementation (``"nccl"``, ``"custom/<limits>"``, ``"trtllm/<limits>"``) and an
+    """A network row's item: Vidur's (collective, bytes, workers, devices per node, node) plus, for
+    an aic row, the framework implementation replayed in a CUDA graph (``"nccl"``,
+    ``"custom/<limits>"``, ``"trtllm/<limits>"``; ``None``: an eager NCCL call, as Vidur's) and an
     explicit intra-node link preset (``None``: the node's)."""
 
     coll: str
@@ -39,7 +40,7 @@ class NetItem(NamedTuple):
     p: int
     dpn: int
     node: str
-    impl: str = "nccl"
+    impl: str | None = None
     link: str | None = None
 
 

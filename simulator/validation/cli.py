@@ -30,11 +30,14 @@ def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format di
                      gpu: str = typer.Option("A100-80GB", "--gpu", help="GPU preset the tables were measured on"),
                      backend: list[str] = typer.Option(["tile", "roofline"], "--backend", help="backend(s) to check"),
                      out: Path = typer.Option(Path("validation.html"), "--out", help="HTML report path"),
-                     by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures")) -> None:
+                     by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures"),
+                     link: str = typer.Option(None, "--link", help="intra-node link preset of the network rows "
+                                                                   "(e.g. NVLink4, NVLink-bridge-H100); needed "
+                                                                   "for a node name hwsim does not know")) -> None:
     """Predict every measured row and print median / p90 APE per op class and backend."""
     from simulator.validation.capture_rows import is_capture_dir, load_capture
     from simulator.validation.kernels import by_op as by_op_key
-    from simulator.validation.kernels import format_summary, gpu_config, load, predict
+    from simulator.validation.kernels import format_summary, gpu_config, link_config, load, predict, with_link
     from simulator.validation.report import write_report
 
     if not directory.is_dir():
@@ -49,6 +52,9 @@ def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format di
             if not compute and not network:
                 _fail(f"{directory}: no capture.csv, *.mlp.csv or network/*.csv tables found")
             rows = compute + network
+        if link is not None:
+            link_config(link)
+        rows = with_link(rows, link)  # unknown node names without --link: ConfigError
         g = gpu_config(gpu)
         results = [predict(rows, b, g) for b in backend]
     except ConfigError as exc:

@@ -102,7 +102,7 @@ def network_s(row: Row, backend_kind: str, nccl: NcclParams = NcclParams()) -> f
     if backend_kind != "tile":  # the link preset's alpha-beta model on the bottleneck link
         link = Link(fab.bottleneck(p) if coll == "all_reduce" else (fab.intra if row.intra_node else fab.inter))
         return link.allreduce_s(size, p) if coll == "all_reduce" else link.send_s(size)
-    if len(row.item) > 5:  # an aic row: the framework's all-reduce, replayed in a CUDA graph
+    if item.impl is not None:  # an aic row: the framework's all-reduce, replayed in a CUDA graph
         return predict_item(item, fab, arch, nccl)
     if coll == "all_reduce":
         return allreduce_s(size, p, dataclasses.replace(fab, nvls=False), nccl)
