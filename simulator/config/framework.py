@@ -57,6 +57,9 @@ class HostConfig(StrictConfig):
     step_s: Seconds = Field(default="0s", description="host time per engine step not hidden behind the GPU "
                                                       "(scheduling, input preparation, sampling, detokenization)")
     per_seq_s: Seconds = Field(default="0s", description="host time per running request per step")
+    overlap: bool = Field(default=False, description="the host prepares step n+1 while the GPU runs step n (SGLang's "
+                                                     "overlap scheduler, TRT-LLM's overlap scheduler): a step takes "
+                                                     "max(GPU, host) instead of GPU + host")
 
 
 class FrameworkProfile(StrictConfig):
@@ -101,49 +104,69 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
-def _read(path: Path) -> FrameworkProfile:
+def _read(path: Path, overrides: dict[str, Any] | None = None) -> FrameworkProfile:
     import yaml
 
     with open(path) as f:
         data = yaml.safe_load(f)
+    for key, val in (overrides or {}).items():  # one level deep: {host: {per_seq_s: 40us}} merges into host
+        data[key] = {**data[key], **val} if isinstance(val, dict) and isinstance(data.get(key), dict) else val
     try:
         return FrameworkProfile.model_validate(data)
     except ValidationError as exc:
-        raise config_error(exc, f"framework preset {path.name}", FrameworkProfile) from None
+        raise config_error(exc, "engine.framework" if overrides else f"framework preset {path.name}",
+                           FrameworkProfile) from None
 
 
 def all_profiles() -> list[FrameworkProfile]:
-    return [_read(p) for p in sorted(PRESETS.glob("*.yaml"))]
+    return [p for _, p in _profiles()]
+
+
+def _profiles() -> list[tuple[Path, FrameworkProfile]]:
+    return [(p, _read(p)) for p in sorted(PRESETS.glob("*.yaml"))]
 
 
 def resolve_profile(framework: str, version: str | None = None, where: str = "engine.framework") -> FrameworkProfile:
+    return _resolve(framework, version, where)[1]
+
+
+def _resolve(framework: str, version: str | None, where: str) -> tuple[Path, FrameworkProfile]:
     """The profile of ``framework`` for ``version``: the newest profile whose version is not newer
     than ``version`` within the same major.minor-or-older line; ``version`` None: the framework's
     default profile. An unknown framework or a version older than every profile is an error."""
     fw = framework.strip().lower()
     if fw not in FRAMEWORKS:
         raise ConfigError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}", where=where)
-    profiles = [p for p in all_profiles() if p.framework == fw]
+    found = [(path, p) for path, p in _profiles() if p.framework == fw]
+    profiles = [p for _, p in found]
     if version is None or not str(version).strip():
-        for p in profiles:
+        for path, p in found:
             if p.default:
-                return p
+                return path, p
         raise ConfigError(f"framework {fw} has no default profile", where=where)
     key = version_key(str(version))
     if key is None:
         raise ConfigError(f"unknown {fw} version {version!r} (not a release number); profiles: "
                           f"{', '.join(p.version for p in profiles)}", where=where)
-    older = [p for p in profiles if version_key(p.version) <= key]
+    older = [(path, p) for path, p in found if version_key(p.version) <= key]
     if not older:
         raise ConfigError(f"unknown {fw} version {version!r}: older than every profile "
                           f"({', '.join(p.version for p in profiles)})", where=where)
-    return max(older, key=lambda p: version_key(p.version))
+    return max(older, key=lambda pair: version_key(pair[1].version))
 
 
-def parse_framework(text: str, where: str = "engine.framework") -> FrameworkProfile:
-    """``vllm``, ``vllm-0.12``, ``sglang-0.5.6.post2`` or a preset file stem -> profile."""
-    t = text.strip()
+def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework") -> FrameworkProfile:
+    """``vllm``, ``vllm-0.12``, ``sglang-0.5.6.post2``, a preset file stem, or a block
+    ``{preset: sglang-0.5, host: {per_seq_s: 40us}}`` whose other fields override the preset's."""
+    overrides: dict[str, Any] = {}
+    if isinstance(spec, dict):
+        overrides = {k: v for k, v in spec.items() if k != "preset"}
+        if not isinstance(spec.get("preset"), str):
+            raise ConfigError("a framework block needs preset: <framework>[-<version>]", where=where)
+        spec = spec["preset"]
+    t = spec.strip()
     if (PRESETS / f"{t}.yaml").exists():
-        return _read(PRESETS / f"{t}.yaml")
+        return _read(PRESETS / f"{t}.yaml", overrides)
     fw, _, ver = t.partition("-")
-    return resolve_profile(fw, ver or None, where)
+    path, prof = _resolve(fw, ver or None, where)
+    return _read(path, overrides) if overrides else prof

@@ -25,8 +25,8 @@ from simulator.config.scenario import ScenarioFile
 from simulator.core import registry as reg
 from simulator.core.errors import ConfigError
 from simulator.core.files import read_text
-from simulator.core.units import format_quantity
 from simulator.core.registry import Entry, Registry
+from simulator.core.units import format_quantity
 
 PRESET_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
@@ -342,8 +342,9 @@ def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str
     name = engine.get("framework") if isinstance(engine, dict) else None
     if name is None:
         return None
-    if not isinstance(name, str):
-        raise ConfigError(f"must be a framework name such as vllm-0.12, got {name!r}", where="engine.framework")
+    if not isinstance(name, (str, dict)):
+        raise ConfigError(f"must be a framework name such as vllm-0.12 or a block {{preset: vllm-0.12, ...}}, "
+                          f"got {name!r}", where="engine.framework")
     prof = parse_framework(name)
     out = copy.deepcopy(raw)
     eng = out["engine"]

@@ -77,11 +77,13 @@ class EngineSection(StrictConfig):
                                       description="memory kept for activations and workspace")
     max_model_len: int | None = Field(default=None, ge=1,
                                       description="longest sequence; default: the model's own")
-    framework: str | None = Field(default=None,
+    framework: str | dict[str, Any] | None = Field(default=None,
                                   description="serving-framework profile: vllm, sglang, trtllm, optionally with a "
                                               "version (vllm-0.12, sglang-0.5.6); sets the default scheduler, "
                                               "kernel fusion, CUDA graphs, all-reduce and attention kernels, host "
-                                              "time per step and KV sizing (explicit fields win)")
+                                              "time per step and KV sizing (explicit fields win); or a block "
+                                              "{preset: sglang-0.5, host: {per_seq_s: 40us}} overriding the "
+                                              "profile's fields")
     memory_rule: Literal["total", "free_after_weights"] = Field(
         default="total", description="total: KV = utilization x memory - weights - reserve (vLLM, SGLang); "
                                      "free_after_weights: KV = utilization x (memory - weights - reserve) (TRT-LLM)")

@@ -34,8 +34,10 @@ class StepTimer:
         if framework is not None:
             self.host_step_s = framework.host.step_s
             self.host_seq_s = framework.host.per_seq_s
+            self.overlap = framework.host.overlap
         else:
             self.host_step_s = self.host_seq_s = 0.0
+            self.overlap = False
         self._fixed: dict[tuple[int, int], tuple[float, float, int]] = {}
         self._attn_template = {}
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // tp) * model.head_dim * model.num_layers
@@ -73,8 +75,13 @@ class StepTimer:
             flops += op.flops()
             kernels += op.count
         if self.framework is not None:
-            t = max(t, self._launch_floor(kernels, decode_only, rows)) + self.host_step_s + self.host_seq_s * rows
+            t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
+
+    def _with_host(self, gpu_s, rows: int):
+        """Step time with the host's work: after the GPU's, or overlapped with it."""
+        host = self.host_step_s + self.host_seq_s * rows
+        return np.maximum(gpu_s, host) if self.overlap else gpu_s + host
 
     def _decode_fixed(self, rows: int) -> tuple[float, float, int]:
         if rows not in self._attn_template:
@@ -92,7 +99,7 @@ class StepTimer:
         step_s = fixed_s + attn_s
         if self.framework is not None:
             floor = self._launch_floor(kernels + template.count, True, rows)
-            step_s = np.maximum(step_s, floor) + (self.host_step_s + self.host_seq_s * rows)
+            step_s = self._with_host(np.maximum(step_s, floor), rows)
         ps = np.rint(step_s * PS_PER_S).astype(np.int64)
         flops = fixed_flops + self.attn_flops_per_kv * kv.astype(np.float64)
         return ps, flops

@@ -185,16 +185,18 @@ class Prediction:
     wall_s: float = 0.0
 
 
-def predict_row(args: tuple[ServingRow, str | None, str, int, str]) -> Prediction:
+def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None]) -> Prediction:
     import time
 
     from simulator.config.loader import load_scenario
     from simulator.runner import run_scenario
 
-    row, gpu, backend, per_client, start = args
+    row, gpu, backend, per_client, start, fw_over = args
     scenario, reason, note = classify(row, gpu)
     if scenario is None:
         return Prediction(row, skipped=reason)
+    if fw_over:
+        scenario["engine"]["framework"] = {"preset": scenario["engine"]["framework"], **fw_over}
     if backend != "tile":
         scenario["hardware"]["timing"] = {"kind": backend}
     t0 = time.perf_counter()
@@ -230,9 +232,12 @@ def check_rows(rows: list[ServingRow], gpu: str | None) -> None:
 
 
 def predict_all(rows: list[ServingRow], gpu: str | None = None, backend: str = "tile", jobs: int = 1,
-                per_client: int = 10, start: str = "ramp") -> list[Prediction]:
+                per_client: int = 10, start: str = "ramp", framework_overrides: dict | None = None
+                ) -> list[Prediction]:
+    """``framework_overrides``: fields merged over every row's framework profile (e.g. a fit's
+    ``{"host": {"per_seq_s": "40us"}}``)."""
     check_rows(rows, gpu)
-    args = [(r, gpu, backend, per_client, start) for r in rows]
+    args = [(r, gpu, backend, per_client, start, framework_overrides) for r in rows]
     if jobs <= 1:
         return [predict_row(a) for a in args]
     import multiprocessing as mp

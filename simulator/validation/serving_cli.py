@@ -22,9 +22,10 @@ def validate_serving(csv_file: Path = typer.Argument(..., help="benchmark rows (
                      backend: str = typer.Option("tile", "--backend", help="timing backend (tile, roofline)"),
                      out: Path = typer.Option(None, "--out", help="directory for rows.csv and report.html"),
                      jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="simulations run in parallel"),
-                     rounds: int = typer.Option(3, "--rounds", min=1,
-                                                help="requests per client; the first round is warm-up "
-                                                     "(left out of the means) when rounds > 1"),
+                     rounds: int = typer.Option(10, "--rounds", min=1,
+                                                help="requests per client in the benchmark: the first round "
+                                                     "runs with every client at once, the later rounds in "
+                                                     "steady state (their mean weighs both)"),
                      only: str = typer.Option(None, "--only",
                                               help="keep rows whose model, framework or id contains this "
                                                    "text")) -> None:
