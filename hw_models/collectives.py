@@ -198,6 +198,7 @@ def send_recv_s(size_bytes: float, fabric: Fabric, params: NcclParams = NcclPara
 # -- NVLS and the serving frameworks' own all-reduce ---------------------------------------------
 MiB = float(1 << 20)
 NO_LIMIT = 1e18
+NVLS_ARCHS = ("hopper", "blackwell")  # NVSwitch generations with NVLink SHARP (NVSwitch 3 and 4)
 
 
 @dataclass(frozen=True, slots=True)

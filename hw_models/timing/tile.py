@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import Field
 
 from hw_models import attention_kernels as attn
-from hw_models.collectives import AR_LIMITS, FRAMEWORK_DEFAULT, ArLimits, Fabric, NcclParams, custom_allreduce_s
+from hw_models import collectives as co
+from hw_models.collectives import ArLimits, Fabric, NcclParams
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import Seconds, StrictConfig
@@ -111,7 +112,7 @@ def ar_limits(config: TileConfig) -> ArLimits | None:
     """The framework's all-reduce limits with the config's overrides (None for plain NCCL)."""
     if config.allreduce == "nccl":
         return None
-    lim = AR_LIMITS[config.allreduce_limits or FRAMEWORK_DEFAULT[config.allreduce]]
+    lim = co.AR_LIMITS[config.allreduce_limits or co.FRAMEWORK_DEFAULT[config.allreduce]]
     if config.allreduce_max_bytes is not None:
         lim = dataclasses.replace(lim, max_bytes=dict(config.allreduce_max_bytes), hopper_max_bytes=None,
                                   pre_hopper_max_bytes=None)
@@ -149,7 +150,7 @@ class TileBackend(TimingBackend):
                                 reduce_floor_s=config.nccl_floor_s)
         self._fabric = None
         if link is not None:
-            nvls = device.architecture == "hopper" and link.config.technology == "nvswitch"
+            nvls = device.architecture in co.NVLS_ARCHS and link.config.technology == "nvswitch"
             self._fabric = Fabric.of(link.config, nvls)
         self._ar_limits = ar_limits(config)
 
@@ -206,8 +207,9 @@ class TileBackend(TimingBackend):
         elif kind == "allreduce":
             if self._fabric is None or op.workers <= 1:
                 return 0.0
-            return custom_allreduce_s(op.bytes, op.workers, self._fabric, self.config.allreduce, self._ar_limits,
-                                      nccl=self._nccl, architecture=self.device.architecture) * op.count
+            return co.custom_allreduce_s(op.bytes, op.workers, self._fabric, self.config.allreduce,
+                                         self._ar_limits, nccl=self._nccl,
+                                         architecture=self.device.architecture) * op.count
         else:
             raise ValueError(f"tile backend cannot time op kind {kind!r}")
         return (t + self._launch) * op.count

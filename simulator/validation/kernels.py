@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import simulator.core.registry as reg
-from hw_models.collectives import Fabric, NcclParams, allreduce_s, send_recv_s
+from hw_models.collectives import NVLS_ARCHS, Fabric, NcclParams, allreduce_s, send_recv_s
 from hw_models.link import Link
 from simulator.config.loader import resolve_component
 from simulator.core.errors import ConfigError
@@ -75,7 +75,7 @@ def node_fabric(node: str, link: str | None = None, dpn: int | None = None) -> t
     if node == "a100_dgx" and dpn:
         group = dpn
     lc = link_config(intra)
-    nvls = arch == "hopper" and lc.technology == "nvswitch"
+    nvls = arch in NVLS_ARCHS and lc.technology == "nvswitch"
     return Fabric(lc, group, link_config(inter) if inter else None, nvls), arch
 
 
