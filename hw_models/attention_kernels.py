@@ -20,14 +20,15 @@ Ignores: per-sequence length imbalance within a batch (all sequences get the mea
     paged-block indirection cost, dropout, ALiBi/sliding windows.
 Sources: Dao et al., "FlashAttention" (NeurIPS 2022) I/O analysis; Dao, "FlashAttention-2"
     (2023), Br/Bc tile sizes and work partitioning; Kwon et al., "PagedAttention" (SOSP 2023);
-    Dao et al., "Flash-Decoding for long-context inference" (2023 blog); Sanovar et al., "Lean
+    Dao et al., "Flash-Decoding for long-context inference" (2023 blog); the preparation cost, the
+    per-CTA cycles and the GQA group limit fitted on the aic H200/A100 tables (FIDELITY.md); Sanovar et al., "Lean
     Attention" (2024); Shah et al., "FlashAttention-3" (2024) for the Hopper softmax/GEMM overlap.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,11 @@ class AttnParams:
     kernel_fixed_s: float
     overlap_softmax: bool = False
     vec_per_clk_sm: float = 64.0  # FP32 FMA instructions per clock per SM (KV dequantization)
+    cta_cycles: float = 0.0  # prefill: SM cycles per Q-tile CTA besides its MMAs (prologue loads, O write)
+    prefill_fixed_s: float = 0.0  # the framework's prefill attention op around the kernel (preparation kernels)
+    decode_fixed_s: float = 0.0  # the same for decode
+    decode_cta_cycles: float = 0.0  # decode: SM cycles per (sequence, KV head) CTA besides its loads (setup, Q, O)
+    decode_max_group: int = 0  # decode: most query heads one K/V read serves (0: any); above it, one read per head
 
 
 def fa2_tiles(head_dim: int) -> tuple[int, int]:
@@ -73,7 +79,7 @@ def prefill_s(op: Any, p: AttnParams) -> float:
     exp_cyc = 1.0 / p.sfu_per_clk_sm
     per_pair = max(mma_cyc, exp_cyc) if p.overlap_softmax else mma_cyc + exp_cyc
     total_cyc = pairs * op.heads * per_pair
-    per_sm = math.ceil(ctas / p.sms) * total_cyc / ctas
+    per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)
     compute_s = per_sm / p.clock_hz
     if getattr(op, "kv_bytes", 0.0):  # earlier chunks' K/V stored quantized, this chunk's in 16 bit
         kv_bytes = 2.0 * hd * op.kv_heads * (op.q_tokens * b + (op.kv_tokens - op.q_tokens) * op.kv_bytes)
@@ -92,16 +98,28 @@ def prefill_s(op: Any, p: AttnParams) -> float:
     miss = max(0.0, 1.0 - 0.5 * p.l2_bytes / working_set) if kv_bytes > 0 else 0.0
     hbm = q_o_bytes + kv_bytes * (1.0 + (tiles_per_seq - 1.0) * miss)
     memory_s = hbm / p.hbm_bw
-    return p.kernel_fixed_s + max(compute_s, memory_s) + p.hbm_latency_s
+    return p.kernel_fixed_s + prep_s(op, p, op.q_tokens) + max(compute_s, memory_s) + p.hbm_latency_s
+
+
+def prep_s(op: Any, p: AttnParams, tokens: float) -> float:
+    """The framework's preparation around the attention kernel: its fixed cost (prefill or decode)
+    and the new tokens' Q, K, V read and written once (RoPE, KV-cache append)."""
+    qkv = 2.0 * op.dtype_bytes * op.head_dim * tokens * (op.heads + 2.0 * op.kv_heads)
+    return (p.prefill_fixed_s if op.kind == "attn_prefill" else p.decode_fixed_s) + qkv / p.hbm_bw
 
 
 def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_kv") -> np.ndarray:
     """Decode attention of ``op`` (one layer) for each total context in ``kv_tokens``."""
     kv = np.asarray(kv_tokens, dtype=np.float64)
+    if p.decode_max_group and op.heads > p.decode_max_group * op.kv_heads:
+        op = replace(op, kv_heads=op.heads)  # a kernel without GQA sharing at this group size (e.g. TRT-LLM MMHA)
     hd, b = op.head_dim, op.dtype_bytes
     seqs = max(1, op.seqs)
     per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
     base = seqs * op.kv_heads
+    # preparation kernels, and each (sequence, KV head) CTA's own cycles, spread over the SMs
+    prep = prep_s(op, p, seqs) + math.ceil(base / p.sms) * p.decode_cta_cycles / p.clock_hz if p.decode_cta_cycles \
+        or p.decode_fixed_s else 0.0
     quantized = bool(getattr(op, "kv_bytes", 0.0))
     if mode == "split_kv" and kv.size and not quantized:
         # fast path of a decode stretch: the split count changes only every 256 tokens of context,
@@ -116,7 +134,7 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
             bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
             c_kv = 4.0 * op.heads * hd / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
             m_kv, m0 = 2.0 * b * hd * op.kv_heads / bw, 2.0 * b * hd * seqs * op.heads / bw
-            return np.maximum(kv * c_kv, kv * m_kv + m0) + (p.kernel_fixed_s + p.hbm_latency_s + extra)
+            return np.maximum(kv * c_kv, kv * m_kv + m0) + (p.kernel_fixed_s + prep + p.hbm_latency_s + extra)
     flops = 4.0 * op.heads * hd * kv
     compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
     if quantized:
@@ -144,7 +162,7 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
     resident = np.minimum(ctas, float(p.sms * DECODE_CTAS_PER_SM))
     active_sms = np.minimum(float(p.sms), ctas)
     bw = np.minimum(np.minimum(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
-    return p.kernel_fixed_s + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
+    return p.kernel_fixed_s + prep + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
 
 
 def fa_hbm_bytes(n: int, d: int, sram_bytes: float, dtype_bytes: float = 2.0) -> tuple[float, float]:

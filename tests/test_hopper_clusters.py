@@ -33,7 +33,11 @@ def backend(preset: str = "H100-SXM", **over):
     return comp.cls(comp.config, gpu(preset), None)
 
 
-H100 = backend().gemm_params("bf16")
+# the wgmma constants these cluster tests were written against (before the refit on the H200 aic
+# tables changed the defaults): the tests check the cluster mechanism, not the fitted figures
+PRE_AIC = dict(wgmma_efficiency={"bf16": 0.787, "fp16": 0.787, "fp8": 0.787, "int8": 0.787},
+               wgmma_cta_overhead_cycles=1436.0, wgmma_kernel_fixed_s="3.7us")
+H100 = backend(**PRE_AIC).gemm_params("bf16")
 BIG_TILE = (256, 128, 64, 4, 12)  # one CTA per SM on an H100 (registers)
 shapes = dict(m=st.integers(1, 8192), n=st.integers(64, 16384), k=st.integers(64, 16384))
 
@@ -85,7 +89,10 @@ def test_multicast_divides_the_a_tile_by_cn_and_the_b_tile_by_cm_exactly(tm, tn,
     assert one[12] == a_part + b_part
     clustered = plan_tile(m, n, k, 2.0, H100, tile, 1, cluster=(cm, cn))
     assert clustered[12] == a_part / cn + b_part / cm
-    assert clustered[8] == one[8]  # HBM bytes are the same: multicast saves L2 -> SM traffic only
+    if m * k * 2.0 <= 0.5 * H100.l2_bytes:
+        assert clustered[8] == one[8]  # HBM bytes are the same: multicast saves L2 -> SM traffic only
+    else:  # A re-read once per wave when it does not stay in L2; clusters never run fewer waves
+        assert clustered[8] >= one[8]
 
 
 def test_the_l2_bound_is_the_fitted_per_sm_clock_rate_unless_the_preset_gives_one():
@@ -186,7 +193,7 @@ GOLDEN = {
 
 
 def test_use_clusters_false_reproduces_the_previous_hopper_plans_exactly():
-    off = backend(use_clusters=False)
+    off = backend(use_clusters=False, **PRE_AIC)
     for (m, n, k, b), want in GOLDEN.items():
         p = off.gemm_plan(m, n, k, "bf16" if b == 2.0 else "fp8", b)
         assert (p.time_s, p.tile, p.split_k, p.ctas, p.waves) == want
@@ -199,7 +206,7 @@ def test_use_clusters_false_reproduces_the_previous_hopper_plans_exactly():
 @given(**shapes)
 def test_use_clusters_false_is_plan_gemm_without_gpc_information(m, n, k):
     plain = dataclasses.replace(H100, sms_per_gpc=None, l2_bw=0.0)
-    assert backend(use_clusters=False).gemm_plan(m, n, k) == plan_gemm(m, n, k, 2.0, plain)
+    assert backend(use_clusters=False, **PRE_AIC).gemm_plan(m, n, k) == plan_gemm(m, n, k, 2.0, plain)
 
 
 def test_ampere_and_ada_gemm_params_do_not_depend_on_use_clusters():

@@ -33,9 +33,12 @@ def test_flash_attention_faster_than_standard_attention_at_1k(fig):
 
 
 def test_flash_attention_2_share_of_a100_peak(fig):
-    # paper: 50-73 % of the A100 peak for the causal forward pass
+    # paper: 50-73 % of the A100 peak for the causal forward pass; the aic A100 tables (vLLM, SGLang,
+    # TRT-LLM prefill attention ops) measure 28-37 % at 1k and 47-63 % at 16k tokens (hd 128; no hd 64
+    # rows): the paper's band holds for long sequences, shorter ones pay the per-tile and per-op costs
     f = fig["fa2_fraction_of_peak"]
-    assert all(0.45 <= v <= 0.75 for v in f.values())
+    assert 0.45 <= f["hd128_n8192"] <= f["hd128_n16384"] <= 0.75
+    assert all(0.2 <= v <= 0.75 for v in f.values())
     for hd in (64, 128):  # longer sequences amortise the tile prologue: never worse
         seq = [f[k] for k in f if k.startswith(f"hd{hd}_")]
         assert all(b >= a - 1e-9 for a, b in zip(seq, seq[1:]))

@@ -124,13 +124,15 @@ def test_split_kv_and_lean_decode_beat_paged_decode_at_long_context_and_small_ba
     assert paged / lean > 2.0
 
 
-def test_flash_attention_prefill_reaches_50_to_75_percent_of_a100_peak_at_hd128():
+def test_flash_attention_prefill_reaches_45_to_75_percent_of_a100_peak_at_hd128():
     tb = backend(cuda_graphs=True)
     n = 8192
     op = Op("attn_prefill", "p", 1, seqs=2, q_tokens=2 * n, kv_tokens=2 * n, pairs=2 * n * (n + 1) // 2, heads=32,
             kv_heads=32, head_dim=128)
     frac = op.flops() / tb.op_s(op) / 312e12
-    assert 0.5 <= frac <= 0.75
+    # FA2 paper: 50-73 %; the aic A100 tables measure 46 % (TRT-LLM), 56 % (vLLM), 64 % (SGLang) at
+    # >= 8k tokens, hd 128; the fa2 default is fitted on all three (FIDELITY.md)
+    assert 0.45 <= frac <= 0.75
 
 
 def test_flash_attention_moves_far_fewer_hbm_bytes_than_standard_attention():

@@ -42,12 +42,29 @@ FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=
 # Traffic multiplier of each memory-bound library kernel over the bytes the lowering counts (the
 # minimum: read inputs once, write outputs once); fitted on the same rows. >1 means the kernel
 # re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
-FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0}
+FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0, "quant": 2.879}
 FIT_MEM_FIXED = "1.51us"
 # Shortest time of the library's kernel(s) for an op of each class, seconds: the median measured
 # time at <= 16 tokens on the training models (the kernels are flat there: e.g. an unfused RMSNorm
 # runs several ~1.5 us kernels). fit_compute prints them.
-FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6}
+FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6, "quant": 4.423e-6}
+# Hopper-class (wgmma + TMA) kernels, fitted with `python -m simulator.validation.fit aic
+# ../shared/validation/aic/h200_sxm` on the H200 aic tables (FIDELITY.md): the share of each dtype's
+# tensor peak a large-tile wgmma main loop sustains (fp8 runs at a lower share of its doubled peak),
+# the per-wave prologue/epilogue and the in-GPU fixed cost of a wgmma GEMM kernel.
+FIT_WGMMA = dict(efficiency={"bf16": 0.855, "fp16": 0.855, "fp8": 0.722, "int8": 0.722}, cta_overhead_cycles=982.2,
+                 kernel_fixed_s="2.117us")
+# Attention kernels per family: fa2 (FlashAttention-2 / mma.sync, Ampere) and fa3 (wgmma, softmax
+# overlapped; Hopper-class). MMA efficiency, cycles per Q-tile CTA (prologue: Q tile and first K/V
+# loads; epilogue: O write), and the fixed cost of the framework's attention op around the kernel
+# (its preparation kernels: KV-cache append, metadata), prefill and decode. fa2 fitted with
+# `python -m simulator.validation.fit aic ../shared/validation/aic/a100_sxm`, fa3 on h200_sxm.
+FIT_ATTN = {"fa2": dict(mma_efficiency=0.6299, cta_cycles=2059.4, prefill_fixed_s=5.626e-6, decode_fixed_s=6.396e-6,
+                        decode_cta_cycles=3015.5),
+            "fa3": dict(mma_efficiency=0.5795, cta_cycles=2310.0, prefill_fixed_s=6.704e-6, decode_fixed_s=3.313e-6,
+                        decode_cta_cycles=5022.5)}
+
+DECODE_KERNEL = {"fa2": "split_kv", "fa3": "lean"}  # decode_kernel auto: the better fit per family (same command)
 
 
 class TileConfig(StrictConfig):
@@ -79,11 +96,42 @@ class TileConfig(StrictConfig):
                                            "split-K; needs the preset's sms_per_gpc) under an L2 -> SM bound: "
                                            "the preset's l2_bw_bytes_per_s, else l2_bytes_per_clk_sm "
                                            "(false: 1x1 CTAs and no L2 bound on wgmma kernels)")
-    attention_mma_efficiency: float = Field(default=0.787, gt=0, le=1,
-                                            description="FlashAttention-2 MMA efficiency (= GEMM's; not fitted)")
-    decode_kernel: str = Field(default="split_kv", pattern="^(paged|split_kv|lean)$",
+    wgmma_efficiency: dict[str, float] = Field(default_factory=lambda: dict(FIT_WGMMA["efficiency"]),
+                                               description="share of each dtype's tensor peak a large-tile wgmma "
+                                                           "GEMM main loop sustains (Hopper-class; fitted; a dtype "
+                                                           "not listed uses mma_efficiency)")
+    wgmma_cta_overhead_cycles: float = Field(default=FIT_WGMMA["cta_overhead_cycles"], ge=0,
+                                             description="wgmma GEMM prologue + epilogue per wave, SM cycles (fitted)")
+    wgmma_kernel_fixed_s: Seconds = Field(default=FIT_WGMMA["kernel_fixed_s"],
+                                          description="in-GPU fixed cost of a wgmma GEMM kernel (fitted)")
+    attention_kernel: str = Field(default="auto", pattern="^(auto|fa2|fa3)$",
+                                  description="attention kernel family: fa2 (FlashAttention-2, mma.sync), fa3 "
+                                              "(wgmma, softmax overlapped with the MMAs), auto: fa3 on Hopper-class "
+                                              "GPUs with use_wgmma, else fa2")
+    attention_mma_efficiency: float = Field(default=FIT_ATTN["fa2"]["mma_efficiency"], gt=0, le=1,
+                                            description="fa2 attention MMA efficiency (fitted)")
+    fa3_mma_efficiency: float = Field(default=FIT_ATTN["fa3"]["mma_efficiency"], gt=0, le=1,
+                                      description="fa3 attention MMA efficiency (fitted)")
+    attention_cta_cycles: dict[str, float] = Field(
+        default_factory=lambda: {f: v["cta_cycles"] for f, v in FIT_ATTN.items()},
+        description="SM cycles per prefill Q-tile CTA per kernel family (fitted)")
+    attention_prefill_fixed_s: dict[str, float] = Field(
+        default_factory=lambda: {f: v["prefill_fixed_s"] for f, v in FIT_ATTN.items()},
+        description="fixed cost of the framework's prefill attention op per kernel family, seconds (fitted)")
+    attention_decode_fixed_s: dict[str, float] = Field(
+        default_factory=lambda: {f: v["decode_fixed_s"] for f, v in FIT_ATTN.items()},
+        description="fixed cost of the framework's decode attention op per kernel family, seconds (fitted)")
+    attention_decode_cta_cycles: dict[str, float] = Field(
+        default_factory=lambda: {f: v["decode_cta_cycles"] for f, v in FIT_ATTN.items()},
+        description="SM cycles per decode (sequence, KV head) CTA per kernel family (fitted)")
+    decode_kernel: str = Field(default="auto", pattern="^(auto|paged|split_kv|lean)$",
                                description="paged (one CTA per seq x KV head), split_kv (FlashDecoding), "
-                                           "lean (stream-K over SMs)")
+                                           "lean (stream-K over SMs), auto: the better fit of the attention "
+                                           "family on the aic tables (fa2: split_kv, fa3: lean)")
+    decode_max_group: int = Field(default=0, ge=0,
+                                  description="most query heads per KV head the decode kernel serves with one K/V read "
+                                              "(0: any; above it every query head reads K/V: TRT-LLM XQA takes up to "
+                                              "32, else its MMHA kernel)")
     cuda_graphs: bool = Field(default=False, description="true: no host launch overhead per kernel")
     nccl_reduce_eff: float = Field(default=NcclParams().reduce_eff, gt=0)
     nccl_copy_eff: float = Field(default=NcclParams().copy_eff, gt=0)
@@ -132,6 +180,8 @@ def mem_class(name: str) -> str:
         return "act"
     if name.startswith("residual") or name == "add":
         return "add"
+    if name.endswith("_quant"):
+        return "quant"
     return "other"
 
 
@@ -143,7 +193,11 @@ class TileBackend(TimingBackend):
         super().__init__(config, device, link)
         self._launch = 0.0 if config.cuda_graphs else device.launch_overhead_s
         self._bw = device.memory_bw_bytes_per_s * config.hbm_efficiency
-        self._hopper = device.architecture == "hopper" and config.use_wgmma
+        self._hopper = device.architecture in ("hopper", "blackwell") and config.use_wgmma
+        fam = config.attention_kernel
+        self._attn_family = fam if fam != "auto" else "fa3" if self._hopper else "fa2"
+        dk = config.decode_kernel
+        self._decode_kernel = dk if dk != "auto" else DECODE_KERNEL[self._attn_family]
         self._params: dict[str, GemmParams] = {}
         self._attn: dict[str, attn.AttnParams] = {}
         self._nccl = NcclParams(config.nccl_reduce_eff, config.nccl_copy_eff, reduce_call_s=config.nccl_call_s,
@@ -162,7 +216,8 @@ class TileBackend(TimingBackend):
         if p is None:
             d, c = self.device, self.config
             hopper = self._hopper and not legacy
-            mma = c.mma_efficiency * (1.0 if hopper else d.mma_sync_peak_fraction)
+            mma = c.wgmma_efficiency.get(dtype, c.mma_efficiency) if hopper else \
+                c.mma_efficiency * d.mma_sync_peak_fraction
             l2_bw = c.l2_bytes_per_clk_sm * d.sm_count * d.clock_hz  # fitted on A100 mma.sync kernels
             clusters = hopper and c.use_clusters and d.sms_per_gpc is not None
             if clusters:
@@ -171,7 +226,8 @@ class TileBackend(TimingBackend):
                 sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=d.tensor_peak(dtype) / (d.sm_count * d.clock_hz),
                 hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
                 smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
-                cta_overhead_cycles=c.cta_overhead_cycles, kernel_fixed_s=c.kernel_fixed_s, hopper=hopper,
+                cta_overhead_cycles=c.wgmma_cta_overhead_cycles if hopper else c.cta_overhead_cycles,
+                kernel_fixed_s=c.wgmma_kernel_fixed_s if hopper else c.kernel_fixed_s, hopper=hopper,
                 frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz),
                 l2_bw=0.0 if hopper and not clusters else l2_bw,
                 sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None)
@@ -223,15 +279,22 @@ class TileBackend(TimingBackend):
     def _make_attn_params(self, dtype: str) -> attn.AttnParams:
         d, c = self.device, self.config
         g = self.gemm_params(dtype)
-        eff = c.attention_mma_efficiency * (1.0 if self._hopper else d.mma_sync_peak_fraction)
+        fam = self._attn_family
+        # fa3 is a wgmma kernel; fa2 runs mma.sync (a share of the peak on Hopper-class GPUs)
+        eff = c.fa3_mma_efficiency if fam == "fa3" else \
+            c.attention_mma_efficiency * d.mma_sync_peak_fraction
         return attn.AttnParams(sms=d.sm_count, clock_hz=d.clock_hz, flop_per_clk_sm=g.flop_per_clk_sm, mma_eff=eff,
                                sfu_per_clk_sm=d.sfu_ops_per_clk_per_sm, hbm_bw=self._bw,
                                hbm_latency_s=g.hbm_latency_s, smem_per_sm=d.smem_per_sm_bytes,
                                l2_bytes=d.l2_bytes, in_flight_per_sm=c.bytes_in_flight_per_sm,
-                               kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=self._hopper,
-                               vec_per_clk_sm=g.vec_per_clk_sm)
+                               kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=fam == "fa3",
+                               vec_per_clk_sm=g.vec_per_clk_sm, cta_cycles=c.attention_cta_cycles.get(fam, 0.0),
+                               prefill_fixed_s=c.attention_prefill_fixed_s.get(fam, 0.0),
+                               decode_fixed_s=c.attention_decode_fixed_s.get(fam, 0.0),
+                               decode_cta_cycles=c.attention_decode_cta_cycles.get(fam, 0.0),
+                               decode_max_group=c.decode_max_group)
 
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         t = attn.decode_s(op, np.asarray(kv_tokens, dtype=np.float64), self._attn_params(op.dtype),
-                          self.config.decode_kernel)
+                          self._decode_kernel)
         return (t + self._launch) * op.count

@@ -25,12 +25,19 @@ def _fail(msg: str) -> None:
 
 @validate_app.command("kernels")
 @guarded
-def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/) or a "
-                                                                 "calibration capture (capture.csv)"),
-                     gpu: str = typer.Option("A100-80GB", "--gpu", help="GPU preset the tables were measured on"),
+def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format directory (compute/, network/), a "
+                                                                 "calibration capture (capture.csv) or an aic system "
+                                                                 "directory (gemm/, attention/ Parquet tables)"),
+                     gpu: str = typer.Option(None, "--gpu", help="GPU preset the tables were measured on (default: "
+                                                                 "from an aic directory's name, else A100-80GB)"),
                      backend: list[str] = typer.Option(["tile", "roofline"], "--backend", help="backend(s) to check"),
                      out: Path = typer.Option(Path("validation.html"), "--out", help="HTML report path"),
-                     by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures"),
+                     by_op: bool = typer.Option(False, "--by-op", help="also print per-operator figures (aic: per "
+                                                                       "framework and version)"),
+                     by: str = typer.Option(None, "--by", help="framework: also print figures per framework/version"),
+                     csv_path: Path = typer.Option(None, "--csv", help="write one line per row (class, framework, "
+                                                                       "version, shape, measured, predicted, error); "
+                                                                       "aic default: rows.csv beside --out"),
                      link: str = typer.Option(None, "--link", help="intra-node link preset of the network rows "
                                                                    "(e.g. NVLink4, NVLink-bridge-H100); needed "
                                                                    "for a node name hwsim does not know")) -> None:
@@ -42,6 +49,14 @@ def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format di
 
     if not directory.is_dir():
         _fail(f"{directory}: not a directory")
+    if by not in (None, "framework"):
+        _fail(f"--by {by}: unknown grouping (known: framework)")
+    from simulator.validation.aic import is_aic_dir
+
+    if is_aic_dir(directory):
+        _validate_aic(directory, gpu, backend, out, by_op or by == "framework", csv_path)
+        return
+    gpu = gpu or "A100-80GB"
     try:
         if is_capture_dir(directory):  # a calibration capture (hwsim calibrate capture --device cuda)
             rows, skipped = load_capture(directory)
@@ -63,6 +78,36 @@ def validate_kernels(directory: Path = typer.Argument(..., help="Vidur-format di
     if by_op:
         typer.echo(format_summary(results, by_op_key))
     typer.echo(f"report: {write_report(results, out)}")
+    if csv_path is not None:
+        from simulator.validation.report import write_rows_csv
+
+        typer.echo(f"rows: {write_rows_csv(results, csv_path)}")
+
+
+def _validate_aic(directory: Path, gpu: str | None, backend: list[str], out: Path, by_fw: bool,
+                  csv_path: Path | None) -> None:
+    """An aic system directory: GEMM and attention tables (and what load_aic appends), per class."""
+    from simulator.validation.aic import by_framework, default_gpu, load_aic, predict_aic
+    from simulator.validation.kernels import format_summary, gpu_config
+    from simulator.validation.report import write_report, write_rows_csv
+
+    try:
+        gpu = gpu or default_gpu(directory)
+        rows, skipped = load_aic(directory)
+        if not rows:
+            _fail(f"{directory}: no GEMM or attention rows found")
+        g = gpu_config(gpu)
+        results = [predict_aic(rows, b, g) for b in backend]
+    except ConfigError as exc:
+        _fail(str(exc))
+    for reason, n in skipped.items():
+        typer.echo(f"skipped {n} row(s): {reason}")
+    typer.echo(f"{directory.resolve().name} on {gpu}: {len(rows)} rows")
+    typer.echo(format_summary(results, bias=True))
+    if by_fw:
+        typer.echo(format_summary(results, by_framework, bias=True))
+    typer.echo(f"report: {write_report(results, out, title=f'hwsim kernel validation: {directory.name} on {gpu}')}")
+    typer.echo(f"rows: {write_rows_csv(results, csv_path or Path(out).with_name('rows.csv'))}")
 
 
 def _backend(kind: str, gpu: str):

@@ -107,11 +107,114 @@ def fit_network(directory: Path) -> None:
     print("nccl send_recv: p2p_floor_us =", round(float(r2.x), 2), "objective", round(float(r2.fun), 4))
 
 
+def _objective(rows: list, gpu, over: dict, q: float = 0.5) -> float:
+    from simulator.validation.kernels import make_backend
+
+    b = make_backend("tile", gpu, over)
+    pred = np.array([sum(b.op_s(o) for o in r.item) if isinstance(r.item, list) else b.op_s(r.item) for r in rows])
+    meas = np.array([r.measured_s for r in rows])
+    e = np.abs(pred - meas) / meas
+    return float(np.median(e) + q * np.percentile(e, 90))
+
+
+def _nm(f, x0: list, iters: int = 150):
+    return minimize(f, x0, method="Nelder-Mead", options=dict(maxiter=iters, xatol=1e-3, fatol=1e-5))
+
+
+def fit_aic(directory: Path, stride: int = 4, gemm: bool = True) -> None:
+    """Hopper-class GEMM (wgmma) and attention constants on an aic system directory's tables:
+    wgmma_efficiency[bf16], wgmma_cta_overhead_cycles, wgmma_kernel_fixed_s on the bf16 GEMM rows;
+    wgmma_efficiency[fp8] and the activation-quantize kernel (traffic multiplier, floor) on the fp8
+    rows (then the quantize kernel per framework, fp8 efficiency held); the attention family's MMA
+    efficiency, per-CTA cycles and prefill op cost on the context rows, the decode op cost on the
+    generation rows. Nelder-Mead on median + 0.5 p90 APE of every ``stride``-th row. On an Ampere
+    directory only the fa2 attention constants (its GEMM constants come from ``fit compute``)."""
+    from hw_models.timing.tile import FIT_MEM_MULT
+    from simulator.validation.aic import default_gpu, load_aic
+    from simulator.validation.kernels import gpu_config
+
+    rows, _ = load_aic(directory)
+    g = gpu_config(default_gpu(directory))
+    hopper = g.architecture in ("hopper", "blackwell")
+    sel = {c: [r for r in rows if r.op == c][::stride] for c in ("gemm bf16", "gemm fp8", "context attention",
+                                                                   "generation attention")}
+    mult = dict(FIT_MEM_MULT)
+    out: dict = {}
+    if hopper and gemm:
+        def bf16(x):
+            if not (0.3 < x[0] <= 1 and x[1] >= 0 and x[2] >= 0):
+                return 1e9
+            return _objective(sel["gemm bf16"], g, dict(wgmma_efficiency={"bf16": x[0]}, wgmma_cta_overhead_cycles=x[1],
+                                                        wgmma_kernel_fixed_s=f"{x[2]}us"))
+
+        r = _nm(bf16, [0.75, 1000.0, 2.5])
+        eff16, ovh, fixed = (float(v) for v in r.x)
+        print(f"wgmma bf16: efficiency {eff16:.4f} cta_overhead_cycles {ovh:.1f} kernel_fixed_us {fixed:.3f} "
+              f"objective {r.fun:.4f}")
+        base = dict(wgmma_cta_overhead_cycles=ovh, wgmma_kernel_fixed_s=f"{fixed}us")
+
+        def fp8(x, rows8, eff=None):
+            e = x[0] if eff is None else eff
+            m, fl = (x[1], x[2]) if eff is None else (x[0], x[1])
+            if not (0.2 < e <= 1 and m > 0 and fl >= 0):
+                return 1e9
+            return _objective(rows8, g, dict(base, wgmma_efficiency={"bf16": eff16, "fp8": e},
+                                             mem_traffic_multiplier=dict(mult, quant=m),
+                                             mem_kernel_floor_s={"quant": fl * 1e-6}))
+
+        r = _nm(lambda x: fp8(x, sel["gemm fp8"]), [0.6, 1.5, 3.0])
+        eff8 = float(r.x[0])
+        print(f"wgmma fp8: efficiency {eff8:.4f} quant multiplier {r.x[1]:.3f} quant floor_us {r.x[2]:.3f} "
+              f"objective {r.fun:.4f}")
+        for fw in sorted({x.source for x in sel["gemm fp8"]}):
+            r2 = _nm(lambda x, fw=fw: fp8(x, [y for y in sel["gemm fp8"] if y.source == fw], eff8), [r.x[1], r.x[2]])
+            print(f"  {fw}: quant multiplier {r2.x[0]:.3f} quant floor_us {r2.x[1]:.3f} objective {r2.fun:.4f}")
+        out = dict(base, wgmma_efficiency={"bf16": eff16, "fp8": eff8})
+    fam = "fa3" if hopper else "fa2"
+    print(f"{fam} attention, all frameworks:", _fit_attention(sel, g, fam, out))
+    for fw in sorted({x.source for x in sel["context attention"]}):
+        part = {c: [x for x in v if x.source == fw] for c, v in sel.items()}
+        # TRT-LLM decode: XQA serves up to 32 query heads per KV head, its MMHA kernel the rest
+        print(f"  {fw}:", _fit_attention(part, g, fam, out, 32 if fw.startswith("trtllm") else 0))
+
+
+def _fit_attention(sel: dict, g, fam: str, out: dict, max_group: int = 0) -> dict:
+    """The attention family's constants on ``sel``'s context rows (MMA efficiency, cycles per Q-tile
+    CTA, prefill op cost) and generation rows (decode op cost, cycles per (sequence, KV head) CTA, and
+    the decode kernel: split_kv or lean, the better fit)."""
+    eff_key = "fa3_mma_efficiency" if fam == "fa3" else "attention_mma_efficiency"
+
+    def prefill(x):
+        if not (0.1 < x[0] <= 1 and x[1] >= 0 and x[2] >= 0):
+            return 1e9
+        return _objective(sel["context attention"], g, dict(out, **{eff_key: x[0]}, attention_cta_cycles={fam: x[1]},
+                                                            attention_prefill_fixed_s={fam: x[2] * 1e-6}))
+
+    def decode(x, mode):
+        if min(x) < 0:
+            return 1e9
+        return _objective(sel["generation attention"], g, dict(out, attention_decode_fixed_s={fam: x[0] * 1e-6},
+                                                               attention_decode_cta_cycles={fam: x[1]},
+                                                               decode_kernel=mode, decode_max_group=max_group))
+
+    r = _nm(prefill, [0.6, 2000.0, 6.0], 200)
+    fits = {mode: _nm(lambda x, mode=mode: decode(x, mode), [4.0, 4000.0]) for mode in ("split_kv", "lean")}
+    mode = min(fits, key=lambda k: fits[k].fun)
+    r3 = fits[mode]
+    return {eff_key: round(float(r.x[0]), 4), "attention_cta_cycles": {fam: round(float(r.x[1]), 1)},
+            "attention_prefill_fixed_s": {fam: round(float(r.x[2]) * 1e-6, 9)},
+            "attention_decode_fixed_s": {fam: round(float(r3.x[0]) * 1e-6, 9)},
+            "attention_decode_cta_cycles": {fam: round(float(r3.x[1]), 1)}, "decode_kernel": mode,
+            "objective": (round(float(r.fun), 4), round(float(r3.fun), 4))}
+
+
 if __name__ == "__main__":
     what, directory = sys.argv[1], Path(sys.argv[2])
     if what == "compute":
         fit_compute(directory, 12 if "--quick" in sys.argv else 3)
     elif what == "network":
         fit_network(directory)
+    elif what == "aic":
+        fit_aic(directory, 16 if "--quick" in sys.argv else 4, "--attention-only" not in sys.argv)
     else:
-        sys.exit("usage: python -m simulator.validation.fit compute|network DIR [--quick]")
+        sys.exit("usage: python -m simulator.validation.fit compute|network|aic DIR [--quick] [--attention-only]")

@@ -27,6 +27,8 @@ from simulator.core.errors import ConfigError
 from simulator.validation.aic_comm import NetItem, predict_item
 from simulator.validation.vidur import GEMM_OPS, Row
 
+AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention")  # = aic.CLASSES
+
 # node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
 NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR", "ampere"),
                "a100_pairwise_nvlink": ("NVLink-bridge-A100", 2, "PCIe4", "ampere"),
@@ -54,6 +56,8 @@ def make_backend(kind: str, gpu: Any, overrides: dict | None = None) -> Any:
 
 
 def op_class(row: Row) -> str:
+    if row.op in AIC_CLASSES:  # an aic kernel-table row: the class is its op
+        return row.op
     if "." in row.op:  # a calibration record: "<kernel class>.<op>"
         cls = row.op.split(".", 1)[0]
         return cls if cls in ("gemm", "attention") else "memory"
@@ -122,6 +126,14 @@ class Result:
     def ape(self) -> np.ndarray:
         return np.abs(self.predicted - self.measured) / self.measured
 
+    def bias(self, key=op_class) -> dict[str, float]:
+        """{class: median signed error %} (> 0: predicted slower than measured)."""
+        err = (self.predicted - self.measured) / self.measured
+        groups: dict[str, list[float]] = {}
+        for r, e in zip(self.rows, err):
+            groups.setdefault(key(r), []).append(e)
+        return {k: 100 * float(np.median(v)) for k, v in sorted(groups.items())}
+
     def summary(self, key=op_class) -> dict[str, tuple[float, float, int]]:
         """{class: (median APE %, p90 APE %, rows)}."""
         ape = self.ape()
@@ -138,15 +150,24 @@ def predict(rows: list[Row], backend_kind: str, gpu: Any, overrides: dict | None
                       getattr(backend.config, "nccl_copy_eff", NcclParams().copy_eff))
     out = np.empty(len(rows))
     for i, r in enumerate(rows):
-        out[i] = network_s(r, backend_kind, nccl) if isinstance(r.item, tuple) else backend.op_s(r.item)
+        if isinstance(r.item, tuple):
+            out[i] = network_s(r, backend_kind, nccl)
+        elif isinstance(r.item, list):  # a framework op run as several kernels (e.g. quantize + fp8 GEMM)
+            out[i] = sum(backend.op_s(o) for o in r.item)
+        else:
+            out[i] = backend.op_s(r.item)
     return Result(backend_kind, rows, out)
 
 
-def format_summary(results: list[Result], key=op_class) -> str:
-    lines = [f"{'class':34s} {'backend':10s} {'median APE':>11s} {'p90 APE':>9s} {'rows':>7s}"]
+def format_summary(results: list[Result], key=op_class, bias: bool = False) -> str:
+    """One line per class and backend: median and p90 APE, rows (``bias``: and the median signed error)."""
+    head = f"{'class':34s} {'backend':10s} {'median APE':>11s} {'p90 APE':>9s}"
+    lines = [head + (f" {'bias':>8s}" if bias else "") + f" {'rows':>7s}"]
     for res in results:
+        signed = res.bias(key) if bias else {}
         for cls, (med, p90, n) in res.summary(key).items():
-            lines.append(f"{cls:34s} {res.backend:10s} {med:10.1f}% {p90:8.1f}% {n:7d}")
+            b = f" {signed[cls]:+7.1f}%" if bias else ""
+            lines.append(f"{cls:34s} {res.backend:10s} {med:10.1f}% {p90:8.1f}%{b} {n:7d}")
     return "\n".join(lines)
 
 

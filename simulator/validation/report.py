@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 from pathlib import Path
 
@@ -47,4 +48,29 @@ def write_report(results: list[Result], path: Path, title: str = "hwsim kernel v
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+SHAPE_FIELDS = ("m", "n", "k", "seqs", "q_tokens", "kv_tokens", "heads", "kv_heads", "head_dim")
+
+
+def write_rows_csv(results: list[Result], path: Path) -> Path:
+    """One line per measured row: class, framework, version, shape columns (of the row's last op),
+    measured us, and per backend the predicted us and the signed error % (> 0: predicted slower)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = results[0].rows if results else []
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "framework", "version", *SHAPE_FIELDS, "measured_us",
+                    *[c for res in results for c in (f"predicted_{res.backend}_us", f"error_{res.backend}_pct")]])
+        for i, r in enumerate(rows):
+            fw, _, ver = r.source.partition(" ")
+            op = r.item[-1] if isinstance(r.item, list) else r.item
+            shape = [getattr(op, a, 0) or "" for a in SHAPE_FIELDS]
+            cells = []
+            for res in results:
+                p = float(res.predicted[i])
+                cells += [f"{p * 1e6:.4g}", f"{100 * (p - r.measured_s) / r.measured_s:+.2f}"]
+            w.writerow([op_class(r), fw, ver, *shape, f"{r.measured_s * 1e6:.4g}", *cells])
     return path

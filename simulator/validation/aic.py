@@ -1,0 +1,203 @@
+"""Reader of aiconfigurator system directories (Parquet kernel tables per op family / framework / version).
+
+Models: each GEMM row (``gemm/<fw>/<ver>/gemm_perf.parquet``: m, n, k, gemm_dtype -> latency ms)
+    as one ``gemm`` Op: ``bfloat16`` at 2 bytes, per-tensor scaled ``fp8`` on the fp8 tensor path
+    with 1-byte operands and a bf16 output, preceded by the activation-quantize kernel the
+    framework's fp8 linear runs (read the bf16 input, write it in fp8; ``workloads.llm`` lowers an
+    fp8 GEMM the same way); each context-attention row (prefill: batch_size
+    sequences of isl tokens, causal) as one ``attn_prefill`` Op; each generation-attention row
+    (decode: batch_size sequences, one query each, a context of isl + step tokens) as one
+    ``attn_decode`` Op. The class of a row is ``gemm bf16``, ``gemm fp8``, ``context attention``
+    or ``generation attention``; its source is ``<framework> <version>``.
+Ignores: rows of a variant hwsim cannot express; they are counted per reason, never dropped
+    silently: block-scaled fp8 GEMMs (DeepGEMM-style per-128 scales with CUDA-core promotion),
+    weight-only / SmoothQuant GEMMs, an fp8 KV cache or fp8 attention math, sliding-window
+    attention, beam width > 1. The other op families of the directory (MoE, MLA, comm, ...).
+Sources: NVIDIA aiconfigurator-core 0.12.0 ``systems/`` tables (Apache-2.0),
+    ../shared/validation/README.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from simulator.core.errors import ConfigError
+from simulator.validation.vidur import Row
+from workloads.llm import Op
+
+PYARROW_HINT = "reading Parquet tables needs pyarrow: pip install 'hwsim[validate]'"
+CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention")
+# aic system directory name -> hwsim GPU preset
+SYSTEM_GPU = {"h200_sxm": "H200", "a100_sxm": "A100-80GB"}
+GEMM_DTYPES = {"bfloat16": ("gemm bf16", "bf16", 2.0), "float16": ("gemm bf16", "fp16", 2.0),
+               "fp8": ("gemm fp8", "fp8", 1.0)}
+GEMM_SKIP = {"fp8_block": "block-scaled fp8 GEMM (per-128 scales, CUDA-core promotion) not modelled",
+             "int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
+             "int4_wo": "weight-only int4 GEMM (TRT-LLM plugin) not mapped",
+             "sq": "SmoothQuant int8 GEMM not mapped"}
+
+
+# Timing-backend settings of each framework's kernels (the `timing:` block of a framework profile),
+# fitted per framework with `python -m simulator.validation.fit aic ../shared/validation/aic/h200_sxm`:
+# the fp8 linear's activation-quantize kernel(s) (traffic over the bytes read + written once, and the
+# shortest time of the kernel(s)); the attention constants of its kernels per family (fa2 fitted on
+# a100_sxm, fa3 on h200_sxm); its decode kernel and, for TensorRT-LLM, the GQA group XQA serves
+# (32; larger groups run the MMHA kernel, which reads K/V once per query head).
+FRAMEWORK_TIMING: dict[str, dict] = {
+    "sglang": dict(mem_traffic_multiplier={"quant": 1.759}, mem_kernel_floor_s={"quant": 3.306e-6},
+                   attention_mma_efficiency=0.8864, fa3_mma_efficiency=0.6081,
+                   attention_cta_cycles={"fa2": 1567.1, "fa3": 183.9},
+                   attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
+                   attention_decode_fixed_s={"fa2": 6.299e-6, "fa3": 2.944e-6},
+                   attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4727.6}),
+    "trtllm": dict(mem_traffic_multiplier={"quant": 2.589}, mem_kernel_floor_s={"quant": 9.987e-6},
+                   attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.564,
+                   attention_cta_cycles={"fa2": 2177.5, "fa3": 8134.4},
+                   attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 6.956e-6},
+                   attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
+                   attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
+                   decode_kernel="split_kv", decode_max_group=32),
+    "vllm": dict(mem_traffic_multiplier={"quant": 3.325}, mem_kernel_floor_s={"quant": 4.455e-6},
+                 attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
+                 attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
+                 attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
+                 attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.397e-6},
+                 attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1}),
+}
+
+
+def framework_of(row: Row) -> str:
+    return row.source.split(" ", 1)[0]
+
+
+def by_framework(row: Row) -> str:
+    """Summary key: class per framework and version."""
+    from simulator.validation.kernels import op_class
+
+    return f"{op_class(row)} | {row.source}"
+
+
+def predict_aic(rows: list[Row], backend_kind: str, gpu, frameworks: bool = True):
+    """A kernels.Result of ``rows``: with the tile backend each framework's rows under its
+    ``FRAMEWORK_TIMING`` settings (``frameworks=False``: the backend's defaults for all)."""
+    import numpy as np
+
+    from simulator.validation.kernels import Result, predict
+
+    if backend_kind != "tile" or not frameworks:
+        return predict(rows, backend_kind, gpu)
+    out = np.empty(len(rows))
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(framework_of(r), []).append(i)
+    for fw, idx in groups.items():
+        res = predict([rows[i] for i in idx], backend_kind, gpu, _merged(FRAMEWORK_TIMING.get(fw, {})))
+        out[idx] = res.predicted
+    return Result(backend_kind, rows, out)
+
+
+def _merged(over: dict) -> dict:
+    """Framework overrides merged over the TileConfig defaults (dict fields key by key)."""
+    from hw_models.timing.tile import TileConfig
+
+    base = TileConfig()
+    return {k: {**getattr(base, k), **v} if isinstance(v, dict) else v for k, v in over.items()}
+
+
+def is_aic_dir(directory: Path) -> bool:
+    """An aic system directory: ``gemm/`` or ``attention/`` folders holding ``collection_meta.yaml``."""
+    return any(Path(directory).glob("gemm/*/*/collection_meta.yaml")) or \
+        any(Path(directory).glob("attention/*/*/collection_meta.yaml"))
+
+
+def default_gpu(system_dir: Path) -> str:
+    """The GPU preset of an aic system directory (from its name), or a ConfigError."""
+    name = Path(system_dir).resolve().name
+    if name not in SYSTEM_GPU:
+        raise ConfigError(f"{system_dir}: unknown aic system {name!r} (known: {', '.join(sorted(SYSTEM_GPU))}); "
+                          "give --gpu PRESET")
+    return SYSTEM_GPU[name]
+
+
+def _read(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ConfigError(PYARROW_HINT) from exc
+    return pq.read_table(path).to_pylist()
+
+
+def _tables(system_dir: Path, family: str, name: str) -> list[tuple[str, Path]]:
+    return [(f"{p.parent.parent.name} {p.parent.name}", p)
+            for p in sorted(Path(system_dir).glob(f"{family}/*/*/{name}"))]
+
+
+def _gemm_rows(system_dir: Path, skipped: Counter) -> list[Row]:
+    rows: list[Row] = []
+    for source, path in _tables(system_dir, "gemm", "gemm_perf.parquet"):
+        for r in _read(path):
+            dt = r["gemm_dtype"]
+            if dt not in GEMM_DTYPES:
+                skipped[GEMM_SKIP.get(dt, f"GEMM dtype {dt!r} not modelled")] += 1
+                continue
+            cls, dtype, nbytes = GEMM_DTYPES[dt]
+            m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
+            op = Op("gemm", "gemm", 1, m=m, n=n, k=k, dtype=dtype, dtype_bytes=nbytes,
+                    out_bytes=2.0 if nbytes != 2.0 else 0.0)
+            item: Op | list[Op] = op
+            if nbytes != 2.0:  # the framework's linear quantizes its 16-bit input first (as workloads.llm lowers it)
+                item = [Op("elementwise", "gemm_quant", 1, bytes=int(m * k * (2.0 + nbytes))), op]
+            rows.append(Row(source, cls, 1, m, float(r["latency"]) * 1e-3, item))
+    return rows
+
+
+def _attn_skip(r: dict) -> str | None:
+    if r.get("window_size", 0):
+        return "sliding-window attention not modelled"
+    if r.get("beam_width", 1) != 1:
+        return "beam search attention not modelled"
+    if r["attn_dtype"] != "bfloat16" or r["kv_cache_dtype"] != "bfloat16":
+        return "fp8 KV cache / fp8 attention math not modelled"
+    return None
+
+
+def _attention_rows(system_dir: Path, skipped: Counter) -> list[Row]:
+    rows: list[Row] = []
+    for phase, fname in (("context attention", "context_attention_perf.parquet"),
+                         ("generation attention", "generation_attention_perf.parquet")):
+        for source, path in _tables(system_dir, "attention", fname):
+            for r in _read(path):
+                why = _attn_skip(r)
+                if why:
+                    skipped[f"{phase}: {why}"] += 1
+                    continue
+                b, h, kvh, hd = int(r["batch_size"]), int(r["num_heads"]), int(r["num_key_value_heads"]), \
+                    int(r["head_dim"])
+                if phase == "context attention":
+                    s = int(r["isl"])
+                    op = Op("attn_prefill", "attn_prefill", 1, seqs=b, q_tokens=b * s, kv_tokens=b * s,
+                            pairs=b * s * (s + 1) // 2, heads=h, kv_heads=kvh, head_dim=hd)
+                else:
+                    s = int(r["isl"]) + int(r["step"])
+                    op = Op("attn_decode", "attn_decode", 1, seqs=b, q_tokens=b, kv_tokens=b * s, heads=h,
+                            kv_heads=kvh, head_dim=hd)
+                rows.append(Row(source, phase, 1, b * s, float(r["latency"]) * 1e-3, op))
+    return rows
+
+
+def load_aic(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
+    """(rows, {skip reason: count}) of an aic system directory's GEMM and attention tables.
+
+    Raises ConfigError when pyarrow is missing (``PYARROW_HINT``)."""
+    system_dir = Path(system_dir)
+    skipped: Counter = Counter()
+    rows = _gemm_rows(system_dir, skipped) + _attention_rows(system_dir, skipped)
+    # -- communication tables (comm/): appended here ------------------------------------------
+    from simulator.validation.aic_comm import read_comm
+
+    comm, comm_skipped = read_comm(system_dir)
+    rows += comm
+    skipped.update(comm_skipped)
+
+    return rows, dict(sorted(skipped.items()))

@@ -1,0 +1,165 @@
+"""`hwsim validate kernels` on aic system directories (Parquet kernel tables, H200 / A100).
+
+The figure tests read ../shared/validation/aic and skip when it is absent; the CLI tests build a
+small aic-style directory of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+AIC = Path(__file__).resolve().parents[2] / "shared" / "validation" / "aic"
+needs_aic = pytest.mark.skipif(not (AIC / "h200_sxm").is_dir(), reason="../shared/validation/aic not present")
+runner = CliRunner()
+
+
+def _app():
+    from simulator.cli import app
+
+    return app
+
+
+def _tiny_aic(root: Path, name: str = "h200_sxm") -> Path:
+    """An aic-style system directory: one GEMM table (bf16, fp8, block fp8) and one decode table."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    d = root / name
+    g = d / "gemm" / "vllm" / "0.1"
+    g.mkdir(parents=True)
+    (g / "collection_meta.yaml").write_text("schema_version: 1\n")
+    pq.write_table(pa.table({"gemm_dtype": ["bfloat16", "fp8", "fp8_block"], "m": [128, 4096, 64],
+                             "n": [4096, 4096, 4096], "k": [4096, 4096, 4096], "latency": [0.02, 0.2, 0.01]}),
+                   g / "gemm_perf.parquet")
+    a = d / "attention" / "vllm" / "0.1"
+    a.mkdir(parents=True)
+    (a / "collection_meta.yaml").write_text("schema_version: 1\n")
+    pq.write_table(pa.table({"batch_size": [8, 8], "isl": [1, 1], "step": [1023, 1023], "num_heads": [32, 32],
+                             "num_key_value_heads": [8, 8], "head_dim": [128, 128], "beam_width": [1, 1],
+                             "window_size": [0, 0], "attn_dtype": ["bfloat16", "bfloat16"],
+                             "kv_cache_dtype": ["bfloat16", "fp8"], "latency": [0.02, 0.02]}),
+                   a / "generation_attention_perf.parquet")
+    return d
+
+
+def test_a_small_aic_directory_lists_skipped_rows_and_writes_one_csv_line_per_row(tmp_path):
+    d = _tiny_aic(tmp_path)
+    out = runner.invoke(_app(), ["validate", "kernels", str(d), "--backend", "tile", "--by", "framework",
+                                 "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "rows.csv")])
+    assert out.exit_code == 0, out.output
+    assert "skipped 1 row(s): block-scaled fp8 GEMM" in out.output
+    assert "skipped 1 row(s): generation attention: fp8 KV cache" in out.output
+    assert "on H200" in out.output  # the preset follows from the directory name
+    assert "gemm fp8 | vllm 0.1" in out.output
+    lines = (tmp_path / "rows.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 3  # header + bf16 GEMM, fp8 GEMM, one decode row
+    assert lines[0].startswith("class,framework,version,m,n,k")
+    assert lines[2].split(",")[:3] == ["gemm fp8", "vllm", "0.1"]
+
+
+def test_gpu_option_overrides_the_preset_named_by_the_directory(tmp_path):
+    d = _tiny_aic(tmp_path)
+    out = runner.invoke(_app(), ["validate", "kernels", str(d), "--backend", "roofline", "--gpu", "H100-SXM",
+                                 "--out", str(tmp_path / "r.html")])
+    assert out.exit_code == 0, out.output
+    assert "on H100-SXM" in out.output
+    assert (tmp_path / "rows.csv").is_file()  # written beside --out without --csv
+
+
+def test_an_unknown_system_name_without_gpu_exits_2_with_one_line(tmp_path):
+    d = _tiny_aic(tmp_path, "x999_sxm")
+    out = runner.invoke(_app(), ["validate", "kernels", str(d), "--out", str(tmp_path / "r.html")])
+    assert out.exit_code == 2
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "x999_sxm" in lines[0] and "--gpu" in lines[0]
+
+
+def test_missing_pyarrow_gives_the_one_line_install_hint_and_exit_2(tmp_path, monkeypatch):
+    d = tmp_path / "h200_sxm" / "gemm" / "vllm" / "0.1"
+    d.mkdir(parents=True)
+    (d / "collection_meta.yaml").write_text("schema_version: 1\n")
+    (d / "gemm_perf.parquet").write_bytes(b"PAR1")
+    for mod in [m for m in sys.modules if m == "pyarrow" or m.startswith("pyarrow.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = runner.invoke(_app(), ["validate", "kernels", str(tmp_path / "h200_sxm"), "--out", str(tmp_path / "r.html")])
+    assert out.exit_code == 2
+    assert out.output.strip() == "error: reading Parquet tables needs pyarrow: pip install 'hwsim[validate]'"
+
+
+def test_fp8_large_gemm_reaches_between_40_and_75_percent_of_the_fp8_peak_and_never_the_roofline():
+    from hw_models.gemm_tiles import gemm_roofline_s
+    from simulator.validation.kernels import gpu_config, make_backend
+    from workloads.llm import Op
+
+    g = gpu_config("H200")
+    b = make_backend("tile", g)
+    for m, n, k in ((8192, 8192, 8192), (16384, 8192, 4096), (4096, 28672, 8192)):
+        t = b.op_s(Op("gemm", "gemm", 1, m=m, n=n, k=k, dtype="fp8", dtype_bytes=1.0, out_bytes=2.0))
+        eff = 2.0 * m * n * k / t / g.tensor_peak("fp8")
+        assert 0.4 <= eff <= 0.75
+        assert t >= gemm_roofline_s(m, n, k, 1.0, g.tensor_peak("fp8"), g.memory_bw_bytes_per_s)
+        t16 = b.op_s(Op("gemm", "gemm", 1, m=m, n=n, k=k))
+        assert t < t16  # fp8 still beats bf16 on the same shape
+
+
+@pytest.fixture(scope="module")
+def h200():
+    from simulator.validation.aic import load_aic, predict_aic
+    from simulator.validation.kernels import gpu_config
+
+    rows, skipped = load_aic(AIC / "h200_sxm")
+    return predict_aic(rows, "tile", gpu_config("H200")), skipped
+
+
+@needs_aic
+def test_the_loader_reads_every_gemm_and_attention_table_row_or_counts_why_not():
+    import pyarrow.parquet as pq
+
+    from simulator.validation.aic import _attention_rows, _gemm_rows
+
+    for system in ("h200_sxm", "a100_sxm"):
+        d = AIC / system
+        tables = list(d.glob("gemm/*/*/gemm_perf.parquet")) + list(d.glob("attention/*/*/*_attention_perf.parquet"))
+        total = sum(pq.read_metadata(p).num_rows for p in tables)
+        skipped: Counter = Counter()
+        rows = _gemm_rows(d, skipped) + _attention_rows(d, skipped)
+        assert len(tables) >= 6 and len(rows) > 50_000
+        assert len(rows) + sum(skipped.values()) == total
+        assert {r.op for r in rows} >= {"gemm bf16", "context attention", "generation attention"}
+
+
+@needs_aic
+def test_h200_tile_predictions_hold_their_recorded_figures(h200):
+    res, _ = h200
+    s, bias = res.summary(), res.bias()
+    # achieved (FIDELITY.md): GEMM bf16 8.5 / 24.4, fp8 10.7 / 39.7, context 10.4 / 31.4, generation 11.9 / 38.5
+    assert s["gemm bf16"][0] <= 8.8 and s["gemm bf16"][1] <= 26.0 and s["gemm bf16"][2] > 100_000
+    assert s["gemm fp8"][0] <= 11.2 and s["gemm fp8"][1] <= 42.0 and s["gemm fp8"][2] > 100_000
+    assert s["context attention"][0] <= 11.0 and s["generation attention"][0] <= 12.0
+    assert all(abs(bias[c]) < 6.0 for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention"))
+
+
+@needs_aic
+@pytest.mark.xfail(reason="fidelity target not reached yet: H200 GEMM 8 % median (see FIDELITY.md)", strict=False)
+def test_fidelity_target_h200_gemm_8_percent_and_attention_12_percent(h200):
+    s = h200[0].summary()
+    assert s["gemm bf16"][0] <= 8.0 and s["gemm fp8"][0] <= 8.0
+    assert s["context attention"][0] <= 12.0 and s["generation attention"][0] <= 12.0
+
+
+@needs_aic
+def test_a100_aic_tables_are_predicted_by_the_same_model():
+    from simulator.validation.aic import load_aic, predict_aic
+    from simulator.validation.kernels import gpu_config
+
+    rows, _ = load_aic(AIC / "a100_sxm")
+    s = predict_aic(rows, "tile", gpu_config("A100-80GB")).summary()
+    assert s["gemm bf16"][0] <= 12.0
+    assert s["context attention"][0] <= 15.0 and s["generation attention"][0] <= 20.0
