@@ -36,6 +36,11 @@ SYSTEM_GPU = {"h200_sxm": "H200", "h100_sxm": "H100-SXM", "a100_sxm": "A100-80GB
 MOE_FAMILIES = ("deepseek", "qwen3-235b", "qwen3-30b-a3b", "qwen3.5", "kimi", "minimax", "gpt-oss", "glm-4.5",
                 "glm-5", "mixtral", "llama-4", "dbrx", "grok")
 PRECISION = {"fp8": "W8A8-fp8", "bf16": None, "fp16": None}
+TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16"}
+# A row whose measured throughput needs its prompts' GEMMs alone to run at more than this share of
+# the GPU's dense tensor peak is not a run without prompt (prefix) reuse: large fp8 GEMMs reach
+# 0.42-0.67 of peak in the H200 kernel tables (8192^3, by framework), and the same GPU also decodes.
+PLAUSIBLE_PEAK = 0.5
 
 
 @dataclass
@@ -183,6 +188,11 @@ class Prediction:
     skipped: str | None = None
     note: str = ""
     wall_s: float = 0.0
+    implied_peak: float = float("nan")  # the measurement's prompt GEMM FLOP/s per GPU / dense peak
+
+    @property
+    def implausible(self) -> bool:
+        return self.implied_peak > PLAUSIBLE_PEAK
 
 
 def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None]) -> Prediction:
@@ -222,7 +232,24 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
             tpot = w * first["tpot_s"]["mean"] + (1 - w) * steady["tpot_s"]["mean"]
     except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
         return Prediction(row, skipped=f"cannot run: {exc}", note=note)
-    return Prediction(row, ttft_ms=1e3 * ttft, tpot_ms=1e3 * tpot, note=note, wall_s=time.perf_counter() - t0)
+    return Prediction(row, ttft_ms=1e3 * ttft, tpot_ms=1e3 * tpot, note=note, wall_s=time.perf_counter() - t0,
+                      implied_peak=implied_peak(row, scenario))
+
+
+def implied_peak(row: ServingRow, scenario: dict) -> float:
+    """Share of the dense tensor peak per GPU the measured run needs for its prompts' GEMMs alone:
+    request rate by Little's law (concurrency / (TTFT + (osl - 1) x TPOT)) x isl x 2 x parameters,
+    over the tensor-parallel GPUs."""
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+
+    model = resolve_component(scenario["model"], reg.MODELS, "model").config
+    gpu = resolve_component(scenario["hardware"]["device"], reg.HARDWARE, "device").config
+    life_s = (row.ttft_ms + (row.osl - 1) * row.tpot_ms) / 1e3
+    if life_s <= 0:
+        return float("nan")
+    flops = row.concurrency / life_s * row.isl * 2.0 * model.num_params() / row.tp
+    return flops / gpu.tensor_peak(TENSOR_DTYPE[row.precision])
 
 
 def check_rows(rows: list[ServingRow], gpu: str | None) -> None:
@@ -285,6 +312,9 @@ def format_table(preds: list[Prediction], backend: str) -> str:
                              f"{bias:+7.1f}% {n:6d}")
 
     add("", preds)
+    flagged = [p for p in preds if p.skipped is None and p.implausible]
+    if flagged:
+        add(f"without {len(flagged)} implausible", [p for p in preds if p.skipped is None and not p.implausible])
     groups: dict[str, list[Prediction]] = {}
     for p in preds:
         if p.skipped is None:
@@ -308,7 +338,7 @@ def write_rows(preds: list[Prediction], path: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["line", "id", "model", "framework", "version", "precision", "isl", "osl", "concurrency", "tp",
                     "measured_ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "measured_tpot_ms",
-                    "predicted_tpot_ms", "tpot_error_pct", "skipped", "note"])
+                    "predicted_tpot_ms", "tpot_error_pct", "implied_peak_fraction", "skipped", "note"])
         for p in preds:
             r = p.row
 
@@ -318,5 +348,8 @@ def write_rows(preds: list[Prediction], path: Path) -> Path:
             w.writerow([r.line, r.id, r.model, r.framework, r.version or "", r.precision, r.isl, r.osl,
                         r.concurrency, r.tp, f"{r.ttft_ms:.3f}", "" if p.skipped else f"{p.ttft_ms:.3f}",
                         err(p.ttft_ms, r.ttft_ms), f"{r.tpot_ms:.3f}", "" if p.skipped else f"{p.tpot_ms:.3f}",
-                        err(p.tpot_ms, r.tpot_ms), p.skipped or "", p.note])
+                        err(p.tpot_ms, r.tpot_ms), "" if p.skipped else f"{p.implied_peak:.3f}", p.skipped or "",
+                        p.note + ("; implausible: the measured throughput needs the prompts' GEMMs at more than "
+                                  f"{PLAUSIBLE_PEAK:g} of the dense peak" if p.skipped is None and p.implausible
+                                  else "")])
     return path
