@@ -1,7 +1,14 @@
-"""Fit a framework profile's host time per step on end-to-end benchmark rows.
+"""Constants of the framework profiles, derived from measurements.
 
-    python -m simulator.validation.serving_fit ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
+    python -m simulator.validation.serving_fit host ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
+    python -m simulator.validation.serving_fit floors ../shared/validation/aic/h200_sxm
 
+``floors``: the shortest time of one small memory-bound kernel of each framework on that GPU, the
+median latency of its fp8 quantize kernel (``quantize/<fw>/<ver>/scale_matrix_perf.parquet``) over
+the rows of at most 64K elements, where the kernel is flat (launch-to-finish cost, not bandwidth).
+The profiles use it as the floor of their fused single-kernel norms, activations, rotary and adds.
+
+``host``:
 The rows of one framework are split by line number: even lines fit, odd lines are held out. For
 each candidate host time per running request (``host.per_seq_s``) and per step (``host.step_s``)
 every fitting row is simulated, and the pair with the lowest median absolute TPOT error wins
@@ -53,11 +60,28 @@ def fit(csv_path: Path, framework: str) -> dict:
     return out
 
 
+def floors(system_dir: Path) -> dict[str, float]:
+    """{'<framework> <version>': median seconds of the quantize kernel at <= 64K elements}."""
+    import pandas as pd
+
+    out = {}
+    for f in sorted(Path(system_dir).glob("quantize/*/*/scale_matrix_perf.parquet")):
+        df = pd.read_parquet(f)
+        small = df[(df.m * df.k <= 65536) & (df.latency > 0)]
+        out[f"{f.parent.parent.name} {f.parent.name}"] = float(small.latency.median()) * 1e-3
+    return out
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        print("usage: python -m simulator.validation.serving_fit FILE.csv FRAMEWORK", file=sys.stderr)
+    if len(argv) == 3 and argv[0] == "host":
+        print(fit(Path(argv[1]), argv[2]))
+    elif len(argv) == 2 and argv[0] == "floors":
+        for k, v in floors(Path(argv[1])).items():
+            print(f"{k:24s} {v * 1e6:6.2f} us")
+    else:
+        print("usage: python -m simulator.validation.serving_fit host FILE.csv FRAMEWORK | floors SYSTEM_DIR",
+              file=sys.stderr)
         raise SystemExit(2)
-    print(fit(Path(argv[0]), argv[1]))
 
 
 if __name__ == "__main__":
