@@ -34,8 +34,9 @@ Ignores: stream-K's fractional tiles (modelled as split-K with an in-kernel fixu
     limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step;
     for clusters: multicast with split-K, clusters larger than 4 CTAs for multicast, the cluster
     launch cost, DSMEM contention between clusters, and the per-chip GPC split (floorsweeping
-    differs per die; the presets hold one estimate). None of the cluster model is checked against
-    Hopper measurements (no Hopper data is in hand).
+    differs per die; the presets hold one estimate). The wgmma efficiency per dtype, per-wave and
+    fixed costs are fitted on the H200 aic GEMM tables (FIDELITY.md); the cluster choices
+    themselves are not checked one by one (the tables give times, not the kernels picked).
 Sources: MARLIN kernel configurations (Frantar et al., PPoPP 2025; marlin_cuda_kernel.cu:
     thread_m_blocks 1-4, 128x128 / 64x256 thread tiles, 4 stages); CUTLASS default GEMM
     configurations (cutlass/gemm/device/default_gemm_configuration.h,

@@ -139,9 +139,9 @@ def test_the_loader_reads_every_gemm_and_attention_table_row_or_counts_why_not()
 def test_h200_tile_predictions_hold_their_recorded_figures(h200):
     res, _ = h200
     s, bias = res.summary(), res.bias()
-    # achieved (FIDELITY.md): GEMM bf16 8.5 / 24.4, fp8 10.7 / 39.7, context 10.4 / 31.4, generation 11.9 / 38.5
-    assert s["gemm bf16"][0] <= 8.8 and s["gemm bf16"][1] <= 26.0 and s["gemm bf16"][2] > 100_000
-    assert s["gemm fp8"][0] <= 11.2 and s["gemm fp8"][1] <= 42.0 and s["gemm fp8"][2] > 100_000
+    # achieved (FIDELITY.md): GEMM bf16 8.5 / 24.1, fp8 11.1 / 37.0, context 10.4 / 31.4, generation 11.9 / 38.5
+    assert s["gemm bf16"][0] <= 8.8 and s["gemm bf16"][1] <= 25.5 and s["gemm bf16"][2] > 100_000
+    assert s["gemm fp8"][0] <= 11.6 and s["gemm fp8"][1] <= 39.0 and s["gemm fp8"][2] > 100_000
     assert s["context attention"][0] <= 11.0 and s["generation attention"][0] <= 12.0
     assert all(abs(bias[c]) < 6.0 for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention"))
 
@@ -161,5 +161,6 @@ def test_a100_aic_tables_are_predicted_by_the_same_model():
 
     rows, _ = load_aic(AIC / "a100_sxm")
     s = predict_aic(rows, "tile", gpu_config("A100-80GB")).summary()
-    assert s["gemm bf16"][0] <= 12.0
-    assert s["context attention"][0] <= 15.0 and s["generation attention"][0] <= 20.0
+    # achieved (FIDELITY.md): GEMM 9.6 / 36.9 (constants fitted on Vidur), context 7.1 / 27.7, generation 14.3 / 45.7
+    assert s["gemm bf16"][0] <= 10.1 and s["gemm bf16"][2] > 50_000
+    assert s["context attention"][0] <= 7.6 and s["generation attention"][0] <= 15.0

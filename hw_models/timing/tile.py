@@ -1,8 +1,11 @@
 """Tile timing backend: for each op, the kernel a real library would launch, cycle-approximately.
 
 Models: GEMMs as CUTLASS/cuBLAS-style CTA tiles with waves, occupancy, split-K, L2 reuse and a
-    library tile heuristic (``hw_models.gemm_tiles``); prefill attention as FlashAttention-2 and
-    decode attention as paged / split-KV / stream-K kernels (``hw_models.attention_kernels``);
+    library tile heuristic (``hw_models.gemm_tiles``; Hopper-class GPUs run wgmma kernels with their
+    own per-dtype efficiency and costs); prefill attention as FlashAttention-2 (fa2, mma.sync) or
+    FlashAttention-3-class (fa3, wgmma, softmax overlapped) kernels and decode attention as paged /
+    split-KV / stream-K kernels, each with the framework op's preparation cost
+    (``hw_models.attention_kernels``);
     memory-bound kernels (embedding gather, norms, rotary, activation, residual add) as their
     bytes x the library kernel's traffic multiplier over the achievable HBM bandwidth, with a
     fixed in-GPU kernel cost and a latency-bound floor when too few bytes are in flight to cover
@@ -14,8 +17,9 @@ Models: GEMMs as CUTLASS/cuBLAS-style CTA tiles with waves, occupancy, split-K, 
     CUDA-core dequantization (the two kernel modules above).
 Ignores: kernel fusion beyond the op list, overlap of consecutive kernels, clock throttling
     (absorbed in the fitted efficiencies), ECC.
-Sources: see the three modules above; constants fitted on the Vidur A100 tables are marked
-    "fitted" below with the command that produced them (FIDELITY.md gives the figures).
+Sources: see the three modules above; constants fitted on the Vidur A100 tables and on the aic
+    H200 / A100 kernel tables are marked "fitted" below with the command that produced them
+    (FIDELITY.md gives the figures).
 """
 
 from __future__ import annotations
@@ -42,18 +46,20 @@ FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=
 # Traffic multiplier of each memory-bound library kernel over the bytes the lowering counts (the
 # minimum: read inputs once, write outputs once); fitted on the same rows. >1 means the kernel
 # re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
-FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0, "quant": 2.879}
+FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0, "quant": 2.306}
 FIT_MEM_FIXED = "1.51us"
 # Shortest time of the library's kernel(s) for an op of each class, seconds: the median measured
 # time at <= 16 tokens on the training models (the kernels are flat there: e.g. an unfused RMSNorm
 # runs several ~1.5 us kernels). fit_compute prints them.
-FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6, "quant": 4.423e-6}
+FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6, "quant": 4.371e-6}
+# bytes in flight per row CTA of a per-token activation-quantize kernel (fitted with the fp8 rows below)
+FIT_ROW_IN_FLIGHT = 2769.0
 # Hopper-class (wgmma + TMA) kernels, fitted with `python -m simulator.validation.fit aic
 # ../shared/validation/aic/h200_sxm` on the H200 aic tables (FIDELITY.md): the share of each dtype's
 # tensor peak a large-tile wgmma main loop sustains (fp8 runs at a lower share of its doubled peak),
 # the per-wave prologue/epilogue and the in-GPU fixed cost of a wgmma GEMM kernel.
-FIT_WGMMA = dict(efficiency={"bf16": 0.855, "fp16": 0.855, "fp8": 0.722, "int8": 0.722}, cta_overhead_cycles=982.2,
-                 kernel_fixed_s="2.117us")
+FIT_WGMMA = dict(efficiency={"bf16": 0.8541, "fp16": 0.8541, "fp8": 0.6947, "int8": 0.6947},
+                 cta_overhead_cycles=974.8, kernel_fixed_s="2.192us")
 # Attention kernels per family: fa2 (FlashAttention-2 / mma.sync, Ampere) and fa3 (wgmma, softmax
 # overlapped; Hopper-class). MMA efficiency, cycles per Q-tile CTA (prologue: Q tile and first K/V
 # loads; epilogue: O write), and the fixed cost of the framework's attention op around the kernel
@@ -90,6 +96,9 @@ class TileConfig(StrictConfig):
                                                              "seconds (fitted; the library's kernel count x launch)")
     bytes_in_flight_per_sm: float = Field(default=32768.0, gt=0,
                                           description="outstanding loads one SM sustains (estimate: 64 warps x 512 B)")
+    row_bytes_in_flight: float = Field(default=FIT_ROW_IN_FLIGHT, gt=0,
+                                       description="bytes one row's CTA of a per-row kernel (elementwise op with m "
+                                                   "rows, e.g. per-token fp8 quantization) keeps in flight (fitted)")
     use_wgmma: bool = Field(default=True, description="Hopper GEMMs use wgmma+TMA (false: legacy mma.sync)")
     use_clusters: bool = Field(default=True,
                                description="Hopper GEMMs may use thread-block clusters (TMA multicast, DSMEM "
@@ -237,12 +246,16 @@ class TileBackend(TimingBackend):
         return plan_gemm(m, n, k, dtype_bytes, self.gemm_params(dtype))
 
     # -- memory-bound ------------------------------------------------------------------------
-    def mem_kernel_s(self, nbytes: float, cls: str = "other") -> float:
+    def mem_kernel_s(self, nbytes: float, cls: str = "other", rows: int = 0) -> float:
+        """``rows`` > 0: a kernel with one CTA per row (per-token quantization), whose bandwidth is
+        capped by the rows' bytes in flight over the HBM latency (Little's law)."""
         d, c = self.device, self.config
         moved = nbytes * c.mem_traffic_multiplier.get(cls, 1.0)
         in_flight = d.sm_count * c.bytes_in_flight_per_sm
-        latency_floor = math.ceil(moved / in_flight) * d.hbm_latency_cycles / d.clock_hz
-        return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / self._bw, latency_floor))
+        latency = d.hbm_latency_cycles / d.clock_hz
+        latency_floor = math.ceil(moved / in_flight) * latency
+        bw = min(self._bw, rows * c.row_bytes_in_flight / latency) if rows else self._bw
+        return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor))
 
     # -- the interface -----------------------------------------------------------------------
     def _op_s(self, op: Any) -> float:
@@ -259,7 +272,7 @@ class TileBackend(TimingBackend):
         elif kind == "attn_decode":
             return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
         elif kind == "elementwise":
-            t = self.mem_kernel_s(op.bytes, mem_class(op.name))
+            t = self.mem_kernel_s(op.bytes, mem_class(op.name), op.m)
         elif kind == "allreduce":
             if self._fabric is None or op.workers <= 1:
                 return 0.0

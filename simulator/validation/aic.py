@@ -45,20 +45,23 @@ GEMM_SKIP = {"fp8_block": "block-scaled fp8 GEMM (per-128 scales, CUDA-core prom
 # a100_sxm, fa3 on h200_sxm); its decode kernel and, for TensorRT-LLM, the GQA group XQA serves
 # (32; larger groups run the MMHA kernel, which reads K/V once per query head).
 FRAMEWORK_TIMING: dict[str, dict] = {
-    "sglang": dict(mem_traffic_multiplier={"quant": 1.759}, mem_kernel_floor_s={"quant": 3.306e-6},
+    "sglang": dict(mem_traffic_multiplier={"quant": 1.979}, mem_kernel_floor_s={"quant": 3.081e-6},
+                   row_bytes_in_flight=3556.0,
                    attention_mma_efficiency=0.8864, fa3_mma_efficiency=0.6081,
                    attention_cta_cycles={"fa2": 1567.1, "fa3": 183.9},
                    attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
                    attention_decode_fixed_s={"fa2": 6.299e-6, "fa3": 2.944e-6},
                    attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4727.6}),
-    "trtllm": dict(mem_traffic_multiplier={"quant": 2.589}, mem_kernel_floor_s={"quant": 9.987e-6},
+    "trtllm": dict(mem_traffic_multiplier={"quant": 2.638}, mem_kernel_floor_s={"quant": 9.92e-6},
+                   row_bytes_in_flight=3259.0,
                    attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.564,
                    attention_cta_cycles={"fa2": 2177.5, "fa3": 8134.4},
                    attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 6.956e-6},
                    attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
                    attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
                    decode_kernel="split_kv", decode_max_group=32),
-    "vllm": dict(mem_traffic_multiplier={"quant": 3.325}, mem_kernel_floor_s={"quant": 4.455e-6},
+    "vllm": dict(mem_traffic_multiplier={"quant": 3.589}, mem_kernel_floor_s={"quant": 4.259e-6},
+                 row_bytes_in_flight=4293.0,
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
@@ -147,7 +150,7 @@ def _gemm_rows(system_dir: Path, skipped: Counter) -> list[Row]:
                     out_bytes=2.0 if nbytes != 2.0 else 0.0)
             item: Op | list[Op] = op
             if nbytes != 2.0:  # the framework's linear quantizes its 16-bit input first (as workloads.llm lowers it)
-                item = [Op("elementwise", "gemm_quant", 1, bytes=int(m * k * (2.0 + nbytes))), op]
+                item = [Op("elementwise", "gemm_quant", 1, m=m, bytes=int(m * k * (2.0 + nbytes))), op]
             rows.append(Row(source, cls, 1, m, float(r["latency"]) * 1e-3, item))
     return rows
 

@@ -56,7 +56,7 @@ def make_backend(kind: str, gpu: Any, overrides: dict | None = None) -> Any:
 
 
 def op_class(row: Row) -> str:
-    if row.op in AIC_CLASSES:  # an aic kernel-table row: the class is its op
+    if row.op in AIC_CLASSES or row.op.startswith("all_reduce "):  # an aic table row: the class is its op
         return row.op
     if "." in row.op:  # a calibration record: "<kernel class>.<op>"
         cls = row.op.split(".", 1)[0]
