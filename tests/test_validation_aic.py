@@ -164,3 +164,32 @@ def test_a100_aic_tables_are_predicted_by_the_same_model():
     # achieved (FIDELITY.md): GEMM 9.6 / 36.9 (constants fitted on Vidur), context 7.1 / 27.7, generation 14.3 / 45.7
     assert s["gemm bf16"][0] <= 10.1 and s["gemm bf16"][2] > 50_000
     assert s["context attention"][0] <= 7.6 and s["generation attention"][0] <= 15.0
+
+
+def test_profiled_backend_interpolates_aic_gemm_and_decode_tables_and_falls_back_elsewhere(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from simulator.validation.kernels import gpu_config, make_backend
+    from workloads.llm import Op
+
+    d = tmp_path / "h200_sxm"
+    g, a = d / "gemm" / "vllm" / "0.1", d / "attention" / "vllm" / "0.1"
+    g.mkdir(parents=True)
+    a.mkdir(parents=True)
+    pq.write_table(pa.table({"gemm_dtype": ["bfloat16", "bfloat16", "fp8"], "m": [16, 48, 32], "n": [4096] * 3,
+                             "k": [4096] * 3, "latency": [0.010, 0.030, 0.001]}), g / "gemm_perf.parquet")
+    pq.write_table(pa.table({"batch_size": [8, 8, 16, 16], "isl": [1] * 4, "step": [999, 1999, 999, 1999],
+                             "num_heads": [32] * 4, "num_key_value_heads": [8] * 4, "head_dim": [128] * 4,
+                             "beam_width": [1] * 4, "window_size": [0] * 4, "attn_dtype": ["bfloat16"] * 4,
+                             "kv_cache_dtype": ["bfloat16"] * 4, "latency": [0.010, 0.020, 0.030, 0.040]}),
+                   a / "generation_attention_perf.parquet")
+    gpu = gpu_config("H200")
+    b = make_backend("profiled", gpu, {"tables": str(d)})
+    assert b.op_s(Op("gemm", "g", 1, m=32, n=4096, k=4096)) == pytest.approx(20e-6)  # the fp8 row is not used
+    dec = Op("attn_decode", "d", 1, seqs=12, q_tokens=12, kv_tokens=12 * 1500, heads=32, kv_heads=8, head_dim=128)
+    assert b.op_s(dec) == pytest.approx(25e-6)  # midway in batch (20 us) and context (30 us)
+    assert b.decode_attention_s(dec, [8 * 1000 * 12 // 8])[0] == pytest.approx(20e-6)
+    tile = make_backend("tile", gpu, {"cuda_graphs": False})  # the fallback: tile with its defaults
+    other = Op("gemm", "g", 1, m=32, n=1024, k=1024)
+    assert b.op_s(other) == tile.op_s(other)  # a shape the tables do not hold

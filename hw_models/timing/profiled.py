@@ -1,5 +1,6 @@
-"""Profiled timing backend: interpolates measured kernel tables (Vidur ``*.mlp.csv`` format, or a
-calibration capture ``capture.csv`` written by ``hwsim calibrate capture --device cuda``).
+"""Profiled timing backend: interpolates measured kernel tables (Vidur ``*.mlp.csv`` format, a
+calibration capture ``capture.csv`` written by ``hwsim calibrate capture --device cuda``, or an
+aic system directory of Parquet tables).
 
 Models: each measured operator as a piecewise-linear function of its token count (GEMMs, keyed
     by their (n, k) shape) or of its bytes (memory-bound kernels, keyed by kernel name),
@@ -8,7 +9,13 @@ Models: each measured operator as a piecewise-linear function of its token count
     backend (``tile`` by default).
     From a capture: its 16-bit CUDA GEMM records (key (n, k), variable m) and its ``layernorm``
     and ``add`` records (serving the lowering's norms and residual add, variable bytes).
-Ignores: dtype differences between the table and the op (the table's dtype is assumed).
+    From an aic directory (``gemm/``, ``attention/``; needs pyarrow): bf16 GEMMs (key (n, k),
+    variable m), prefill attention without a cached prefix (key heads, KV heads, head dim;
+    bilinear in batch and prompt length) and decode attention (same key; bilinear in batch and
+    context per sequence), bf16 KV and no sliding window only; ``framework`` picks one
+    framework's tables (default: the median over all).
+Ignores: dtype differences between the table and the op (the table's dtype is assumed); aic fp8
+    GEMMs (they include the framework's activation quantization, which the lowering emits itself).
 Sources: the user's measurements; Vidur (Agrawal et al., MLSys 2024) table format.
 """
 
@@ -31,6 +38,33 @@ class ProfiledConfig(StrictConfig):
                                     "calibration capture (capture.csv or its directory)")
     fallback: str = Field(default="tile", description="backend kind for ops the tables do not cover")
     launch_overhead: bool = Field(default=False, description="add the GPU's launch cost (tables hold kernel time)")
+    framework: str = Field(default="", description="aic tables: the framework folder to read (vllm, sglang, "
+                                                   "trtllm); empty: every framework, median per point")
+
+
+def _aic_points(path: Path, framework: str, pts: dict) -> None:
+    """bf16 GEMM and bf16 attention points of an aic system directory (Parquet; pyarrow needed)."""
+    from simulator.core.errors import ConfigError
+
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("reading Parquet tables needs pyarrow: pip install 'hwsim[validate]'",
+                          where="hardware.timing.tables") from None
+    fw = framework or "*"
+    for f in sorted(path.glob(f"gemm/{fw}/*/gemm_perf.parquet")):
+        for r in pq.read_table(f, columns=["gemm_dtype", "m", "n", "k", "latency"]).to_pylist():
+            if r["gemm_dtype"] == "bfloat16":
+                pts.setdefault(("gemm", r["n"], r["k"]), {}).setdefault(float(r["m"]), []).append(r["latency"] * 1e-3)
+    for phase in ("context", "generation"):
+        for f in sorted(path.glob(f"attention/{fw}/*/{phase}_attention_perf.parquet")):
+            for r in pq.read_table(f).to_pylist():
+                if r["attn_dtype"] != "bfloat16" or r["kv_cache_dtype"] != "bfloat16" or r.get("window_size", 0) \
+                        or r.get("beam_width", 1) != 1:
+                    continue
+                ctx = r["isl"] + (r["step"] if phase == "generation" else 0)
+                key = (phase, r["num_heads"], r["num_key_value_heads"], r["head_dim"], r["batch_size"])
+                pts.setdefault(key, {}).setdefault(float(ctx), []).append(r["latency"] * 1e-3)
 
 
 def _vidur_ops(r: dict[str, str]) -> list[tuple[str, str, tuple, float]]:
@@ -83,10 +117,13 @@ def _capture_points(path: Path, pts: dict) -> None:
                               where="hardware.timing.tables") from None
 
 
-def _load_points(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+def _load_points(path: Path, framework: str = "") -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     pts: dict[tuple, dict[float, list[float]]] = {}
     capture = path / "capture.csv" if path.is_dir() else path
-    if capture.name == "capture.csv" and capture.is_file():
+    if path.is_dir() and (any(path.glob("gemm/*/*/gemm_perf.parquet")) or any(path.glob("attention/*/*/*.parquet"))):
+        _aic_points(path, framework, pts)
+        files = []
+    elif capture.name == "capture.csv" and capture.is_file():
         _capture_points(capture, pts)
         files = []
     else:
@@ -116,18 +153,19 @@ class ProfiledBackend(TimingBackend):
             from simulator.core.errors import ConfigError
 
             raise ConfigError(f"profiled tables {config.tables!r} not found", where="hardware.timing.tables")
-        self._points = _load_points(path)
+        self._points = _load_points(path, config.framework)
+        # attention keys (phase, heads, kv heads, head dim) -> sorted batch sizes measured
+        self._batches: dict[tuple, list[int]] = {}
+        for key in self._points:
+            if key[0] in ("context", "generation"):
+                self._batches.setdefault(key[:4], []).append(key[4])
+        for v in self._batches.values():
+            v.sort()
         entry = TIMING.get(config.fallback, where="hardware.timing.fallback")
         self._fallback = entry.cls(entry.config.model_validate({}), device, link)
         self._launch = device.launch_overhead_s if config.launch_overhead else 0.0
 
-    def _lookup(self, op: Any) -> float | None:
-        if op.kind == "gemm":
-            key, x = ("gemm", op.n, op.k), float(op.m)
-        elif op.kind == "elementwise":
-            key, x = ("elementwise", op.name), float(op.bytes)
-        else:
-            return None
+    def _curve(self, key: tuple, x: float) -> float | None:
         pts = self._points.get(key)
         if pts is None or len(pts[0]) < 2:
             return None
@@ -136,6 +174,33 @@ class ProfiledBackend(TimingBackend):
             return float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1]))
         return float(np.interp(x, xs, ys))
 
+    def _attention(self, phase: str, op: Any, ctx: float) -> float | None:
+        """Bilinear in (batch, tokens per sequence) between the measured batch sizes around op.seqs."""
+        batches = self._batches.get((phase, op.heads, op.kv_heads, op.head_dim))
+        seqs = max(1, op.seqs)
+        if not batches or not batches[0] <= seqs <= batches[-1]:
+            return None
+        i = int(np.searchsorted(batches, seqs))
+        lo, hi = batches[max(0, i - 1) if batches[i] > seqs else i], batches[i]
+        key = (phase, op.heads, op.kv_heads, op.head_dim)
+        t_lo, t_hi = self._curve((*key, lo), ctx), self._curve((*key, hi), ctx)
+        if t_lo is None or t_hi is None:
+            return None
+        return t_lo if hi == lo else t_lo + (t_hi - t_lo) * (seqs - lo) / (hi - lo)
+
+    def _lookup(self, op: Any) -> float | None:
+        if op.kind == "attn_prefill" and self._batches and op.kv_tokens == op.q_tokens:
+            return self._attention("context", op, op.q_tokens / max(1, op.seqs))
+        if op.kind == "attn_decode" and self._batches:
+            return self._attention("generation", op, op.kv_tokens / max(1, op.seqs))
+        if op.kind == "gemm":
+            key, x = ("gemm", op.n, op.k), float(op.m)
+        elif op.kind == "elementwise":
+            key, x = ("elementwise", op.name), float(op.bytes)
+        else:
+            return None
+        return self._curve(key, x)
+
     def _op_s(self, op: Any) -> float:
         t = self._lookup(op)
         if t is None:
@@ -143,4 +208,8 @@ class ProfiledBackend(TimingBackend):
         return (t + self._launch) * op.count
 
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
-        return self._fallback.decode_attention_s(op, kv_tokens)
+        if not self._batches:
+            return self._fallback.decode_attention_s(op, kv_tokens)
+        import dataclasses
+
+        return np.array([self.op_s(dataclasses.replace(op, kv_tokens=int(k))) for k in kv_tokens])

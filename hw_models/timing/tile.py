@@ -112,7 +112,8 @@ class TileConfig(StrictConfig):
     wgmma_cta_overhead_cycles: float = Field(default=FIT_WGMMA["cta_overhead_cycles"], ge=0,
                                              description="wgmma GEMM prologue + epilogue per wave, SM cycles (fitted)")
     wgmma_kernel_fixed_s: Seconds = Field(default=FIT_WGMMA["kernel_fixed_s"],
-                                          description="in-GPU fixed cost of a wgmma GEMM kernel (fitted)")
+                                          description="in-GPU fixed cost of a GEMM kernel on a Hopper-class GPU "
+                                                      "(fitted on its wgmma kernels; its mma.sync kernels pay it too)")
     attention_kernel: str = Field(default="auto", pattern="^(auto|fa2|fa3)$",
                                   description="attention kernel family: fa2 (FlashAttention-2, mma.sync), fa3 "
                                               "(wgmma, softmax overlapped with the MMAs), auto: fa3 on Hopper-class "
@@ -202,7 +203,8 @@ class TileBackend(TimingBackend):
         super().__init__(config, device, link)
         self._launch = 0.0 if config.cuda_graphs else device.launch_overhead_s
         self._bw = device.memory_bw_bytes_per_s * config.hbm_efficiency
-        self._hopper = device.architecture in ("hopper", "blackwell") and config.use_wgmma
+        self._hopper_class = device.architecture in ("hopper", "blackwell")
+        self._hopper = self._hopper_class and config.use_wgmma
         fam = config.attention_kernel
         self._attn_family = fam if fam != "auto" else "fa3" if self._hopper else "fa2"
         dk = config.decode_kernel
@@ -236,7 +238,7 @@ class TileBackend(TimingBackend):
                 hbm_bw=self._bw, hbm_latency_s=d.hbm_latency_cycles / d.clock_hz, l2_bytes=d.l2_bytes,
                 smem_per_sm=d.smem_per_sm_bytes, regs_per_sm=d.registers_per_sm_bytes, mma_eff=mma,
                 cta_overhead_cycles=c.wgmma_cta_overhead_cycles if hopper else c.cta_overhead_cycles,
-                kernel_fixed_s=c.wgmma_kernel_fixed_s if hopper else c.kernel_fixed_s, hopper=hopper,
+                kernel_fixed_s=c.wgmma_kernel_fixed_s if self._hopper_class else c.kernel_fixed_s, hopper=hopper,
                 frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz),
                 l2_bw=0.0 if hopper and not clusters else l2_bw,
                 sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None)
