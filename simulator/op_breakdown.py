@@ -72,7 +72,8 @@ def ops(scenario: Path = typer.Argument(..., help="scenario YAML/TOML"),
     rows = breakdown(sc, tokens, decode_rows, context)
     total = sum(r["time_s"] for r in rows) or 1.0
     q = sc.quantization.config.name if sc.quantization is not None else "unquantized"
-    typer.echo(f"{sc.model.config.name} on {sc.pools[0].device.config.name}, {sc.timing.kind} timing, {q}; "
+    fw = f", {sc.framework.name} (its fusions; kernel times without host launches)" if sc.framework else ""
+    typer.echo(f"{sc.model.config.name} on {sc.pools[0].device.config.name}, {sc.timing.kind} timing, {q}{fw}; "
                f"prefill {tokens} tokens, {decode_rows} decode rows x {context} context")
     head = f"{'op':<22}{'kind':<13}{'shape':<28}{'precision':<20}{'x':>4}{'MB':>10}{'GFLOP':>10}{'deq Gop':>9}" \
            f"{'us':>10}{'%':>6}"

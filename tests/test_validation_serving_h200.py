@@ -1,0 +1,68 @@
+"""End-to-end serving benchmarks on H200 (skipped when ../shared/validation is absent).
+
+The bands are the figures FIDELITY.md reports for `hwsim validate serving` on the dense rows,
+with a margin of a few points; a change that moves the predictions away from the measurements
+fails here. Every third dense row is simulated to keep the test short (the full command covers
+all 199; FIDELITY.md gives both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulator.validation.serving import classify, errors, predict_all, read_rows, stats
+
+CSV = Path(__file__).resolve().parents[2] / "shared" / "validation" / "aic" / "silicon_e2e_h200_sxm.csv"
+pytestmark = pytest.mark.skipif(not CSV.is_file(), reason="../shared/validation/aic not present")
+
+
+@pytest.fixture(scope="module")
+def preds():
+    rows = [r for r in read_rows(CSV) if classify(r)[0] is not None]
+    assert len(rows) == 199  # the dense aggregated rows of the file
+    return predict_all(rows[::3], jobs=2)
+
+
+def test_every_moe_and_disaggregated_row_is_skipped_with_its_reason_and_none_silently():
+    rows = read_rows(CSV)
+    reasons = {classify(r)[1] for r in rows if classify(r)[0] is None}
+    assert reasons == {"mixture-of-experts model: MoE serving is not modelled yet"}
+    assert len(rows) == 967
+
+
+def test_tpot_on_the_dense_h200_rows_is_within_the_reported_band(preds):
+    med, p90, bias, n = stats(*errors(preds, "tpot"))
+    assert n == 67
+    assert med <= 12.0 and abs(bias) <= 8.0, (med, p90, bias)
+
+
+def test_ttft_on_the_dense_h200_rows_is_within_the_reported_band(preds):
+    med, p90, bias, n = stats(*errors(preds, "ttft"))
+    assert med <= 30.0 and abs(bias) <= 20.0, (med, p90, bias)
+
+
+def test_tpot_of_the_70b_rows_per_framework_is_within_ten_percent_median(preds):
+    for fw in ("vllm", "trtllm"):
+        sub = [p for p in preds if fw == p.row.framework and "70B" in p.row.model]
+        med, _, _, n = stats(*errors(sub, "tpot"))
+        assert n >= 15 and med <= 10.0, (fw, med)
+
+
+def test_more_clients_never_lower_the_predicted_tpot_of_one_configuration(preds):
+    """Queueing theory: in a closed loop, more clients mean as large or larger batches and steps."""
+    groups: dict[tuple, list] = {}
+    for p in preds:
+        r = p.row
+        groups.setdefault((r.model, r.framework, r.tp, r.isl, r.osl), []).append((r.concurrency, p.tpot_ms))
+    checked = 0
+    for pts in groups.values():
+        if len(pts) < 2:
+            continue
+        pts.sort()
+        tpots = np.array([t for _, t in pts])
+        assert np.all(np.diff(tpots) >= -0.02 * tpots[:-1]), pts
+        checked += 1
+    assert checked >= 5
