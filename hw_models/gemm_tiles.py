@@ -28,7 +28,9 @@ Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to
     split-K: the splits of a tile form one cluster (<= 8 CTAs) and reduce their fp32 partials over
     the SM-to-SM network (bytes at the DSMEM rate + one latency per wave) instead of HBM partials
     and a second kernel. Candidates: 1x1 with HBM split-K as before, multicast 2x1 / 1x2 / 2x2
-    at split 1, DSMEM split-K 2 / 4 / 8 (the plan reports the cluster shape).
+    at split 1, DSMEM split-K 2 / 4 / 8 when ``dsmem_split_k`` (the tile backend's default is off:
+    libraries do not ship it and the H200 aic GEMMs fit better without it; the plan reports the
+    cluster shape).
 Ignores: stream-K's fractional tiles (modelled as split-K with an in-kernel fixup), CTA
     rasterisation/swizzle beyond the A re-read rule, bank conflicts, clock throttling under power
     limits (absorbed in the fitted mma efficiency), tensor-core pipeline latency within a K step;
@@ -113,6 +115,7 @@ class GemmParams:
     sms_per_gpc: tuple[int, ...] | None = None  # SMs per GPC (None: no thread-block clusters, 1x1 only)
     dsmem_bytes_per_clk_sm: float = DSMEM_BYTES_PER_CLK_SM
     dsmem_latency_cycles: float = DSMEM_LATENCY_CYCLES
+    dsmem_split_k: bool = True  # DSMEM split-K candidates (False: clusters for TMA multicast only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +252,7 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         t = max(compute_s, memory_s) + overhead_s
         if best is None or t < best[0]:
             best = (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages, (1, 1, 1), l2)
-        if clusters and (split == 1 or split in DSMEM_SPLITS):
+        if clusters and (split == 1 or (split in DSMEM_SPLITS and p.dsmem_split_k)):
             l2_s = l2 / p.l2_bw if p.l2_bw else 0.0
             if split > 1:  # DSMEM: one kernel, its reduction, and never fewer waves or tiles per SM
                 lower = max(compute_s, (hbm - partial) / bw, l2_s) + overhead_s - p.kernel_fixed_s

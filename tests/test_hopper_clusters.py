@@ -36,7 +36,7 @@ def backend(preset: str = "H100-SXM", **over):
 # the wgmma constants these cluster tests were written against (before the refit on the H200 aic
 # tables changed the defaults): the tests check the cluster mechanism, not the fitted figures
 PRE_AIC = dict(wgmma_efficiency={"bf16": 0.787, "fp16": 0.787, "fp8": 0.787, "int8": 0.787},
-               wgmma_cta_overhead_cycles=1436.0, wgmma_kernel_fixed_s="3.7us")
+               wgmma_cta_overhead_cycles=1436.0, wgmma_kernel_fixed_s="3.7us", dsmem_split_k=True)
 H100 = backend(**PRE_AIC).gemm_params("bf16")
 BIG_TILE = (256, 128, 64, 4, 12)  # one CTA per SM on an H100 (registers)
 shapes = dict(m=st.integers(1, 8192), n=st.integers(64, 16384), k=st.integers(64, 16384))
@@ -153,7 +153,7 @@ def test_the_pruned_search_picks_what_costing_every_candidate_picks(m, n, k, dty
             if s > 1 and (grid * s > 4 * p.sms or k // s < 4 * tile[2]):
                 continue
             times.append(plan_tile(m, n, k, b, p, tile, s))
-            if s in DSMEM_SPLITS:
+            if s in DSMEM_SPLITS and p.dsmem_split_k:  # DSMEM split-K only where enabled
                 times.append(plan_tile(m, n, k, b, p, tile, s, dsmem=True))
         times += [plan_tile(m, n, k, b, p, tile, 1, cluster=c) for c in CLUSTERS]
     assert plan_gemm(m, n, k, b, p).time_s == min(c[0] for c in times if c)

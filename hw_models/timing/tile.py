@@ -46,20 +46,20 @@ FIT_GEMM = dict(mma_efficiency=0.787, hbm_efficiency=0.754, cta_overhead_cycles=
 # Traffic multiplier of each memory-bound library kernel over the bytes the lowering counts (the
 # minimum: read inputs once, write outputs once); fitted on the same rows. >1 means the kernel
 # re-reads its input (two-pass norms), moves fp32 intermediates or gathers with poor coalescing.
-FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0, "quant": 2.306}
+FIT_MEM_MULT = {"embed": 4.87, "norm": 2.06, "rope": 1.66, "act": 1.55, "add": 0.79, "other": 1.0, "quant": 2.151}
 FIT_MEM_FIXED = "1.51us"
 # Shortest time of the library's kernel(s) for an op of each class, seconds: the median measured
 # time at <= 16 tokens on the training models (the kernels are flat there: e.g. an unfused RMSNorm
 # runs several ~1.5 us kernels). fit_compute prints them.
-FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6, "quant": 4.371e-6}
+FIT_MEM_FLOOR = {"embed": 5.0e-6, "norm": 6.0e-6, "rope": 3.5e-6, "act": 5.0e-6, "add": 2.0e-6, "quant": 4.264e-6}
 # bytes in flight per row CTA of a per-token activation-quantize kernel (fitted with the fp8 rows below)
-FIT_ROW_IN_FLIGHT = 2769.0
+FIT_ROW_IN_FLIGHT = 2756.0
 # Hopper-class (wgmma + TMA) kernels, fitted with `python -m simulator.validation.fit aic
 # ../shared/validation/aic/h200_sxm` on the H200 aic tables (FIDELITY.md): the share of each dtype's
 # tensor peak a large-tile wgmma main loop sustains (fp8 runs at a lower share of its doubled peak),
 # the per-wave prologue/epilogue and the in-GPU fixed cost of a wgmma GEMM kernel.
-FIT_WGMMA = dict(efficiency={"bf16": 0.8541, "fp16": 0.8541, "fp8": 0.6947, "int8": 0.6947},
-                 cta_overhead_cycles=974.8, kernel_fixed_s="2.192us")
+FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int8": 0.6847},
+                 cta_overhead_cycles=1028.6, kernel_fixed_s="2.110us")
 # Attention kernels per family: fa2 (FlashAttention-2 / mma.sync, Ampere) and fa3 (wgmma, softmax
 # overlapped; Hopper-class). MMA efficiency, cycles per Q-tile CTA (prologue: Q tile and first K/V
 # loads; epilogue: O write), and the fixed cost of the framework's attention op around the kernel
@@ -114,6 +114,10 @@ class TileConfig(StrictConfig):
     wgmma_kernel_fixed_s: Seconds = Field(default=FIT_WGMMA["kernel_fixed_s"],
                                           description="in-GPU fixed cost of a GEMM kernel on a Hopper-class GPU "
                                                       "(fitted on its wgmma kernels; its mma.sync kernels pay it too)")
+    dsmem_split_k: bool = Field(default=False,
+                                description="Hopper clusters may also run split-K reduced through DSMEM (an "
+                                            "hwsim design study; cuBLAS/CUTLASS reduce split-K in a workspace or "
+                                            "by stream-K, and the H200 aic GEMM tables fit better without it)")
     attention_kernel: str = Field(default="auto", pattern="^(auto|fa2|fa3)$",
                                   description="attention kernel family: fa2 (FlashAttention-2, mma.sync), fa3 "
                                               "(wgmma, softmax overlapped with the MMAs), auto: fa3 on Hopper-class "
@@ -241,7 +245,7 @@ class TileBackend(TimingBackend):
                 kernel_fixed_s=c.wgmma_kernel_fixed_s if self._hopper_class else c.kernel_fixed_s, hopper=hopper,
                 frag_cost=c.frag_cost, vec_per_clk_sm=d.vector_flops_per_s / (2.0 * d.sm_count * d.clock_hz),
                 l2_bw=0.0 if hopper and not clusters else l2_bw,
-                sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None)
+                sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None, dsmem_split_k=c.dsmem_split_k)
         return p
 
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
