@@ -229,6 +229,7 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
     quantize kernel left out for GEMMs whose input comes from a norm or the activation when
     ``fusion.act_quant_in_producer``: that kernel writes the quantized input itself)."""
     fused_quant = bool(fusion is not None and fusion.act_quant_in_producer)
+    per_row = fusion is None or getattr(fusion, "per_token_act_quant", True)
     out: list[Op] = []
     b = model.dtype_bytes
     for op in ops:
@@ -240,7 +241,8 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
         if fmt.act_quant and not (fused_quant and op.name in ("qkv_proj", "mlp_up", "mlp_down") and not outliers):
             # read the 16-bit input (twice with outlier detection), write it quantized
             reads = 2 if outliers else 1
-            out.append(Op(ELEMENTWISE, f"{op.name}_quant", op.count, bytes=int(op.m * op.k * (reads * b + fmt.a_bytes)),
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant", op.count, m=op.m if per_row else 0,
+                          bytes=int(op.m * op.k * (reads * b + fmt.a_bytes)),
                           dtype=model.dtype, dtype_bytes=b))
         if outliers:  # bitsandbytes: gather the outlier columns, transform the int8 input to col32 layout
             out.append(Op(ELEMENTWISE, f"{op.name}_extract", op.count, bytes=int(2 * op.m * outliers * b),

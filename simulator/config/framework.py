@@ -38,6 +38,9 @@ class FusionConfig(StrictConfig):
     act_quant_in_producer: bool = Field(default=False,
                                         description="fp8/int8 activation quantization fused into the kernel "
                                                     "that produces the GEMM input (norm, activation)")
+    per_token_act_quant: bool = Field(default=True,
+                                      description="activation quantization with a scale per token (one thread "
+                                                  "block per row); false: per-tensor scales (a flat kernel)")
     allreduce_norm: bool = Field(default=False,
                                  description="tensor-parallel all-reduce fused with the residual add + norm "
                                              "that follows it (no separate add/norm kernel)")
