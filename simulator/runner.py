@@ -172,6 +172,8 @@ class Simulation:
         decode_router = scenario.decode_router.cls(scenario.decode_router.config) if scenario.decode_router else None
         self.cluster = Cluster(self.env, self.recorder, router, scenario.router.kind, decode_router,
                                scenario.decode_router.kind if scenario.decode_router else "")
+        if scenario.framework is not None:
+            self.cluster.frontend_ps = s_to_ps(scenario.framework.host.request_s)
         for pi, rt in enumerate(self.pools):
             pool = rt.pool
             pp = pool.pipeline_parallel

@@ -189,3 +189,13 @@ def test_a_closed_loop_under_a_framework_obeys_littles_law():
     s = res.summary
     # clients are always either waiting or being served: mean in system = clients
     assert s["throughput_rps"] * s["e2e_s"]["mean"] == pytest.approx(8, rel=0.05)
+
+
+def test_the_frontend_latency_adds_exactly_to_a_lone_clients_ttft_and_nothing_to_its_tpot():
+    def run(request_s: str):
+        d = scenario(clients=1, n=3, framework={"preset": "vllm", "host": {"request_s": request_s}})
+        return run_scenario(load_scenario(d)).summary
+
+    base, slow = run("0s"), run("20ms")
+    assert slow["ttft_s"]["mean"] - base["ttft_s"]["mean"] == pytest.approx(0.020, abs=1e-9)
+    assert slow["tpot_s"]["mean"] == pytest.approx(base["tpot_s"]["mean"], rel=1e-12)

@@ -60,6 +60,9 @@ class HostConfig(StrictConfig):
     step_s: Seconds = Field(default="0s", description="host time per engine step not hidden behind the GPU "
                                                       "(scheduling, input preparation, sampling, detokenization)")
     per_seq_s: Seconds = Field(default="0s", description="host time per running request per step")
+    request_s: Seconds = Field(default="0s", description="a request's way from the client into the engine (HTTP, "
+                                                         "tokenization, inter-process queues); in TTFT and "
+                                                         "end-to-end time, not on the GPU")
     overlap: bool = Field(default=False, description="the host prepares step n+1 while the GPU runs step n (SGLang's "
                                                      "overlap scheduler, TRT-LLM's overlap scheduler): a step takes "
                                                      "max(GPU, host) instead of GPU + host")

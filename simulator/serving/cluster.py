@@ -35,6 +35,7 @@ class Cluster:
         self.done = 0
         self._on_done: Callable[[Request], None] | None = None
         self.progress: tuple[int, Callable[[int], None]] | None = None
+        self.frontend_ps = 0  # a request's way from the client into the engine (HTTP, tokenization, IPC)
 
     def add_replica(self, replica) -> None:
         self.replicas.append(replica)
@@ -45,6 +46,13 @@ class Cluster:
         env = self.env
         self.requests.append(req)
         self.recorder.emit(env.now, EventKind.ARRIVED, -1, req.rid, req.prompt_tokens)
+        if self.frontend_ps > 0:  # reaches the engine later; TTFT and end-to-end time count it
+            env.timeout(self.frontend_ps).callbacks.append(lambda _ev: self._enter(req))
+        else:
+            self._enter(req)
+
+    def _enter(self, req: Request) -> None:
+        env = self.env
         target = self.entry[self._route(self.router, self.router_name, self.entry, req)]
         self.recorder.emit(env.now, EventKind.ROUTED, target.index, req.rid, target.index)
         target.submit(req)
