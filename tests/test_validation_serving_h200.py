@@ -36,12 +36,12 @@ def test_every_moe_and_disaggregated_row_is_skipped_with_its_reason_and_none_sil
 def test_tpot_on_the_dense_h200_rows_is_within_the_reported_band(preds):
     med, p90, bias, n = stats(*errors(preds, "tpot"))
     assert n == 67
-    assert med <= 12.0 and abs(bias) <= 8.0, (med, p90, bias)
+    assert med <= 11.0 and abs(bias) <= 5.0, (med, p90, bias)  # every third row: 8.6 % median, +0.4 % bias
 
 
 def test_ttft_on_the_dense_h200_rows_is_within_the_reported_band(preds):
     med, p90, bias, n = stats(*errors(preds, "ttft"))
-    assert med <= 35.0 and abs(bias) <= 20.0, (med, p90, bias)  # every third row: 29.2 % median
+    assert med <= 24.0 and abs(bias) <= 8.0, (med, p90, bias)  # every third row: 19.9 % median, -1.0 % bias
 
 
 def test_tpot_of_the_70b_rows_per_framework_is_within_ten_percent_median(preds):
