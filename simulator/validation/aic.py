@@ -28,8 +28,11 @@ from workloads.llm import Op
 
 PYARROW_HINT = "reading Parquet tables needs pyarrow: pip install 'hwsim[validate]'"
 CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention")
-# aic system directory name -> hwsim GPU preset
-SYSTEM_GPU = {"h200_sxm": "H200", "a100_sxm": "A100-80GB"}
+# aic system name (directory, or the benchmark CSV's system column) -> hwsim GPU preset; the GPUs
+# other than H200/A100 are predicted from their datasheet presets alone
+SYSTEM_GPU = {"h200_sxm": "H200", "h100_sxm": "H100-SXM", "h100_pcie": "H100-PCIe", "a100_sxm": "A100-80GB",
+              "b200_sxm": "B200", "b300_sxm": "B300", "gb200": "GB200", "gb200_sxm": "GB200", "gb300": "GB300",
+              "gb300_sxm": "GB300", "l40s": "L40S"}
 GEMM_DTYPES = {"bfloat16": ("gemm bf16", "bf16", 2.0), "float16": ("gemm bf16", "fp16", 2.0),
                "fp8": ("gemm fp8", "fp8", 1.0)}
 GEMM_SKIP = {"fp8_block": "block-scaled fp8 GEMM (per-128 scales, CUDA-core promotion) not modelled",

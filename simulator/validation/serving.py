@@ -26,12 +26,10 @@ from typing import Any
 import numpy as np
 
 from simulator.core.errors import ConfigError, HwsimError
+from simulator.validation.aic import SYSTEM_GPU
 
 REQUIRED = ("model_path", "backend", "backend_version", "precision", "mode", "isl", "osl", "batch_size", "tp_size",
             "silicon_ttft_ms", "silicon_tpot_ms")
-SYSTEM_GPU = {"h200_sxm": "H200", "h100_sxm": "H100-SXM", "h100_pcie": "H100-PCIe", "a100_sxm": "A100-80GB",
-              "b200_sxm": "B200", "b300_sxm": "B300", "gb200": "GB200", "gb200_sxm": "GB200", "gb300": "GB300",
-              "gb300_sxm": "GB300", "l40s": "L40S"}
 # Model families served as mixture-of-experts; hwsim does not model MoE serving (expert routing,
 # expert parallelism) yet, so these rows are skipped with that reason rather than mispredicted.
 MOE_FAMILIES = ("deepseek", "qwen3-235b", "qwen3-30b-a3b", "qwen3.5", "kimi", "minimax", "gpt-oss", "glm-4.5",
