@@ -57,6 +57,7 @@ def test_a_csv_without_a_required_column_names_the_columns():
     ("isl", "-5", ("line 2", "'isl'")),
     ("batch_size", "many", ("line 2", "'batch_size'", "not a number")),
     ("precision", "int3", ("line 2", "'precision'")),
+    ("silicon_tpot_ms", "0", ("line 2", "'silicon_tpot_ms'", "must be > 0")),
 ])
 def test_a_bad_row_is_one_line_naming_the_line_and_field(tmp_path, field, value, needles):
     path = write(tmp_path, [{**DENSE, field: value}])
@@ -95,3 +96,11 @@ def test_the_error_statistics_are_median_p90_and_signed_bias():
     med, p90, bias, n = stats(pred, meas)
     assert (med, bias, n) == (pytest.approx(10.0), pytest.approx(10.0), 3)
     assert p90 == pytest.approx(np.percentile([10, 10, 50], 90))
+
+
+def test_a_binary_file_and_an_unknown_backend_are_one_line_errors(tmp_path):
+    binary = tmp_path / "bench.csv"
+    binary.write_bytes(bytes(range(200, 256)) * 8)
+    one_line_error(runner.invoke(app, ["validate", "serving", str(binary)]), "not a text CSV file")
+    path = write(tmp_path, [DENSE])
+    one_line_error(runner.invoke(app, ["validate", "serving", str(path), "--backend", "warp"]), "--backend", "warp")

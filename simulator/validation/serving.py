@@ -87,34 +87,44 @@ def read_rows(path: Path) -> list[ServingRow]:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     with f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in cols]
-        if missing:
-            raise ConfigError(f"{path.name}: missing column(s) {', '.join(missing)} (line 1)")
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            def n(col: str, default: float | None = None, r: dict = r, i: int = i) -> float:
-                return _num(r, col, i, path, default)
+        try:
+            return _read(f, path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path.name}: not a text CSV file ({exc.reason} at byte {exc.start})") from None
 
-            mode = (r.get("mode") or "agg").strip().lower()
-            agg = mode == "agg"  # disaggregated rows give concurrency and parallelism per worker pool
-            conc, tp = int(n("batch_size", None if agg else 0)), int(n("tp_size", None if agg else 0))
-            isl, osl = int(n("isl")), int(n("osl"))
-            for col, v in (("batch_size", conc), ("tp_size", tp), ("isl", isl), ("osl", osl)):
-                if not agg and col in ("batch_size", "tp_size"):
-                    continue
-                if v < 1:
-                    raise ConfigError(f"{path.name} line {i}: field {col!r} must be >= 1, got {v}")
-            ver = (r.get("backend_version") or "").strip() or None
-            rows.append(ServingRow(
-                line=i, id=(r.get("id") or f"line{i}").strip(), model=(r.get("model_path") or "").strip(),
-                framework=(r.get("backend") or "").strip(), version=ver,
-                precision=(r.get("precision") or "").strip().lower(), mode=mode,
-                isl=isl, osl=osl, concurrency=conc, tp=tp, pp=int(n("pp_size", 1)),
-                dp=int(n("attention_dp_size", 1)), ep=int(n("moe_ep_size", 1)),
-                system=(r.get("system") or "").strip().lower(),
-                ttft_ms=n("silicon_ttft_ms"), tpot_ms=n("silicon_tpot_ms")))
+
+def _read(f, path: Path) -> list[ServingRow]:
+    reader = csv.DictReader(f)
+    cols = reader.fieldnames or []
+    missing = [c for c in REQUIRED if c not in cols]
+    if missing:
+        raise ConfigError(f"{path.name}: missing column(s) {', '.join(missing)} (line 1)")
+    rows = []
+    for i, r in enumerate(reader, start=2):
+        def n(col: str, default: float | None = None, r: dict = r, i: int = i) -> float:
+            return _num(r, col, i, path, default)
+
+        mode = (r.get("mode") or "agg").strip().lower()
+        agg = mode == "agg"  # disaggregated rows give concurrency and parallelism per worker pool
+        conc, tp = int(n("batch_size", None if agg else 0)), int(n("tp_size", None if agg else 0))
+        isl, osl = int(n("isl")), int(n("osl"))
+        for col, v in (("batch_size", conc), ("tp_size", tp), ("isl", isl), ("osl", osl)):
+            if not agg and col in ("batch_size", "tp_size"):
+                continue
+            if v < 1:
+                raise ConfigError(f"{path.name} line {i}: field {col!r} must be >= 1, got {v}")
+        for col in ("silicon_ttft_ms", "silicon_tpot_ms"):
+            if n(col) <= 0:
+                raise ConfigError(f"{path.name} line {i}: field {col!r} must be > 0 (a measured time), got {n(col)}")
+        ver = (r.get("backend_version") or "").strip() or None
+        rows.append(ServingRow(
+            line=i, id=(r.get("id") or f"line{i}").strip(), model=(r.get("model_path") or "").strip(),
+            framework=(r.get("backend") or "").strip(), version=ver,
+            precision=(r.get("precision") or "").strip().lower(), mode=mode,
+            isl=isl, osl=osl, concurrency=conc, tp=tp, pp=int(n("pp_size", 1)),
+            dp=int(n("attention_dp_size", 1)), ep=int(n("moe_ep_size", 1)),
+            system=(r.get("system") or "").strip().lower(),
+            ttft_ms=n("silicon_ttft_ms"), tpot_ms=n("silicon_tpot_ms")))
     return rows
 
 
@@ -262,6 +272,10 @@ def predict_all(rows: list[ServingRow], gpu: str | None = None, backend: str = "
                 ) -> list[Prediction]:
     """``framework_overrides``: fields merged over every row's framework profile (e.g. a fit's
     ``{"host": {"per_seq_s": "40us"}}``)."""
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+
+    resolve_component({"kind": backend}, reg.TIMING, "--backend")  # an unknown backend: one error, before any row
     check_rows(rows, gpu)
     args = [(r, gpu, backend, per_client, start, framework_overrides) for r in rows]
     if jobs <= 1:
