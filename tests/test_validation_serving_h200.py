@@ -66,3 +66,16 @@ def test_more_clients_never_lower_the_predicted_tpot_of_one_configuration(preds)
         assert np.all(np.diff(tpots) >= -0.02 * tpots[:-1]), pts
         checked += 1
     assert checked >= 5
+
+
+@pytest.mark.xfail(strict=True, reason="fidelity target not reached yet: TPOT p90 <= 25 % on all dense rows (the "
+                                       "vLLM Llama-3.1-8B-FP8 rows, see FIDELITY.md)")
+def test_fidelity_target_tpot_p90_25_percent(preds):
+    assert stats(*errors(preds, "tpot"))[1] <= 25.0
+
+
+@pytest.mark.xfail(strict=True, reason="fidelity target not reached yet: SGLang TTFT (frontend queueing not "
+                                       "modelled, see FIDELITY.md)")
+def test_fidelity_target_sglang_ttft_20_percent(preds):
+    sub = [p for p in preds if p.row.framework == "sglang"]
+    assert stats(*errors(sub, "ttft"))[0] <= 20.0
