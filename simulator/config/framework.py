@@ -16,6 +16,7 @@ Sources: each preset's ``# source:`` comments (framework code constants and docu
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -128,8 +129,10 @@ def all_profiles() -> list[FrameworkProfile]:
     return [p for _, p in _profiles()]
 
 
-def _profiles() -> list[tuple[Path, FrameworkProfile]]:
-    return [(p, _read(p)) for p in sorted(PRESETS.glob("*.yaml"))]
+@functools.cache
+def _profiles() -> tuple[tuple[Path, FrameworkProfile], ...]:
+    """The shipped presets, read once per process (profiles are frozen)."""
+    return tuple((p, _read(p)) for p in sorted(PRESETS.glob("*.yaml")))
 
 
 def resolve_profile(framework: str, version: str | None = None, where: str = "engine.framework") -> FrameworkProfile:
@@ -172,7 +175,8 @@ def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework")
         spec = spec["preset"]
     t = spec.strip()
     if (PRESETS / f"{t}.yaml").exists():
-        return _read(PRESETS / f"{t}.yaml", overrides)
+        path = PRESETS / f"{t}.yaml"
+        return _read(path, overrides) if overrides else dict(_profiles())[path]
     fw, _, ver = t.partition("-")
     path, prof = _resolve(fw, ver or None, where)
     return _read(path, overrides) if overrides else prof
