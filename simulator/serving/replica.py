@@ -20,6 +20,7 @@ from simulator.core.contracts import BatchPlan, ReplicaLoad, SchedulerView
 from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
+from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.plan_check import check_plan
 from simulator.serving.step_timer import StepTimer
@@ -300,9 +301,10 @@ class Replica:
         waiting = len(self.waiting)
         running = len(self.running)
         if self.pipeline is None:
-            yield env.timeout(dt)
+            yield IterationEnd(env, dt)
         else:
             yield env.process(self.pipeline.run(self.index, dt, shape.decode_rows + sum(t for _, t in chunks)))
+            yield IterationEnd(env, 0)  # the same order at the boundary as an unpipelined replica
         now = env.now
         self.busy_ps += now - start
         i = len(self.iter_ends)
@@ -394,7 +396,7 @@ class Replica:
         if k > 1:
             self._interruptible = True
             try:
-                yield env.timeout(int(cum[-1]))
+                yield IterationEnd(env, int(cum[-1]))
             except simpy.Interrupt:
                 elapsed = env.now - start
                 j = int(np.searchsorted(cum, elapsed, side="left"))
@@ -402,10 +404,10 @@ class Replica:
                 rest = int(cum[j]) - elapsed
                 self._interruptible = False
                 if rest > 0:
-                    yield env.timeout(rest)
+                    yield IterationEnd(env, rest)
             self._interruptible = False
         else:
-            yield env.timeout(int(cum[0]))
+            yield IterationEnd(env, int(cum[0]))
         self._seg = None
         now = env.now
         self.busy_ps += now - start
