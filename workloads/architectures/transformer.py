@@ -48,8 +48,17 @@ class TransformerConfig(StrictConfig):
     gated_mlp: bool = True
     vocab_size: int = Field(gt=0)
     max_position: int = Field(gt=0)
-    num_experts: int = Field(default=1, ge=1)
-    experts_per_token: int = Field(default=1, ge=1)
+    num_experts: int = Field(default=1, ge=1, description="routed experts per MoE layer (1: a dense MLP)")
+    experts_per_token: int = Field(default=1, ge=1, description="top-k: routed experts each token runs")
+    moe_intermediate_size: int | None = Field(
+        default=None, gt=0, description="width of one routed expert's MLP projection (default: intermediate_size)")
+    num_shared_experts: int = Field(default=0, ge=0, description="experts every token runs besides its top-k "
+                                                                  "(DeepSeek-V3: 1)")
+    shared_expert_intermediate_size: int | None = Field(
+        default=None, gt=0, description="width of the shared expert(s) together (default: num_shared_experts x "
+                                        "moe_intermediate_size)")
+    first_dense_layers: int = Field(default=0, ge=0, description="leading layers with a dense MLP of "
+                                                                  "intermediate_size (DeepSeek first_k_dense_replace)")
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     parallel_attn_mlp: bool = False
     tie_embeddings: bool = False
@@ -65,7 +74,10 @@ class TransformerConfig(StrictConfig):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         if self.experts_per_token > self.num_experts:
-            raise ValueError("experts_per_token exceeds num_experts")
+            raise ValueError(f"experts_per_token (top-k) {self.experts_per_token} exceeds num_experts "
+                             f"{self.num_experts}")
+        if self.first_dense_layers > self.num_layers:
+            raise ValueError(f"first_dense_layers {self.first_dense_layers} exceeds num_layers {self.num_layers}")
         if self.sliding_window_layers and self.sliding_window_tokens is None:
             raise ValueError("sliding_window_layers is set but sliding_window_tokens is not")
         bad = [i for i in self.sliding_window_layers if not 0 <= i < self.num_layers]
@@ -89,10 +101,42 @@ class TransformerConfig(StrictConfig):
     def attn_params_per_layer(self) -> int:
         return self.hidden_size * (self.q_size + 2 * self.kv_size) + self.q_size * self.hidden_size
 
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+    @property
+    def expert_intermediate(self) -> int:
+        """Width of one routed expert's projection."""
+        return self.moe_intermediate_size or self.intermediate_size
+
+    @property
+    def shared_intermediate(self) -> int:
+        """Width of the shared expert(s) of a MoE layer together (0: none)."""
+        return self.shared_expert_intermediate_size or self.num_shared_experts * self.expert_intermediate
+
+    @property
+    def moe_layers(self) -> int:
+        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+
+    def _mlp_params(self, width: int) -> int:
+        return (3 if self.gated_mlp else 2) * self.hidden_size * width
+
     def mlp_params_per_layer(self) -> int:
-        per_expert = (3 if self.gated_mlp else 2) * self.hidden_size * self.intermediate_size
-        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
-        return per_expert * self.num_experts + router
+        """MLP parameters of one layer averaged over the layers (dense leading layers included)."""
+        if not self.is_moe:
+            return self._mlp_params(self.intermediate_size)
+        moe = self._mlp_params(self.expert_intermediate) * self.num_experts + \
+            self._mlp_params(self.shared_intermediate) + self.hidden_size * self.num_experts
+        dense = self._mlp_params(self.intermediate_size)
+        return (moe * self.moe_layers + dense * self.first_dense_layers) // self.num_layers
+
+    def active_params(self) -> int:
+        """Parameters one token runs through (top-k and shared experts; every other weight)."""
+        if not self.is_moe:
+            return self.num_params()
+        idle = self._mlp_params(self.expert_intermediate) * (self.num_experts - self.experts_per_token)
+        return self.num_params() - idle * self.moe_layers
 
     def embedding_params(self) -> int:
         return self.vocab_size * self.hidden_size * (1 if self.tie_embeddings else 2)
@@ -199,9 +243,19 @@ def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
         out["intermediate_size"] = int(_get(cfg, "intermediate_size"))
         out["gated_mlp"] = mtype in _GATED_FAMILIES or \
             str(cfg.get("hidden_act", "silu")) in ("silu", "swiglu", "gelu_pytorch_tanh")
-    if "num_local_experts" in cfg:
-        out["num_experts"] = int(cfg["num_local_experts"])
-        out["experts_per_token"] = int(_get(cfg, "num_experts_per_tok", default=2))
+    experts = cfg.get("num_local_experts") or cfg.get("n_routed_experts") or cfg.get("num_experts")
+    if experts and int(experts) > 1:  # Mixtral / gpt-oss, DeepSeek-V2/V3, Qwen-MoE
+        out["num_experts"] = int(experts)
+        out["experts_per_token"] = int(_get(cfg, "num_experts_per_tok", "experts_per_token", default=2))
+        if cfg.get("moe_intermediate_size"):
+            out["moe_intermediate_size"] = int(cfg["moe_intermediate_size"])
+        if cfg.get("n_shared_experts"):
+            out["num_shared_experts"] = int(cfg["n_shared_experts"])
+        if cfg.get("shared_expert_intermediate_size"):
+            out["shared_expert_intermediate_size"] = int(cfg["shared_expert_intermediate_size"])
+            out["num_shared_experts"] = max(1, out.get("num_shared_experts", 1))
+        if cfg.get("first_k_dense_replace"):
+            out["first_dense_layers"] = int(cfg["first_k_dense_replace"])
     dtype = str(cfg.get("torch_dtype") or "bfloat16")
     out["dtype"] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, "bf16")
     window, local = _sliding_window(cfg, mtype, out["num_layers"])
