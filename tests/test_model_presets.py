@@ -215,13 +215,17 @@ def test_a_multimodal_config_reads_its_text_decoder():
     ("google/gemma-3-27b-it", "Gemma-3-27B"),
     ("GOOGLE/GEMMA-2-27B-IT", "Gemma-2-27B"),
     ("Llama-3.2-3B", "Llama-3.2-3B"),
+    ("Qwen/Qwen3-235B-A22B-FP8", "Qwen3-235B-A22B"),
+    ("Qwen/Qwen3-30B-A3B", "Qwen3-30B-A3B"),
+    ("openai/gpt-oss-120b", "gpt-oss-120b"),
+    ("mistralai/Mixtral-8x22B-Instruct-v0.1", "Mixtral-8x22B"),
 ])
 def test_a_hugging_face_repo_id_resolves_to_the_shipped_preset(repo_id, preset):
     assert preset_for_hf_id(repo_id) == preset
     assert model(preset_for_hf_id(repo_id)).name == preset
 
 
-@pytest.mark.parametrize("repo_id", ["deepseek-ai/DeepSeek-V3", "Qwen/Qwen3-30B-A3B", "meta-llama/Llama-4-Scout",
+@pytest.mark.parametrize("repo_id", ["moonshotai/Kimi-K2.5", "zhipuai/GLM-5", "meta-llama/Llama-4-Scout",
                                      "", "google/gemma-3-1b-it"])
 def test_an_unknown_repo_id_resolves_to_none(repo_id):
     assert preset_for_hf_id(repo_id) is None
@@ -230,3 +234,17 @@ def test_an_unknown_repo_id_resolves_to_none(repo_id):
 @pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_every_shipped_file_is_found_again_from_its_own_source_repo_id(path):
     assert preset_for_hf_id(json.loads(path.read_text(encoding="utf-8"))["_source"]) == path.stem
+
+
+# Published totals: Qwen3 model card (235B total / 22B activated; 30.5B / 3.3B), Mistral AI
+# (Mixtral-8x22B: 141B / 39B), OpenAI gpt-oss model card (116.8B total, 5.1B active; 20.9B / 3.6B),
+# whose active count leaves out the input embedding table (a gather, not a matmul), which
+# active_params keeps: one vocab x hidden table is added to the card's figure.
+@pytest.mark.parametrize("preset,total,active", [
+    ("Qwen3-235B-A22B", 235e9, 22e9), ("Qwen3-30B-A3B", 30.5e9, 3.3e9), ("Mixtral-8x22B", 141e9, 39e9),
+    ("gpt-oss-120b", 116.8e9, 5.1e9 + 201088 * 2880), ("gpt-oss-20b", 20.9e9, 3.6e9 + 201088 * 2880),
+])
+def test_moe_presets_count_the_published_total_and_active_parameters(preset, total, active):
+    m = model(preset)
+    assert m.num_params() == pytest.approx(total, rel=0.03)
+    assert m.active_params() == pytest.approx(active, rel=0.08)
