@@ -1,5 +1,6 @@
 """``hwsim capacity``: find the highest arrival rate that meets the SLOs; print the curve, write
-capacity.json and capacity.html (a self-contained plotly page).
+capacity.json and capacity.html (a plotly page; plotly.js is written beside it, see
+simulator/html_assets.py).
 
 Registered by ``simulator/cli.py`` as ``app.command("capacity")(capacity)``.
 """
@@ -63,32 +64,36 @@ def format_curve(report: dict[str, Any]) -> str:
 def capacity_html(report: dict[str, Any]) -> str:
     """A deterministic, self-contained page: attainment and p90 latencies against the rate."""
     import plotly.graph_objects as go
-    import plotly.offline
     from plotly.subplots import make_subplots
+
+    from simulator.html_assets import plotly_script_tag
 
     pts = report["points"]
     rates = [p["rate_rps"] for p in pts]
     crit = report["criteria"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment", "p90 latency"))
     fig.add_trace(go.Scatter(x=rates, y=[p["attainment"] for p in pts], mode="lines+markers",
-                             name="attainment"), row=1, col=1)
+                             name="attainment", hovertemplate="%{x:.3f} req/s: %{y:.1%}<extra></extra>"),
+                  row=1, col=1)
     fig.add_hline(y=crit["attainment"], line_dash="dash", row=1, col=1)
     if report["capacity_rps"]:
         fig.add_vline(x=report["capacity_rps"], line_dash="dot", row=1, col=1)
     for key, name in (("ttft_p90_s", "p90 TTFT"), ("tpot_p90_s", "p90 TPOT"), ("itl_p99_s", "p99 inter-token")):
-        fig.add_trace(go.Scatter(x=rates, y=[p[key] for p in pts], mode="lines+markers", name=name), row=1, col=2)
-    for key in ("slo_ttft_s", "slo_tpot_s", "p99_itl_s"):
+        fig.add_trace(go.Scatter(x=rates, y=[None if p[key] is None else p[key] * 1e3 for p in pts],
+                                 mode="lines+markers", name=name,
+                                 hovertemplate="%{x:.3f} req/s: %{y:.1f} ms<extra>" + name + "</extra>"), row=1, col=2)
+    for key, name in (("slo_ttft_s", "TTFT SLO"), ("slo_tpot_s", "TPOT SLO"), ("p99_itl_s", "inter-token limit")):
         if crit.get(key):
-            fig.add_hline(y=crit[key], line_dash="dash", row=1, col=2)
+            fig.add_hline(y=crit[key] * 1e3, line_dash="dash", annotation_text=name, row=1, col=2)
     fig.update_xaxes(title_text="arrival rate (requests/s)")
-    fig.update_yaxes(title_text="share of requests", range=[0, 1.05], row=1, col=1)
-    fig.update_yaxes(title_text="seconds", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="requests meeting the SLOs", range=[0, 1.05], tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="ms", type="log", row=1, col=2)
     fig.update_layout(template="plotly_white", height=460)
     title = (f"hwsim capacity: {report['scenario']} ({report['scheduler']}) — "
              f"{report['capacity_rps']:.3f} requests/s")
     div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=DIV_ID, config={"displaylogo": False})
     return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                      f"<title>{title}</title>", "<script>", plotly.offline.get_plotlyjs(), "</script>",
+                      f"<title>{title}</title>", plotly_script_tag(),
                       "</head><body>", f"<h1>{title}</h1>", div, "</body></html>", ""])
 
 
@@ -108,6 +113,7 @@ def capacity(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file 
              ) -> None:
     """Find the highest arrival rate at which the scenario meets its SLOs (bisection over runs)."""
     from simulator.capacity import capacity_search
+    from simulator.html_assets import write_page
 
     if slo_ttft is None and slo_tpot is None and p99_itl is None:
         raise HwsimError("give --slo-ttft and/or --slo-tpot (or --p99-itl)", where="capacity")
@@ -126,7 +132,7 @@ def capacity(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file 
             raise HwsimError("the results directory is an existing file", where=str(out))
         out.mkdir(parents=True, exist_ok=True)
         (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "capacity.html").write_text(capacity_html(report))
+        write_page(out / "capacity.html", capacity_html(report))
     except OSError as exc:
         raise HwsimError(f"cannot write the results: {exc.strerror or exc}", where=str(out)) from None
     typer.echo(format_curve(report))

@@ -1,8 +1,10 @@
-"""A single self-contained HTML report of a :class:`~simulator.results.RunResult`.
+"""report.html: an interactive plotly dashboard of a :class:`~simulator.results.RunResult`.
 
-The file embeds plotly.js inline (no network access needed to open it) and is deterministic: the
-same result always gives byte-identical HTML. Large arrays are reduced before plotting (CDF
-quantiles, every k-th timeline row, merged busy bars) so the report stays small.
+A header with the run's configuration, the summary figures (times in ms as the CLI prints them,
+fractions as percentages), then the figures of :mod:`simulator.dashboard_figures`. The page loads
+plotly.js from a copy written beside it (simulator/html_assets.py), so it opens offline and a run
+folder copied alone keeps working, while the page itself stays well under 1 MB. The output is
+deterministic: the same result always gives byte-identical HTML.
 """
 
 from __future__ import annotations
@@ -13,80 +15,93 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
-import plotly.offline
-from plotly.subplots import make_subplots
 
+from simulator import __version__
+from simulator.core.errors import HwsimError
+from simulator.dashboard_figures import (CDF_QUANTILES, GANTT_MAX_BARS, TITLE_BATCHES, TITLE_BUSY, TITLE_CDF,
+                                         TITLE_LENGTHS, TITLE_OPS, TITLE_REPLICAS, TITLE_THROUGHPUT,
+                                         TITLE_TIERS, TITLE_TIMELINE, batch_columns, batches_figure,
+                                         busy_bars, busy_figure, cdf_figure, ecdf, floats, lengths_figure,
+                                         nrows, ops_figure, replicas_figure, throughput_figure,
+                                         tiers_figure, timeline_figure)
+from simulator.html_assets import plotly_script_tag, write_page
 from simulator.results import STATUS_NAMES, RunResult
 from simulator.trace_export import event_kind_name
 
-CDF_RAW_LIMIT = 20_000  # above this many points a CDF is drawn from quantiles
-CDF_QUANTILES = 2_000
-TIMELINE_MAX_POINTS = 5_000  # per trace
-GANTT_MAX_BARS = 5_000  # per replica
-MERGE_GAP_S = 1e-9
+__all__ = ["CDF_QUANTILES", "FIGURE_TITLES", "GANTT_MAX_BARS", "TITLE_TIERS", "busy_bars", "ecdf",
+           "render_report", "write_report"]
 
-TITLE_CDF = "Latency CDFs"
-TITLE_TIMELINE = "Replica timelines"
-TITLE_BUSY = "Replica busy timeline"
-TITLE_LENGTHS = "Prompt and output lengths"
-TITLE_TIERS = "KV memory tiers"
-FIGURE_TITLES = (TITLE_CDF, TITLE_TIMELINE, TITLE_BUSY, TITLE_LENGTHS)
-GIB = 2.0**30
-# summary["kv_cache"] keys shown in the tiers section: (key, label)
-LINK_KEYS = (("pcie_d2h_bytes", "PCIe GPU->host"), ("pcie_h2d_bytes", "PCIe host->GPU"),
-             ("ssd_write_bytes", "SSD write"), ("ssd_read_bytes", "SSD read"),
-             ("bytes_to_host", "PCIe GPU->host"), ("bytes_to_device", "PCIe host->GPU"))
-HIT_KEYS = (("hit_rate", "GPU prefix cache"), ("host_hit_rate", "host DRAM"), ("ssd_hit_rate", "SSD"))
-STALL_KEYS = (("stall_s", "stalled on transfers"), ("prefetch_late_s", "waiting for late prefetch"))
+FIGURE_TITLES = (TITLE_CDF, TITLE_THROUGHPUT, TITLE_TIMELINE, TITLE_BUSY, TITLE_REPLICAS, TITLE_BATCHES,
+                 TITLE_OPS, TITLE_LENGTHS)
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
-PREFILL_COLOUR, DECODE_COLOUR = "#d62728", "#1f77b4"
-
-# (summary key, label, unit)
+# (summary key, label, kind): kind "ms" (seconds shown in ms), "pct" (a fraction), "rate", "count", "usd"
 SUMMARY_FIELDS = (
-    ("requests_finished", "Requests finished", ""),
+    ("requests_finished", "Requests finished", "count"),
     ("throughput_rps", "Throughput", "req/s"),
     ("output_tokens_per_s", "Output tokens", "tok/s"),
-    ("ttft_s", "TTFT", "s"),
-    ("tpot_s", "TPOT", "s"),
-    ("itl_s", "Inter-token latency", "s"),
-    ("e2e_s", "End-to-end latency", "s"),
-    ("queue_s", "Queueing delay", "s"),
+    ("total_tokens_per_s", "All tokens (prompt + output)", "tok/s"),
+    ("ttft_s", "TTFT", "ms"),
+    ("tpot_s", "TPOT", "ms"),
+    ("itl_s", "Inter-token latency", "ms"),
+    ("e2e_s", "End-to-end latency", "ms"),
+    ("queue_s", "Scheduling delay", "ms"),
     ("goodput_rps", "Goodput", "req/s"),
-    ("slo_attainment", "SLO attainment", ""),
-    ("preemptions", "Preemptions", ""),
-    ("gpu_busy_fraction", "GPU busy fraction", ""),
-    ("mfu", "MFU", ""),
-    ("kv_utilization_mean", "Mean KV utilisation", ""),
-    ("cost_usd_per_mtok", "Cost", "USD / M tokens"),
+    ("slo_attainment", "SLO attainment", "pct"),
+    ("preemptions", "Preemptions", "count"),
+    ("batch_size_mean", "Mean batch size", "requests"),
+    ("queue_length_mean", "Mean queue length", "requests"),
+    ("gpu_busy_fraction", "GPU busy", "pct"),
+    ("mfu", "MFU", "pct"),
+    ("kv_utilization_mean", "Mean KV utilisation", "pct"),
+    ("kv_utilization_peak", "Peak KV utilisation", "pct"),
+    ("cost_usd_per_mtok", "Cost", "USD / M output tokens"),
+    ("energy_per_output_token_j", "Energy", "J / output token"),
 )
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:left}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.meta{color:#666}.fig{margin-bottom:12px}
+.meta{color:#666}.fig{margin-bottom:12px}.cols{display:flex;gap:32px;flex-wrap:wrap;align-items:flex-start}
 """
 
 
 # ----------------------------------------------------------------------------- formatting
-def _fmt(v: Any) -> str:
-    """Robust text for a summary value (numbers, None, NaN, percentile dicts, anything else)."""
+def _number(f: float) -> str:
+    if not math.isfinite(f):
+        return "–"
+    a = abs(f)
+    if a >= 100:
+        return f"{f:,.0f}"
+    if a >= 10:
+        return f"{f:.1f}"
+    if a >= 0.01 or a == 0:
+        return f"{f:.2f}"
+    return f"{f:.3g}"
+
+
+def fmt_value(v: Any, kind: str = "") -> str:
+    """Text for a summary value: seconds as ms, fractions as percentages, percentile dicts as
+    ``p50 · p90 · p99``, None and NaN as a dash."""
     if v is None:
         return "–"
     if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f"{f:.4g}" if math.isfinite(f) else "–"
+        return "yes" if v else "no"
     if isinstance(v, dict):
         keys = [k for k in ("p50", "p90", "p99") if k in v] or sorted(map(str, v))[:6]
-        return " · ".join(f"{k} {_fmt(v.get(k))}" for k in keys)
+        return " · ".join(f"{k} {fmt_value(v.get(k), kind)}" for k in keys) if keys else "–"
+    if isinstance(v, (int, np.integer)) and kind not in ("ms", "pct"):
+        return f"{int(v):,}"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        f = float(v)
+        if not math.isfinite(f):
+            return "–"
+        if kind == "ms":
+            return _number(f * 1e3)
+        if kind == "pct":
+            return f"{f:.1%}"
+        return _number(f)
     return str(v)
 
 
@@ -96,7 +111,11 @@ def _row(label: str, value: str, unit: str = "") -> str:
 
 
 def _summary_table(summary: dict[str, Any]) -> str:
-    rows = [_row(label, _fmt(summary[key]), unit) for key, label, unit in SUMMARY_FIELDS if key in summary]
+    rows = []
+    for key, label, kind in SUMMARY_FIELDS:
+        if key in summary:
+            unit = "" if kind in ("pct", "count") else kind
+            rows.append(_row(label, fmt_value(summary[key], kind), unit))
     if not rows:
         return "<p class=meta>No summary figures.</p>"
     return "<table>" + "".join(rows) + "</table>"
@@ -104,270 +123,181 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def _facts_table(result: RunResult) -> str:
     req = result.requests
-    n = _nrows(req)
+    n = nrows(req)
     rows = [_row("Requests", f"{n:,}"), _row("Replicas", f"{len(result.replicas):,}"),
-            _row("Batch segments", f"{_nrows(result.batches):,}"),
-            _row("Simulated time", _fmt(float(result.sim_time_s)), "s"),
-            _row("Wall time", _fmt(float(result.wall_s)), "s")]
+            _row("Batch segments", f"{nrows(result.batches):,}"),
+            _row("Simulated time", _number(float(result.sim_time_s)), "s"),
+            _row("Wall time", _number(float(result.wall_s)), "s")]
     if n and "status" in req:
         codes, counts = np.unique(np.asarray(req["status"]).astype(np.int64), return_counts=True)
         for c, k in zip(codes.tolist(), counts.tolist()):
-            rows.append(_row(f"Status {STATUS_NAMES.get(c, str(c))}", f"{k:,}"))
+            rows.append(_row(f"Requests {STATUS_NAMES.get(c, str(c))}", f"{k:,}"))
     ev = result.events
-    if _nrows(ev) and "kind" in ev:
+    if nrows(ev) and "kind" in ev:
         codes, counts = np.unique(np.asarray(ev["kind"]).astype(np.int64), return_counts=True)
         for c, k in zip(codes.tolist(), counts.tolist()):
             rows.append(_row(f"Events {event_kind_name(c)}", f"{k:,}"))
     return "<table>" + "".join(rows) + "</table>"
 
 
-# ----------------------------------------------------------------------------- data helpers
-def _nrows(table: dict[str, np.ndarray]) -> int:
-    return max((len(v) for v in table.values()), default=0)
+# ----------------------------------------------------------------------------- configuration header
+def _kind(block: Any, *names: str) -> str | None:
+    """A component's name: its first present key among ``names`` (then ``kind``), or None."""
+    if not isinstance(block, dict):
+        return None
+    for key in (*names, "kind"):
+        if block.get(key):
+            return str(block[key])
+    return None
 
 
-def _floats(table: dict[str, np.ndarray], key: str, n: int) -> np.ndarray:
-    col = table.get(key)
-    return np.full(n, np.nan) if col is None else np.asarray(col, dtype=float)
+def _workload_text(w: dict[str, Any]) -> str:
+    kind = w.get("kind", "?")
+    bits = [str(kind)]
+    if w.get("num_requests"):
+        bits.append(f"{int(w['num_requests']):,} requests")
+    arrival = w.get("arrival") if isinstance(w.get("arrival"), dict) else {}
+    if arrival.get("rate"):
+        bits.append(f"{arrival.get('process', 'arrivals')} at {arrival['rate']}")
+    for key, label in (("target_rate", "rate"), ("rate", "rate"), ("clients", "clients"), ("path", "trace"),
+                       ("think_time", "think time")):
+        if w.get(key) is not None and not isinstance(w.get(key), dict):
+            bits.append(f"{label} {w[key]}")
+    return ", ".join(bits)
 
 
-def _every_kth(n: int, cap: int) -> np.ndarray:
-    return np.arange(0, n, max(1, -(-n // cap)))
+def config_rows(result: RunResult) -> list[tuple[str, str]]:
+    """(label, text) of the run's configuration, read from the resolved scenario; rows whose
+    source is absent are left out (a hand-made result may have no scenario)."""
+    sc = result.scenario or {}
+    hw = sc.get("hardware") or {}
+    cluster = sc.get("cluster") or {}
+    policies = sc.get("policies") or {}
+    rows: list[tuple[str, str]] = []
+    model = sc.get("model") or {}
+    if model:
+        rows.append(("Model", f"{model.get('name', '?')} ({model.get('dtype', '?')})"))
+    gpus: dict[str, int] = {}
+    for r in result.replicas:
+        gpus[str(r.get("device", "?"))] = gpus.get(str(r.get("device", "?")), 0) + int(r.get("devices", 1))
+    if gpus:
+        rows.append(("GPUs", ", ".join(f"{name} x {count}" for name, count in gpus.items())))
+    pools = cluster.get("pools") or []
+    default_sched = _kind(policies.get("scheduler"))
+    if pools:
+        for p in pools:
+            sched = _kind(p.get("scheduler")) or default_sched
+            rows.append((f"Pool {p.get('name', '?')}",
+                         f"role {p.get('role', 'both')}, {p.get('replicas', 1)} replicas, "
+                         f"TP {p.get('tensor_parallel', 1)} / PP {p.get('pipeline_parallel', 1)}"
+                         + (f", {_kind(p.get('device'), 'name')}" if p.get("device") else "")
+                         + (f", scheduler {sched}" if sched else "")))
+    elif cluster:
+        rows.append(("Replicas", f"{cluster.get('replicas', 1)}, TP {cluster.get('tensor_parallel', 1)} / "
+                                 f"PP {cluster.get('pipeline_parallel', 1)}"))
+    if cluster.get("router"):
+        routers = _kind(cluster["router"])
+        if pools and any(p.get("role") == "decode" for p in pools) and cluster.get("decode_router"):
+            routers += f" (decode: {_kind(cluster['decode_router'])})"
+        rows.append(("Router", routers))
+    if default_sched:
+        s = policies["scheduler"]
+        extra = [f"{k} {s[k]}" for k in ("max_num_seqs", "max_num_batched_tokens", "chunk_tokens") if s.get(k)]
+        rows.append(("Scheduler", default_sched + (f" ({', '.join(extra)})" if extra else "")))
+    if sc:
+        rows.append(("KV cache", _kind(policies.get("kv_cache"), "name") or "paged"))
+        q = policies.get("quantization")
+        rows.append(("Quantization", _kind(q, "name", "preset") or f"none ({model.get('dtype', 'model dtype')})"))
+    if _kind(hw.get("timing")):
+        rows.append(("Timing backend", _kind(hw.get("timing"))))
+    if isinstance(sc.get("workload"), dict):
+        rows.append(("Workload", _workload_text(sc["workload"])))
+    slo = sc.get("slo") or {}
+    if any(slo.get(k) for k in ("ttft", "tpot")):
+        rows.append(("SLO", ", ".join(f"{k.upper()} {slo[k]}" for k in ("ttft", "tpot") if slo.get(k))
+                     + (f", attainment {float(slo['attainment']):.0%}" if slo.get("attainment") else "")))
+    if "seed" in sc:
+        rows.append(("Seed", str(sc["seed"])))
+    rows.append(("hwsim", __version__))
+    return rows
 
 
-def ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Empirical CDF of the finite values; quantiles at CDF_QUANTILES probabilities if too many."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size > CDF_RAW_LIMIT:
-        p = np.linspace(0.0, 1.0, CDF_QUANTILES)
-        return np.quantile(v, p), p
-    return np.sort(v), np.arange(1, v.size + 1) / max(v.size, 1)
+def _config_table(result: RunResult) -> str:
+    return "<table>" + "".join(_row(label, text) for label, text in config_rows(result)) + "</table>"
 
 
-def busy_bars(start: np.ndarray, end: np.ndarray, prefill: np.ndarray,
-              cap: int = GANTT_MAX_BARS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge busy segments (sorted by start) into at most ``cap`` bars: (start, end, has_prefill).
-
-    Touching segments (gap < MERGE_GAP_S) of the same kind are merged first; if more than ``cap``
-    remain, the neighbours separated by the smallest gaps are merged (ties spread evenly), and a
-    merged bar counts as prefill-containing if any of its parts does.
-    """
-    if start.size == 0:
-        return start, end, prefill.astype(bool)
-    kind = prefill.astype(bool)
-    gaps = start[1:] - end[:-1]
-    breaks = ~((gaps < MERGE_GAP_S) & (kind[1:] == kind[:-1]))
-    if breaks.sum() + 1 > cap:
-        m = gaps.size
-        spread = (np.arange(m) * 0.6180339887498949) % 1.0
-        order = np.lexsort((spread, gaps))  # smallest gaps first
-        breaks = np.zeros(m, dtype=bool)
-        breaks[order[m - (cap - 1):]] = True
-    heads = np.concatenate(([0], np.flatnonzero(breaks) + 1))
-    return start[heads], np.maximum.reduceat(end, heads), np.logical_or.reduceat(kind, heads)
+def _slo_limits(summary: dict[str, Any]) -> dict[str, float]:
+    slo = summary.get("slo") or {}
+    return {k: float(slo[k]) for k in ("ttft_s", "tpot_s") if isinstance(slo.get(k), (int, float)) and slo[k] > 0}
 
 
-# ----------------------------------------------------------------------------- figures
-_TEMPLATE = None
+# ----------------------------------------------------------------------------- operator breakdown
+def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str, list[dict]]]:
+    """``hwsim ops`` rows for a typical prefill iteration (one median-length prompt) and a typical
+    decode iteration (the run's mean decode rows at the mean context), on the first pool's device;
+    empty if the scenario cannot be rebuilt from the result."""
+    if not result.scenario or not result.scenario.get("model"):
+        return []
+    from simulator.config.loader import load_scenario
+    from simulator.op_breakdown import breakdown
 
-
-def _template() -> go.layout.Template:
-    """A light template (white background, pale grid), built once: plotly's named templates are
-    large and deep-copied into every figure, which dominated the report's build time."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        axis = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "ticks": ""}
-        _TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white",
-                                               "font": {"color": "#2a3f5f"}, "xaxis": axis, "yaxis": axis,
-                                               "hovermode": "closest"})
-    return _TEMPLATE
-
-
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title={"text": title}, height=height, template=_template(),
-                      margin={"l": 60, "r": 20, "t": 70, "b": 50}, legend={"orientation": "h", "y": -0.12})
-    return fig
-
-
-def _no_data(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-
-
-def _cdf_figure(result: RunResult) -> go.Figure:
     req = result.requests
-    n = _nrows(req)
-    measured = np.asarray(req["measured"], dtype=bool) if "measured" in req else np.ones(n, dtype=bool)
-    series = [("TTFT", _floats(req, "ttft_s", n)[measured]), ("TPOT", _floats(req, "tpot_s", n)[measured]),
-              ("Inter-token latency", np.asarray(result.itl_s, dtype=float)),
-              ("End-to-end latency", _floats(req, "e2e_s", n)[measured])]
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[s[0] for s in series],
-                        horizontal_spacing=0.08, vertical_spacing=0.15)
-    for i, (label, values) in enumerate(series):
-        x, y = ecdf(values)
-        row, col = divmod(i, 2)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=label, showlegend=False,
-                                 line={"color": PALETTE[i]},
-                                 hovertemplate="%{x:.4g} s<br>P = %{y:.4f}<extra>" + label + "</extra>"),
-                      row=row + 1, col=col + 1)
-        log = x.size > 0 and float(x[0]) > 0
-        fig.update_xaxes(title_text="seconds", type="log" if log else "linear", row=row + 1, col=col + 1)
-        fig.update_yaxes(title_text="fraction", range=[0, 1.02], row=row + 1, col=col + 1)
-    if all(ecdf(v)[0].size == 0 for _, v in series):
-        _no_data(fig, "no measured latencies")
-    return _layout(fig, TITLE_CDF, 700)
-
-
-def _batch_columns(result: RunResult) -> dict[str, np.ndarray]:
-    b = result.batches
-    n = _nrows(b)
-    cols = {k: _floats(b, k, n) for k in ("replica", "start_s", "end_s", "running", "waiting",
-                                          "kv_blocks_used", "kv_blocks_total", "prefill_tokens")}
-    cols["replica"] = np.nan_to_num(cols["replica"], nan=-1).astype(np.int64)
-    return cols
-
-
-def _replica_rows(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray]]:
-    out = []
-    for r in np.unique(cols["replica"]).tolist():
-        sel = np.flatnonzero(cols["replica"] == r)
-        out.append((int(r), sel[np.argsort(cols["start_s"][sel], kind="stable")]))
-    return out
-
-
-def _timeline_figure(cols: dict[str, np.ndarray]) -> go.Figure:
-    panels = ("Batch size (running requests)", "KV-cache utilisation", "Queue length (waiting requests)")
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, subplot_titles=panels, vertical_spacing=0.07)
-    total = cols["kv_blocks_total"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kv_util = np.where(total > 0, cols["kv_blocks_used"] / total, np.nan)
-    rows = _replica_rows(cols)
-    for j, (r, sel) in enumerate(rows):
-        sub = sel[_every_kth(sel.size, TIMELINE_MAX_POINTS)]
-        x = cols["start_s"][sub]
-        colour = PALETTE[j % len(PALETTE)]
-        for k, y in enumerate((cols["running"][sub], kv_util[sub], cols["waiting"][sub])):
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=f"replica {r}",
-                                     legendgroup=f"replica {r}", showlegend=k == 0, line={"color": colour}),
-                          row=k + 1, col=1)
-    fig.update_yaxes(title_text="requests", row=1, col=1)
-    fig.update_yaxes(title_text="fraction", row=2, col=1)
-    fig.update_yaxes(title_text="requests", row=3, col=1)
-    fig.update_xaxes(title_text="simulated time (s)", row=3, col=1)
-    if not rows:
-        _no_data(fig, "no batches")
-    return _layout(fig, TITLE_TIMELINE, 800)
-
-
-def _busy_figure(cols: dict[str, np.ndarray]) -> go.Figure:
-    fig = go.Figure()
-    rows = _replica_rows(cols)
-    parts: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
-    for r, sel in rows:
-        s, e, pf = busy_bars(cols["start_s"][sel], cols["end_s"][sel],
-                             np.nan_to_num(cols["prefill_tokens"][sel]) > 0)
-        for flag in (True, False):
-            m = pf == flag
-            parts[flag].append((s[m], e[m], np.full(int(m.sum()), r, dtype=np.int64)))
-    for flag, label, colour in ((True, "prefill-containing", PREFILL_COLOUR),
-                                (False, "decode-only", DECODE_COLOUR)):
-        if not parts[flag]:
-            continue
-        s = np.concatenate([p[0] for p in parts[flag]])
-        e = np.concatenate([p[1] for p in parts[flag]])
-        y = np.concatenate([p[2] for p in parts[flag]])
-        fig.add_trace(go.Bar(x=e - s, base=s, y=y, orientation="h", name=label, width=0.8,
-                             marker={"color": colour, "line": {"width": 0}},
-                             hovertemplate="start %{base:.6g} s<br>busy %{x:.4g} s<extra>" + label + "</extra>"))
-    ids = [r for r, _ in rows]
-    fig.update_yaxes(tickvals=ids, ticktext=[f"replica {r}" for r in ids], autorange="reversed")
-    fig.update_xaxes(title_text="simulated time (s)")
-    fig.update_layout(barmode="overlay", bargap=0.2)
-    if not rows:
-        _no_data(fig, "no batches")
-    return _layout(fig, TITLE_BUSY, max(300, 120 + 40 * len(ids)))
-
-
-def _histogram(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return np.empty(0), np.empty(0), np.empty(0)
-    lo, hi = float(v.min()), float(v.max())
-    nb = int(max(1, min(bins, hi - lo + 1)))  # token counts: no narrower than one token
-    counts, edges = np.histogram(v, bins=nb, range=(lo, hi if hi > lo else lo + 1))
-    return (edges[:-1] + edges[1:]) / 2, np.diff(edges), counts
-
-
-def _lengths_figure(result: RunResult) -> go.Figure:
-    req = result.requests
-    n = _nrows(req)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Prompt length", "Output length (requested)"))
-    for i, key in enumerate(("prompt_tokens", "output_tokens")):
-        centres, widths, counts = _histogram(_floats(req, key, n))
-        fig.add_trace(go.Bar(x=centres, y=counts, width=widths, name=key, showlegend=False,
-                             marker={"color": PALETTE[i], "line": {"width": 0}},
-                             hovertemplate="%{x:.0f} tokens: %{y}<extra></extra>"), row=1, col=i + 1)
-        fig.update_xaxes(title_text="tokens", row=1, col=i + 1)
-        fig.update_yaxes(title_text="requests", row=1, col=i + 1)
-    if n == 0:
-        _no_data(fig, "no requests")
-    fig.update_layout(bargap=0)
-    return _layout(fig, TITLE_LENGTHS, 420)
-
-
-def _tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, Any]) -> go.Figure:
-    """Occupancy per tier over time (GPU KV per replica, host DRAM, SSD), bytes per link, hit rate
-    per tier and time stalled on transfers, from summary["kv_cache"] and the batch table."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("Occupancy per tier", "Bytes per link",
-                                                        "Hit rate per tier", "Transfer stalls"),
-                        horizontal_spacing=0.1, vertical_spacing=0.18)
-    per_block = {int(r["index"]): float(r.get("kv_bytes_per_block", 0.0)) for r in result.replicas}
-    for j, (r, sel) in enumerate(_replica_rows(cols)):
-        sub = sel[_every_kth(sel.size, TIMELINE_MAX_POINTS)]
-        fig.add_trace(go.Scatter(x=cols["end_s"][sub], y=cols["kv_blocks_used"][sub] * per_block.get(r, 0.0) / GIB,
-                                 mode="lines", line_shape="hv", name=f"GPU KV replica {r}",
-                                 line={"color": PALETTE[j % len(PALETTE)]}), row=1, col=1)
-    occ = kv.get("occupancy") or {}
-    for name, key, colour in (("host DRAM", "host_bytes", "#8c564b"), ("SSD", "ssd_bytes", "#7f7f7f")):
-        if occ.get(key):
-            fig.add_trace(go.Scatter(x=occ["t_s"], y=np.asarray(occ[key], dtype=float) / GIB, mode="lines",
-                                     line_shape="hv", name=name, line={"color": colour, "dash": "dot"}),
-                          row=1, col=1)
-    for (keys, row, col, scale, unit) in ((LINK_KEYS, 1, 2, GIB, "GiB"), (HIT_KEYS, 2, 1, 1.0, "fraction"),
-                                          (STALL_KEYS, 2, 2, 1.0, "seconds")):
-        labels, values = [], []
-        for key, label in keys:
-            if key in kv and label not in labels:
-                labels.append(label)
-                values.append(float(kv[key]) / scale)
-        fig.add_trace(go.Bar(x=labels, y=values, showlegend=False, marker={"color": PALETTE[row + col]}),
-                      row=row, col=col)
-        fig.update_yaxes(title_text=unit, row=row, col=col)
-    fig.update_yaxes(title_text="GiB", row=1, col=1)
-    fig.update_xaxes(title_text="simulated time (s)", row=1, col=1)
-    return _layout(fig, TITLE_TIERS, 760)
+    n = nrows(req)
+    prompt = floats(req, "prompt_tokens", n)
+    prompt = prompt[np.isfinite(prompt)]
+    generated = floats(req, "generated_tokens", n)
+    generated = generated[np.isfinite(generated)]
+    iters = np.nan_to_num(cols["iterations"], nan=1.0)
+    rows_ = np.nan_to_num(cols["decode_rows"])
+    decoding = rows_ > 0
+    try:
+        sc = load_scenario(result.scenario)
+        phases = []
+        if prompt.size:
+            p = int(np.median(prompt))
+            phases.append((f"prefill: 1 prompt of {p:,} tokens", breakdown(sc, tokens=p, decode_rows=0)))
+        if decoding.any():
+            d = max(1, int(round(float(np.average(rows_[decoding], weights=iters[decoding])))))
+            ctx = int(np.mean(prompt) + np.mean(generated) / 2) if prompt.size and generated.size else 1024
+            phases.append((f"decode: {d} rows x {ctx:,} context", breakdown(sc, decode_rows=d, context=max(ctx, 1))))
+        return phases
+    except (HwsimError, ValueError, KeyError, TypeError, OSError):
+        return []
 
 
 # ----------------------------------------------------------------------------- report
 def render_report(result: RunResult) -> str:
     """The report as one HTML string (a KV memory-tier section only when the run has KV-policy
     counters, so plain paged runs are unchanged)."""
-    cols = _batch_columns(result)
-    figures = [_cdf_figure(result), _timeline_figure(cols), _busy_figure(cols), _lengths_figure(result)]
-    titles = list(FIGURE_TITLES)
+    cols = batch_columns(result)
+    phases = op_phases(result, cols)
+    figures = [(TITLE_CDF, cdf_figure(result, _slo_limits(result.summary))),
+               (TITLE_THROUGHPUT, throughput_figure(result, cols)),
+               (TITLE_TIMELINE, timeline_figure(result, cols)),
+               (TITLE_BUSY, busy_figure(result, cols)),
+               (TITLE_REPLICAS, replicas_figure(result, cols)),
+               (TITLE_BATCHES, batches_figure(cols)),
+               (TITLE_OPS, ops_figure(phases)),
+               (TITLE_LENGTHS, lengths_figure(result))]
     kv = result.summary.get("kv_cache")
     if kv:
-        figures.append(_tiers_figure(result, cols, kv))
-        titles.append(TITLE_TIERS)
+        figures.append((TITLE_TIERS, tiers_figure(result, cols, kv)))
     name = html.escape(str(result.name))
+    description = (result.scenario or {}).get("description")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>hwsim report: {name}</title>", f"<style>{_CSS}</style>",
-             "<script>", plotly.offline.get_plotlyjs(), "</script>", "</head><body>",
-             f"<h1>{name}</h1>", "<h2>Summary</h2>", _summary_table(result.summary),
-             "<h2>Run</h2>", _facts_table(result)]
-    for i, (title, fig) in enumerate(zip(titles, figures)):
+             f"<title>hwsim report: {name}</title>", f"<style>{_CSS}</style>", plotly_script_tag(),
+             "</head><body>", f"<h1>{name}</h1>"]
+    if description:
+        parts.append(f"<p class=meta>{html.escape(str(description))}</p>")
+    parts += ['<div class="cols"><div>', "<h2>Configuration</h2>", _config_table(result), "</div><div>",
+              "<h2>Summary</h2>", _summary_table(result.summary), "</div><div>",
+              "<h2>Run</h2>", _facts_table(result), "</div></div>"]
+    for i, (title, fig) in enumerate(figures):
         height = f"{int(fig.layout.height)}px"
         parts.append(f"<h2>{html.escape(title)}</h2>")
+        if title == TITLE_OPS and phases:
+            parts.append("<p class=meta>Kernel times of one iteration as <code>hwsim ops</code> prints them "
+                         "(first pool's device and timing backend).</p>")
         parts.append('<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,
                                                         div_id=f"fig-{i}", default_height=height,
                                                         config={"displaylogo": False}) + "</div>")
@@ -376,8 +306,5 @@ def render_report(result: RunResult) -> str:
 
 
 def write_report(result: RunResult, path: Path) -> None:
-    """Write a self-contained, offline-viewable HTML report of ``result`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(render_report(result))
+    """Write the report of ``result`` to ``path``, with plotly.js beside it (offline)."""
+    write_page(Path(path), render_report(result))

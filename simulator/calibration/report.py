@@ -1,7 +1,7 @@
 """Self-contained HTML report: predicted vs measured per kernel class, before and after fitting.
 
 Reads the ``*.fit.json`` that ``hwsim calibrate fit`` writes beside its overlay. plotly.js is
-inlined (``plotly.offline.get_plotlyjs()``), so the page opens without a network; div ids are
+written beside the page (simulator/html_assets.py), so it opens without a network; div ids are
 derived from the kernel class, so the same fit gives the same file.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from simulator.core.errors import InputFileError
+from simulator.html_assets import plotly_script_tag, write_page
 
 
 def load_fit(path: str | Path) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def render(fit: dict[str, Any]) -> str:
     title = f"hwsim calibration: {html.escape(str(fit.get('hardware', '')))}"
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
-<script type="text/javascript">{get_plotlyjs()}</script>
+{plotly_script_tag()}
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
 <body><h1>{title}</h1>
@@ -89,6 +89,4 @@ train n={meta.get('n_train')}, held-out n={meta.get('n_held_out')} (seed {meta.g
 
 def write_report(fit_json: str | Path, out: Path) -> Path:
     page = render(load_fit(fit_json))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_page(out, page)

@@ -1,15 +1,18 @@
-"""The MCU run's self-contained HTML page: SRAM over the layer sequence for both schedules.
+"""The MCU run's HTML page: a summary table and SRAM over the layer sequence for both schedules.
 
-Deterministic (fixed div ids, no timestamps) and offline (plotly.js inlined).
+Deterministic (fixed div ids, no timestamps) and offline (plotly.js written beside the page by
+:func:`write_mcu_report`, see simulator/html_assets.py).
 """
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import plotly.graph_objects as go
-import plotly.offline
+
+from simulator.html_assets import plotly_script_tag, write_page
 
 if TYPE_CHECKING:
     from simulator.mcu.run import McuRun
@@ -47,26 +50,91 @@ def _latency_figure(run: McuRun) -> go.Figure:
     return fig
 
 
-def _summary_table(summary: dict) -> str:
+KIB = 1024.0
+
+
+def _kib(v: float) -> str:
+    return f"{v / KIB:,.1f} KiB"
+
+
+def _count(v: float) -> str:
+    return f"{v / 1e6:,.2f} M" if v >= 1e6 else f"{v:,.0f}"
+
+
+def _pct(v: float) -> str:
+    return f"{v:.1%}"
+
+
+def _times(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+# (summary key, label, formatter); keys not listed here are shown after these with a generic label
+SUMMARY_ROWS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("mcu", "Microcontroller", str), ("network", "Network", str), ("precision", "Precision", str),
+    ("schedule_label", "Schedule", str), ("peak_sram_bytes", "Peak SRAM", _kib), ("peak_layer", "Peak at layer", str),
+    ("sram_budget_bytes", "SRAM budget", _kib), ("sram_headroom_bytes", "SRAM headroom", _kib),
+    ("flash_used_bytes", "Flash used", _kib), ("flash_budget_bytes", "Flash budget", _kib),
+    ("params", "Parameters", _count), ("macs", "MACs (with recompute)", _count), ("base_macs", "MACs (network)", _count),
+    ("recompute_overhead", "Recompute overhead", _pct), ("bitops", "Bit operations", _count),
+    ("bitops_reduction_vs_int8", "Bit operations vs int8", _times),
+    ("latency_ms", "Latency", lambda v: f"{v:,.2f} ms"), ("latency_cycles", "Cycles", lambda v: f"{v:,}"),
+    ("macs_per_cycle", "Throughput", lambda v: f"{v:.2f} MAC/cycle"),
+    ("energy_j", "Energy per inference", lambda v: f"{v * 1e3:,.3f} mJ"),
+    ("energy_per_mac_j", "Energy per MAC", lambda v: f"{v * 1e12:,.1f} pJ"),
+    ("layer_by_layer_peak_bytes", "Peak SRAM, layer-by-layer", _kib),
+    ("layer_by_layer_peak_layer", "Peak at layer, layer-by-layer", str),
+    ("patch_peak_bytes", "Peak SRAM, patch-based", _kib), ("patch_peak_layer", "Peak at layer, patch-based", str),
+    ("peak_reduction", "Peak SRAM reduction", lambda v: f"{v:.2f}x less"),
+)
+HIDDEN = frozenset({"name", "schedule", "patches", "patch_blocks", "patch_recompute_overhead"})
+
+
+def _generic(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """(label, formatted value) for each summary entry worth showing, in reading order."""
     rows = []
-    for k, v in summary.items():
-        if isinstance(v, float):
-            v = f"{v:.6g}"
-        elif isinstance(v, int):
-            v = f"{v:,}"
-        elif isinstance(v, list):
-            v = ", ".join(map(str, v))
-        rows.append(f"<tr><th>{html.escape(k)}</th><td class=\"num\">{html.escape(str(v))}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    for key, label, fmt in SUMMARY_ROWS:
+        v = summary.get(key)
+        if v is None or v == "":
+            continue
+        rows.append((label, fmt(v)))
+    known = {k for k, _, _ in SUMMARY_ROWS} | HIDDEN
+    for key, v in summary.items():
+        if key not in known and v is not None:
+            rows.append((key.replace("_", " ").capitalize(), _generic(v)))
+    return rows
+
+
+def _summary_table(summary: dict) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td class=\"num\">{html.escape(v)}</td></tr>"
+                    for k, v in summary_rows(summary))
+    return "<table>" + cells + "</table>"
 
 
 def render_mcu_report(run: McuRun) -> str:
     name = html.escape(run.summary["name"])
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>hwsim mcu: {name}</title>",
-             f"<style>{_CSS}</style>", "<script>", plotly.offline.get_plotlyjs(), "</script>", "</head><body>",
+             f"<style>{_CSS}</style>", plotly_script_tag(), "</head><body>",
              f"<h1>{name}</h1>", "<h2>Summary</h2>", _summary_table(run.summary)]
     for i, fig in enumerate((_memory_figure(run), _latency_figure(run))):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"mcu-fig-{i}",
                                  config={"displaylogo": False}))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def write_mcu_report(run: McuRun, path: Path) -> Path:
+    """Write the page to ``path`` with plotly.js beside it."""
+    return write_page(path, render_mcu_report(run))

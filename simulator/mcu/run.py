@@ -200,7 +200,7 @@ def load_mcu_scenario(source: Path | dict, overrides: list[str] | None = None) -
 
 
 def write_outputs(run: McuRun, out: Path) -> None:
-    from simulator.mcu.report import render_mcu_report
+    from simulator.mcu.report import write_mcu_report
 
     try:
         if out.exists() and not out.is_dir():
@@ -221,8 +221,7 @@ def write_outputs(run: McuRun, out: Path) -> None:
     (out / "scenario.resolved.yaml").write_text("# hwsim resolved MCU scenario: presets merged\n"
                                                 + yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     if run.spec.report:
-        with open(out / "report.html", "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(render_mcu_report(run))
+        write_mcu_report(run, out / "report.html")
 
 
 def format_summary(s: dict[str, Any]) -> str:

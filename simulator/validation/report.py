@@ -1,4 +1,4 @@
-"""Predicted-vs-measured HTML report (self-contained: plotly.js inlined, deterministic div ids)."""
+"""Predicted-vs-measured HTML report (offline: plotly.js written beside it; deterministic div ids)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
+from simulator.html_assets import plotly_script_tag, write_page
 from simulator.validation.kernels import Result, format_summary, op_class
 
 MAX_POINTS = 3000  # per class and backend in the plot (the printed figures use every row)
@@ -39,16 +39,13 @@ def _scatter(results: list[Result], cls: str) -> go.Figure:
 def write_report(results: list[Result], path: Path, title: str = "hwsim kernel validation") -> Path:
     classes = sorted({op_class(r) for res in results for r in res.rows})
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
+             f"{plotly_script_tag()}</head><body>",
              f"<h1>{html.escape(title)}</h1><pre>{html.escape(format_summary(results))}</pre>"]
     for i, cls in enumerate(classes):
         parts.append(_scatter(results, cls).to_html(full_html=False, include_plotlyjs=False,
                                                     div_id=f"validation-{i}"))
     parts.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_page(Path(path), "\n".join(parts))
 
 
 SHAPE_FIELDS = ("m", "n", "k", "seqs", "q_tokens", "kv_tokens", "heads", "kv_heads", "head_dim")

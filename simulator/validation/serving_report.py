@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
+from simulator.html_assets import plotly_script_tag, write_page
 from simulator.validation.serving import Prediction, errors, format_table, group_key, skipped_summary, stats
 
 
@@ -50,14 +50,11 @@ def _bars(preds: list[Prediction]) -> go.Figure:
 def write_serving_report(preds: list[Prediction], backend: str, path: Path) -> Path:
     title = "hwsim serving validation"
     parts = [f"<html><head><meta charset='utf-8'><title>{title}</title>",
-             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
+             f"{plotly_script_tag()}</head><body>",
              f"<h1>{title}</h1><pre>{html.escape(format_table(preds, backend))}</pre>",
              "<pre>" + html.escape("\n".join(skipped_summary(preds))) + "</pre>"]
     if any(p.skipped is None for p in preds):
         for i, fig in enumerate((_scatter(preds, "ttft"), _scatter(preds, "tpot"), _bars(preds))):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"serving-{i}"))
     parts.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_page(Path(path), "\n".join(parts))
