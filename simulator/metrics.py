@@ -5,8 +5,13 @@ Latency definitions (all per request, seconds):
 - TPOT: (finish - first token) / (generated - 1), for requests with more than one token;
 - ITL: every gap between consecutive tokens of a request (preemption stalls included);
 - E2E: finish - arrival.
-Throughput and goodput are over the measured window: first measured arrival to last measured
-finish. Utilisation means (batch size, KV, queue) are weighted by segment duration while busy.
+Measured requests: all but the first ``run.warmup_requests`` (and those arriving before
+``run.warmup``) and the last ``run.cooldown_requests``, by arrival order. Throughput and goodput
+are over the measured window: first measured arrival to last measured finish. Utilisation means
+(batch size, KV, queue) are weighted by segment duration while busy.
+SLO attainment: the share of measured requests that finished within every SLO given; a rejected
+request and one still unfinished when the run stopped count as misses. With no TTFT or TPOT SLO
+there is nothing to attain: the attainment is NaN (null in summary.json), not 100 %.
 """
 
 from __future__ import annotations
@@ -37,7 +42,42 @@ def stats(x: np.ndarray) -> dict[str, float]:
             "p99": float(q[2]), "max": float(x.max())}
 
 
-def request_columns(requests: list, warmup_requests: int, warmup_s: float) -> dict[str, np.ndarray]:
+def check_exclusions(run: Any, n_requests: int) -> None:
+    """Warm-up and cool-down must leave at least one request of the workload measured."""
+    from simulator.core.errors import ConfigError
+
+    cool = run.cooldown_requests
+    if cool and run.warmup_requests + cool >= n_requests:
+        raise ConfigError(f"{cool} (with warmup_requests={run.warmup_requests}) leaves none of the workload's "
+                          f"{n_requests} requests measured", where="run.cooldown_requests")
+
+
+def slo_meets(req: dict[str, np.ndarray], ttft_s: float | None, tpot_s: float | None) -> np.ndarray:
+    """Per request: finished, with TTFT <= ``ttft_s`` and TPOT <= ``tpot_s`` where given (a
+    request with one token has no TPOT and meets any TPOT SLO)."""
+    ok = req["status"] == FINISHED
+    if ttft_s is not None:
+        ok &= req["ttft_s"] <= ttft_s
+    if tpot_s is not None:
+        ok &= ~(req["tpot_s"] > tpot_s)
+    return ok
+
+
+def slo_attainment(req: dict[str, np.ndarray], ttft_s: float | None, tpot_s: float | None) -> float:
+    """Share of the measured requests that finished within the SLOs, over *all* measured requests
+    (rejected and unfinished ones are misses); NaN when no SLO is given or nothing is measured.
+    The run summary and the capacity search both use this definition."""
+    measured = req["measured"]
+    n = int(measured.sum())
+    if (ttft_s is None and tpot_s is None) or n == 0:
+        return float("nan")
+    return float((slo_meets(req, ttft_s, tpot_s) & measured).sum()) / n
+
+
+def request_columns(requests: list, warmup_requests: int, warmup_s: float,
+                    cooldown_requests: int = 0, total_requests: int | None = None) -> dict[str, np.ndarray]:
+    """``total_requests``: requests in the workload (rids 0..total-1; the last
+    ``cooldown_requests`` of them are not measured). Default: the requests given."""
     n = len(requests)
     col = {k: np.empty(n, dtype=np.int64) for k in
            ("rid", "replica", "arrival_ps", "sched_ps", "first_ps", "finish_ps", "prompt_tokens",
@@ -77,7 +117,8 @@ def request_columns(requests: list, warmup_requests: int, warmup_s: float) -> di
         "first_scheduled_s": sec(col["sched_ps"]), "first_token_s": first, "finish_s": finish,
         "prompt_tokens": col["prompt_tokens"], "output_tokens": col["output_tokens"],
         "generated_tokens": gen, "preemptions": col["preemptions"], "status": status,
-        "measured": (col["rid"] >= warmup_requests) & (arrival >= warmup_s),
+        "measured": ((col["rid"] >= warmup_requests) & (arrival >= warmup_s)
+                     & (col["rid"] < (n if total_requests is None else total_requests) - cooldown_requests)),
         "ttft_s": first - arrival, "tpot_s": tpot, "e2e_s": finish - arrival,
         "queue_s": sec(col["sched_ps"]) - arrival,
     }
@@ -135,7 +176,6 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
     status = req["status"]
     measured = req["measured"]
     fin = (status == FINISHED) & measured
-    rej = (status == REJECTED) & measured
     arr = req["arrival_s"][measured]
     window_start = float(np.nanmin(arr)) if arr.size else 0.0
     window_end = float(np.nanmax(req["finish_s"][fin])) if fin.any() else sim_time_s
@@ -161,15 +201,11 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
         "queue_s": stats(req["queue_s"][fin]),
         "preemptions": int(req["preemptions"].sum()),
     }
-    ok = fin.copy()
-    if slo.ttft is not None:
-        ok &= req["ttft_s"] <= slo.ttft
-    if slo.tpot is not None:
-        ok &= ~(req["tpot_s"] > slo.tpot)
-    denom = int(fin.sum() + rej.sum())
+    ok = slo_meets(req, slo.ttft, slo.tpot) & measured
     s["slo"] = {"ttft_s": slo.ttft, "tpot_s": slo.tpot, "attainment_target": slo.attainment}
-    s["slo_attainment"] = float(ok.sum()) / denom if denom else float("nan")
-    s["slo_met"] = bool(denom and s["slo_attainment"] >= slo.attainment)
+    att = slo_attainment(req, slo.ttft, slo.tpot)
+    s["slo_attainment"] = att  # NaN (null in summary.json) when no SLO is set
+    s["slo_met"] = bool(att >= slo.attainment) if np.isfinite(att) else None
     s["goodput_rps"] = float(ok.sum()) / window
     dur = (batches["end_ps"] - batches["start_ps"]).astype(np.float64)
     kv_frac = np.divide(batches["kv_blocks_used"], np.maximum(batches["kv_blocks_total"], 1))
@@ -230,7 +266,8 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     scen = sim.scenario
     spec = scen.spec
     requests = sim.cluster.requests
-    req = request_columns(requests, spec.run.warmup_requests, spec.run.warmup)
+    req = request_columns(requests, spec.run.warmup_requests, spec.run.warmup, spec.run.cooldown_requests,
+                          len(sim.table))
     depart = np.full(len(requests), np.nan)
     by_rid = sorted(requests, key=lambda r: r.rid)
     for i, r in enumerate(by_rid):

@@ -18,6 +18,7 @@ from simulator.core.errors import CapacityError, ConfigError
 from simulator.core.events import Recorder
 from simulator.core.resources import SharedBandwidth
 from simulator.core.rng import RngStreams
+from simulator.metrics import check_exclusions
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
 from simulator.serving.kv_cache import make_kv_cache
@@ -164,6 +165,7 @@ class Simulation:
         self.rngs = RngStreams(spec.seed)
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
+        check_exclusions(spec.run, len(self.table))
         self.env = simpy.Environment()
         n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)
         self.pipelines: list[Pipeline] = []

@@ -108,6 +108,8 @@ class RunSection(StrictConfig):
     warmup_requests: int = Field(default=0, ge=0,
                                  description="first N requests (by arrival) left out of metrics")
     warmup: Seconds = Field(default="0s", description="requests arriving before this are left out")
+    cooldown_requests: int = Field(default=0, ge=0,
+                                   description="last N requests (by arrival) left out of metrics")
     max_time: PositiveSeconds | None = Field(
         default=None, description="stop the simulation at this simulated time")
 
