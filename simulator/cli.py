@@ -238,12 +238,14 @@ def _add_subcommands() -> None:
     from simulator.capacity_cli import capacity
     from simulator.mcu.cli import mcu_app
     from simulator.op_breakdown import ops
+    from simulator.reproduce_cli import reproduce
     from simulator.validation.cli import kernel_app, validate_app
     from simulator.validation.serving_cli import validate_serving
 
     app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
     app.command("capacity")(guarded(capacity))
     app.command("ops")(guarded(ops))
+    app.command("reproduce")(guarded(reproduce))
     app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
     validate_app.command("serving")(validate_serving)
     app.add_typer(validate_app, name="validate", help="predict measured kernel tables and serving benchmarks, "
