@@ -384,6 +384,42 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     return GemmPlan(*best)
 
 
+@functools.lru_cache(maxsize=4096)
+def plan_grouped(groups: tuple[int, ...], n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes: float = 0.0,
+                 out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True) -> GemmPlan:
+    """A grouped GEMM (the experts of a MoE layer in one kernel: Triton fused_moe, CUTLASS grouped
+    GEMM): group g multiplies its ``groups[g]`` rows by its own [k, n] weight. The grid is every
+    group's (rows padded to the tile's BM) x (n / BN) tiles, spread over the SMs as one GEMM's; each
+    group's weight is read once, the rows once per N sweep unless they stay in L2. No split-K and
+    no clusters (the libraries' grouped kernels use neither); the library picks the tile as for a
+    GEMM (smallest modelled time)."""
+    tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
+    wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
+    m = sum(groups)
+    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, len(groups) * k * n * wb, m * n * cb
+    best: tuple | None = None
+    for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
+        bm, bn, bk, stages, _ = tile
+        tn = -(-n // bn)
+        ctas = sum(-(-g // bm) for g in groups) * tn
+        if not ctas:
+            continue
+        slots = p.sms * occ
+        waves = -(-ctas // slots)
+        per_sm = -(-ctas // p.sms)
+        cta_cyc = -(-k // bk) * step
+        compute_s = per_sm * cta_cyc / p.clock_hz
+        a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
+        hbm = a_bytes * a_reads + b_bytes + c_bytes
+        memory_s = hbm / min(p.hbm_bw, min(ctas, slots) * in_flight / p.hbm_latency_s)
+        t = max(compute_s, memory_s) + waves * p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
+        if best is None or t < best[0]:
+            best = (t, (bm, bn, bk), 1, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages)
+    if best is None:
+        raise ValueError(f"no grouped GEMM tile fits for groups {groups[:4]}... x {n} x {k}")
+    return GemmPlan(*best)
+
+
 def gemm_roofline_s(m: int, n: int, k: int, elem_bytes: float, peak_flops: float, bw: float) -> float:
     """The bound no kernel beats: datasheet tensor peak and HBM bandwidth, every operand once."""
     return max(2.0 * m * n * k / peak_flops, elem_bytes * (m * k + k * n + m * n) / bw)
@@ -393,6 +429,7 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["GemmParams", "GemmPlan", "plan_gemm", "plan_tile", "occupancy", "gemm_roofline_s", "ceil_div",
+__all__ = ["GemmParams", "GemmPlan", "plan_gemm", "plan_grouped", "plan_tile", "occupancy", "gemm_roofline_s",
+           "ceil_div",
            "resident_clusters", "cluster_slots", "TILES_SM80", "TILES_SM90", "TILES_MIXED", "CLUSTERS",
            "DSMEM_SPLITS"]

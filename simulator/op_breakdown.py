@@ -13,12 +13,14 @@ from pathlib import Path
 
 import typer
 
-from workloads.llm import ALLREDUCE, ATTN_DECODE, ATTN_PREFILL, GEMM, BatchShape, Op, lower
+from workloads.llm import ALLREDUCE, ATTN_DECODE, ATTN_PREFILL, GEMM, GEMM_KINDS, GROUPED, BatchShape, Op, lower
 
 
 def shape_of(op: Op) -> str:
     if op.kind == GEMM:
         return f"{op.m}x{op.n}x{op.k}"
+    if op.kind == GROUPED:
+        return f"{len(op.groups)}e x (max {max(op.groups)})x{op.n}x{op.k}"
     if op.kind == ATTN_PREFILL:
         return f"seqs={op.seqs} q={op.q_tokens} kv={op.kv_tokens}"
     if op.kind == ATTN_DECODE:
@@ -29,7 +31,7 @@ def shape_of(op: Op) -> str:
 
 
 def precision_of(op: Op) -> str:
-    if op.kind == GEMM:
+    if op.kind in GEMM_KINDS:
         w = (op.w_bytes or op.dtype_bytes) * 8
         return f"{op.dtype} a{op.dtype_bytes * 8:g} w{w:.3g}"
     if op.kind in (ATTN_PREFILL, ATTN_DECODE) and op.kv_bytes:
@@ -43,7 +45,7 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
 
     pool = scenario.pools[0]
     model = scenario.model.config
-    check_parallelism(model, pool.tensor_parallel)
+    check_parallelism(model, pool.tensor_parallel, ep=pool.expert_parallel)
     quant = build_quantization(scenario)
     dev = pool.device.config
     if quant is not None:
@@ -53,7 +55,7 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
                        decode_kv=decode_rows * context, emitting=decode_rows + (1 if tokens else 0))
     rows = []
     fusion = scenario.framework.fusion if scenario.framework is not None else None
-    for op in lower(shape, model, pool.tensor_parallel, quant, fusion):
+    for op in lower(shape, model, pool.tensor_parallel, quant, fusion, pool.expert_parallel):
         rows.append({"name": op.name, "kind": op.kind, "shape": shape_of(op), "precision": precision_of(op),
                      "count": op.count, "bytes": op.bytes_moved() if op.kind != ALLREDUCE else op.bytes * op.count,
                      "flops": op.flops(), "dequant_ops": op.dequant_ops() * op.count, "time_s": backend.op_s(op)})

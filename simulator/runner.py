@@ -45,8 +45,19 @@ class MemoryPlan:
     kv_residual_bytes: float = 0.0  # full-precision KV windows reserved per batch slot (KIVI)
 
 
-def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel") -> None:
-    """Tensor parallelism must split attention heads (and KV heads, or replicate them) evenly."""
+def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep: int = 1) -> None:
+    """Tensor parallelism must split attention heads (and KV heads, or replicate them) evenly;
+    expert parallelism must divide the tensor-parallel GPUs and the experts."""
+    if ep > 1:
+        ep_where = where.replace("tensor_parallel", "expert_parallel")
+        if not model.is_moe:
+            raise ConfigError(f"expert_parallel={ep} needs a mixture-of-experts model; {model.name} is dense",
+                              where=ep_where)
+        if tp % ep:
+            raise ConfigError(f"expert_parallel={ep} does not divide tensor_parallel={tp}", where=ep_where)
+        if model.num_experts % ep:
+            raise ConfigError(f"expert_parallel={ep} does not divide the {model.num_experts} experts of "
+                              f"{model.name}", where=ep_where)
     if model.num_heads % tp:
         raise ConfigError(f"tensor_parallel={tp} does not divide the {model.num_heads} attention heads of "
                           f"{model.name}", where=where)
@@ -91,7 +102,7 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     pool = pool or scenario.pools[0]
     model = scenario.model.config
     where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
-    check_parallelism(model, pool.tensor_parallel, where)
+    check_parallelism(model, pool.tensor_parallel, where, pool.expert_parallel)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
                             pool.pipeline_parallel, build_quantization(scenario),
@@ -157,7 +168,7 @@ class Simulation:
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
             timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
-                              pool.device.config.launch_overhead_s)
+                              pool.device.config.launch_overhead_s, ep=pool.expert_parallel)
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (
@@ -165,6 +176,9 @@ class Simulation:
         self.rngs = RngStreams(spec.seed)
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
+        if spec.run.warmup_requests and spec.run.warmup_requests >= len(self.table):
+            raise ConfigError(f"warmup_requests={spec.run.warmup_requests} leaves none of the workload's "
+                              f"{len(self.table):,} requests to measure", where="run.warmup_requests")
         check_exclusions(spec.run, len(self.table))
         self.env = simpy.Environment()
         n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)

@@ -4,7 +4,7 @@ Models: the kernels a tensor-parallel decoder runs per iteration — embedding g
     RMS/LayerNorm, fused QKV GEMM, rotary embedding, attention (FlashAttention-style varlen
     prefill, paged decode), O projection, all-reduce, residual add, MLP up (gate+up fused),
     activation, MLP down, all-reduce; then the final norm and the LM head for the rows that emit
-    a token. Mixture-of-experts MLPs run one GEMM per active expert. Weights are split over the
+    a token. Weights are split over the
     tensor-parallel degree (heads, MLP width and vocabulary); KV heads are replicated when there
     are fewer than the TP degree.
     With a quantization scheme (duck-typed, see ``lower``) each GEMM carries its weight bytes per
@@ -14,8 +14,13 @@ Models: the kernels a tensor-parallel decoder runs per iteration — embedding g
     layout transform, int8 GEMM, 16-bit outlier GEMM, int32 dequantize, add); a KV-quantize kernel writes the new
     tokens' K/V, and attention reads K/V at the quantized width (a per-sequence window of recent
     tokens at full precision, KIVI's residual).
-Ignores: sampling, the LM-head all-gather, bias adds, MoE routing imbalance (tokens spread evenly
-    over active experts), fusion of activation quantization into the producing kernel.
+    Mixture-of-experts layers (``moe_ops``): the router, one grouped GEMM per projection over the
+    GPU's experts with the token counts ``workloads.moe`` routes to them (skewed popularity and
+    expert parallelism included; the busiest GPU sets the time), shared experts as a dense MLP, and
+    the leading dense layers of models that have them.
+Ignores: sampling, the LM-head all-gather, bias adds, fusion of activation quantization into the
+    producing kernel, the MoE kernels' token permute/unpermute gathers (folded into the grouped
+    GEMMs' activation reads).
 Sources: Megatron-LM tensor parallelism (Shoeybi et al. 2019); FlashAttention I/O analysis (Dao
     et al. 2022); vLLM PagedAttention (Kwon et al. 2023); LLM.int8() (Dettmers et al. 2022), KIVI
     (Liu et al. 2024) for the quantized kernels' structure.
@@ -30,8 +35,10 @@ import numpy as np
 
 from workloads.architectures.transformer import TransformerConfig
 
-GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE, ALLREDUCE = (
-    "gemm", "attn_prefill", "attn_decode", "elementwise", "allreduce")
+GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE, ALLREDUCE, GROUPED = (
+    "gemm", "attn_prefill", "attn_decode", "elementwise", "allreduce", "grouped_gemm")
+# GEMM-like kinds: a grouped GEMM runs one weight matrix per group (expert) in one kernel
+GEMM_KINDS = (GEMM, GROUPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,8 @@ class Op:
     query tokens in all, ``pairs`` (query, key) pairs after causal masking, ``kv_tokens`` keys
     read. attn_decode: ``seqs`` rows each attending to its context, ``kv_tokens`` keys in all.
     elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs.
+    grouped_gemm: one kernel running ``len(groups)`` GEMMs of ``groups[i]`` rows each against its own
+    [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all.
 
     Quantization (all 0 = unquantized): gemm ``dtype`` is the tensor-core dtype and ``dtype_bytes``
     the activation width, ``w_bytes`` the weight bytes per element (scales included), ``out_bytes``
@@ -75,6 +84,7 @@ class Op:
     kv_bytes: float = 0.0
     kv_residual: int = 0
     kv_deq_ops: float = 0.0
+    groups: tuple[int, ...] = ()
 
     def kv_elem_bytes(self, kv: Any) -> Any:
         """Bytes of one K (or V) element summed over ``kv`` tokens (scalar or array): the residual
@@ -86,9 +96,9 @@ class Op:
 
     def bytes_moved(self) -> float:
         """The minimum HBM bytes of all ``count`` runs (every operand once), as the roofline counts."""
-        if self.kind == GEMM:
+        if self.kind in GEMM_KINDS:
             one = (self.dtype_bytes * self.m * self.k + (self.w_bytes or self.dtype_bytes) * self.k * self.n
-                   + (self.out_bytes or self.dtype_bytes) * self.m * self.n)
+                   * self.weights() + (self.out_bytes or self.dtype_bytes) * self.m * self.n)
         elif self.kind == ATTN_PREFILL:
             ctx = self.kv_tokens - self.q_tokens  # earlier chunks' K/V, stored quantized
             one = self.head_dim * (2.0 * self.q_tokens * self.heads * self.dtype_bytes + 2.0 * self.kv_heads * (
@@ -102,14 +112,18 @@ class Op:
 
     def dequant_ops(self) -> float:
         """CUDA-core dequantization instructions of one run (weights once; K/V as read)."""
-        if self.kind == GEMM:
-            return self.deq_ops * self.k * self.n
+        if self.kind in GEMM_KINDS:
+            return self.deq_ops * self.k * self.n * self.weights()
         if self.kind in (ATTN_DECODE, ATTN_PREFILL) and self.kv_deq_ops:
             return self.kv_deq_ops * 2.0 * self.kv_heads * self.head_dim * self.kv_tokens
         return 0.0
 
+    def weights(self) -> int:
+        """Weight matrices the op reads: one, or one per group of a grouped GEMM."""
+        return len(self.groups) if self.kind == GROUPED else 1
+
     def flops(self) -> float:
-        if self.kind == GEMM:
+        if self.kind in GEMM_KINDS:
             return 2.0 * self.m * self.n * self.k * self.count
         if self.kind == ATTN_PREFILL:
             return 4.0 * self.heads * self.head_dim * self.pairs * self.count
@@ -129,6 +143,10 @@ class BatchShape:
     emitting: int = 0
 
 
+# GEMMs that share a projection's quantization format (policies.quantization PROJECTIONS)
+PROJECTION = {"moe_up": "mlp_up", "moe_down": "mlp_down", "shared_up": "mlp_up", "shared_down": "mlp_down"}
+
+
 def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
     heads = max(1, model.num_heads // tp)
     kv_heads = max(1, model.num_kv_heads // tp)
@@ -137,7 +155,7 @@ def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
 
 
 def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None,
-          fusion: Any = None) -> list[Op]:
+          fusion: Any = None, ep: int = 1) -> list[Op]:
     """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs.
 
     ``scheme`` (a quantization policy, duck-typed; None = unquantized) answers
@@ -147,26 +165,27 @@ def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any 
     ``fusion`` (duck-typed, None = nothing fused) has the booleans ``add_norm`` (residual add fused
     into the next norm), ``rope_in_attention``, ``act_quant_in_producer`` (activation quantization
     fused into the norm / activation kernel producing the GEMM input) and ``allreduce_norm``
-    (all-reduce fused with the residual add and norm after it).
+    (all-reduce fused with the residual add and norm after it). ``ep``: the experts of a MoE model
+    split over that many of the ``tp`` GPUs (``moe_ops``).
     """
     pre_tokens = sum(t for t, _ in shape.prefill)
-    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme, fusion)
+    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme, fusion, ep)
     if not pre:
         return pre
     return pre + attention_ops(shape, model, tp, scheme) + post
 
 
 def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, scheme: Any = None,
-              fusion: Any = None) -> list[Op]:
+              fusion: Any = None, ep: int = 1) -> list[Op]:
     """Every op of an iteration but attention: they depend only on the token count ``tokens`` and
     the rows that emit a token (``lower`` puts attention after the rotary embedding)."""
-    pre, post = _dense_parts(tokens, emitting, model, tp, scheme, fusion)
+    pre, post = _dense_parts(tokens, emitting, model, tp, scheme, fusion, ep)
     return pre + post
 
 
 def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, scheme: Any,
-                 fusion: Any = None) -> tuple[list, list]:
-    ops = _dense_unquantized(tokens, emitting, model, tp)
+                 fusion: Any = None, ep: int = 1) -> tuple[list, list]:
+    ops = _dense_unquantized(tokens, emitting, model, tp, ep)
     if not ops:
         return ops, []
     if fusion is not None:
@@ -233,7 +252,7 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
     out: list[Op] = []
     b = model.dtype_bytes
     for op in ops:
-        fmt = scheme.linear(op.name, model.dtype, b) if op.kind == GEMM else None
+        fmt = scheme.linear(PROJECTION.get(op.name, op.name), model.dtype, b) if op.kind in GEMM_KINDS else None
         if fmt is None:
             out.append(op)
             continue
@@ -261,7 +280,45 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
     return out
 
 
-def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1) -> list[Op]:
+def _mlp(tokens: int, width: int, count: int, model: TransformerConfig, prefix: str) -> list[Op]:
+    """A dense (gated) MLP of ``width`` per GPU: up (gate+up fused), activation, down."""
+    d, b, h = model.dtype, model.dtype_bytes, model.hidden_size
+    up = 2 * width if model.gated_mlp else width
+    return [Op(GEMM, f"{prefix}_up", count, m=tokens, n=up, k=h, dtype=d, dtype_bytes=b),
+            Op(ELEMENTWISE, f"{prefix}_act", count, bytes=int(tokens * (up + width) * b), dtype=d, dtype_bytes=b),
+            Op(GEMM, f"{prefix}_down", count, m=tokens, n=h, k=width, dtype=d, dtype_bytes=b)]
+
+
+def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> list[Op]:
+    """The MoE layers' MLP on one GPU of a ``tp``-GPU replica whose experts are split ``ep`` ways
+    (expert parallel) and each expert ``tp / ep`` ways (tensor parallel inside the expert). Every GPU
+    holds all ``tokens`` (the attention output is all-reduced), runs the router, then one grouped
+    GEMM over its own experts' tokens (the busiest GPU's, as ``workloads.moe`` routes them), the
+    activation, the down grouped GEMM and the weighted sum of each token's top-k outputs; shared
+    experts run as a dense MLP on every token. The all-reduce after the MLP combines the GPUs'
+    partial outputs, as with a dense MLP."""
+    from workloads.moe import busiest_rank
+
+    d, b, h = model.dtype, model.dtype_bytes, model.hidden_size
+    count = model.moe_layers
+    moe_tp = tp // ep
+    width = -(-model.expert_intermediate // moe_tp)
+    up = 2 * width if model.gated_mlp else width
+    groups = busiest_rank(tokens, model.num_experts, model.experts_per_token, ep, model.routing)
+    routed = sum(groups)
+    ops = [Op(GEMM, "moe_router", count, m=tokens, n=model.num_experts, k=h, dtype=d, dtype_bytes=b)]
+    if routed:
+        ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups),
+                Op(ELEMENTWISE, "moe_act", count, bytes=int(routed * (up + width) * b), dtype=d, dtype_bytes=b),
+                Op(GROUPED, "moe_down", count, m=routed, n=h, k=width, dtype=d, dtype_bytes=b, groups=groups)]
+    # the top-k outputs of each token, weighted and summed (tokens whose experts are elsewhere add 0)
+    ops.append(Op(ELEMENTWISE, "moe_sum", count, bytes=int((routed + tokens) * h * b), dtype=d, dtype_bytes=b))
+    if model.shared_intermediate:
+        ops += _mlp(tokens, -(-model.shared_intermediate // tp), count, model, "shared")
+    return ops
+
+
+def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> list[Op]:
     d = model.dtype
     b = model.dtype_bytes
     h = model.hidden_size
@@ -284,19 +341,11 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
     ops.append(Op(ELEMENTWISE, "residual_add", L, bytes=3 * act, dtype=d, dtype_bytes=b))
     if not model.parallel_attn_mlp:
         ops.append(Op(ELEMENTWISE, "post_attn_norm", L, bytes=2 * act, dtype=d, dtype_bytes=b))
-    up = 2 * inter if model.gated_mlp else inter
-    if model.num_experts > 1:
-        routed = T * model.experts_per_token
-        active = min(model.num_experts, routed)
-        m = -(-routed // active)
-        ops.append(Op(GEMM, "moe_router", L, m=T, n=model.num_experts, k=h, dtype=d, dtype_bytes=b))
-        ops.append(Op(GEMM, "mlp_up", L * active, m=m, n=up, k=h, dtype=d, dtype_bytes=b))
-        ops.append(Op(ELEMENTWISE, "mlp_act", L, bytes=int(routed * (up + inter) * b), dtype=d, dtype_bytes=b))
-        ops.append(Op(GEMM, "mlp_down", L * active, m=m, n=h, k=inter, dtype=d, dtype_bytes=b))
-    else:
-        ops.append(Op(GEMM, "mlp_up", L, m=T, n=up, k=h, dtype=d, dtype_bytes=b))
-        ops.append(Op(ELEMENTWISE, "mlp_act", L, bytes=int(T * (up + inter) * b), dtype=d, dtype_bytes=b))
-        ops.append(Op(GEMM, "mlp_down", L, m=T, n=h, k=inter, dtype=d, dtype_bytes=b))
+    dense = model.first_dense_layers if model.is_moe else L
+    if dense:
+        ops += _mlp(T, inter, dense, model, "mlp")
+    if model.is_moe:
+        ops += moe_ops(T, model, tp, ep)
     if tp > 1:
         ops.append(Op(ALLREDUCE, "mlp_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "residual_add", L, bytes=3 * act, dtype=d, dtype_bytes=b))

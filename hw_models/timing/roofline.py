@@ -47,9 +47,9 @@ class RooflineBackend(TimingBackend):
     def _op_s(self, op: Any) -> float:
         kind = op.kind
         b = op.dtype_bytes
-        if kind == "gemm":
+        if kind in ("gemm", "grouped_gemm"):
             flops = 2.0 * op.m * op.n * op.k
-            if op.w_bytes or op.out_bytes:
+            if op.w_bytes or op.out_bytes or kind == "grouped_gemm":
                 nbytes = op.bytes_moved() / op.count
             else:
                 nbytes = b * (op.m * op.k + op.k * op.n + op.m * op.n)

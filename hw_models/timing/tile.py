@@ -34,7 +34,7 @@ from pydantic import Field
 from hw_models import attention_kernels as attn
 from hw_models import collectives as co
 from hw_models.collectives import ArLimits, Fabric, NcclParams
-from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm
+from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import Seconds, StrictConfig
 from simulator.core.registry import register_timing
@@ -273,6 +273,10 @@ class TileBackend(TimingBackend):
                               op.deq_overlap).time_s
             else:
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
+        elif kind == "grouped_gemm":
+            p = self.gemm_params(op.dtype, op.deq_ops > 0)
+            t = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
+                             op.deq_overlap).time_s
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

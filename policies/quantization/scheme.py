@@ -201,11 +201,15 @@ class QuantizationScheme:
         """Bytes of all weights of ``model`` (unsharded): each projection at its format, the input
         embedding and norms at the model dtype."""
         d, b = model.dtype, model.dtype_bytes
-        h, q, kv = model.hidden_size, model.q_size, model.kv_size
-        inter, L, E = model.intermediate_size, model.num_layers, model.num_experts
-        up = (2 if model.gated_mlp else 1) * h * inter
-        params = {"qkv_proj": L * h * (q + 2 * kv), "o_proj": L * q * h, "mlp_up": L * E * up,
-                  "mlp_down": L * E * h * inter, "moe_router": L * h * E if E > 1 else 0,
+        h, q = model.hidden_size, model.q_size
+        L, E = model.num_layers, model.num_experts
+        g = 2 if model.gated_mlp else 1
+        moe = model.moe_layers
+        dense = L - moe
+        # MLP widths summed per layer: dense layers, and each MoE layer's routed plus shared experts
+        widths = dense * model.intermediate_size + moe * (E * model.expert_intermediate + model.shared_intermediate)
+        params = {"qkv_proj": L * (model.attn_params_per_layer() - q * h), "o_proj": L * q * h,
+                  "mlp_up": g * h * widths, "mlp_down": h * widths, "moe_router": moe * h * E,
                   "lm_head": 0 if model.tie_embeddings else model.vocab_size * h}
         total = sum(n * self.weight_bytes_per_element(k, d) for k, n in params.items())
         rest = model.num_params() - sum(params.values())  # embedding (tied: shared with the LM head), norms

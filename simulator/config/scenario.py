@@ -32,6 +32,8 @@ class PoolSection(StrictConfig):
     role: Literal["both", "prefill", "decode"] = "both"
     replicas: int = Field(default=1, ge=1)
     tensor_parallel: int = Field(default=1, ge=1)
+    expert_parallel: int = Field(default=1, ge=1, description="MoE experts split over this many of the "
+                                                               "tensor-parallel GPUs (divides tensor_parallel)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
     device: Block | None = Field(default=None, description="default: hardware.device")
     interconnect: Block | None = Field(default=None, description="default: hardware.interconnect")
@@ -45,6 +47,8 @@ class KvTransferSection(StrictConfig):
 class ClusterSection(StrictConfig):
     replicas: int = Field(default=1, ge=1, description="replicas of the single pool (when pools is not given)")
     tensor_parallel: int = Field(default=1, ge=1)
+    expert_parallel: int = Field(default=1, ge=1, description="MoE experts split over this many of the "
+                                                               "tensor-parallel GPUs (divides tensor_parallel)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
     router: Block = Field(default_factory=lambda: {"kind": "round_robin"},
                           description="routes arrivals over replicas of role both/prefill")
@@ -57,7 +61,8 @@ class ClusterSection(StrictConfig):
     def _pools(self) -> ClusterSection:
         if self.pools is None:
             return self
-        if self.replicas != 1 or self.tensor_parallel != 1 or self.pipeline_parallel != 1:
+        if self.replicas != 1 or self.tensor_parallel != 1 or self.pipeline_parallel != 1 or \
+                self.expert_parallel != 1:
             raise ValueError("with pools, give replicas and parallelism per pool, not in cluster")
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):

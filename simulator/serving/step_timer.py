@@ -23,8 +23,10 @@ class StepTimer:
     than the GPU runs them; and the host time per step and per running request. Without a
     framework the backend's own launch accounting is used and nothing is added."""
 
-    def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0) -> None:
+    def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
+                 ep: int = 1) -> None:
         self.model = model
+        self.ep = ep  # MoE experts split over ep of the tp GPUs
         self.quant = quant  # a quantization scheme (policies.quantization) or None
         self.tp = tp
         self.backend = backend
@@ -47,7 +49,7 @@ class StepTimer:
         key = (tokens, emitting)
         hit = self._fixed.get(key)
         if hit is None:
-            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion)
+            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep)
             hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
                                       sum(op.count for op in ops))
         return hit

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from simulator.config.quantities import StrictConfig
 from simulator.core.errors import ConfigError
 from simulator.core.registry import register_model
+from workloads.moe import RoutingConfig
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 
@@ -59,6 +60,9 @@ class TransformerConfig(StrictConfig):
                                         "moe_intermediate_size)")
     first_dense_layers: int = Field(default=0, ge=0, description="leading layers with a dense MLP of "
                                                                   "intermediate_size (DeepSeek first_k_dense_replace)")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig,
+                                   description="MoE expert popularity and capacity: {dist: uniform|zipf|histogram, "
+                                               "exponent, weights, capacity_factor, placement}")
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     parallel_attn_mlp: bool = False
     tie_embeddings: bool = False
@@ -76,6 +80,8 @@ class TransformerConfig(StrictConfig):
         if self.experts_per_token > self.num_experts:
             raise ValueError(f"experts_per_token (top-k) {self.experts_per_token} exceeds num_experts "
                              f"{self.num_experts}")
+        if self.routing.dist == "histogram" and len(self.routing.weights) != self.num_experts:
+            raise ValueError(f"routing.weights has {len(self.routing.weights)} entries for {self.num_experts} experts")
         if self.first_dense_layers > self.num_layers:
             raise ValueError(f"first_dense_layers {self.first_dense_layers} exceeds num_layers {self.num_layers}")
         if self.sliding_window_layers and self.sliding_window_tokens is None:

@@ -1,0 +1,165 @@
+"""Mixture-of-experts routing: how many tokens each expert of a layer receives, and which GPU holds it.
+
+Models: a MoE layer routes each of T tokens to its top-k experts, R = T x k (token, expert) pairs.
+    Expert popularity is an input: ``uniform`` (every expert equally likely), ``zipf`` (the expert of
+    popularity rank r drawn with weight (r + 1)^-exponent) or ``histogram`` (a weight per expert,
+    e.g. counted from a router trace). An iteration's load per expert is the expected share of the
+    R pairs, rounded to whole tokens by largest remainder (so the loads sum to R exactly), no expert
+    above T (a token's k experts are distinct; the excess is shared by the others). With a
+    capacity factor c (GShard / Switch Transformer), an expert takes at most ceil(c x R / E)
+    tokens and drops the rest; without one (the dropless kernels vLLM, SGLang and TensorRT-LLM
+    run), no token is dropped. Expert parallelism over ``ep`` GPUs holds E / ep experts per GPU;
+    ``placement`` says which: ``interleaved`` (the popularity ranks dealt round-robin over the GPUs,
+    as a load balancer such as DeepSeek's EPLB would place them) or ``contiguous`` (experts
+    0..E/ep-1 on the first GPU, in popularity order: the worst case). The busiest GPU's experts set
+    the grouped-GEMM time of the layer (the others wait for it at the combine).
+Ignores: the randomness of one iteration's routing around its expectation (the loads are the
+    expected values, so small batches look more even than they are); per-layer differences in
+    popularity (one distribution for every layer unless a histogram per layer is given); token
+    re-routing of dropped tokens to a second choice; routing correlation between tokens of one
+    sequence.
+Sources: Shazeer et al., "Outrageously Large Neural Networks" (ICLR 2017) top-k gating; Lepikhin et
+    al., "GShard" (ICLR 2021) and Fedus et al., "Switch Transformers" (JMLR 2022) expert capacity;
+    DeepSeek-V3 technical report (2024) expert-parallel load balancing (EPLB).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from simulator.config.quantities import StrictConfig
+
+
+class RoutingConfig(StrictConfig):
+    """Expert popularity and capacity of a MoE model's router."""
+
+    dist: Literal["uniform", "zipf", "power_law", "histogram"] = Field(
+        default="uniform", description="expert popularity: uniform, zipf (weight (rank+1)^-exponent), power_law "
+                                       "(loads drawn from a bounded Pareto law) or histogram")
+    exponent: float = Field(default=1.0, ge=0, description="zipf exponent (0: uniform) or power_law exponent (> 1)")
+    weights: tuple[float, ...] = Field(default=(),
+                                 description="histogram: one non-negative weight per expert (any scale)")
+    capacity_factor: float | None = Field(
+        default=None, gt=0, description="tokens an expert takes at most, as a multiple of the even share R/E "
+                                        "(None: dropless, as vLLM / SGLang / TensorRT-LLM run MoE)")
+    placement: Literal["interleaved", "contiguous"] = Field(
+        default="interleaved", description="experts over the expert-parallel GPUs: popularity ranks dealt "
+                                           "round-robin (balanced) or in blocks (hot experts together)")
+
+    @model_validator(mode="after")
+    def _check(self) -> RoutingConfig:
+        if self.dist == "histogram":
+            if not self.weights:
+                raise ValueError("dist 'histogram' needs 'weights' (one per expert)")
+            if any(w < 0 for w in self.weights) or not sum(self.weights) > 0:
+                raise ValueError("histogram weights must be >= 0 with a positive sum")
+        elif self.dist == "power_law" and self.exponent <= 1.0:
+            raise ValueError(f"power_law needs an exponent > 1 (got {self.exponent})")
+        elif self.weights:
+            raise ValueError(f"'weights' is only read with dist 'histogram' (dist is {self.dist!r})")
+        return self
+
+
+UNIFORM = RoutingConfig()
+
+
+def popularity(routing: RoutingConfig, experts: int, tokens: int = 0, top_k: int = 1) -> np.ndarray:
+    """Probability of each expert, most popular first (histogram: in the given order). ``power_law``
+    depends on the batch (``tokens`` x ``top_k`` pairs): the experts' loads are the E quantiles
+    (i + 0.5) / E of a Pareto law of that exponent bounded to [1, 0.8 x tokens] when there are more
+    pairs than experts, else to [0.01, 2] -- the law the aiconfigurator MoE kernel benchmark draws
+    its per-expert loads from (its `power_law_<exponent>` tables), taken at its expected order
+    statistics instead of one random draw."""
+    if routing.dist == "histogram":
+        w = np.asarray(routing.weights, dtype=np.float64)
+        if len(w) != experts:
+            raise ValueError(f"routing histogram has {len(w)} weights for {experts} experts")
+    elif routing.dist == "zipf":
+        w = (np.arange(experts) + 1.0) ** -routing.exponent
+    elif routing.dist == "power_law":
+        lo, hi = (1.0, max(1.0, 0.8 * tokens)) if tokens * top_k > experts else (0.01, 2.0)
+        a = 1.0 - routing.exponent
+        u = 1.0 - (np.arange(experts) + 0.5) / experts  # most popular first
+        w = ((hi ** a - lo ** a) * u + lo ** a) ** (1.0 / a)
+    else:
+        w = np.ones(experts)
+    return w / w.sum()
+
+
+def _round(shares: np.ndarray, total: int) -> np.ndarray:
+    """Whole numbers proportional to ``shares`` that sum to ``total`` (largest remainder)."""
+    raw = shares * total
+    out = np.floor(raw).astype(np.int64)
+    short = total - int(out.sum())
+    if short > 0:
+        order = np.argsort(-(raw - out), kind="stable")
+        out[order[:short]] += 1
+    return out
+
+
+def _distinct(p: np.ndarray, top_k: int) -> np.ndarray:
+    """Shares capped at 1 / top_k: a token picks ``top_k`` distinct experts, so no expert receives
+    more than every token; the excess goes to the others in proportion (water-filling)."""
+    p = p.astype(np.float64).copy()
+    cap = 1.0 / top_k
+    for _ in range(len(p)):
+        over = p > cap * (1 + 1e-12)
+        if not over.any():
+            break
+        excess = float((p[over] - cap).sum())
+        p[over] = cap
+        free = ~over & (p < cap)
+        if not free.any():
+            break
+        p[free] += excess * p[free] / p[free].sum()
+    return p
+
+
+@functools.lru_cache(maxsize=4096)
+def _loads(tokens: int, experts: int, top_k: int, routing: RoutingConfig) -> tuple[np.ndarray, int]:
+    routed = tokens * top_k
+    load = _round(_distinct(popularity(routing, experts, tokens, top_k), top_k), routed)
+    dropped = 0
+    if routing.capacity_factor is not None:
+        cap = int(np.ceil(routing.capacity_factor * routed / experts))
+        dropped = int(np.maximum(load - cap, 0).sum())
+        load = np.minimum(load, cap)
+    load.setflags(write=False)
+    return load, dropped
+
+
+def expert_loads(tokens: int, experts: int, top_k: int, routing: RoutingConfig = UNIFORM) -> tuple[np.ndarray, int]:
+    """(tokens each expert receives in popularity order, tokens dropped by the capacity limit) when
+    ``tokens`` tokens each pick ``top_k`` of ``experts`` experts."""
+    if top_k > experts:
+        raise ValueError(f"top-k {top_k} exceeds the {experts} experts")
+    return _loads(int(tokens), int(experts), int(top_k), routing)
+
+
+def rank_loads(tokens: int, experts: int, top_k: int, ep: int, routing: RoutingConfig = UNIFORM
+               ) -> list[tuple[int, ...]]:
+    """Per expert-parallel GPU, the token counts of the experts it holds (experts with no token
+    included as 0). ``ep`` must divide ``experts``."""
+    if experts % ep:
+        raise ValueError(f"expert parallelism {ep} does not divide the {experts} experts")
+    load, _ = expert_loads(tokens, experts, top_k, routing)
+    if routing.placement == "contiguous":
+        per = experts // ep
+        return [tuple(int(x) for x in load[r * per:(r + 1) * per]) for r in range(ep)]
+    return [tuple(int(x) for x in load[r::ep]) for r in range(ep)]
+
+
+def busiest_rank(tokens: int, experts: int, top_k: int, ep: int, routing: RoutingConfig = UNIFORM
+                 ) -> tuple[int, ...]:
+    """The token counts of the experts on the GPU with the most routed tokens (ties: the one with
+    the largest single expert), experts with no token left out."""
+    ranks = rank_loads(tokens, experts, top_k, ep, routing)
+    best = max(ranks, key=lambda g: (sum(g), max(g) if g else 0))
+    return tuple(sorted((g for g in best if g > 0), reverse=True))
+
+
+__all__ = ["RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank"]
