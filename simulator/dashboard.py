@@ -17,13 +17,8 @@ from typing import Any
 import numpy as np
 
 from simulator import __version__
+from simulator import dashboard_figures as figs
 from simulator.core.errors import HwsimError
-from simulator.dashboard_figures import (CDF_QUANTILES, GANTT_MAX_BARS, TITLE_BATCHES, TITLE_BUSY, TITLE_CDF,
-                                         TITLE_LENGTHS, TITLE_OPS, TITLE_REPLICAS, TITLE_THROUGHPUT,
-                                         TITLE_TIERS, TITLE_TIMELINE, batch_columns, batches_figure,
-                                         busy_bars, busy_figure, cdf_figure, ecdf, floats, lengths_figure,
-                                         nrows, ops_figure, replicas_figure, throughput_figure,
-                                         tiers_figure, timeline_figure)
 from simulator.html_assets import plotly_script_tag, write_page
 from simulator.results import STATUS_NAMES, RunResult
 from simulator.trace_export import event_kind_name
@@ -31,8 +26,11 @@ from simulator.trace_export import event_kind_name
 __all__ = ["CDF_QUANTILES", "FIGURE_TITLES", "GANTT_MAX_BARS", "TITLE_TIERS", "busy_bars", "ecdf",
            "render_report", "write_report"]
 
-FIGURE_TITLES = (TITLE_CDF, TITLE_THROUGHPUT, TITLE_TIMELINE, TITLE_BUSY, TITLE_REPLICAS, TITLE_BATCHES,
-                 TITLE_OPS, TITLE_LENGTHS)
+CDF_QUANTILES, GANTT_MAX_BARS, TITLE_TIERS = figs.CDF_QUANTILES, figs.GANTT_MAX_BARS, figs.TITLE_TIERS
+busy_bars, ecdf = figs.busy_bars, figs.ecdf
+
+FIGURE_TITLES = (figs.TITLE_CDF, figs.TITLE_THROUGHPUT, figs.TITLE_TIMELINE, figs.TITLE_BUSY, figs.TITLE_REPLICAS,
+                 figs.TITLE_BATCHES, figs.TITLE_OPS, figs.TITLE_LENGTHS)
 
 # (summary key, label, kind): kind "ms" (seconds shown in ms), "pct" (a fraction), "rate", "count", "usd"
 SUMMARY_FIELDS = (
@@ -123,9 +121,9 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def _facts_table(result: RunResult) -> str:
     req = result.requests
-    n = nrows(req)
+    n = figs.nrows(req)
     rows = [_row("Requests", f"{n:,}"), _row("Replicas", f"{len(result.replicas):,}"),
-            _row("Batch segments", f"{nrows(result.batches):,}"),
+            _row("Batch segments", f"{figs.nrows(result.batches):,}"),
             _row("Simulated time", _number(float(result.sim_time_s)), "s"),
             _row("Wall time", _number(float(result.wall_s)), "s")]
     if n and "status" in req:
@@ -133,7 +131,7 @@ def _facts_table(result: RunResult) -> str:
         for c, k in zip(codes.tolist(), counts.tolist()):
             rows.append(_row(f"Requests {STATUS_NAMES.get(c, str(c))}", f"{k:,}"))
     ev = result.events
-    if nrows(ev) and "kind" in ev:
+    if figs.nrows(ev) and "kind" in ev:
         codes, counts = np.unique(np.asarray(ev["kind"]).astype(np.int64), return_counts=True)
         for c, k in zip(codes.tolist(), counts.tolist()):
             rows.append(_row(f"Events {event_kind_name(c)}", f"{k:,}"))
@@ -223,7 +221,8 @@ def config_rows(result: RunResult) -> list[tuple[str, str]]:
 
 
 def _config_table(result: RunResult) -> str:
-    return "<table>" + "".join(_row(label, text) for label, text in config_rows(result)) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(text)}</td></tr>"
+                               for label, text in config_rows(result)) + "</table>"
 
 
 def _slo_limits(summary: dict[str, Any]) -> dict[str, float]:
@@ -242,10 +241,10 @@ def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str,
     from simulator.op_breakdown import breakdown
 
     req = result.requests
-    n = nrows(req)
-    prompt = floats(req, "prompt_tokens", n)
+    n = figs.nrows(req)
+    prompt = figs.floats(req, "prompt_tokens", n)
     prompt = prompt[np.isfinite(prompt)]
-    generated = floats(req, "generated_tokens", n)
+    generated = figs.floats(req, "generated_tokens", n)
     generated = generated[np.isfinite(generated)]
     iters = np.nan_to_num(cols["iterations"], nan=1.0)
     rows_ = np.nan_to_num(cols["decode_rows"])
@@ -269,19 +268,19 @@ def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str,
 def render_report(result: RunResult) -> str:
     """The report as one HTML string (a KV memory-tier section only when the run has KV-policy
     counters, so plain paged runs are unchanged)."""
-    cols = batch_columns(result)
+    cols = figs.batch_columns(result)
     phases = op_phases(result, cols)
-    figures = [(TITLE_CDF, cdf_figure(result, _slo_limits(result.summary))),
-               (TITLE_THROUGHPUT, throughput_figure(result, cols)),
-               (TITLE_TIMELINE, timeline_figure(result, cols)),
-               (TITLE_BUSY, busy_figure(result, cols)),
-               (TITLE_REPLICAS, replicas_figure(result, cols)),
-               (TITLE_BATCHES, batches_figure(cols)),
-               (TITLE_OPS, ops_figure(phases)),
-               (TITLE_LENGTHS, lengths_figure(result))]
+    figures = [(figs.TITLE_CDF, figs.cdf_figure(result, _slo_limits(result.summary))),
+               (figs.TITLE_THROUGHPUT, figs.throughput_figure(result, cols)),
+               (figs.TITLE_TIMELINE, figs.timeline_figure(result, cols)),
+               (figs.TITLE_BUSY, figs.busy_figure(result, cols)),
+               (figs.TITLE_REPLICAS, figs.replicas_figure(result, cols)),
+               (figs.TITLE_BATCHES, figs.batches_figure(cols)),
+               (figs.TITLE_OPS, figs.ops_figure(phases)),
+               (figs.TITLE_LENGTHS, figs.lengths_figure(result))]
     kv = result.summary.get("kv_cache")
     if kv:
-        figures.append((TITLE_TIERS, tiers_figure(result, cols, kv)))
+        figures.append((figs.TITLE_TIERS, figs.tiers_figure(result, cols, kv)))
     name = html.escape(str(result.name))
     description = (result.scenario or {}).get("description")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -295,7 +294,7 @@ def render_report(result: RunResult) -> str:
     for i, (title, fig) in enumerate(figures):
         height = f"{int(fig.layout.height)}px"
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        if title == TITLE_OPS and phases:
+        if title == figs.TITLE_OPS and phases:
             parts.append("<p class=meta>Kernel times of one iteration as <code>hwsim ops</code> prints them "
                          "(first pool's device and timing backend).</p>")
         parts.append('<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,

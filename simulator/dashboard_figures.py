@@ -11,16 +11,20 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from simulator.results import RunResult
+
+OPS_PALETTE = tuple(qualitative.Dark24)
 
 CDF_RAW_LIMIT = 20_000  # above this many points a CDF is drawn from quantiles
 CDF_QUANTILES = 2_000
 TIMELINE_MAX_POINTS = 5_000  # per trace
 GANTT_MAX_BARS = 5_000  # per replica
 GANTT_DETAIL_BARS = 60  # the busy-bar panel opens zoomed on about this many bars of the busiest replica
-TIME_BUCKETS = 200  # utilisation and throughput over time
+TIME_BUCKETS = 200  # utilisation over time
+RATE_BUCKETS = 60  # throughput over time (fewer: counts per bucket stay readable)
 MERGE_GAP_S = 1e-9
 LOG_AXIS_MIN_RATIO = 20.0  # a CDF gets a log x axis only if its data spans more than this ratio
 
@@ -219,9 +223,11 @@ def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
         axis = _cdf_axis(x)
         if limit:
             ms = float(limit) * 1e3
-            fig.add_vline(x=ms, line={"color": SLO_COLOUR, "dash": "dash", "width": 1.5}, row=row + 1, col=col + 1,
-                          annotation_text=f"SLO {ms:.4g} ms", annotation_position="top left",
-                          annotation_font={"color": SLO_COLOUR})
+            fig.add_vline(x=ms, line={"color": SLO_COLOUR, "dash": "dash", "width": 1.5}, row=row + 1, col=col + 1)
+            # an annotation on a log axis is placed in log10 units
+            fig.add_annotation(x=np.log10(ms) if axis["type"] == "log" else ms, y=0.5, xanchor="right",
+                               text=f"SLO {ms:.4g} ms ", showarrow=False, font={"color": SLO_COLOUR},
+                               row=row + 1, col=col + 1)
             if axis["type"] == "linear" and x.size:
                 axis["range"] = [0, max(float(x[-1]), ms) * 1.05]
             elif x.size:
@@ -236,7 +242,7 @@ def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
 
 def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
     """Tokens/s (prefill and generated) and requests/s (arrived, finished) per time bucket."""
-    edges = time_edges(result)
+    edges = time_edges(result, RATE_BUCKETS)
     centres = (edges[:-1] + edges[1:]) / 2
     width = float(edges[1] - edges[0])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
@@ -257,7 +263,7 @@ def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figu
         t = floats(req, key, n)
         counts, _ = np.histogram(t[np.isfinite(t)], bins=edges)
         fig.add_trace(go.Scatter(x=centres, y=counts / width, mode="lines", line_shape="hvh", name=label,
-                                 line={"color": PALETTE[2 + j]},
+                                 line={"color": PALETTE[2 + 2 * j]},
                                  hovertemplate="%{x:.2f} s: %{y:.2f} req/s<extra>" + label + "</extra>"),
                       row=2, col=1)
     fig.update_yaxes(title_text="tokens/s", rangemode="tozero", row=1, col=1)
@@ -284,8 +290,8 @@ def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
     waiting_max = float(np.nanmax(cols["waiting"])) if np.isfinite(cols["waiting"]).any() else 0.0
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="KV blocks used", tickformat=".0%", rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(title_text="requests", row=3, col=1,
-                     **({"range": [0, 1]} if waiting_max <= 0 else {"rangemode": "tozero"}))
+    fig.update_yaxes(title_text="requests", row=3, col=1,  # an always-empty queue: 0..1, whole ticks
+                     **({"range": [0, 1], "dtick": 1} if waiting_max <= 0 else {"rangemode": "tozero"}))
     fig.update_xaxes(title_text="simulated time (s)", row=3, col=1)
     if not rows:
         no_data(fig, "no batches")
@@ -300,20 +306,20 @@ def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
     labels = [replica_label(result, r) for r, _ in rows]
     edges = time_edges(result)
     centres = (edges[:-1] + edges[1:]) / 2
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16, row_heights=[0.45, 0.55],
-                        subplot_titles=(f"Busy fraction per {float(edges[1] - edges[0]):.3g} s bucket",
-                                        "Busy segments (zoom out or pan for the whole run)"))
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.18, row_heights=[0.45, 0.55],
+                        subplot_titles=(f"Busy fraction per {float(edges[1] - edges[0]):.3g} s of simulated time",
+                                        "Busy segments, first few dozen (zoom out or pan for the whole run)"))
     z = [busy_per_bucket(cols["start_s"][sel], cols["end_s"][sel], edges) for _, sel in rows]
     if rows:
         fig.add_trace(go.Heatmap(x=centres, y=labels, z=np.array(z), zmin=0.0, zmax=1.0, colorscale="Blues",
                                  colorbar={"title": {"text": "busy"}, "tickformat": ".0%", "len": 0.45, "y": 0.8},
                                  hovertemplate="%{y}<br>%{x:.2f} s: %{z:.1%} busy<extra></extra>"), row=1, col=1)
     parts: dict[bool, list[tuple[np.ndarray, np.ndarray, list[str]]]] = {True: [], False: []}
-    detail_end = 0.0
-    for (r, sel), label in zip(rows, labels):
+    detail_end, most = 0.0, 0
+    for (_, sel), label in zip(rows, labels):
         s, e, pf = busy_bars(cols["start_s"][sel], cols["end_s"][sel], np.nan_to_num(cols["prefill_tokens"][sel]) > 0)
-        if s.size:
-            detail_end = max(detail_end, float(e[min(GANTT_DETAIL_BARS, s.size) - 1]))
+        if s.size > most:  # open on the first bars of the replica with the most of them
+            most, detail_end = s.size, float(e[min(GANTT_DETAIL_BARS, s.size) - 1])
         for flag in (True, False):
             m = pf == flag
             parts[flag].append((s[m], e[m], [label] * int(m.sum())))
@@ -329,7 +335,7 @@ def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
                       row=2, col=1)
     fig.update_yaxes(categoryorder="array", categoryarray=labels[::-1], row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_xaxes(title_text="simulated time (s)", row=1, col=1)
+    fig.update_yaxes(automargin=True)
     fig.update_xaxes(title_text="simulated time (ms)", row=2, col=1,
                      **({"range": [0.0, detail_end * 1e3]} if detail_end > 0 else {}))
     fig.update_layout(barmode="overlay", bargap=0.2)
@@ -371,13 +377,18 @@ def replicas_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
     return layout(fig, 420)
 
 
-def histogram(values: np.ndarray, bins: int = 60,
-              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def histogram(values: np.ndarray, bins: int = 60, weights: np.ndarray | None = None,
+              log: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centres, widths, counts); ``log``: log-spaced bins (for values >= 1 spanning decades)."""
     ok = np.isfinite(values)
     v = values[ok]
     if v.size == 0:
         return np.empty(0), np.empty(0), np.empty(0)
     lo, hi = float(v.min()), float(v.max())
+    if log:
+        edges = np.geomspace(max(lo, 1.0) * 0.999, max(hi, 1.0) * 1.001 + 1.0, bins + 1)
+        counts, edges = np.histogram(np.maximum(v, 1.0), bins=edges, weights=None if weights is None else weights[ok])
+        return np.sqrt(edges[:-1] * edges[1:]), np.diff(edges), counts
     nb = int(max(1, min(bins, hi - lo + 1)))  # token counts: no narrower than one token
     counts, edges = np.histogram(v, bins=nb, range=(lo - 0.5, hi + 0.5) if nb == hi - lo + 1 else
                                  (lo, hi if hi > lo else lo + 1), weights=None if weights is None else weights[ok])
@@ -391,13 +402,16 @@ def batches_figure(cols: dict[str, np.ndarray]) -> go.Figure:
     tokens = np.nan_to_num(cols["prefill_tokens"]) / np.maximum(iters, 1.0) + np.nan_to_num(cols["decode_rows"])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Batch size", "Batch tokens"), horizontal_spacing=0.1)
     for i, (values, unit) in enumerate(((cols["running"], "requests"), (tokens, "tokens"))):
-        centres, widths, counts = histogram(values, weights=iters)
+        finite = values[np.isfinite(values)]
+        log = finite.size > 0 and float(finite.max()) > 50 * max(float(finite.min()), 1.0)
+        centres, widths, counts = histogram(values, weights=iters, log=log)
         total = float(counts.sum()) or 1.0
         fig.add_trace(go.Bar(x=centres, y=counts / total, width=widths, showlegend=False,
                              marker={"color": PALETTE[i + 4], "line": {"width": 0}},
                              hovertemplate="%{x:.0f} " + unit + ": %{y:.1%} of iterations<extra></extra>"),
                       row=1, col=i + 1)
-        fig.update_xaxes(title_text=f"{unit} per iteration", row=1, col=i + 1)
+        fig.update_xaxes(title_text=f"{unit} per iteration" + (" (log scale)" if log else ""),
+                         type="log" if log else "linear", row=1, col=i + 1)
         fig.update_yaxes(title_text="iterations", tickformat=".0%", row=1, col=i + 1)
     if cols["running"].size == 0:
         no_data(fig, "no batches")
@@ -416,7 +430,7 @@ def ops_figure(phases: list[tuple[str, list[dict]]]) -> go.Figure:
     xs = [label for label, _ in phases]
     for i, name in enumerate(names):
         ys = [sum(r["time_s"] for r in rows if r["name"] == name) * 1e3 for _, rows in phases]
-        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker={"color": PALETTE[i % len(PALETTE)]},
+        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker={"color": OPS_PALETTE[i % len(OPS_PALETTE)]},
                              hovertemplate="%{x}<br>" + name + ": %{y:.4~g} ms<extra></extra>"))
     totals = [sum(r["time_s"] for r in rows) * 1e3 for _, rows in phases]
     fig.add_trace(go.Scatter(x=xs, y=totals, mode="text", text=[f"{t:.3g} ms" for t in totals],

@@ -8,9 +8,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from plotly.offline import get_plotlyjs
 
 from simulator import dashboard
 from simulator.dashboard import FIGURE_TITLES, busy_bars, ecdf, write_report
+from simulator.html_assets import plotly_js_name
 from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
 from simulator.trace_export import write_chrome_trace
 
@@ -94,14 +96,15 @@ def result() -> RunResult:
     return make_result()
 
 
-def test_report_opens_offline_with_plotly_inlined(result, tmp_path):
+def test_report_loads_plotly_from_a_copy_beside_it_and_stays_under_1_mb(result, tmp_path):
     path = tmp_path / "report.html"
     write_report(result, path)
     text = path.read_text(encoding="utf-8")
-    assert path.stat().st_size > 1_000_000
-    assert "<script src=" not in text
-    assert re.search(r"<(script|link|img)[^>]*(src|href)=[\"']?https?://", text) is None
-    assert "plotly" in text and "Plotly.newPlot" in text
+    assert path.stat().st_size <= 1_000_000
+    assert f'<script src="{plotly_js_name()}"' in text  # relative: the folder opens offline wherever it is
+    assert (tmp_path / plotly_js_name()).read_text(encoding="utf-8") == get_plotlyjs()
+    assert re.search(r"<(script|link|img)[^>]*(src|href)=[\"']?(https?:)?//", text) is None
+    assert "Plotly.newPlot" in text
 
 
 def test_report_contains_every_figure_title_and_escaped_summary(result, tmp_path):
@@ -111,7 +114,8 @@ def test_report_contains_every_figure_title_and_escaped_summary(result, tmp_path
     for title in FIGURE_TITLES:
         assert title in text
     assert "synthetic &lt;run&gt; &amp; co" in text and "synthetic <run>" not in text
-    assert "p50 0.1 · p90 0.2 · p99 0.3" in text  # nested dicts as percentiles
+    assert "p50 100 · p90 200 · p99 300" in text  # percentile dicts, seconds shown in ms
+    assert "90.0%" in text  # slo_attainment 0.9 as a percentage
     assert "Throughput" in text and "Goodput" not in text  # missing keys skipped
     assert "Events PREEMPTED" in text or "Events 4" in text  # kind names, or ints before EventKind exists
 
@@ -128,7 +132,9 @@ def test_report_is_written_when_no_request_finished(tmp_path):
     res.itl_s = np.empty(0)
     res.summary = {"requests_finished": 0, "ttft_s": {}}
     write_report(res, tmp_path / "empty.html")
-    assert (tmp_path / "empty.html").stat().st_size > 1_000_000
+    text = (tmp_path / "empty.html").read_text(encoding="utf-8")
+    assert all(f'id="fig-{i}"' in text for i in range(len(FIGURE_TITLES)))
+    assert (tmp_path / plotly_js_name()).is_file()
 
 
 def test_report_is_written_for_a_result_with_empty_tables(tmp_path):

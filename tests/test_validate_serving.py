@@ -75,7 +75,8 @@ def test_moe_rows_are_listed_as_skipped_and_dense_rows_are_simulated(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "rows.csv")))
     assert [r["skipped"] != "" for r in rows] == [False, True]
     assert float(rows[0]["predicted_tpot_ms"]) > 0
-    assert (tmp_path / "out" / "report.html").stat().st_size > 100_000  # plotly inlined: opens offline
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert any((tmp_path / "out").glob("plotly-*.min.js"))  # plotly.js beside the page: opens offline
 
 
 def test_a_lone_client_decodes_no_faster_than_the_weights_stream_from_hbm(tmp_path):

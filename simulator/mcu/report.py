@@ -7,8 +7,9 @@ Deterministic (fixed div ids, no timestamps) and offline (plotly.js written besi
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
@@ -75,7 +76,8 @@ SUMMARY_ROWS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("schedule_label", "Schedule", str), ("peak_sram_bytes", "Peak SRAM", _kib), ("peak_layer", "Peak at layer", str),
     ("sram_budget_bytes", "SRAM budget", _kib), ("sram_headroom_bytes", "SRAM headroom", _kib),
     ("flash_used_bytes", "Flash used", _kib), ("flash_budget_bytes", "Flash budget", _kib),
-    ("params", "Parameters", _count), ("macs", "MACs (with recompute)", _count), ("base_macs", "MACs (network)", _count),
+    ("params", "Parameters", _count), ("macs", "MACs (with recompute)", _count),
+    ("base_macs", "MACs (network)", _count),
     ("recompute_overhead", "Recompute overhead", _pct), ("bitops", "Bit operations", _count),
     ("bitops_reduction_vs_int8", "Bit operations vs int8", _times),
     ("latency_ms", "Latency", lambda v: f"{v:,.2f} ms"), ("latency_cycles", "Cycles", lambda v: f"{v:,}"),
