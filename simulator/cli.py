@@ -15,10 +15,44 @@ from typing import Optional
 import typer
 
 from simulator.cli_guard import fail, guarded  # noqa: F401  (fail is part of the CLI API)
-from simulator.core.errors import HwsimError
+from simulator.core.errors import CapacityError, ConfigError, HwsimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="hwsim: simulate LLM serving on modelled GPUs (scenario runs, presets, plug-ins).")
+                  help="hwsim: simulate ML hardware and the software that schedules work on it (LLM serving on "
+                       "GPUs, CNNs on microcontrollers, kernels).")
+
+
+def _no_type_beside_flags() -> None:
+    """Help shows a value type beside options that take a value, none beside on/off flags."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_hwsim", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._hwsim = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_beside_flags()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from simulator import __version__
+
+        typer.echo(f"hwsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """hwsim: simulate ML hardware and the software that schedules work on it (LLM serving on GPUs, CNNs on
+    microcontrollers, kernels)."""
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a scenario field: a.b.c=value (repeatable)")
 
@@ -59,55 +93,159 @@ def print_summary(result, out: Path | None) -> None:
     typer.echo("\n".join(lines))
 
 
-def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool) -> None:
+SCENARIO_TYPES = ("mcu", "study")  # besides a serving scenario, which has no type
+
+
+def scenario_type(scenario: Path | dict) -> str:
+    """``serving``, ``mcu`` or ``study``: the ``type`` of a scenario file (none: serving)."""
     from simulator.config.loader import read_mapping
-    from simulator.outputs import write_results
-    from simulator.runner import Simulation
 
-    kind = read_mapping(scenario).get("type") if isinstance(scenario, Path) else None
-    if kind == "mcu":
-        from simulator.mcu.run import run_mcu_scenario
+    if not isinstance(scenario, Path):
+        return "serving"
+    raw = read_mapping(scenario)
+    if not raw:
+        raise ConfigError("the scenario file is empty: give a serving scenario (hardware, model, workload) or "
+                          "set `type` to one of: mcu, study", where=f"{scenario}: type")
+    kind = raw.get("type")
+    if kind is None:
+        return "serving"
+    if kind not in SCENARIO_TYPES:
+        close = difflib.get_close_matches(str(kind), SCENARIO_TYPES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown scenario type {kind!r}{hint} known: {', '.join(SCENARIO_TYPES)} (leave `type` "
+                          f"out for a serving scenario)", where=f"{scenario}: type")
+    return kind
 
-        run_mcu_scenario(scenario, overrides or [], out, quiet)
-        return
-    if kind == "study":
-        from simulator.studies.run import run_study
 
-        run_study(scenario, overrides or [], out, quiet)
-        return
-    resolved = _load(scenario, overrides)
-    sim = Simulation(resolved)
-    if out is None:
-        out = Path("results") / resolved.spec.name
-    try:  # a bad --out is the user's error, found before the run rather than after it
+def check_writable(out: Path) -> Path:
+    """Create ``out`` and prove a file can be written there, before any simulating."""
+    import tempfile
+
+    try:
         if out.exists() and not out.is_dir():
             raise HwsimError("the results directory is an existing file", where=str(out))
         out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".hwsim-write-test-"):
+            pass
     except OSError as exc:
-        raise HwsimError(f"cannot create the results directory: {exc.strerror or exc}", where=str(out)) from None
-    progress = None
-    bar = None
-    if not quiet and sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        raise HwsimError(f"the results directory is not writable: {exc.strerror or exc}", where=str(out)) from None
+    return out
 
-        bar = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} requests"),
-                       TimeElapsedColumn(), transient=True)
-        task = bar.add_task("run", total=len(sim.table))
-        bar.start()
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done)
+class _Progress:
+    """Progress of a long run on stderr: a bar on a terminal, otherwise a line every 10 %, with the
+    time elapsed and an estimate of the time left."""
 
+    def __init__(self, total: int, tty: bool) -> None:
+        import time
+
+        self.total, self.t0, self.next_pct, self.bar = total, time.perf_counter(), 10, None
+        if tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} "
+                                                                                  "requests"),
+                                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("run", total=total)
+            self.bar.start()
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+            return
+        pct = 100 * done // max(total, 1)
+        if pct < self.next_pct or done >= total:
+            return
+        self.next_pct = pct - pct % 10 + 10
+        spent = time.perf_counter() - self.t0
+        left = spent * (total - done) / max(done, 1)
+        from simulator.run_size import format_duration
+
+        typer.echo(f"simulating: {pct}% ({done:,}/{total:,} requests), {format_duration(spent)} elapsed, "
+                   f"about {format_duration(left)} left", err=True)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def rejection_reason(sim) -> str:
+    """Why the requests of a run were rejected, from their lengths and the engine's limits."""
+    prompts = sim.table.prompt_tokens
+    reasons = []
+    over = int((prompts > sim.max_model_len).sum())
+    if over:
+        reasons.append(f"{over:,} prompts exceed max_model_len {sim.max_model_len} (engine.max_model_len)")
+    budget = getattr(sim.scenario.scheduler.config, "max_num_batched_tokens", None)
+    if budget:
+        over = int((prompts > budget).sum())
+        if over:
+            reasons.append(f"{over:,} prompts exceed the scheduler's token budget {budget} "
+                           f"(policies.scheduler.max_num_batched_tokens)")
+    cache = min(rt.mem.kv_blocks * rt.mem.block_size for rt in sim.pools)
+    over = int((prompts > cache).sum())
+    if over:
+        reasons.append(f"{over:,} prompts exceed the {cache:,}-token KV cache of a replica")
+    return "; ".join(reasons) or "the scheduler rejected every request (see events.csv)"
+
+
+def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, allow_rejected: bool = False,
+         progress_opt: bool | None = None) -> None:
+    from simulator.outputs import write_results
+    from simulator.run_size import estimate, format_bytes, physical_memory_bytes
+    from simulator.runner import Simulation, check_warmup
+
+    kind = scenario_type(scenario)
+    if kind == "mcu":
+        from simulator.mcu.run import load_mcu_scenario, run_mcu_scenario
+
+        spec, _, _ = load_mcu_scenario(scenario, overrides or [])
+        run_mcu_scenario(scenario, overrides or [], check_writable(out or Path("results") / spec.name), quiet)
+        return
+    if kind == "study":
+        from simulator.studies.run import load_study, run_study, study_name
+
+        name, _, _ = load_study(scenario, overrides or [])
+        run_study(scenario, overrides or [], check_writable(out or Path("results") / study_name(scenario, name)),
+                  quiet)
+        return
+    resolved = _load(scenario, overrides)
+    size = estimate(resolved)
+    mem = physical_memory_bytes()
+    if mem and size.memory_bytes > mem:
+        raise CapacityError(f"{size.requests:,} requests need about {format_bytes(size.memory_bytes)} of memory to "
+                            f"simulate, more than this machine's {format_bytes(mem)}; ask for fewer requests",
+                            where="workload")
+    out = check_writable(out if out is not None else Path("results") / resolved.spec.name)
+    if size.long and not quiet:
+        typer.echo(f"hwsim: a long run: {size.describe()}", err=True)
+    sim = Simulation(resolved)
+    check_warmup(resolved, len(sim.table))
+    show = progress_opt if progress_opt is not None else (size.long or sys.stderr.isatty())
+    progress = _Progress(len(sim.table), sys.stderr.isatty()) if show and not quiet else None
     try:
         result = sim.run(progress)
     finally:
-        if bar is not None:
-            bar.stop()
+        if progress is not None:
+            progress.stop()
+    s = result.summary
+    if s["requests_total"] and s["requests_rejected"] == s["requests_total"] and not allow_rejected:
+        raise HwsimError(f"all {s['requests_total']:,} requests were rejected: {rejection_reason(sim)} "
+                         f"(--allow-rejected writes the results anyway)", where=str(scenario)
+                         if isinstance(scenario, Path) else "workload")
     outs = resolved.spec.outputs
     write_results(result, resolved.to_yaml(), out, report=outs.report and not no_report,
                   chrome_trace=outs.chrome_trace, events=outs.events, requests=outs.requests)
     if not quiet:
         print_summary(result, out)
+
+
+AllowRejectedOpt = typer.Option(False, "--allow-rejected",
+                                help="write the results even when every request is rejected (exit 0)")
+ProgressOpt = typer.Option(None, "--progress/--no-progress",
+                           help="show progress on stderr (default: on a terminal, or when the run is long)")
 
 
 @app.command()
@@ -116,16 +254,19 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file"),
         set_: Optional[list[str]] = SetOpt,
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default results/NAME)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing on success"),
-        no_report: bool = typer.Option(False, "--no-report", help="skip report.html")) -> None:
-    """Run a scenario: print a summary and write a results directory with report.html."""
-    _run(scenario, set_, out, quiet, no_report)
+        no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+        allow_rejected: bool = AllowRejectedOpt,
+        progress: Optional[bool] = ProgressOpt) -> None:
+    """Run a scenario (serving, type: mcu or type: study): print a summary, write a results directory."""
+    _run(scenario, set_, out, quiet, no_report, allow_rejected, progress)
 
 
 @app.command()
 @guarded
-def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory"),
+def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default "
+                                                                       "results/quickstart)"),
          set_: Optional[list[str]] = SetOpt,
-         quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing on success")) -> None:
     """Run the embedded default scenario: Llama-3-8B on 1x H100-SXM with vLLM-style batching."""
     import yaml
 
@@ -134,23 +275,76 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results d
     _run(yaml.safe_load(QUICKSTART_YAML), set_, out or Path("results") / "quickstart", quiet, False)
 
 
+def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
+    """What ``hwsim check`` prints of a serving scenario: the deployment, pool by pool, and the run's size."""
+    gib = 2.0**30
+
+    def memory(mem) -> str:
+        return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU, KV {mem.kv_bytes / gib:.1f} GiB/GPU = "
+                f"{mem.kv_blocks * mem.block_size} tokens per replica")
+
+    model = resolved.model.config.name
+    if resolved.spec.cluster.pools is None:
+        pool = resolved.pools[0]
+        pp = f" x PP{pool.pipeline_parallel}" if pool.pipeline_parallel > 1 else ""
+        lines = [f"ok: {scenario} — {model} on {pool.replicas} x {pool.tensor_parallel}{pp} x "
+                 f"{pool.device.config.name}; {memory(sim.mem)}; {size.requests:,} requests"]
+    else:
+        lines = [f"ok: {scenario} — {model} on {len(sim.pools)} pools; {size.requests:,} requests"]
+        for rt in sim.pools:
+            p = rt.pool
+            lines.append(f"  pool {p.name} ({p.role}): {p.replicas} x {p.tensor_parallel} x PP{p.pipeline_parallel} "
+                         f"x {p.device.config.name}, scheduler {p.scheduler.kind}; {memory(rt.mem)}")
+        if resolved.kv_link is not None:
+            lines.append(f"  KV transfer: {resolved.kv_link.config.name}")
+    lines.append(f"  size: {size.describe()}")
+    return lines
+
+
 @app.command()
 @guarded
-def check(scenario: Path = typer.Argument(..., help="scenario file"), set_: Optional[list[str]] = SetOpt,
+def check(scenario: Path = typer.Argument(..., help="scenario file (serving, type: mcu or type: study)"),
+          set_: Optional[list[str]] = SetOpt,
           show: bool = typer.Option(False, "--show", help="print the resolved scenario")) -> None:
-    """Validate a scenario without running it; print its memory plan."""
-    from simulator.runner import Simulation
+    """Validate a scenario without running it; print its deployment, memory plan and run size."""
+    kind = scenario_type(scenario)
+    if kind == "mcu":
+        from simulator.mcu.run import load_mcu_scenario, simulate
+
+        spec, base_dir, _ = load_mcu_scenario(scenario, set_ or [])
+        s = simulate(spec, base_dir).summary  # the memory plan: flash and SRAM checked per layer
+        typer.echo(f"ok: {scenario} — mcu: {s['network']} ({s['precision']}) on {s['mcu']}, {s['schedule_label']}; "
+                   f"peak SRAM {s['peak_sram_bytes'] / 1024:.1f} of {s['sram_budget_bytes'] / 1024:.0f} KiB, "
+                   f"flash {s['flash_used_bytes'] / 1024:.1f} of {s['flash_budget_bytes'] / 1024:.0f} KiB")
+        if show:
+            typer.echo(yaml_dump(spec.model_dump(mode="json")))
+        return
+    if kind == "study":
+        from simulator.studies.run import load_study
+
+        name, mod, cfg = load_study(scenario, set_ or [])
+        doc = (mod.__doc__ or "").strip().splitlines()
+        typer.echo(f"ok: {scenario} — study {name}: {doc[0] if doc else ''}".rstrip(": "))
+        if show:
+            typer.echo(yaml_dump({"type": "study", "study": name, **cfg.model_dump(mode="json")}))
+        return
+    from simulator.run_size import estimate, sampled
+    from simulator.runner import Simulation, check_warmup
 
     resolved = _load(scenario, set_)
-    sim = Simulation(resolved)  # builds everything: the KV plan, the workload, the replicas
-    m = sim.mem
-    gib = 2.0**30
-    typer.echo(f"ok: {scenario} — {resolved.model.config.name} on {resolved.spec.cluster.replicas} x "
-               f"{resolved.spec.cluster.tensor_parallel} x {resolved.device.config.name}; weights "
-               f"{m.weight_bytes / gib:.1f} GiB/GPU, KV {m.kv_bytes / gib:.1f} GiB/GPU = "
-               f"{m.kv_blocks * m.block_size} tokens per replica; {len(sim.table)} requests")
+    small, factor = sampled(resolved)  # a huge workload is checked on a sample, sized from the whole
+    sim = Simulation(small)  # builds everything: the KV plan, the workload, the replicas
+    size = estimate(resolved, sim.table if factor == 1.0 else None)
+    check_warmup(resolved, size.requests)
+    typer.echo("\n".join(describe_serving(scenario, resolved, sim, size)))
     if show:
         typer.echo(resolved.to_yaml())
+
+
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
 @app.command()
@@ -188,22 +382,16 @@ def presets(kind: Optional[str] = typer.Argument(None, help="only this kind, e.g
 @app.command()
 @guarded
 def schema(kind: Optional[str] = typer.Argument(None, help="a plug-in kind; default the scenario file")) -> None:
-    """Print a JSON Schema: of the scenario file, or of one plug-in kind's config."""
-    from simulator.config.scenario import ScenarioFile
+    """Print a JSON Schema: of the scenario file (every type), or of one plug-in kind's config."""
     from simulator.core.registry import ALL_REGISTRIES
+    from simulator.scenario_schema import kind_schema, scenario_schema
 
     if kind is None:
-        out = ScenarioFile.model_json_schema()
-        out["$defs"] = out.get("$defs", {})
-        for reg in ALL_REGISTRIES:
-            for e in reg.entries():
-                if e.config is not None:
-                    out["$defs"][f"{reg.name.replace(' ', '_')}.{e.kind}"] = e.config.model_json_schema()
+        out = scenario_schema()
     else:
         for reg in ALL_REGISTRIES:
             if kind in reg.kinds():
-                e = reg.get(kind)
-                out = e.config.model_json_schema() if e.config is not None else {}
+                out = kind_schema(reg.get(kind).config)
                 break
         else:
             known = sorted({k for reg in ALL_REGISTRIES for k in reg.kinds()})
@@ -242,15 +430,16 @@ def _add_subcommands() -> None:
     from simulator.validation.cli import kernel_app, validate_app
     from simulator.validation.serving_cli import validate_serving
 
-    app.add_typer(mcu_app, name="mcu", help="microcontroller studies: does a CNN fit, with which schedule")
+    app.add_typer(mcu_app, name="mcu", help="Microcontroller CNN inference: does a network fit, with which schedule.")
     app.command("capacity")(guarded(capacity))
     app.command("ops")(guarded(ops))
     app.command("reproduce")(guarded(reproduce))
-    app.add_typer(calibrate_app, name="calibrate", help="capture real kernel timings, fit the models, report errors")
+    app.add_typer(calibrate_app, name="calibrate",
+                  help="Capture real kernel timings, fit the models, report the errors.")
     validate_app.command("serving")(validate_serving)
-    app.add_typer(validate_app, name="validate", help="predict measured kernel tables and serving benchmarks, "
-                                                      "report the error")
-    app.add_typer(kernel_app, name="kernel", help="time one kernel on a GPU model (tile, detailed, roofline)")
+    app.add_typer(validate_app, name="validate", help="Predict measured kernel tables and serving benchmarks; "
+                                                      "report the error.")
+    app.add_typer(kernel_app, name="kernel", help="Time one kernel on a GPU model (tile, detailed, roofline).")
 
 
 _add_subcommands()

@@ -148,6 +148,14 @@ class PoolRuntime:
     replicas: list[int]
 
 
+def check_warmup(scenario: ResolvedScenario, n_requests: int) -> None:
+    """``run.warmup_requests`` must leave at least one of the workload's requests measured."""
+    warm = scenario.spec.run.warmup_requests
+    if warm and warm >= n_requests:
+        raise ConfigError(f"warmup_requests={warm} leaves none of the workload's {n_requests:,} requests to "
+                          f"measure", where="run.warmup_requests")
+
+
 class Simulation:
     def __init__(self, scenario: ResolvedScenario) -> None:
         self.scenario = scenario
@@ -176,9 +184,6 @@ class Simulation:
         self.rngs = RngStreams(spec.seed)
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
-        if spec.run.warmup_requests and spec.run.warmup_requests >= len(self.table):
-            raise ConfigError(f"warmup_requests={spec.run.warmup_requests} leaves none of the workload's "
-                              f"{len(self.table):,} requests to measure", where="run.warmup_requests")
         check_exclusions(spec.run, len(self.table))
         self.env = simpy.Environment()
         n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)

@@ -203,7 +203,8 @@ def test_hwsim_run_serves_a_new_model_on_a_new_gpu_end_to_end(tmp_path, device, 
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     out = tmp_path / "res"
-    result = CliRunner().invoke(app, ["run", str(path), "--set", "workload.num_requests=20", "--out", str(out), "-q",
+    result = CliRunner().invoke(app, ["run", str(path), "--set", "workload.num_requests=20", "--set",
+                                      "run.warmup_requests=0", "--out", str(out), "-q",
                                       "--no-report"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))

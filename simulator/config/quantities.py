@@ -7,12 +7,22 @@ parses to exactly the same value.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 from simulator.core.errors import UnitError
-from simulator.core.units import format_quantity, parse_quantity
+from simulator.core.units import DIMENSIONS, format_quantity, parse_quantity
+
+
+def quantity_json_schema(dimension: str) -> dict:
+    """JSON Schema of a quantity field: a string, a number followed by one of the dimension's units."""
+    table, example = DIMENSIONS[dimension]
+    units = "|".join(re.escape(u) for u in sorted(table, key=len, reverse=True) if u)
+    number = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+    return {"type": "string", "pattern": rf"^\s*{number}\s*(?:{units})\s*$",
+            "description": f"a {dimension} quantity with its unit, e.g. {example!r}", "examples": [example]}
 
 
 def _quantity(dimension: str, positive: bool = False, nonneg: bool = True):
@@ -31,6 +41,7 @@ def _quantity(dimension: str, positive: bool = False, nonneg: bool = True):
         float,
         BeforeValidator(parse),
         PlainSerializer(lambda x: format_quantity(x, dimension), return_type=str, when_used="json"),
+        WithJsonSchema(quantity_json_schema(dimension)),
     ]
 
 
