@@ -4,14 +4,21 @@ Open the file in https://ui.perfetto.dev or chrome://tracing. Layout:
 
 * one process per replica (``pid`` = replica index, named ``replica N``); requests that were never
   routed (replica -1) go to one extra process named ``unrouted``;
-* thread 0 ``batches``: a complete event (``ph: X``) per batch segment, plus counters for KV blocks
-  used and queue length at each segment start;
+* thread 0 ``batches``: a complete event (``ph: X``) per batch segment (a run of identical-shape
+  iterations), or per iteration when the run is short (at most :data:`ITERATION_SLICES_MAX`
+  iterations; see :func:`build_chrome_trace`), plus counters for KV blocks used and queue length at
+  each segment start. Slices are named ``prefill``, ``prefill+decode`` or ``decode x<k>``
+  (``decode`` for one iteration) after what they ran;
 * thread 1 ``requests``: for the first :data:`MAX_REQUESTS` requests, an async span
   (``ph: b``/``e``, ``cat: request``, ``id`` = rid) from arrival to finish, an instant event at the
   first token, and instant events for any logged event that is not a plain lifecycle step
   (preemptions, rejections, unknown kinds).
 
-Times are microseconds. The output is a pure function of the result: same input, same bytes.
+Times are microseconds with nanosecond resolution. Start and end of a slice are each rounded to
+whole nanoseconds and the duration is their difference, so slices that touch in the simulation
+touch exactly in the trace and never overlap. A segment of k iterations split into per-iteration
+slices is divided evenly (its iterations have the same shape; only the attention context grows).
+The output is a pure function of the result: same input, same bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ MAX_REQUESTS = 2_000  # requests that get a span
 MAX_BATCH_EVENTS = 50_000  # X events per replica; above this, neighbours are merged
 MAX_COUNTER_POINTS = 10_000  # counter samples per replica and counter
 MAX_EVENT_INSTANTS = 10_000  # instants from the event log, in total
+ITERATION_SLICES_MAX = 20_000  # runs with at most this many iterations get one slice per iteration
 
 BATCH_TID, REQUEST_TID = 0, 1
 # EventKind values fixed by the event-log contract; used when simulator.core.events is absent
@@ -74,6 +82,35 @@ def _us(seconds: float) -> float:
     return round(seconds * 1e6, 3)
 
 
+def _ns(seconds: np.ndarray) -> np.ndarray:
+    """Seconds to whole nanoseconds (monotone: ordered times stay ordered)."""
+    return np.round(np.asarray(seconds, dtype=float) * 1e9).astype(np.int64)
+
+
+def _ns_us(ns: int) -> int | float:
+    """Whole nanoseconds as the trace's microseconds (exact to 3 decimals; an int when whole)."""
+    return ns // 1000 if ns % 1000 == 0 else ns / 1000
+
+
+def slice_name(prefill_tokens: int, decode_rows: int, iterations: int) -> str:
+    if prefill_tokens > 0:
+        return "prefill+decode" if decode_rows > 0 else "prefill"
+    return "decode" if iterations == 1 else f"decode x{iterations}"
+
+
+def _split_iterations(start, end, iters, prefill, rows, kv):
+    """One row per iteration: a segment of k iterations split evenly in whole nanoseconds."""
+    k = np.maximum(iters, 1)
+    seg = np.repeat(np.arange(start.size), k)
+    first = np.repeat(np.cumsum(k) - k, k)
+    j = np.arange(seg.size) - first  # iteration index within its segment
+    span = end - start
+    s = start[seg] + span[seg] * j // k[seg]
+    e = start[seg] + span[seg] * (j + 1) // k[seg]
+    pf = np.where(j == 0, prefill[seg], 0)  # a segment's prefill tokens run in its first iteration
+    return s, e, np.ones(seg.size, dtype=np.int64), pf, rows[seg], kv[seg], np.ones(seg.size, dtype=np.int64)
+
+
 def _num(x: Any) -> Any:
     """A JSON-safe Python scalar (NaN/inf become None)."""
     if isinstance(x, (bool, np.bool_)):
@@ -98,7 +135,8 @@ def _merge_segments(start, end, iters, prefill, rows, kv, cap):
             np.maximum.reduceat(rows, heads), kv[tails], tails - heads + 1)
 
 
-def _batch_events(batches: dict[str, np.ndarray], replica_ids: list[int]) -> dict[int, list[dict]]:
+def _batch_events(batches: dict[str, np.ndarray], replica_ids: list[int],
+                  per_iteration: bool | None = None) -> dict[int, list[dict]]:
     n = _nrows(batches)
     out: dict[int, list[dict]] = {r: [] for r in replica_ids}
     if n == 0:
@@ -106,25 +144,29 @@ def _batch_events(batches: dict[str, np.ndarray], replica_ids: list[int]) -> dic
     rep = _col(batches, "replica", n, -1, np.int64).astype(np.int64)
     start = _col(batches, "start_s", n).astype(float)
     end = _col(batches, "end_s", n).astype(float)
+    start_ns, end_ns = _ns(start), np.maximum(_ns(end), _ns(start))
     iters = np.nan_to_num(_col(batches, "iterations", n, 1).astype(float)).astype(np.int64)
     prefill = np.nan_to_num(_col(batches, "prefill_tokens", n, 0).astype(float)).astype(np.int64)
     rows = np.nan_to_num(_col(batches, "decode_rows", n, 0).astype(float)).astype(np.int64)
     kv = np.nan_to_num(_col(batches, "kv_blocks_used", n, 0).astype(float)).astype(np.int64)
     waiting = np.nan_to_num(_col(batches, "waiting", n, 0).astype(float)).astype(np.int64)
+    if per_iteration is None:
+        per_iteration = int(np.maximum(iters, 1).sum()) <= ITERATION_SLICES_MAX
     for r in replica_ids:
         sel = np.flatnonzero(rep == r)
         sel = sel[np.argsort(start[sel], kind="stable")]
         ev = out[r]
-        s, e, it, pf, dr, kvu, segs = _merge_segments(start[sel], end[sel], iters[sel], prefill[sel],
-                                                      rows[sel], kv[sel], MAX_BATCH_EVENTS)
+        cols = (start_ns[sel], end_ns[sel], iters[sel], prefill[sel], rows[sel], kv[sel])
+        if per_iteration:
+            cols = _split_iterations(*cols)[:6]
+        s, e, it, pf, dr, kvu, segs = _merge_segments(*cols, MAX_BATCH_EVENTS)
         for s_, e_, it_, pf_, dr_, kv_, sg_ in zip(s.tolist(), e.tolist(), it.tolist(), pf.tolist(),
                                                    dr.tolist(), kvu.tolist(), segs.tolist()):
             args = {"prefill_tokens": pf_, "decode_rows": dr_, "iterations": it_, "kv_blocks_used": kv_}
             if sg_ > 1:
                 args["segments"] = sg_
-            ev.append({"name": "prefill+decode" if pf_ > 0 else f"decode x{it_}", "cat": "batch",
-                       "ph": "X", "pid": r, "tid": BATCH_TID, "ts": _us(s_),
-                       "dur": _us(max(e_ - s_, 0.0)), "args": args})
+            ev.append({"name": slice_name(pf_, dr_, it_), "cat": "batch", "ph": "X", "pid": r, "tid": BATCH_TID,
+                       "ts": _ns_us(s_), "dur": _ns_us(max(e_ - s_, 0)), "args": args})
         step = -(-len(sel) // MAX_COUNTER_POINTS) if len(sel) else 1
         sub = sel[::step]
         for s_, kv_, w_ in zip(start[sub].tolist(), kv[sub].tolist(), waiting[sub].tolist()):
@@ -212,8 +254,11 @@ def _log_instants(events: dict[str, np.ndarray], exported: set[int], pid_of: dic
             break
 
 
-def build_chrome_trace(result: RunResult) -> dict[str, Any]:
-    """The trace as a JSON-ready dict (``traceEvents`` and ``displayTimeUnit``)."""
+def build_chrome_trace(result: RunResult, per_iteration: bool | None = None) -> dict[str, Any]:
+    """The trace as a JSON-ready dict (``traceEvents`` and ``displayTimeUnit``).
+
+    ``per_iteration``: one batch slice per iteration (True) or per segment (False); None (the
+    default) chooses per iteration for runs of at most ITERATION_SLICES_MAX iterations."""
     ids: set[int] = set(range(len(result.replicas)))
     for table in (result.batches, result.requests):
         if "replica" in table and len(table["replica"]):
@@ -233,7 +278,7 @@ def build_chrome_trace(result: RunResult) -> dict[str, Any]:
                      "args": {"name": "batches"}})
         meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": REQUEST_TID,
                      "args": {"name": "requests"}})
-    batch_ev = _batch_events(result.batches, replica_ids)
+    batch_ev = _batch_events(result.batches, replica_ids, per_iteration)
     req_ev = _request_events(result, pid_of)
     events = meta
     for pid, _ in procs:
@@ -258,16 +303,17 @@ def _stage_events(result: RunResult, first_pid: int, cap: int = 20_000) -> list[
         rows = np.flatnonzero(st["pipeline"] == p)[:cap]
         for s in sorted(set(int(x) for x in st["stage"][rows])):
             out.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": s, "args": {"name": f"stage {s}"}})
-        for i in rows:
+        s_ns, e_ns = _ns(st["start_s"][rows]), _ns(st["end_s"][rows])
+        for i, s_, e_ in zip(rows.tolist(), s_ns.tolist(), np.maximum(e_ns, s_ns).tolist()):
             out.append({"name": f"engine {int(st['engine'][i])}", "ph": "X", "pid": pid, "tid": int(st["stage"][i]),
-                        "ts": _us(float(st["start_s"][i])),
-                        "dur": _us(float(st["end_s"][i]) - float(st["start_s"][i]))})
+                        "ts": _ns_us(s_), "dur": _ns_us(e_ - s_)})
     return out
 
 
-def write_chrome_trace(result: RunResult, path: Path) -> None:
-    """Write ``result`` as Chrome/Perfetto trace-event JSON to ``path``."""
+def write_chrome_trace(result: RunResult, path: Path, per_iteration: bool | None = None) -> None:
+    """Write ``result`` as Chrome/Perfetto trace-event JSON to ``path`` (``per_iteration``: see
+    :func:`build_chrome_trace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(build_chrome_trace(result), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(build_chrome_trace(result, per_iteration), separators=(",", ":"), allow_nan=False)
     path.write_text(text, encoding="utf-8")

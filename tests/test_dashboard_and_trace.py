@@ -160,9 +160,9 @@ def test_large_arrays_are_reduced_to_quantiles_and_capped_bars():
     assert s.tolist() == [0.0] and e.tolist() == [12_000.0]
 
 
-def load_trace(result, tmp_path) -> list[dict]:
+def load_trace(result, tmp_path, per_iteration: bool | None = False) -> list[dict]:
     path = tmp_path / "trace.json"
-    write_chrome_trace(result, path)
+    write_chrome_trace(result, path, per_iteration)
     doc = json.loads(path.read_text(encoding="utf-8"))
     assert doc["displayTimeUnit"] == "ms"
     return doc["traceEvents"]
@@ -178,7 +178,11 @@ def test_trace_has_one_ordered_complete_event_per_batch_segment(result, tmp_path
         key = (e["pid"], e["tid"])
         assert e["ts"] >= last.get(key, -1.0)
         last[key] = e["ts"]
-        assert e["name"] == "prefill+decode" if e["args"]["prefill_tokens"] > 0 else e["name"].startswith("decode x")
+        a = e["args"]
+        if a["prefill_tokens"] > 0:
+            assert e["name"] == ("prefill+decode" if a["decode_rows"] > 0 else "prefill")
+        else:
+            assert e["name"] == ("decode" if a["iterations"] == 1 else f"decode x{a['iterations']}")
     names = {(e["pid"], e["args"]["name"]) for e in events if e["ph"] == "M" and e["name"] == "process_name"}
     assert {(0, "replica 0"), (1, "replica 1")} <= names
     counters = Counter(e["name"] for e in events if e["ph"] == "C")
@@ -205,8 +209,8 @@ def test_trace_request_spans_have_matching_begin_and_end(result, tmp_path):
 def test_trace_caps_request_spans_and_is_deterministic(tmp_path):
     res = make_result(n_requests=2_500, n_batches=300)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    write_chrome_trace(res, a)
-    write_chrome_trace(make_result(n_requests=2_500, n_batches=300), b)
+    write_chrome_trace(res, a, per_iteration=False)
+    write_chrome_trace(make_result(n_requests=2_500, n_batches=300), b, per_iteration=False)
     assert a.read_bytes() == b.read_bytes()
     events = json.loads(a.read_text())["traceEvents"]
     assert sum(e["ph"] == "b" for e in events) == 2_000
