@@ -111,8 +111,8 @@ def scenario_type(scenario: Path | dict) -> str:
         return "serving"
     if kind not in SCENARIO_TYPES:
         close = difflib.get_close_matches(str(kind), SCENARIO_TYPES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown scenario type {kind!r}{hint} known: {', '.join(SCENARIO_TYPES)} (leave `type` "
+        hint = f"; did you mean {close[0]!r}" if close else ""
+        raise ConfigError(f"unknown scenario type {kind!r}{hint}; known: {', '.join(SCENARIO_TYPES)} (leave `type` "
                           f"out for a serving scenario)", where=f"{scenario}: type")
     return kind
 

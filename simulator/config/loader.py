@@ -102,7 +102,7 @@ class ResolvedScenario:
         s["hardware"]["interconnect"] = self.interconnect.dump() if self.interconnect else None
         s["hardware"]["timing"] = self.timing.dump()
         s["model"] = self.model.dump()
-        s["workload"] = self.workload.dump()
+        s["workload"] = _absolute_paths(self.workload.dump(), self.base_dir)
         s["cluster"]["router"] = self.router.dump()
         s["policies"]["scheduler"] = self.scheduler.dump()
         if self.spec.cluster.pools is not None:
@@ -130,6 +130,24 @@ class ResolvedScenario:
             out += [p.device, p.scheduler] + ([p.interconnect] if p.interconnect else [])
         return out + [c for c in (self.interconnect, self.decode_router, self.kv_link, self.quantization,
                                   self.kv_cache) if c is not None]
+
+
+def _absolute_paths(block: Any, base_dir: Path) -> Any:
+    """``block`` with each relative file ``path`` (a trace, an empirical length table) made absolute,
+    looked up as the workload does (beside the scenario file, then in the working directory), so a
+    resolved scenario re-runs from any directory."""
+    if isinstance(block, list):
+        return [_absolute_paths(v, base_dir) for v in block]
+    if not isinstance(block, dict):
+        return block
+    out = {k: _absolute_paths(v, base_dir) for k, v in block.items()}
+    path = out.get("path")
+    if isinstance(path, str) and path and not Path(path).is_absolute():
+        for cand in (Path(base_dir) / path, Path.cwd() / path):
+            if cand.exists():
+                out["path"] = str(cand.resolve())
+                break
+    return out
 
 
 # --------------------------------------------------------------------------------------------
