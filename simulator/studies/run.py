@@ -1,6 +1,7 @@
 """Run a study scenario (``type: study``): ``{type: study, study: <name>, <the study's options>}``.
 
-Writes ``summary.json`` and ``scenario.resolved.yaml`` to ``out``; prints the figures unless quiet.
+Writes ``summary.json``, ``scenario.resolved.yaml``, ``report.html`` and ``run_info.json`` to ``out``;
+prints the figures unless quiet.
 """
 
 from __future__ import annotations
@@ -55,18 +56,46 @@ def load_study(path: Path | dict, overrides: list[str] | tuple[str, ...] = ()):
     return name, mod, cfg
 
 
+def study_name(path: Path | dict, study: str) -> str:
+    """The run's name: the file's ``name``, else the study's."""
+    raw = read_mapping(Path(path)) if not isinstance(path, dict) else path
+    return str(raw.get("name") or study)
+
+
 def run_study(path: Path, overrides: list[str] | None, out: Path | None, quiet: bool) -> dict:
+    """Run a study; write summary.json, scenario.resolved.yaml, report.html and run_info.json to
+    ``out``; print the same header and ``results:`` line as a serving run unless quiet."""
+    import platform
+    import time
+
+    from simulator import __version__
+    from simulator.studies.report import render_study_report
+
     name, mod, cfg = load_study(path, overrides or [])
+    raw = read_mapping(Path(path)) if not isinstance(path, dict) else path
+    title, description = study_name(path, name), str(raw.get("description") or "").strip()
+    t0 = time.perf_counter()
     result = mod.run(cfg)
+    wall = time.perf_counter() - t0
+    options = cfg.model_dump(mode="json")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps({"study": name, **result}, indent=2))
         (out / "scenario.resolved.yaml").write_text(
-            yaml.safe_dump({"type": "study", "study": name, **cfg.model_dump(mode="json")}, sort_keys=False))
+            yaml.safe_dump({"type": "study", "study": name, **options}, sort_keys=False))
+        (out / "report.html").write_text(render_study_report(title, name, description, result, options,
+                                                             __version__), encoding="utf-8")
+        info = {"wall_s": wall, "hwsim": __version__, "python": platform.python_version(),
+                "platform": platform.platform(), "study": name}
+        (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     if not quiet:
-        for k, v in _flat(result):
-            typer.echo(f"{k:40s} {v:.4g}" if isinstance(v, float) else f"{k:40s} {v}")
+        leaves = list(_flat(result))
+        typer.echo(f"hwsim: {title}  (study {name}: {len(leaves)} figures, computed in {wall:.2f} s)")
+        for k, v in leaves:
+            typer.echo(f"  {k:40s} {v:.4g}" if isinstance(v, float) else f"  {k:40s} {v}")
+        if out is not None:
+            typer.echo(f"results: {out}/ (open {out / 'report.html'})")
     return result
 
 
