@@ -58,6 +58,7 @@ class HostConfig(StrictConfig):
 
 @register_hardware("host", config=HostConfig, presets="presets/host")
 class Host:
+    """Host DRAM as a memory tier and the PCIe link between it and one GPU."""
     def __init__(self, config: HostConfig) -> None:
         self.config = config
 

@@ -35,6 +35,7 @@ class LinkConfig(StrictConfig):
 
 @register_hardware("link", config=LinkConfig, presets="presets/link")
 class Link:
+    """An interconnect with alpha-beta collective costs (NVLink, NVSwitch, PCIe, InfiniBand)."""
     def __init__(self, config: LinkConfig) -> None:
         self.config = config
 

@@ -83,6 +83,7 @@ class SsdConfig(StrictConfig):
 
 @register_hardware("ssd", config=SsdConfig, presets="presets/ssd")
 class Ssd:
+    """An SSD: a NAND array behind a controller and a host interface, with queueing."""
     def __init__(self, config: SsdConfig) -> None:
         self.config = config
 

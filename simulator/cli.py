@@ -356,8 +356,18 @@ def plugins() -> None:
     for reg in ALL_REGISTRIES:
         typer.echo(f"{reg.name} ({reg.group}):")
         for e in reg.entries():
-            doc = (e.cls.__doc__ or "").strip().splitlines()
-            typer.echo(f"  {e.kind:<20} {e.origin:<10} {doc[0] if doc else ''}")
+            typer.echo(f"  {e.kind:<20} {e.origin:<10} {plugin_description(e.cls)}".rstrip())
+
+
+def plugin_description(cls) -> str:
+    """One line describing a plug-in: its ``description`` attribute, else the first sentence of
+    its class docstring, else of its module's docstring."""
+    text = getattr(cls, "description", None)
+    if not isinstance(text, str) or not text.strip():
+        text = cls.__doc__ or sys.modules.get(cls.__module__).__doc__ or ""
+    para = " ".join(text.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    return para[:end + 1] if end >= 0 else para
 
 
 @app.command()

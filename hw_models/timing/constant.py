@@ -25,6 +25,7 @@ class ConstantConfig(StrictConfig):
 
 @register_timing("constant", config=ConstantConfig)
 class ConstantBackend(TimingBackend):
+    """Every iteration takes the same time, whatever it computes (for queueing tests)."""
     name = "constant"
     constant_iteration = True
 

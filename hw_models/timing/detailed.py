@@ -112,6 +112,7 @@ def simulate_gemm(plan: GemmPlan, m: int, n: int, k: int, backend: TileBackend, 
 
 @register_timing("detailed", config=DetailedConfig)
 class DetailedBackend(TimingBackend):
+    """SM-level SimPy simulation of one kernel: thread blocks on SMs sharing L2 and HBM."""
     name = "detailed"
 
     def __init__(self, config: DetailedConfig, device: Any, link: Any = None) -> None:

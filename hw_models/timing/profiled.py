@@ -144,6 +144,7 @@ def _load_points(path: Path, framework: str = "") -> dict[tuple, tuple[np.ndarra
 
 @register_timing("profiled", config=ProfiledConfig)
 class ProfiledBackend(TimingBackend):
+    """Interpolates measured kernel tables (Vidur CSVs, calibration captures, aic Parquet)."""
     name = "profiled"
 
     def __init__(self, config: ProfiledConfig, device: Any, link: Any = None) -> None:

@@ -32,6 +32,7 @@ class RooflineConfig(StrictConfig):
 
 @register_timing("roofline", config=RooflineConfig)
 class RooflineBackend(TimingBackend):
+    """The analytic roofline bound: max of compute time and memory time per op."""
     name = "roofline"
 
     def __init__(self, config: RooflineConfig, device: Any, link: Any = None) -> None:

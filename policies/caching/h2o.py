@@ -36,6 +36,7 @@ class H2oConfig(StrictConfig):
 
 @register_cache_policy("h2o", config=H2oConfig)
 class H2oPolicy:
+    """Heavy-Hitter Oracle: keep heavy-hitter and recent tokens within a KV budget."""
     mechanism = "capped"
 
     def __init__(self, config: H2oConfig) -> None:

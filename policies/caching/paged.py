@@ -17,6 +17,7 @@ class PagedConfig(StrictConfig):
 
 @register_cache_policy("paged", config=PagedConfig)
 class PagedPolicy:
+    """vLLM-style paged KV blocks, each request owning its blocks; preemption by recompute."""
     mechanism = "paged"
 
     def __init__(self, config: PagedConfig) -> None:

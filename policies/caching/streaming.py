@@ -33,6 +33,7 @@ class StreamingConfig(StrictConfig):
 
 @register_cache_policy("streaming", config=StreamingConfig)
 class StreamingPolicy:
+    """StreamingLLM: keep a few attention-sink tokens and a window of recent tokens."""
     mechanism = "capped"
 
     def __init__(self, config: StreamingConfig) -> None:

@@ -26,6 +26,7 @@ class SwapConfig(StrictConfig):
 
 @register_cache_policy("swap", config=SwapConfig)
 class SwapPolicy:
+    """Paged KV blocks; a preempted request's KV is swapped to host DRAM over PCIe and back."""
     mechanism = "swap"
 
     def __init__(self, config: SwapConfig) -> None:

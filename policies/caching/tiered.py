@@ -35,6 +35,7 @@ class TieredConfig(StrictConfig):
 
 @register_cache_policy("tiered", config=TieredConfig)
 class TieredPolicy:
+    """Offload preempted KV to host DRAM, spilling to SSD when host memory is full."""
     mechanism = "tiered"
 
     def __init__(self, config: TieredConfig) -> None:

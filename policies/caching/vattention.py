@@ -30,6 +30,7 @@ class VattentionConfig(StrictConfig):
 
 @register_cache_policy("vattention", config=VattentionConfig)
 class VattentionPolicy:
+    """vAttention: contiguous virtual KV per request, physical pages mapped on demand."""
     mechanism = "vattention"
 
     def __init__(self, config: VattentionConfig) -> None:

@@ -16,6 +16,7 @@ from policies.api import ClusterView, EmptyConfig, RequestView, register_router
 
 @register_router("least_kv", config=EmptyConfig)
 class LeastKvRouter:
+    """Send each request to the replica whose KV cache is least full."""
     def __init__(self, config: EmptyConfig) -> None:
         pass
 

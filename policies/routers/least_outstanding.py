@@ -7,6 +7,7 @@ from policies.api import ClusterView, EmptyConfig, RequestView, register_router
 
 @register_router("least_outstanding", config=EmptyConfig)
 class LeastOutstandingRouter:
+    """Send each request to the replica with the fewest tokens still to process."""
     def __init__(self, config: EmptyConfig) -> None:
         pass
 

@@ -22,6 +22,7 @@ class RandomRouterConfig(StrictConfig):
 
 @register_router("random", config=RandomRouterConfig)
 class RandomRouter:
+    """Uniformly random routing from a seeded stream (the load-balancing baseline)."""
     def __init__(self, config: RandomRouterConfig) -> None:
         self.rng = np.random.default_rng(config.seed)
 

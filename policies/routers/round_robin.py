@@ -7,6 +7,7 @@ from policies.api import ClusterView, EmptyConfig, RequestView, register_router
 
 @register_router("round_robin", config=EmptyConfig)
 class RoundRobinRouter:
+    """Round-robin routing: replica i, i+1, ... in turn, ignoring load."""
     def __init__(self, config: EmptyConfig) -> None:
         self.next = 0
 

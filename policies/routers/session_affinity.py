@@ -29,6 +29,7 @@ def splitmix64(x: int) -> int:
 
 @register_router("session_affinity", config=EmptyConfig)
 class SessionAffinityRouter:
+    """Every request of a session goes to the same replica."""
     def __init__(self, config: EmptyConfig) -> None:
         pass
 

@@ -51,6 +51,7 @@ class FastGenConfig(StrictConfig):
 
 @register_scheduler("fastgen", config=FastGenConfig)
 class FastGenScheduler:
+    """DeepSpeed-FastGen Dynamic SplitFuse: every forward pass filled to a fixed token budget."""
     steady_decode = True
 
     def __init__(self, config: FastGenConfig) -> None:

@@ -24,6 +24,7 @@ class OrcaConfig(StrictConfig):
 
 @register_scheduler("orca", config=OrcaConfig)
 class OrcaScheduler:
+    """Orca: iteration-level scheduling with selective batching; KV reserved per request."""
     steady_decode = True
 
     def __init__(self, config: OrcaConfig) -> None:

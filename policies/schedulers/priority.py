@@ -62,6 +62,7 @@ class PriorityConfig(StrictConfig):
 
 @register_scheduler("priority", config=PriorityConfig)
 class PriorityScheduler:
+    """Priority scheduling with preemption, on vLLM v0's prefill-first continuous batching."""
     steady_decode = True
 
     def __init__(self, config: PriorityConfig) -> None:

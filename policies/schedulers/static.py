@@ -23,6 +23,7 @@ class StaticConfig(StrictConfig):
 
 @register_scheduler("static", config=StaticConfig)
 class StaticScheduler:
+    """Request-level (static) batching: a batch runs until all its requests finish."""
     steady_decode = True
 
     def __init__(self, config: StaticConfig) -> None:

@@ -49,6 +49,7 @@ class VllmChunkedConfig(StrictConfig):
 
 @register_scheduler("vllm_chunked", config=VllmChunkedConfig)
 class VllmChunkedScheduler:
+    """vLLM with chunked prefill (the V1 engine's scheduler, vLLM 0.8-0.10 defaults)."""
     steady_decode = True
 
     def __init__(self, config: VllmChunkedConfig) -> None:

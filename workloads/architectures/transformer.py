@@ -316,5 +316,6 @@ def preset_for_hf_id(repo_id: str) -> str | None:
 
 @register_model("transformer", config=TransformerConfig, presets="../models", preset_reader=read_hf_config)
 class Transformer:
+    """A decoder-only transformer read from an HF-style config.json (dense, GQA/MQA, MoE)."""
     def __init__(self, config: TransformerConfig) -> None:
         self.config = config

@@ -44,6 +44,7 @@ class LongContextConfig(StrictConfig):
 
 @register_workload("long_context", config=LongContextConfig)
 class LongContextSource:
+    """Requests with very long prompts (documents, code) and short outputs."""
     def __init__(self, config: LongContextConfig, base_dir: Path = Path(".")) -> None:
         self.config = config
         self.base_dir = Path(base_dir)

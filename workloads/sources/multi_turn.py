@@ -40,6 +40,7 @@ class MultiTurnConfig(StrictConfig):
 
 @register_workload("multi_turn", config=MultiTurnConfig)
 class MultiTurnSource:
+    """Multi-turn chat sessions: each turn's prompt is the conversation so far plus a new message."""
     def __init__(self, config: MultiTurnConfig, base_dir: Path = Path(".")) -> None:
         self.config = config
         self.base_dir = Path(base_dir)

@@ -35,6 +35,7 @@ class SharedPrefixConfig(StrictConfig):
 
 @register_workload("shared_prefix", config=SharedPrefixConfig)
 class SharedPrefixSource:
+    """Requests that start with one of a few long common prefixes (system prompts, documents)."""
     def __init__(self, config: SharedPrefixConfig, base_dir: Path = Path(".")) -> None:
         self.config = config
         self.base_dir = Path(base_dir)
