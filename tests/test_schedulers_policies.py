@@ -119,9 +119,10 @@ def test_sarathi_puts_decodes_first_then_chunks_prompts_into_the_rest_of_the_bud
     # whole prompt (20 tokens = 2 blocks) reserved at admission.
     plan = s.plan(view(waiting=[req(1, 20)], running=[decoding(0, 16, 2, 2)]))
     assert plan.decode == (0,) and plan.prefill == (PrefillChunk(1, 7, 20),)
-    # Iteration 2: D decodes, A continues with 7 (13 left); no block needed (reserved).
+    # Iteration 2: D decodes, A continues with 7 (13 left); no block needed (reserved). (With no
+    # block free at all, D's turn would preempt A: see tests/test_sarathi_rules.py.)
     a = req(1, 20, computed=7, blocks=2, running=True)
-    plan = s.plan(view(running=[decoding(0, 16, 3, 2), a], free=0))
+    plan = s.plan(view(running=[decoding(0, 16, 3, 2), a], free=1))
     assert plan.decode == (0,) and chunks(plan) == [(1, 7)]
     # Iteration 3: A's last 6 tokens, and the 1 token left goes to B, admitted with a 1-token chunk.
     a.num_computed = 14

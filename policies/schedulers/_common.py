@@ -42,3 +42,43 @@ def preempt_for_decodes(running: Sequence[RequestView], kv: KvView,
         free += kv.blocks_freed_by(victim)
         preempt.append(victim.rid)
     return kept, preempt, free - need
+
+
+def preempt_in_turn(order: Sequence[RequestView], kv: KvView) -> tuple[list[RequestView], list[int], int]:
+    """The decode block check of vLLM v0 and Sarathi-Serve, one running request at a time.
+
+    Walking ``order``, each request past its prefill needs a free block at its turn, whether or
+    not its next token opens a new block (vLLM v0 ``BlockSpaceManagerV1.can_append_slots``: "at
+    least one free block for each sequence", i.e. ``num_seqs <= num_free_gpu_blocks`` for a
+    one-sequence request; Sarathi-Serve ``can_append_slot``: ``num_free_gpu_blocks > 0``). While
+    there is none, the last request of ``order`` not yet walked is preempted
+    (``running_queue.pop()`` / ``self.running.pop(-1)``), or the request itself when none is
+    left — except a request alone in the batch whose next token fits its blocks, which is kept
+    (preempting it would free the cache only to re-admit it into the same blocks, forever). A
+    request still in prefill passes: its blocks were allocated at admission. Returns
+    (requests kept, in ``order``; preempted ids, in the order preempted; free blocks left after
+    the decodes took their blocks).
+    """
+    rest = list(order)
+    kept: list[RequestView] = []
+    preempt: list[int] = []
+    free = kv.free_blocks
+    i = 0
+    while i < len(rest):
+        r = rest[i]
+        i += 1
+        if r.in_prefill:
+            kept.append(r)
+            continue
+        need = decode_blocks(r, kv)
+        while free < max(1, need) and len(rest) > i:
+            victim = rest.pop()
+            preempt.append(victim.rid)
+            free += kv.blocks_freed_by(victim)
+        if free < max(1, need) and (kept or need > free):  # nothing left to preempt: the request itself
+            preempt.append(r.rid)
+            free += kv.blocks_freed_by(r)
+            continue
+        free -= need
+        kept.append(r)
+    return kept, preempt, free

@@ -2,9 +2,18 @@
 
 Each iteration: if requests wait, admit them first-come-first-served as a prefill-only batch
 while the sequence limit, the token budget and the KV cache (keeping a watermark of free blocks)
-allow; otherwise run one decode step for every running request, preempting the most recently
-admitted requests (by recompute) when the cache has no block for a new token. A prompt that can
-never fit (longer than max_model_len, the token budget or the whole cache) is rejected.
+allow; otherwise run one decode step for every running request. The decode step checks the
+running requests in admission order as vLLM v0 does (``_schedule_running`` with
+``can_append_slots``): each needs one free block at its turn, whether or not its new token opens
+a block, and while there is none the most recently admitted request still unchecked is preempted
+by recompute (the request itself when none is left). A prompt that can never fit (longer than
+max_model_len, the token budget or the whole cache) is rejected.
+Sources: vLLM v0 ``vllm/core/scheduler.py`` (``_schedule_running``) and
+``vllm/core/block_manager_v1.py`` (``can_append_slots``: "If there is at least one free block for
+each sequence, we can append").
+
+``steady_decode`` holds with ``steady_min_free_blocks = 1``: a stretch of decodes keeps the same
+plan while at least one block stays free after each iteration.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from policies.api import BatchPlan, KvView, PrefillChunk, SchedulerView, StrictConfig, register_scheduler
+from policies.schedulers._common import preempt_in_turn
 
 
 class VllmConfig(StrictConfig):
@@ -26,6 +36,7 @@ class VllmConfig(StrictConfig):
 @register_scheduler("vllm", config=VllmConfig)
 class VllmScheduler:
     steady_decode = True
+    steady_min_free_blocks = 1  # the decode check wants a free block at every request's turn
 
     def __init__(self, config: VllmConfig) -> None:
         self.config = config
@@ -63,30 +74,16 @@ class VllmScheduler:
 
     @staticmethod
     def decode_plan(view: SchedulerView) -> BatchPlan:
-        """One decode step for every running request, preempting the newest when KV runs out."""
+        """One decode step for every running request; vLLM v0's block check, preempting the newest."""
         kv = view.kv
         bs = kv.block_size
         running = view.running
-        if type(kv) is KvView:  # common case first: every row decodes and the blocks suffice
+        if type(kv) is KvView:  # common case first: every row decodes and a block stays free throughout
             decode = tuple(r.rid for r in running if r.num_computed >= r.prefill_target)
             if len(decode) == len(running):
-                if sum(1 for r in running if r.num_computed >= r.kv_blocks * bs) <= kv.free_blocks:
+                if sum(1 for r in running if r.num_computed >= r.kv_blocks * bs) < kv.free_blocks:
                     return BatchPlan(decode=decode)
-        running = list(running)
-        # a decode step needs a new block when the cached tokens fill the request's blocks (a cache
-        # with its own accounting, e.g. an eviction cap, answers through blocks_to_grow)
-        if type(kv) is KvView:
-            need = [1 if r.num_computed >= r.kv_blocks * bs and not r.in_prefill else 0 for r in running]
-        else:
-            need = [0 if r.in_prefill else kv.blocks_to_grow(r, 1) for r in running]
-        total = sum(need)
-        free = view.kv.free_blocks
-        preempt: list[int] = []
-        while total > free and running:
-            victim = running.pop()
-            total -= need.pop()
-            free += kv.blocks_freed_by(victim)  # shared blocks stay with the requests mapping them
-            preempt.append(victim.rid)
-        decode = tuple(r.rid for r in running if not r.in_prefill)
-        prefill = tuple(PrefillChunk(r.rid, r.prefill_remaining) for r in running if r.in_prefill)
+        kept, preempt, _ = preempt_in_turn(running, kv)
+        decode = tuple(r.rid for r in kept if not r.in_prefill)
+        prefill = tuple(PrefillChunk(r.rid, r.prefill_remaining) for r in kept if r.in_prefill)
         return BatchPlan(prefill=prefill, decode=decode, preempt=tuple(preempt))

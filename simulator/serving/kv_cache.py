@@ -409,8 +409,9 @@ class CappedKvCache(PagedKvCache):
             self.peak_request_blocks = blocks
         return blocks
 
-    def segment(self, running, k_max: int) -> tuple[int, np.ndarray]:
-        """(decode iterations the stretch can run, summed resident context of each of them)."""
+    def segment(self, running, k_max: int, min_free: int = 0) -> tuple[int, np.ndarray]:
+        """(decode iterations the stretch can run, summed resident context of each of them);
+        ``min_free``: blocks that must stay free after each iteration but the first."""
         n = len(running)
         c = np.fromiter((r.num_computed for r in running), np.int64, n)
         b0 = np.fromiter((r.kv_blocks for r in running), np.int64, n)
@@ -422,7 +423,7 @@ class CappedKvCache(PagedKvCache):
         # rows whose next token needs a block beyond those held (the schedulers ask blocks_to_grow)
         asks = (-(-self.policy.resident_array(ctx + 1) // bs) > blocks).sum(axis=0)
         free = self.free - (blocks - b0[:, None]).sum(axis=0)
-        bad = np.flatnonzero(asks[1:k] > free[1:k])
+        bad = np.flatnonzero(asks[1:k] + min_free > free[1:k])
         if bad.size:
             k = int(bad[0]) + 1
         return k, res[:, 1:k + 1].sum(axis=0)

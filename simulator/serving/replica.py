@@ -57,6 +57,9 @@ class Replica:
         if offload is not None and offload.map_ps_per_block:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
         self.budget_fn = getattr(scheduler, "token_budget", None)
+        # blocks a stretch of decodes must leave free after each iteration for the plan to stay the
+        # same (1 for a scheduler that wants a free block at every request's turn, as vLLM v0 does)
+        self.min_free = int(getattr(scheduler, "steady_min_free_blocks", 0))
         self.kv = kv
         if offload is not None and kv.shares:
             kv.sessions = offload  # idle sessions' KV saved to host DRAM between turns
@@ -356,7 +359,7 @@ class Replica:
         k = min(SEGMENT_CAP, min(r.max_new_tokens - r.num_generated for r in running))
         kv0 = sum(r.num_computed for r in running) + len(running)
         bs = self.kv.block_size
-        free = self.kv.free
+        free = self.kv.free - self.min_free
         if k == 1 or len(running) * (k // bs + 1) <= free:  # cannot run out within k iterations
             return k, kv0
         rooms = [r.kv_blocks * bs - r.num_computed for r in running]
@@ -366,7 +369,7 @@ class Replica:
 
         if need(k) <= free:
             return k, kv0
-        lo, hi = 1, k  # need(lo) <= free (checked by the plan), need(hi) > free
+        lo, hi = 1, k  # iteration 1 was checked by the plan; need(hi) > free
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if need(mid) <= free:
@@ -381,7 +384,7 @@ class Replica:
         n = len(running)
         pad = plan.padding_rows
         if self.kv.capped:  # summed resident context per iteration; decode_segment adds rows x j back
-            k, kvs = self.kv.segment(running, SEGMENT_CAP)
+            k, kvs = self.kv.segment(running, SEGMENT_CAP, self.min_free)
             kv0 = kvs * (n + pad) // n - (n + pad) * np.arange(k, dtype=np.int64)
         else:
             k, kv0 = self._segment_length(running)
