@@ -18,7 +18,7 @@ import numpy as np
 
 from simulator import __version__
 from simulator import dashboard_figures as figs
-from simulator.core.errors import HwsimError
+from simulator.dashboard_ops import op_phases, ops_figure
 from simulator.html_assets import plotly_script_tag, write_page
 from simulator.results import STATUS_NAMES, RunResult
 from simulator.trace_export import event_kind_name
@@ -230,40 +230,6 @@ def _slo_limits(summary: dict[str, Any]) -> dict[str, float]:
     return {k: float(slo[k]) for k in ("ttft_s", "tpot_s") if isinstance(slo.get(k), (int, float)) and slo[k] > 0}
 
 
-# ----------------------------------------------------------------------------- operator breakdown
-def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str, list[dict]]]:
-    """``hwsim ops`` rows for a typical prefill iteration (one median-length prompt) and a typical
-    decode iteration (the run's mean decode rows at the mean context), on the first pool's device;
-    empty if the scenario cannot be rebuilt from the result."""
-    if not result.scenario or not result.scenario.get("model"):
-        return []
-    from simulator.config.loader import load_scenario
-    from simulator.op_breakdown import breakdown
-
-    req = result.requests
-    n = figs.nrows(req)
-    prompt = figs.floats(req, "prompt_tokens", n)
-    prompt = prompt[np.isfinite(prompt)]
-    generated = figs.floats(req, "generated_tokens", n)
-    generated = generated[np.isfinite(generated)]
-    iters = np.nan_to_num(cols["iterations"], nan=1.0)
-    rows_ = np.nan_to_num(cols["decode_rows"])
-    decoding = rows_ > 0
-    try:
-        sc = load_scenario(result.scenario)
-        phases = []
-        if prompt.size:
-            p = int(np.median(prompt))
-            phases.append((f"prefill: 1 prompt of {p:,} tokens", breakdown(sc, tokens=p, decode_rows=0)))
-        if decoding.any():
-            d = max(1, int(round(float(np.average(rows_[decoding], weights=iters[decoding])))))
-            ctx = int(np.mean(prompt) + np.mean(generated) / 2) if prompt.size and generated.size else 1024
-            phases.append((f"decode: {d} rows x {ctx:,} context", breakdown(sc, decode_rows=d, context=max(ctx, 1))))
-        return phases
-    except (HwsimError, ValueError, KeyError, TypeError, OSError):
-        return []
-
-
 # ----------------------------------------------------------------------------- report
 def render_report(result: RunResult) -> str:
     """The report as one HTML string (a KV memory-tier section only when the run has KV-policy
@@ -276,7 +242,7 @@ def render_report(result: RunResult) -> str:
                (figs.TITLE_BUSY, figs.busy_figure(result, cols)),
                (figs.TITLE_REPLICAS, figs.replicas_figure(result, cols)),
                (figs.TITLE_BATCHES, figs.batches_figure(cols)),
-               (figs.TITLE_OPS, figs.ops_figure(phases)),
+               (figs.TITLE_OPS, ops_figure(phases)),
                (figs.TITLE_LENGTHS, figs.lengths_figure(result))]
     kv = result.summary.get("kv_cache")
     if kv:

@@ -11,18 +11,17 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from simulator.results import RunResult
 
-OPS_PALETTE = tuple(qualitative.Dark24)
-
-CDF_RAW_LIMIT = 20_000  # above this many points a CDF is drawn from quantiles
-CDF_QUANTILES = 2_000
-TIMELINE_MAX_POINTS = 5_000  # per trace
-GANTT_MAX_BARS = 5_000  # per replica
-GANTT_DETAIL_BARS = 60  # the busy-bar panel opens zoomed on about this many bars of the busiest replica
+CDF_RAW_LIMIT = 2_000  # above this many points a CDF is drawn from quantiles
+CDF_QUANTILES = 1_000
+TIMELINE_MAX_POINTS = 2_000  # per trace, and at most TIMELINE_TOTAL_POINTS over all replicas
+TIMELINE_TOTAL_POINTS = 8_000
+GANTT_MAX_BARS = 5_000  # per replica (busy_bars' default cap)
+GANTT_DETAIL_SEGMENTS = 3_000  # the busy-segment panel holds the run's first this many segments, exactly
+GANTT_DETAIL_BARS = 60  # ... and opens zoomed on about this many bars of the busiest replica
 TIME_BUCKETS = 200  # utilisation over time
 RATE_BUCKETS = 60  # throughput over time (fewer: counts per bucket stay readable)
 MERGE_GAP_S = 1e-9
@@ -63,6 +62,10 @@ def floats(table: dict[str, np.ndarray], key: str, n: int) -> np.ndarray:
 
 def every_kth(n: int, cap: int) -> np.ndarray:
     return np.arange(0, n, max(1, -(-n // cap)))
+
+
+def timeline_cap(replicas: int) -> int:
+    return max(200, min(TIMELINE_MAX_POINTS, TIMELINE_TOTAL_POINTS // max(replicas, 1)))
 
 
 def ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +219,7 @@ def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
         x = x * 1e3
         empty &= x.size == 0
         row, col = divmod(i, 2)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=label, showlegend=False,
+        fig.add_trace(go.Scatter(x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=label, showlegend=False,
                                  line={"color": PALETTE[i]},
                                  hovertemplate="%{x:.4~g} ms<br>%{y:.1%} of requests<extra>" + label + "</extra>"),
                       row=row + 1, col=col + 1)
@@ -280,12 +283,12 @@ def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
         kv_util = np.where(total > 0, cols["kv_blocks_used"] / total, np.nan)
     rows = replica_rows(cols)
     for j, (r, sel) in enumerate(rows):
-        sub = sel[every_kth(sel.size, TIMELINE_MAX_POINTS)]
+        sub = sel[every_kth(sel.size, timeline_cap(len(rows)))]
         x = cols["start_s"][sub]
         colour = PALETTE[j % len(PALETTE)]
         name = replica_label(result, r)
         for k, y in enumerate((cols["running"][sub], kv_util[sub], cols["waiting"][sub])):
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=name, legendgroup=name,
+            fig.add_trace(go.Scatter(x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=name, legendgroup=name,
                                      showlegend=k == 0, line={"color": colour}), row=k + 1, col=1)
     waiting_max = float(np.nanmax(cols["waiting"])) if np.isfinite(cols["waiting"]).any() else 0.0
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=1, col=1)
@@ -298,42 +301,51 @@ def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
     return layout(fig, 800)
 
 
+def f32(a: np.ndarray) -> np.ndarray:
+    """Plot data as float32: plotly embeds it as binary, half the bytes of float64."""
+    return np.asarray(a, dtype=np.float32)
+
+
 def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
     """Top: busy fraction of each replica per time bucket (the whole run at a glance). Bottom: the
-    busy segments themselves (prefill-containing vs decode-only), opened zoomed on the first few
-    dozen batches; zoom out or pan for the rest."""
+    busy segments themselves (prefill-containing vs decode-only) over the first
+    GANTT_DETAIL_SEGMENTS segments of the run, opened zoomed on the first few dozen."""
     rows = replica_rows(cols)
+    starts = np.sort(cols["start_s"][np.isfinite(cols["start_s"])])
+    window = float(starts[GANTT_DETAIL_SEGMENTS]) if starts.size > GANTT_DETAIL_SEGMENTS else np.inf
     labels = [replica_label(result, r) for r, _ in rows]
     edges = time_edges(result)
     centres = (edges[:-1] + edges[1:]) / 2
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.18, row_heights=[0.45, 0.55],
                         subplot_titles=(f"Busy fraction per {float(edges[1] - edges[0]):.3g} s of simulated time",
-                                        "Busy segments, first few dozen (zoom out or pan for the whole run)"))
+                                        "Busy segments" + (f" of the first {window:.3g} s (zoom out or pan)"
+                                                           if np.isfinite(window) else " (zoom out or pan)")))
     z = [busy_per_bucket(cols["start_s"][sel], cols["end_s"][sel], edges) for _, sel in rows]
     if rows:
-        fig.add_trace(go.Heatmap(x=centres, y=labels, z=np.array(z), zmin=0.0, zmax=1.0, colorscale="Blues",
+        fig.add_trace(go.Heatmap(x=centres, y=labels, z=f32(np.array(z)), zmin=0.0, zmax=1.0, colorscale="Blues",
                                  colorbar={"title": {"text": "busy"}, "tickformat": ".0%", "len": 0.45, "y": 0.8},
                                  hovertemplate="%{y}<br>%{x:.2f} s: %{z:.1%} busy<extra></extra>"), row=1, col=1)
-    parts: dict[bool, list[tuple[np.ndarray, np.ndarray, list[str]]]] = {True: [], False: []}
+    parts: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
     detail_end, most = 0.0, 0
-    for (_, sel), label in zip(rows, labels):
+    for j, (_, sel) in enumerate(rows):
+        sel = sel[cols["start_s"][sel] < window]
         s, e, pf = busy_bars(cols["start_s"][sel], cols["end_s"][sel], np.nan_to_num(cols["prefill_tokens"][sel]) > 0)
         if s.size > most:  # open on the first bars of the replica with the most of them
             most, detail_end = s.size, float(e[min(GANTT_DETAIL_BARS, s.size) - 1])
         for flag in (True, False):
             m = pf == flag
-            parts[flag].append((s[m], e[m], [label] * int(m.sum())))
+            parts[flag].append((s[m], e[m], np.full(int(m.sum()), j)))
     for flag, name, colour in ((True, "prefill-containing", PREFILL_COLOUR), (False, "decode-only", DECODE_COLOUR)):
         s = np.concatenate([p[0] for p in parts[flag]]) if parts[flag] else np.empty(0)
         if s.size == 0:
             continue
         e = np.concatenate([p[1] for p in parts[flag]])
-        y = [lab for p in parts[flag] for lab in p[2]]
-        fig.add_trace(go.Bar(x=(e - s) * 1e3, base=s * 1e3, y=y, orientation="h", name=name, width=0.8,
+        y = np.concatenate([p[2] for p in parts[flag]]).astype(np.int16)
+        fig.add_trace(go.Bar(x=f32((e - s) * 1e3), base=(s * 1e3), y=y, orientation="h", name=name, width=0.8,
                              marker={"color": colour, "line": {"width": 0}},
                              hovertemplate="start %{base:.6~g} ms<br>busy %{x:.4~g} ms<extra>" + name + "</extra>"),
                       row=2, col=1)
-    fig.update_yaxes(categoryorder="array", categoryarray=labels[::-1], row=2, col=1)
+    fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels, autorange="reversed", row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(automargin=True)
     fig.update_xaxes(title_text="simulated time (ms)", row=2, col=1,
@@ -419,31 +431,6 @@ def batches_figure(cols: dict[str, np.ndarray]) -> go.Figure:
     return layout(fig, 420)
 
 
-def ops_figure(phases: list[tuple[str, list[dict]]]) -> go.Figure:
-    """One stacked bar per phase: each op's time in one iteration (``hwsim ops``), in ms."""
-    fig = go.Figure()
-    names: list[str] = []
-    for _, rows in phases:
-        for r in rows:
-            if r["name"] not in names:
-                names.append(r["name"])
-    xs = [label for label, _ in phases]
-    for i, name in enumerate(names):
-        ys = [sum(r["time_s"] for r in rows if r["name"] == name) * 1e3 for _, rows in phases]
-        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker={"color": OPS_PALETTE[i % len(OPS_PALETTE)]},
-                             hovertemplate="%{x}<br>" + name + ": %{y:.4~g} ms<extra></extra>"))
-    totals = [sum(r["time_s"] for r in rows) * 1e3 for _, rows in phases]
-    fig.add_trace(go.Scatter(x=xs, y=totals, mode="text", text=[f"{t:.3g} ms" for t in totals],
-                             textposition="top center", showlegend=False, hoverinfo="skip"))
-    fig.update_layout(barmode="stack", legend={"orientation": "v", "x": 1.02, "y": 1})
-    fig.update_yaxes(title_text="ms per iteration", rangemode="tozero")
-    if not phases:
-        no_data(fig, "no operator breakdown")
-    layout(fig, 460)
-    fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1})
-    return fig
-
-
 def lengths_figure(result: RunResult) -> go.Figure:
     req = result.requests
     n = nrows(req)
@@ -468,8 +455,9 @@ def tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, A
                                                         "Hit rate per tier", "Transfer stalls"),
                         horizontal_spacing=0.1, vertical_spacing=0.18)
     per_block = {int(r["index"]): float(r.get("kv_bytes_per_block", 0.0)) for r in result.replicas if "index" in r}
-    for j, (r, sel) in enumerate(replica_rows(cols)):
-        sub = sel[every_kth(sel.size, TIMELINE_MAX_POINTS)]
+    rows = replica_rows(cols)
+    for j, (r, sel) in enumerate(rows):
+        sub = sel[every_kth(sel.size, timeline_cap(len(rows)))]
         fig.add_trace(go.Scatter(x=cols["end_s"][sub], y=cols["kv_blocks_used"][sub] * per_block.get(r, 0.0) / GIB,
                                  mode="lines", line_shape="hv", name=f"GPU KV {replica_label(result, r)}",
                                  line={"color": PALETTE[j % len(PALETTE)]}), row=1, col=1)
