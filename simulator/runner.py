@@ -26,7 +26,6 @@ from simulator.serving.kv_offload import make_offload, page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.step_timer import StepTimer
-from workloads.llm import layer_shards
 
 GiB = 2**30
 
@@ -83,9 +82,8 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
             f"plus {engine.activation_reserve / GiB:.1f} GiB activation reserve, but {dev.name} gives "
             f"{usable / GiB:.1f} GiB ({engine.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
             f"raise cluster.tensor_parallel or choose a larger GPU", where=where)
-    _, kv_heads, _ = layer_shards(model, tp)
     kv_elem = quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim) if quant is not None else model.dtype_bytes
-    per_token = 2.0 * model.num_layers * kv_heads * model.head_dim * kv_elem / pp
+    per_token = model.kv_elems_per_token(tp) * kv_elem / pp  # MLA: the latent, on every GPU (not split by TP)
     residual = 0.0
     if quant is not None and quant.config.kv.residual_tokens and kv_elem != model.dtype_bytes:
         # the recent-token windows stay in 16 bit, one per batch slot, allocated up front

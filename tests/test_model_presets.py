@@ -219,6 +219,8 @@ def test_a_multimodal_config_reads_its_text_decoder():
     ("Qwen/Qwen3-30B-A3B", "Qwen3-30B-A3B"),
     ("openai/gpt-oss-120b", "gpt-oss-120b"),
     ("mistralai/Mixtral-8x22B-Instruct-v0.1", "Mixtral-8x22B"),
+    ("deepseek-ai/DeepSeek-V3", "DeepSeek-V3"),
+    ("deepseek-ai/DeepSeek-R1", "DeepSeek-R1"),
 ])
 def test_a_hugging_face_repo_id_resolves_to_the_shipped_preset(repo_id, preset):
     assert preset_for_hf_id(repo_id) == preset

@@ -72,6 +72,16 @@ class TransformerConfig(StrictConfig):
                                         "only: attention and KV treat every layer as full attention")
     sliding_window_layers: list[int] = Field(
         default_factory=list, description="indices of the layers using the sliding window (recorded only)")
+    # Multi-head latent attention (DeepSeek-V2/V3): K and V come from one latent of kv_lora_rank per token,
+    # cached with the decoupled rotary key (qk_rope_head_dim) and shared by all heads.
+    q_lora_rank: int | None = Field(default=None, gt=0, description="MLA: rank of the query down-projection "
+                                                                    "(None: a plain q projection)")
+    kv_lora_rank: int | None = Field(default=None, gt=0, description="MLA: width of the cached KV latent "
+                                                                     "(None: no MLA)")
+    qk_nope_head_dim: int = Field(default=0, ge=0, description="MLA: per-head query/key width without rotary")
+    qk_rope_head_dim: int = Field(default=0, ge=0, description="MLA: per-head rotary query width, and the "
+                                                               "width of the one rotary key cached per token")
+    v_head_dim: int = Field(default=0, ge=0, description="MLA: per-head value width")
 
     @model_validator(mode="after")
     def _check(self) -> TransformerConfig:
@@ -89,6 +99,8 @@ class TransformerConfig(StrictConfig):
         bad = [i for i in self.sliding_window_layers if not 0 <= i < self.num_layers]
         if bad:
             raise ValueError(f"sliding_window_layers {bad} outside layers 0..{self.num_layers - 1}")
+        if self.kv_lora_rank and not (self.qk_nope_head_dim and self.qk_rope_head_dim and self.v_head_dim):
+            raise ValueError("kv_lora_rank (MLA) needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim > 0")
         return self
 
     # -- derived sizes (per whole model, unsharded) -------------------------------------
@@ -105,7 +117,35 @@ class TransformerConfig(StrictConfig):
         return self.num_kv_heads * self.head_dim
 
     def attn_params_per_layer(self) -> int:
+        if self.kv_lora_rank:
+            return self.mla_params_per_layer()
         return self.hidden_size * (self.q_size + 2 * self.kv_size) + self.q_size * self.hidden_size
+
+    @property
+    def is_mla(self) -> bool:
+        return bool(self.kv_lora_rank)
+
+    @property
+    def mla_latent(self) -> int:
+        """MLA: elements cached per token per layer (the KV latent and the shared rotary key)."""
+        return (self.kv_lora_rank or 0) + self.qk_rope_head_dim
+
+    def mla_params_per_layer(self) -> int:
+        """MLA projections of one layer (DeepSeek-V2 paper, section 2.1): q down (hidden -> q_lora_rank)
+        and up (-> heads x (nope + rope)) or one plain q projection, kv down (hidden -> kv_lora_rank +
+        rope), kv up (kv_lora_rank -> heads x (nope + v)), output (heads x v -> hidden)."""
+        h, nh, qk = self.hidden_size, self.num_heads, self.qk_nope_head_dim + self.qk_rope_head_dim
+        q = h * self.q_lora_rank + self.q_lora_rank * nh * qk if self.q_lora_rank else h * nh * qk
+        kv = h * self.mla_latent + (self.kv_lora_rank or 0) * nh * (self.qk_nope_head_dim + self.v_head_dim)
+        return q + kv + nh * self.v_head_dim * h
+
+    def kv_elems_per_token(self, tp: int = 1) -> int:
+        """K/V elements one GPU of a ``tp``-way tensor-parallel replica stores per token over all
+        layers: K and V of its KV heads (replicated when fewer than ``tp``), or, with MLA, the whole
+        latent, which every GPU holds because all its heads read it."""
+        if self.kv_lora_rank:
+            return self.num_layers * self.mla_latent
+        return 2 * self.num_layers * max(1, self.num_kv_heads // tp) * self.head_dim
 
     @property
     def is_moe(self) -> bool:
@@ -156,7 +196,9 @@ class TransformerConfig(StrictConfig):
         return self.num_params() * self.dtype_bytes
 
     def kv_bytes_per_token(self) -> float:
-        """K and V of one token over all layers (unsharded)."""
+        """K and V of one token over all layers (unsharded; MLA: the latent and rotary key)."""
+        if self.kv_lora_rank:
+            return float(self.num_layers * self.mla_latent * self.dtype_bytes)
         return 2.0 * self.num_layers * self.kv_size * self.dtype_bytes
 
 
@@ -264,6 +306,11 @@ def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
             out["first_dense_layers"] = int(cfg["first_k_dense_replace"])
     dtype = str(cfg.get("torch_dtype") or "bfloat16")
     out["dtype"] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, "bf16")
+    if mtype in ("deepseek_v2", "deepseek_v3") and cfg.get("kv_lora_rank"):  # MLA (MoE keys read above)
+        out.update(q_lora_rank=int(cfg["q_lora_rank"]) if cfg.get("q_lora_rank") else None,
+                   kv_lora_rank=int(cfg["kv_lora_rank"]), qk_nope_head_dim=int(cfg["qk_nope_head_dim"]),
+                   qk_rope_head_dim=int(cfg["qk_rope_head_dim"]), v_head_dim=int(cfg["v_head_dim"]),
+                   head_dim=int(cfg["v_head_dim"]))  # head_dim: the width each head's output has (O projection)
     window, local = _sliding_window(cfg, mtype, out["num_layers"])
     if window is not None and local:
         out.update(sliding_window_tokens=window, sliding_window_layers=local)
