@@ -1,5 +1,7 @@
-"""Reproductions of prefill/decode disaggregation papers: the direction must match, the size must
-fall in a stated band (the figures and assumptions are in docs/reproductions.md)."""
+"""Disaggregation and pipeline-parallel reproductions beyond the headline figures. DistServe's
+4.48x, Splitwise's per-dollar gain and Sarathi-Serve's 6.9x on Falcon-180B are rows of
+simulator/reproduce.py with paper-derived bands (tests/test_reproduce.py reports each as in band or
+missed); this file checks the directions behind them, on the same memoised capacity searches."""
 
 from __future__ import annotations
 
@@ -7,90 +9,46 @@ from pathlib import Path
 
 import pytest
 
-from simulator.capacity import capacity_search
+from simulator.reproduce import get
+from simulator.reproduce_measure import (
+    DISTSERVE_COLOCATED,
+    DISTSERVE_P1_D2,
+    SPLITWISE_HA,
+    SPLITWISE_HH,
+    distserve_capacity,
+    falcon_capacity,
+    preset_price,
+    splitwise_capacity,
+)
 
 PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
-DISTSERVE = PAPERS / "distserve_opt13b_a100.yaml"
-SPLITWISE = PAPERS / "splitwise_llama2_70b.yaml"
-
-# DistServe's summarisation-style workload: long prompts, short outputs, where prefill stalls of a
-# colocated engine hurt decode the most
-LONG_PROMPTS = ["workload.prompt_tokens={dist: lognormal, median: 1500, sigma: 0.5, min: 64, max: 1900}",
-                "workload.output_tokens={dist: lognormal, median: 100, sigma: 0.6, min: 4, max: 140}",
-                "workload.num_requests=800"]
-COLOCATED_3 = ["cluster.pools=[{name: main, replicas: 3}]"]
-P1_D2 = ["cluster.pools=[{name: p, role: prefill, replicas: 1}, {name: d, role: decode, replicas: 2}]"]
-
-
-def capacity(path: Path, overrides: list[str], ttft: float, tpot: float, hi: float = 30.0) -> float:
-    out = capacity_search(path, slo_ttft_s=ttft, slo_tpot_s=tpot, attainment=0.9, lo=0.5, hi=hi, iterations=8,
-                          overrides=overrides)
-    return out["capacity_rps"]
-
-
-def test_distserve_disaggregation_serves_more_requests_within_a_tight_tpot_slo():
-    # Paper: up to 4.48x more requests within SLO than colocated vLLM (OPT-13B..175B, A100s).
-    # hwsim, 3 A100-80GB, OPT-13B, TTFT 2 s / TPOT 20 ms: 1 prefill + 2 decode GPUs vs 3 colocated
-    # vLLM replicas. Band [1.5, 6]: the gain comes only from removing prefill stalls from decode
-    # batches (hwsim models no other difference), so it must be clearly above 1; the paper's
-    # 4.48x also includes its parallelism search, which this comparison does not do.
-    dis = capacity(DISTSERVE, LONG_PROMPTS + P1_D2, ttft=2.0, tpot=0.020)
-    col = capacity(DISTSERVE, LONG_PROMPTS + COLOCATED_3, ttft=2.0, tpot=0.020)
-    assert 1.5 <= dis / col <= 6.0, (dis, col)
 
 
 def test_distserve_gain_shrinks_when_the_tpot_slo_is_loose():
-    # With a loose TPOT SLO (60 ms) decode stalls no longer decide the SLO, the colocated engine
-    # uses all three GPUs for prefill too, and disaggregation loses its edge: ratio <= 1.2.
-    dis = capacity(DISTSERVE, LONG_PROMPTS + P1_D2, ttft=2.0, tpot=0.060)
-    col = capacity(DISTSERVE, LONG_PROMPTS + COLOCATED_3, ttft=2.0, tpot=0.060)
-    assert dis / col <= 1.2, (dis, col)
+    # DistServe's gain comes from taking prefill stalls out of decode batches; with a loose TPOT SLO
+    # (60 ms) those stalls no longer decide the SLO and the colocated engine uses all three GPUs for
+    # prefill too: the gain must fall below the tight-SLO gain and below 1.2
+    p = get("distserve_opt13b").params()
+    tight = distserve_capacity(DISTSERVE_P1_D2, p) / distserve_capacity(DISTSERVE_COLOCATED, p)
+    loose = distserve_capacity(DISTSERVE_P1_D2, p, 0.060) / distserve_capacity(DISTSERVE_COLOCATED, p, 0.060)
+    assert tight > 1.0 and loose < tight and loose <= 1.2, (tight, loose)
 
 
-def test_splitwise_h100_prefill_and_a100_decode_serve_more_per_dollar_than_h100_alone():
-    # Paper: Splitwise-HA gives 1.4x throughput at 20% lower cost (2.35x at equal cost and power)
-    # than H100-only serving. hwsim, Llama-2-70B TP=4: 2 H100 prefill replicas + 1 A100 decode
-    # replica vs 3 colocated H100 replicas, throughput within SLO per dollar. Band [1.05, 2]: the
-    # preset prices (A100 1.79, H100 2.99 USD/h) are in the same ratio as HBM bandwidth, so decode
-    # per dollar is about equal on both GPUs here and the gain is only the pool split; the paper
-    # assumed DGX prices and power caps that favour A100 decode more.
-    price_h, price_a = 2.99, 1.79
-    ha = capacity(SPLITWISE, ["cluster.pools=[{name: p, role: prefill, replicas: 2, tensor_parallel: 4}, "
-                              "{name: d, role: decode, replicas: 1, tensor_parallel: 4, "
-                              "device: {kind: gpu, preset: A100-80GB}}]", "workload.num_requests=800"],
-                  ttft=1.0, tpot=0.05, hi=40)
-    hh = capacity(SPLITWISE, ["cluster.pools=[{name: main, replicas: 3, tensor_parallel: 4}]",
-                              "workload.num_requests=800"], ttft=1.0, tpot=0.05, hi=40)
-    per_dollar = (ha / (8 * price_h + 4 * price_a)) / (hh / (12 * price_h))
-    assert 1.05 <= per_dollar <= 2.0, (ha, hh, per_dollar)
-    assert ha >= 0.9 * hh  # about the same throughput ...
-    assert 8 * price_h + 4 * price_a < 0.9 * 12 * price_h  # ... at more than 10% lower cost
+def test_splitwise_ha_serves_about_the_h100_fleets_rate_on_a_cheaper_fleet():
+    # the mechanism behind the per-dollar gain: A100 decode keeps up with H100 decode (decode is
+    # HBM-bound and the A100 pool holds the decode batch), and the preset prices make the mixed
+    # fleet cheaper; the per-dollar figure itself is the reproduction row
+    ha, hh = splitwise_capacity(SPLITWISE_HA), splitwise_capacity(SPLITWISE_HH)
+    assert ha >= 0.9 * hh, (ha, hh)
+    h100, a100 = preset_price("H100-SXM"), preset_price("A100-80GB")
+    assert a100 < h100 and 8 * h100 + 4 * a100 < 12 * h100
 
 
-FALCON = ["model.preset=Falcon-180B", "cluster.tensor_parallel=4", "cluster.pipeline_parallel=2",
-          "engine.max_model_len=2048", "workload.prompt_tokens.max=1500", "workload.output_tokens.max=500",
-          "workload.num_requests=300", "run.warmup_requests=20"]
-
-
-def falcon_capacity(scheduler: str, p99_itl_s: float) -> float:
-    out = capacity_search(PAPERS / "sarathi_mistral7b_a100.yaml", attainment=0.9, lo=0.02, hi=10, iterations=9,
-                          overrides=FALCON + [f"policies.scheduler={{kind: {scheduler}}}"], p99_itl_s=p99_itl_s,
-                          p50_queue_s=2.0)
-    return out["capacity_rps"]
-
-
-def test_sarathi_serves_falcon_180b_on_8_a100_with_tp4_pp2_far_above_vllm_under_a_strict_tbt_slo():
-    # Paper (Sarathi-Serve): up to 6.9x more capacity than vLLM for Falcon-180B on 8 A100s
-    # (TP4 x PP2). SLOs as in the paper's rule: strict P99 time-between-tokens = 5x a decode step
-    # (hwsim: ~50 ms -> 0.25 s), relaxed = 25x (1.25 s), median queueing <= 2 s.
-    # hwsim: strict 4.31 vs 0.18 req/s (24x), relaxed 4.31 vs 1.74 (2.5x). Asserted: the gain is
-    # >= 2x under the strict SLO and larger than under the relaxed one. hwsim's strict figure is far
-    # above the paper's because every vLLM prefill of a long prompt (~0.4 s on 4 A100s per stage
-    # pair) is a stall above 0.25 s, so P99 fails once ~1% of gaps hold a prefill; the measured
-    # system also had CPU overheads and pipeline imbalance that hwsim does not model.
+def test_sarathis_falcon_180b_gain_is_larger_under_the_strict_tbt_slo_than_under_the_relaxed_one():
+    # Paper rule: strict P99 TBT = 5x a decode step (~0.25 s here), relaxed = 25x (1.25 s). The size
+    # under the strict SLO is row `sarathi_falcon180b` (reported missed: hwsim overstates it)
     strict = falcon_capacity("sarathi", 0.25) / falcon_capacity("vllm", 0.25)
     relaxed = falcon_capacity("sarathi", 1.25) / falcon_capacity("vllm", 1.25)
-    assert strict >= 2.0
     assert strict > relaxed >= 1.0
 
 
