@@ -29,8 +29,8 @@ def parts(model="Llama-3-8B", gpu="A100-80GB"):
 
 
 def test_vattention_decode_beats_vllm_paged_decode_most_for_the_largest_gqa_group(vat):
-    # paper: up to 1.97x decode throughput vs vLLM; hwsim: Yi-6B (group 8) 2.33x at b64 x 16K
-    assert 1.5 <= vat["max_decode_step_speedup"] <= 2.6
+    # paper: up to 1.97x decode throughput vs vLLM (row vattention_decode_kernel, input-bound: L2 rate);
+    # the larger GQA group gains more, since the paged kernel requests its K/V group-times
     assert vat["decode_step_speedup Yi-6B b64 ctx16384"] > vat["decode_step_speedup Llama-3-8B b64 ctx16384"] > 1.1
     # the attention kernel alone gains more than the step (GEMMs unchanged)
     assert vat["max_decode_attn_speedup"] > vat["max_decode_step_speedup"]
@@ -72,13 +72,13 @@ def test_block_table_latency_and_small_blocks_slow_the_paged_kernel_only_when_la
 
 
 def test_vattention_prefill_is_not_reproduced_against_paged_flashattention_but_beats_flashinfer_by_the_input(vat):
-    # paper: up to 3.92x vs paged FA2, 1.45x vs FlashInfer. hwsim: paged FA2's split kernel (64-row Q
-    # tiles: 16 rows per warp, K/V fragments reused half as much) costs 9 % more per FLOP; its table
-    # load hides behind a second resident CTA and the kernel stays compute-bound: 1.09x
-    assert 1.05 <= vat["max_prefill_vs_paged_fa"] <= 1.2
-    assert 1.1 <= vat["max_prefill_vs_flashinfer"] <= 1.45  # ~ 1 / flashinfer_rel_efficiency (input 0.8)
-    # the operand traffic cannot explain [2, 4] even if every shared-memory byte were exposed
-    assert vat["prefill_smem_serial_ceiling"] < 2.0
+    # paper: up to 3.92x vs paged FA2 (row vattention_prefill_vs_paged_fa, reported missed), 1.45x vs
+    # FlashInfer. Paged FA2's split kernel (64-row Q tiles: 16 rows per warp) costs more per FLOP, so
+    # contiguous KV wins, but by less than the shared-memory ceiling, which is itself below the paper's
+    # figure: the operand traffic cannot explain 3.92x even if every shared-memory byte were exposed
+    assert 1.0 < vat["max_prefill_vs_paged_fa"] < vat["prefill_smem_serial_ceiling"] < 3.92
+    # the FlashInfer gain is the input efficiency: compute-bound prefill runs at 1 / 0.8 the time
+    assert vat["max_prefill_vs_flashinfer"] == pytest.approx(1 / 0.8, rel=0.05)
 
 
 def test_vattention_prefill_gain_does_not_grow_with_context_because_both_kernels_pay_per_tile(vat):
@@ -117,8 +117,7 @@ def test_page_mapping_is_hidden_when_overlapped_and_small_when_not():
 
 
 def test_hydragen_gains_grow_with_batch_and_prefix_up_to_the_papers_32x(hyd):
-    # paper: up to 32x end to end (CodeLlama-13b, batch 1024-2048, prefix up to 16K); hwsim A100: 35x
-    assert 20 <= hyd["max_throughput_speedup A100-80GB"] <= 50
+    # paper: up to 32x end to end (row hydragen_kernel); the gain must grow with batch and prefix
     for gpu in ("A100-80GB", "H100-SXM"):
         assert hyd[f"throughput_speedup {gpu} N1024 P16384"] > hyd[f"throughput_speedup {gpu} N1024 P4096"] \
             > hyd[f"throughput_speedup {gpu} N1024 P1024"] > 1

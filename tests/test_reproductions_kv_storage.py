@@ -14,15 +14,15 @@ CACHEGEN = Path(__file__).resolve().parents[1] / "scenarios" / "papers" / "cache
 
 
 def test_cachegen_streams_context_faster_than_quantized_kv_and_than_recomputing_it(tmp_path):
-    # Paper: 3.5-4.3x less bandwidth than 8-bit KV and 3.2-3.7x (papers.md: 2.7-3x) lower
-    # context-loading delay. The bandwidth saving is the input ratio; the delay gain vs 8-bit KV
-    # must come out just under it (decoding and latency cost a little): band [2.5, 4.3]. Against
-    # recomputing an 8K prefix on an A100 at a 3 GB/s link the gain must exceed 1 (band [1.5, 6]).
+    # Paper: 3.5-4.3x less bandwidth than 8-bit KV and 3.2-3.7x lower context-loading delay (row
+    # cachegen_delay, input-bound). The bandwidth saving is the compression_ratio input exactly;
+    # the delay gain is below it (link latency and decoding add time) and above it less one chunk of
+    # decode; recomputing an 8K prefix is slower than streaming at 3 GB/s.
     r = run_study(CACHEGEN, [], tmp_path, quiet=True)
     assert (tmp_path / "summary.json").exists()
-    assert 3.5 <= r["bandwidth_saving_vs_quantized"] <= 4.3
-    assert 2.5 <= r["delay_gain_vs_quantized"] <= 4.3
-    assert 1.5 <= r["delay_gain_vs_recompute"] <= 6.0
+    assert r["bandwidth_saving_vs_quantized"] == pytest.approx(3.9, rel=1e-12)
+    assert 0.9 * 3.9 <= r["delay_gain_vs_quantized"] < 3.9
+    assert r["delay_gain_vs_recompute"] > 1.0
     assert r["cachegen_s"] < r["fetch_quantized_s"] < r["fetch_fp16_s"]
 
 

@@ -1,6 +1,6 @@
 """Offloading reproductions (FlexGen baseline, H2O, ShadowKV, InstInfer): first-principles checks,
-then the direction of each paper's result and a band around hwsim's value (figures and why they
-differ from the papers in docs/reproductions.md, "KV cache, memory tiers, storage")."""
+then the direction of each paper's result. The papers' figures are rows of simulator/reproduce.py
+with paper-derived bands (tests/test_reproduce.py; docs/reproductions.md is generated from them)."""
 
 from __future__ import annotations
 
@@ -112,12 +112,15 @@ def test_h2o_latency_gain_grows_with_the_generated_length():
 
 # -- ShadowKV ------------------------------------------------------------------------------------
 def test_shadowkv_fits_about_six_times_the_batch_and_doubles_throughput_without_value_reuse():
-    # Paper: up to 6x larger batch, 3.04x throughput (A100, Llama-3.1-8B, 122K). hwsim: 5.75x and
-    # 1.98x with no reuse of fetched values (PCIe-bound: 80% of the step). Bands [4, 7] and [1.5, 3.5].
+    # Paper: up to 6x larger batch, 3.04x throughput (rows shadowkv_batch / shadowkv_throughput).
+    # Memory: the ShadowKV batch is the free memory over its per-sequence GPU bytes, less the one
+    # full KV kept as prefill workspace; the throughput gain is below the batch gain because the
+    # value fetch over PCIe, not HBM, bounds the step.
     r = run_study(SHADOWKV, [], None, quiet=True)
-    assert (r["full_batch"], r["shadowkv_batch"]) == (4, 23)
-    assert 4.0 <= r["batch_ratio"] <= 7.0
-    assert 1.5 <= r["throughput_ratio"] <= 3.5
+    m, g, _ = shadowkv._parts(shadowkv.Config())
+    free = g.memory_bytes - m.weight_bytes()
+    assert r["shadowkv_batch"] == int((free - r["kv_bytes_per_seq"]) // r["shadowkv_gpu_bytes_per_seq"])
+    assert 1.0 < r["throughput_ratio"] < r["batch_ratio"]
     assert r["pcie_bound_share"] > 0.5
 
 
@@ -192,7 +195,8 @@ def test_instinfer_with_sparf_and_flexgens_file_path_brackets_the_papers_11x(ins
     # Paper: up to 11.1x. hwsim: SparF reading 1/8 of the KV and FlexGen's memmap path (4.0 GB/s of
     # the drive's 6.9): 16.2x; SparF alone (FlexGen at the drive rate): 9.5x; file path alone: 2.4x.
     r = instinfer
-    assert 3.8e9 <= r["flexgen_disk_read_bytes_per_s"] <= 4.3e9
+    # FlexGen's file path reads slower than the drive's host link
+    assert r["flexgen_disk_read_bytes_per_s"] < r["ssd_host_link_bytes_per_s"]
     # both systems stay flash-read bound: decode gain = (internal bw / fraction) / FlexGen's read rate
     assert 0.95 * r["decode_ratio_bound"] <= r["decode_ratio"] <= 1.01 * r["decode_ratio_bound"]
     # prefill (the same GPU work and KV writes in both) only dilutes the decode gain

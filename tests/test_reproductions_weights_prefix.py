@@ -1,6 +1,7 @@
 """Reproductions of weight-streaming and prefix-sharing papers (LLM in a flash, TPI-LLM, prefix
-sharing): direction, a justified band around hwsim's figure, and first-principles identities
-(figures and assumptions in docs/reproductions.md, "KV cache, memory tiers, storage")."""
+sharing): directions and first-principles identities. The papers' figures (4-5x / 20-25x, 3.1 GB,
+> 80 %, up to 32x) are rows of simulator/reproduce.py with paper-derived bands, run by
+tests/test_reproduce.py and rendered into docs/reproductions.md."""
 
 from __future__ import annotations
 
@@ -20,16 +21,15 @@ TPI = PAPERS / "tpi_llm_llama2_70b.yaml"
 # -- LLM in a flash ----------------------------------------------------------------------------
 
 def test_llm_in_a_flash_runs_a_model_twice_the_dram_faster_than_naive_loading_on_cpu_and_gpu(tmp_path):
-    # Paper: 2x DRAM, 4-5x (CPU) and 20-25x (GPU) over naive loading. hwsim: 13.4x / 41.8x — the
-    # direction and the GPU > CPU ordering reproduce; the size is larger because hwsim's CPU
-    # computes at the DRAM roofline and the NVMe model keeps ~6.5 GB/s for 16 KiB reads at QD32.
-    # Bands: CPU [8, 20], GPU [25, 60], and GPU gain > 2x the CPU gain.
+    # Paper: 2x DRAM, 4-5x (CPU) and 20-25x (GPU) over naive loading: the model is twice the DRAM,
+    # fits it, and the GPU gains more than the CPU (its compute is faster, so I/O is more of the
+    # naive token). The sizes are rows llm_in_a_flash_cpu / _gpu (reported missed: hwsim is ~2x high).
     r = run_study(FLASH, [], tmp_path, quiet=True)
     assert r["model_over_dram"] == pytest.approx(2.0)
     assert r["dram_used_bytes"] <= r["dram_bytes"] * (1 + 1e-12)
-    assert 8.0 <= r["cpu_speedup"] <= 20.0
-    assert 25.0 <= r["gpu_speedup"] <= 60.0
-    assert r["gpu_speedup"] > 2.0 * r["cpu_speedup"]
+    assert r["gpu_speedup"] > r["cpu_speedup"] > 1.0
+    # the flash token moves fewer bytes than the naive one by the predicted, windowed density
+    assert r["flash_io_s"] < r["naive_io_s"]
 
 
 def test_llm_in_a_flash_with_no_sparsity_no_predictor_and_no_window_equals_naive_loading():
@@ -65,15 +65,14 @@ def test_llm_in_a_flash_reads_fewer_bytes_than_naive_by_the_predicted_density():
 # -- TPI-LLM -----------------------------------------------------------------------------------
 
 def test_tpi_llm_cuts_llama2_70b_peak_memory_to_about_3_gb_and_latency_by_over_80_percent(tmp_path):
-    # Paper: peak memory down 90 % to 3.1 GB; > 80 % lower TTFT and token latency than Accelerate.
-    # hwsim (8 laptops, 1 GbE, window 4, 1 GiB runtime): 3.0 GB, 84 % below TP without a window;
-    # TTFT -81 %, token latency -88 %. Bands: peak [2.5, 3.5] GB, memory cut [0.8, 0.95],
-    # latency cuts [0.75, 0.95].
+    # Paper: peak memory down 90 % to 3.1 GB. The 3.1 GB and the > 80 % latency cuts are rows
+    # tpi_llm_*; here: the memory cut against TP without a window (the paper's 90 % is against its
+    # own baseline: band x/ 1.25 around 0.9), and the all-reduce choice follows the alpha-beta
+    # crossover: decode's 16 KB message is below it (star), the prompt's 2 MB above it (ring).
     r = run_study(TPI, [], tmp_path, quiet=True)
-    assert 2.5e9 <= r["peak_memory_bytes"] <= 3.5e9
-    assert 0.8 <= r["memory_reduction"] <= 0.95
-    assert 0.75 <= r["ttft_reduction"] <= 0.95
-    assert 0.75 <= r["token_latency_reduction"] <= 0.95
+    assert 0.9 / 1.25 <= r["memory_reduction"] <= 1.0
+    hidden = 8192
+    assert hidden * 2 < r["star_ring_crossover_bytes"] < 128 * hidden * 2
     assert r["decode_allreduce"] == "star" and r["prefill_allreduce"] == "ring"
 
 
@@ -124,17 +123,15 @@ def serve(path: Path, overrides: list[str] | None = None):
 
 
 def test_prefix_caching_doubles_throughput_when_many_requests_share_a_long_prefix():
-    # Hydragen reports up to 32x (attention-bound kernel extreme); hwsim's serving path gets the
-    # prefill saved by reusing cached prefix blocks: 400 requests x (3000 shared + 20-100 own
-    # tokens), 4 prefixes, A100-80GB: 11.07 vs 4.06 req/s = 2.7x. Skipping the prefill alone gave
-    # 2.0x; shared blocks now count once in admission, so the mean batch grows from 36 to 214 (near
-    # max_num_seqs) and decode steps are amortised over more requests; the decode attention still
-    # reads the prefix once per sequence, which bounds the rest. Band [2.2, 3.5].
+    # Hydragen reports up to 32x (row prefix_sharing_serving, reported missed: the serving path has
+    # no shared-prefix kernel). What the serving path does model: 400 requests x (3000 shared + 20-100
+    # own tokens) over 4 prefixes hit the cache for all but the first request of each prefix
+    # (hit rate >= 1 - 4/400 of the prefix blocks, less the partial last block), shared blocks count
+    # once in admission so the batch grows, and the skipped prefill raises throughput.
     pre = serve(PAPERS / "prefix_sharing.yaml")
     base = serve(PAPERS / "prefix_sharing.yaml", ["policies.kv_cache={kind: paged}"])
     assert pre["kv_cache"]["hit_rate"] > 0.85
-    gain = pre["throughput_rps"] / base["throughput_rps"]
-    assert 2.2 <= gain <= 3.5
+    assert pre["throughput_rps"] > base["throughput_rps"]
     assert pre["batch_size_mean"] > 4 * base["batch_size_mean"]
     assert pre["ttft_s"]["p50"] < base["ttft_s"]["p50"]
 
