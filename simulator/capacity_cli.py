@@ -8,6 +8,7 @@ Registered by ``simulator/cli.py`` as ``app.command("capacity")(capacity)``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,6 +18,8 @@ from simulator.core.errors import HwsimError, UnitError
 from simulator.core.units import parse_quantity
 
 DIV_ID = "hwsim-capacity"
+_CSS = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}" \
+       "h1{font-size:1.5em}"
 
 
 def _positive(text: Optional[str], dimension: str, where: str) -> Optional[float]:
@@ -84,7 +87,10 @@ def capacity_html(report: dict[str, Any]) -> str:
                                  hovertemplate="%{x:.3f} req/s: %{y:.1f} ms<extra>" + name + "</extra>"), row=1, col=2)
     for key, name in (("slo_ttft_s", "TTFT SLO"), ("slo_tpot_s", "TPOT SLO"), ("p99_itl_s", "inter-token limit")):
         if crit.get(key):
-            fig.add_hline(y=crit[key] * 1e3, line_dash="dash", annotation_text=name, row=1, col=2)
+            fig.add_hline(y=crit[key] * 1e3, line_dash="dash", row=1, col=2)
+            # on a log axis an annotation's y is in log10 units
+            fig.add_annotation(y=math.log10(crit[key] * 1e3), x=1, xref="x domain", text=name, showarrow=False,
+                               xanchor="right", yanchor="bottom", row=1, col=2)
     fig.update_xaxes(title_text="arrival rate (requests/s)")
     fig.update_yaxes(title_text="requests meeting the SLOs", range=[0, 1.05], tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="ms", type="log", row=1, col=2)
@@ -93,7 +99,7 @@ def capacity_html(report: dict[str, Any]) -> str:
              f"{report['capacity_rps']:.3f} requests/s")
     div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=DIV_ID, config={"displaylogo": False})
     return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                      f"<title>{title}</title>", plotly_script_tag(),
+                      f"<title>{title}</title>", plotly_script_tag(), f"<style>{_CSS}</style>",
                       "</head><body>", f"<h1>{title}</h1>", div, "</body></html>", ""])
 
 

@@ -188,3 +188,5 @@ def test_the_capacity_page_loads_the_shared_library_and_plots_latency_in_ms():
     page = capacity_html(report)
     assert f'<script src="{plotly_js_name()}"' in page and len(page) < 100_000
     assert '"ms"' in page and '"tickformat":".0%"' in page and "TTFT SLO" in page
+    # the SLO label sits at the line on the log axis (log10 units), not at 10^500
+    assert '"text":"TTFT SLO","x":1,"xanchor":"right","xref":"x2 domain","y":2.69897' in page

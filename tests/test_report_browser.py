@@ -106,9 +106,13 @@ def render(driver, page: Path, shot: Path) -> tuple[list[dict], list[str]]:
         WebDriverWait(driver, 30).until(lambda d: all(p["rendered"] for p in d.execute_script(PLOTS_JS)))
     except Exception:  # noqa: BLE001 - the assertions below say which plot did not render
         pass
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(WIDTH, min(max(height, 600), MAX_HEIGHT))
-    driver.execute_script("window.dispatchEvent(new Event('resize'));")
+    for _ in range(4):  # grow the window to the whole page (plots resize with it), until it stops growing
+        height = min(max(int(driver.execute_script("return document.documentElement.scrollHeight")), 600),
+                     MAX_HEIGHT)
+        if driver.execute_script("return window.innerHeight") >= height:
+            break
+        driver.set_window_size(WIDTH, height + 200)
+        driver.execute_script("window.dispatchEvent(new Event('resize'));")
     WebDriverWait(driver, 10).until(lambda d: all(p["rendered"] for p in d.execute_script(PLOTS_JS)))
     plots = driver.execute_script(PLOTS_JS)
     driver.save_screenshot(str(shot))
