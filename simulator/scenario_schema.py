@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCENARIO_TYPES = ("mcu", "study")  # besides the default, a serving scenario (no type key)
 _HEADER = {"name": {"type": "string"}, "description": {"type": "string"}}
+_SCHEMA_KEY = {"$schema": {"type": "string", "description": "where an editor finds this schema (ignored by hwsim)"}}
 
 
 def _study_models() -> list[tuple[str, type]]:
@@ -48,12 +49,15 @@ def scenario_schema() -> dict[str, Any]:
         key = ref[cfg].rsplit("/", 1)[-1]
         body = dict(defs[key])
         # a study file carries type, study, name and description beside the study's own options
-        body["properties"] = {"type": {"const": "study"}, "study": {"const": name}, **_HEADER,
+        body["properties"] = {**_SCHEMA_KEY, "type": {"const": "study"}, "study": {"const": name}, **_HEADER,
                               **body.get("properties", {})}
         body["required"] = ["type", "study", *body.get("required", [])]
         defs[key] = body
         branches.append({"if": {"properties": {"study": {"const": name}}, "required": ["study"]},
                          "then": {"$ref": ref[cfg]}})
+    for model in (ScenarioFile, McuScenario):  # a file may point its editor at this schema
+        key = ref[model].rsplit("/", 1)[-1]
+        defs[key] = {**defs[key], "properties": {**_SCHEMA_KEY, **defs[key].get("properties", {})}}
     defs["Study"] = {"type": "object", "title": "Study scenario (type: study)", "required": ["type", "study"],
                      "properties": {"type": {"const": "study"},
                                     "study": {"enum": [n for n, _ in studies],

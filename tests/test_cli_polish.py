@@ -205,3 +205,15 @@ def test_the_resolved_trace_replay_scenario_reruns_from_another_directory(tmp_pa
     assert result.exit_code == 0, result.output
     assert (first / "summary.json").read_bytes() == (second / "summary.json").read_bytes()
     assert (first / "requests.csv").read_bytes() == (second / "requests.csv").read_bytes()
+
+
+def test_a_run_estimated_long_prints_its_size_and_progress_without_being_asked(tmp_path, monkeypatch):
+    import simulator.run_size as run_size
+
+    monkeypatch.setattr(run_size, "LONG_RUN_S", 0.0)  # every run counts as long; the run itself is real
+    result = invoke("run", QUICKSTART, "--set", "workload.num_requests=200", "--set", "run.warmup_requests=0",
+                    "--no-report", "--out", tmp_path / "long")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("hwsim: a long run: 200 requests") and "to simulate" in first
+    assert "simulating: 50% (100/200 requests)" in result.output

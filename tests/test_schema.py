@@ -104,3 +104,13 @@ def test_the_schema_of_one_kind_validates_a_block_of_that_kind():
     v = jsonschema.Draft202012Validator(schema)
     assert not list(v.iter_errors({"block_size": 16, "max_num_seqs": 64}))
     assert list(v.iter_errors({"block_sise": 16}))
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "mcu/mcunet_f746.yaml", "papers/cachegen_llama2_7b.yaml"])
+def test_a_scenario_may_point_its_editor_at_the_schema_with_a_schema_key(validator, name, tmp_path):
+    data = {"$schema": "./scenario.schema.json", **read(ROOT / "scenarios" / name)}
+    assert errors(validator, data) == []
+    path = tmp_path / "with_schema.json"  # JSON editors read the $schema key
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output

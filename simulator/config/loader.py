@@ -178,6 +178,8 @@ def read_mapping(path: Path, what: str = "scenario") -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a {what} file must hold a mapping, found {type(data).__name__}", where=str(path))
+    if what == "scenario":
+        data.pop("$schema", None)  # the editor's pointer to `hwsim schema` output, not a scenario field
     return data
 
 
