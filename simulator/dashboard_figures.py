@@ -72,9 +72,13 @@ def ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical CDF of the finite values; quantiles at CDF_QUANTILES probabilities if too many."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if v.size > CDF_RAW_LIMIT:
+    if v.size > CDF_RAW_LIMIT:  # np.quantile's linear interpolation, from one sort (several times faster)
         p = np.linspace(0.0, 1.0, CDF_QUANTILES)
-        return np.quantile(v, p), p
+        v = np.sort(v)
+        pos = p * (v.size - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, v.size - 1)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo), p
     return np.sort(v), np.arange(1, v.size + 1) / max(v.size, 1)
 
 

@@ -190,3 +190,9 @@ def test_the_capacity_page_loads_the_shared_library_and_plots_latency_in_ms():
     assert '"ms"' in page and '"tickformat":".0%"' in page and "TTFT SLO" in page
     # the SLO label sits at the line on the log axis (log10 units), not at 10^500
     assert '"text":"TTFT SLO","x":1,"xanchor":"right","xref":"x2 domain","y":2.69897' in page
+
+
+def test_cdf_quantiles_of_a_large_array_equal_numpys():
+    v = np.random.default_rng(1).lognormal(size=figs.CDF_RAW_LIMIT * 5)
+    x, p = figs.ecdf(v)
+    assert x.size == figs.CDF_QUANTILES and np.array_equal(x, np.quantile(v, p))
