@@ -217,3 +217,12 @@ def test_a_run_estimated_long_prints_its_size_and_progress_without_being_asked(t
     first = result.output.splitlines()[0]
     assert first.startswith("hwsim: a long run: 200 requests") and "to simulate" in first
     assert "simulating: 50% (100/200 requests)" in result.output
+
+
+@pytest.mark.parametrize("command", [["capacity", "--slo-ttft", "2s"], ["ops"]])
+def test_commands_that_take_only_serving_scenarios_name_type_for_an_mcu_or_empty_file(command, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    mcu = ROOT / "scenarios" / "mcu" / "mcunet_f746.yaml"
+    one_line_error(invoke(command[0], empty, *command[1:]), "type", "empty")
+    one_line_error(invoke(command[0], mcu, *command[1:]), "type", "'mcu'", "hwsim run")

@@ -308,6 +308,7 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         path = Path(source)
         raw, name, base_dir = read_mapping(path), str(path), path.resolve().parent
     raw = apply_overrides(raw, overrides)
+    _serving_type(raw, name)
     framework = _framework_defaults(raw)
     if framework is not None:
         raw = framework[1]
@@ -353,6 +354,17 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
         if spec.policies.kv_cache is not None else None,
         framework=framework[0] if framework is not None else None,
     )
+
+
+def _serving_type(raw: dict[str, Any], name: str) -> None:
+    """A serving scenario has no ``type``; an empty file or another type is named as such."""
+    where = "type" if name == "<dict>" else f"{name}: type"
+    if not raw:
+        raise ConfigError("the scenario is empty: a serving scenario needs hardware, model and workload "
+                          "(other types: set `type` to mcu or study)", where=where)
+    if "type" in raw:
+        raise ConfigError(f"this command takes a serving scenario (no `type`), not type {raw['type']!r}; "
+                          f"hwsim run and hwsim check take every type (mcu, study)", where=where)
 
 
 def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str, Any]] | None:
