@@ -16,13 +16,22 @@ Models: prefill as FlashAttention-2 — one CTA per (sequence, head, Q tile of B
     context and fixes up partials in the same kernel. A quantized KV cache is read at its packed
     width (KIVI's recent-token window at full precision) and dequantized on the CUDA cores,
     overlapped with the loads (decode) or the MMAs (prefill reads earlier chunks quantized).
+    Separate query/key and value head widths (``v_head_dim`` on the op; 0: the same) and
+    multi-head latent attention (DeepSeek MLA, ``latent`` on the op): K and V are one cached
+    vector per token (the 512-wide latent and the 64-wide rotary key; V is the latent's first
+    ``v_head_dim`` elements), read once and shared by every query head, as FlashMLA and the
+    frameworks' absorbed-MLA kernels run it; the query heads of a latent op are the MMA's M
+    dimension and are padded to the kernel's head tile (64 rows on Hopper wgmma kernels, FlashMLA;
+    16 on mma.sync kernels).
 Ignores: per-sequence length imbalance within a batch (all sequences get the mean length),
     paged-block indirection cost, dropout, ALiBi/sliding windows.
 Sources: Dao et al., "FlashAttention" (NeurIPS 2022) I/O analysis; Dao, "FlashAttention-2"
     (2023), Br/Bc tile sizes and work partitioning; Kwon et al., "PagedAttention" (SOSP 2023);
     Dao et al., "Flash-Decoding for long-context inference" (2023 blog); the preparation cost, the
     per-CTA cycles and the GQA group limit fitted on the aic H200/A100 tables (FIDELITY.md); Sanovar et al., "Lean
-    Attention" (2024); Shah et al., "FlashAttention-3" (2024) for the Hopper softmax/GEMM overlap.
+    Attention" (2024); Shah et al., "FlashAttention-3" (2024) for the Hopper softmax/GEMM overlap;
+    DeepSeek-AI, "DeepSeek-V2" (2024) section 2.1 and deepseek-ai/FlashMLA (2025; 64-row query-head
+    tiles) for the latent attention.
 """
 
 from __future__ import annotations
@@ -59,6 +68,25 @@ class AttnParams:
     decode_max_group: int = 0  # decode: most query heads one K/V read serves (0: any); above it, one read per head
 
 
+def head_dims(op: Any) -> tuple[int, int, int]:
+    """(query/key width, value width, K+V elements cached per token per KV head) of ``op``: plain
+    attention has K and V of ``head_dim`` each; an op with ``v_head_dim`` has V narrower or wider;
+    a ``latent`` op (MLA) caches one ``head_dim``-wide vector whose first ``v_head_dim`` elements
+    are V."""
+    dk = op.head_dim
+    dv = getattr(op, "v_head_dim", 0) or dk
+    return dk, dv, (dk if getattr(op, "latent", False) else dk + dv)
+
+
+def mma_heads(op: Any, p: AttnParams) -> int:
+    """Query heads the MMAs compute: a latent (MLA) op's heads are the M dimension of its tiles,
+    padded to 64 rows on wgmma kernels (FlashMLA) and 16 on mma.sync ones; others as given."""
+    if not getattr(op, "latent", False):
+        return op.heads
+    tile = 64 if p.overlap_softmax else 16
+    return -(-op.heads // tile) * tile
+
+
 def fa2_tiles(head_dim: int) -> tuple[int, int]:
     """(Br, Bc) of the FlashAttention-2 forward kernel (flash_fwd_launch_template.h choices)."""
     return (128, 128) if head_dim <= 64 else (128, 64) if head_dim <= 128 else (64, 64)
@@ -68,27 +96,28 @@ def prefill_s(op: Any, p: AttnParams) -> float:
     """FlashAttention-2 forward over ``op`` (one layer); 0 for an empty op."""
     if op.q_tokens <= 0:
         return 0.0
-    hd, b = op.head_dim, op.dtype_bytes
+    hd, dv, kvw = head_dims(op)
+    b = op.dtype_bytes
     br, bc = fa2_tiles(hd)
     seqs = max(1, op.seqs)
     q_per_seq = op.q_tokens / seqs
     q_tiles = seqs * math.ceil(q_per_seq / br)
     ctas = q_tiles * op.heads
     pairs = op.pairs + q_tiles * br * bc / 2.0  # diagonal blocks computed in full
-    mma_cyc = 4.0 * hd / (p.flop_per_clk_sm * p.mma_eff)
+    mma_cyc = 2.0 * (hd + dv) / (p.flop_per_clk_sm * p.mma_eff)
     exp_cyc = 1.0 / p.sfu_per_clk_sm
     per_pair = max(mma_cyc, exp_cyc) if p.overlap_softmax else mma_cyc + exp_cyc
     total_cyc = pairs * op.heads * per_pair
     per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)
     compute_s = per_sm / p.clock_hz
     if getattr(op, "kv_bytes", 0.0):  # earlier chunks' K/V stored quantized, this chunk's in 16 bit
-        kv_bytes = 2.0 * hd * op.kv_heads * (op.q_tokens * b + (op.kv_tokens - op.q_tokens) * op.kv_bytes)
+        kv_bytes = kvw * op.kv_heads * (op.q_tokens * b + (op.kv_tokens - op.q_tokens) * op.kv_bytes)
         # each CTA widens the context K/V it streams, serialised with its MMAs
-        deq_cta_cyc = op.kv_deq_ops * 2.0 * hd * (op.kv_tokens - op.q_tokens) / seqs / p.vec_per_clk_sm
+        deq_cta_cyc = op.kv_deq_ops * kvw * (op.kv_tokens - op.q_tokens) / seqs / p.vec_per_clk_sm
         compute_s += math.ceil(ctas / p.sms) * deq_cta_cyc / p.clock_hz
     else:
-        kv_bytes = 2.0 * b * hd * op.kv_tokens * op.kv_heads
-    q_o_bytes = 2.0 * b * hd * op.q_tokens * op.heads
+        kv_bytes = b * kvw * op.kv_tokens * op.kv_heads
+    q_o_bytes = b * (hd + dv) * op.q_tokens * op.heads
     tiles_per_seq = q_tiles / seqs
     # Q tiles of one (sequence, head) run side by side (FA2's grid puts them fastest), so the L2
     # must hold the K/V of the (sequence, KV head) pairs in flight at once, not all of K/V
@@ -104,16 +133,20 @@ def prefill_s(op: Any, p: AttnParams) -> float:
 def prep_s(op: Any, p: AttnParams, tokens: float) -> float:
     """The framework's preparation around the attention kernel: its fixed cost (prefill or decode)
     and the new tokens' Q, K, V read and written once (RoPE, KV-cache append)."""
-    qkv = 2.0 * op.dtype_bytes * op.head_dim * tokens * (op.heads + 2.0 * op.kv_heads)
+    hd, _, kvw = head_dims(op)
+    qkv = 2.0 * op.dtype_bytes * tokens * (hd * op.heads + kvw * op.kv_heads)
     return (p.prefill_fixed_s if op.kind == "attn_prefill" else p.decode_fixed_s) + qkv / p.hbm_bw
 
 
 def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_kv") -> np.ndarray:
     """Decode attention of ``op`` (one layer) for each total context in ``kv_tokens``."""
     kv = np.asarray(kv_tokens, dtype=np.float64)
-    if p.decode_max_group and op.heads > p.decode_max_group * op.kv_heads:
+    latent = getattr(op, "latent", False)
+    if p.decode_max_group and op.heads > p.decode_max_group * op.kv_heads and not latent:
         op = replace(op, kv_heads=op.heads)  # a kernel without GQA sharing at this group size (e.g. TRT-LLM MMHA)
-    hd, b = op.head_dim, op.dtype_bytes
+    hd, dv, kvw = head_dims(op)
+    b = op.dtype_bytes
+    mh = mma_heads(op, p)
     seqs = max(1, op.seqs)
     per_sm_bw = p.in_flight_per_sm / p.hbm_latency_s
     base = seqs * op.kv_heads
@@ -128,21 +161,21 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
         lo, hi = (max(1.0, min(math.ceil(float(x) / seqs / 256.0), cap)) for x in (kv[0], kv[-1]))
         if lo == hi:
             ctas = base * lo
-            extra = p.kernel_fixed_s + seqs * op.heads * hd * (4.0 * lo + b) / p.hbm_bw if lo > 1 else 0.0
+            extra = p.kernel_fixed_s + seqs * op.heads * dv * (4.0 * lo + b) / p.hbm_bw if lo > 1 else 0.0
             resident = min(ctas, float(p.sms * DECODE_CTAS_PER_SM))
             active_sms = min(float(p.sms), ctas)
             bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
-            c_kv = 4.0 * op.heads * hd / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
-            m_kv, m0 = 2.0 * b * hd * op.kv_heads / bw, 2.0 * b * hd * seqs * op.heads / bw
+            c_kv = 2.0 * mh * (hd + dv) / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
+            m_kv, m0 = b * kvw * op.kv_heads / bw, b * (hd + dv) * seqs * op.heads / bw
             return np.maximum(kv * c_kv, kv * m_kv + m0) + (p.kernel_fixed_s + prep + p.hbm_latency_s + extra)
-    flops = 4.0 * op.heads * hd * kv
+    flops = 2.0 * mh * (hd + dv) * kv
     compute = flops / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
     if quantized:
-        nbytes = hd * (2.0 * b * seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
-        deq = op.kv_deq_ops * 2.0 * op.kv_heads * hd * kv / (p.vec_per_clk_sm * p.sms * p.clock_hz)
+        nbytes = b * seqs * op.heads * (hd + dv) + kvw * op.kv_heads * op.kv_elem_bytes(kv)
+        deq = op.kv_deq_ops * kvw * op.kv_heads * kv / (p.vec_per_clk_sm * p.sms * p.clock_hz)
         compute = np.maximum(compute, deq)
     else:
-        nbytes = b * hd * (2.0 * seqs * op.heads + 2.0 * kv * op.kv_heads)
+        nbytes = b * (seqs * op.heads * (hd + dv) + kv * kvw * op.kv_heads)
     extra = np.zeros_like(kv)
     if mode == "paged":
         ctas = np.full_like(kv, float(base))
@@ -151,7 +184,7 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
         splits = np.maximum(1.0, np.minimum(np.ceil(ctx / 256.0), np.ceil(2.0 * p.sms / base)))
         ctas = base * splits
         # the reduce kernel reads each split's partial output (fp32) and writes the result
-        red_bytes = np.where(splits > 1, seqs * op.heads * hd * (4.0 * splits + b), 0.0)
+        red_bytes = np.where(splits > 1, seqs * op.heads * dv * (4.0 * splits + b), 0.0)
         extra = np.where(splits > 1, p.kernel_fixed_s + red_bytes / p.hbm_bw, 0.0)
     elif mode == "lean":
         ctas = np.full_like(kv, float(p.sms))

@@ -196,8 +196,7 @@ def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, 
     pre, post = _quantize(ops[:cut], model, scheme, fusion), _quantize(ops[cut:], model, scheme, fusion)
     kv = scheme.kv_format(model.dtype_bytes, model.head_dim)
     if kv is not None:  # quantize the new tokens' K and V as they are written to the cache
-        _, kv_heads, _ = layer_shards(model, tp)
-        nbytes = int(tokens * 2 * kv_heads * model.head_dim * (model.dtype_bytes + kv.bytes))
+        nbytes = int(tokens * model.kv_elems_per_token(tp) // model.num_layers * (model.dtype_bytes + kv.bytes))
         pre.append(Op(ELEMENTWISE, "kv_quant", model.num_layers, bytes=nbytes, dtype=model.dtype,
                       dtype_bytes=model.dtype_bytes))
     return pre, post
@@ -332,9 +331,15 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
     act = int(T * h * b)
     ops.append(Op(ELEMENTWISE, "embed", 1, bytes=2 * act, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "input_norm", L, bytes=2 * act, dtype=d, dtype_bytes=b))
-    qkv_n = (heads + 2 * kv_heads) * hd
-    ops.append(Op(GEMM, "qkv_proj", L, m=T, n=qkv_n, k=h, dtype=d, dtype_bytes=b))
-    ops.append(Op(ELEMENTWISE, "rope", L, bytes=int(2 * T * (heads + kv_heads) * hd * b), dtype=d, dtype_bytes=b))
+    if model.kv_lora_rank:  # multi-head latent attention (DeepSeek): its own projections (workloads.mla)
+        from workloads.mla import projection_ops
+
+        ops += projection_ops(T, model, tp)
+    else:
+        qkv_n = (heads + 2 * kv_heads) * hd
+        ops.append(Op(GEMM, "qkv_proj", L, m=T, n=qkv_n, k=h, dtype=d, dtype_bytes=b))
+        ops.append(Op(ELEMENTWISE, "rope", L, bytes=int(2 * T * (heads + kv_heads) * hd * b), dtype=d,
+                      dtype_bytes=b))
     ops.append(Op(GEMM, "o_proj", L, m=T, n=h, k=heads * hd, dtype=d, dtype_bytes=b))
     if tp > 1:
         ops.append(Op(ALLREDUCE, "attn_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
@@ -358,7 +363,11 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
 def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
     """The attention kernels of one iteration: varlen prefill over the chunks, paged decode."""
     ops: list[Op] = []
-    if shape.prefill:
+    if shape.prefill and model.kv_lora_rank:  # MLA: KV up-projection, then MHA (workloads.mla)
+        from workloads.mla import prefill_ops
+
+        ops += prefill_ops(shape, model, tp, scheme)
+    elif shape.prefill:
         heads, kv_heads, _ = layer_shards(model, tp)
         pre_tokens = sum(t for t, _ in shape.prefill)
         pairs = sum(t * ctx + t * (t + 1) // 2 for t, ctx in shape.prefill)
@@ -373,6 +382,10 @@ def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, sche
 
 
 def decode_attention(model: TransformerConfig, tp: int, rows: int, kv_tokens: int, scheme: Any = None) -> Op:
+    if model.kv_lora_rank:  # MLA: absorbed MQA over the latent (workloads.mla)
+        from workloads.mla import decode_op
+
+        return decode_op(model, tp, rows, kv_tokens, scheme)
     heads, kv_heads, _ = layer_shards(model, tp)
     return _kv_quantized(Op(ATTN_DECODE, "attn_decode", model.num_layers, seqs=rows, q_tokens=rows,
                             kv_tokens=kv_tokens, heads=heads, kv_heads=kv_heads, head_dim=model.head_dim,

@@ -3,7 +3,8 @@
 Models: each kernel takes max(FLOPs / (tensor peak x compute_efficiency), bytes / (memory bandwidth
     x memory_efficiency)) plus the GPU's launch overhead; bytes count every operand once
     (weights, activations, K/V), the minimum any kernel must move. All-reduce uses the link's
-    alpha-beta ring model. Non-GEMM FLOPs (softmax, norms) are ignored. Quantized ops: the tensor
+    alpha-beta ring model. Attention with separate Q/K and V widths and MLA's latent K/V (read once
+    per token for all heads) count those widths. Non-GEMM FLOPs (softmax, norms) are ignored. Quantized ops: the tensor
     peak of the op's dtype (int8, fp8, int4 MMAs), weights and K/V read at their quantized bytes,
     and CUDA-core dequantization (instructions / the FP32 FMA rate, weights dequantized once)
     overlapped with the MMAs or added to them.
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from hw_models.attention_kernels import head_dims
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import StrictConfig
 from simulator.core.registry import register_timing
@@ -60,12 +62,13 @@ class RooflineBackend(TimingBackend):
                 compute = max(compute, deq) if op.deq_overlap else compute + deq
             t = max(compute, nbytes / self._bw)
         elif kind == "attn_prefill":
-            flops = 4.0 * op.heads * op.head_dim * op.pairs
+            dk, dv, kvw = head_dims(op)  # separate Q/K and V widths; MLA: one latent per token
+            flops = 2.0 * op.heads * (dk + dv) * op.pairs
             if op.kv_bytes:
                 nbytes = op.bytes_moved() / op.count
                 flops = max(flops / self.peak(op.dtype), op.dequant_ops() / self._vec) * self.peak(op.dtype)
             else:
-                nbytes = b * op.head_dim * (2 * op.q_tokens * op.heads + 2 * op.kv_tokens * op.kv_heads)
+                nbytes = b * (op.q_tokens * op.heads * (dk + dv) + op.kv_tokens * op.kv_heads * kvw)
             t = max(flops / self.peak(op.dtype), nbytes / self._bw)
         elif kind == "attn_decode":
             return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
@@ -84,11 +87,12 @@ class RooflineBackend(TimingBackend):
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         kv = np.asarray(kv_tokens, dtype=np.float64)
         b = op.dtype_bytes
-        flops = 4.0 * op.heads * op.head_dim * kv
+        dk, dv, kvw = head_dims(op)  # MLA: every query head reads the one latent per token
+        flops = 2.0 * op.heads * (dk + dv) * kv
         if op.kv_bytes:  # quantized K/V: fewer bytes, dequantized on the CUDA cores
-            nbytes = op.head_dim * (2.0 * b * op.seqs * op.heads + 2.0 * op.kv_heads * op.kv_elem_bytes(kv))
+            nbytes = b * op.seqs * op.heads * (dk + dv) + kvw * op.kv_heads * op.kv_elem_bytes(kv)
             compute = np.maximum(flops / self.peak(op.dtype),
-                                 op.kv_deq_ops * 2.0 * op.kv_heads * op.head_dim * kv / self._vec)
+                                 op.kv_deq_ops * kvw * op.kv_heads * kv / self._vec)
             return (np.maximum(compute, nbytes / self._bw) + self._launch) * op.count
-        nbytes = b * op.head_dim * (2.0 * op.seqs * op.heads + 2.0 * kv * op.kv_heads)
+        nbytes = b * (op.seqs * op.heads * (dk + dv) + kv * kvw * op.kv_heads)
         return (np.maximum(flops / self.peak(op.dtype), nbytes / self._bw) + self._launch) * op.count
