@@ -6,7 +6,8 @@
     events.csv               typed request events (arrived, routed, scheduled, first token, ...)
     scenario.resolved.yaml   the scenario with presets merged: re-running it gives the same run
     trace.json               Chrome/Perfetto trace (open in ui.perfetto.dev or chrome://tracing)
-    report.html              self-contained interactive dashboard (plotly inlined)
+    report.html              interactive dashboard (loads plotly-<version>.min.js, written beside it)
+    plotly-<version>.min.js  the plotly.js library, one copy per folder (see simulator/html_assets.py)
     run_info.json            wall-clock time and versions (differs between runs)
 """
 
