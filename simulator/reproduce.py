@@ -111,6 +111,7 @@ FLASH_INPUTS = (Input("ffn_density", 0.03, "ffn_sparsity = 1 - value", "OPT ReLU
 TPI_INPUTS = (Input("link_latency_ms", 0.5, "link_latency (ms)", "estimate for a switched LAN + TCP"),
               Input("link_bw_mb_s", 125, "link_bw (MB/s)", "1 Gbit/s Ethernet"))
 KIVI_INPUTS = (Input("output_tokens", 1024, "workload.output_tokens (fixed)", "stand-in: 1024 + 1024 tokens", True),)
+KIVI_BITS = (Input("group_size", 32, "policies.quantization.kv.group_size", "KIVI's G = 32 (preset KV-int2)", True),)
 
 EXPECTATIONS: tuple[Expectation, ...] = (
     # -- scheduling and batching -------------------------------------------------------------------
@@ -165,8 +166,8 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         "3 H100 replicas (Llama-2-70B, TP4)", "splitwise_per_dollar", INPUT_BOUND, "splitwise_llama2_70b.yaml",
         (Input("h100_price", 2.99, "H100-SXM price (USD/h)", "preset: Lambda on-demand 2024"),
          Input("a100_price", 1.79, "A100-80GB price (USD/h)", "preset: Lambda on-demand 2024")),
-        driver="the preset price ratio: both pools serve about the same rate, so the gain is the cost ratio "
-               "12 x H100 / (8 x H100 + 4 x A100)", slow=True),
+        driver="the preset prices: both fleets serve about the same rate, so the per-dollar gain is mostly their "
+               "cost ratio 12 x H100 / (8 x H100 + 4 x A100)", slow=True),
     Expectation(
         "sarathi_falcon180b", DISAGG, "Sarathi-Serve (OSDI 2024)",
         "up to 6.9x capacity vs vLLM for Falcon-180B on 8 A100s (TP4 x PP2)", 6.9, "x", "abstract",
@@ -377,12 +378,12 @@ EXPECTATIONS: tuple[Expectation, ...] = (
     Expectation(
         "kivi_peak_memory", QUANT, "KIVI (ICML 2024)", "2-bit KV: 2.6x less peak memory, weights included", 2.6, "x",
         "abstract", "weights + KV at the largest fp16 batch, fp16 / KIVI (memory plan arithmetic)", "kivi_memory",
-        INPUT_BOUND, "kivi_llama2_7b_a100.yaml", KIVI_INPUTS,
+        INPUT_BOUND, "kivi_llama2_7b_a100.yaml", KIVI_BITS,
         driver="arithmetic: bits per KV element (2 + fp16 scale/zero per group of 32) and the 128-token fp16 window"),
     Expectation(
         "kivi_batch", QUANT, "KIVI (ICML 2024)", "up to 4x larger batch", 4.0, "x", "abstract",
         "sequences of 2048 tokens the KV cache holds, KIVI / fp16 (capped by max_num_seqs 256)", "kivi_batch",
-        INPUT_BOUND, "kivi_llama2_7b_a100.yaml", KIVI_INPUTS,
+        INPUT_BOUND, "kivi_llama2_7b_a100.yaml", KIVI_BITS,
         driver="arithmetic: the KV bytes per token ratio, capped by max_num_seqs"),
     Expectation(
         "kivi_throughput", QUANT, "KIVI (ICML 2024)", "2.35-3.47x throughput", (2.35, 3.47), "x", "abstract",
@@ -397,8 +398,9 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         "the outlier decomposition makes small-batch inference 15-23 % slower (HF blog, BLOOM-176B)", (0.15, 0.23),
         "slower", "HF blog (recalled)", "decode step at batch 1, LLM-int8 / fp16 - 1 (tile backend, A100-80GB)",
         "int8_slowdown", MECHANISM, "(tile backend; no scenario file)",
-        missed="hwsim prices the decomposition's extra kernels on the GPU (+6 %); the measured slowdown also holds "
-               "PyTorch's per-op host overhead and cuBLASLt's slow small-m int8 kernels"),
+        assumptions="bitsandbytes' kernel sequence per projection (quantize + outlier detection, gather, col32 "
+                    "transform, int8 GEMM, fp16 outlier GEMM, dequantize, add), each paying launch + fixed cost; "
+                    "PyTorch's per-op host overhead is not modelled"),
     # -- microcontrollers --------------------------------------------------------------------------
     Expectation(
         "mbv2_peak_sram", MCU, "MCUNet / MCUNetV2", "MobileNetV2 (w1.0, 224, int8) layer-by-layer peak SRAM 1372 kB",

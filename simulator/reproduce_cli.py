@@ -22,6 +22,10 @@ STEP = 0.25
 def fmt(v: float) -> str:
     """A figure to three significant digits, without exponents."""
     a = abs(v)
+    if a == float("inf"):
+        return "inf"
+    if a >= 1e6:
+        return f"{v:.3g}"
     if a >= 1000:
         return f"{v:,.0f}"
     if a >= 100:
@@ -147,7 +151,8 @@ def render_doc(results: list[Outcome], sens: dict[str, list] | None = None) -> s
         for name, items in sens.items():
             o = by_name[name]
             for inp, nominal, down, up in items:
-                out.append(f"| `{name}` | `{inp}` | {fmt(nominal)} | {down} | {fmt(o.value)} | {up} | "
+                nom = f"{int(nominal):,}" if float(nominal).is_integer() and nominal < 1e6 else fmt(nominal)
+                out.append(f"| `{name}` | `{inp}` | {nom} | {down} | {fmt(o.value)} | {up} | "
                            f"{band_text(o.expectation)} |")
     return "\n".join(out) + "\n"
 
@@ -161,7 +166,9 @@ def reproduce(names: Optional[list[str]] = typer.Argument(None, help="reproducti
               write_doc: bool = typer.Option(False, "--write-doc", help="render docs/reproductions.md (all rows, "
                                              "with the +-25 % sensitivity of each driving input)"),
               check_doc: bool = typer.Option(False, "--check-doc", help="exit 1 when docs/reproductions.md is stale"),
-              list_only: bool = typer.Option(False, "--list", help="list the reproductions and exit")) -> None:
+              list_only: bool = typer.Option(False, "--list", help="list the reproductions and exit"),
+              skip_slow: bool = typer.Option(False, "--skip-slow", help="leave out the rows that run capacity "
+                                             "searches (minutes)")) -> None:
     """Run published-result reproductions and print paper vs hwsim (figure, band, class, in band or MISSED)."""
     if list_only:
         for e in EXPECTATIONS:
@@ -169,6 +176,8 @@ def reproduce(names: Optional[list[str]] = typer.Argument(None, help="reproducti
         return
     try:
         results = outcomes(None if write_doc or check_doc else names)
+        if skip_slow and not (write_doc or check_doc):
+            results = [o for o in results if not o.expectation.slow]
     except KeyError as exc:
         typer.echo(f"error: {exc.args[0]}", err=True)
         raise typer.Exit(2) from None

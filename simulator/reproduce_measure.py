@@ -160,7 +160,7 @@ DISTSERVE_COLOCATED = "[{name: main, replicas: 3}]"
 @measure
 def distserve_gain(p: Params) -> Figure:
     d, c = distserve_capacity(DISTSERVE_P1_D2, p), distserve_capacity(DISTSERVE_COLOCATED, p)
-    return d / c, f"1 prefill + 2 decode {d:.2f}/s vs 3 colocated {c:.2f}/s"
+    return (d / c if c > 0 else float("inf")), f"1 prefill + 2 decode {d:.2f}/s vs 3 colocated {c:.2f}/s"
 
 
 SPLITWISE_HA = ("[{name: p, role: prefill, replicas: 2, tensor_parallel: 4}, {name: d, role: decode, replicas: 1, "
@@ -203,7 +203,7 @@ def falcon_capacity(scheduler: str, p99_itl_s: float, prompt_median: float = 173
 def sarathi_falcon(p: Params) -> Figure:
     s = falcon_capacity("sarathi", p["p99_tbt_s"], p["prompt_median"])
     v = falcon_capacity("vllm", p["p99_tbt_s"], p["prompt_median"])
-    return s / v, f"sarathi {s:.2f}/s vs vLLM {v:.2f}/s (TP4 x PP2)"
+    return (s / v if v > 0 else float("inf")), f"sarathi {s:.2f}/s vs vLLM {v:.2f}/s (TP4 x PP2)"
 
 
 # -- kernels ---------------------------------------------------------------------------------------
@@ -510,10 +510,9 @@ def kivi_plans(p: Params):
     from simulator.config.loader import load_scenario
     from simulator.runner import memory_plan
 
-    sets = [f"workload.output_tokens={{dist: fixed, value: {int(p['output_tokens'])}}}"]
-    a = memory_plan(load_scenario(PAPERS / KIVI, ["policies.quantization={kind: scheme, preset: W16A16}", *sets]))
-    b = memory_plan(load_scenario(PAPERS / KIVI, sets))
-    return a, b, 1024 + int(p["output_tokens"])
+    a = memory_plan(load_scenario(PAPERS / KIVI, ["policies.quantization={kind: scheme, preset: W16A16}"]))
+    b = memory_plan(load_scenario(PAPERS / KIVI, [f"policies.quantization.kv.group_size={int(p['group_size'])}"]))
+    return a, b, 2048
 
 
 @measure
@@ -521,7 +520,8 @@ def kivi_memory(p: Params) -> Figure:
     a, b, seq = kivi_plans(p)
     batch = a.kv_blocks * a.block_size // seq
     peak16 = a.weight_bytes + batch * seq * a.kv_bytes_per_token
-    peak2 = b.weight_bytes + batch * ((seq - 128) * b.kv_bytes_per_token + 128 * a.kv_bytes_per_token)
+    window = 128  # KIVI's fp16 residual tokens (preset KV-int2)
+    peak2 = b.weight_bytes + batch * ((seq - window) * b.kv_bytes_per_token + window * a.kv_bytes_per_token)
     return peak16 / peak2, f"at the largest fp16 batch ({batch} x {seq} tokens): {peak16 / 2**30:.1f} vs " \
                            f"{peak2 / 2**30:.1f} GiB"
 
