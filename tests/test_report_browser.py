@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
+from simulator.dashboard import FIGURE_TITLES, TITLE_TIERS
 from simulator.html_assets import plotly_js_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,17 @@ def pages(tmp_path_factory) -> dict[str, Path]:
                      "30ms", "--num-requests", "150", "--steps", "4", "--lo", "2/s", "--hi", "40/s",
                      "--out", str(out / "capacity")],
         "mcu": ["run", str(ROOT / "scenarios/mcu/mbv2_035_h743_patch.yaml"), "--out", str(out / "mcu"), "--quiet"],
+        # KV swapped to host DRAM and SSD: the report gains its memory-tier section
+        "report_kv_tiers": ["run", str(ROOT / "scenarios/quickstart.yaml"), "--set", "workload.num_requests=150",
+                            "--set", "policies.kv_cache.kind=tiered", "--set", "policies.kv_cache.host_capacity=300MiB",
+                            "--set", "engine.gpu_memory_utilization=0.23", "--set", "engine.max_model_len=4096",
+                            "--set", "workload.prompt_tokens.max=3000", "--set", "workload.arrival.rate=20/s",
+                            "--out", str(out / "tiers"), "--quiet"],
     }
     files = {"report_single": out / "single/report.html",
              "report_disaggregated": out / "disaggregated/report.html",
-             "capacity": out / "capacity/capacity.html", "mcu": out / "mcu/report.html"}
+             "capacity": out / "capacity/capacity.html", "mcu": out / "mcu/report.html",
+             "report_kv_tiers": out / "tiers/report.html"}
     for name, args in calls.items():
         res = runner.invoke(app, args)
         assert res.exit_code == 0, f"{name}: {res.output}"
@@ -121,7 +129,8 @@ def render(driver, page: Path, shot: Path) -> tuple[list[dict], list[str]]:
     return plots, errors
 
 
-EXPECTED_PLOTS = {"report_single": 8, "report_disaggregated": 8, "capacity": 1, "mcu": 2}
+EXPECTED_PLOTS = {"report_single": 8, "report_disaggregated": 8, "report_kv_tiers": 9, "capacity": 1, "mcu": 2}
+HEADINGS = ["Configuration", "Summary", "Run", *FIGURE_TITLES]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PLOTS))
@@ -137,6 +146,11 @@ def test_each_report_renders_in_chromium_without_javascript_errors(name, pages, 
         assert p["traces"] > 0, f"{name}: plot {p['id']} has no traces"
         assert p["width"] > 300 and p["height"] > 200, p
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
+    if name.startswith("report_"):
+        headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        assert headings[:len(HEADINGS)] == HEADINGS
+        if name == "report_kv_tiers":
+            assert headings[-1] == TITLE_TIERS
 
 
 def test_a_page_without_its_library_reports_a_javascript_error(pages, browser, tmp_path, screenshot_dir):
