@@ -59,13 +59,13 @@ def ensure_plotly_js(directory: Path) -> Path:
         return target
     tmp = directory / f".{name}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    sibling = next((p for p in directory.resolve().parent.glob(f"*/{name}")
-                    if p.parent != directory.resolve() and _same(p, data)), None)
+    here = directory.resolve()
     try:
+        sibling = next((p for p in here.parent.glob(f"*/{name}") if p.parent != here and _same(p, data)), None)
         if sibling is None:
             raise OSError("no sibling copy")
         os.link(sibling, tmp)
-    except OSError:
+    except OSError:  # no identical sibling, or no hard links here: write the file
         tmp.write_bytes(data)
     os.replace(tmp, target)  # atomic: a concurrent writer never leaves a half-written library
     return target
