@@ -66,6 +66,12 @@ class AttnParams:
     decode_fixed_s: float = 0.0  # the same for decode
     decode_cta_cycles: float = 0.0  # decode: SM cycles per (sequence, KV head) CTA besides its loads (setup, Q, O)
     decode_max_group: int = 0  # decode: most query heads one K/V read serves (0: any); above it, one read per head
+    latent_hbm_bw: float = 0.0  # decode over an MLA latent: the HBM bandwidth its kernel streams at (0: hbm_bw)
+
+
+# Share of HBM bandwidth the MLA decode kernel streams the latent at: FlashMLA's README gives "up to
+# 3000 GB/s in memory-bound configuration" on an H800 SXM5 (3.35 TB/s HBM3): 3000 / 3350.
+FLASHMLA_HBM_FRACTION = 3000.0 / 3350.0
 
 
 def head_dims(op: Any) -> tuple[int, int, int]:
@@ -87,6 +93,15 @@ def mma_heads(op: Any, p: AttnParams) -> int:
     return -(-op.heads // tile) * tile
 
 
+def mla_tiles(head_dim: int, p: AttnParams) -> tuple[int, int]:
+    """(Br, Bc) of an MLA prefill kernel: on Hopper-class GPUs FlashAttention-3's choice for a
+    192-wide Q/K head (hopper/tile_size.h: 128 x 96 causal) and FlashMLA's 64 x 64 for the
+    576-wide latent; FlashAttention-2's otherwise."""
+    if not p.overlap_softmax:
+        return fa2_tiles(head_dim)
+    return (128, 96) if head_dim <= 192 else (64, 64)
+
+
 def fa2_tiles(head_dim: int) -> tuple[int, int]:
     """(Br, Bc) of the FlashAttention-2 forward kernel (flash_fwd_launch_template.h choices)."""
     return (128, 128) if head_dim <= 64 else (128, 64) if head_dim <= 128 else (64, 64)
@@ -98,17 +113,28 @@ def prefill_s(op: Any, p: AttnParams) -> float:
         return 0.0
     hd, dv, kvw = head_dims(op)
     b = op.dtype_bytes
-    br, bc = fa2_tiles(hd)
+    mla = bool(getattr(op, "v_head_dim", 0))
+    br, bc = mla_tiles(hd, p) if mla else fa2_tiles(hd)
     seqs = max(1, op.seqs)
     q_per_seq = op.q_tokens / seqs
-    q_tiles = seqs * math.ceil(q_per_seq / br)
-    ctas = q_tiles * op.heads
-    pairs = op.pairs + q_tiles * br * bc / 2.0  # diagonal blocks computed in full
     mma_cyc = 2.0 * (hd + dv) / (p.flop_per_clk_sm * p.mma_eff)
     exp_cyc = 1.0 / p.sfu_per_clk_sm
     per_pair = max(mma_cyc, exp_cyc) if p.overlap_softmax else mma_cyc + exp_cyc
-    total_cyc = pairs * op.heads * per_pair
+    if getattr(op, "latent", False):  # MQA over the latent: a token's query heads are rows of one tile
+        q_tiles = seqs * math.ceil(q_per_seq * op.heads / br)
+        ctas = q_tiles
+        row_pairs = op.pairs * op.heads + q_tiles * br * bc / 2.0  # diagonal blocks computed in full
+    else:
+        q_tiles = seqs * math.ceil(q_per_seq / br)
+        ctas = q_tiles * op.heads
+        row_pairs = (op.pairs + q_tiles * br * bc / 2.0) * op.heads  # diagonal blocks computed in full
+    total_cyc = row_pairs * per_pair
     per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)
+    if mla and not getattr(op, "latent", False):
+        # MHA-form MLA kernel: the last Q tile of a causal sequence reads every key of it (critical
+        # path when the tiles do not fill the SMs); the absorbed kernel (FA3, longest-first persistent
+        # scheduler) is balanced: its aic rows with one head run in half the critical path
+        per_sm = max(per_sm, br * op.kv_tokens / seqs * per_pair + p.cta_cycles)
     compute_s = per_sm / p.clock_hz
     if getattr(op, "kv_bytes", 0.0):  # earlier chunks' K/V stored quantized, this chunk's in 16 bit
         kv_bytes = kvw * op.kv_heads * (op.q_tokens * b + (op.kv_tokens - op.q_tokens) * op.kv_bytes)
@@ -142,6 +168,8 @@ def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_k
     """Decode attention of ``op`` (one layer) for each total context in ``kv_tokens``."""
     kv = np.asarray(kv_tokens, dtype=np.float64)
     latent = getattr(op, "latent", False)
+    if latent and p.latent_hbm_bw:
+        p = replace(p, hbm_bw=p.latent_hbm_bw)
     if p.decode_max_group and op.heads > p.decode_max_group * op.kv_heads and not latent:
         op = replace(op, kv_heads=op.heads)  # a kernel without GQA sharing at this group size (e.g. TRT-LLM MMHA)
     hd, dv, kvw = head_dims(op)

@@ -315,7 +315,9 @@ class TileBackend(TimingBackend):
                                prefill_fixed_s=c.attention_prefill_fixed_s.get(fam, 0.0),
                                decode_fixed_s=c.attention_decode_fixed_s.get(fam, 0.0),
                                decode_cta_cycles=c.attention_decode_cta_cycles.get(fam, 0.0),
-                               decode_max_group=c.decode_max_group)
+                               decode_max_group=c.decode_max_group,
+                               latent_hbm_bw=d.memory_bw_bytes_per_s * attn.FLASHMLA_HBM_FRACTION
+                               if self._hopper_class else 0.0)
 
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         t = attn.decode_s(op, np.asarray(kv_tokens, dtype=np.float64), self._attn_params(op.dtype),

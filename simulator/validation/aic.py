@@ -7,8 +7,12 @@ Models: each GEMM row (``gemm/<fw>/<ver>/gemm_perf.parquet``: m, n, k, gemm_dtyp
     fp8 GEMM the same way); each context-attention row (prefill: batch_size
     sequences of isl tokens, causal) as one ``attn_prefill`` Op; each generation-attention row
     (decode: batch_size sequences, one query each, a context of isl + step tokens) as one
-    ``attn_decode`` Op. The class of a row is ``gemm bf16``, ``gemm fp8``, ``context attention``
-    or ``generation attention``; its source is ``<framework> <version>``.
+    ``attn_decode`` Op; each MLA row (``mla/``, DeepSeek-V3's attention with heads/TP heads on one
+    GPU) as a ``workloads.mla`` attention op: context as MHA over up-projected K/V (Q/K 192, V 128)
+    or, for SGLang, absorbed (``MLA_CONTEXT_ABSORBED``), generation as absorbed MQA over the latent.
+    The class of a row is ``gemm bf16``, ``gemm fp8``, ``context attention``,
+    ``generation attention``, ``context mla`` or ``generation mla``; its source is
+    ``<framework> <version>``.
 Ignores: rows of a variant hwsim cannot express; they are counted per reason, never dropped
     silently: block-scaled fp8 GEMMs (DeepGEMM-style per-128 scales with CUDA-core promotion),
     weight-only / SmoothQuant GEMMs, an fp8 KV cache or fp8 attention math, sliding-window
@@ -198,7 +202,64 @@ def load_aic(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
     Raises ConfigError when pyarrow is missing (``PYARROW_HINT``)."""
     system_dir = Path(system_dir)
     skipped: Counter = Counter()
-    rows = _gemm_rows(system_dir, skipped) + _attention_rows(system_dir, skipped)
+# -- multi-head latent attention (mla/) ---------------------------------------------------------
+MLA_CLASSES = ("context mla", "generation mla")
+# DeepSeek-V3's MLA widths (config.json): the tables are its attention with heads/TP heads per GPU
+MLA_DIMS = dict(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128)
+# The context kernel's form per framework. TensorRT-LLM's context MLA is MHA over up-projected K/V
+# (Q/K 192, V 128). SGLang's runs absorbed (MQA over the 576/512-wide latent): at the longest prompts
+# its rows take 3.2-3.3x TensorRT-LLM's (mla/*/context_mla_perf.parquet, 128 heads, isl 16384-32768),
+# the ratio of the two forms' FLOPs per (query, key) pair, 2 x (576 + 512) / (2 x (192 + 128)) = 3.4.
+MLA_CONTEXT_ABSORBED = {"sglang": True, "trtllm": False}
+
+
+def _mla_skip(r: dict) -> str | None:
+    if r.get("mla_dtype", "bfloat16") != "bfloat16" or r.get("kv_cache_dtype", "bfloat16") != "bfloat16":
+        return "fp8 KV cache / fp8 MLA math not modelled"
+    return None
+
+
+def _mla_item(phase: str, fw: str, r: dict) -> Op:
+    from workloads.mla import MlaAttnOp, absorbed_prefill_op
+
+    d = MLA_DIMS
+    b, h = int(r["batch_size"]), int(r["num_heads"])  # num_heads: the heads on one GPU (128 / tp_size)
+    latent = d["kv_lora_rank"] + d["qk_rope_head_dim"]
+    if phase == "context mla":
+        s = int(r["isl"])
+        if MLA_CONTEXT_ABSORBED.get(fw, False):
+            return absorbed_prefill_op(b, s, h, d["kv_lora_rank"], d["qk_rope_head_dim"])
+        return MlaAttnOp("attn_prefill", "attn_prefill", 1, seqs=b, q_tokens=b * s, kv_tokens=b * s,
+                         pairs=b * s * (s + 1) // 2, heads=h, kv_heads=h,
+                         head_dim=d["qk_nope_head_dim"] + d["qk_rope_head_dim"], v_head_dim=d["v_head_dim"])
+    s = int(r["isl"]) + int(r["step"])
+    return MlaAttnOp("attn_decode", "attn_decode", 1, seqs=b, q_tokens=b, kv_tokens=b * s, heads=h, kv_heads=1,
+                     head_dim=latent, v_head_dim=d["kv_lora_rank"], latent=True)
+
+
+def mla_rows(system_dir: Path, skipped: Counter) -> list[Row]:
+    """The MLA attention kernel tables (``mla/<fw>/<ver>/{context,generation}_mla_perf.parquet``) as
+    ``context mla`` / ``generation mla`` rows; the wide-EP module tables are counted as skipped."""
+    rows: list[Row] = []
+    for phase, fname in (("context mla", "context_mla_perf.parquet"),
+                         ("generation mla", "generation_mla_perf.parquet")):
+        for source, path in _tables(system_dir, "mla", fname):
+            fw = source.split(" ", 1)[0]
+            for r in _read(path):
+                why = _mla_skip(r)
+                if why:
+                    skipped[f"{phase}: {why}"] += 1
+                    continue
+                op = _mla_item(phase, fw, r)
+                x = int(r["batch_size"]) * (int(r["isl"]) + (int(r["step"]) if phase == "generation mla" else 0))
+                rows.append(Row(source, phase, 1, x, float(r["latency"]) * 1e-3, op))
+        for _, path in _tables(system_dir, "mla", f"wideep_{fname}"):
+            skipped[f"{phase}: wide-EP MLA module table (fp8 block projections, fp8 KV) not mapped"] += \
+                len(_read(path))
+    return rows
+
+
+    rows = _gemm_rows(system_dir, skipped) + _attention_rows(system_dir, skipped) + mla_rows(system_dir, skipped)
     # -- communication tables (comm/): appended here ------------------------------------------
     from simulator.validation.aic_comm import read_comm
 

@@ -27,7 +27,9 @@ from simulator.core.errors import ConfigError
 from simulator.validation.aic_comm import NetItem, predict_item
 from simulator.validation.vidur import GEMM_OPS, Row
 
-AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention")  # = aic.CLASSES
+AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention",  # = aic.CLASSES
+               "context mla", "generation mla",  # + aic.MLA_CLASSES
+               "moe bf16", "moe fp8")  # + aic_moe.CLASSES
 
 # node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
 NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR", "ampere"),
