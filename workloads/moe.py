@@ -153,13 +153,21 @@ def rank_loads(tokens: int, experts: int, top_k: int, ep: int, routing: RoutingC
     return [tuple(int(x) for x in load[r::ep]) for r in range(ep)]
 
 
+@functools.lru_cache(maxsize=65536)
 def busiest_rank(tokens: int, experts: int, top_k: int, ep: int, routing: RoutingConfig = UNIFORM
                  ) -> tuple[int, ...]:
     """The token counts of the experts on the GPU with the most routed tokens (ties: the one with
-    the largest single expert), experts with no token left out."""
-    ranks = rank_loads(tokens, experts, top_k, ep, routing)
-    best = max(ranks, key=lambda g: (sum(g), max(g) if g else 0))
-    return tuple(sorted((g for g in best if g > 0), reverse=True))
+    the largest single expert), experts with no token left out, largest first."""
+    if experts % ep:
+        raise ValueError(f"expert parallelism {ep} does not divide the {experts} experts")
+    load, _ = expert_loads(tokens, experts, top_k, routing)
+    per = experts // ep
+    # rank r's experts: a row of the contiguous layout, a column of the interleaved one
+    grid = load.reshape(ep, per) if routing.placement == "contiguous" else load.reshape(per, ep).T
+    key = grid.sum(axis=1) * (int(grid.max()) + 1) + grid.max(axis=1)
+    mine = grid[int(np.argmax(key))]
+    mine = np.sort(mine[mine > 0])[::-1]
+    return tuple(int(x) for x in mine)
 
 
 __all__ = ["RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank"]

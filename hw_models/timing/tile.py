@@ -114,6 +114,12 @@ class TileConfig(StrictConfig):
     wgmma_kernel_fixed_s: Seconds = Field(default=FIT_WGMMA["kernel_fixed_s"],
                                           description="in-GPU fixed cost of a GEMM kernel on a Hopper-class GPU "
                                                       "(fitted on its wgmma kernels; its mma.sync kernels pay it too)")
+    grouped_mma_efficiency: float = Field(default=1.0, gt=0, le=1.5,
+                                          description="tensor-core efficiency of the MoE grouped-GEMM kernel relative "
+                                                      "to a dense GEMM's (the framework's fused-MoE kernel family; "
+                                                      "fitted per framework on the aic MoE tables)")
+    moe_fixed_s: Seconds = Field(default="0s", description="fixed cost of one MoE layer call besides its GEMMs: "
+                                                           "token sort / align, top-k bookkeeping (fitted)")
     dsmem_split_k: bool = Field(default=False,
                                 description="Hopper clusters may also run split-K reduced through DSMEM (an "
                                             "hwsim design study; cuBLAS/CUTLASS reduce split-K in a workspace or "
@@ -275,8 +281,12 @@ class TileBackend(TimingBackend):
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
+            if self.config.grouped_mma_efficiency != 1.0:
+                p = dataclasses.replace(p, mma_eff=p.mma_eff * self.config.grouped_mma_efficiency)
             t = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
                              op.deq_overlap).time_s
+            if op.name == "moe_up":  # the MoE call's own bookkeeping kernels, once per layer
+                t += self.config.moe_fixed_s
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

@@ -1,0 +1,155 @@
+"""MoE rows of the aic kernel tables: the frameworks' fused MoE op (grouped expert GEMMs) on one GPU.
+
+    hwsim validate kernels ../shared/validation/aic/h200_sxm     (classes "moe bf16", "moe fp8")
+
+Models: each ``moe/<framework>/<version>/moe_perf.parquet`` row as the ops ``workloads.llm.moe_ops``
+    lowers one MoE layer to on the measured GPU -- the up grouped GEMM (gate+up; plain up for the
+    ``nongated`` kernels), the activation, the down grouped GEMM and the weighted top-k sum -- for
+    ``num_tokens`` tokens routed top-``topk`` over ``num_experts`` experts, ``moe_ep_size`` experts
+    groups and ``moe_tp_size`` slices of each expert (the GPU holds E / ep experts of width
+    inter / tp). Routing: ``balanced`` as hwsim's uniform popularity, ``power_law_<a>`` as its
+    ``power_law`` popularity of exponent a (the table generator's law, at its expected order
+    statistics), with the experts dealt round-robin over the EP ranks and the busiest rank timed.
+    fp8 rows (per-tensor scales) run the grouped GEMMs on fp8 tensor cores with a per-token
+    activation-quantize kernel first, as the dense fp8 GEMM rows do.
+Ignores: the router GEMM and top-k kernel (not in the measured op), the token sort / align kernel
+    (its cost is in the fixed cost of the grouped kernels), block-scaled fp8 ("fp8_block"),
+    weight-only int4 and mxfp4 rows (listed as skipped with the reason), one random draw of the
+    generator against its expectation.
+Sources: aiconfigurator-core 0.12.0 systems data (../shared/validation/README.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+
+from simulator.validation.vidur import Row
+
+CLASSES = ("moe bf16", "moe fp8")
+# experts over the EP ranks: popularity ranks dealt round-robin (the busiest rank holds the hottest expert
+# and a fair share of the rest; an assumption, the tables do not say)
+PLACEMENT = "interleaved"
+DTYPES = {"bfloat16": ("moe bf16", "bf16", 2.0), "fp8": ("moe fp8", "fp8", 1.0)}
+SKIP = {"fp8_block": "MoE: block-scaled fp8 experts not mapped",
+        "int4_wo": "MoE: weight-only int4 experts not mapped",
+        "w4a16_mxfp4": "MoE: mxfp4 experts not mapped"}
+
+
+def routing_of(dist: str):
+    """hwsim routing of an aic ``distribution`` value, or None when it has no counterpart."""
+    from workloads.moe import RoutingConfig
+
+    if dist in ("balanced", "uniform"):
+        return RoutingConfig()
+    if dist.startswith("power_law_"):
+        try:
+            a = float(dist.rsplit("_", 1)[1])
+        except ValueError:
+            return None
+        return RoutingConfig(dist="power_law", exponent=a, placement=PLACEMENT) if a > 1.0 else None
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _model(hidden: int, inter: int, experts: int, topk: int, gated: bool, routing):
+    from workloads.architectures.transformer import TransformerConfig
+
+    return TransformerConfig(name="aic-moe", family="moe", num_layers=1, hidden_size=hidden, num_heads=1,
+                             num_kv_heads=1, head_dim=1, intermediate_size=inter, gated_mlp=gated, vocab_size=1,
+                             max_position=1, num_experts=experts, experts_per_token=topk, routing=routing)
+
+
+@functools.lru_cache(maxsize=65536)
+def item_of(tokens: int, hidden: int, inter: int, experts: int, topk: int, tp: int, ep: int, gated: bool,
+            routing, dtype: str = "bf16", nbytes: float = 2.0) -> tuple:
+    """The ops of one measured MoE call (no router) on the busiest GPU."""
+    from dataclasses import replace
+
+    from workloads.llm import ELEMENTWISE, GROUPED, Op, moe_ops
+
+    model = _model(hidden, inter, experts, topk, gated, routing)
+    ops = [op for op in moe_ops(tokens, model, tp * ep, ep) if op.name != "moe_router"]
+    if nbytes == 2.0:
+        return tuple(ops)
+    out = []
+    for op in ops:
+        if op.kind == GROUPED:  # per-token quantize of the 16-bit input, then the fp8 grouped GEMM
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant", 1, m=op.m, bytes=int(op.m * op.k * (2.0 + nbytes))))
+            op = replace(op, dtype=dtype, dtype_bytes=nbytes, out_bytes=2.0)
+        out.append(op)
+    return tuple(out)
+
+
+def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
+    """(rows, skip reasons) of an aic system directory's ``moe/*/*/moe_perf.parquet`` tables."""
+    from simulator.validation.aic import _read, _tables
+
+    rows: list[Row] = []
+    skipped: Counter = Counter()
+    for source, path in _tables(system_dir, "moe", "moe_perf.parquet"):
+        for r in _read(path):
+            dt = r["moe_dtype"]
+            if dt not in DTYPES:
+                skipped[SKIP.get(dt, f"MoE: dtype {dt!r} not mapped")] += 1
+                continue
+            routing = routing_of(str(r["distribution"]))
+            if routing is None:
+                skipped[f"MoE: distribution {r['distribution']!r} not mapped"] += 1
+                continue
+            tp, ep, experts = int(r["moe_tp_size"]), int(r["moe_ep_size"]), int(r["num_experts"])
+            if experts % ep or int(r["inter_size"]) % tp:
+                skipped["MoE: expert parallelism not dividing the experts"] += 1
+                continue
+            cls, dtype, nbytes = DTYPES[dt]
+            gated = "nongated" not in str(r.get("kernel_source", ""))
+            item = item_of(int(r["num_tokens"]), int(r["hidden_size"]), int(r["inter_size"]), experts,
+                           int(r["topk"]), tp, ep, gated, routing, dtype, nbytes)
+            rows.append(Row(source, cls, tp * ep, int(r["num_tokens"]), float(r["latency"]) * 1e-3, list(item)))
+    return rows, skipped
+
+
+__all__ = ["CLASSES", "read_moe", "item_of", "routing_of"]
+
+
+def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float]]:
+    """Per framework: (grouped_mma_efficiency, moe_fixed_s, median APE on the fitted half, median
+    APE on the held-out half) minimising the median APE of a random ``sample`` of its bf16 / fp8
+    rows; even-numbered sampled rows fit, odd-numbered ones check."""
+    import random
+
+    import numpy as np
+
+    from simulator.validation.aic import FRAMEWORK_TIMING, _merged, framework_of
+    from simulator.validation.kernels import gpu_config, predict
+
+    rows, _ = read_moe(system_dir)
+    gpu = gpu_config("H200")
+    out = {}
+    for fw in sorted({framework_of(r) for r in rows}):
+        mine = [r for r in rows if framework_of(r) == fw]
+        random.Random(seed).shuffle(mine)
+        mine = mine[:sample]
+        meas = np.array([r.measured_s for r in mine])
+        best = None
+        for eff in np.arange(0.30, 1.21, 0.05):
+            over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "grouped_mma_efficiency": float(eff)})
+            base = np.asarray(predict(mine, "tile", gpu, over).predicted)
+            for fixed in np.arange(0.0, 40.01e-6, 1e-6):
+                ape = np.abs(base + fixed - meas) / meas
+                score = float(np.median(ape[0::2]))
+                if best is None or score < best[0]:
+                    best = (score, float(eff), float(fixed), float(np.median(ape[1::2])))
+        out[fw] = (round(best[1], 2), best[2], 100 * best[0], 100 * best[3])
+    return out
+
+
+if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "fit":
+        sys.exit("usage: python -m simulator.validation.aic_moe fit SYSTEM_DIR")
+    for fw, (eff, fixed, train, held) in fit(Path(sys.argv[2])).items():
+        print(f"{fw:8s} grouped_mma_efficiency={eff:.2f} moe_fixed_s={fixed * 1e6:.1f}us "
+              f"median APE fitted {train:.1f}% held-out {held:.1f}%")

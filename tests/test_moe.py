@@ -1,0 +1,179 @@
+"""Mixture-of-experts serving: routing conservation, skew, expert parallelism, grouped-GEMM bounds,
+and the errors a user gets for an impossible MoE configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from hw_models.gemm_tiles import plan_gemm, plan_grouped
+from simulator.cli import app
+from simulator.config.loader import resolve_component
+from simulator.core import registry as reg
+from workloads.llm import GROUPED, BatchShape, dense_ops, lower, moe_ops
+from workloads.moe import RoutingConfig, busiest_rank, expert_loads, rank_loads
+
+runner = CliRunner()
+
+
+def model(preset: str, **over):
+    block = {"kind": "transformer", "preset": preset, **over}
+    return resolve_component(block, reg.MODELS, "model").config
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.integers(1, 5000), experts_log=st.integers(1, 8), k=st.integers(1, 8), ep_log=st.integers(0, 4),
+       dist=st.sampled_from(["uniform", "zipf", "power_law"]), a=st.floats(1.05, 3.0))
+def test_routing_conserves_tokens_and_the_busiest_gpu_holds_at_least_the_mean(tokens, experts_log, k, ep_log,
+                                                                              dist, a):
+    experts = 2 ** experts_log
+    k = min(k, experts)
+    ep = 2 ** min(ep_log, experts_log)
+    routing = RoutingConfig(dist=dist, exponent=a)
+    loads, dropped = expert_loads(tokens, experts, k, routing)
+    assert dropped == 0 and int(loads.sum()) == tokens * k  # dropless: every (token, expert) pair runs
+    assert loads.max() <= tokens  # a token's k experts are distinct
+    ranks = rank_loads(tokens, experts, k, ep, routing)
+    assert sum(sum(r) for r in ranks) == tokens * k and all(len(r) == experts // ep for r in ranks)
+    busiest = busiest_rank(tokens, experts, k, ep, routing)
+    assert sum(busiest) == max(sum(r) for r in ranks) >= tokens * k / ep
+
+
+def test_a_capacity_factor_drops_what_exceeds_each_experts_capacity():
+    routing = RoutingConfig(dist="zipf", exponent=1.5, capacity_factor=1.25)
+    loads, dropped = expert_loads(1000, 64, 2, routing)
+    cap = int(np.ceil(1.25 * 2000 / 64))
+    assert loads.max() == cap and dropped > 0 and int(loads.sum()) + dropped == 2000
+
+
+def test_skew_zero_is_uniform_and_skew_never_makes_a_layer_faster():
+    m0 = model("Qwen3-30B-A3B")
+    flat = model("Qwen3-30B-A3B", routing={"dist": "zipf", "exponent": 0.0})
+    hot = model("Qwen3-30B-A3B", routing={"dist": "zipf", "exponent": 1.2})
+    assert moe_ops(512, m0, 4, 4) == moe_ops(512, flat, 4, 4)
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+    from simulator.validation.kernels import gpu_config
+
+    b = RooflineBackend(RooflineConfig(), gpu_config("H200"))
+    assert b.ops_s(moe_ops(512, hot, 4, 4)) > b.ops_s(moe_ops(512, m0, 4, 4))
+
+
+def test_without_expert_parallelism_one_gpu_runs_every_routed_token_over_all_experts():
+    m = model("Mixtral-8x7B")
+    (up,) = [op for op in moe_ops(100, m, 2, 1) if op.name == "moe_up"]
+    assert up.kind == GROUPED and sum(up.groups) == 200 and len(up.groups) == 8
+    assert up.n == 2 * 14336 // 2  # gate + up of each expert, split over the 2 GPUs
+    (up8,) = [op for op in moe_ops(100, m, 8, 8) if op.name == "moe_up"]
+    assert len(up8.groups) == 1 and up8.n == 2 * 14336  # one whole expert per GPU
+
+
+def test_moe_lowering_counts_dense_leading_layers_and_shared_experts():
+    m = model("Qwen3-30B-A3B", first_dense_layers=2, num_shared_experts=1)
+    ops = dense_ops(64, 64, m, 1)
+    names = {op.name: op.count for op in ops}
+    assert names["mlp_up"] == 2 and names["moe_up"] == m.num_layers - 2 and names["shared_up"] == m.num_layers - 2
+    flops = sum(op.flops() for op in ops if op.name in ("moe_up", "moe_down", "shared_up", "shared_down",
+                                                        "mlp_up", "mlp_down"))
+    h, ei, L = m.hidden_size, m.expert_intermediate, m.num_layers
+    expect = 2 * 64 * 3 * h * ((L - 2) * (8 * ei + ei) + 2 * m.intermediate_size)
+    assert flops == pytest.approx(expect)  # 2 FLOPs per MAC over every active MLP weight, per token
+
+
+@pytest.mark.parametrize("groups", [(1,), (3, 1, 1), (64,) * 16, (900, 20, 3), (4096, 4096)])
+def test_a_grouped_gemm_is_never_faster_than_its_roofline_or_the_same_rows_as_one_gemm(groups):
+    from hw_models.timing.tile import TileBackend, TileConfig
+    from simulator.validation.kernels import gpu_config
+
+    gpu = gpu_config("H200")
+    p = TileBackend(TileConfig(), gpu).gemm_params("bf16")
+    n, k = 3072, 4096
+    t = plan_grouped(groups, n, k, 2.0, p).time_s
+    m = sum(groups)
+    roof = max(2.0 * m * n * k / gpu.tensor_peak("bf16"), 2.0 * (m * k + len(groups) * k * n + m * n) /
+               gpu.memory_bw_bytes_per_s)
+    assert t >= roof
+    if len(groups) == 1:  # one group: a GEMM the library could also split along K or cluster
+        assert t >= plan_gemm(m, n, k, 2.0, p).time_s * (1 - 1e-9)
+
+
+def write(tmp_path, **over):
+    sc = {"name": "moe", "hardware": {"device": {"kind": "gpu", "preset": "H200"}},
+          "model": {"kind": "transformer", "preset": "Qwen3-30B-A3B"},
+          "cluster": {"tensor_parallel": 2, "expert_parallel": 2},
+          "workload": {"kind": "closed_loop", "clients": 4, "num_requests": 8,
+                       "prompt_tokens": {"dist": "fixed", "value": 128},
+                       "output_tokens": {"dist": "fixed", "value": 8}},
+          "outputs": {"report": False, "chrome_trace": False, "events": False, "requests": False}}
+    for key, val in over.items():
+        node = sc
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = val
+    path = tmp_path / "moe.yaml"
+    path.write_text(yaml.safe_dump(sc))
+    return path
+
+
+def test_an_expert_parallel_moe_scenario_runs(tmp_path):
+    res = runner.invoke(app, ["run", str(write(tmp_path)), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"cluster.expert_parallel": 3, "cluster.tensor_parallel": 6}, "expert_parallel"),
+    ({"cluster.expert_parallel": 4}, "does not divide tensor_parallel=2"),
+    ({"model.preset": "Llama-3.1-8B"}, "needs a mixture-of-experts model"),
+    ({"model.experts_per_token": 200}, "exceeds num_experts"),
+    ({"model.routing": {"dist": "histogram", "weights": [1.0, 2.0]}}, "routing.weights has 2 entries"),
+])
+def test_impossible_moe_configurations_are_one_line_errors(tmp_path, over, needle):
+    res = runner.invoke(app, ["run", str(write(tmp_path, **over)), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
+
+
+def test_an_iteration_of_a_moe_model_lowers_with_attention_and_routed_experts():
+    m = model("gpt-oss-120b")
+    ops = lower(BatchShape(prefill=((256, 0),), emitting=1), m, 1)
+    up = next(op for op in ops if op.name == "moe_up")
+    assert sum(up.groups) == 256 * 4 and len(up.groups) == 128
+
+
+AIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "validation" / "aic" / "h200_sxm"
+
+
+@pytest.fixture(scope="module")
+def moe_errors():
+    if not (AIC / "moe").is_dir():
+        pytest.skip("../shared/validation/aic/h200_sxm/moe not present")
+    pytest.importorskip("pyarrow")
+    import random
+
+    from simulator.validation.aic import predict_aic
+    from simulator.validation.aic_moe import read_moe
+    from simulator.validation.kernels import gpu_config
+
+    rows, _ = read_moe(AIC)
+    random.Random(0).shuffle(rows)
+    rows = rows[:6000]
+    pred = np.asarray(predict_aic(rows, "tile", gpu_config("H200")).predicted)
+    meas = np.array([r.measured_s for r in rows])
+    return 100 * (pred - meas) / meas
+
+
+def test_the_h200_moe_kernel_tables_are_predicted_within_the_measured_bound(moe_errors):
+    """FIDELITY.md figures (fused MoE op, bf16 and fp8): median APE about 25 %, bias within 10 %.
+    The bound guards against regressions; the issue's 15 % target is the strict xfail below."""
+    assert np.median(np.abs(moe_errors)) < 30.0
+    assert abs(np.median(moe_errors)) < 10.0
+
+
+@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 %; reached about 25 % (FIDELITY.md)")
+def test_the_h200_moe_kernel_tables_meet_the_15_percent_target(moe_errors):
+    assert np.median(np.abs(moe_errors)) <= 15.0
