@@ -50,7 +50,10 @@ GEMM_SKIP = {"fp8_block": "block-scaled fp8 GEMM (per-128 scales, CUDA-core prom
 # the fp8 linear's activation-quantize kernel(s) (traffic over the bytes read + written once, and the
 # shortest time of the kernel(s)); the attention constants of its kernels per family (fa2 fitted on
 # a100_sxm, fa3 on h200_sxm); its decode kernel and, for TensorRT-LLM, the GQA group XQA serves
-# (32; larger groups run the MMHA kernel, which reads K/V once per query head).
+# (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel's
+# tensor-core efficiency relative to a dense GEMM and its per-call fixed cost (token sort / align):
+# `python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm` (bf16 and fp8 rows;
+# SGLang's Triton fused_moe, vLLM's Triton experts, TensorRT-LLM's CUTLASS MoE).
 FRAMEWORK_TIMING: dict[str, dict] = {
     "sglang": dict(mem_traffic_multiplier={"quant": 1.698}, mem_kernel_floor_s={"quant": 2.98e-6},
                    row_bytes_in_flight=3882.0,
@@ -58,7 +61,8 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_cta_cycles={"fa2": 1567.1, "fa3": 183.9},
                    attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
                    attention_decode_fixed_s={"fa2": 6.299e-6, "fa3": 2.944e-6},
-                   attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4727.6}),
+                   attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4727.6},
+                   grouped_mma_efficiency=0.35, moe_fixed_s="31us"),
     "trtllm": dict(mem_traffic_multiplier={"quant": 2.088}, mem_kernel_floor_s={"quant": 9.801e-6},
                    row_bytes_in_flight=2433.0,
                    attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.564,
@@ -66,14 +70,16 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 6.956e-6},
                    attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
                    attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
-                   decode_kernel="split_kv", decode_max_group=32),
+                   decode_kernel="split_kv", decode_max_group=32,
+                   grouped_mma_efficiency=0.65, moe_fixed_s="14us"),
     "vllm": dict(mem_traffic_multiplier={"quant": 3.764}, mem_kernel_floor_s={"quant": 2.951e-6},
                  row_bytes_in_flight=4408.0,
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
                  attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.397e-6},
-                 attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1}),
+                 attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1},
+                 grouped_mma_efficiency=0.60, moe_fixed_s="24us"),
 }
 
 
@@ -196,12 +202,6 @@ def _attention_rows(system_dir: Path, skipped: Counter) -> list[Row]:
     return rows
 
 
-def load_aic(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
-    """(rows, {skip reason: count}) of an aic system directory's GEMM and attention tables.
-
-    Raises ConfigError when pyarrow is missing (``PYARROW_HINT``)."""
-    system_dir = Path(system_dir)
-    skipped: Counter = Counter()
 # -- multi-head latent attention (mla/) ---------------------------------------------------------
 MLA_CLASSES = ("context mla", "generation mla")
 # DeepSeek-V3's MLA widths (config.json): the tables are its attention with heads/TP heads per GPU
@@ -259,6 +259,12 @@ def mla_rows(system_dir: Path, skipped: Counter) -> list[Row]:
     return rows
 
 
+def load_aic(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
+    """(rows, {skip reason: count}) of an aic system directory's GEMM and attention tables.
+
+    Raises ConfigError when pyarrow is missing (``PYARROW_HINT``)."""
+    system_dir = Path(system_dir)
+    skipped: Counter = Counter()
     rows = _gemm_rows(system_dir, skipped) + _attention_rows(system_dir, skipped) + mla_rows(system_dir, skipped)
     # -- communication tables (comm/): appended here ------------------------------------------
     from simulator.validation.aic_comm import read_comm
@@ -266,5 +272,11 @@ def mla_rows(system_dir: Path, skipped: Counter) -> list[Row]:
     comm, comm_skipped = read_comm(system_dir)
     rows += comm
     skipped.update(comm_skipped)
+    # -- MoE tables (moe/): the fused MoE op ---------------------------------------------------
+    from simulator.validation.aic_moe import read_moe
+
+    moe, moe_skipped = read_moe(system_dir)
+    rows += moe
+    skipped.update(moe_skipped)
 
     return rows, dict(sorted(skipped.items()))
