@@ -149,6 +149,15 @@ def _kind(block: Any, *names: str) -> str | None:
     return None
 
 
+def _params(block: Any, limit: int = 4) -> str:
+    """`` (a 1, b 2)``: the first few set scalar settings of a component besides its kind."""
+    if not isinstance(block, dict):
+        return ""
+    items = [f"{k.replace('_', ' ')} {v}" for k, v in block.items()
+             if k not in ("kind", "name") and v not in (None, "", False) and not isinstance(v, (dict, list))]
+    return f" ({', '.join(items[:limit])})" if items else ""
+
+
 def _workload_text(w: dict[str, Any]) -> str:
     kind = w.get("kind", "?")
     bits = [str(kind)]
@@ -203,7 +212,8 @@ def config_rows(result: RunResult) -> list[tuple[str, str]]:
         extra = [f"{k} {s[k]}" for k in ("max_num_seqs", "max_num_batched_tokens", "chunk_tokens") if s.get(k)]
         rows.append(("Scheduler", default_sched + (f" ({', '.join(extra)})" if extra else "")))
     if sc:
-        rows.append(("KV cache", _kind(policies.get("kv_cache"), "name") or "paged"))
+        kv = policies.get("kv_cache")
+        rows.append(("KV cache", (_kind(kv, "name") or "paged") + _params(kv)))
         q = policies.get("quantization")
         rows.append(("Quantization", _kind(q, "name", "preset") or f"none ({model.get('dtype', 'model dtype')})"))
     if _kind(hw.get("timing")):
