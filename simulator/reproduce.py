@@ -89,6 +89,20 @@ class Expectation:
 SCHED, DISAGG, KERNELS = "Scheduling and batching", "Disaggregation and pipeline parallelism", "Kernels"
 KV, QUANT, MCU = "KV cache, memory tiers, storage", "Quantization", "Microcontrollers"
 SECTIONS = (SCHED, DISAGG, KERNELS, KV, QUANT, MCU)
+SECTION_NOTES = {
+    SCHED: "Serving runs on the `roofline` backend on the stated GPU preset; lengths are synthetic stand-ins for "
+           "the papers' datasets. Capacities come from `simulator.capacity.capacity_search` (`hwsim capacity`).",
+    DISAGG: "Pools of prefill and decode replicas (`cluster.pools`), KV moved over the named link; capacities "
+            "within TTFT/TPOT SLOs at 90 % attainment, or under Sarathi-Serve's P99 time-between-tokens rule.",
+    KERNELS: "The `gpu_kernels` study: the `tile` backend from the GPU presets' datasheet numbers, kernel time "
+             "only. No measured attention kernels were available: these are model predictions.",
+    KV: "Serving scenarios (KV-cache policies `paged`, `prefix`, `vattention`, `h2o`) and studies for what the "
+        "serving engine does not run (weights streamed from host DRAM or flash, in-storage attention, kernels).",
+    QUANT: "Schemes are `policies.quantization: {kind: scheme, preset: NAME}`; kernel rows use the `tile` backend, "
+           "serving rows the scenario's backend. Accuracy is never modelled.",
+    MCU: "Peak-SRAM figures are arithmetic on layer shapes (int8, batch 1, packed arena). Bit-width assignments "
+         "are inputs: hwsim does not see activation values.",
+}
 
 SARATHI_INPUTS = (
     Input("prompt_median", 1730, "workload.prompt_tokens.median", "fitted to openchat_sharegpt4 (as read)"),

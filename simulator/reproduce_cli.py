@@ -6,12 +6,13 @@ fails when the committed doc's non-sensitivity part differs from a fresh renderi
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from simulator.reproduce import EXPECTATIONS, SECTIONS, Expectation, Outcome, evaluate, get
+from simulator.reproduce import EXPECTATIONS, SECTION_NOTES, SECTIONS, Expectation, Outcome, evaluate, get
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reproductions.md"
 SENSITIVITY_MARKER = ("<!-- sensitivity: computed by `hwsim reproduce --write-doc`; "
@@ -117,7 +118,7 @@ def render_doc(results: list[Outcome], sens: dict[str, list] | None = None) -> s
         rows = [o for o in results if o.expectation.section == section]
         if not rows:
             continue
-        out += [f"## {section}", "",
+        out += [f"## {section}", "", SECTION_NOTES[section], "",
                 "| name | paper | claim | paper figure | band | hwsim | class | result |",
                 "|---|---|---|---|---|---|---|---|"]
         for o in rows:
@@ -128,8 +129,10 @@ def render_doc(results: list[Outcome], sens: dict[str, list] | None = None) -> s
         out.append("")
         for o in rows:
             e = o.expectation
-            out.append(f"- `{e.name}` — metric: {e.metric}. hwsim: {o.detail}. Scenario: `scenarios/papers/"
-                       f"{e.scenario}`; `hwsim reproduce {e.name}`.")
+            path = posixpath.normpath("scenarios/papers/" + e.scenario)
+            where = e.scenario if e.scenario.startswith("(") else f"`{path}`"
+            out.append(f"- `{e.name}` — metric: {e.metric}. hwsim: {o.detail}. Scenario: {where}; "
+                       f"`hwsim reproduce {e.name}`.")
             if e.inputs:
                 out.append("  Driving inputs: " + "; ".join(f"`{i.name}` = {fmt(i.value)} ({i.setting}; {i.source})"
                                                            for i in e.inputs) + ".")
