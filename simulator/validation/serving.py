@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,16 @@ from simulator.validation.aic import SYSTEM_GPU
 
 REQUIRED = ("model_path", "backend", "backend_version", "precision", "mode", "isl", "osl", "batch_size", "tp_size",
             "silicon_ttft_ms", "silicon_tpot_ms")
-# Model families served as mixture-of-experts; hwsim does not model MoE serving (expert routing,
-# expert parallelism) yet, so these rows are skipped with that reason rather than mispredicted.
+# Model families served as mixture-of-experts (expert routing, expert parallelism in the scenario).
 MOE_FAMILIES = ("deepseek", "qwen3-235b", "qwen3-30b-a3b", "qwen3.5", "kimi", "minimax", "gpt-oss", "glm-4.5",
                 "glm-5", "mixtral", "llama-4", "dbrx", "grok")
-PRECISION = {"fp8": "W8A8-fp8", "bf16": None, "fp16": None}
-TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16"}
+PRECISION = {"fp8": "W8A8-fp8", "bf16": None, "fp16": None, "fp4": "W4A16-mxfp4-moe"}
+# the quantization scheme of a row's GEMM / MoE quant mode columns, where they name one
+QUANT_MODE = {"fp8": "W8A8-fp8", "fp8_block": "W8A8-fp8-block", "nvfp4": "W4A16-mxfp4-moe",
+              "mxfp4": "W4A16-mxfp4-moe", "bf16": None, "float16": None}
+# the largest tensor-parallel group of one node (NVSwitch, 8 GPUs): larger rows span nodes
+NODE_GPUS = 8
+TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16", "fp4": "bf16"}  # fp4: weight-only on Hopper
 # A row whose measured throughput needs its prompts' GEMMs alone to run at more than this share of
 # the GPU's dense tensor peak is not a run without prompt (prefix) reuse: large fp8 GEMMs reach
 # 0.42-0.67 of peak in the H200 kernel tables (8192^3, by framework), and the same GPU also decodes.
@@ -62,6 +67,9 @@ class ServingRow:
     ttft_ms: float
     tpot_ms: float
     extra: dict[str, Any] = field(default_factory=dict)
+    moe_tp: int = 0  # 0: not given (= tp / ep)
+    gemm_quant: str = ""
+    moe_quant: str = ""
 
 
 def _num(r: dict[str, str], col: str, line: int, path: Path, default: float | None = None) -> float:
@@ -124,7 +132,9 @@ def _read(f, path: Path) -> list[ServingRow]:
             isl=isl, osl=osl, concurrency=conc, tp=tp, pp=int(n("pp_size", 1)),
             dp=int(n("attention_dp_size", 1)), ep=int(n("moe_ep_size", 1)),
             system=(r.get("system") or "").strip().lower(),
-            ttft_ms=n("silicon_ttft_ms"), tpot_ms=n("silicon_tpot_ms")))
+            ttft_ms=n("silicon_ttft_ms"), tpot_ms=n("silicon_tpot_ms"), moe_tp=int(n("moe_tp_size", 0)),
+            gemm_quant=(r.get("gemm_quant_mode") or "").strip().lower(),
+            moe_quant=(r.get("moe_quant_mode") or "").strip().lower()))
     return rows
 
 
@@ -141,14 +151,14 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
     from workloads.architectures.transformer import preset_for_hf_id
 
     where = f"line {row.line}"
-    if _is_moe(row.model):
-        return None, "mixture-of-experts model: MoE serving is not modelled yet", ""
     if row.mode != "agg":
         return None, f"mode {row.mode!r}: only aggregated serving rows are predicted", ""
     preset = preset_for_hf_id(row.model)
     if preset is None:
         raise ConfigError(f"line {row.line}: field 'model_path': model {row.model!r} is not shipped with hwsim",
                           where=where)
+    if row.version and re.search(r"dev", row.version) and not re.match(r"^\d", row.version):
+        return None, f"version {row.version!r} is a development build, not a release hwsim has a profile for", ""
     prof = resolve_profile(row.framework, row.version, where=f"line {row.line}: field 'backend_version'") \
         if row.framework.lower() in ("vllm", "sglang", "trtllm") else None
     if prof is None:
@@ -159,11 +169,23 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
                           f"{', '.join(PRECISION)}")
     if row.pp > 1 or row.dp > 1:
         return None, "pipeline or attention data parallelism in an aggregated row is not modelled here", ""
+    moe = _is_moe(row.model)
+    ep = row.ep if moe else 1
+    if moe:
+        moe_tp = row.moe_tp or max(1, row.tp // max(1, ep))
+        if moe_tp * ep != row.tp:
+            return None, (f"MoE layout moe_tp {moe_tp} x moe_ep {ep} != tp {row.tp}: attention data "
+                          "parallelism is not modelled here"), ""
+    if row.tp > NODE_GPUS:
+        return None, f"tp {row.tp} spans several nodes: multi-node tensor parallelism is not modelled here", ""
     gpu = gpu or SYSTEM_GPU.get(row.system)
     if gpu is None:
         raise ConfigError(f"line {row.line}: field 'system': unknown system {row.system!r}; give --gpu")
     note = "" if row.version else f"version not given: {prof.name} profile"
     scheme = PRECISION[row.precision]
+    mode = row.moe_quant if moe else row.gemm_quant
+    if mode in QUANT_MODE:
+        scheme = QUANT_MODE[mode]
     quant = None
     if scheme is not None:
         quant = {"kind": "scheme", "preset": scheme}
@@ -174,7 +196,7 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
         "name": row.id, "seed": 0,
         "hardware": {"device": {"kind": "gpu", "preset": gpu}},
         "model": {"kind": "transformer", "preset": preset},
-        "cluster": {"tensor_parallel": row.tp},
+        "cluster": {"tensor_parallel": row.tp, **({"expert_parallel": ep} if ep > 1 else {})},
         "engine": {"framework": f"{prof.framework}-{prof.version}",
                    "max_model_len": row.isl + row.osl},
         "workload": {"kind": "closed_loop", "clients": row.concurrency, "num_requests": n,
@@ -247,8 +269,8 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
 
 def implied_peak(row: ServingRow, scenario: dict) -> float:
     """Share of the dense tensor peak per GPU the measured run needs for its prompts' GEMMs alone:
-    request rate by Little's law (concurrency / (TTFT + (osl - 1) x TPOT)) x isl x 2 x parameters,
-    over the tensor-parallel GPUs."""
+    request rate by Little's law (concurrency / (TTFT + (osl - 1) x TPOT)) x isl x 2 x the parameters
+    a token runs through (a MoE model's active ones), over the tensor-parallel GPUs."""
     from simulator.config.loader import resolve_component
     from simulator.core import registry as reg
 
@@ -257,7 +279,7 @@ def implied_peak(row: ServingRow, scenario: dict) -> float:
     life_s = (row.ttft_ms + (row.osl - 1) * row.tpot_ms) / 1e3
     if life_s <= 0:
         return float("nan")
-    flops = row.concurrency / life_s * row.isl * 2.0 * model.num_params() / row.tp
+    flops = row.concurrency / life_s * row.isl * 2.0 * model.active_params() / row.tp
     return flops / gpu.tensor_peak(TENSOR_DTYPE[row.precision])
 
 
