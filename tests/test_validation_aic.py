@@ -52,12 +52,12 @@ def test_a_small_aic_directory_lists_skipped_rows_and_writes_one_csv_line_per_ro
     out = runner.invoke(_app(), ["validate", "kernels", str(d), "--backend", "tile", "--by", "framework",
                                  "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "rows.csv")])
     assert out.exit_code == 0, out.output
-    assert "skipped 1 row(s): block-scaled fp8 GEMM" in out.output
+    assert "gemm fp8_block | vllm 0.1" in out.output  # block-scaled fp8 rows are predicted, not skipped
     assert "skipped 1 row(s): generation attention: fp8 KV cache" in out.output
     assert "on H200" in out.output  # the preset follows from the directory name
     assert "gemm fp8 | vllm 0.1" in out.output
     lines = (tmp_path / "rows.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 3  # header + bf16 GEMM, fp8 GEMM, one decode row
+    assert len(lines) == 1 + 4  # header + bf16 GEMM, fp8 GEMM, block fp8 GEMM, one decode row
     assert lines[0].startswith("class,framework,version,m,n,k")
     assert lines[2].split(",")[:3] == ["gemm fp8", "vllm", "0.1"]
 

@@ -55,7 +55,9 @@ class Op:
     Quantization (all 0 = unquantized): gemm ``dtype`` is the tensor-core dtype and ``dtype_bytes``
     the activation width, ``w_bytes`` the weight bytes per element (scales included), ``out_bytes``
     the output width, ``deq_ops`` CUDA-core instructions per weight element each time a CTA loads it
-    (weight-only kernels), overlapped with the MMAs when ``deq_overlap``. Attention: ``kv_bytes``
+    (weight-only kernels), overlapped with the MMAs when ``deq_overlap``, ``scale_block_k`` the K
+    elements per scale block of a block-scaled GEMM (fp8 block: 128; its fp32 partial sums are
+    rescaled and accumulated on the CUDA cores at each block boundary). Attention: ``kv_bytes``
     per K/V element, ``kv_residual`` recent tokens per sequence kept at ``dtype_bytes``,
     ``kv_deq_ops`` CUDA-core instructions per K/V element read.
     """
@@ -85,6 +87,7 @@ class Op:
     kv_residual: int = 0
     kv_deq_ops: float = 0.0
     groups: tuple[int, ...] = ()
+    scale_block_k: int = 0
 
     def kv_elem_bytes(self, kv: Any) -> Any:
         """Bytes of one K (or V) element summed over ``kv`` tokens (scalar or array): the residual
@@ -259,7 +262,9 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
         if fmt.act_quant and not (fused_quant and op.name in ("qkv_proj", "mlp_up", "mlp_down") and not outliers):
             # read the 16-bit input (twice with outlier detection), write it quantized
             reads = 2 if outliers else 1
-            out.append(Op(ELEMENTWISE, f"{op.name}_quant", op.count, m=op.m if per_row else 0,
+            # per-group scales (block-scaled fp8): one pass, no global amax: a plain memory-bound kernel
+            group = "_group" if getattr(fmt, "scale_block_k", 0) else ""
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant{group}", op.count, m=op.m if per_row else 0,
                           bytes=int(op.m * op.k * (reads * b + fmt.a_bytes)),
                           dtype=model.dtype, dtype_bytes=b))
         if outliers:  # bitsandbytes: gather the outlier columns, transform the int8 input to col32 layout
@@ -268,7 +273,8 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
             out.append(Op(ELEMENTWISE, f"{op.name}_transform", op.count, bytes=int(2 * op.m * op.k * fmt.a_bytes),
                           dtype=model.dtype, dtype_bytes=b))
         out.append(replace(op, dtype=fmt.tensor_dtype, dtype_bytes=fmt.a_bytes, w_bytes=fmt.w_bytes, out_bytes=b
-                           if fmt.a_bytes != b else 0.0, deq_ops=fmt.deq_ops, deq_overlap=fmt.deq_overlap))
+                           if fmt.a_bytes != b else 0.0, deq_ops=fmt.deq_ops, deq_overlap=fmt.deq_overlap,
+                           scale_block_k=getattr(fmt, "scale_block_k", 0)))
         if outliers:  # LLM.int8(): the outlier columns in 16 bit (weights' rows dequantized), int32 -> 16 bit, add
             out.append(Op(GEMM, f"{op.name}_outliers", op.count, m=op.m, n=op.n, k=outliers, dtype=model.dtype,
                           dtype_bytes=b, w_bytes=fmt.w_bytes, deq_ops=1.0))

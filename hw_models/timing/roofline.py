@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from hw_models.attention_kernels import head_dims
+from hw_models.block_scaling import promotion_fmas
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import StrictConfig
 from simulator.core.registry import register_timing
@@ -60,6 +61,8 @@ class RooflineBackend(TimingBackend):
             if op.deq_ops:
                 deq = op.dequant_ops() / self._vec
                 compute = max(compute, deq) if op.deq_overlap else compute + deq
+            if getattr(op, "scale_block_k", 0):  # block-scaled fp8: promotion FMAs, overlapped (the bound)
+                compute = max(compute, promotion_fmas(op.m, op.n, op.k, op.scale_block_k) / self._vec)
             t = max(compute, nbytes / self._bw)
         elif kind == "attn_prefill":
             dk, dv, kvw = head_dims(op)  # separate Q/K and V widths; MLA: one latent per token

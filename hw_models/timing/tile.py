@@ -33,6 +33,7 @@ from pydantic import Field
 
 from hw_models import attention_kernels as attn
 from hw_models import collectives as co
+from hw_models.block_scaling import promotion_s
 from hw_models.collectives import ArLimits, Fabric, NcclParams
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped
 from hw_models.timing.base import TimingBackend
@@ -275,8 +276,10 @@ class TileBackend(TimingBackend):
         if kind == "gemm":
             if op.w_bytes or op.out_bytes or op.deq_ops:
                 p = self.gemm_params(op.dtype, op.deq_ops > 0)
-                t = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
-                              op.deq_overlap).time_s
+                plan = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
+                                 op.deq_overlap)
+                # block-scaled fp8: CUDA-core promotion of the partial sums (hw_models.block_scaling)
+                t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
             else:
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":

@@ -2,18 +2,22 @@
 
 Models: a scheme as numbers per tensor role — weight dtype with group-wise scales (and optional
     zero points) giving the effective bits per weight, per-projection overrides (``qkv_proj``,
-    ``o_proj``, ``mlp_up``, ``mlp_down``, ``moe_router``, ``lm_head``); the activation dtype, which
+    ``o_proj``, ``mlp_up``, ``mlp_down``, ``moe_router``, ``lm_head``) and 2-D weight blocks
+    (``block_n``); the activation dtype with optional per-group scales along K, which
     with the weight dtype picks the tensor-core path (W4A16 runs the 16-bit MMA on weights
     dequantized by CUDA cores, W8A8 the int8 or fp8 MMA, W4A8 the 8-bit MMA on int4 weights
     widened to 8 bit, W4A4 the int4 MMA; on Blackwell the block-scaled NVFP4 / MXFP4 / MXFP8
     MMAs, whose scales are part of the format: NVFP4 one e4m3 scale per 16 elements, MX one e8m0
-    scale per 32, so 4.5 / 4.25 / 8.25 bits per element); the KV-cache dtype with its group scales and KIVI's
-    window of recent tokens kept at full precision; LLM.int8()'s outlier decomposition (a share
-    of input columns run as a separate 16-bit GEMM); and the CUDA-core instructions a kernel
-    spends dequantizing each weight / K/V element. The scheme answers three questions: the
-    bytes of the weights and of one token's K/V (memory plan, so KV capacity and batch size grow
-    as KV bits shrink), and each GEMM's format (``workloads.llm.lower`` turns it into ops whose
-    bytes, tensor dtype and dequantization the timing backends price).
+    scale per 32, so 4.5 / 4.25 / 8.25 bits per element; on Hopper the block-scaled fp8 of DeepSeek-V3
+    and the Qwen3-FP8 checkpoints, one fp32 scale per 128 x 128 weights and per 1 x 128 activations,
+    whose fp32 partial sums the CUDA cores rescale and accumulate every 128 of K); the KV-cache
+    dtype with its group scales and KIVI's window of recent tokens kept at full precision;
+    LLM.int8()'s outlier decomposition (a share of input columns run as a separate 16-bit GEMM);
+    and the CUDA-core instructions a kernel spends dequantizing each weight / K/V element. The
+    scheme answers three questions: the bytes of the weights and of one token's K/V (memory plan,
+    so KV capacity and batch size grow as KV bits shrink), and each GEMM's format
+    (``workloads.llm.lower`` turns it into ops whose bytes, tensor dtype and dequantization the
+    timing backends price).
 Ignores: accuracy (an input, never computed), calibration/packing cost, per-layer-index mixed
     precision (overrides are per projection, for every layer), quantized embeddings (the input
     embedding stays at the model dtype), the per-sequence memory of the KIVI residual window in
@@ -22,7 +26,8 @@ Sources: Dettmers et al., "LLM.int8()" (NeurIPS 2022); Xiao et al., "SmoothQuant
     Frantar et al., "GPTQ" (ICLR 2023); Lin et al., "AWQ" (MLSys 2024); Frantar et al., "MARLIN"
     (PPoPP 2025); Lin et al., "QServe" (2024, W4A8KV4); Liu et al., "KIVI" (ICML 2024); Liu et
     al., "COMET" (2024, W4A4KV4); NVIDIA PTX ISA (mma dtype pairs per architecture); OCP
-    Microscaling Formats (MX) v1.0 (2023); NVIDIA Blackwell technical brief (2024, NVFP4). Presets in
+    Microscaling Formats (MX) v1.0 (2023); NVIDIA Blackwell technical brief (2024, NVFP4); DeepSeek-AI,
+    "DeepSeek-V3 Technical Report" (2024) section 3.3 and deepseek-ai/DeepGEMM (block-scaled fp8). Presets in
     ``presets/*.yaml`` cite theirs per number.
 """
 
@@ -88,6 +93,8 @@ class WeightsConfig(StrictConfig):
     zero_point: bool = Field(default=False, description="asymmetric: a zero point per group")
     scale_bits: int = Field(default=16, gt=0, description="bits of one scale")
     zero_point_bits: int | None = Field(default=None, gt=0, description="bits of a zero point; default: weight bits")
+    block_n: int = Field(default=1, ge=1, description="output channels sharing each scale: 2-D blocks of group_size "
+                                                      "x block_n weights (DeepSeek / Qwen3 fp8 checkpoints: 128 x 128)")
     overrides: dict[str, WeightOverride] = Field(
         default_factory=dict, description=f"per projection ({', '.join(PROJECTIONS)}); lm_head stays at the model "
                                           "dtype unless named here")
@@ -102,6 +109,11 @@ class WeightsConfig(StrictConfig):
 
 class ActivationsConfig(StrictConfig):
     dtype: ADtype = Field(default="auto", description="GEMM input dtype; 'auto' = the model's dtype")
+    group_size: int = Field(default=0, ge=0, description="elements of a row sharing one scale along K (0: one per "
+                                                         "token or tensor); > 0 with weight blocks of the same K: a "
+                                                         "block-scaled GEMM whose fp32 partial sums the CUDA cores "
+                                                         "rescale and add at every group boundary")
+    scale_bits: int = Field(default=32, gt=0, description="bits of one activation scale (group_size > 0)")
 
 
 class KvConfig(StrictConfig):
@@ -161,6 +173,7 @@ class LinearFormat:
     deq_overlap: bool
     act_quant: bool
     outlier_fraction: float
+    scale_block_k: int = 0  # K elements per scale block of a block-scaled GEMM (promotion on the CUDA cores)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +208,7 @@ class QuantizationScheme:
             return bits / 8.0
         w = self.config.weights
         zp = (w.zero_point_bits or bits) if w.zero_point else 0
-        return effective_bits(bits, group, w.scale_bits, zp) / 8.0
+        return effective_bits(bits, group * w.block_n, w.scale_bits, zp) / 8.0
 
     def weight_bytes(self, model) -> float:
         """Bytes of all weights of ``model`` (unsharded): each projection at its format, the input
@@ -230,13 +243,17 @@ class QuantizationScheme:
         fmt = None
         if w_dtype != model_dtype or a_dtype != model_dtype:
             a_bytes = format_bytes(a_dtype)
+            ag = c.activations.group_size if a_dtype != model_dtype else 0
+            if ag and a_dtype not in MICROSCALED:  # per-group activation scales travel with the input
+                a_bytes = effective_bits(BITS[a_dtype], ag, c.activations.scale_bits) / 8.0
             w_bytes = self.weight_bytes_per_element(name, model_dtype)
             weight_only = BITS[w_dtype] < BITS[a_dtype]  # weights widened on CUDA cores before the MMA
             fmt = LinearFormat(
                 tensor_dtype=TENSOR[a_dtype], a_bytes=a_bytes, w_bytes=w_bytes,
                 deq_ops=c.dequant.weight_ops_per_element if weight_only else 0.0, deq_overlap=c.dequant.overlap,
                 act_quant=a_dtype != model_dtype,
-                outlier_fraction=c.outliers.fraction if c.outliers.method == "llm_int8" else 0.0)
+                outlier_fraction=c.outliers.fraction if c.outliers.method == "llm_int8" else 0.0,
+                scale_block_k=ag if ag and not weight_only else 0)
         self._linear[key] = fmt
         return fmt
 

@@ -12,17 +12,19 @@ Models: each GEMM row (``gemm/<fw>/<ver>/gemm_perf.parquet``: m, n, k, gemm_dtyp
     or, for SGLang, absorbed (``MLA_CONTEXT_ABSORBED``), generation as absorbed MQA over the latent.
     The class of a row is ``gemm bf16``, ``gemm fp8``, ``context attention``,
     ``generation attention``, ``context mla`` or ``generation mla``; its source is
-    ``<framework> <version>``.
+    ``<framework> <version>``. Block-scaled fp8 GEMM rows (``fp8_block``) are class
+    ``gemm fp8_block``: the ``W8A8-fp8-block`` scheme's quantize kernel and GEMM.
 Ignores: rows of a variant hwsim cannot express; they are counted per reason, never dropped
-    silently: block-scaled fp8 GEMMs (DeepGEMM-style per-128 scales with CUDA-core promotion),
-    weight-only / SmoothQuant GEMMs, an fp8 KV cache or fp8 attention math, sliding-window
-    attention, beam width > 1. The other op families of the directory (MoE, MLA, comm, ...).
+    silently: weight-only / SmoothQuant GEMMs, an fp8 KV cache or fp8 attention math (MLA too),
+    sliding-window attention, beam width > 1, the wide-EP MLA module tables. The other op families
+    of the directory (mla_bmm, quantize, ...).
 Sources: NVIDIA aiconfigurator-core 0.12.0 ``systems/`` tables (Apache-2.0),
     ../shared/validation/README.md.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -39,8 +41,7 @@ SYSTEM_GPU = {"h200_sxm": "H200", "h100_sxm": "H100-SXM", "h100_pcie": "H100-PCI
               "gb300_sxm": "GB300", "l40s": "L40S"}
 GEMM_DTYPES = {"bfloat16": ("gemm bf16", "bf16", 2.0), "float16": ("gemm bf16", "fp16", 2.0),
                "fp8": ("gemm fp8", "fp8", 1.0)}
-GEMM_SKIP = {"fp8_block": "block-scaled fp8 GEMM (per-128 scales, CUDA-core promotion) not modelled",
-             "int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
+GEMM_SKIP = {"int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
              "int4_wo": "weight-only int4 GEMM (TRT-LLM plugin) not mapped",
              "sq": "SmoothQuant int8 GEMM not mapped"}
 
@@ -154,6 +155,9 @@ def _gemm_rows(system_dir: Path, skipped: Counter) -> list[Row]:
     for source, path in _tables(system_dir, "gemm", "gemm_perf.parquet"):
         for r in _read(path):
             dt = r["gemm_dtype"]
+            if dt in BLOCK_GEMM_DTYPES:
+                rows.append(block_gemm_row(source, r))
+                continue
             if dt not in GEMM_DTYPES:
                 skipped[GEMM_SKIP.get(dt, f"GEMM dtype {dt!r} not modelled")] += 1
                 continue
@@ -200,6 +204,34 @@ def _attention_rows(system_dir: Path, skipped: Counter) -> list[Row]:
                             kv_heads=kvh, head_dim=hd)
                 rows.append(Row(source, phase, 1, b * s, float(r["latency"]) * 1e-3, op))
     return rows
+
+
+# -- block-scaled fp8 GEMMs (gemm_dtype fp8_block) ----------------------------------------------
+# aic gemm_dtype -> (class, quantization preset): DeepSeek-style 128 x 128 weight / 1 x 128 activation scales
+BLOCK_GEMM_DTYPES = {"fp8_block": ("gemm fp8_block", "W8A8-fp8-block")}
+
+
+@functools.cache
+def _block_format(preset: str):
+    """The GEMM format (``policies.quantization`` LinearFormat) of a quantization preset."""
+    import simulator.core.registry as reg
+    from simulator.config.loader import resolve_component
+
+    comp = resolve_component({"kind": "scheme", "preset": preset}, reg.QUANTIZATION, "quantization")
+    return comp.cls(comp.config).linear("gemm", "bf16", 2.0)
+
+
+def block_gemm_row(source: str, r: dict) -> Row:
+    """A block-scaled fp8 GEMM row as ``workloads.llm`` lowers such a linear: the per-token-group
+    activation quantize kernel (bf16 in; fp8 and its fp32 group scales out), then the fp8 GEMM with
+    scaled weights and the CUDA-core promotion every ``scale_block_k`` of K, bf16 out."""
+    cls, preset = BLOCK_GEMM_DTYPES[r["gemm_dtype"]]
+    fmt = _block_format(preset)
+    m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
+    quant = Op("elementwise", "gemm_quant_group", 1, m=m, bytes=int(m * k * (2.0 + fmt.a_bytes)))
+    op = Op("gemm", "gemm", 1, m=m, n=n, k=k, dtype=fmt.tensor_dtype, dtype_bytes=fmt.a_bytes, w_bytes=fmt.w_bytes,
+            out_bytes=2.0, scale_block_k=fmt.scale_block_k)
+    return Row(source, cls, 1, m, float(r["latency"]) * 1e-3, [quant, op])
 
 
 # -- multi-head latent attention (mla/) ---------------------------------------------------------

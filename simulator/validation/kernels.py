@@ -28,7 +28,7 @@ from simulator.validation.aic_comm import NetItem, predict_item
 from simulator.validation.vidur import GEMM_OPS, Row
 
 AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention",  # = aic.CLASSES
-               "context mla", "generation mla",  # + aic.MLA_CLASSES
+               "gemm fp8_block", "context mla", "generation mla",  # + aic.BLOCK_GEMM_DTYPES, aic.MLA_CLASSES
                "moe bf16", "moe fp8")  # + aic_moe.CLASSES
 
 # node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
