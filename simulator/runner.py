@@ -122,6 +122,16 @@ def max_model_len(scenario: ResolvedScenario) -> int:
     return asked or model.max_position
 
 
+def build_overlap(config):
+    """The ``engine.overlap`` policy with the SM-partition mechanism, or None (kernels back to back)."""
+    if config is None or config.kind == "none":
+        return None
+    from hw_models.overlap import plan_s
+    from policies.overlap import make_overlap
+
+    return make_overlap(config, plan_s)
+
+
 def build_link(scenario: ResolvedScenario, pool: Pool | None = None):
     pool = pool or scenario.pools[0]
     comp = pool.interconnect
@@ -174,7 +184,8 @@ class Simulation:
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
             timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
-                              pool.device.config.launch_overhead_s, ep=pool.expert_parallel)
+                              pool.device.config.launch_overhead_s, ep=pool.expert_parallel,
+                              kernel_overlap=build_overlap(spec.engine.overlap))
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (

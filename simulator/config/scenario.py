@@ -75,6 +75,48 @@ class ClusterSection(StrictConfig):
         return self
 
 
+class OverlapSection(StrictConfig):
+    """Concurrent kernels inside one iteration (policies/overlap.py): none (back to back), nanoflow
+    (nano-batches over compute / memory / network SM partitions) or tokenweave (two token halves, the
+    all-reduce + add + RMSNorm of one on a few SMs while the other computes)."""
+
+    kind: Literal["none", "nanoflow", "tokenweave"] = "none"
+    nano_batches: list[int] | None = Field(default=None, description="nanoflow: nano-batch counts to try "
+                                                                     "(default [2, 4])")
+    memory_shares: list[float] | None = Field(default=None, description="nanoflow: SM shares of the memory-bound "
+                                                                        "stream to try (default [0.1, 0.25, 0.4])")
+    network_sms: list[int] | None = Field(default=None, description="nanoflow: SMs of the all-reduce stream to "
+                                                                     "try (default [8, 16])")
+    comm_sms: list[int] | None = Field(default=None, description="tokenweave: SMs of the all-reduce + norm "
+                                                                 "stream to try (default [4, 8, 16])")
+
+    @model_validator(mode="after")
+    def _fields(self) -> OverlapSection:
+        own = {"nanoflow": ("nano_batches", "memory_shares", "network_sms"), "tokenweave": ("comm_sms",)}
+        mine = own.get(self.kind, ())
+        for field in ("nano_batches", "memory_shares", "network_sms", "comm_sms"):
+            val = getattr(self, field)
+            if val is None:
+                continue
+            if field not in mine:
+                raise ValueError(f"{field} does not apply to overlap kind {self.kind}")
+            if not val:
+                raise ValueError(f"{field} must list at least one value")
+        if any(n < 2 for n in self.nano_batches or ()):
+            raise ValueError(f"nano_batches must be >= 2, got {self.nano_batches}")
+        if any(not 0 < s < 1 for s in self.memory_shares or ()):
+            raise ValueError(f"memory_shares must be in (0, 1), got {self.memory_shares}")
+        if any(n < 1 for n in (self.network_sms or []) + (self.comm_sms or [])):
+            raise ValueError("network_sms and comm_sms must be >= 1 SM")
+        # defaults of the kind (estimates: a small search grid, as NanoFlow's auto-search tries a few splits)
+        defaults = {"nanoflow": {"nano_batches": [2, 4], "memory_shares": [0.1, 0.25, 0.4], "network_sms": [8, 16]},
+                    "tokenweave": {"comm_sms": [4, 8, 16]}}.get(self.kind, {})
+        for field, val in defaults.items():
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, val)
+        return self
+
+
 class EngineSection(StrictConfig):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1,
                                           description="share of device memory the engine may use")
@@ -92,6 +134,9 @@ class EngineSection(StrictConfig):
     memory_rule: Literal["total", "free_after_weights"] = Field(
         default="total", description="total: KV = utilization x memory - weights - reserve (vLLM, SGLang); "
                                      "free_after_weights: KV = utilization x (memory - weights - reserve) (TRT-LLM)")
+    overlap: OverlapSection = Field(default_factory=OverlapSection,
+                                    description="kernels of one iteration run concurrently on SM partitions: "
+                                                "{kind: none|nanoflow|tokenweave, ...}")
 
 
 class PoliciesSection(StrictConfig):

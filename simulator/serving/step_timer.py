@@ -8,6 +8,8 @@ once, so a long decode stretch costs one numpy call, not one SimPy event per tok
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from simulator.core.clock import PS_PER_S
@@ -21,12 +23,18 @@ class StepTimer:
     otherwise host launches (``launch_s`` each; piecewise graphs launch only the attention kernels
     and one graph piece per layer), which bound the step when the CPU issues kernels more slowly
     than the GPU runs them; and the host time per step and per running request. Without a
-    framework the backend's own launch accounting is used and nothing is added."""
+    framework the backend's own launch accounting is used and nothing is added. ``kernel_overlap``
+    (a policy of ``policies.overlap``, or None: kernels back to back) gives an iteration's GPU time
+    from its op list; it applies to every iteration, those of a decode stretch included (each is
+    overlapped on its own, so the stretch takes one overlap evaluation per iteration)."""
 
     def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
-                 ep: int = 1) -> None:
+                 ep: int = 1, kernel_overlap=None) -> None:
         self.model = model
         self.ep = ep  # MoE experts split over ep of the tp GPUs
+        # concurrent kernels (policies.overlap): step_s(ops, backend) -> seconds; None = back to back
+        self.kernel_overlap = kernel_overlap
+        self._dense_list: dict[tuple[int, int], list] = {}
         self.quant = quant  # a quantization scheme (policies.quantization) or None
         self.tp = tp
         self.backend = backend
@@ -72,13 +80,27 @@ class StepTimer:
         if self.framework is not None and decode_only:
             tokens = emitting = self.framework.padded_batch(tokens)
         t, flops, kernels = self._dense(tokens, emitting)
-        for op in attention_ops(shape, self.model, self.tp, self.quant):
+        attn = attention_ops(shape, self.model, self.tp, self.quant)
+        for op in attn:
             t += self.backend.op_s(op)
             flops += op.flops()
             kernels += op.count
+        if self.kernel_overlap is not None:
+            t = self._overlapped_s(tokens, emitting, attn)
         if self.framework is not None:
             t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
+
+    def _overlapped_s(self, tokens: int, emitting: int, attn: list) -> float:
+        """GPU seconds of one iteration under the overlap policy: its ops in execution order
+        (attention before the O projection, as ``workloads.llm.lower`` orders them)."""
+        key = (tokens, emitting)
+        dense = self._dense_list.get(key)
+        if dense is None:
+            dense = self._dense_list[key] = dense_ops(tokens, emitting, self.model, self.tp, self.quant,
+                                                      self.fusion, self.ep)
+        cut = next((i for i, op in enumerate(dense) if op.name == "o_proj"), len(dense))
+        return self.kernel_overlap.step_s(dense[:cut] + list(attn) + dense[cut:], self.backend)
 
     def _with_host(self, gpu_s, rows: int):
         """Step time with the host's work: after the GPU's, or overlapped with it."""
@@ -99,6 +121,10 @@ class StepTimer:
         template = self._attn_template[rows]
         attn_s = self.backend.decode_attention_s(template, kv)
         step_s = fixed_s + attn_s
+        if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
+            padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+            step_s = np.array([self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))])
+                               for x in kv])
         if self.framework is not None:
             floor = self._launch_floor(kernels + template.count, True, rows)
             step_s = self._with_host(np.maximum(step_s, floor), rows)
