@@ -4,7 +4,9 @@ Models: dense, GQA/MQA and mixture-of-experts decoders — layer count, hidden s
     heads, head dimension (an explicit ``head_dim`` wider or narrower than hidden / heads, as in
     Qwen3, Gemma and Llama-3.2), MLP width (gated or not), experts per token, vocabulary, norms,
     parallel attention+MLP blocks (phi), tied embeddings (the LM head shares the input embedding,
-    so its weights count once). HF repo ids (``meta-llama/Llama-3.1-8B-Instruct``,
+    so its weights count once); multi-head latent attention (DeepSeek-V2/V3: its projections'
+    parameters, and a KV cache of one latent plus rotary key per token and layer, whole on every
+    tensor-parallel GPU). HF repo ids (``meta-llama/Llama-3.1-8B-Instruct``,
     ``google/gemma-2-9b-it``, ...) map to the shipped presets (:func:`preset_for_hf_id`).
 Ignores: sliding-window (local) attention: ``sliding_window_tokens`` and ``sliding_window_layers``
     are read and kept on the config (Mistral v0.1, Gemma-2's alternate layers, Gemma-3's five
@@ -14,9 +16,12 @@ Ignores: sliding-window (local) attention: ``sliding_window_tokens`` and ``slidi
     post-MLP norms (counted as two norms per layer like the others); biases' bytes (Qwen2's QKV
     biases, OPT, phi-2: under 0.1 % of the weights); rotary tables and rope scaling (context
     length is ``max_position``); vision towers of multimodal checkpoints (Gemma-3: the text
-    decoder only).
+    decoder only); MLA's two latent RMSNorms (2,048 weights per layer) and DeepSeek-V3's MTP module
+    (the 671B count excludes it, as the report does); ``quantization_config`` (the scheme is chosen
+    in the scenario, e.g. ``W8A8-fp8-block``).
 Sources: the models' published ``config.json`` files (shipped in ``workloads/models/``, each
-    naming its Hugging Face repo in ``_source``); Gemma-3's text decoder from the ``text_config``
+    naming its Hugging Face repo in ``_source``); DeepSeek-AI, "DeepSeek-V2" (2024) section 2.1
+    for the MLA projections; Gemma-3's text decoder from the ``text_config``
     of its config with the Gemma3TextConfig defaults written out.
 """
 
