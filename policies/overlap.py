@@ -2,8 +2,10 @@
 
 A policy turns an iteration's op list (in execution order) into a plan — nano-batches whose ops
 are tagged with the stream (SM partition) they run on, and each stream's SM share — and asks the
-mechanism (``plan_s``, injected: ``hw_models.overlap.plan_s``) for its time. ``step_s(ops,
-backend)`` is the one method the step timer calls.
+mechanism (``plan_s``, injected: ``hw_models.overlap.plan_s``) for its time. ``overlapped_s(ops,
+backend)`` is what the step timer calls: the split iteration's seconds, or None when the
+iteration runs unsplit (the step timer then keeps its own sum of the ops); ``step_s`` is the
+iteration's seconds either way (the faster of the two).
 
 Models:
     none — every kernel back to back: the sum of the ops' times (the step timer's default).
@@ -100,6 +102,12 @@ class NoOverlap:
     def step_s(self, ops: Sequence[Any], backend: Any) -> float:
         return backend.ops_s(ops)
 
+    def splits(self, ops: Sequence[Any], backend: Any) -> bool:
+        return False
+
+    def overlapped_s(self, ops: Sequence[Any], backend: Any) -> float | None:
+        return None
+
 
 class _SplitPolicy:
     """Shared search: time each candidate plan, keep the fastest (memoised per op-list shape)."""
@@ -110,6 +118,17 @@ class _SplitPolicy:
         self.config = config
         self.plan_s = plan_s
         self._choice: dict[tuple, tuple[int, tuple[float, ...]] | None] = {}
+        self._pieces: dict[tuple[Any, int], list[tuple[int, Any] | None]] = {}  # the per-token ops, split
+
+    def _split(self, op: Any, n: int) -> list[tuple[int, Any] | None]:
+        key = (op, n)
+        hit = self._pieces.get(key)
+        if hit is None:
+            s = self.stream(op)
+            hit = [(s, p) if p is not None else None for p in split_op(op, n)]
+            if op.kind not in ("attn_decode", "attn_prefill"):  # attention changes every iteration
+                self._pieces[key] = hit
+        return hit
 
     def stream(self, op: Any) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -118,7 +137,11 @@ class _SplitPolicy:
         raise NotImplementedError  # pragma: no cover
 
     def plan_time(self, ops: Sequence[Any], backend: Any, n: int, shares: Sequence[float]) -> float:
-        batches = [[(self.stream(op), op) for op in b] for b in split_ops(ops, n)]
+        batches: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
+        for op in ops:
+            for k, piece in enumerate(self._split(op, n)):
+                if piece is not None:
+                    batches[k].append(piece)
         return self.plan_s(backend, batches, shares)
 
     def choose(self, ops: Sequence[Any], backend: Any) -> tuple[int, tuple[float, ...]] | None:
@@ -135,12 +158,19 @@ class _SplitPolicy:
         self._choice[key] = best
         return best
 
+    def splits(self, ops: Sequence[Any], backend: Any) -> bool:
+        """Whether the iteration of ``ops`` runs split (the memoised choice for its shape)."""
+        return self.choose(ops, backend) is not None
+
     def step_s(self, ops: Sequence[Any], backend: Any) -> float:
         seq = backend.ops_s(ops)
+        over = self.overlapped_s(ops, backend)
+        return seq if over is None else min(seq, over)
+
+    def overlapped_s(self, ops: Sequence[Any], backend: Any) -> float | None:
+        """Seconds of the chosen split of ``ops``; None when the choice is not to split."""
         choice = self.choose(ops, backend)
-        if choice is None:
-            return seq
-        return min(seq, self.plan_time(ops, backend, *choice))
+        return None if choice is None else self.plan_time(ops, backend, *choice)
 
 
 def _give_unused(shares: list[float], used: set[int]) -> tuple[float, ...]:
@@ -191,7 +221,7 @@ class TokenWeave(_SplitPolicy):
         return COMPUTE
 
     def candidates(self, backend: Any, used: set[int]) -> list[tuple[int, tuple[float, ...]]]:
-        if not any(op_stream == 1 for op_stream in used) or not self.config.comm_sms:
+        if 1 not in used:
             return []
         sms = backend.device.sm_count
         out = []

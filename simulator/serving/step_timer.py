@@ -34,7 +34,7 @@ class StepTimer:
         self.ep = ep  # MoE experts split over ep of the tp GPUs
         # concurrent kernels (policies.overlap): step_s(ops, backend) -> seconds; None = back to back
         self.kernel_overlap = kernel_overlap
-        self._dense_list: dict[tuple[int, int], list] = {}
+        self._dense_list: dict[tuple[int, int], tuple[list, list]] = {}
         self.quant = quant  # a quantization scheme (policies.quantization) or None
         self.tp = tp
         self.backend = backend
@@ -86,21 +86,27 @@ class StepTimer:
             flops += op.flops()
             kernels += op.count
         if self.kernel_overlap is not None:
-            t = self._overlapped_s(tokens, emitting, attn)
+            t = min(t, self._overlapped_s(tokens, emitting, attn, t))
         if self.framework is not None:
             t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
 
-    def _overlapped_s(self, tokens: int, emitting: int, attn: list) -> float:
-        """GPU seconds of one iteration under the overlap policy: its ops in execution order
-        (attention before the O projection, as ``workloads.llm.lower`` orders them)."""
+    def _ordered(self, tokens: int, emitting: int, attn: list) -> list:
+        """An iteration's ops in execution order (attention before the O projection, as
+        ``workloads.llm.lower`` orders them)."""
         key = (tokens, emitting)
-        dense = self._dense_list.get(key)
-        if dense is None:
-            dense = self._dense_list[key] = dense_ops(tokens, emitting, self.model, self.tp, self.quant,
-                                                      self.fusion, self.ep)
-        cut = next((i for i, op in enumerate(dense) if op.name == "o_proj"), len(dense))
-        return self.kernel_overlap.step_s(dense[:cut] + list(attn) + dense[cut:], self.backend)
+        hit = self._dense_list.get(key)
+        if hit is None:
+            dense = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep)
+            cut = next((i for i, op in enumerate(dense) if op.name == "o_proj"), len(dense))
+            hit = self._dense_list[key] = (dense[:cut], dense[cut:])
+        return hit[0] + list(attn) + hit[1]
+
+    def _overlapped_s(self, tokens: int, emitting: int, attn: list, summed_s: float) -> float:
+        """GPU seconds of one iteration under the overlap policy: the split iteration's, or
+        ``summed_s`` (its kernels back to back) when the policy does not split it."""
+        t = self.kernel_overlap.overlapped_s(self._ordered(tokens, emitting, attn), self.backend)
+        return summed_s if t is None else t
 
     def _with_host(self, gpu_s, rows: int):
         """Step time with the host's work: after the GPU's, or overlapped with it."""
@@ -123,8 +129,9 @@ class StepTimer:
         step_s = fixed_s + attn_s
         if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
             padded = self.framework.padded_batch(rows) if self.framework is not None else rows
-            step_s = np.array([self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))])
-                               for x in kv])
+            if self.kernel_overlap.splits(self._ordered(padded, padded, [template]), self.backend):
+                step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
+                                                                s) for x, s in zip(kv, step_s)])
         if self.framework is not None:
             floor = self._launch_floor(kernels + template.count, True, rows)
             step_s = self._with_host(np.maximum(step_s, floor), rows)
