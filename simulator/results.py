@@ -24,7 +24,7 @@ class RunResult:
         rid, replica (-1 if never routed), arrival_s, first_scheduled_s, first_token_s, finish_s
         (NaN where it did not happen), prompt_tokens, output_tokens (requested),
         generated_tokens, preemptions, status (FINISHED/REJECTED/UNFINISHED), measured (bool:
-        outside warm-up), ttft_s, tpot_s, e2e_s, queue_s, slo_met (bool).
+        outside warm-up and cool-down), ttft_s, tpot_s, e2e_s, queue_s.
     batches: one row per executed batch segment (one or more identical-shape iterations),
         columns: replica, start_s, end_s, iterations, prefill_tokens (per segment, summed),
         decode_rows (rows per iteration), kv_blocks_used (after the segment), kv_blocks_total,
