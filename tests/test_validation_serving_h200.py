@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.validation.serving import classify, errors, predict_all, read_rows, stats
+from simulator.validation.serving import _is_moe, classify, errors, predict_all, read_rows, stats
 
 CSV = Path(__file__).resolve().parents[2] / "shared" / "validation" / "aic" / "silicon_e2e_h200_sxm.csv"
 pytestmark = pytest.mark.skipif(not CSV.is_file(), reason="../shared/validation/aic not present")
@@ -21,16 +21,44 @@ pytestmark = pytest.mark.skipif(not CSV.is_file(), reason="../shared/validation/
 
 @pytest.fixture(scope="module")
 def preds():
-    rows = [r for r in read_rows(CSV) if classify(r)[0] is not None]
+    rows = [r for r in read_rows(CSV) if classify(r)[0] is not None and not _is_moe(r.model)]
     assert len(rows) == 199  # the dense aggregated rows of the file
     return predict_all(rows[::3], jobs=2)
 
 
-def test_every_moe_and_disaggregated_row_is_skipped_with_its_reason_and_none_silently():
+@pytest.fixture(scope="module")
+def moe_preds():
+    rows = [r for r in read_rows(CSV) if classify(r)[0] is not None and _is_moe(r.model)]
+    assert len(rows) == 267  # gpt-oss-120b, Qwen3-235B-A22B-FP8, DeepSeek-V3/R1 rows hwsim can lay out
+    return predict_all(rows[::6], jobs=2)
+
+
+def test_every_row_not_simulated_is_skipped_with_its_reason_and_none_silently():
     rows = read_rows(CSV)
-    reasons = {classify(r)[1] for r in rows if classify(r)[0] is None}
-    assert reasons == {"mixture-of-experts model: MoE serving is not modelled yet"}
-    assert len(rows) == 967
+    skipped = [classify(r)[1] for r in rows if classify(r)[0] is None]
+    reasons = {why.split(":")[0].split(" (")[0] for why in skipped}
+    assert reasons == {"mode 'disagg'", "mixture-of-experts model not shipped with hwsim",
+                       "version 'gpt-oss-dev' is a development build, not a release hwsim has a profile for",
+                       "tp 64 spans several nodes",
+                       "pipeline or attention data parallelism in an aggregated row is not modelled here",
+                       "MoE layout moe_tp 2 x moe_ep 1 != tp 1", "MoE layout moe_tp 4 x moe_ep 1 != tp 2",
+                       "MoE layout moe_tp 4 x moe_ep 1 != tp 1"}, reasons
+    assert len(rows) == 967 and len(skipped) == 967 - 199 - 267
+
+
+def test_tpot_on_the_moe_h200_rows_is_within_the_reported_band(moe_preds):
+    """FIDELITY.md: MoE rows TPOT median 24.6 % on all 267 (34.8 % on this every-sixth sample), bias
+    within +20 %."""
+    med, p90, bias, n = stats(*errors(moe_preds, "tpot"))
+    assert n == 45
+    assert med <= 38.0 and abs(bias) <= 25.0, (med, p90, bias)
+
+
+@pytest.mark.xfail(strict=True, reason="fidelity target not reached yet: MoE TPOT median <= 15 % (reached about "
+                                       "25 %; FIDELITY.md)")
+def test_fidelity_target_moe_tpot_median_15_percent(moe_preds):
+    med, _, _, _ = stats(*errors(moe_preds, "tpot"))
+    assert med <= 15.0
 
 
 def test_tpot_on_the_dense_h200_rows_is_within_the_reported_band(preds):
