@@ -233,13 +233,15 @@ class Simulation:
 
     def _connect_pools(self, model) -> None:
         """Each decode replica gets an inbound KV link: the transfer link's bandwidth per GPU times
-        its tensor-parallel degree (each GPU receives its shard over its own NIC/link)."""
+        its tensor-parallel degree (each GPU receives its shard over its own NIC/link); with MLA
+        every GPU receives the whole latent, so one GPU's bandwidth."""
         link = self.scenario.kv_link.config
         self.cluster.kv_bytes_per_token = model.kv_bytes_per_token() if self.quant is None else (
             model.kv_bytes_per_token() / model.dtype_bytes
             * self.quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim))
         for rep in self.cluster.decoders:
-            tp = self.pools[rep.pool].pool.tensor_parallel
+            # MLA: every GPU receives the whole latent, so the GPUs' links do not add up
+            tp = 1 if model.is_mla else self.pools[rep.pool].pool.tensor_parallel
             self.cluster.kv_links[rep.index] = SharedBandwidth(
                 self.env, link.bw_bytes_per_s * link.efficiency * tp, latency_ps=s_to_ps(link.latency_s),
                 name=f"kv-link-{rep.index}")

@@ -169,3 +169,18 @@ def test_the_h200_mla_kernel_tables_are_predicted_within_the_stated_bounds():
         assert len(idx) == n_rows
         ape = np.abs(pred[idx] / meas[idx] - 1.0)
         assert np.median(ape) <= bound, (cls, np.median(ape))
+
+
+def test_an_fp8_latent_cache_halves_the_decode_reads_but_prefill_reads_up_projected_kv_in_bf16():
+    comp = resolve_component({"kind": "scheme", "kv": {"dtype": "fp8_e4m3"}}, reg.QUANTIZATION, "quantization")
+    q = comp.cls(comp.config)
+    m = model()
+    plain, fp8 = decode_attention(m, 8, 8, 8 * 4096), decode_attention(m, 8, 8, 8 * 4096, q)
+    q_o = 61 * 2.0 * 8 * 16 * (576 + 512)  # the queries and outputs stay in bf16
+    assert fp8.kv_bytes == pytest.approx(1.0 + 2.0 / 128)  # e4m3 and a 16-bit scale per 128 elements
+    assert fp8.bytes_moved() - q_o == pytest.approx((plain.bytes_moved() - q_o) / 2 * fp8.kv_bytes)
+    pre = next(op for op in lower(BatchShape(prefill=((512, 512),), emitting=1), m, 8, q) if op.kind == ATTN_PREFILL)
+    assert pre.kv_bytes == 0.0  # K/V come out of the up-projection at the model dtype
+    kv_write = next(op for op in lower(BatchShape(decode_rows=8, decode_kv=8 * 4096, emitting=8), m, 8, q)
+                    if op.name == "kv_quant")
+    assert kv_write.bytes == int(8 * 576 * (2 + fp8.kv_bytes))  # the new tokens' latent: bf16 in, fp8 out

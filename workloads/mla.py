@@ -11,7 +11,8 @@ Models: one MLA layer on one GPU of a ``tp``-way tensor-parallel replica, as vLL
     (latent x W_UV, one kv_lora_rank x v matrix per head) and the output projection (heads/tp x v
     -> hidden). Prefill (:func:`prefill_ops`): the KV up-projection of every key the chunks read
     (kv_lora_rank -> heads/tp x (nope + v), the cached context included, as vLLM's chunked-context
-    prefill does), then multi-head attention with Q/K width nope + rope (192) and V width v (128).
+    prefill does), then multi-head attention with Q/K width nope + rope (192) and V width v (128)
+    over those up-projected K/V (at the model dtype even with a quantized latent cache).
     Decode (:func:`decode_op`, weight-absorbed): multi-query attention over the cached latent, one
     576-wide key (latent + rope) whose first 512 elements are the value, shared by the heads/tp
     query heads; each token's latent is read once per step per row. The latent is stored whole on
@@ -100,7 +101,7 @@ def projection_ops(tokens: int, model: TransformerConfig, tp: int) -> list[Op]:
 def prefill_ops(shape: BatchShape, model: TransformerConfig, tp: int, scheme: Any = None) -> list[Op]:
     """KV up-projection of every key the prefill chunks read, then MHA with Q/K width nope + rope
     and V width v (heads/tp heads, each with its own up-projected K and V)."""
-    from workloads.llm import _kv_quantized, _quantize
+    from workloads.llm import _quantize
 
     d, b, L = model.dtype, model.dtype_bytes, model.num_layers
     heads = heads_per_gpu(model, tp)
@@ -115,7 +116,7 @@ def prefill_ops(shape: BatchShape, model: TransformerConfig, tp: int, scheme: An
                      kv_tokens=kv_read, pairs=pairs, heads=heads, kv_heads=heads,
                      head_dim=model.qk_nope_head_dim + model.qk_rope_head_dim, v_head_dim=model.v_head_dim,
                      dtype=d, dtype_bytes=b)
-    return up + [_kv_quantized(attn, model, scheme)]
+    return up + [attn]  # K and V come out of the up-projection at the model dtype, whatever the cache holds
 
 
 def decode_op(model: TransformerConfig, tp: int, rows: int, kv_tokens: int, scheme: Any = None) -> Op:
