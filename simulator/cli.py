@@ -253,7 +253,16 @@ def check(scenario: Path = typer.Argument(..., help="scenario file (serving, typ
     sim = Simulation(small)  # builds everything: the KV plan, the workload, the replicas
     size = estimate(resolved, sim.table if factor == 1.0 else None)
     check_warmup(resolved, size.requests)
-    typer.echo("\n".join(describe_serving(scenario, resolved, sim, size)))
+    lines = describe_serving(scenario, resolved, sim, size)
+    over = int((sim.table.prompt_tokens > sim.max_model_len).sum())  # every scheduler rejects these
+    if over and over == len(sim.table):
+        raise CapacityError(f"every prompt exceeds max_model_len {sim.max_model_len}, so a run would reject all "
+                            f"{size.requests:,} requests; raise engine.max_model_len or shorten the prompts",
+                            where="engine.max_model_len")
+    if over:
+        lines.append(f"  warning: {over / len(sim.table):.1%} of the prompts exceed max_model_len "
+                     f"{sim.max_model_len} and will be rejected")
+    typer.echo("\n".join(lines))
     if show:
         typer.echo(resolved.to_yaml())
 

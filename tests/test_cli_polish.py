@@ -226,3 +226,13 @@ def test_commands_that_take_only_serving_scenarios_name_type_for_an_mcu_or_empty
     mcu = ROOT / "scenarios" / "mcu" / "mcunet_f746.yaml"
     one_line_error(invoke(command[0], empty, *command[1:]), "type", "empty")
     one_line_error(invoke(command[0], mcu, *command[1:]), "type", "'mcu'", "hwsim run")
+
+
+def test_check_foresees_rejections_a_run_would_make():
+    every = invoke("check", QUICKSTART, *REJECT_ALL)
+    one_line_error(every, "engine.max_model_len", "every prompt exceeds max_model_len 512", "40 requests")
+    some = invoke("check", QUICKSTART, *SMALL, "--set", "engine.max_model_len=1024",
+                  "--set", "workload.prompt_tokens={dist: uniform, low: 1, high: 2048}")
+    assert some.exit_code == 0, some.output
+    warning = some.output.splitlines()[-1]
+    assert warning.startswith("  warning: ") and "exceed max_model_len 1024" in warning
