@@ -212,22 +212,38 @@ def overlapped_s(backend: Any, parts: Sequence[Part]) -> float:
     return fluid_s(streams, sp.bw) + sum(sp.launch_s(o) for p in parts for o in p.ops)
 
 
-def plan_s(backend: Any, nano_batches: Sequence[Sequence[tuple[int, Any]]], shares: Sequence[float]) -> float:
+def plan_s(backend: Any, nano_batches: Sequence[Sequence[tuple]], shares: Sequence[float]) -> float:
     """Seconds of a nano-batch plan: ``nano_batches[k]`` is nano-batch k's ops in order, each
-    tagged with the stream (SM partition) it runs on; stream ``s`` has ``shares[s]`` of the SMs.
-    A stream runs its ops of every nano-batch (op position first, then nano-batch), concurrently
-    with the other streams; the plan lasts at least the longest nano-batch chain (its ops one
-    after another on their streams' shares)."""
+    tagged with the stream (SM partition) it runs on — ``(stream, op)`` or ``(stream, op, whole)``
+    where ``whole`` is the unsplit op the piece was cut from; stream ``s`` has ``shares[s]`` of the
+    SMs. A stream runs its ops of every nano-batch (op position first, then nano-batch),
+    concurrently with the other streams; the plan lasts at least the longest nano-batch chain (its
+    ops one after another on their streams' shares). Pieces of one ``whole`` whose times on the
+    whole GPU sum to less than the whole op's are stretched to it: cutting a kernel never saves
+    time by itself (where the backend predicts otherwise — a tile choice or wave count that suits
+    the smaller kernels — the library would run those tiles on the whole kernel too)."""
     if sum(shares) > 1.0 + 1e-9:
         raise ValueError(f"SM shares sum to {sum(shares):.3f} > 1")
     sp = _partition(backend)
     sms = [sms_of(sp.device, s) for s in shares]
+    full = sp.device.sm_count
+    stretch: dict[Any, float] = {}
+    pieces: dict[Any, float] = {}
+    for ops in nano_batches:
+        for entry in ops:
+            if len(entry) > 2 and entry[2] is not None:
+                pieces[entry[2]] = pieces.get(entry[2], 0.0) + sp.op(entry[1], full)[0]
+    for whole, t in pieces.items():
+        stretch[whole] = max(1.0, sp.op(whole, full)[0] / t) if t > 0 else 1.0
     streams: list[list[tuple[int, int, tuple[float, float]]]] = [[] for _ in shares]
     chain = launches = 0.0
     for k, ops in enumerate(nano_batches):
         c = 0.0
-        for j, (s, op) in enumerate(ops):
+        for j, entry in enumerate(ops):
+            s, op = entry[0], entry[1]
             tb = sp.op(op, sms[s])
+            if len(entry) > 2 and entry[2] is not None and stretch[entry[2]] > 1.0:
+                tb = (tb[0] * stretch[entry[2]], tb[1])
             streams[s].append((j, k, tb))
             c += tb[0]
             launches += sp.launch_s(op)

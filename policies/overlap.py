@@ -17,7 +17,8 @@ Models:
         split (``n`` and the shares) is chosen by timing every candidate in the config and keeping
         the fastest, the unsplit iteration included (NanoFlow's offline auto-search picks the
         nano-batch sizes and SM shares per batch size); the choice is memoised per op-list shape
-        with its token count, and each iteration takes the faster of that plan and no overlap.
+        and token count rounded up to a power of two (NanoFlow searches offline at a few batch
+        sizes), and each iteration takes the faster of that plan and no overlap.
     tokenweave — TokenWeave: the tokens split in two halves; each half's all-reduce with the
         residual add and RMSNorm after it (TokenWeave fuses them into one kernel) runs on a small
         SM share while the other half computes on the rest; the communication share is chosen
@@ -118,14 +119,14 @@ class _SplitPolicy:
         self.config = config
         self.plan_s = plan_s
         self._choice: dict[tuple, tuple[int, tuple[float, ...]] | None] = {}
-        self._pieces: dict[tuple[Any, int], list[tuple[int, Any] | None]] = {}  # the per-token ops, split
+        self._pieces: dict[tuple[Any, int], list[tuple[int, Any, Any] | None]] = {}  # per-token ops, split
 
-    def _split(self, op: Any, n: int) -> list[tuple[int, Any] | None]:
+    def _split(self, op: Any, n: int) -> list[tuple[int, Any, Any] | None]:
         key = (op, n)
         hit = self._pieces.get(key)
         if hit is None:
             s = self.stream(op)
-            hit = [(s, p) if p is not None else None for p in split_op(op, n)]
+            hit = [(s, p, op) if p is not None else None for p in split_op(op, n)]
             if op.kind not in ("attn_decode", "attn_prefill"):  # attention changes every iteration
                 self._pieces[key] = hit
         return hit
@@ -137,7 +138,7 @@ class _SplitPolicy:
         raise NotImplementedError  # pragma: no cover
 
     def plan_time(self, ops: Sequence[Any], backend: Any, n: int, shares: Sequence[float]) -> float:
-        batches: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
+        batches: list[list[tuple[int, Any, Any]]] = [[] for _ in range(n)]
         for op in ops:
             for k, piece in enumerate(self._split(op, n)):
                 if piece is not None:
@@ -146,7 +147,7 @@ class _SplitPolicy:
 
     def choose(self, ops: Sequence[Any], backend: Any) -> tuple[int, tuple[float, ...]] | None:
         """The fastest candidate (n, shares) for ``ops``, or None when no split beats the sum."""
-        key = (tuple((op.kind, op.name) for op in ops), _tokens(ops))
+        key = (tuple((op.kind, op.name) for op in ops), 1 << max(0, _tokens(ops) - 1).bit_length())
         if key in self._choice:
             return self._choice[key]
         best, best_t = None, backend.ops_s(ops)
@@ -174,10 +175,11 @@ class _SplitPolicy:
 
 
 def _give_unused(shares: list[float], used: set[int]) -> tuple[float, ...]:
-    """An unused stream's share goes to the compute stream."""
-    for s in range(1, len(shares)):
-        if s not in used:
-            shares[COMPUTE] += shares[s]
+    """The shares of streams with no ops go to the first stream that has some."""
+    first = min(used) if used else COMPUTE
+    for s in range(len(shares)):
+        if s not in used and s != first:
+            shares[first] += shares[s]
             shares[s] = 0.0
     return tuple(shares)
 
