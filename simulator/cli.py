@@ -136,7 +136,7 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
          progress_opt: bool | None = None) -> None:
     from simulator.outputs import write_results
     from simulator.run_describe import RunProgress, rejection_reason
-    from simulator.run_size import estimate, format_bytes, physical_memory_bytes
+    from simulator.run_size import estimate, format_bytes, physical_memory_bytes, sampled
     from simulator.runner import Simulation, check_warmup
 
     kind = scenario_type(scenario)
@@ -154,16 +154,18 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
                   quiet)
         return
     resolved = _load(scenario, overrides)
-    size = estimate(resolved)
+    out = check_writable(out if out is not None else Path("results") / resolved.spec.name)
+    huge = sampled(resolved)[1] != 1.0  # more requests than a sample: sized before generating them
+    size = estimate(resolved) if huge else None
     mem = physical_memory_bytes()
-    if mem and size.memory_bytes > mem:
+    if size is not None and mem and size.memory_bytes > mem:
         raise CapacityError(f"{size.requests:,} requests need about {format_bytes(size.memory_bytes)} of memory to "
                             f"simulate, more than this machine's {format_bytes(mem)}; ask for fewer requests",
                             where="workload")
-    out = check_writable(out if out is not None else Path("results") / resolved.spec.name)
+    sim = Simulation(resolved)
+    size = size or estimate(resolved, sim.table)  # the workload is generated once
     if size.long and not quiet:
         typer.echo(f"hwsim: a long run: {size.describe()}", err=True)
-    sim = Simulation(resolved)
     check_warmup(resolved, len(sim.table))
     show = progress_opt if progress_opt is not None else (size.long or sys.stderr.isatty())
     progress = RunProgress(len(sim.table), sys.stderr.isatty()) if show and not quiet else None
