@@ -128,3 +128,17 @@ def test_each_hwsim_command_shown_in_the_readme_runs_and_exits_0(cmd, workdir):
     proc = subprocess.run(["bash", "-c", cmd], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert proc.stdout.strip() or (workdir / "scenario.schema.json").exists()
+
+
+@pytest.mark.parametrize("override, upto", [("policies.scheduler.kind=vlm", "known:"),
+                                            ("model.preset=Llama-2-70B", None)])
+def test_the_error_lines_shown_in_the_readme_are_what_hwsim_prints(override, upto):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    result = CliRunner().invoke(app, ["check", str(ROOT / "scenarios" / "quickstart.yaml"), "--set", override])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    shown = line[:line.index(upto)] if upto else line
+    assert shown in README, line
