@@ -26,8 +26,8 @@ def _no_type_beside_flags() -> None:
     """Help shows a value type beside options that take a value, none beside on/off flags."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_hwsim", False):
+    shown = getattr(TyperOption, "display_type_rich", None)  # typer >= 0.16 shows types; older ones do not
+    if shown is None or getattr(shown, "_hwsim", False):
         return
 
     def display_type_rich(self, ctx):
