@@ -154,7 +154,7 @@ class _SplitPolicy:
         used = {self.stream(op) for op in ops}
         for n, shares in self.candidates(backend, used):
             t = self.plan_time(ops, backend, n, shares)
-            if t < best_t:
+            if t < best_t * (1 - 1e-9):  # a real gain, not float rounding of an equal time
                 best, best_t = (n, shares), t
         self._choice[key] = best
         return best
