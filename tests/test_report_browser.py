@@ -1,7 +1,8 @@
 """The HTML reports rendered in a real headless Chromium: no JavaScript error, every plot drawn.
 
-Each page comes from a small real run through the CLI (report.html of a single-replica and of a
-disaggregated run, capacity.html of a capacity search, the MCU report). A screenshot of every page
+Each page comes from a small real run through the CLI (report.html of a single-replica, a
+disaggregated and a KV-tiered run, capacity.html of a capacity search, the MCU report, and the
+calibration page of a fit on the committed CPU capture). A screenshot of every page
 is written to ``$HWSIM_SCREENSHOT_DIR`` (default: a temporary folder, printed) for a person to
 look at. Skipped only where Debian's ``chromium`` package is not installed (.ci/run installs it).
 """
@@ -95,10 +96,16 @@ def pages(tmp_path_factory) -> dict[str, Path]:
              "report_disaggregated": out / "disaggregated/report.html",
              "capacity": out / "capacity/capacity.html", "mcu": out / "mcu/report.html",
              "report_kv_tiers": out / "tiers/report.html"}
+    # the calibration page of a fit on the committed CPU capture
+    calls["calibration_fit"] = ["calibrate", "fit", str(ROOT / "tests/data/calibration/cpu-quick"), "--hardware",
+                                "generic-x86-2core", "-o", str(out / "calibration/calibrated.yaml")]
+    calls["calibration"] = ["calibrate", "report", str(out / "calibration/calibrated.fit.json"), "-o",
+                            str(out / "calibration/calibration.html")]
+    files["calibration"] = out / "calibration/calibration.html"
     for name, args in calls.items():
         res = runner.invoke(app, args)
         assert res.exit_code == 0, f"{name}: {res.output}"
-        assert files[name].is_file()
+        assert name not in files or files[name].is_file()
     return files
 
 
@@ -129,7 +136,8 @@ def render(driver, page: Path, shot: Path) -> tuple[list[dict], list[str]]:
     return plots, errors
 
 
-EXPECTED_PLOTS = {"report_single": 8, "report_disaggregated": 8, "report_kv_tiers": 9, "capacity": 1, "mcu": 2}
+EXPECTED_PLOTS = {"report_single": 8, "report_disaggregated": 8, "report_kv_tiers": 9, "capacity": 1, "mcu": 2,
+                  "calibration": 4}
 HEADINGS = ["Configuration", "Summary", "Run", *FIGURE_TITLES]
 
 

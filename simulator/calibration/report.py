@@ -34,8 +34,9 @@ def load_fit(path: str | Path) -> dict[str, Any]:
 
 def class_figure(cls: str, recs: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
-    meas = [r["measured_s"] for r in recs]
-    lo, hi = min(meas + [r["after_s"] for r in recs]), max(meas + [r["after_s"] for r in recs])
+    meas = [r["measured_s"] * 1e3 for r in recs]  # shown in ms
+    lo = min(meas + [r["after_s"] * 1e3 for r in recs])
+    hi = max(meas + [r["after_s"] * 1e3 for r in recs])
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="predicted = measured",
                              line={"color": "grey", "dash": "dash"}))
     for key, name, color in (("before_s", "preset (before fit)", "#bbbbbb"), ("after_s", "fitted", "#1f77b4")):
@@ -44,11 +45,12 @@ def class_figure(cls: str, recs: list[dict[str, Any]]) -> go.Figure:
             if not sel:
                 continue
             fig.add_trace(go.Scatter(
-                x=[r["measured_s"] for r in sel], y=[r[key] for r in sel], mode="markers",
+                x=[r["measured_s"] * 1e3 for r in sel], y=[r[key] * 1e3 for r in sel], mode="markers",
                 name=f"{name}, {'held-out' if held else 'train'}", marker={"color": color, "symbol": symbol},
-                text=[r["shape"] for r in sel], hovertemplate="%{text}<br>measured %{x:.3s}s<br>predicted %{y:.3s}s"))
-    fig.update_xaxes(type="log", title="measured time (s)")
-    fig.update_yaxes(type="log", title="predicted time (s)")
+                text=[r["shape"] for r in sel],
+                hovertemplate="%{text}<br>measured %{x:.3g} ms<br>predicted %{y:.3g} ms"))
+    fig.update_xaxes(type="log", title="measured time (ms)")
+    fig.update_yaxes(type="log", title="predicted time (ms)")
     fig.update_layout(title=f"{cls}: predicted vs measured", height=520, template="plotly_white")
     return fig
 
