@@ -30,6 +30,7 @@ Sources: NanoFlow (Zhu et al., OSDI 2025) for kernels on disjoint SM sets with n
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,10 +90,7 @@ class SmPartition:
     def backend_on(self, sms: int) -> Any:
         hit = self._backends.get(sms)
         if hit is None:
-            try:
-                hit = type(self.backend)(self.backend.config, scaled_device(self.device, sms), self.backend.link)
-            except (TypeError, ValueError, AttributeError):  # a backend that cannot be rebuilt: unscaled
-                hit = self.backend
+            hit = type(self.backend)(self.backend.config, scaled_device(self.device, sms), self.backend.link)
             self._backends[sms] = hit
         return hit
 
@@ -185,14 +183,14 @@ class Part:
     share: float = 1.0
 
 
+_PARTITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _partition(backend: Any) -> SmPartition:
-    part = getattr(backend, "_sm_partition", None)
+    """The backend's SM-partition helper (memoised while the backend lives)."""
+    part = _PARTITIONS.get(backend)
     if part is None:
-        part = SmPartition(backend)
-        try:
-            backend._sm_partition = part
-        except AttributeError:  # a backend with __slots__: no memo across calls
-            pass
+        part = _PARTITIONS[backend] = SmPartition(backend)
     return part
 
 
