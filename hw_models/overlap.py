@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 # NCCL src/graph/tuning.cc, perChMaxRingLL128Bws (v2.18): bus bandwidth one channel (one CTA on one
-# SM) sustains, bytes/s, by architecture; architectures not listed use Ampere's
+# SM) sustains, bytes/s: 20 GB/s on Volta/Ampere, 36.7 GB/s on Hopper. Turing and Ada take the
+# Ampere value and Blackwell the Hopper value (estimates: the table has no row for them).
 PER_CHANNEL_BW = {"volta": 20e9, "turing": 20e9, "ampere": 20e9, "ada": 20e9, "hopper": 36.7e9,
                   "blackwell": 36.7e9}
 COMM_KINDS = ("allreduce",)
