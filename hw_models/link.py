@@ -48,6 +48,17 @@ class Link:
         wire = 2.0 * (workers - 1) / workers * size_bytes
         return steps * c.latency_s + wire / (c.bw_bytes_per_s * c.efficiency)
 
+    def alltoall_s(self, size_bytes: float, workers: int, efficiency: float | None = None,
+                   latency_s: float | None = None) -> float:
+        """All-to-all in which each GPU sends ``size_bytes`` in all to the other GPUs (MoE dispatch /
+        combine): every GPU's own link carries its bytes at once, so one latency plus the bytes at the
+        per-GPU rate (``efficiency`` / ``latency_s``: an implementation's, default the link's)."""
+        if workers <= 1 or size_bytes <= 0:
+            return 0.0
+        c = self.config
+        eff = c.efficiency if efficiency is None else efficiency
+        return (c.latency_s if latency_s is None else latency_s) + size_bytes / (c.bw_bytes_per_s * eff)
+
     def send_s(self, size_bytes: float) -> float:
         """Point-to-point copy of ``size_bytes``: one latency + the bytes at the link's p2p rate."""
         c = self.config

@@ -45,7 +45,7 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
 
     pool = scenario.pools[0]
     model = scenario.model.config
-    check_parallelism(model, pool.tensor_parallel, ep=pool.expert_parallel)
+    check_parallelism(model, pool.tensor_parallel, ep=pool.expert_parallel, dp=pool.attention_data_parallel)
     quant = build_quantization(scenario)
     dev = pool.device.config
     if quant is not None:
@@ -55,7 +55,8 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
                        decode_kv=decode_rows * context, emitting=decode_rows + (1 if tokens else 0))
     rows = []
     fusion = scenario.framework.fusion if scenario.framework is not None else None
-    for op in lower(shape, model, pool.tensor_parallel, quant, fusion, pool.expert_parallel):
+    for op in lower(shape, model, pool.tensor_parallel, quant, fusion, pool.expert_parallel,
+                    pool.attention_data_parallel):
         rows.append({"name": op.name, "kind": op.kind, "shape": shape_of(op), "precision": precision_of(op),
                      "count": op.count, "bytes": op.bytes_moved() if op.kind != ALLREDUCE else op.bytes * op.count,
                      "flops": op.flops(), "dequant_ops": op.dequant_ops() * op.count, "time_s": backend.op_s(op)})

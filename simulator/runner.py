@@ -44,7 +44,7 @@ class MemoryPlan:
     kv_residual_bytes: float = 0.0  # full-precision KV windows reserved per batch slot (KIVI)
 
 
-def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep: int = 1) -> None:
+def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep: int = 1, dp: int = 1) -> None:
     """Tensor parallelism must split attention heads (and KV heads, or replicate them) evenly;
     expert parallelism must divide the tensor-parallel GPUs and the experts."""
     if ep > 1:
@@ -57,6 +57,14 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep
         if model.num_experts % ep:
             raise ConfigError(f"expert_parallel={ep} does not divide the {model.num_experts} experts of "
                               f"{model.name}", where=ep_where)
+    if dp > 1:
+        dp_where = where.replace("tensor_parallel", "attention_data_parallel")
+        if not model.is_moe:
+            raise ConfigError(f"attention_data_parallel={dp} needs a mixture-of-experts model (its MoE layers join "
+                              f"the groups); {model.name} is dense: use replicas", where=dp_where)
+        if tp % dp:
+            raise ConfigError(f"attention_data_parallel={dp} does not divide tensor_parallel={tp}", where=dp_where)
+        tp //= dp  # attention's tensor-parallel group
     if model.num_heads % tp:
         raise ConfigError(f"tensor_parallel={tp} does not divide the {model.num_heads} attention heads of "
                           f"{model.name}", where=where)
@@ -66,12 +74,19 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep
 
 
 def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1,
-                     quant=None, block_size: int | None = None) -> MemoryPlan:
+                     quant=None, block_size: int | None = None, dp: int = 1) -> MemoryPlan:
     """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
     pipeline stage holds 1/pp of the layers, and KV for those layers only); ``quant`` (a
-    quantization scheme) sets the weight bytes and the KV bytes per element."""
+    quantization scheme) sets the weight bytes and the KV bytes per element. ``dp`` > 1 (attention
+    data parallelism): the routed experts are split over the ``tp`` GPUs, every other weight over the
+    ``tp / dp`` GPUs of an attention group; each group keeps its own requests' KV, so the replica's
+    KV blocks are ``dp`` times one GPU's."""
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
+    if dp > 1:  # the non-expert share of the weights is replicated over the dp groups
+        expert = model.moe_layers * model.num_experts * model._mlp_params(model.expert_intermediate)
+        weights *= expert / model.num_params() + (1.0 - expert / model.num_params()) * dp
+        tp //= dp
     free = usable - weights - engine.activation_reserve
     if getattr(engine, "memory_rule", "total") == "free_after_weights":  # TRT-LLM: a share of what is left
         usable = dev.memory_bytes - dev.extra_memory_bytes
@@ -91,7 +106,7 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
         residual = slots * quant.config.kv.residual_tokens * per_token * model.dtype_bytes / kv_elem
         free -= residual
     block_size = block_size or int(getattr(scheduler_config, "block_size", 16))
-    blocks = max(0, int(free // (per_token * block_size)))
+    blocks = max(0, int(free // (per_token * block_size))) * dp
     return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
                       block_size, blocks, residual)
 
@@ -100,11 +115,12 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     pool = pool or scenario.pools[0]
     model = scenario.model.config
     where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
-    check_parallelism(model, pool.tensor_parallel, where, pool.expert_parallel)
+    check_parallelism(model, pool.tensor_parallel, where, pool.expert_parallel, pool.attention_data_parallel)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
                             pool.pipeline_parallel, build_quantization(scenario),
-                            page_block_size(scenario.kv_cache, model, pool.tensor_parallel))
+                            page_block_size(scenario.kv_cache, model, pool.tensor_parallel),
+                            dp=pool.attention_data_parallel)
 
 
 def build_quantization(scenario: ResolvedScenario):
@@ -185,6 +201,7 @@ class Simulation:
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
             timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
                               pool.device.config.launch_overhead_s, ep=pool.expert_parallel,
+                              dp=pool.attention_data_parallel,
                               kernel_overlap=build_overlap(spec.engine.overlap))
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]

@@ -20,6 +20,8 @@ DENSE = {"id": "dense", "backend": "vllm", "backend_version": "0.12.0",
          "tp_size": "1", "pp_size": "1", "attention_dp_size": "1", "moe_ep_size": "1", "silicon_ttft_ms": "50",
          "silicon_tpot_ms": "5"}
 MOE = {**DENSE, "id": "moe", "model_path": "deepseek-ai/DeepSeek-V3", "tp_size": "8", "attention_dp_size": "8"}
+MOE_DP = {**DENSE, "id": "moe-dp", "model_path": "Qwen/Qwen3-30B-A3B", "precision": "bf16", "tp_size": "1",
+          "attention_dp_size": "2", "moe_ep_size": "2"}
 MOE_EP = {**DENSE, "id": "moe-ep", "model_path": "Qwen/Qwen3-30B-A3B", "precision": "bf16", "tp_size": "2",
           "moe_ep_size": "2"}
 runner = CliRunner()
@@ -66,17 +68,18 @@ def test_a_bad_row_is_one_line_naming_the_line_and_field(tmp_path, field, value,
     one_line_error(runner.invoke(app, ["validate", "serving", str(path)]), *needles)
 
 
-def test_moe_rows_are_simulated_with_expert_parallelism_and_unmodelled_layouts_listed_as_skipped(tmp_path):
-    path = write(tmp_path, [DENSE, MOE_EP, MOE])
+def test_moe_rows_are_simulated_with_expert_and_attention_data_parallelism_and_multi_node_rows_skipped(tmp_path):
+    path = write(tmp_path, [DENSE, MOE_EP, MOE_DP, MOE])
     res = runner.invoke(app, ["validate", "serving", str(path), "--jobs", "1", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0].split()[:3] == ["class", "backend", "median"] and "bias" in lines[0]
     assert any(ln.startswith("ttft ") for ln in lines) and any(ln.startswith("tpot ") for ln in lines)
-    assert "skipped 1 row(s): pipeline or attention data parallelism" in res.output
+    assert "skipped 1 row(s): 64 GPUs span several nodes" in res.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "rows.csv")))
-    assert [r["skipped"] != "" for r in rows] == [False, False, True]
-    assert float(rows[0]["predicted_tpot_ms"]) > 0 and float(rows[1]["predicted_tpot_ms"]) > 0
+    assert [r["skipped"] != "" for r in rows] == [False, False, False, True]
+    assert all(float(r["predicted_tpot_ms"]) > 0 for r in rows[:3])
+    assert any(ln.startswith("Qwen3-30B-A3B vllm tp1 dp2 ep2 tpot") for ln in lines)
     assert (tmp_path / "out" / "report.html").is_file()
     assert any((tmp_path / "out").glob("plotly-*.min.js"))  # plotly.js beside the page: opens offline
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from workloads.architectures.transformer import TransformerConfig
 
-GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE, ALLREDUCE, GROUPED = (
-    "gemm", "attn_prefill", "attn_decode", "elementwise", "allreduce", "grouped_gemm")
+GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE, ALLREDUCE, GROUPED, ALLTOALL = (
+    "gemm", "attn_prefill", "attn_decode", "elementwise", "allreduce", "grouped_gemm", "alltoall")
 # GEMM-like kinds: a grouped GEMM runs one weight matrix per group (expert) in one kernel
 GEMM_KINDS = (GEMM, GROUPED)
 
@@ -48,7 +48,8 @@ class Op:
     gemm: C[m,n] = A[m,k] @ B[k,n]; B is a weight. attn_prefill: ``seqs`` sequences, ``q_tokens``
     query tokens in all, ``pairs`` (query, key) pairs after causal masking, ``kv_tokens`` keys
     read. attn_decode: ``seqs`` rows each attending to its context, ``kv_tokens`` keys in all.
-    elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs.
+    elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs. alltoall:
+    ``bytes`` each GPU sends, spread over the other ``workers`` - 1 GPUs (MoE dispatch / combine).
     grouped_gemm: one kernel running ``len(groups)`` GEMMs of ``groups[i]`` rows each against its own
     [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all.
 
@@ -158,7 +159,7 @@ def layer_shards(model: TransformerConfig, tp: int) -> tuple[int, int, int]:
 
 
 def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None,
-          fusion: Any = None, ep: int = 1) -> list[Op]:
+          fusion: Any = None, ep: int = 1, dp: int = 1) -> list[Op]:
     """Per-GPU ops of one iteration of ``shape`` on ``model`` split over ``tp`` GPUs.
 
     ``scheme`` (a quantization policy, duck-typed; None = unquantized) answers
@@ -169,26 +170,27 @@ def lower(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any 
     into the next norm), ``rope_in_attention``, ``act_quant_in_producer`` (activation quantization
     fused into the norm / activation kernel producing the GEMM input) and ``allreduce_norm``
     (all-reduce fused with the residual add and norm after it). ``ep``: the experts of a MoE model
-    split over that many of the ``tp`` GPUs (``moe_ops``).
+    split over that many of the ``tp`` GPUs (``moe_ops``); ``dp``: attention data parallelism
+    (``_dense_unquantized``).
     """
     pre_tokens = sum(t for t, _ in shape.prefill)
-    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme, fusion, ep)
+    pre, post = _dense_parts(pre_tokens + shape.decode_rows, shape.emitting, model, tp, scheme, fusion, ep, dp)
     if not pre:
         return pre
-    return pre + attention_ops(shape, model, tp, scheme) + post
+    return pre + attention_ops(shape, model, tp, scheme, dp) + post
 
 
 def dense_ops(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, scheme: Any = None,
-              fusion: Any = None, ep: int = 1) -> list[Op]:
+              fusion: Any = None, ep: int = 1, dp: int = 1) -> list[Op]:
     """Every op of an iteration but attention: they depend only on the token count ``tokens`` and
     the rows that emit a token (``lower`` puts attention after the rotary embedding)."""
-    pre, post = _dense_parts(tokens, emitting, model, tp, scheme, fusion, ep)
+    pre, post = _dense_parts(tokens, emitting, model, tp, scheme, fusion, ep, dp)
     return pre + post
 
 
 def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, scheme: Any,
-                 fusion: Any = None, ep: int = 1) -> tuple[list, list]:
-    ops = _dense_unquantized(tokens, emitting, model, tp, ep)
+                 fusion: Any = None, ep: int = 1, dp: int = 1) -> tuple[list, list]:
+    ops = _dense_unquantized(tokens, emitting, model, tp, ep, dp)
     if not ops:
         return ops, []
     if fusion is not None:
@@ -199,7 +201,8 @@ def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, 
     pre, post = _quantize(ops[:cut], model, scheme, fusion), _quantize(ops[cut:], model, scheme, fusion)
     kv = scheme.kv_format(model.dtype_bytes, model.head_dim)
     if kv is not None:  # quantize the new tokens' K and V as they are written to the cache
-        nbytes = int(tokens * model.kv_elems_per_token(tp) // model.num_layers * (model.dtype_bytes + kv.bytes))
+        nbytes = int(-(-tokens // dp) * model.kv_elems_per_token(tp // dp) // model.num_layers
+                     * (model.dtype_bytes + kv.bytes))
         pre.append(Op(ELEMENTWISE, "kv_quant", model.num_layers, bytes=nbytes, dtype=model.dtype,
                       dtype_bytes=model.dtype_bytes))
     return pre, post
@@ -294,14 +297,16 @@ def _mlp(tokens: int, width: int, count: int, model: TransformerConfig, prefix: 
             Op(GEMM, f"{prefix}_down", count, m=tokens, n=h, k=width, dtype=d, dtype_bytes=b)]
 
 
-def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> list[Op]:
+def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1,
+            shared: tuple[int, int] | None = None) -> list[Op]:
     """The MoE layers' MLP on one GPU of a ``tp``-GPU replica whose experts are split ``ep`` ways
     (expert parallel) and each expert ``tp / ep`` ways (tensor parallel inside the expert). Every GPU
     holds all ``tokens`` (the attention output is all-reduced), runs the router, then one grouped
     GEMM over its own experts' tokens (the busiest GPU's, as ``workloads.moe`` routes them), the
     activation, the down grouped GEMM and the weighted sum of each token's top-k outputs; shared
     experts run as a dense MLP on every token. The all-reduce after the MLP combines the GPUs'
-    partial outputs, as with a dense MLP."""
+    partial outputs, as with a dense MLP. ``shared``: (tokens, tensor-parallel GPUs) of the shared
+    experts when they differ (attention data parallelism: each group runs its own tokens')."""
     from workloads.moe import busiest_rank
 
     d, b, h = model.dtype, model.dtype_bytes, model.hidden_size
@@ -311,7 +316,8 @@ def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> 
     up = 2 * width if model.gated_mlp else width
     groups = busiest_rank(tokens, model.num_experts, model.experts_per_token, ep, model.routing)
     routed = sum(groups)
-    ops = [Op(GEMM, "moe_router", count, m=tokens, n=model.num_experts, k=h, dtype=d, dtype_bytes=b)]
+    s_tokens, s_tp = shared or (tokens, tp)  # the GPU's own tokens (route them, run the shared experts)
+    ops = [Op(GEMM, "moe_router", count, m=s_tokens, n=model.num_experts, k=h, dtype=d, dtype_bytes=b)]
     if routed:
         ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups),
                 Op(ELEMENTWISE, "moe_act", count, bytes=int(routed * (up + width) * b), dtype=d, dtype_bytes=b),
@@ -319,18 +325,25 @@ def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> 
     # the top-k outputs of each token, weighted and summed (tokens whose experts are elsewhere add 0)
     ops.append(Op(ELEMENTWISE, "moe_sum", count, bytes=int((routed + tokens) * h * b), dtype=d, dtype_bytes=b))
     if model.shared_intermediate:
-        ops += _mlp(tokens, -(-model.shared_intermediate // tp), count, model, "shared")
+        ops += _mlp(s_tokens, -(-model.shared_intermediate // s_tp), count, model, "shared")
     return ops
 
 
-def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, ep: int = 1) -> list[Op]:
+def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp: int = 1, ep: int = 1,
+                       dp: int = 1) -> list[Op]:
+    """``dp`` > 1 (attention data parallelism): the ``tp`` GPUs form ``dp`` groups of ``tp / dp``; each
+    group runs attention and the dense layers tensor-parallel on its ``1 / dp`` of the tokens (an
+    even split), and the MoE layers dispatch every token to the GPUs holding its experts and
+    combine the results back (all-to-all over the ``tp`` GPUs)."""
     d = model.dtype
     b = model.dtype_bytes
     h = model.hidden_size
     hd = model.head_dim
     L = model.num_layers
+    T_all = tokens
+    tp_all, tp = tp, tp // dp  # the MoE's GPUs; attention's tensor-parallel group
+    T, emitting = -(-tokens // dp), -(-emitting // dp)
     heads, kv_heads, inter = layer_shards(model, tp)
-    T = tokens
     ops: list[Op] = []
     if T == 0:
         return ops
@@ -355,8 +368,18 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
     dense = model.first_dense_layers if model.is_moe else L
     if dense:
         ops += _mlp(T, inter, dense, model, "mlp")
-    if model.is_moe:
+    if model.is_moe and dp == 1:
         ops += moe_ops(T, model, tp, ep)
+    elif model.is_moe:  # DP attention: dispatch each token's hidden state to its top-k experts' GPUs and back
+        from workloads.moe import dispatch_copies
+
+        copies = dispatch_copies(model.experts_per_token, ep, tp_all // ep)
+        sent = int(T * copies * h * b * (tp_all - 1) / tp_all)
+        ops.append(Op(ALLTOALL, "moe_dispatch", model.moe_layers, m=T, bytes=sent, workers=tp_all, dtype=d,
+                      dtype_bytes=b))
+        ops += moe_ops(T_all, model, tp_all, ep, shared=(T, tp))
+        ops.append(Op(ALLTOALL, "moe_combine", model.moe_layers, m=T, bytes=sent, workers=tp_all, dtype=d,
+                      dtype_bytes=b))
     if tp > 1:
         ops.append(Op(ALLREDUCE, "mlp_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "residual_add", L, bytes=3 * act, dtype=d, dtype_bytes=b))
@@ -366,8 +389,13 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
     return ops
 
 
-def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None) -> list[Op]:
-    """The attention kernels of one iteration: varlen prefill over the chunks, paged decode."""
+def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, scheme: Any = None,
+                  dp: int = 1) -> list[Op]:
+    """The attention kernels of one iteration: varlen prefill over the chunks, paged decode.
+    ``dp`` > 1: one of ``dp`` attention groups of ``tp / dp`` GPUs, holding ``1 / dp`` of the
+    sequences (an even split of the iteration's work)."""
+    if dp > 1:
+        return [per_group(op, dp) for op in attention_ops(shape, model, tp // dp, scheme)]
     ops: list[Op] = []
     if shape.prefill and model.kv_lora_rank:  # MLA: KV up-projection, then MHA (workloads.mla)
         from workloads.mla import prefill_ops
@@ -385,6 +413,19 @@ def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, sche
     if shape.decode_rows:
         ops.append(decode_attention(model, tp, shape.decode_rows, shape.decode_kv, scheme))
     return ops
+
+
+def per_group(op: Op, dp: int) -> Op:
+    """``op`` of a whole iteration cut to one of ``dp`` data-parallel groups' even share."""
+    def cut(x: int) -> int:
+        return -(-x // dp)
+
+    if op.kind in (ATTN_PREFILL, ATTN_DECODE):
+        return replace(op, seqs=cut(op.seqs), q_tokens=cut(op.q_tokens), kv_tokens=cut(op.kv_tokens),
+                       pairs=cut(op.pairs))
+    if op.kind == GEMM:
+        return replace(op, m=cut(op.m))
+    return replace(op, bytes=cut(op.bytes))
 
 
 def decode_attention(model: TransformerConfig, tp: int, rows: int, kv_tokens: int, scheme: Any = None) -> Op:

@@ -170,4 +170,12 @@ def busiest_rank(tokens: int, experts: int, top_k: int, ep: int, routing: Routin
     return tuple(int(x) for x in mine)
 
 
-__all__ = ["RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank"]
+def dispatch_copies(top_k: int, ep: int, moe_tp: int = 1) -> float:
+    """GPUs one token is sent to by an expert-parallel dispatch: the expected number of distinct EP
+    ranks among its top-k experts under uniform routing, ep x (1 - (1 - 1/ep)^k) (the dispatch sends
+    a token once per destination rank, as DeepEP does), times the moe_tp GPUs holding each expert's
+    slices."""
+    return moe_tp * ep * (1.0 - (1.0 - 1.0 / ep) ** top_k)
+
+
+__all__ = ["dispatch_copies", "RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank"]

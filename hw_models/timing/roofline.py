@@ -83,6 +83,8 @@ class RooflineBackend(TimingBackend):
             else:
                 t = self.link.allreduce_s(op.bytes, op.workers)
             return t * op.count
+        elif kind == "alltoall":
+            return (self.link.alltoall_s(op.bytes, op.workers) if self.link is not None else 0.0) * op.count
         else:
             raise ValueError(f"roofline backend cannot time op kind {kind!r}")
         return (t + self._launch) * op.count

@@ -61,6 +61,12 @@ FIT_ROW_IN_FLIGHT = 2756.0
 # the per-wave prologue/epilogue and the in-GPU fixed cost of a wgmma GEMM kernel.
 FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int8": 0.6847},
                  cta_overhead_cycles=1028.6, kernel_fixed_s="2.110us")
+# MoE all-to-all (DeepEP low-latency and high-throughput dispatch / combine within one NVSwitch node),
+# fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
+# Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
+# default num_max_dispatch_tokens_per_rank) and "ht" high-throughput ("normal") kernels; the values are
+# the fit over all frameworks' rows (the frameworks' own fits are in their profiles).
+FIT_A2A = dict(efficiency={"ll": 0.399, "ht": 0.512}, latency_s={"ll": 41.2e-6, "ht": 66.3e-6}, ll_max_tokens=128)
 # Attention kernels per family: fa2 (FlashAttention-2 / mma.sync, Ampere) and fa3 (wgmma, softmax
 # overlapped; Hopper-class). MMA efficiency, cycles per Q-tile CTA (prologue: Q tile and first K/V
 # loads; epilogue: O write), and the fixed cost of the framework's attention op around the kernel
@@ -119,6 +125,16 @@ class TileConfig(StrictConfig):
                                           description="tensor-core efficiency of the MoE grouped-GEMM kernel relative "
                                                       "to a dense GEMM's (the framework's fused-MoE kernel family; "
                                                       "fitted per framework on the aic MoE tables)")
+    alltoall_efficiency: dict[str, float] = Field(
+        default_factory=lambda: dict(FIT_A2A["efficiency"]),
+        description="share of the per-GPU link bandwidth an MoE all-to-all (DeepEP dispatch / combine) reaches, "
+                    "per kernel family: ll (low-latency) and ht (high-throughput) (fitted)")
+    alltoall_latency_s: dict[str, float] = Field(default_factory=lambda: dict(FIT_A2A["latency_s"]),
+                                                 description="fixed time of one MoE all-to-all kernel per family, "
+                                                             "seconds (fitted)")
+    alltoall_ll_max_tokens: int = Field(default=FIT_A2A["ll_max_tokens"], ge=0,
+                                        description="tokens per GPU up to which the low-latency kernels run "
+                                                    "(DeepEP num_max_dispatch_tokens_per_rank default 128)")
     moe_fixed_s: Seconds = Field(default="0s", description="fixed cost of one MoE layer call besides its GEMMs: "
                                                            "token sort / align, top-k bookkeeping (fitted)")
     dsmem_split_k: bool = Field(default=False,
@@ -296,6 +312,13 @@ class TileBackend(TimingBackend):
             return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
         elif kind == "elementwise":
             t = self.mem_kernel_s(op.bytes, mem_class(op.name), op.m)
+        elif kind == "alltoall":
+            if self.link is None or op.workers <= 1:
+                return 0.0
+            c = self.config
+            mode = "ll" if op.m <= c.alltoall_ll_max_tokens else "ht"
+            return self.link.alltoall_s(op.bytes, op.workers, c.alltoall_efficiency[mode],
+                                        c.alltoall_latency_s[mode]) * op.count
         elif kind == "allreduce":
             if self._fabric is None or op.workers <= 1:
                 return 0.0

@@ -34,6 +34,9 @@ class PoolSection(StrictConfig):
     tensor_parallel: int = Field(default=1, ge=1)
     expert_parallel: int = Field(default=1, ge=1, description="MoE experts split over this many of the "
                                                                "tensor-parallel GPUs (divides tensor_parallel)")
+    attention_data_parallel: int = Field(default=1, ge=1, description="attention in this many data-parallel "
+                                                                       "groups of tensor_parallel / N GPUs, each "
+                                                                       "with its own requests (MoE models)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
     device: Block | None = Field(default=None, description="default: hardware.device")
     interconnect: Block | None = Field(default=None, description="default: hardware.interconnect")
@@ -49,6 +52,9 @@ class ClusterSection(StrictConfig):
     tensor_parallel: int = Field(default=1, ge=1)
     expert_parallel: int = Field(default=1, ge=1, description="MoE experts split over this many of the "
                                                                "tensor-parallel GPUs (divides tensor_parallel)")
+    attention_data_parallel: int = Field(default=1, ge=1, description="attention in this many data-parallel "
+                                                                       "groups of tensor_parallel / N GPUs, each "
+                                                                       "with its own requests (MoE models)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
     router: Block = Field(default_factory=lambda: {"kind": "round_robin"},
                           description="routes arrivals over replicas of role both/prefill")
@@ -62,7 +68,7 @@ class ClusterSection(StrictConfig):
         if self.pools is None:
             return self
         if self.replicas != 1 or self.tensor_parallel != 1 or self.pipeline_parallel != 1 or \
-                self.expert_parallel != 1:
+                self.expert_parallel != 1 or self.attention_data_parallel != 1:
             raise ValueError("with pools, give replicas and parallelism per pool, not in cluster")
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):

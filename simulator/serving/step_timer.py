@@ -29,9 +29,10 @@ class StepTimer:
     overlapped on its own, so the stretch takes one overlap evaluation per iteration)."""
 
     def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
-                 ep: int = 1, kernel_overlap=None) -> None:
+                 ep: int = 1, kernel_overlap=None, dp: int = 1) -> None:
         self.model = model
         self.ep = ep  # MoE experts split over ep of the tp GPUs
+        self.dp = dp  # attention data-parallel groups of tp / dp GPUs
         # concurrent kernels (policies.overlap): step_s(ops, backend) -> seconds; None = back to back
         self.kernel_overlap = kernel_overlap
         self._dense_list: dict[tuple[int, int], tuple[list, list]] = {}
@@ -50,14 +51,14 @@ class StepTimer:
             self.overlap = False
         self._fixed: dict[tuple[int, int], tuple[float, float, int]] = {}
         self._attn_template = {}
-        self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // tp) * model.head_dim * model.num_layers
+        self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // (tp // dp)) * model.head_dim * model.num_layers / dp
 
     def _dense(self, tokens: int, emitting: int) -> tuple[float, float, int]:
         """(kernel seconds, FLOPs, kernel launches) of every op but attention."""
         key = (tokens, emitting)
         hit = self._fixed.get(key)
         if hit is None:
-            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep)
+            ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep, self.dp)
             hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
                                       sum(op.count for op in ops))
         return hit
@@ -80,7 +81,7 @@ class StepTimer:
         if self.framework is not None and decode_only:
             tokens = emitting = self.framework.padded_batch(tokens)
         t, flops, kernels = self._dense(tokens, emitting)
-        attn = attention_ops(shape, self.model, self.tp, self.quant)
+        attn = attention_ops(shape, self.model, self.tp, self.quant, self.dp)
         for op in attn:
             t += self.backend.op_s(op)
             flops += op.flops()
@@ -97,7 +98,7 @@ class StepTimer:
         key = (tokens, emitting)
         hit = self._dense_list.get(key)
         if hit is None:
-            dense = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep)
+            dense = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep, self.dp)
             cut = next((i for i, op in enumerate(dense) if op.name == "o_proj"), len(dense))
             hit = self._dense_list[key] = (dense[:cut], dense[cut:])
         return hit[0] + list(attn) + hit[1]
@@ -115,7 +116,8 @@ class StepTimer:
 
     def _decode_fixed(self, rows: int) -> tuple[float, float, int]:
         if rows not in self._attn_template:
-            self._attn_template[rows] = decode_attention(self.model, self.tp, rows, 0, self.quant)
+            self._attn_template[rows] = decode_attention(self.model, self.tp // self.dp, -(-rows // self.dp), 0,
+                                                         self.quant)
         padded = self.framework.padded_batch(rows) if self.framework is not None else rows
         return self._dense(padded, padded)
 
@@ -125,13 +127,14 @@ class StepTimer:
         fixed_s, fixed_flops, kernels = self._decode_fixed(rows)
         kv = kv0 + rows * np.arange(k, dtype=np.int64)
         template = self._attn_template[rows]
-        attn_s = self.backend.decode_attention_s(template, kv)
+        attn_s = self.backend.decode_attention_s(template, -(-kv // self.dp) if self.dp > 1 else kv)
         step_s = fixed_s + attn_s
         if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
             padded = self.framework.padded_batch(rows) if self.framework is not None else rows
             if self.kernel_overlap.splits(self._ordered(padded, padded, [template]), self.backend):
+                per = -(-kv // self.dp)  # each attention group's context sum
                 step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
-                                                                s) for x, s in zip(kv, step_s)])
+                                                                s) for x, s in zip(per, step_s)])
         if self.framework is not None:
             floor = self._launch_floor(kernels + template.count, True, rows)
             step_s = self._with_host(np.maximum(step_s, floor), rows)

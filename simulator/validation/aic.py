@@ -72,7 +72,8 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
                    attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
                    decode_kernel="split_kv", decode_max_group=32,
-                   grouped_mma_efficiency=0.65, moe_fixed_s="14us"),
+                   grouped_mma_efficiency=0.65, moe_fixed_s="14us",
+                   alltoall_efficiency={"ll": 0.505, "ht": 0.601}, alltoall_latency_s={"ll": 38.3e-6, "ht": 59.0e-6}),
     "vllm": dict(mem_traffic_multiplier={"quant": 3.764}, mem_kernel_floor_s={"quant": 2.951e-6},
                  row_bytes_in_flight=4408.0,
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
@@ -80,7 +81,8 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
                  attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.397e-6},
                  attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1},
-                 grouped_mma_efficiency=0.60, moe_fixed_s="24us"),
+                 grouped_mma_efficiency=0.60, moe_fixed_s="24us",
+                 alltoall_efficiency={"ll": 0.334, "ht": 0.459}, alltoall_latency_s={"ll": 47.0e-6, "ht": 102.0e-6}),
 }
 
 
@@ -310,5 +312,10 @@ def load_aic(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
     moe, moe_skipped = read_moe(system_dir)
     rows += moe
     skipped.update(moe_skipped)
+    from simulator.validation.aic_moe import read_a2a
+
+    a2a, a2a_skipped = read_a2a(system_dir)
+    rows += a2a
+    skipped.update(a2a_skipped)
 
     return rows, dict(sorted(skipped.items()))

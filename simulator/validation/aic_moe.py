@@ -27,7 +27,7 @@ from pathlib import Path
 
 from simulator.validation.vidur import Row
 
-CLASSES = ("moe bf16", "moe fp8")
+CLASSES = ("moe bf16", "moe fp8", "moe all_to_all")
 # experts over the EP ranks: popularity ranks dealt round-robin (the busiest rank holds the hottest expert
 # and a fair share of the rest; an assumption, the tables do not say)
 PLACEMENT = "interleaved"
@@ -110,7 +110,66 @@ def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
     return rows, skipped
 
 
-__all__ = ["CLASSES", "read_moe", "item_of", "routing_of"]
+__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a"]
+
+
+A2A_BYTES = {"fp8": 1.0 + 4.0 / 128, "bfloat16": 2.0, "default": 2.0, "nvfp4": 0.5 + 1.0 / 16}  # scales included
+
+
+def read_a2a(system_dir: Path) -> tuple[list[Row], Counter]:
+    """(rows, skip reasons) of the ``comm/*/*/moe_a2a_perf.parquet`` tables inside one node: each
+    dispatch / combine as an all-to-all in which every GPU sends its ``num_tokens`` tokens' hidden
+    states once per destination GPU among their top-k experts' (``workloads.moe.dispatch_copies``)."""
+    from simulator.validation.aic import _read, _tables
+    from simulator.validation.aic_comm import NetItem
+    from workloads.moe import dispatch_copies
+
+    rows: list[Row] = []
+    skipped: Counter = Counter()
+    node = Path(system_dir).resolve().name
+    for source, path in _tables(system_dir, "comm", "moe_a2a_perf.parquet"):
+        for r in _read(path):
+            ep = int(r["ep_size"])
+            if int(r.get("node_num", 1)) != 1 or ep > 8:
+                skipped["MoE all-to-all: across nodes not mapped"] += 1
+                continue
+            # DeepEP combines in bf16 whatever the dispatch precision (DeepEP README: FP8 dispatch, BF16 combine)
+            nbytes = 2.0 if r.get("phase") == "combine" else A2A_BYTES.get(str(r["comm_dtype"]))
+            if nbytes is None:
+                skipped[f"MoE all-to-all: dtype {r['comm_dtype']!r} not mapped"] += 1
+                continue
+            size = int(r["num_tokens"]) * dispatch_copies(int(r["topk"]), ep) * int(r["hidden_size"]) * nbytes \
+                * (ep - 1) / ep
+            rows.append(Row(source, "moe all_to_all", ep, size, float(r["latency"]) * 1e-6,
+                            NetItem("alltoall", size, ep, 8, node, str(r["comm_backend"]))))
+    return rows, skipped
+
+
+def a2a_mode(impl: str) -> str:
+    """DeepEP's kernel family of a table's ``comm_backend``: ``ll`` (low-latency, decode) or ``ht``
+    (high-throughput "normal" kernels, prefill)."""
+    return "ll" if "_ll" in impl or impl.endswith("ll") else "ht"
+
+
+def fit_a2a(system_dir: Path) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """Per framework and DeepEP mode: (latency s, efficiency, median APE %) of ``Link.alltoall_s`` least-squares
+    fitted to its all-to-all rows in relative error."""
+    import numpy as np
+
+    from simulator.validation.kernels import link_config
+
+    rows, _ = read_a2a(system_dir)
+    bw = link_config("NVLink4").bw_bytes_per_s
+    out = {}
+    for key in sorted({(r.source.split()[0], a2a_mode(r.item.impl)) for r in rows}):
+        mine = [r for r in rows if (r.source.split()[0], a2a_mode(r.item.impl)) == key]
+        size = np.array([r.x for r in mine])
+        meas = np.array([r.measured_s for r in mine])
+        A = np.vstack([1.0 / meas, size / meas]).T  # minimise sum ((lat + size * s) / meas - 1)^2
+        (lat, slope), *_ = np.linalg.lstsq(A, np.ones(len(mine)), rcond=None)
+        ape = np.abs(lat + slope * size - meas) / meas
+        out[key] = (float(lat), float(1.0 / (slope * bw)), 100 * float(np.median(ape)))
+    return out
 
 
 def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float]]:
@@ -148,8 +207,13 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
 if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] != "fit":
-        sys.exit("usage: python -m simulator.validation.aic_moe fit SYSTEM_DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("fit", "fit-a2a"):
+        sys.exit("usage: python -m simulator.validation.aic_moe fit|fit-a2a SYSTEM_DIR")
+    if sys.argv[1] == "fit-a2a":
+        for (fw, mode), (lat, eff, ape) in fit_a2a(Path(sys.argv[2])).items():
+            print(f"{fw} {mode}: alltoall_latency_s={lat * 1e6:.1f}us alltoall_efficiency={eff:.3f} "
+                  f"median APE {ape:.1f}%")
+        sys.exit(0)
     for fw, (eff, fixed, train, held) in fit(Path(sys.argv[2])).items():
         print(f"{fw:8s} grouped_mma_efficiency={eff:.2f} moe_fixed_s={fixed * 1e6:.1f}us "
               f"median APE fitted {train:.1f}% held-out {held:.1f}%")

@@ -29,7 +29,7 @@ from simulator.validation.vidur import GEMM_OPS, Row
 
 AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention",  # = aic.CLASSES
                "gemm fp8_block", "context mla", "generation mla",  # + aic.BLOCK_GEMM_DTYPES, aic.MLA_CLASSES
-               "moe bf16", "moe fp8")  # + aic_moe.CLASSES
+               "moe bf16", "moe fp8", "moe all_to_all")  # + aic_moe.CLASSES
 
 # node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
 NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR", "ampere"),
@@ -105,6 +105,17 @@ def network_s(row: Row, backend_kind: str, nccl: NcclParams = NcclParams()) -> f
     coll, size, p = item.coll, item.size, item.p
     if fab.inter is None:
         fab = dataclasses.replace(fab, inter=fab.intra)
+    if coll == "alltoall":  # MoE dispatch / combine inside one node: each GPU's bytes over its own link
+        link = Link(fab.intra)
+        if backend_kind != "tile":
+            return link.alltoall_s(size, p)
+        from hw_models.timing.tile import TileConfig
+        from simulator.validation.aic import FRAMEWORK_TIMING, _merged
+        from simulator.validation.aic_moe import a2a_mode
+
+        c = TileConfig(**_merged(FRAMEWORK_TIMING.get(row.source.split()[0], {})))
+        mode = a2a_mode(item.impl)
+        return link.alltoall_s(size, p, c.alltoall_efficiency[mode], c.alltoall_latency_s[mode])
     if backend_kind != "tile":  # the link preset's alpha-beta model on the bottleneck link
         link = Link(fab.bottleneck(p) if coll == "all_reduce" else (fab.intra if row.intra_node else fab.inter))
         return link.allreduce_s(size, p) if coll == "all_reduce" else link.send_s(size)

@@ -169,17 +169,20 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
     if row.precision not in PRECISION:
         raise ConfigError(f"line {row.line}: field 'precision': {row.precision!r} is not modelled; known: "
                           f"{', '.join(PRECISION)}")
-    if row.pp > 1 or row.dp > 1:
-        return None, "pipeline or attention data parallelism in an aggregated row is not modelled here", ""
     moe = _is_moe(row.model)
-    ep = row.ep if moe else 1
-    if moe:
-        moe_tp = row.moe_tp or max(1, row.tp // max(1, ep))
-        if moe_tp * ep != row.tp:
-            return None, (f"MoE layout moe_tp {moe_tp} x moe_ep {ep} != tp {row.tp}: attention data "
-                          "parallelism is not modelled here"), ""
-    if row.tp > NODE_GPUS:
-        return None, f"tp {row.tp} spans several nodes: multi-node tensor parallelism is not modelled here", ""
+    if row.pp > 1 or (row.dp > 1 and not moe):
+        return None, "pipeline parallelism, or attention data parallelism of a dense model, is not modelled here", ""
+    ep, dp, gpus = 1, 1, row.tp
+    if moe:  # attention: dp groups of tp GPUs; MoE: moe_tp x moe_ep GPUs = all of them
+        ep = row.ep
+        moe_tp = row.moe_tp or max(1, row.tp * row.dp // max(1, ep))
+        gpus = moe_tp * ep
+        if gpus % row.tp or (row.dp > 1 and gpus != row.tp * row.dp):
+            return None, (f"MoE layout moe_tp {moe_tp} x moe_ep {ep} does not match attention tp {row.tp} x "
+                          f"dp {row.dp}"), ""
+        dp = gpus // row.tp
+    if gpus > NODE_GPUS:
+        return None, f"{gpus} GPUs span several nodes: multi-node parallelism is not modelled here", ""
     gpu = gpu or SYSTEM_GPU.get(row.system)
     if gpu is None:
         raise ConfigError(f"line {row.line}: field 'system': unknown system {row.system!r}; give --gpu")
@@ -198,7 +201,8 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
         "name": row.id, "seed": 0,
         "hardware": {"device": {"kind": "gpu", "preset": gpu}},
         "model": {"kind": "transformer", "preset": preset},
-        "cluster": {"tensor_parallel": row.tp, **({"expert_parallel": ep} if ep > 1 else {})},
+        "cluster": {"tensor_parallel": gpus, **({"expert_parallel": ep} if ep > 1 else {}),
+                    **({"attention_data_parallel": dp} if dp > 1 else {})},
         "engine": {"framework": f"{prof.framework}-{prof.version}",
                    "max_model_len": row.isl + row.osl},
         "workload": {"kind": "closed_loop", "clients": row.concurrency, "num_requests": n,
@@ -281,7 +285,7 @@ def implied_peak(row: ServingRow, scenario: dict) -> float:
     life_s = (row.ttft_ms + (row.osl - 1) * row.tpot_ms) / 1e3
     if life_s <= 0:
         return float("nan")
-    flops = row.concurrency / life_s * row.isl * 2.0 * model.active_params() / row.tp
+    flops = row.concurrency / life_s * row.isl * 2.0 * model.active_params() / scenario["cluster"]["tensor_parallel"]
     return flops / gpu.tensor_peak(TENSOR_DTYPE[row.precision])
 
 
@@ -335,7 +339,9 @@ def stats(pred: np.ndarray, meas: np.ndarray) -> tuple[float, float, float, int]
 
 def group_key(p: Prediction) -> str:
     r = p.row
-    return f"{r.model.split('/')[-1]} {r.framework} tp{r.tp}"
+    dp = max(r.dp, (r.moe_tp * r.ep) // r.tp if r.moe_tp else 1)
+    return f"{r.model.split('/')[-1]} {r.framework} tp{r.tp}" + (f" dp{dp}" if dp > 1 else "") + \
+        (f" ep{r.ep}" if r.ep > 1 else "")
 
 
 def format_table(preds: list[Prediction], backend: str) -> str:
