@@ -1,5 +1,6 @@
 """How each reproduction's hwsim figure is measured: one function per metric of
-:mod:`simulator.reproduce`, taking the row's driving inputs (name -> value) and returning the
+:mod:`simulator.reproduce` (serving, capacity and kernel-table rows here; study and MCU rows in
+:mod:`simulator.reproduce_studies`), taking the row's driving inputs (name -> value) and returning the
 figure plus a one-line account of what produced it.
 
 Every function runs scenarios under ``scenarios/papers/`` (serving runs, capacity searches,
@@ -206,86 +207,7 @@ def sarathi_falcon(p: Params) -> Figure:
     return (s / v if v > 0 else float("inf")), f"sarathi {s:.2f}/s vs vLLM {v:.2f}/s (TP4 x PP2)"
 
 
-# -- kernels ---------------------------------------------------------------------------------------
-
-def kernels(p: Params) -> dict:
-    sets = [f"{k}={num(v)}" for k, v in sorted(p.items()) if k in ("sram_bytes", "peak_flops", "prefill_chunk_34b",
-                                                                     "prefill_chunk_1m")]
-    return study("gpu_kernels_a100.yaml", tuple(sets))
-
-
-@measure
-def fa_io_ratio(p: Params) -> Figure:
-    r = kernels(p)["fa_hbm_bytes_ratio"][1024]
-    return r, "HBM bytes, standard / FlashAttention, one head, d=64, N=1024"
-
-
-@measure
-def fa_gpt2_speedup(p: Params) -> Figure:
-    r = kernels(p)
-    a, b = r["gpt2_attention_standard_s"], r["gpt2_attention_fa2_s"]
-    return a / b, f"GPT-2-medium attention forward, 8 x 1K: standard {a * 1e3:.2f} ms vs FA2 {b * 1e3:.3f} ms"
-
-
-@measure
-def fa2_peak_share(p: Params) -> Figure:
-    f = kernels(p)["fa2_fraction_of_peak"]
-    return max(f.values()), f"causal forward, best of hd 64/128 x 1K-16K (hd 128 at 1K: {f['hd128_n1024']:.2f})"
-
-
-@measure
-def lean_512k(p: Params) -> Figure:
-    row = kernels(p)["lean_vs_paged_decode"][524288]
-    return row["speedup"], f"paged {row['paged_s'] * 1e3:.1f} ms vs lean {row['lean_s'] * 1e3:.1f} ms at 512K"
-
-
-@measure
-def prefill_34b_50k(p: Params) -> Figure:
-    r = kernels(p)
-    return r["codellama34b_prefill_50k_s"], (f"CodeLlama-34B, 4K chunks; 4K context "
-                                             f"{r['codellama34b_prefill_4k_s']:.2f} s")
-
-
-@measure
-def prefill_8b_1m(p: Params) -> Figure:
-    return kernels(p)["llama31_8b_prefill_1m_min"], "Llama-3.1-8B, 16K chunks, minutes of kernels"
-
-
-@measure
-def h100_70b_tok_s(p: Params) -> Figure:
-    r = kernels(p)
-    return (r["llama31_70b_tp4_prefill_tok_s_per_replica"],
-            f"GEMMs at {r['llama31_70b_tp4_gemm_flops_per_gpu'] / 1e12:.0f} TFLOP/s per GPU; all-reduce excluded")
-
-
 # -- KV cache, memory tiers, storage ---------------------------------------------------------------
-
-def vattention(p: Params) -> dict:
-    sets = []
-    if "l2_bw_gb_s" in p:
-        sets.append(f"l2_bw={num(p['l2_bw_gb_s'])}GB/s")
-    if "flashinfer_rel_efficiency" in p:
-        sets.append(f"flashinfer_rel_efficiency={num(p['flashinfer_rel_efficiency'])}")
-    return study("vattention_kernels.yaml", tuple(sets))
-
-
-@measure
-def vattention_decode(p: Params) -> Figure:
-    r = vattention(p)
-    return r["max_decode_step_speedup"], f"decode step, best over Yi-6B/Llama-3-8B x batch x context " \
-                                         f"(attention kernel {r['max_decode_attn_speedup']:.2f}x)"
-
-
-@measure
-def vattention_prefill_fa(p: Params) -> Figure:
-    r = vattention(p)
-    return r["max_prefill_vs_paged_fa"], f"shared-memory ceiling {r['prefill_smem_serial_ceiling']:.2f}x"
-
-
-@measure
-def vattention_prefill_flashinfer(p: Params) -> Figure:
-    return vattention(p)["max_prefill_vs_flashinfer"], "best over models and contexts"
-
 
 def serving_pair(file: str, base: str, p: Params, *extra: str):
     return serve(file, tuple(extra)).summary, serve(file, (base, *extra)).summary
@@ -301,53 +223,12 @@ def vattention_serving(p: Params) -> Figure:
 
 
 @measure
-def hydragen_kernel(p: Params) -> Figure:
-    r = study("hydragen_shared_prefix.yaml", (f"suffix_tokens={int(p['suffix_tokens'])}",))
-    return r["max_throughput_speedup A100-80GB"], "A100-80GB, best over N <= 1024, P <= 16K"
-
-
-@measure
 def prefix_serving(p: Params) -> Figure:
     pre, base = serving_pair("prefix_sharing.yaml", "policies.kv_cache={kind: paged}", p,
                              f"workload.prefix_tokens={{dist: fixed, value: {int(p['prefix_tokens'])}}}")
     return pre["throughput_rps"] / base["throughput_rps"], (
         f"{pre['throughput_rps']:.2f} vs {base['throughput_rps']:.2f} req/s, hit rate "
         f"{pre['kv_cache']['hit_rate']:.2f}, mean batch {pre['batch_size_mean']:.0f} vs {base['batch_size_mean']:.0f}")
-
-
-@measure
-def cachegen_delay(p: Params) -> Figure:
-    r = study("cachegen_llama2_7b.yaml", (f"compression_ratio={num(p['compression_ratio'])}",
-                                          f"link_bw={num(p['link_bw_gb_s'])}GB/s",
-                                          f"decode_bytes_per_s={num(p['decode_gb_s'])}GB/s"))
-    return r["delay_gain_vs_quantized"], (f"{r['cachegen_s']:.3f} s vs {r['fetch_quantized_s']:.3f} s for 8-bit KV "
-                                          f"({r['delay_gain_vs_quantized'] / r['bandwidth_saving_vs_quantized']:.2f} "
-                                          f"x compression_ratio)")
-
-
-@measure
-def flexgen_tok_s(p: Params) -> Figure:
-    r = study("flexgen_opt30b_t4.yaml", (f"prompt_tokens={int(p['prompt_tokens'])}",))
-    return r["throughput_tok_s"], (f"block {r['block_size']}, prefill {r['prefill_s']:.0f} s, decode step "
-                                   f"{r['decode_step_s']:.2f} s")
-
-
-def h2o(p: Params) -> dict:
-    return study("h2o_opt_t4.yaml", (f"kv_budget={num(p['kv_budget'])}",))
-
-
-@measure
-def h2o_vs_flexgen(p: Params) -> Figure:
-    r = h2o(p)
-    return r["opt_30b_h2o_vs_flexgen"], (f"OPT-30B: {r['opt_30b_h2o_tok_s']:.1f} vs {r['opt_30b_flexgen_tok_s']:.1f} "
-                                         f"tok/s (blocks {r['opt_30b_h2o_batch']} vs {r['opt_30b_flexgen_batch']})")
-
-
-@measure
-def h2o_vs_deepspeed(p: Params) -> Figure:
-    r = h2o(p)
-    return r["opt_30b_h2o_vs_deepspeed"], (f"OPT-30B: {r['opt_30b_h2o_tok_s']:.1f} vs "
-                                           f"{r['opt_30b_deepspeed_tok_s']:.1f} tok/s")
 
 
 H2O_SERVING = "h2o_opt6.7b_t4_serving.yaml"
@@ -369,75 +250,6 @@ def h2o_serving_latency(p: Params) -> Figure:
     h, f = h2o_serving(p, False, 8), h2o_serving(p, True, 8)
     a, b = f["e2e_s"]["mean"], h["e2e_s"]["mean"]
     return a / b, f"OPT-6.7B, batch of 8 on the serving engine: full KV {a:.2f} s vs H2O {b:.2f} s mean latency"
-
-
-def shadowkv(p: Params) -> dict:
-    sets = [f"{k}={num(v)}" for k, v in sorted(p.items())]
-    return study("shadowkv_llama31_8b_a100.yaml", tuple(sets))
-
-
-@measure
-def shadowkv_batch(p: Params) -> Figure:
-    r = shadowkv(p)
-    return r["batch_ratio"], f"batch {r['full_batch']} -> {r['shadowkv_batch']}"
-
-
-@measure
-def shadowkv_throughput(p: Params) -> Figure:
-    r = shadowkv(p)
-    return r["throughput_ratio"], (f"{r['full_tok_s']:.0f} -> {r['shadowkv_tok_s']:.0f} tok/s; value fetch "
-                                   f"{r['pcie_bound_share']:.0%} of the step")
-
-
-@measure
-def instinfer_gain(p: Params) -> Figure:
-    r = study("instinfer_opt13b_a6000.yaml", (f"kv_read_fraction={num(p['kv_read_fraction'])}",
-                                              f"fs_copy_threads={int(p['fs_copy_threads'])}"))
-    return r["throughput_ratio"], (f"{r['flexgen_tok_s']:.1f} vs {r['instinfer_tok_s']:.1f} tok/s; decode "
-                                   f"{r['decode_ratio']:.1f}x = (internal bw / kv_read_fraction) / FlexGen read rate")
-
-
-def flash(p: Params) -> dict:
-    return study("llm_in_a_flash_opt6.7b.yaml", (f"ffn_sparsity={num(1.0 - p['ffn_density'])}",
-                                                 f"predictor_precision={num(p['predictor_precision'])}"))
-
-
-@measure
-def flash_cpu(p: Params) -> Figure:
-    r = flash(p)
-    return r["naive_cpu_token_s"] / r["flash_cpu_token_s"], (f"{r['naive_cpu_token_s']:.2f} s -> "
-                                                             f"{r['flash_cpu_token_s'] * 1e3:.0f} ms per token")
-
-
-@measure
-def flash_gpu(p: Params) -> Figure:
-    r = flash(p)
-    return r["naive_gpu_token_s"] / r["flash_gpu_token_s"], (f"{r['naive_gpu_token_s']:.2f} s -> "
-                                                             f"{r['flash_gpu_token_s'] * 1e3:.0f} ms per token")
-
-
-def tpi(p: Params) -> dict:
-    return study("tpi_llm_llama2_70b.yaml", (f"runtime_bytes={num(p.get('runtime_gib', 1.0))}GiB",
-                                             f"link_latency={num(p.get('link_latency_ms', 0.5))}ms",
-                                             f"link_bw={num(p.get('link_bw_mb_s', 125.0))}MB/s"))
-
-
-@measure
-def tpi_peak_memory(p: Params) -> Figure:
-    r = tpi(p)
-    return r["peak_memory_bytes"] / 1e9, f"window of 4 layers x {r['shard_bytes'] / 1e6:.0f} MB shards + embeddings"
-
-
-@measure
-def tpi_ttft_cut(p: Params) -> Figure:
-    r = tpi(p)
-    return r["ttft_reduction"], f"TTFT {r['ttft_s']:.1f} s vs {r['accelerate_ttft_s']:.1f} s"
-
-
-@measure
-def tpi_token_cut(p: Params) -> Figure:
-    r = tpi(p)
-    return r["token_latency_reduction"], f"token {r['token_s']:.2f} s vs {r['accelerate_token_s']:.1f} s"
 
 
 # -- quantization ----------------------------------------------------------------------------------
@@ -576,30 +388,6 @@ def int8_slowdown(p: Params) -> Figure:
 
 # -- microcontrollers and fragmentation ------------------------------------------------------------
 
-def _mcu_sets(p: Params) -> tuple[str, ...]:
-    return tuple(f"{k}={int(v)}" for k, v in sorted(p.items()))
-
-
-@measure
-def mbv2_peak_sram(p: Params) -> Figure:
-    s = mcu("mcunetv2_patch.yaml", _mcu_sets(p))
-    return s["layer_by_layer_peak_bytes"] / 1024, f"{s['layer_by_layer_peak_bytes']:,} B at " \
-                                                  f"{s['layer_by_layer_peak_layer']}"
-
-
-@measure
-def mcunetv2_cut(p: Params) -> Figure:
-    s = mcu("mcunetv2_patch.yaml", _mcu_sets(p))
-    return s["peak_reduction"], f"{s['layer_by_layer_peak_bytes']:,} B -> {s['patch_peak_bytes']:,} B at " \
-                                f"{s['patch_peak_layer']}"
-
-
-@measure
-def quantmcu_bitops(p: Params) -> Figure:
-    s = mcu("mixed_precision_patch.yaml")
-    return s["bitops_reduction_vs_int8"], f"latency {s['latency_ms']:.0f} ms on the STM32H743"
-
-
 def fragmentation(file: str, p: Params) -> float:
     sets = ("workload.num_requests=400", f"workload.arrival.rate={num(p['rate'])}/s")
     from simulator.config.loader import load_scenario
@@ -618,3 +406,7 @@ def paged_waste(p: Params) -> Figure:
 def reserved_token_share(p: Params) -> Figure:
     f = fragmentation("orca_vs_vllm/orca.yaml", p)
     return 1.0 - f, "Orca reserving max_model_len: share of allocated slots that hold tokens"
+
+
+# the study and MCU rows register themselves in MEASURES on import
+from simulator import reproduce_studies  # noqa: E402, F401
