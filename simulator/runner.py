@@ -21,6 +21,7 @@ from simulator.core.rng import RngStreams
 from simulator.metrics import check_exclusions
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
+from simulator.serving.expert_offload import build_expert_offload
 from simulator.serving.kv_cache import make_kv_cache
 from simulator.serving.kv_offload import make_offload, page_block_size
 from simulator.serving.pipeline import Pipeline
@@ -74,19 +75,22 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep
 
 
 def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1,
-                     quant=None, block_size: int | None = None, dp: int = 1) -> MemoryPlan:
+                     quant=None, block_size: int | None = None, dp: int = 1, expert_offload=None) -> MemoryPlan:
     """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
     pipeline stage holds 1/pp of the layers, and KV for those layers only); ``quant`` (a
     quantization scheme) sets the weight bytes and the KV bytes per element. ``dp`` > 1 (attention
     data parallelism): the routed experts are split over the ``tp`` GPUs, every other weight over the
     ``tp / dp`` GPUs of an attention group; each group keeps its own requests' KV, so the replica's
-    KV blocks are ``dp`` times one GPU's."""
+    KV blocks are ``dp`` times one GPU's. ``expert_offload`` (workloads.expert_offload): only its
+    expert cache of the routed experts counts against GPU memory."""
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
     if dp > 1:  # the non-expert share of the weights is replicated over the dp groups
         expert = model.moe_layers * model.num_experts * model._mlp_params(model.expert_intermediate)
         weights *= expert / model.num_params() + (1.0 - expert / model.num_params()) * dp
         tp //= dp
+    if expert_offload is not None:  # routed experts in host memory / on SSD, a cache of them on the GPU
+        weights = expert_offload.resident_weight_bytes(weights, usable - engine.activation_reserve)
     free = usable - weights - engine.activation_reserve
     if getattr(engine, "memory_rule", "total") == "free_after_weights":  # TRT-LLM: a share of what is left
         usable = dev.memory_bytes - dev.extra_memory_bytes
@@ -120,7 +124,8 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
                             pool.pipeline_parallel, build_quantization(scenario),
                             page_block_size(scenario.kv_cache, model, pool.tensor_parallel),
-                            dp=pool.attention_data_parallel)
+                            dp=pool.attention_data_parallel,
+                            expert_offload=build_expert_offload(scenario, pool, build_quantization(scenario)))
 
 
 def build_quantization(scenario: ResolvedScenario):
@@ -202,7 +207,8 @@ class Simulation:
             timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
                               pool.device.config.launch_overhead_s, ep=pool.expert_parallel,
                               dp=pool.attention_data_parallel,
-                              kernel_overlap=build_overlap(spec.engine.overlap))
+                              kernel_overlap=build_overlap(spec.engine.overlap),
+                              expert_fetch=build_expert_offload(scenario, pool, self.quant))
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (

@@ -151,6 +151,10 @@ class PoliciesSection(StrictConfig):
         default=None, description="{kind: scheme, preset: W4A16-marlin, <overrides>}; default: unquantized")
     kv_cache: Block | None = Field(
         default=None, description="KV mechanism/policy: {kind: paged|prefix|swap|vattention, ...}; default: paged")
+    expert_offload: Block | None = Field(
+        default=None, description="MoE routed experts in host memory or on SSD with a GPU expert cache: {kind: "
+                                  "lfu|lru, cache_experts: N | cache_bytes: SIZE, tier: host|ssd, prefetch: "
+                                  "{accuracy: A}}; default: every expert on the GPU")
 
 
 class SloSection(StrictConfig):

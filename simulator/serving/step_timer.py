@@ -26,11 +26,14 @@ class StepTimer:
     framework the backend's own launch accounting is used and nothing is added. ``kernel_overlap``
     (a policy of ``policies.overlap``, or None: kernels back to back) gives an iteration's GPU time
     from its op list; it applies to every iteration, those of a decode stretch included (each is
-    overlapped on its own, so the stretch takes one overlap evaluation per iteration)."""
+    overlapped on its own, so the stretch takes one overlap evaluation per iteration). ``expert_fetch``
+    (a :class:`workloads.expert_offload.ExpertOffload`, or None: every expert on the GPU) adds the time
+    an iteration waits for routed experts copied from host memory or SSD, after the GPU time."""
 
     def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
-                 ep: int = 1, kernel_overlap=None, dp: int = 1) -> None:
+                 ep: int = 1, kernel_overlap=None, dp: int = 1, expert_fetch=None) -> None:
         self.model = model
+        self.expert_fetch = expert_fetch  # MoE expert offload: stall_s(tokens, gpu_s) -> seconds
         self.ep = ep  # MoE experts split over ep of the tp GPUs
         self.dp = dp  # attention data-parallel groups of tp / dp GPUs
         # concurrent kernels (policies.overlap): step_s(ops, backend) -> seconds; None = back to back
@@ -88,6 +91,8 @@ class StepTimer:
             kernels += op.count
         if self.kernel_overlap is not None:
             t = min(t, self._overlapped_s(tokens, emitting, attn, t))
+        if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
+            t += self.expert_fetch.stall_s(sum(n for n, _ in shape.prefill) + shape.decode_rows, t)
         if self.framework is not None:
             t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
@@ -135,6 +140,8 @@ class StepTimer:
                 per = -(-kv // self.dp)  # each attention group's context sum
                 step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
                                                                 s) for x, s in zip(per, step_s)])
+        if self.expert_fetch is not None:
+            step_s = step_s + self.expert_fetch.stall_s(rows, step_s)
         if self.framework is not None:
             floor = self._launch_floor(kernels + template.count, True, rows)
             step_s = self._with_host(np.maximum(step_s, floor), rows)
