@@ -63,6 +63,8 @@ def _magnitude(x: float) -> str:
 
 
 def format_duration(s: float) -> str:
+    if s < 0.1:
+        return "under 0.1 s"
     if s < 60:
         return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
     if s < 3600:
