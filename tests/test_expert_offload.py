@@ -122,7 +122,7 @@ def test_perfect_prediction_is_never_slower_than_none_and_more_accuracy_never_sl
     perfect = offload(policy, cache_experts, 1.0, exponent=exponent).stall_s(tokens, gpu_s)
     some = offload(policy, cache_experts, acc, exponent=exponent).stall_s(tokens, gpu_s)
     assert perfect <= none + 1e-15  # no prediction is never faster than a perfect one
-    assert perfect <= some + 1e-15
+    assert perfect <= some + 1e-15 <= none + 2e-15  # any predictor lies between (wrong copies are dropped)
     # a perfect prefetch hides each layer's copies behind the previous layer's compute
     f = offload(policy, cache_experts, exponent=exponent).fetch_s(tokens)
     assert perfect == pytest.approx(32 * max(0.0, f - gpu_s / 32), abs=1e-12)
@@ -186,18 +186,25 @@ def test_expertflow_memory_saving_is_input_bound_by_the_cache_size_and_lands_in_
     assert 0.9372 / 1.5 <= saving <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="missed: with uniform routing and bf16 experts copied over PCIe 4.0, every "
-                                       "decode step is link-bound; a 2-of-8 cache cuts copies by at most 8/6 and the "
-                                       "predicted prefetch can hide only ~1 ms of compute per layer behind ~14 ms "
-                                       "copies, so hwsim gives ~1.25x over on-demand and ~0.95x over LRU")
-def test_expertflow_speedup_over_offloading_baselines_lands_in_the_2_to_10x_band():
+def test_expertflow_speedup_over_on_demand_offload_lands_in_the_band_at_its_low_edge():
+    # vs copying each active expert when its layer runs (no cache): hwsim ~1.38x, inside [1.33, 15] only
+    # through the x/ 1.5 tolerance (the paper's lowest figure is 2x); the cache cuts copies by ~8/6 under
+    # uniform routing and the prefetch hides ~1 ms of compute per layer behind ~14 ms of copies per expert
     _, speed = expertflow_figures()
-    assert all(2.0 / 1.5 <= s <= 10.0 * 1.5 for s in speed.values()), speed
+    assert 2.0 / 1.5 <= speed["on_demand"] <= 10.0 * 1.5, speed
+    assert speed["on_demand"] < 2.0  # below the paper's own range: a weak reproduction, not a match
 
 
-def test_expertflow_speedups_as_hwsim_computes_them():
-    # the figures the miss above reports (so a change in them is seen): prediction and the cache help
-    # over on-demand copies, and the wasted link time of wrong predictions costs against LRU
+@pytest.mark.xfail(strict=True, reason="missed: vs an LRU cache of the same 2 experts per layer without prediction, "
+                                       "every decode step is link-bound (bf16 experts over PCIe 4.0, uniform "
+                                       "routing: both caches hit alike) and the prefetch can hide only one layer's "
+                                       "~1 ms of compute, so hwsim gives ~1.05x, not 2-10x")
+def test_expertflow_speedup_over_an_lru_expert_cache_lands_in_the_2_to_10x_band():
     _, speed = expertflow_figures()
-    assert 1.1 < speed["on_demand"] < 1.33
-    assert 0.85 < speed["lru"] < 1.0
+    assert 2.0 / 1.5 <= speed["lru"] <= 10.0 * 1.5, speed
+
+
+def test_expertflow_speedup_over_lru_as_hwsim_computes_it():
+    # the figure the miss above reports (so a change in it is seen): prediction helps a little, never hurts
+    _, speed = expertflow_figures()
+    assert 1.0 <= speed["lru"] < 1.15

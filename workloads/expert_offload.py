@@ -12,10 +12,13 @@ Models: per iteration of T tokens and per MoE layer, each expert e is needed whe
     all m copies: the stall is m x copy time per MoE layer. With a predictor of accuracy a (the share
     of the needed experts it names one layer ahead: ExpertFlow's routing-path predictor, Pre-gated
     MoE's pre-gate), it names as many experts as the layer misses, a of them right; they are copied
-    while the previous layer computes (one layer's share of the iteration's GPU time), so only the
-    part of the prefetch longer than that window stalls, and the (1 - a) x m experts it missed are
-    fetched on demand: stall = max(0, f - w) + (1 - a) f per MoE layer, with f = m x copy time and
-    w = GPU time / layers. A wrong name costs link time but nothing else (it is not used).
+    while the previous layer computes (a window w, one layer's share of the iteration's GPU time),
+    right and wrong names interleaved, so a share min(1, w / f) of each is done when the layer's
+    router decides (f = m x copy time). Then the copies still in flight for wrong names are dropped
+    (ExpertFlow's real-time correction) and the layer waits for the right names not yet copied and
+    the (1 - a) x m experts the predictor missed: stall = (1 - a) f + a max(0, f - w) per MoE layer.
+    A wrong name costs only the link time it took inside the window, so a prefetch is never slower
+    than none.
 Ignores: the randomness of one iteration's routing (expected values); per-layer popularity
     differences and routing correlation across layers (the predictor's accuracy is the input that
     stands for it); cache pollution by wrong prefetches; contention of the expert copies with other
@@ -135,7 +138,8 @@ class ExpertOffload:
         if self.accuracy is None:
             return self.moe_layers * f + 0.0 * gpu_s
         window = gpu_s / self.num_layers
-        return self.moe_layers * (np.maximum(0.0, f - window) + (1.0 - self.accuracy) * f)
+        a = self.accuracy
+        return self.moe_layers * ((1.0 - a) * f + a * np.maximum(0.0, f - window))
 
 
 __all__ = ["ExpertOffload", "active_probability", "expected_active"]
