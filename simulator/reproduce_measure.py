@@ -408,5 +408,57 @@ def reserved_token_share(p: Params) -> Figure:
     return 1.0 - f, "Orca reserving max_model_len: share of allocated slots that hold tokens"
 
 
+# -- MoE expert offload ----------------------------------------------------------------------------
+
+EXPERTFLOW = "expertflow_mixtral8x7b_a6000.yaml"
+EXPERTFLOW_BASELINES = {  # the offloading systems ExpertFlow is compared with, as expert-offload blocks
+    "on_demand": "{kind: lfu, cache_experts: 0, host: A6000-workstation}",  # no cache: copy when the layer runs
+    "lru": "{kind: lru, cache_bytes: %sGiB, host: A6000-workstation}",  # Mixtral-offloading's LRU, no prediction
+}
+
+
+def expertflow_sets(p: Params) -> tuple[str, ...]:
+    """ExpertFlow's own configuration with the row's inputs: the cache as a byte budget per GPU, the
+    predictor's accuracy."""
+    sets = ["policies.expert_offload.cache_experts=null",
+            f"policies.expert_offload.cache_bytes={num(p['cache_gib'])}GiB"]
+    if "accuracy" in p:
+        sets.append(f"policies.expert_offload.prefetch.accuracy={num(p['accuracy'])}")
+    return tuple(sets)
+
+
+@measure
+def expertflow_memory(p: Params) -> Figure:
+    from simulator.config.loader import load_scenario
+    from simulator.runner import memory_plan
+    from simulator.serving.expert_offload import build_expert_offload
+
+    sc = load_scenario(PAPERS / EXPERTFLOW, list(expertflow_sets(p)))
+    plan, eo = memory_plan(sc), build_expert_offload(sc, sc.pools[0])
+    whole = plan.weight_bytes - eo.cache_bytes + eo.routed_bytes
+    gib = 2.0**30
+    return 1.0 - plan.weight_bytes / whole, (f"GPU weights {plan.weight_bytes / gib:.1f} of {whole / gib:.1f} GiB: "
+                                             f"non-expert weights + {eo.cache_experts:g} experts per layer cached "
+                                             f"(KV blocks {plan.kv_blocks:,})")
+
+
+def expertflow_speedup(p: Params, baseline: str) -> Figure:
+    block = EXPERTFLOW_BASELINES[baseline]
+    block = block % num(p["cache_gib"]) if "%s" in block else block
+    ef = serve(EXPERTFLOW, expertflow_sets(p)).summary["output_tokens_per_s"]
+    base = serve(EXPERTFLOW, (f"policies.expert_offload={block}",)).summary["output_tokens_per_s"]
+    return ef / base, f"output tok/s {ef:.2f} (cache + prefetch) vs {base:.2f} ({baseline.replace('_', '-')})"
+
+
+@measure
+def expertflow_vs_on_demand(p: Params) -> Figure:
+    return expertflow_speedup(p, "on_demand")
+
+
+@measure
+def expertflow_vs_lru(p: Params) -> Figure:
+    return expertflow_speedup(p, "lru")
+
+
 # the study and MCU rows register themselves in MEASURES on import
 from simulator import reproduce_studies  # noqa: E402, F401

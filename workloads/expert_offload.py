@@ -72,7 +72,7 @@ class ExpertOffload:
     num_layers: int
     routing: RoutingConfig
     expert_bytes: float  # one expert's weight bytes on one GPU
-    cache_experts: int  # experts per MoE layer held on the GPU
+    cache_experts: float  # experts per MoE layer held on the GPU (a byte budget: an average over layers)
     resident: Callable[[np.ndarray, float], np.ndarray]
     rate_bytes_per_s: float
     copy_overhead_s: float = 0.0
@@ -104,7 +104,7 @@ class ExpertOffload:
         other = weights - self.routed_bytes
         if self.cache_bytes > room - other:
             raise ConfigError(
-                f"an expert cache of {self.cache_experts} experts x {self.moe_layers} layers "
+                f"an expert cache of {self.cache_experts:g} experts x {self.moe_layers} layers "
                 f"({self.cache_bytes / GiB:.1f} GiB per GPU) exceeds the {max(0.0, room - other) / GiB:.1f} GiB "
                 f"left after the other weights; lower cache_experts", where=where)
         return other + self.cache_bytes

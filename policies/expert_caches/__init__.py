@@ -34,7 +34,7 @@ class ExpertOffloadConfig(StrictConfig):
 
     cache_experts: int | None = Field(default=None, ge=0, description="experts kept on the GPU per MoE layer")
     cache_bytes: Bytes | None = Field(default=None, description="GPU memory for the expert cache, per GPU "
-                                                                "(whole experts per layer fit in it)")
+                                                                "(whole experts, spread evenly over the layers)")
     tier: Literal["host", "ssd"] = Field(default="host", description="where the routed experts live")
     host: str = Field(default="DGX-A100-host", description="host preset (kind host): the PCIe link to the GPU")
     ssd: str = Field(default="DC-NVMe-PCIe4", description="SSD preset (kind ssd), read when tier is ssd")

@@ -44,8 +44,8 @@ def build_expert_offload(scenario, pool, quant=None) -> ExpertOffload | None:
         ssd = ssd_c.cls(ssd_c.config)
         rate = min(rate, ssd.throughput_bytes_per_s(cfg.io_size, cfg.queue_depth))
         overhead += ssd.latency_s(cfg.io_size)
-    cache = cfg.cache_experts if cfg.cache_experts is not None else \
-        int(cfg.cache_bytes // (expert_bytes * model.moe_layers))
+    # a byte budget caches whole experts, more in some layers than in others: an average per layer
+    cache = cfg.cache_experts if cfg.cache_experts is not None else cfg.cache_bytes / (expert_bytes * model.moe_layers)
     return ExpertOffload(model.num_experts, model.experts_per_token, model.moe_layers, model.num_layers,
                          model.routing, expert_bytes, cache, policy.resident, rate, overhead,
                          cfg.prefetch.accuracy if cfg.prefetch is not None else None)
