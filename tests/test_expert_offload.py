@@ -128,6 +128,21 @@ def test_perfect_prediction_is_never_slower_than_none_and_more_accuracy_never_sl
     assert perfect == pytest.approx(32 * max(0.0, f - gpu_s / 32), abs=1e-12)
 
 
+def test_the_decode_fast_path_gives_the_same_results_as_one_iteration_at_a_time():
+    # with prefetch the stall depends on each iteration's GPU time, which grows with the context
+    runs = []
+    for steady in (True, False):
+        sim = Simulation(small_moe(kind="lru", cache_experts=3, prefetch={"accuracy": 0.8}))
+        for rep in sim.cluster.replicas:
+            rep.steady = steady
+        runs.append(sim.run())
+    fast, slow = runs
+    for col in ("first_token_s", "finish_s", "generated_tokens"):
+        np.testing.assert_array_equal(fast.requests[col], slow.requests[col], err_msg=col)
+    np.testing.assert_array_equal(fast.itl_s, slow.itl_s)
+    assert fast.sim_time_s == slow.sim_time_s
+
+
 def test_the_stall_is_vectorised_over_a_decode_stretch():
     eo = offload("lru", 3, 0.7)
     gpu = np.array([1e-3, 5e-3, 0.5])
