@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simulator.capacity import probe
+from simulator.capacity import capacity_search, probe
 from simulator.cli import app
 from simulator.config.loader import load_scenario
 from simulator.core.errors import ConfigError
@@ -186,3 +186,21 @@ def test_the_cli_reports_a_bad_cool_down_in_one_line_with_exit_code_2(tmp_path):
     assert out.exit_code == 2
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "run.cooldown_requests" in lines[0]
+
+
+def test_with_cool_down_the_capacity_search_gives_the_same_capacity_for_any_request_count():
+    # at 20/s every steady-state request misses a 12 ms TPOT SLO, while the last four meet it;
+    # at 10/s (one prefill per ten iterations) every request meets it. With a 10 % attainment
+    # target the last four decide 20/s when nothing is left out (4/20 passes, 4/60 does not);
+    # with a cool-down of 5 the capacity is 10/s whatever the request count.
+    def capacity(n: int, cooldown: int) -> float:
+        out = capacity_search(periodic(n, 0), slo_tpot_s=0.012, attainment=0.1, rates=[10, 20], num_requests=n,
+                              overrides=[f"run.cooldown_requests={cooldown}"])
+        return out["capacity_rps"]
+
+    assert capacity(20, 0) == 20 and capacity(60, 0) == 10
+    assert capacity(20, 5) == capacity(60, 5) == 10
+    for n in (20, 60):  # at 10/s: 210 ms for 19 decode tokens, TPOT 210/19 ms for every measured request
+        s = run_scenario(load_scenario(periodic(n, 5), ["workload.arrival.rate=10/s"])).summary
+        assert s["slo_attainment"] == 1.0
+        assert s["tpot_s"]["max"] == pytest.approx(0.210 / 19, rel=1e-12)
