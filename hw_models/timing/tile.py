@@ -61,6 +61,12 @@ FIT_ROW_IN_FLIGHT = 2756.0
 # the per-wave prologue/epilogue and the in-GPU fixed cost of a wgmma GEMM kernel.
 FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int8": 0.6847},
                  cta_overhead_cycles=1028.6, kernel_fixed_s="2.110us")
+# Fused-MoE kernel families (grouped GEMMs over the experts), fitted per family with `python -m
+# simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm` on the H200 bf16 / fp8 rows:
+# triton = vLLM's Triton fused_moe (tuned configs), triton_sglang = SGLang's copy, cutlass =
+# TensorRT-LLM's CUTLASS MoE, flashinfer_cutlass = FlashInfer's CUTLASS MoE (vLLM / SGLang).
+FIT_MOE = {"triton": {"efficiency": 0.70, "fixed_s": 11e-6}, "triton_sglang": {"efficiency": 0.40, "fixed_s": 18e-6},
+           "cutlass": {"efficiency": 0.45, "fixed_s": 9e-6}, "flashinfer_cutlass": {"efficiency": 0.10, "fixed_s": 0.0}}
 # MoE all-to-all (DeepEP low-latency and high-throughput dispatch / combine within one NVSwitch node),
 # fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
 # Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
@@ -121,10 +127,14 @@ class TileConfig(StrictConfig):
     wgmma_kernel_fixed_s: Seconds = Field(default=FIT_WGMMA["kernel_fixed_s"],
                                           description="in-GPU fixed cost of a GEMM kernel on a Hopper-class GPU "
                                                       "(fitted on its wgmma kernels; its mma.sync kernels pay it too)")
-    grouped_mma_efficiency: float = Field(default=1.0, gt=0, le=1.5,
-                                          description="tensor-core efficiency of the MoE grouped-GEMM kernel relative "
-                                                      "to a dense GEMM's (the framework's fused-MoE kernel family; "
-                                                      "fitted per framework on the aic MoE tables)")
+    moe_kernel: str = Field(default="triton", description="fused-MoE kernel family the engine runs (a key of "
+                                                           "moe_kernels: triton, triton_sglang, cutlass, "
+                                                           "flashinfer_cutlass)")
+    moe_kernels: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in FIT_MOE.items()},
+        description="per fused-MoE kernel family: efficiency (tensor-core efficiency of its grouped GEMMs relative "
+                    "to a dense GEMM's) and fixed_s (its per-layer cost besides the GEMMs: token sort / align, "
+                    "bookkeeping), fitted on the aic MoE tables")
     alltoall_efficiency: dict[str, float] = Field(
         default_factory=lambda: dict(FIT_A2A["efficiency"]),
         description="share of the per-GPU link bandwidth an MoE all-to-all (DeepEP dispatch / combine) reaches, "
@@ -135,8 +145,6 @@ class TileConfig(StrictConfig):
     alltoall_ll_max_tokens: int = Field(default=FIT_A2A["ll_max_tokens"], ge=0,
                                         description="tokens per GPU up to which the low-latency kernels run "
                                                     "(DeepEP num_max_dispatch_tokens_per_rank default 128)")
-    moe_fixed_s: Seconds = Field(default="0s", description="fixed cost of one MoE layer call besides its GEMMs: "
-                                                           "token sort / align, top-k bookkeeping (fitted)")
     dsmem_split_k: bool = Field(default=False,
                                 description="Hopper clusters may also run split-K reduced through DSMEM (an "
                                             "hwsim design study; cuBLAS/CUTLASS reduce split-K in a workspace or "
@@ -286,6 +294,13 @@ class TileBackend(TimingBackend):
         bw = min(self._bw, rows * c.row_bytes_in_flight / latency) if rows else self._bw
         return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor))
 
+    def _moe_family(self) -> dict[str, float]:
+        c = self.config
+        fam = c.moe_kernels.get(c.moe_kernel)
+        if fam is None:
+            raise ValueError(f"unknown moe_kernel {c.moe_kernel!r}; known: {', '.join(sorted(c.moe_kernels))}")
+        return fam
+
     # -- the interface -----------------------------------------------------------------------
     def _op_s(self, op: Any) -> float:
         kind = op.kind
@@ -299,13 +314,15 @@ class TileBackend(TimingBackend):
             else:
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":
+            fam = self._moe_family()
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
-            if self.config.grouped_mma_efficiency != 1.0:
-                p = dataclasses.replace(p, mma_eff=p.mma_eff * self.config.grouped_mma_efficiency)
-            t = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
-                             op.deq_overlap).time_s
+            if fam["efficiency"] != 1.0:
+                p = dataclasses.replace(p, mma_eff=p.mma_eff * fam["efficiency"])
+            plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
+                                op.deq_overlap)
+            t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
             if op.name == "moe_up":  # the MoE call's own bookkeeping kernels, once per layer
-                t += self.config.moe_fixed_s
+                t += fam["fixed_s"]
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

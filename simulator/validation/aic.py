@@ -51,10 +51,8 @@ GEMM_SKIP = {"int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
 # the fp8 linear's activation-quantize kernel(s) (traffic over the bytes read + written once, and the
 # shortest time of the kernel(s)); the attention constants of its kernels per family (fa2 fitted on
 # a100_sxm, fa3 on h200_sxm); its decode kernel and, for TensorRT-LLM, the GQA group XQA serves
-# (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel's
-# tensor-core efficiency relative to a dense GEMM and its per-call fixed cost (token sort / align):
-# `python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm` (bf16 and fp8 rows;
-# SGLang's Triton fused_moe, vLLM's Triton experts, TensorRT-LLM's CUTLASS MoE).
+# (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel
+# family each runs by default (hw_models.timing.tile.FIT_MOE holds each family's fitted constants).
 FRAMEWORK_TIMING: dict[str, dict] = {
     "sglang": dict(mem_traffic_multiplier={"quant": 1.698}, mem_kernel_floor_s={"quant": 2.98e-6},
                    row_bytes_in_flight=3882.0,
@@ -63,7 +61,7 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
                    attention_decode_fixed_s={"fa2": 6.299e-6, "fa3": 2.944e-6},
                    attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4727.6},
-                   grouped_mma_efficiency=0.35, moe_fixed_s="31us"),
+                   moe_kernel="triton_sglang"),
     "trtllm": dict(mem_traffic_multiplier={"quant": 2.088}, mem_kernel_floor_s={"quant": 9.801e-6},
                    row_bytes_in_flight=2433.0,
                    attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.564,
@@ -72,7 +70,7 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
                    attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
                    decode_kernel="split_kv", decode_max_group=32,
-                   grouped_mma_efficiency=0.65, moe_fixed_s="14us",
+                   moe_kernel="cutlass",
                    alltoall_efficiency={"ll": 0.505, "ht": 0.601}, alltoall_latency_s={"ll": 38.3e-6, "ht": 59.0e-6}),
     "vllm": dict(mem_traffic_multiplier={"quant": 3.764}, mem_kernel_floor_s={"quant": 2.951e-6},
                  row_bytes_in_flight=4408.0,
@@ -81,7 +79,7 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
                  attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.397e-6},
                  attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1},
-                 grouped_mma_efficiency=0.60, moe_fixed_s="24us",
+                 moe_kernel="triton",
                  alltoall_efficiency={"ll": 0.334, "ht": 0.459}, alltoall_latency_s={"ll": 47.0e-6, "ht": 102.0e-6}),
 }
 
@@ -107,11 +105,16 @@ def predict_aic(rows: list[Row], backend_kind: str, gpu, frameworks: bool = True
     if backend_kind != "tile" or not frameworks:
         return predict(rows, backend_kind, gpu)
     out = np.empty(len(rows))
-    groups: dict[str, list[int]] = {}
+    from hw_models.timing.tile import FIT_MOE
+
+    groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault(framework_of(r), []).append(i)
-    for fw, idx in groups.items():
-        res = predict([rows[i] for i in idx], backend_kind, gpu, _merged(FRAMEWORK_TIMING.get(fw, {})))
+        parts = r.source.split(" ")
+        family = parts[2] if len(parts) > 2 and parts[2] in FIT_MOE else None  # a MoE row's kernel family
+        groups.setdefault((framework_of(r), family), []).append(i)
+    for (fw, family), idx in groups.items():
+        over = {**FRAMEWORK_TIMING.get(fw, {}), **({"moe_kernel": family} if family else {})}
+        res = predict([rows[i] for i in idx], backend_kind, gpu, _merged(over))
         out[idx] = res.predicted
     return Result(backend_kind, rows, out)
 

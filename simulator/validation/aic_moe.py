@@ -27,14 +27,29 @@ from pathlib import Path
 
 from simulator.validation.vidur import Row
 
-CLASSES = ("moe bf16", "moe fp8", "moe all_to_all")
+CLASSES = ("moe bf16", "moe fp8", "moe fp8_block", "moe all_to_all")
 # experts over the EP ranks: popularity ranks dealt round-robin (the busiest rank holds the hottest expert
 # and a fair share of the rest; an assumption, the tables do not say)
 PLACEMENT = "interleaved"
-DTYPES = {"bfloat16": ("moe bf16", "bf16", 2.0), "fp8": ("moe fp8", "fp8", 1.0)}
-SKIP = {"fp8_block": "MoE: block-scaled fp8 experts not mapped",
-        "int4_wo": "MoE: weight-only int4 experts not mapped",
+DTYPES = {"bfloat16": ("moe bf16", "bf16", 2.0), "fp8": ("moe fp8", "fp8", 1.0),
+          "fp8_block": ("moe fp8_block", "fp8", 1.0)}
+SKIP = {"int4_wo": "MoE: weight-only int4 experts not mapped",
         "w4a16_mxfp4": "MoE: mxfp4 experts not mapped"}
+
+
+def family_of(kernel_source: str) -> str | None:
+    """hwsim's fused-MoE kernel family (``hw_models.timing.tile.FIT_MOE``) of a table's
+    ``kernel_source``, or None when it has none (Marlin / mxfp4 weight-only kernels)."""
+    k = kernel_source.lower()
+    if "flashinfer_cutlass" in k:
+        return "flashinfer_cutlass"
+    if k.startswith("moe_torch_flow_cutlass") or k.startswith("moe_torch_flow_nongated"):
+        return "cutlass"
+    if k == "sglang_fused_moe_triton":
+        return "triton_sglang"
+    if k.startswith("vllm_") and ("triton" in k or k == "vllm_fused_moe") and "mxfp4" not in k:
+        return "triton"
+    return None
 
 
 def routing_of(dist: str):
@@ -63,7 +78,7 @@ def _model(hidden: int, inter: int, experts: int, topk: int, gated: bool, routin
 
 @functools.lru_cache(maxsize=65536)
 def item_of(tokens: int, hidden: int, inter: int, experts: int, topk: int, tp: int, ep: int, gated: bool,
-            routing, dtype: str = "bf16", nbytes: float = 2.0) -> tuple:
+            routing, dtype: str = "bf16", nbytes: float = 2.0, block: int = 0) -> tuple:
     """The ops of one measured MoE call (no router) on the busiest GPU."""
     from dataclasses import replace
 
@@ -75,9 +90,11 @@ def item_of(tokens: int, hidden: int, inter: int, experts: int, topk: int, tp: i
         return tuple(ops)
     out = []
     for op in ops:
-        if op.kind == GROUPED:  # per-token quantize of the 16-bit input, then the fp8 grouped GEMM
-            out.append(Op(ELEMENTWISE, f"{op.name}_quant", 1, m=op.m, bytes=int(op.m * op.k * (2.0 + nbytes))))
-            op = replace(op, dtype=dtype, dtype_bytes=nbytes, out_bytes=2.0)
+        if op.kind == GROUPED:  # per-token (block: per 1 x 128) quantize of the 16-bit input, then fp8 GEMMs
+            scales = 4.0 / block if block else 0.0
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant", 1, m=op.m, bytes=int(op.m * op.k * (2.0 + nbytes + scales))))
+            op = replace(op, dtype=dtype, dtype_bytes=nbytes + scales, out_bytes=2.0,
+                         w_bytes=nbytes + (4.0 / (block * block) if block else 0.0), scale_block_k=block)
         out.append(op)
     return tuple(out)
 
@@ -103,10 +120,16 @@ def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
                 skipped["MoE: expert parallelism not dividing the experts"] += 1
                 continue
             cls, dtype, nbytes = DTYPES[dt]
-            gated = "nongated" not in str(r.get("kernel_source", ""))
+            ks = str(r.get("kernel_source", ""))
+            family = family_of(ks)
+            if family is None:
+                skipped[f"MoE: kernel {ks!r} has no hwsim kernel family"] += 1
+                continue
+            gated = "nongated" not in ks
             item = item_of(int(r["num_tokens"]), int(r["hidden_size"]), int(r["inter_size"]), experts,
-                           int(r["topk"]), tp, ep, gated, routing, dtype, nbytes)
-            rows.append(Row(source, cls, tp * ep, int(r["num_tokens"]), float(r["latency"]) * 1e-3, list(item)))
+                           int(r["topk"]), tp, ep, gated, routing, dtype, nbytes, 128 if dt == "fp8_block" else 0)
+            rows.append(Row(f"{source} {family}", cls, tp * ep, int(r["num_tokens"]), float(r["latency"]) * 1e-3,
+                            list(item)))
     return rows, skipped
 
 
@@ -173,34 +196,41 @@ def fit_a2a(system_dir: Path) -> dict[tuple[str, str], tuple[float, float, float
 
 
 def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float]]:
-    """Per framework: (grouped_mma_efficiency, moe_fixed_s, median APE on the fitted half, median
-    APE on the held-out half) minimising the median APE of a random ``sample`` of its bf16 / fp8
-    rows; even-numbered sampled rows fit, odd-numbered ones check."""
+    """Per fused-MoE kernel family: (efficiency, fixed_s, median APE on the fitted half, median APE
+    on the held-out half) minimising the median APE of a random ``sample`` of its rows (bf16, fp8,
+    fp8_block; every framework running it); even-numbered sampled rows fit, odd-numbered ones check."""
     import random
 
     import numpy as np
 
+    from hw_models.timing.tile import FIT_MOE
     from simulator.validation.aic import FRAMEWORK_TIMING, _merged, framework_of
     from simulator.validation.kernels import gpu_config, predict
 
     rows, _ = read_moe(system_dir)
     gpu = gpu_config("H200")
     out = {}
-    for fw in sorted({framework_of(r) for r in rows}):
-        mine = [r for r in rows if framework_of(r) == fw]
+    for family in sorted({r.source.split(" ")[2] for r in rows}):
+        mine = [r for r in rows if r.source.split(" ")[2] == family]
         random.Random(seed).shuffle(mine)
         mine = mine[:sample]
         meas = np.array([r.measured_s for r in mine])
+        fws = sorted({framework_of(r) for r in mine})
         best = None
-        for eff in np.arange(0.30, 1.21, 0.05):
-            over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "grouped_mma_efficiency": float(eff)})
-            base = np.asarray(predict(mine, "tile", gpu, over).predicted)
-            for fixed in np.arange(0.0, 40.01e-6, 1e-6):
+        for eff in np.arange(0.10, 1.21, 0.05):
+            base = np.empty(len(mine))
+            for fw in fws:  # each framework's other constants (quantize kernels) stay its own
+                idx = [i for i, r in enumerate(mine) if framework_of(r) == fw]
+                kern = {family: {"efficiency": float(eff), "fixed_s": 0.0}}
+                over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "moe_kernel": family})
+                over["moe_kernels"] = {**FIT_MOE, **kern}
+                base[idx] = predict([mine[i] for i in idx], "tile", gpu, over).predicted
+            for fixed in np.arange(0.0, 1000.01e-6, 1e-6):
                 ape = np.abs(base + fixed - meas) / meas
                 score = float(np.median(ape[0::2]))
                 if best is None or score < best[0]:
                     best = (score, float(eff), float(fixed), float(np.median(ape[1::2])))
-        out[fw] = (round(best[1], 2), best[2], 100 * best[0], 100 * best[3])
+        out[family] = (round(best[1], 2), best[2], 100 * best[0], 100 * best[3])
     return out
 
 
@@ -214,6 +244,6 @@ if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shar
             print(f"{fw} {mode}: alltoall_latency_s={lat * 1e6:.1f}us alltoall_efficiency={eff:.3f} "
                   f"median APE {ape:.1f}%")
         sys.exit(0)
-    for fw, (eff, fixed, train, held) in fit(Path(sys.argv[2])).items():
-        print(f"{fw:8s} grouped_mma_efficiency={eff:.2f} moe_fixed_s={fixed * 1e6:.1f}us "
+    for family, (eff, fixed, train, held) in fit(Path(sys.argv[2])).items():
+        print(f"{family:20s} efficiency={eff:.2f} fixed_s={fixed * 1e6:.1f}us "
               f"median APE fitted {train:.1f}% held-out {held:.1f}%")
