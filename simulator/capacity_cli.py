@@ -22,6 +22,22 @@ _CSS = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-s
        "h1{font-size:1.5em}"
 
 
+
+def _pct(x: float) -> str:
+    """A share as a percentage; '-' when undefined (no TTFT / TPOT SLO given)."""
+    return "-" if x != x else f"{x:.1%}"
+
+
+def _nan_to_null(obj):
+    """``obj`` with NaN floats as None (JSON null: strict JSON has no NaN)."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_null(v) for v in obj]
+    return obj
+
 def _positive(text: Optional[str], dimension: str, where: str) -> Optional[float]:
     """A positive quantity given on the command line (``2s``, ``5/s``), or None if not given."""
     if text is None:
@@ -52,7 +68,7 @@ def format_curve(report: dict[str, Any]) -> str:
     lines = [f"{'rate (req/s)':>12} {'attainment':>10} {'p90 TTFT ms':>12} {'p90 TPOT ms':>12} "
              f"{'p99 ITL ms':>11} {'goodput':>8}  pass"]
     for p in report["points"]:
-        lines.append(f"{p['rate_rps']:12.3f} {p['attainment']:10.1%} {_ms(p['ttft_p90_s']):>12} "
+        lines.append(f"{p['rate_rps']:12.3f} {_pct(p['attainment']):>10} {_ms(p['ttft_p90_s']):>12} "
                      f"{_ms(p['tpot_p90_s']):>12} {_ms(p['itl_p99_s']):>11} {p['goodput_rps']:8.2f}  "
                      f"{'yes' if p['passed'] else 'no'}")
     cap = report["capacity_rps"]
@@ -130,14 +146,14 @@ def capacity(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file 
                              num_requests=num_requests, overrides=set_ or [],
                              p99_itl_s=_seconds(p99_itl, "--p99-itl"),
                              progress=lambda p: typer.echo(f"  rate {p['rate_rps']:.3f}/s: attainment "
-                                                           f"{p['attainment']:.1%} ({p['wall_s']:.1f} s)", err=True))
+                                                           f"{_pct(p['attainment'])} ({p['wall_s']:.1f} s)", err=True))
     if out is None:
         out = Path("results") / f"{report['scenario']}-capacity"
     try:
         if out.exists() and not out.is_dir():
             raise HwsimError("the results directory is an existing file", where=str(out))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "capacity.json").write_text(json.dumps(_nan_to_null(report), indent=2) + "\n")
         write_page(out / "capacity.html", capacity_html(report))
     except OSError as exc:
         raise HwsimError(f"cannot write the results: {exc.strerror or exc}", where=str(out)) from None

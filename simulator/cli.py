@@ -81,7 +81,8 @@ def print_summary(result, out: Path | None) -> None:
         f"{'  end-to-end':<22}{_fmt_ms(s['e2e_s'])}",
         f"{'  queueing':<22}{_fmt_ms(s['queue_s'])}",
         f"{'throughput':<22}{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:.0f} output tok/s",
-        f"{'goodput (SLO)':<22}{s['goodput_rps']:.2f} req/s, attainment {s['slo_attainment']:.1%}",
+        f"{'goodput (SLO)':<22}" + (f"{s['goodput_rps']:.2f} req/s, attainment {s['slo_attainment']:.1%}"
+                                    if s["slo_attainment"] == s["slo_attainment"] else "- (no SLO set)"),
         f"{'batch / KV / queue':<22}mean batch {s['batch_size_mean']:.1f}, KV used {s['kv_utilization_mean']:.1%} "
         f"(peak {s['kv_utilization_peak']:.1%}), queue {s['queue_length_mean']:.1f}",
         f"{'GPU':<22}busy {s['gpu_busy_fraction']:.1%}, MFU {s['mfu']:.1%}, preemptions {s['preemptions']}",
