@@ -141,6 +141,9 @@ def capacity(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file 
         raise HwsimError("give --slo-ttft and/or --slo-tpot (or --p99-itl)", where="capacity")
     if num_requests is not None and num_requests < 1:
         raise HwsimError(f"must be >= 1, got {num_requests}", where="--num-requests")
+    from simulator.cli import check_writable
+
+    check_writable(out if out is not None else Path("results"))  # before the first run, not after all of them
     report = capacity_search(scenario, _seconds(slo_ttft, "--slo-ttft"), _seconds(slo_tpot, "--slo-tpot"),
                              attainment, lo=_rate(lo, "--lo"), hi=_rate(hi, "--hi"), iterations=steps,
                              num_requests=num_requests, overrides=set_ or [],

@@ -37,3 +37,12 @@ def test_the_capacity_curve_shows_a_dash_and_writes_null_for_an_undefined_attain
     assert _nan_to_null(rep) == {"points": [{"rate_rps": 1.0, "attainment": None, "ttft_p90_s": 0.1,
                                              "tpot_p90_s": 0.01}]}
     assert "nan" not in json.dumps(_nan_to_null(rep)).lower()
+
+
+def test_capacity_refuses_an_unwritable_results_directory_before_any_run(tmp_path):
+    from pathlib import Path
+
+    quick = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.yaml"
+    res = runner.invoke(app, ["capacity", str(quick), "--slo-ttft", "2s", "--out", "/proc/hwsim-capacity"])
+    assert res.exit_code == 2, res.output
+    assert "/proc/hwsim-capacity" in res.output and "rate " not in res.output  # no probe ran
