@@ -29,7 +29,7 @@ from simulator.validation.vidur import GEMM_OPS, Row
 
 AIC_CLASSES = ("gemm bf16", "gemm fp8", "context attention", "generation attention",  # = aic.CLASSES
                "gemm fp8_block", "context mla", "generation mla",  # + aic.BLOCK_GEMM_DTYPES, aic.MLA_CLASSES
-               "moe bf16", "moe fp8", "moe all_to_all")  # + aic_moe.CLASSES
+               "moe bf16", "moe fp8", "moe fp8_block", "moe all_to_all")  # + aic_moe.CLASSES
 
 # node name of a network table -> (intra-node link preset, GPUs per intra group, inter link, GPU architecture)
 NODE_FABRIC = {"a100_dgx": ("NVLink3", 8, "IB-HDR", "ampere"),
