@@ -459,6 +459,27 @@ EXPECTATIONS: tuple[Expectation, ...] = (
                "caches hit alike and prefetch hides only a layer's ~1 ms of compute (~1.05x)"),
 )
 
+# Sections kept in their own modules. Each module defines ``SECTION`` (its title), ``NOTE`` (the paragraph under
+# it in docs/reproductions.md) and ``ROWS`` (its expectations); importing it registers its measure functions
+# in :data:`simulator.reproduce_measure.MEASURES` through the ``measure`` decorator.
+SECTION_MODULES: tuple[str, ...] = ()
+
+
+def _load_sections() -> tuple[Expectation, ...]:
+    from importlib import import_module
+
+    global SECTIONS
+    rows: list[Expectation] = []
+    for name in SECTION_MODULES:
+        mod = import_module(name)
+        if mod.SECTION not in SECTIONS:
+            SECTIONS = SECTIONS + (mod.SECTION,)
+            SECTION_NOTES[mod.SECTION] = mod.NOTE
+        rows.extend(mod.ROWS)
+    return tuple(rows)
+
+
+EXPECTATIONS = EXPECTATIONS + _load_sections()
 BY_NAME = {e.name: e for e in EXPECTATIONS}
 
 
