@@ -23,7 +23,8 @@ from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
 from simulator.serving.expert_offload import build_expert_offload
 from simulator.serving.kv_cache import make_kv_cache
-from simulator.serving.kv_offload import make_offload, page_block_size
+from simulator.serving.kv_manager import make_offload
+from simulator.serving.kv_offload import page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.step_timer import StepTimer

@@ -90,7 +90,7 @@ class Cluster:
     def _transfer(self, req: Request, src, src_blocks: int, dst, nbytes: float):
         start = self.env.now
         yield self.kv_links[dst.index].transfer(nbytes)
-        src.kv.used -= src_blocks
+        src.kvm.release_blocks(src_blocks)
         src._poke()  # blocks freed on the prefill side
         self.transfers.append((req.rid, start, self.env.now, nbytes))
         self.recorder.emit(self.env.now, EventKind.KV_TRANSFERRED, dst.index, req.rid, self.env.now - start)

@@ -13,7 +13,6 @@ Sources: see ``policies/caching/swap.py`` and ``policies/caching/vattention.py``
 
 from __future__ import annotations
 
-from simulator.core.clock import s_to_ps
 from simulator.core.request import Request
 
 
@@ -42,12 +41,16 @@ class KvOffload:
         if self.host_used > self.host_peak:
             self.host_peak = self.host_used
 
-    def swap_out(self, r: Request) -> bool:
-        """Preemption: copy ``r``'s KV to host if the policy and the swap space allow."""
+    def swap_out(self, r: Request, forced: bool = False) -> bool:
+        """Preemption: copy ``r``'s KV to host if the policy (or ``forced``: the scheduler asked
+        for a swap) and the swap space allow."""
         if self.d2h is None or r.num_computed == 0:
             return False
         nbytes = r.num_computed * self.kv_bytes_per_token
-        if self.policy.choose(nbytes, self.swap_space - self.host_used) != "swap":
+        if forced:
+            if nbytes > self.swap_space - self.host_used:
+                return False
+        elif self.policy.choose(nbytes, self.swap_space - self.host_used) != "swap":
             return False
         self.host_used += nbytes
         self.swapped[r.rid] = nbytes
@@ -105,7 +108,7 @@ class SessionOffload(KvOffload):
         self.offloaded = self.restored = self.dropped = self.unused = 0.0
         self.saves = self.restores = 0
 
-    def swap_out(self, r: Request) -> bool:
+    def swap_out(self, r: Request, forced: bool = False) -> bool:
         return False  # preemption recomputes (the prefix cache keeps what it can)
 
     def swap_in(self, r: Request) -> None:
@@ -163,42 +166,6 @@ class SessionOffload(KvOffload):
                 "stall_s": self.stall_ps / 1e12}
 
 
-def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) -> KvOffload | None:
-    """The offload helper a ``policies.kv_cache`` block needs (None for paged and prefix)."""
-    if component is None:
-        return None
-    mech = component.cls.mechanism
-    if mech == "swap":
-        from simulator.config.loader import resolve_component
-        from simulator.core import registry as reg
-
-        hc = resolve_component({"kind": "host", "preset": component.config.host}, reg.HARDWARE,
-                               "policies.kv_cache.host")
-        return KvOffload(env, kv_bytes_per_token, hc.cls(hc.config), component.config.swap_space,
-                         component.cls(component.config))
-    if mech == "tiered":
-        from simulator.config.loader import resolve_component
-        from simulator.core import registry as reg
-        from simulator.serving.kv_tiers import TieredOffload
-
-        c = component.config
-        hc = resolve_component({"kind": "host", "preset": c.host}, reg.HARDWARE, "policies.kv_cache.host")
-        sc = resolve_component({"kind": "ssd", "preset": c.ssd}, reg.HARDWARE, "policies.kv_cache.ssd")
-        return TieredOffload(env, kv_bytes_per_token, hc.cls(hc.config), sc.cls(sc.config),
-                             component.cls(component.config))
-    if mech == "prefix" and component.config.offload_idle_sessions:
-        from simulator.config.loader import resolve_component
-        from simulator.core import registry as reg
-
-        c = component.config
-        hc = resolve_component({"kind": "host", "preset": c.host}, reg.HARDWARE, "policies.kv_cache.host")
-        return SessionOffload(env, kv_bytes_per_token, hc.cls(hc.config), float(c.host_capacity), None)
-    if mech == "vattention" and not component.config.overlap:
-        return KvOffload(env, kv_bytes_per_token, map_ps_per_block=layer_buffers * s_to_ps(
-            component.config.mapping_latency))
-    return None
-
-
 def page_block_size(component, model, tp: int) -> int | None:
     """vAttention: the allocation unit in tokens (one physical page of one layer's K or V buffer on
     one GPU); None for the other mechanisms (the scheduler's ``block_size`` is used)."""
@@ -240,9 +207,7 @@ def kv_summary(replicas) -> dict:
     transfers, host and SSD occupancy (peaks, and a timeline for the tiered policy)."""
     out: dict = {}
     for rep in replicas:
-        stats = dict(rep.kv.stats())
-        if rep.offload is not None:
-            stats.update(rep.offload.stats())
+        stats = rep.kvm.stats()
         for k, v in stats.items():
             if isinstance(v, str) or k in POLICY_INPUTS:
                 out[k] = v

@@ -75,7 +75,7 @@ class TieredOffload(KvOffload):
         self.timeline.append((self.env.now, self.host_used, self.ssd_used))
 
     # -- offload -------------------------------------------------------------------------
-    def swap_out(self, r: Request) -> bool:
+    def swap_out(self, r: Request, forced: bool = False) -> bool:
         if r.num_computed == 0:
             return False
         nbytes = int(round(r.num_computed * self.kv_bytes_per_token))

@@ -9,20 +9,28 @@ naming the scheduler.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from simulator.core.contracts import BatchPlan, SchedulerView
 from simulator.core.errors import PolicyError
-from simulator.core.request import FINISHED, RUNNING, WAITING
-
-if TYPE_CHECKING:
-    from simulator.serving.replica import Replica
+from simulator.core.request import FINISHED, RUNNING, WAITING, Request
 
 
-def check_plan(rep: Replica, plan: BatchPlan, view: SchedulerView) -> None:
+class PlanContext(Protocol):
+    """What the check reads of a replica (the replica satisfies it; no import of the replica)."""
+
+    index: int
+    scheduler_name: str
+    by_id: dict[int, Request]
+    kvm: object  # serving.kv_manager.KVManager
+    budget_fn: Callable | None
+
+
+def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
     name = rep.scheduler_name
     by_id = rep.by_id
-    kv = rep.kv
+    kv = rep.kvm
     if not (plan.reject or plan.preempt or plan.prefill):
         need = _decode_need(rep, plan.decode)
         if need is not None:  # every decode is valid: only the blocks are left to check
@@ -78,14 +86,15 @@ def check_plan(rep: Replica, plan: BatchPlan, view: SchedulerView) -> None:
     _check_budget(rep, plan, view)
 
 
-def _decode_need(rep: Replica, decode: tuple[int, ...]) -> int | None:
+def _decode_need(rep: PlanContext, decode: tuple[int, ...]) -> int | None:
     """Blocks a decode-only plan needs, or None when some decode is invalid (the full check then
     finds it and says which). One pass over the rows, no per-row set insertions."""
     get = rep.by_id.get
     rows = [get(rid) for rid in decode]
     if None in rows or len(set(decode)) != len(decode):
         return None
-    bs = rep.kv.block_size
+    kv = rep.kvm
+    bs = kv.block_size
     need = 0
     for r in rows:
         c = r.num_computed
@@ -93,12 +102,12 @@ def _decode_need(rep: Replica, decode: tuple[int, ...]) -> int | None:
             return None
         if c >= r.kv_blocks * bs:
             need += 1
-    if need and rep.kv.capped:  # a cache with its own accounting answers per row
-        need = sum(rep.kv.need(r, 1) for r in rows if r.num_computed >= r.kv_blocks * bs)
+    if need and kv.capped:  # a cache with its own accounting answers per row
+        need = sum(kv.need(r, 1) for r in rows if r.num_computed >= r.kv_blocks * bs)
     return need
 
 
-def _check_budget(rep: Replica, plan: BatchPlan, view: SchedulerView) -> None:
+def _check_budget(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
     if rep.budget_fn is not None:
         budget = rep.budget_fn(view)
         if plan.num_tokens > budget:

@@ -22,6 +22,7 @@ from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
+from simulator.serving.kv_manager import KVManager
 from simulator.serving.plan_check import check_plan
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
@@ -53,16 +54,18 @@ class Replica:
         self.scheduler_name = scheduler_name
         # a decode stretch cannot be one timeout when micro-batches interleave in a pipeline
         self.steady = bool(getattr(scheduler, "steady_decode", False)) and pipeline is None
-        self.offload = offload  # KvOffload: swap to host over PCIe, page-mapping costs (None: paged/prefix)
-        if offload is not None and offload.map_ps_per_block:
+        # the replica's KV manager: blocks, sharing, host copies and copies in flight; ``kv`` (the
+        # block mechanism) and ``offload`` (host copies: swap to host over PCIe, page-mapping costs)
+        # stay readable as the manager's parts
+        self.kvm = KVManager(kv, offload)
+        self.offload = offload
+        if self.kvm.maps_pages:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
         self.budget_fn = getattr(scheduler, "token_budget", None)
         # blocks a stretch of decodes must leave free after each iteration for the plan to stay the
         # same (1 for a scheduler that wants a free block at every request's turn, as vLLM v0 does)
         self.min_free = int(getattr(scheduler, "steady_min_free_blocks", 0))
         self.kv = kv
-        if offload is not None and kv.shares:
-            kv.sessions = offload  # idle sessions' KV saved to host DRAM between turns
         self.timer = timer
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
@@ -102,13 +105,13 @@ class Replica:
 
     def _start_migrations(self) -> None:
         """Pull KV caches first come, first served while this replica has blocks for them."""
-        kv = self.kv
+        kv = self.kvm
         while self.migrating:
             req, src, src_blocks = self.migrating[0]
             need = kv.need(req, 1)
             if need > kv.total_blocks:
                 self.migrating.popleft()
-                src.kv.used -= src_blocks
+                src.kvm.release_blocks(src_blocks)
                 self.outstanding -= req.max_new_tokens - req.num_generated
                 req.state = REJECTED
                 req.finish_ps = self.env.now
@@ -164,10 +167,11 @@ class Replica:
                 self._wake = env.event()
                 yield self._wake
                 continue
-            if self.kv.shares:
-                self.outstanding -= self.kv.refresh_hits(self.waiting)
+            kvm = self.kvm
+            if kvm.shares:
+                self.outstanding -= kvm.refresh_hits(self.waiting)
             view = SchedulerView(env.now, self.index, tuple(self.waiting), tuple(self.running),
-                                 self.kv.view(), self.max_model_len)
+                                 kvm.view(), self.max_model_len)
             try:
                 plan = self.scheduler.plan(view)
             except HwsimError:
@@ -181,8 +185,8 @@ class Replica:
                 self._reject(self.by_id[rid])
             for rid in plan.preempt:
                 self._preempt(self.by_id[rid])
-            if self.offload is not None and self.offload.pending:
-                yield from self.offload.wait()  # swap-outs finish before the next step
+            if kvm.copies_pending:
+                yield from kvm.wait_copies()  # swap-outs finish before the next step
             if not plan.prefill and not plan.decode:
                 if plan.reject or plan.preempt:
                     continue
@@ -207,8 +211,7 @@ class Replica:
     def _preempt(self, r: Request) -> None:
         self.running.remove(r)
         dropped = r.num_computed
-        swapped = self.offload is not None and self.offload.swap_out(r)
-        self.kv.release(r)
+        swapped = self.kvm.preempt(r)
         r.state = WAITING
         r.num_preemptions += 1
         r.prefill_target = r.prompt_tokens + r.num_generated
@@ -228,10 +231,9 @@ class Replica:
             self.waiting.remove(r)
         r.state = RUNNING
         self.running.append(r)
-        if self.kv.shares:
-            self.outstanding -= self.kv.attach(r)
-        elif self.offload is not None:
-            self.offload.swap_in(r)
+        delta = self.kvm.admit(r)
+        if delta:
+            self.outstanding -= delta
         if r.first_scheduled_ps < 0:
             r.first_scheduled_ps = self.env.now
             self.rec.emit(self.env.now, _SCHEDULED, self.index, r.rid, self.env.now - r.arrival_ps)
@@ -248,7 +250,7 @@ class Replica:
     def _finish(self, r: Request, now: int) -> None:
         r.state = FINISHED
         r.finish_ps = now
-        self.kv.release(r)
+        self.kvm.release(r)
         self.rec.emit(now, _FINISH, self.index, r.rid, r.num_generated)
         self.cluster.on_done(r)
 
@@ -297,9 +299,9 @@ class Replica:
                            decode_kv=decode_kv, emitting=emitting + rows + pad)
         dt, flops = self.timer.step(shape)
         if self.offload is not None:
-            if self.offload.pending:
-                yield from self.offload.wait()  # swap-ins arrive before the step
-            dt += self.offload.map_ps(max(0, kv.used - used0))
+            if self.kvm.copies_pending:
+                yield from self.kvm.wait_copies()  # swap-ins arrive before the step
+            dt += self.kvm.map_ps(max(0, kv.used - used0))
         start = env.now
         waiting = len(self.waiting)
         running = len(self.running)

@@ -1,0 +1,189 @@
+"""One replica's KV manager: blocks, sharing, host tiers, host copies and copies in flight.
+
+The replica and the cluster ask the manager; policies see its view (``KvView``); swap, migration
+and speculative rollback are its operations. It composes the mechanisms that hold the state:
+
+    KVManager
+      cache    PagedKvCache | PrefixKvCache | CappedKvCache   (serving/kv_cache.py: block counts,
+               sharing through the radix tree, resident caps)
+      offload  KvOffload | SessionOffload | TieredOffload | None  (serving/kv_offload.py,
+               serving/kv_tiers.py: host DRAM / SSD copies over contended PCIe and SSD queues)
+
+Models: where each request's KV lives (``location``: gpu, host, partly, none); preemption by
+    recompute, swap or drop (``preempt``); bringing a swapped request back (``admit``); blocks
+    handed to another replica (``release_blocks``, migration and disaggregated hand-off); tokens
+    allocated for a speculative verification and rolled back (``rollback``); the copies a step
+    must wait for (``copies_pending`` / ``wait_copies``).
+Ignores: see the composed mechanisms.
+Sources: vLLM's block manager and swap space (Kwon et al., SOSP 2023).
+
+Hot-path methods (``grow``, ``need``, ``add_used``, ...) are the cache's bound methods, so the
+facade costs nothing per token.
+"""
+
+from __future__ import annotations
+
+from simulator.core.clock import s_to_ps
+from simulator.core.contracts import KvView
+from simulator.core.request import Request
+from simulator.serving.kv_cache import PagedKvCache, make_kv_cache
+from simulator.serving.kv_offload import KvOffload, SessionOffload
+from simulator.serving.kv_tiers import TieredOffload
+
+GPU, HOST, PARTLY, NONE = "gpu", "host", "partly", "none"
+RECOMPUTE, SWAP, DROP = "recompute", "swap", "drop"
+PREEMPT_MODES = (RECOMPUTE, SWAP, DROP)
+
+
+class KVManager:
+    def __init__(self, cache: PagedKvCache, offload: KvOffload | None = None) -> None:
+        self.cache = cache
+        self.offload = offload
+        if offload is not None and cache.shares:
+            cache.sessions = offload  # idle sessions' KV saved to host DRAM between turns
+        self.block_size = cache.block_size
+        self.total_blocks = cache.total_blocks
+        self.shares = cache.shares
+        self.capped = cache.capped
+        # the cache's own operations, bound once (no per-call indirection on the hot path)
+        self.need = cache.need
+        self.grow = cache.grow
+        self.add_used = cache.add_used
+        self.admit_need = cache.admit_need
+        self.freed_by = cache.freed_by
+        self.overlap = cache.overlap
+        self.blocks_for = cache.blocks_for
+        self.rolled_back_tokens = 0
+        self.dropped_tokens = 0
+        self.host_reuse = 0  # swap-outs that found a still-valid host copy
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def free(self) -> int:
+        return self.cache.total_blocks - self.cache.used
+
+    @property
+    def used(self) -> int:
+        return self.cache.used
+
+    def view(self) -> KvView:
+        return self.cache.view()
+
+    def location(self, r: Request) -> str:
+        """Where ``r``'s KV is: gpu, host (swapped out), partly (a swap-in or swap-out in flight,
+        or a session prefix partly restored), or none (nothing cached)."""
+        off = self.offload
+        on_host = off is not None and r.rid in getattr(off, "swapped", {}) or (
+            isinstance(off, TieredOffload) and r.rid in off.entries)
+        if on_host:
+            return PARTLY if r.kv_blocks else HOST
+        return GPU if r.kv_blocks else NONE
+
+    @property
+    def copies_pending(self) -> bool:
+        return self.offload is not None and bool(self.offload.pending)
+
+    # -- operations ------------------------------------------------------------------------
+    def wait_copies(self):
+        """SimPy generator: the replica waits for its pending copies (recorded as stall time)."""
+        yield from self.offload.wait()
+
+    def map_ps(self, new_blocks: int) -> int:
+        """Page-mapping time of ``new_blocks`` new blocks (vAttention without overlap)."""
+        return self.offload.map_ps(new_blocks) if self.offload is not None else 0
+
+    @property
+    def maps_pages(self) -> bool:
+        return self.offload is not None and bool(self.offload.map_ps_per_block)
+
+    def preempt(self, r: Request, mode: str | None = None) -> bool:
+        """Free ``r``'s blocks. ``mode``: swap (copy to host when the offload allows), recompute,
+        drop (no copy), or None (the cache policy's global choice). True when the KV was kept on
+        the host (only the last token is computed again on resume)."""
+        swapped = False
+        if mode != RECOMPUTE and mode != DROP and self.offload is not None:
+            swapped = self.offload.swap_out(r, mode == SWAP)
+        if mode == DROP:
+            self.dropped_tokens += r.num_computed
+        self.cache.release(r)
+        return swapped
+
+    def admit(self, r: Request) -> int:
+        """A waiting request joins the batch: reference its cached prefix, or start copying its
+        swapped KV back. Returns the change in computed tokens (prefix caches)."""
+        if self.cache.shares:
+            return self.cache.attach(r)
+        if self.offload is not None:
+            self.offload.swap_in(r)
+        return 0
+
+    def release(self, r: Request) -> int:
+        return self.cache.release(r)
+
+    def release_blocks(self, n: int) -> None:
+        """Blocks of a request that has left this replica (its KV copied elsewhere) return."""
+        self.cache.used -= n
+
+    def rollback(self, r: Request, tokens: int) -> int:
+        """Give back the blocks of ``tokens`` speculated tokens that were rejected: ``r`` keeps
+        blocks for its computed tokens (and reservation) only. Returns the blocks freed."""
+        if tokens <= 0:
+            return 0
+        self.rolled_back_tokens += tokens
+        keep = max(self.blocks_for(r.num_computed), self.blocks_for(r.kv_reserve_tokens))
+        extra = r.kv_blocks - keep
+        if extra <= 0 or self.cache.shares or self.cache.capped:
+            return 0
+        r.kv_blocks = keep
+        self.cache.used -= extra
+        return extra
+
+    def refresh_hits(self, waiting) -> int:
+        return self.cache.refresh_hits(waiting)
+
+    def publish(self, r: Request) -> None:
+        self.cache.publish(r)
+
+    def stats(self) -> dict:
+        out = dict(self.cache.stats())
+        if self.offload is not None:
+            out.update(self.offload.stats())
+        if self.rolled_back_tokens:
+            out["speculative_rolled_back_tokens"] = self.rolled_back_tokens
+        if self.dropped_tokens:
+            out["preempt_dropped_tokens"] = self.dropped_tokens
+        return out
+
+
+def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) -> KvOffload | None:
+    """The host-copy mechanism a ``policies.kv_cache`` block needs (None for paged and prefix)."""
+    if component is None:
+        return None
+    mech = component.cls.mechanism
+    if mech not in ("swap", "tiered", "prefix", "vattention"):
+        return None
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+
+    c = component.config
+
+    def hw(kind: str, preset: str):
+        hc = resolve_component({"kind": kind, "preset": preset}, reg.HARDWARE, f"policies.kv_cache.{kind}")
+        return hc.cls(hc.config)
+
+    if mech == "swap":
+        return KvOffload(env, kv_bytes_per_token, hw("host", c.host), c.swap_space, component.cls(c))
+    if mech == "tiered":
+        return TieredOffload(env, kv_bytes_per_token, hw("host", c.host), hw("ssd", c.ssd), component.cls(c))
+    if mech == "prefix" and c.offload_idle_sessions:
+        return SessionOffload(env, kv_bytes_per_token, hw("host", c.host), float(c.host_capacity), None)
+    if mech == "vattention" and not c.overlap:
+        return KvOffload(env, kv_bytes_per_token, map_ps_per_block=layer_buffers * s_to_ps(c.mapping_latency))
+    return None
+
+
+def make_kv_manager(component, env, total_blocks: int, block_size: int, kv_bytes_per_token: float,
+                    layer_buffers: int) -> KVManager:
+    """A replica's KV manager for the ``policies.kv_cache`` block (plain paging when absent)."""
+    return KVManager(make_kv_cache(component, total_blocks, block_size),
+                     make_offload(component, env, kv_bytes_per_token, layer_buffers))
