@@ -172,6 +172,11 @@ class RunSection(StrictConfig):
                                    description="last N requests (by arrival) left out of metrics")
     max_time: PositiveSeconds | None = Field(
         default=None, description="stop the simulation at this simulated time")
+    metrics: Literal["auto", "exact", "streaming"] = Field(
+        default="auto", description="exact: every request and inter-token gap kept, exact percentiles; streaming: "
+                                    "bounded memory, percentiles from log-bucket sketches (0.5 % relative error), "
+                                    "per-request tables written to disk in chunks; auto: streaming above 50,000 "
+                                    "requests")
 
 
 class OutputsSection(StrictConfig):
