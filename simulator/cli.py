@@ -366,6 +366,7 @@ def _add_subcommands() -> None:
     from simulator.mcu.cli import mcu_app
     from simulator.op_breakdown import ops
     from simulator.reproduce_cli import reproduce
+    from simulator.sweep_cli import compare, sweep
     from simulator.validation.cli import kernel_app, validate_app
     from simulator.validation.serving_cli import validate_serving
 
@@ -373,6 +374,8 @@ def _add_subcommands() -> None:
     app.command("capacity")(guarded(capacity))
     app.command("ops")(guarded(ops))
     app.command("reproduce")(guarded(reproduce))
+    app.command("sweep")(guarded(sweep))
+    app.command("compare")(guarded(compare))
     app.add_typer(calibrate_app, name="calibrate",
                   help="Capture real kernel timings, fit the models, report the errors.")
     validate_app.command("serving")(validate_serving)
