@@ -5,7 +5,8 @@ Models: a GPU as the numbers a timing backend needs — its architecture generat
     Blackwell's block-scaled ``nvfp4``/``mxfp4``/``mxfp8``), CUDA-core FP32 throughput, register
     file / shared memory per SM, L2 size, HBM capacity and bandwidth, kernel launch overhead,
     board power and hourly price.
-Ignores: clock throttling under power limits, ECC overheads, MIG partitioning, structured
+    Power: TDP, idle power, an optional power cap (clock throttling: hw_models.energy).
+Ignores: ECC overheads, MIG partitioning, structured
     sparsity (peaks are dense), FP6 (runs at the FP8 rate on Blackwell; no dtype of its own).
 Sources: vendor datasheets and whitepapers, cited per number in ``presets/gpu/*.yaml``.
 """
@@ -16,6 +17,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
+from hw_models.energy import EnergyConfig
 from simulator.config.quantities import (
     Bytes,
     FlopsPerS,
@@ -68,6 +70,9 @@ class GpuConfig(StrictConfig):
                                                       "runs inside one GPC (sm90+; unset: no clusters)")
     tdp_w: Watts
     idle_w: Watts | None = None
+    power_cap_w: Watts | None = Field(default=None, description="board power limit (DVFS: a step demanding more "
+                                                                  "runs at a lower clock); at most tdp_w")
+    energy: EnergyConfig | None = Field(default=None, description="energy coefficient overrides (hw_models.energy)")
     price: UsdPerHour | None = Field(default=None, description="typical cloud on-demand price")
     default_interconnect: str | None = Field(default=None,
                                              description="link preset used for tensor parallelism")
@@ -81,6 +86,8 @@ class GpuConfig(StrictConfig):
             raise ValueError(f"tensor_flops_per_s has unknown dtype(s) {unknown}; known: {list(DTYPES)}")
         if not self.tensor_flops_per_s:
             raise ValueError("tensor_flops_per_s must name at least one dtype")
+        if self.power_cap_w is not None and self.power_cap_w > self.tdp_w:
+            raise ValueError(f"power_cap_w {self.power_cap_w:g} W is above tdp_w {self.tdp_w:g} W")
         if self.sms_per_gpc is not None and (min(self.sms_per_gpc, default=0) <= 0
                                              or sum(self.sms_per_gpc) != self.sm_count):
             raise ValueError(f"sms_per_gpc {self.sms_per_gpc} must be positive and sum to sm_count {self.sm_count}")
