@@ -94,7 +94,7 @@ def print_summary(result, out: Path | None) -> None:
     typer.echo("\n".join(lines))
 
 
-SCENARIO_TYPES = ("mcu", "study")  # besides a serving scenario, which has no type
+SCENARIO_TYPES = ("mcu", "study", "training")  # besides a serving scenario, which has no type
 
 
 def scenario_type(scenario: Path | dict) -> str:
@@ -141,6 +141,13 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
     from simulator.runner import Simulation, check_warmup
 
     kind = scenario_type(scenario)
+    if kind == "training":
+        from simulator.config.loader import read_mapping
+        from simulator.training_cli import run_training_scenario
+
+        name = str(read_mapping(scenario).get("name") or "training")
+        run_training_scenario(scenario, overrides, check_writable(out or Path("results") / name), quiet, no_report)
+        return
     if kind == "mcu":
         from simulator.mcu.run import load_mcu_scenario, run_mcu_scenario
 
@@ -222,11 +229,16 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results d
 
 @app.command()
 @guarded
-def check(scenario: Path = typer.Argument(..., help="scenario file (serving, type: mcu or type: study)"),
+def check(scenario: Path = typer.Argument(..., help="scenario file (serving, type: mcu, study or training)"),
           set_: Optional[list[str]] = SetOpt,
           show: bool = typer.Option(False, "--show", help="print the resolved scenario")) -> None:
     """Validate a scenario without running it; print its deployment, memory plan and run size."""
     kind = scenario_type(scenario)
+    if kind == "training":
+        from simulator.training_cli import check_training
+
+        check_training(scenario, set_, show)
+        return
     if kind == "mcu":
         from simulator.mcu.run import load_mcu_scenario, simulate
 
@@ -367,12 +379,14 @@ def _add_subcommands() -> None:
     from simulator.op_breakdown import ops
     from simulator.reproduce_cli import reproduce
     from simulator.sweep_cli import compare, sweep
+    from simulator.training_cli import train
     from simulator.validation.cli import kernel_app, validate_app
     from simulator.validation.serving_cli import validate_serving
 
     app.add_typer(mcu_app, name="mcu", help="Microcontroller CNN inference: does a network fit, with which schedule.")
     app.command("capacity")(guarded(capacity))
     app.command("ops")(guarded(ops))
+    app.command("train")(guarded(train))
     app.command("reproduce")(guarded(reproduce))
     app.command("sweep")(guarded(sweep))
     app.command("compare")(guarded(compare))
