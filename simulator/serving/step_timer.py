@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from hw_models.energy import energy_model
 from simulator.core.clock import PS_PER_S
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
@@ -54,6 +55,12 @@ class StepTimer:
             self.overlap = False
         self._fixed: dict[tuple[int, int], tuple[float, float, int]] = {}
         self._attn_template = {}
+        # energy (hw_models.energy): dynamic joules per GPU of the last call, in ``last_energy_j`` (one
+        # value per iteration for decode_segment); under a power cap the GPU time is throttled first
+        dev = backend.device
+        self.energy = energy_model(dev) if getattr(dev, "tdp_w", None) else None
+        self._dense_energy: dict[tuple[int, int], tuple[float, float]] = {}
+        self.last_energy_j = 0.0
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // (tp // dp)) * model.head_dim * model.num_layers / dp
 
     def _dense(self, tokens: int, emitting: int) -> tuple[float, float, int]:
@@ -65,6 +72,37 @@ class StepTimer:
             hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
                                       sum(op.count for op in ops))
         return hit
+
+    def _dense_j(self, tokens: int, emitting: int) -> tuple[float, float]:
+        """(compute J, memory J) per GPU of every op but attention."""
+        key = (tokens, emitting)
+        hit = self._dense_energy.get(key)
+        if hit is None:
+            e = self.energy.ops_energy(dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion,
+                                                 self.ep, self.dp))
+            hit = self._dense_energy[key] = (e.compute_j, e.memory_j)
+        return hit
+
+    def _throttled(self, t: float, dense_c: float, dense_m: float, attn) -> float:
+        """GPU seconds of one step under the power cap; its dynamic joules into ``last_energy_j``."""
+        t_cap, dyn = self.energy.throttle(t, dense_c + attn.compute_j, dense_m + attn.memory_j)
+        self.last_energy_j = float(dyn)
+        return float(t_cap)
+
+    def _throttled_segment(self, step_s, rows: int, op, kv: np.ndarray):
+        """Per-iteration GPU seconds of a decode stretch under the power cap; per-iteration joules
+        into ``last_energy_j``. Decode attention's FLOPs and bytes at each summed context ``kv`` are
+        :meth:`workloads.llm.Op.flops` and ``bytes_moved`` evaluated over the array."""
+        padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+        dense_c, dense_m = self._dense_j(padded, padded)
+        kvf = kv.astype(np.float64)
+        flops = 4.0 * op.heads * op.head_dim * kvf * op.count
+        nbytes = op.head_dim * (2.0 * op.seqs * op.heads * op.dtype_bytes
+                                + 2.0 * op.kv_heads * op.kv_elem_bytes(kvf)) * op.count
+        e = self.energy
+        step_s, self.last_energy_j = e.throttle(step_s, dense_c + flops * e.flop_energy(op.dtype),
+                                                dense_m + nbytes * e.byte_j["dram"])
+        return step_s
 
     def _launch_floor(self, kernels: int, decode_only: bool, rows: int) -> float:
         """Host launch time of one step (0 when a CUDA graph replays it)."""
@@ -91,6 +129,8 @@ class StepTimer:
             kernels += op.count
         if self.kernel_overlap is not None:
             t = min(t, self._overlapped_s(tokens, emitting, attn, t))
+        if self.energy is not None:
+            t = self._throttled(t, *self._dense_j(tokens, emitting), self.energy.ops_energy(attn))
         if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
             t += self.expert_fetch.stall_s(sum(n for n, _ in shape.prefill) + shape.decode_rows, t)
         if self.framework is not None:
@@ -140,6 +180,8 @@ class StepTimer:
                 per = -(-kv // self.dp)  # each attention group's context sum
                 step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
                                                                 s) for x, s in zip(per, step_s)])
+        if self.energy is not None:
+            step_s = self._throttled_segment(step_s, rows, template, -(-kv // self.dp) if self.dp > 1 else kv)
         if self.expert_fetch is not None:
             step_s = step_s + self.expert_fetch.stall_s(rows, step_s)
         if self.framework is not None:
