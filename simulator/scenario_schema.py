@@ -1,7 +1,8 @@
 """The JSON Schema of a scenario file, for editors and validators (``hwsim schema``).
 
-One schema covers the three kinds of scenario file: a serving scenario (no ``type``), an MCU run
-(``type: mcu``) and a study (``type: study``, one branch per study, chosen by ``study``). Quantity
+One schema covers the kinds of scenario file: a serving scenario (no ``type``), an MCU run
+(``type: mcu``), a study (``type: study``, one branch per study, chosen by ``study``) and a training
+step (``type: training``). Quantity
 fields are strings with a unit (``"80GiB"``, ``"2s"``, ``"8/s"``). Component blocks
 (``{kind, preset, <overrides>}``) stay open objects, because their fields depend on the kind and on
 the preset; the config of every plug-in kind is under ``$defs`` as ``<registry>.<kind>``.
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCENARIO_TYPES = ("mcu", "study")  # besides the default, a serving scenario (no type key)
+SCENARIO_TYPES = ("mcu", "study", "training")  # besides the default, a serving scenario (no type key)
 _HEADER = {"name": {"type": "string"}, "description": {"type": "string"}}
 _SCHEMA_KEY = {"$schema": {"type": "string", "description": "where an editor finds this schema (ignored by hwsim)"}}
 
@@ -37,9 +38,10 @@ def scenario_schema() -> dict[str, Any]:
     from simulator.config.scenario import ScenarioFile
     from simulator.core.registry import ALL_REGISTRIES
     from simulator.mcu.run import McuScenario
+    from simulator.training.config import TrainingScenario
 
     studies = _study_models()
-    models = [ScenarioFile, McuScenario] + [cfg for _, cfg in studies]
+    models = [ScenarioFile, McuScenario, TrainingScenario] + [cfg for _, cfg in studies]
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template="#/$defs/{model}")
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     ref = {m: refs[(m, "validation")]["$ref"] for m in models}
@@ -55,7 +57,7 @@ def scenario_schema() -> dict[str, Any]:
         defs[key] = body
         branches.append({"if": {"properties": {"study": {"const": name}}, "required": ["study"]},
                          "then": {"$ref": ref[cfg]}})
-    for model in (ScenarioFile, McuScenario):  # a file may point its editor at this schema
+    for model in (ScenarioFile, McuScenario, TrainingScenario):  # a file may point its editor at this schema
         key = ref[model].rsplit("/", 1)[-1]
         defs[key] = {**defs[key], "properties": {**_SCHEMA_KEY, **defs[key].get("properties", {})}}
     defs["Study"] = {"type": "object", "title": "Study scenario (type: study)", "required": ["type", "study"],
@@ -71,15 +73,18 @@ def scenario_schema() -> dict[str, Any]:
     out = {
         "$schema": SCHEMA_DIALECT,
         "title": "hwsim scenario",
-        "description": "A serving scenario (no type), an MCU run (type: mcu) or a study (type: study).",
+        "description": "A serving scenario (no type), an MCU run (type: mcu), a study (type: study) or a "
+                       "training step (type: training).",
         "type": "object",
         "properties": {"type": {"enum": list(SCENARIO_TYPES),
-                                "description": "leave out for a serving scenario; mcu or study otherwise"}},
+                                "description": "leave out for a serving scenario; mcu, study or training otherwise"}},
         "allOf": [
             {"if": {"properties": {"type": {"const": "mcu"}}, "required": ["type"]},
              "then": {"$ref": ref[McuScenario]}},
             {"if": {"properties": {"type": {"const": "study"}}, "required": ["type"]},
              "then": {"$ref": "#/$defs/Study"}},
+            {"if": {"properties": {"type": {"const": "training"}}, "required": ["type"]},
+             "then": {"$ref": ref[TrainingScenario]}},
             {"if": {"not": {"required": ["type"]}}, "then": {"$ref": ref[ScenarioFile]}},
         ],
         "$defs": defs,
