@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hw_models.energy import idle_power_w
 from simulator.core.clock import PS_PER_S
 from simulator.core.request import FINISHED as R_FINISHED
 from simulator.core.request import REJECTED as R_REJECTED
+from simulator.energy_summary import energy_figures
 from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
 
 if TYPE_CHECKING:
@@ -257,6 +259,8 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
                             "time_s": stats((t[:, 2] - t[:, 1]) / PS_PER_S)}
     s["littles_law"] = littles_law(req["arrival_s"], req["depart_s"], sim_time_s)
     s["memory"] = facts["memory"]
+    # modelled energy (hw_models.energy) replaces the busy x TDP estimate of energy per token
+    s.update(energy_figures(batches, facts["replica_facts"], sim_time_s, out_tokens, s["requests_finished"]))
     return s
 
 
@@ -295,6 +299,7 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
                 "kv_blocks_total": rt.mem.kv_blocks, "block_size": rt.mem.block_size,
                 "kv_bytes_per_block": rt.mem.kv_bytes_per_token * rt.mem.block_size,
                 "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
+                "idle_w": idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0,
                 "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
     facts = {
         "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,

@@ -51,6 +51,7 @@ class Recorder:
         self.ev_value = array("q")
         self.batch = {c: array("q") for c in BATCH_COLUMNS}
         self.batch_flops: list[float] = []
+        self.batch_energy = array("d")
         self.iter_end_ps = [array("q") for _ in range(replicas)]
 
     # -- emit ----------------------------------------------------------------------------
@@ -63,7 +64,7 @@ class Recorder:
 
     def segment(self, replica: int, start_ps: int, end_ps: int, iterations: int, prefill_tokens: int,
                 decode_rows: int, kv_used: int, kv_total: int, waiting: int, running: int,
-                flops: float, kv_tokens: int = 0) -> None:
+                flops: float, kv_tokens: int = 0, energy_j: float = 0.0) -> None:
         b = self.batch
         b["replica"].append(replica)
         b["start_ps"].append(start_ps)
@@ -77,6 +78,7 @@ class Recorder:
         b["running"].append(running)
         b["kv_tokens"].append(kv_tokens)
         self.batch_flops.append(flops)
+        self.batch_energy.append(energy_j)  # dynamic joules per device of the segment (hw_models.energy)
 
     # -- read ----------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
@@ -96,6 +98,8 @@ class Recorder:
         out = {c: np.frombuffer(v, dtype=np.int64).copy() if len(v) else np.zeros(0, np.int64)
                for c, v in self.batch.items()}
         out["flops"] = np.asarray(self.batch_flops, dtype=np.float64)
+        out["energy_j"] = np.frombuffer(self.batch_energy, dtype=np.float64).copy() if len(self.batch_energy) \
+            else np.zeros(0)
         return out
 
     def iteration_ends(self, replica: int) -> np.ndarray:

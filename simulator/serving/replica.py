@@ -298,6 +298,7 @@ class Replica:
         shape = BatchShape(prefill=chunks_ctx, decode_rows=rows + pad,
                            decode_kv=decode_kv, emitting=emitting + rows + pad)
         dt, flops = self.timer.step(shape)
+        energy_j = self.timer.last_energy_j  # read before another replica's step replaces it
         if self.offload is not None:
             if self.kvm.copies_pending:
                 yield from self.kvm.wait_copies()  # swap-ins arrive before the step
@@ -345,7 +346,7 @@ class Replica:
                 if r.state == RUNNING and not r.in_prefill:
                     self._hand_off(r)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
-                         kv.total_blocks, waiting, running, flops, self._cached_tokens())
+                         kv.total_blocks, waiting, running, flops, self._cached_tokens(), energy_j)
 
     def _cached_tokens(self) -> int:
         """Tokens whose K/V the running batch holds (resident tokens under an eviction cap)."""
@@ -393,6 +394,7 @@ class Replica:
             if pad:
                 kv0 = kv0 * (n + pad) // n
         ps, flops = self.timer.decode_segment(n + pad, kv0, k)
+        energy_j = self.timer.last_energy_j  # per iteration
         cum = np.cumsum(ps)
         start = env.now
         waiting = len(self.waiting)
@@ -447,4 +449,5 @@ class Replica:
             running.remove(r)
             self._finish(r, now)
         self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                         float(flops[:done].sum()), self._cached_tokens() if capped else cached)
+                         float(flops[:done].sum()), self._cached_tokens() if capped else cached,
+                         float(np.sum(energy_j[:done])) if np.ndim(energy_j) else 0.0)
