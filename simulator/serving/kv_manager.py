@@ -132,11 +132,19 @@ class KVManager:
         self.rolled_back_tokens += tokens
         keep = max(self.blocks_for(r.num_computed), self.blocks_for(r.kv_reserve_tokens))
         extra = r.kv_blocks - keep
-        if extra <= 0 or self.cache.shares or self.cache.capped:
+        if extra <= 0 or self.cache.capped:
             return 0
         r.kv_blocks = keep
         self.cache.used -= extra
+        if self.cache.shares:  # the rolled-back blocks were private
+            self.cache.private -= extra
         return extra
+
+    def set_total_blocks(self, n: int) -> None:
+        """Resize the pool before any block is taken (a draft model's memory comes out of it)."""
+        if self.cache.used:
+            raise RuntimeError("the KV pool is resized only while empty")
+        self.cache.total_blocks = self.total_blocks = n
 
     def refresh_hits(self, waiting) -> int:
         return self.cache.refresh_hits(waiting)

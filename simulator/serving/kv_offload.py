@@ -208,6 +208,8 @@ def kv_summary(replicas) -> dict:
     out: dict = {}
     for rep in replicas:
         stats = rep.kvm.stats()
+        if getattr(rep, "spec", None) is not None:
+            stats.update(rep.spec.stats())
         for k, v in stats.items():
             if isinstance(v, str) or k in POLICY_INPUTS:
                 out[k] = v
@@ -215,6 +217,9 @@ def kv_summary(replicas) -> dict:
                 out[k] = max(out.get(k, 0), v)
             else:
                 out[k] = out.get(k, 0) + v
+    if out.get("spec_rows"):
+        out["spec_tokens_per_step"] = out["spec_emitted_tokens"] / out["spec_rows"]
+        out["spec_acceptance_rate"] = out["spec_accepted_tokens"] / max(1, out["spec_proposed_tokens"])
     if "queried_blocks" in out:
         out["hit_rate"] = out["hit_blocks"] / out["queried_blocks"] if out["queried_blocks"] else 0.0
     if "host_hits" in out:

@@ -66,6 +66,7 @@ class Replica:
         # same (1 for a scheduler that wants a free block at every request's turn, as vLLM v0 does)
         self.min_free = int(getattr(scheduler, "steady_min_free_blocks", 0))
         self.kv = kv
+        self.spec = None  # a Speculator (serving/speculation.py) when the scenario speculates
         self.timer = timer
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
@@ -283,6 +284,9 @@ class Replica:
                 emitting += 1
         dec = [by_id[rid] for rid in plan.decode]
         decode_kv = 0
+        spec_rows = ()
+        if self.spec is not None and dec:
+            dec, spec_rows, draft_s = self._speculate(dec, chunks, emitting)
         for r in dec:
             kv.grow(r, 1)
             decode_kv += r.num_computed + 1
@@ -295,9 +299,15 @@ class Replica:
         pad = plan.padding_rows
         if pad and rows:
             decode_kv = decode_kv * (rows + pad) // rows
-        shape = BatchShape(prefill=chunks_ctx, decode_rows=rows + pad,
-                           decode_kv=decode_kv, emitting=emitting + rows + pad)
-        dt, flops = self.timer.step(shape)
+        if spec_rows:
+            shape = self.spec.shape(chunks_ctx, rows + pad, decode_kv, [(v, c, k) for _, k, v, c in spec_rows],
+                                    emitting)
+            dt, flops = self.timer.step(shape)
+            dt += int(round(draft_s * 1e12))
+        else:
+            shape = BatchShape(prefill=chunks_ctx, decode_rows=rows + pad,
+                               decode_kv=decode_kv, emitting=emitting + rows + pad)
+            dt, flops = self.timer.step(shape)
         energy_j = self.timer.last_energy_j  # read before another replica's step replaces it
         if self.offload is not None:
             if self.kvm.copies_pending:
@@ -337,6 +347,9 @@ class Replica:
             self._mark(r, i, 1)
             if r.num_generated >= r.max_new_tokens:
                 done.append(r)
+        if spec_rows:
+            processed += self._commit_speculation(spec_rows, i, done)
+            rows += len(spec_rows)
         self.outstanding -= processed + rows
         for r in done:
             self.running.remove(r)
@@ -347,6 +360,64 @@ class Replica:
                     self._hand_off(r)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
                          kv.total_blocks, waiting, running, flops, self._cached_tokens(), energy_j)
+
+    # -- speculative decoding (serving/speculation.py) ---------------------------------------
+    def _speculate(self, dec: list[Request], chunks, emitting: int):
+        """Split the decode rows into plain rows and speculating rows (request, k, verified tokens,
+        context), with KV allocated for the verified tokens; and the proposal seconds."""
+        spec, kv = self.spec, self.kv
+        ks = spec.choose(self.env.now, self.index, dec, [(t, r.num_computed) for r, t in chunks], emitting,
+                         kv.free, kv.block_size)
+        if not ks:
+            return dec, (), 0.0
+        spare = kv.free - sum(kv.need(r, 1) for r in dec)  # every row's own token first
+        plain, rows = [], []
+        method = spec.method
+        for r in dec:
+            k = min(ks.get(r.rid, 0), r.max_new_tokens - r.num_generated - 1)
+            while k > 0:
+                v = method.verify_tokens(k)
+                extra = kv.need(r, v) - kv.need(r, 1)
+                if extra <= spare:
+                    spare -= extra
+                    break
+                k -= 1
+            if k <= 0:
+                plain.append(r)
+                continue
+            ctx = r.num_computed
+            kv.grow(r, v)
+            rows.append((r, k, v, ctx))
+        if not rows:
+            return plain, (), 0.0
+        kmax = max(k for _, k, _, _ in rows)
+        draft_s = spec._proposal_s(len(rows), sum(c for *_, c in rows), kmax, None) + spec._draft_prefill_s(
+            [(t, r.num_computed) for r, t in chunks])
+        spec.draft_ps += int(round(draft_s * 1e12))
+        return plain, tuple(rows), draft_s
+
+    def _commit_speculation(self, spec_rows, i: int, done: list) -> int:
+        """After the verification: accept, emit, roll back the rejected tokens' KV. Returns the
+        tokens processed beyond one per row."""
+        spec, kvm = self.spec, self.kvm
+        spec.steps += 1
+        extra = 0
+        for r, k, v, _ in spec_rows:
+            a = spec.sample_accepted(r.rid, k)
+            n = min(a + 1, r.max_new_tokens - r.num_generated)
+            r.num_computed += n
+            r.num_generated += n
+            kvm.rollback(r, v - n)
+            self._mark(r, i, 1)
+            spec.rows += 1
+            spec.proposed += k
+            spec.accepted += a
+            spec.emitted += n
+            spec.verified += v
+            extra += n - 1
+            if r.num_generated >= r.max_new_tokens:
+                done.append(r)
+        return extra
 
     def _cached_tokens(self) -> int:
         """Tokens whose K/V the running batch holds (resident tokens under an eviction cap)."""

@@ -1,0 +1,1 @@
+"""Speculation length policies (see ``policies.speculation``)."""

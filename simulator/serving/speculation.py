@@ -1,0 +1,203 @@
+"""Speculative decoding on a replica: multi-token decode steps (the mechanism; policies choose k).
+
+Each step with speculation: the length policy (``policies.speculation.length``) names k per decode
+row; the framework checks it (an int in 0..k_max, rows of this step only: else a PolicyError naming
+the policy), caps it at the request's remaining output - 1 and at the KV blocks left after the
+scheduler's plan (blocks for every row's own token first), and allocates KV for the verified
+tokens. The target verifies them in one pass: a speculating row is timed as a chunk of
+``verify_tokens(k)`` query tokens over its context (what a tree or k+1 verification computes) with
+every position through the LM head, by the replica's own timing backend; the method's proposal cost
+is added (a draft model's k decode iterations and its prefill of the step's prompt chunks, a
+Medusa head's extra LM-head rows, an EAGLE layer per draft token, nothing for n-gram lookup). After
+the step, ``a`` proposals are accepted (drawn from the request's per-position acceptance, stream
+``speculation-<replica>``), ``a + 1`` tokens are emitted (capped at the output length), and the KV
+of the rejected tokens is rolled back (``KVManager.rollback``).
+
+Models: the expected tokens per step equal 1 + sum_j prod_{i<=j} rate_i ((1 - a^(k+1)) / (1 - a)
+    for geometric acceptance; tests/test_speculation.py).
+Ignores: the draft's catch-up pass over the accepted tokens; the tokens of one step arrive together
+    (inter-token gaps are per step).
+Sources: see ``policies/speculation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from simulator.core.clock import PS_PER_S
+from simulator.core.errors import ConfigError, HwsimError, PolicyError
+from workloads.llm import BatchShape
+
+WHERE = "policies.speculation"
+
+
+class Speculator:
+    def __init__(self, method, method_name: str, length, length_name: str, timer, rng,
+                 draft_timer=None) -> None:
+        self.method = method
+        self.name = method_name
+        self.length = length
+        self.length_name = length_name
+        self.timer = timer
+        self.draft_timer = draft_timer
+        self.rng = rng
+        self.k_max = method.config.num_speculative_tokens
+        self.proposer = method.proposer
+        self.steps = self.rows = self.proposed = self.accepted = self.emitted = self.verified = 0
+        self.draft_ps = 0
+        self._rates: dict[int, np.ndarray] = {}
+
+    # -- acceptance ------------------------------------------------------------------------
+    def rates(self, rid: int, k: int) -> np.ndarray:
+        r = self._rates.get(k)
+        if r is None:
+            r = self._rates[k] = np.asarray(self.method.position_rates(k), dtype=np.float64)
+        return r
+
+    def sample_accepted(self, rid: int, k: int) -> int:
+        """Proposals accepted of ``k``: the first position whose draw fails stops the run."""
+        u = self.rng.random(k)
+        fail = np.flatnonzero(u >= self.rates(rid, k))
+        return int(fail[0]) if fail.size else k
+
+    # -- costs -----------------------------------------------------------------------------
+    def _proposal_s(self, rows: int, ctx_sum: int, k: int, chunks) -> float:
+        """Seconds spent proposing ``k`` tokens for ``rows`` rows of summed context ``ctx_sum``."""
+        if k <= 0 or rows == 0:
+            return 0.0
+        if self.proposer == "model":
+            t = 0.0
+            for j in range(k):
+                ps, _ = self.draft_timer.step(BatchShape(decode_rows=rows, decode_kv=ctx_sum + rows * (j + 1),
+                                                         emitting=rows))
+                t += ps / PS_PER_S
+            return t
+        if self.proposer == "heads" and self.method.config.style == "eagle":
+            full, _ = self.timer.step(BatchShape(decode_rows=rows, decode_kv=ctx_sum + rows, emitting=rows))
+            lm = self.timer._dense(rows, rows)[0] - self.timer._dense(rows, 0)[0]
+            layers = self.timer.model.num_layers
+            return k * ((full / PS_PER_S - lm) / layers + lm)
+        return 0.0  # lookup; Medusa heads ride on the verification pass (extra LM-head rows)
+
+    def _draft_prefill_s(self, chunks) -> float:
+        if self.proposer != "model" or not chunks:
+            return 0.0
+        ps, _ = self.draft_timer.step(BatchShape(prefill=tuple(chunks), emitting=len(chunks)))
+        return ps / PS_PER_S
+
+    def _extra_emitting(self, k: int) -> int:
+        return k if self.proposer == "heads" and self.method.config.style == "medusa" else 0
+
+    def shape(self, chunks, plain_rows: int, plain_kv: int, spec_rows, emitting: int) -> BatchShape:
+        """The step's shape: prompt chunks, plain decode rows, and speculating rows as chunks of
+        their verified tokens (``spec_rows``: (verify tokens, context, k))."""
+        extra = tuple((v, c) for v, c, _ in spec_rows)
+        emit = emitting + plain_rows + sum(v + self._extra_emitting(k) for v, _, k in spec_rows)
+        return BatchShape(prefill=tuple(chunks) + extra, decode_rows=plain_rows, decode_kv=plain_kv, emitting=emit)
+
+    def step_s(self, k: int, chunks, dec, emitting: int) -> float:
+        """Predicted seconds of the step with every decode row speculating ``k``."""
+        if k <= 0:
+            shape = BatchShape(prefill=tuple(chunks), decode_rows=len(dec),
+                               decode_kv=sum(r.num_computed + 1 for r in dec), emitting=emitting + len(dec))
+            extra = 0.0
+        else:
+            v = self.method.verify_tokens(k)
+            shape = self.shape(chunks, 0, 0, [(v, r.num_computed, k) for r in dec], emitting)
+            extra = self._proposal_s(len(dec), sum(r.num_computed for r in dec), k, chunks)
+        ps, _ = self.timer.step(shape)
+        return ps / PS_PER_S + extra + self._draft_prefill_s(chunks)
+
+    # -- the policy hook -------------------------------------------------------------------
+    def choose(self, now_ps: int, replica: int, dec, chunks, emitting: int, free_blocks: int,
+               block_size: int) -> dict[int, int]:
+        from policies.speculation import SpeculationView
+
+        view = SpeculationView(now_ps, replica, tuple(dec), self.k_max, self.rates,
+                               lambda k: self.step_s(k, chunks, dec, emitting), free_blocks, block_size)
+        try:
+            got = self.length.choose(view)
+        except HwsimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(self.length_name, f"choose() raised {type(exc).__name__}: {exc}") from exc
+        rids = {r.rid for r in dec}
+        if isinstance(got, Mapping):
+            out = {}
+            for rid, k in got.items():
+                if rid not in rids:
+                    raise PolicyError(self.length_name, f"speculates for request {rid}, which is not decoded "
+                                                        f"in this step on replica {replica}")
+                out[rid] = self._check_k(k, rid)
+            return out
+        k = self._check_k(got, None)
+        return {rid: k for rid in rids} if k else {}
+
+    def _check_k(self, k, rid) -> int:
+        who = f" for request {rid}" if rid is not None else ""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise PolicyError(self.length_name, f"speculation length{who} is {k!r}, not an integer")
+        if k < 0 or k > self.k_max:
+            raise PolicyError(self.length_name, f"speculation length {k}{who} outside 0..{self.k_max} "
+                                                f"(num_speculative_tokens)")
+        return int(k)
+
+    def stats(self) -> dict:
+        return {"spec_steps": self.steps, "spec_rows": self.rows, "spec_proposed_tokens": self.proposed,
+                "spec_accepted_tokens": self.accepted, "spec_emitted_tokens": self.emitted,
+                "spec_verified_tokens": self.verified, "spec_draft_s": self.draft_ps / 1e12}
+
+
+def draft_memory(model, draft, tp: int) -> tuple[float, float]:
+    """(weight bytes, KV bytes per token) of the draft per GPU at tensor parallelism ``tp``."""
+    return draft.weight_bytes() / tp, draft.kv_elems_per_token(tp) * draft.dtype_bytes
+
+
+def attach_speculation(sim) -> None:
+    """Give every replica of ``sim`` the scenario's speculation (``policies.speculation``), if any:
+    the method, its length policy, a draft timer on the replica's backend, and the draft's memory
+    taken out of the KV blocks."""
+    block = sim.scenario.spec.policies.speculation
+    if block is None:
+        return
+    from policies.speculation import SPEC_LENGTHS, SPECULATION
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+    from simulator.serving.step_timer import StepTimer
+
+    base = sim.scenario.base_dir
+    comp = resolve_component(block, SPECULATION, WHERE, base_dir=base)
+    lcomp = resolve_component(comp.config.length, SPEC_LENGTHS, f"{WHERE}.length", base_dir=base)
+    model = sim.scenario.model.config
+    draft = None
+    if comp.cls.proposer == "model":
+        dc = resolve_component({"kind": "transformer", "preset": comp.config.draft}, reg.MODELS, f"{WHERE}.draft",
+                               base_dir=base)
+        draft = dc.config
+        if draft.vocab_size != model.vocab_size:
+            raise ConfigError(f"draft {draft.name} has a vocabulary of {draft.vocab_size}, the target "
+                              f"{model.name} {model.vocab_size}: they must share a tokenizer", where=f"{WHERE}.draft")
+    for rt in sim.pools:
+        pool = rt.pool
+        if pool.pipeline_parallel > 1:
+            raise ConfigError("speculation runs on replicas without pipeline parallelism", where=WHERE)
+        dtimer = None
+        if draft is not None:
+            dtimer = StepTimer(draft, pool.tensor_parallel, rt.backend, None, None, 0.0)
+            w, per_tok = draft_memory(model, draft, pool.tensor_parallel)
+            mem = rt.mem
+            blocks = int((mem.kv_bytes - w) // ((mem.kv_bytes_per_token + per_tok) * mem.block_size))
+            if blocks * mem.block_size < sim.max_model_len:
+                raise ConfigError(f"the draft {draft.name} leaves KV for {max(blocks, 0) * mem.block_size} tokens "
+                                  f"per replica, fewer than max_model_len={sim.max_model_len}", where=f"{WHERE}.draft")
+        for i in rt.replicas:
+            rep = sim.cluster.replicas[i]
+            if rep.kvm.capped:
+                raise ConfigError("speculation needs a paged or prefix KV cache (not an eviction cap)", where=WHERE)
+            if draft is not None:
+                rep.kvm.set_total_blocks(blocks)
+            rep.spec = Speculator(comp.cls(comp.config), comp.kind, lcomp.cls(lcomp.config), lcomp.kind,
+                                  rep.timer, sim.rngs.get(f"speculation-{i}"), dtimer)
+            rep.steady = False  # a step emits a random number of tokens: no stretch of identical steps
