@@ -222,18 +222,36 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
     used_slots = slots > 0
     frag = np.where(used_slots, 1.0 - np.divide(batches["kv_tokens"], np.where(used_slots, slots, 1.0)), 0.0)
     s["kv_fragmentation_mean"] = _weighted_mean(frag[used_slots], dur[used_slots]) if used_slots.any() else 0.0
+    busy_r, flops_r = per_replica(batches["replica"], dur, batches["flops"], len(facts["replica_facts"]))
+    cluster_figures(s, busy_r, flops_r, int(batches["iterations"].sum()), int(dur.size), out_tokens, sim_time_s,
+                    facts)
+    s["littles_law"] = littles_law(req["arrival_s"], req["depart_s"], sim_time_s)
+    s["memory"] = facts["memory"]
+    # modelled energy (hw_models.energy) replaces the busy x TDP estimate of energy per token
+    s.update(energy_figures(batches, facts["replica_facts"], sim_time_s, out_tokens, s["requests_finished"]))
+    return s
+
+
+def per_replica(replica: np.ndarray, dur: np.ndarray, flops: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Busy seconds and FLOP per replica from batch segments."""
+    busy_r = np.bincount(replica, weights=dur, minlength=n)[:n] / PS_PER_S
+    flops_r = np.bincount(replica, weights=flops, minlength=n)[:n]
+    return busy_r, flops_r
+
+
+def cluster_figures(s: dict[str, Any], busy_r: np.ndarray, flops_r: np.ndarray, iterations: int, segments: int,
+                    out_tokens: int, sim_time_s: float, facts: dict[str, Any]) -> None:
+    """Busy fraction, MFU, cost, energy, pools and KV transfers into summary ``s`` (in place)."""
     reps = facts["replica_facts"]  # one dict per replica: tp, peak_flops, price_usd_per_h, tdp_w
     tp = np.array([r["tp"] for r in reps], dtype=np.float64)
     peak = np.array([r["peak_flops"] for r in reps], dtype=np.float64)
-    busy_r = np.bincount(batches["replica"], weights=dur, minlength=len(reps))[:len(reps)] / PS_PER_S
-    flops_r = np.bincount(batches["replica"], weights=batches["flops"], minlength=len(reps))[:len(reps)]
     busy_s = float(busy_r.sum())
     gpus = float(tp.sum())
     s["gpu_busy_fraction"] = busy_s / (len(reps) * sim_time_s) if sim_time_s > 0 else 0.0
     # flops are recorded per GPU of each replica
     s["mfu"] = float((flops_r * tp).sum() / ((tp * peak).sum() * sim_time_s)) if sim_time_s > 0 else 0.0
-    s["iterations"] = int(batches["iterations"].sum())
-    s["batch_segments"] = int(dur.size)
+    s["iterations"] = iterations
+    s["batch_segments"] = segments
     s["gpus"] = int(gpus)
     prices = [r["price_usd_per_h"] for r in reps]
     if all(p for p in prices):
@@ -257,18 +275,70 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
         t = np.asarray(facts["transfers"], dtype=np.float64)
         s["kv_transfer"] = {"count": int(t.shape[0]), "bytes": float(t[:, 3].sum()),
                             "time_s": stats((t[:, 2] - t[:, 1]) / PS_PER_S)}
-    s["littles_law"] = littles_law(req["arrival_s"], req["depart_s"], sim_time_s)
-    s["memory"] = facts["memory"]
-    # modelled energy (hw_models.energy) replaces the busy x TDP estimate of energy per token
-    s.update(energy_figures(batches, facts["replica_facts"], sim_time_s, out_tokens, s["requests_finished"]))
-    return s
+
+
+def run_facts(sim: Simulation) -> dict[str, Any]:
+    """What the summary needs to know about the cluster: per-replica and per-pool facts, KV
+    transfers and the memory plan."""
+    mem = sim.mem
+    gib = 2.0**30
+    dtype = sim.scenario.model.config.dtype
+    replica_facts = []
+    pools = []
+    for rt in sim.pools:
+        dev = rt.pool.device.config
+        pools.append({"name": rt.pool.name, "role": rt.pool.role, "replicas": rt.replicas})
+        for i in rt.replicas:
+            replica_facts.append({
+                "index": i, "pool": rt.pool.name, "role": rt.pool.role, "device": dev.name,
+                "tp": rt.pool.tensor_parallel, "devices": rt.pool.tensor_parallel,
+                "kv_blocks_total": rt.mem.kv_blocks, "block_size": rt.mem.block_size,
+                "kv_bytes_per_block": rt.mem.kv_bytes_per_token * rt.mem.block_size,
+                "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
+                "idle_w": idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0,
+                "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
+    return {
+        "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,
+        "transfers": sim.cluster.transfers,
+        "memory": {"weights_gib_per_gpu": mem.weight_bytes / gib, "kv_gib_per_gpu": mem.kv_bytes / gib,
+                   "kv_blocks_per_replica": mem.kv_blocks, "block_size": mem.block_size,
+                   "kv_tokens_per_replica": mem.kv_blocks * mem.block_size,
+                   "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token},
+    }
+
+
+def finish_result(sim: Simulation, summary: dict[str, Any], req: dict[str, np.ndarray],
+                  batches: dict[str, np.ndarray], events: dict[str, np.ndarray], itl: np.ndarray,
+                  replica_facts: list, wall_s: float, **extra: Any) -> RunResult:
+    """The :class:`RunResult` from a summary and the tables (ps columns also given in seconds)."""
+    summary["wall_s"] = wall_s
+    from simulator.serving.kv_offload import kv_summary
+
+    kv = kv_summary(sim.cluster.replicas)
+    if kv:
+        summary["kv_cache"] = kv
+    batches_s = dict(batches)
+    batches_s["start_s"] = batches["start_ps"] / PS_PER_S
+    batches_s["end_s"] = batches["end_ps"] / PS_PER_S
+    events["t_s"] = events["t_ps"] / PS_PER_S
+    spans = [(pl.index, *span) for pl in sim.pipelines for span in pl.spans]
+    stages = {}
+    if spans:
+        a = np.asarray(spans, dtype=np.int64)
+        stages = {"pipeline": a[:, 0], "stage": a[:, 1], "engine": a[:, 2], "start_s": a[:, 3] / PS_PER_S,
+                  "end_s": a[:, 4] / PS_PER_S}
+    spec = sim.scenario.spec
+    return RunResult(name=spec.name, scenario=sim.scenario.dump(), summary=summary, requests=req, batches=batches_s,
+                     events=events, itl_s=itl, replicas=replica_facts, sim_time_s=sim.env.now / PS_PER_S,
+                     wall_s=wall_s, stages=stages, **extra)
 
 
 def build_result(sim: Simulation, wall_s: float) -> RunResult:
+    if sim.stream is not None:
+        return sim.stream.result(sim, wall_s)
     from simulator.core.request import REJECTED as R_REJ
 
-    scen = sim.scenario
-    spec = scen.spec
+    spec = sim.scenario.spec
     requests = sim.cluster.requests
     req = request_columns(requests, spec.run.warmup_requests, spec.run.warmup, spec.run.cooldown_requests,
                           len(sim.table))
@@ -284,50 +354,6 @@ def build_result(sim: Simulation, wall_s: float) -> RunResult:
     n_rep = len(sim.cluster.replicas)
     itl = inter_token_gaps(requests, [rec.iteration_ends(i) for i in range(n_rep)], measured_rids)
     sim_time_s = sim.env.now / PS_PER_S
-    mem = sim.mem
-    gib = 2.0**30
-    dtype = scen.model.config.dtype
-    replica_facts = []
-    pools = []
-    for rt in sim.pools:
-        dev = rt.pool.device.config
-        pools.append({"name": rt.pool.name, "role": rt.pool.role, "replicas": rt.replicas})
-        for i in rt.replicas:
-            replica_facts.append({
-                "index": i, "pool": rt.pool.name, "role": rt.pool.role, "device": dev.name,
-                "tp": rt.pool.tensor_parallel, "devices": rt.pool.tensor_parallel,
-                "kv_blocks_total": rt.mem.kv_blocks, "block_size": rt.mem.block_size,
-                "kv_bytes_per_block": rt.mem.kv_bytes_per_token * rt.mem.block_size,
-                "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
-                "idle_w": idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0,
-                "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
-    facts = {
-        "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,
-        "transfers": sim.cluster.transfers,
-        "memory": {"weights_gib_per_gpu": mem.weight_bytes / gib, "kv_gib_per_gpu": mem.kv_bytes / gib,
-                   "kv_blocks_per_replica": mem.kv_blocks, "block_size": mem.block_size,
-                   "kv_tokens_per_replica": mem.kv_blocks * mem.block_size,
-                   "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token},
-    }
+    facts = run_facts(sim)
     summary = summarize(req, batches, itl, sim_time_s, facts, spec.slo)
-    summary["wall_s"] = wall_s
-    from simulator.serving.kv_offload import kv_summary
-
-    kv = kv_summary(sim.cluster.replicas)
-    if kv:
-        summary["kv_cache"] = kv
-    batches_s = dict(batches)
-    batches_s["start_s"] = batches["start_ps"] / PS_PER_S
-    batches_s["end_s"] = batches["end_ps"] / PS_PER_S
-    ev = rec.event_columns()
-    ev["t_s"] = ev["t_ps"] / PS_PER_S
-    replicas = replica_facts
-    spans = [(pl.index, *span) for pl in sim.pipelines for span in pl.spans]
-    stages = {}
-    if spans:
-        a = np.asarray(spans, dtype=np.int64)
-        stages = {"pipeline": a[:, 0], "stage": a[:, 1], "engine": a[:, 2], "start_s": a[:, 3] / PS_PER_S,
-                  "end_s": a[:, 4] / PS_PER_S}
-    return RunResult(name=spec.name, scenario=scen.dump(), summary=summary, requests=req, batches=batches_s,
-                     events=ev, itl_s=itl, replicas=replicas, sim_time_s=sim_time_s, wall_s=wall_s,
-                     stages=stages)
+    return finish_result(sim, summary, req, batches, rec.event_columns(), itl, facts["replica_facts"], wall_s)

@@ -66,17 +66,22 @@ def _column_strings(values: np.ndarray) -> list[str]:
     return [_fmt(v) for v in a.tolist()]
 
 
-def write_table(path: Path, columns: dict[str, np.ndarray], names: list[str] | None = None,
-                formatters: dict[str, Any] | None = None) -> None:
-    names = names or list(columns)
+def write_rows(fh, columns: dict[str, np.ndarray], names: list[str], formatters: dict[str, Any] | None = None) -> None:
+    """Append the rows of ``columns`` (in the order of ``names``) to an open CSV file."""
     formatters = formatters or {}
     cols = []
     for n in names:
         f = formatters.get(n)
         cols.append([f(v) for v in columns[n].tolist()] if f else _column_strings(columns[n]))
+    fh.writelines(",".join(row) + "\n" for row in zip(*cols))
+
+
+def write_table(path: Path, columns: dict[str, np.ndarray], names: list[str] | None = None,
+                formatters: dict[str, Any] | None = None) -> None:
+    names = names or list(columns)
     with path.open("w", newline="", encoding="utf-8") as fh:
         fh.write(",".join(names) + "\n")
-        fh.writelines(",".join(row) + "\n" for row in zip(*cols))
+        write_rows(fh, columns, names, formatters)
 
 
 REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_scheduled_s", "first_token_s",
@@ -84,6 +89,9 @@ REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_s
                    "queue_s", "ttft_s", "tpot_s", "e2e_s"]
 BATCH_COLUMNS = ["replica", "start_ps", "end_ps", "iterations", "prefill_tokens", "decode_rows", "running",
                  "waiting", "kv_blocks_used", "kv_blocks_total", "kv_tokens", "flops"]
+EVENT_COLUMNS = ["t_ps", "kind", "replica", "request", "value"]
+REQUEST_FORMATTERS = {"status": lambda s: STATUS_NAMES[s], "measured": lambda b: "1" if b else "0"}
+EVENT_FORMATTERS = {"kind": lambda k: EventKind(k).name.lower()}
 
 
 def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool = True,
@@ -96,19 +104,22 @@ def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool
     p = out / "scenario.resolved.yaml"
     p.write_text(resolved_yaml, encoding="utf-8")
     paths["scenario"] = p
+    spooled = result.spool.files if result.spool is not None else {}
     if requests:
         p = out / "requests.csv"
-        write_table(p, result.requests, REQUEST_COLUMNS,
-                    {"status": lambda s: STATUS_NAMES[s], "measured": lambda b: "1" if b else "0"})
+        if "requests" in spooled:  # a streaming run wrote it in chunks as requests finished
+            result.spool.move("requests", p)
+        else:
+            write_table(p, result.requests, REQUEST_COLUMNS, REQUEST_FORMATTERS)
         paths["requests"] = p
     if events:
-        p = out / "events.csv"
-        write_table(p, result.events, ["t_ps", "kind", "replica", "request", "value"],
-                    {"kind": lambda k: EventKind(k).name.lower()})
-        paths["events"] = p
-        p = out / "batches.csv"
-        write_table(p, result.batches, BATCH_COLUMNS)
-        paths["batches"] = p
+        for key, cols, fmt in (("events", EVENT_COLUMNS, EVENT_FORMATTERS), ("batches", BATCH_COLUMNS, None)):
+            p = out / f"{key}.csv"
+            if key in spooled:
+                result.spool.move(key, p)
+            else:
+                write_table(p, getattr(result, key), cols, fmt)
+            paths[key] = p
     if chrome_trace:
         from simulator.trace_export import write_chrome_trace
 

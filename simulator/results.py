@@ -6,7 +6,11 @@ exporters are pure functions of a :class:`RunResult`.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +18,32 @@ import numpy as np
 # status codes in RunResult.requests["status"]
 FINISHED, REJECTED, UNFINISHED = 0, 1, 2
 STATUS_NAMES = {FINISHED: "finished", REJECTED: "rejected", UNFINISHED: "unfinished"}
+
+
+class Spool:
+    """Tables a streaming run wrote to disk in chunks while it ran (a temporary folder, removed
+    when this object goes away); :func:`simulator.outputs.write_results` moves them into place."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hwsim-run-"))
+        self.files: dict[str, Path] = {}
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True)
+
+    def path(self, key: str) -> Path:
+        p = self.files[key] = self.dir / f"{key}.csv"
+        return p
+
+    def move(self, key: str, dest: Path) -> None:
+        """Put table ``key`` at ``dest``: the first time a rename (a copy across file systems),
+        later times a copy of where it went."""
+        src = self.files[key]
+        if Path(dest).resolve() == src.resolve():
+            return
+        if src.parent == self.dir:
+            shutil.move(str(src), str(dest))
+            self.files[key] = Path(dest)
+        else:
+            shutil.copyfile(src, dest)
 
 
 @dataclass
@@ -36,6 +66,10 @@ class RunResult:
         peak_flops (per GPU), price_usd_per_h (per GPU or None), tdp_w.
     stages: pipeline-parallel replicas only: pipeline, stage, engine (replica index), start_s, end_s
         of every micro-batch in every stage.
+    spool: a streaming run (``run.metrics: streaming``) only: the full requests/events/batches
+        tables on disk; ``requests``, ``batches``, ``events`` and ``itl_s`` then hold a bounded,
+        deterministic sample (every k-th request, its events and gaps; every m-th segment) and
+        ``summary`` is computed from every request (percentiles from log-bucket sketches).
     """
 
     name: str
@@ -49,3 +83,4 @@ class RunResult:
     sim_time_s: float = 0.0
     wall_s: float = 0.0
     stages: dict[str, np.ndarray] = field(default_factory=dict)  # pipeline stage spans (PP replicas)
+    spool: Spool | None = None

@@ -249,6 +249,7 @@ class Simulation:
                                                      self.max_model_len, role=pool.role, pool=pi,
                                                      pipeline=pipeline, offload=offload))
                     rt.replicas.append(i)
+        self.stream = None  # RunStream when the metrics stream (run.metrics), set when the run starts
         if scenario.disaggregated:
             if scenario.kv_cache is not None and scenario.kv_cache.cls.mechanism != "paged":
                 raise ConfigError("disaggregated pools support only the paged KV mechanism",
@@ -280,6 +281,12 @@ class Simulation:
         if progress is not None:
             step = max(1, total // 100)
             self.cluster.progress = (step, lambda done: progress(done, total))
+        from simulator.metrics_stream import RunStream, streaming
+
+        if streaming(self.scenario.spec.run.metrics, total):
+            self.stream = RunStream(self)
+            self.stream.start(self)
+            self.cluster.sink = self.stream.done
         if self.table.closed_loop:
             self.cluster.start_closed_loop(self.table)
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
@@ -14,6 +14,46 @@ from simulator.core.events import EventKind, Recorder
 from simulator.core.request import Request
 from simulator.core.resources import SharedBandwidth
 from workloads.sources.base import RequestTable
+
+
+class LazyLoads(Sequence):
+    """The replicas' loads as a router sees them, each computed on first access.
+
+    A router that only asks how many replicas there are (round robin, random, session affinity)
+    costs O(1) per arrival whatever the replica count; one that reads every load (least
+    outstanding, least KV) computes each replica's load once. Item ``i`` is the same
+    :class:`ReplicaLoad` an eager tuple would hold (index ``i`` in the view shown)."""
+
+    __slots__ = ("_targets", "_loads")
+
+    def __init__(self, targets: list) -> None:
+        self._targets = targets
+        self._loads: list[ReplicaLoad | None] = [None] * len(targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self._targets))))
+        n = len(self._targets)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        load = self._loads[i]
+        if load is None:
+            lo = self._targets[i].load()
+            load = self._loads[i] = ReplicaLoad(i, lo.waiting, lo.running, lo.outstanding_tokens,
+                                                lo.kv_used_fraction)
+        return load
+
+    def __iter__(self):
+        for i in range(len(self._targets)):
+            yield self[i]
+
+    def computed(self) -> int:
+        """How many loads have been computed so far (for tests of the per-arrival cost)."""
+        return sum(x is not None for x in self._loads)
 
 
 class Cluster:
@@ -31,7 +71,10 @@ class Cluster:
         self.kv_links: dict[int, SharedBandwidth] = {}  # per decode replica: its inbound KV link
         self.kv_bytes_per_token = 0.0
         self.transfers: list[tuple[int, int, int, float]] = []  # (rid, start_ps, end_ps, bytes)
-        self.requests: list[Request] = []
+        self.requests: list[Request] = []  # every request (exact metrics)
+        # streaming metrics: requests leave when done (``sink`` gets them); ``live`` holds the rest
+        self.sink: Callable[[Request], None] | None = None
+        self.live: dict[int, Request] = {}
         self.done = 0
         self._on_done: Callable[[Request], None] | None = None
         self.progress: tuple[int, Callable[[int], None]] | None = None
@@ -44,7 +87,10 @@ class Cluster:
     # -- routing -------------------------------------------------------------------------
     def arrive(self, req: Request) -> None:
         env = self.env
-        self.requests.append(req)
+        if self.sink is None:
+            self.requests.append(req)
+        else:
+            self.live[req.rid] = req
         self.recorder.emit(env.now, EventKind.ARRIVED, -1, req.rid, req.prompt_tokens)
         if self.frontend_ps > 0:  # reaches the engine later; TTFT and end-to-end time count it
             env.timeout(self.frontend_ps).callbacks.append(lambda _ev: self._enter(req))
@@ -61,11 +107,7 @@ class Cluster:
         """Ask ``router`` for one of ``targets`` (indices 0..len-1 in the view it is shown)."""
         if len(targets) == 1:
             return 0
-        loads = []
-        for i, r in enumerate(targets):
-            load = r.load()
-            loads.append(ReplicaLoad(i, load.waiting, load.running, load.outstanding_tokens, load.kv_used_fraction))
-        view = ClusterView(self.env.now, tuple(loads))
+        view = ClusterView(self.env.now, LazyLoads(targets))
         try:
             idx = router.route(req, view)
         except HwsimError:
@@ -98,6 +140,9 @@ class Cluster:
 
     def on_done(self, req: Request) -> None:
         self.done += 1
+        if self.sink is not None:
+            del self.live[req.rid]
+            self.sink(req)
         if self.progress is not None and self.done % self.progress[0] == 0:
             self.progress[1](self.done)
         if self._on_done is not None:
