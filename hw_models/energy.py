@@ -11,8 +11,9 @@ Models: the dynamic energy of an op is FLOPs x J/FLOP of its dtype + bytes x J/b
     step's average power is at most the cap: idle + (E_compute s^2 + E_memory) s / t <= cap.
     Per-FLOP energy by default: the board power above idle at the dense peak of each dtype,
     (TDP - idle) / peak (a device runs its tensor peak at its TDP: vendors rate the TDP for it);
-    per-byte energy: the memory technology's pJ/bit (below), the rest of the chip's data
-    movement being in the per-FLOP figure.
+    per-byte energy: a byte of an op's operands crosses device memory, the L2 and the SRAM (the
+    memory technology's pJ/bit below + Horowitz's SRAM figures); register traffic is in the
+    per-FLOP figure.
 Ignores: temperature and leakage changes with clock, memory clocks under a cap, per-kernel power
     transients (the cap holds on each step's average, as a power limiter's ms-scale loop does),
     memory-bound ops running at the memory's pace under a lowered core clock (all ops slow: an
@@ -112,7 +113,12 @@ class EnergyModel:
             return 0.0, op.bytes * op.count * self.byte_j["nvlink"]
         flops = op.flops()
         compute = flops * self.flop_energy(op.dtype) if flops else 0.0
-        return compute, op.bytes_moved() * self.byte_j["dram"]
+        return compute, op.bytes_moved() * self.dram_path_j
+
+    @property
+    def dram_path_j(self) -> float:
+        """J per byte read from device memory into the compute units: DRAM, then L2, then SRAM."""
+        return self.byte_j["dram"] + self.byte_j["l2"] + self.byte_j["sram"]
 
     def ops_energy(self, ops: list[Any]) -> StepEnergy:
         parts = [self.op_j(op) for op in ops]

@@ -173,6 +173,12 @@ class StepTimer:
         kv = kv0 + rows * np.arange(k, dtype=np.int64)
         template = self._attn_template[rows]
         attn_s = self.backend.decode_attention_s(template, -(-kv // self.dp) if self.dp > 1 else kv)
+        attn_fl = None
+        if self.model.attention is not None or self.model.linear is not None:  # per layer / head groups
+            from workloads.variant_ops import decode_attention_s
+
+            attn_s, attn_fl = decode_attention_s(self.backend, self.model, self.tp // self.dp, -(-rows // self.dp),
+                                                 -(-kv // self.dp), self.quant)
         step_s = fixed_s + attn_s
         if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
             padded = self.framework.padded_batch(rows) if self.framework is not None else rows
@@ -188,5 +194,5 @@ class StepTimer:
             floor = self._launch_floor(kernels + template.count, True, rows)
             step_s = self._with_host(np.maximum(step_s, floor), rows)
         ps = np.rint(step_s * PS_PER_S).astype(np.int64)
-        flops = fixed_flops + self.attn_flops_per_kv * kv.astype(np.float64)
+        flops = fixed_flops + (self.attn_flops_per_kv * kv.astype(np.float64) if attn_fl is None else attn_fl)
         return ps, flops

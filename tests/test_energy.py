@@ -1,0 +1,102 @@
+"""Energy model: conservation, the power cap, dtype refusal, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw_models.energy import EnergyModel, energy_model
+from simulator.config.loader import load_scenario, resolve_component
+from simulator.core import registry as reg
+from simulator.core.errors import ConfigError
+from simulator.runner import run_scenario
+from workloads.llm import BatchShape, attention_ops, dense_ops
+
+ROOT = Path(__file__).resolve().parents[1]
+CAP = ROOT / "scenarios/devices/h100_power_cap.yaml"
+
+
+def h100(**over):
+    return resolve_component({"kind": "gpu", "preset": "H100-SXM", **over}, reg.HARDWARE, "hardware.device").config
+
+
+def test_energy_per_flop_at_the_dense_peak_is_the_board_power_above_idle():
+    e = energy_model(h100())
+    dev = h100()
+    assert e.flop_j["bf16"] * dev.tensor_peak("bf16") == pytest.approx(dev.tdp_w - e.idle_w)
+    assert e.flop_j["fp8"] == pytest.approx(e.flop_j["bf16"] / 2)  # twice the FLOPs at the same power
+
+
+def test_step_energy_is_the_sum_of_its_ops():
+    sim_model = load_scenario(CAP).model.config
+    e = energy_model(h100())
+    shape = BatchShape(prefill=((512, 0),), decode_rows=8, decode_kv=8 * 700, emitting=9)
+    ops = dense_ops(520, 9, sim_model, 1) + attention_ops(shape, sim_model, 1)
+    step = e.ops_energy(ops)
+    assert sum(step.per_op_j) == pytest.approx(step.dynamic_j)
+    flops = sum(op.flops() for op in ops)
+    nbytes = sum(op.bytes_moved() for op in ops)
+    assert step.dynamic_j == pytest.approx(flops * e.flop_j["bf16"] + nbytes * e.dram_path_j)
+
+
+def test_run_energy_is_dynamic_over_segments_plus_idle_over_time():
+    res = run_scenario(load_scenario(CAP, ["hardware.device.power_cap_w=null", "workload.num_requests=12"]))
+    s = res.summary
+    dyn = float(res.batches["energy_j"].sum())
+    assert dyn > 0
+    assert s["energy_dynamic_j"] == pytest.approx(dyn)
+    assert s["energy_idle_j"] == pytest.approx(energy_model(h100()).idle_w * res.sim_time_s)
+    assert s["energy_j"] == pytest.approx(s["energy_dynamic_j"] + s["energy_idle_j"])
+    out = int(res.requests["generated_tokens"].sum())
+    assert s["energy_per_output_token_j"] == pytest.approx(s["energy_j"] / out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.floats(1e-6, 1.0), ec=st.floats(0.0, 500.0), em=st.floats(0.0, 100.0), cap=st.floats(80.0, 700.0))
+def test_a_power_cap_is_never_exceeded_and_only_slows_steps(t, ec, em, cap):
+    e = EnergyModel("dev", {"bf16": 1e-12}, {"dram": 1e-11}, idle_w=70.0, tdp_w=700.0, cap_w=cap)
+    t2, dyn = e.throttle(t, ec, em)
+    assert float(t2) >= t
+    assert float(e.power_w(t2, dyn)) <= cap * (1 + 1e-9)
+    if 70.0 + (ec + em) / t <= cap:  # below the cap nothing changes
+        assert float(t2) == t and float(dyn) == pytest.approx(ec + em)
+    else:  # throttling lowers compute energy (V^2) and keeps memory energy
+        assert em <= float(dyn) <= ec + em
+
+
+def test_a_capped_run_stays_under_its_cap_and_is_slower_than_uncapped():
+    capped = run_scenario(load_scenario(CAP, ["workload.num_requests=12"])).summary
+    free = run_scenario(load_scenario(CAP, ["hardware.device.power_cap_w=null", "workload.num_requests=12"])).summary
+    assert capped["power_peak_w_per_device"] <= 350.0 * (1 + 1e-6)
+    assert free["power_peak_w_per_device"] > 350.0
+    assert capped["ttft_s"]["p50"] > free["ttft_s"]["p50"]
+    assert capped["energy_dynamic_j"] < free["energy_dynamic_j"]  # lower voltage: less energy per FLOP
+
+
+def test_a_device_without_a_dtype_refuses_it_by_name():
+    e = energy_model(h100())
+    with pytest.raises(ConfigError, match="H100.*no fp4"):
+        e.flop_energy("fp4")
+
+
+def test_a_power_cap_above_tdp_is_a_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match="power_cap_w"):
+        h100(power_cap_w="900W")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("hardware.device.power_cap_w=900W", "power_cap_w"),
+    ("hardware.device.kind=tpu", "unknown hardware kind 'tpu'"),
+])
+def test_bad_device_input_is_one_line_and_exit_2(override, words):
+    p = subprocess.run([sys.executable, "-m", "simulator.cli", "check", str(CAP), "--set", override],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
