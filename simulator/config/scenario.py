@@ -155,6 +155,10 @@ class PoliciesSection(StrictConfig):
         default=None, description="MoE routed experts in host memory or on SSD with a GPU expert cache: {kind: "
                                   "lfu|lru, cache_experts: N | cache_bytes: SIZE, tier: host|ssd, prefetch: "
                                   "{accuracy: A}}; default: every expert on the GPU")
+    speculation: Block | None = Field(
+        default=None, description="speculative decoding: {kind: draft_model|draft_heads|ngram, "
+                                  "num_speculative_tokens: k, acceptance: {alpha: A} | {rates: [...]}, "
+                                  "length: {kind: fixed|smartspec}}; default: one token per decode step")
 
 
 class SloSection(StrictConfig):
