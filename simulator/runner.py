@@ -111,8 +111,14 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
         slots = int(getattr(scheduler_config, "max_num_seqs", 256))
         residual = slots * quant.config.kv.residual_tokens * per_token * model.dtype_bytes / kv_elem
         free -= residual
+    bounded = model.kv_bounded_bytes(tp, kv_elem) / pp  # windows, token budgets, SSM states: per sequence
+    if bounded:  # held by every batch slot, allocated up front (workloads.attention_variants)
+        slots = int(getattr(scheduler_config, "max_num_seqs", 256))
+        residual += slots * bounded
+        free -= slots * bounded
     block_size = block_size or int(getattr(scheduler_config, "block_size", 16))
-    blocks = max(0, int(free // (per_token * block_size))) * dp
+    # a model whose K/V is all bounded (every layer windowed): blocks cost ~nothing, slots hold the KV
+    blocks = min(2**40, max(0, int(free // (max(per_token, 1e-9) * block_size)))) * dp
     return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
                       block_size, blocks, residual)
 

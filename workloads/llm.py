@@ -145,6 +145,7 @@ class BatchShape:
     decode_rows: int = 0
     decode_kv: int = 0  # sum over decode rows of the context each attends to (incl. the new token)
     emitting: int = 0
+    decode_ctx: tuple[int, ...] = ()  # each decode row's context when known (attention variants read it)
 
 
 # GEMMs that share a projection's quantization format (policies.quantization PROJECTIONS)
@@ -386,6 +387,10 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
     if emitting:
         ops.append(Op(ELEMENTWISE, "final_norm", 1, bytes=int(2 * emitting * h * b), dtype=d, dtype_bytes=b))
         ops.append(Op(GEMM, "lm_head", 1, m=emitting, n=-(-model.vocab_size // tp), k=h, dtype=d, dtype_bytes=b))
+    if model.linear is not None:  # hybrid: the state-space layers' own projections (workloads.variant_ops)
+        from workloads.variant_ops import hybrid_dense
+
+        ops = hybrid_dense(ops, model, T, tp)
     return ops
 
 
@@ -396,6 +401,10 @@ def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, sche
     sequences (an even split of the iteration's work)."""
     if dp > 1:
         return [per_group(op, dp) for op in attention_ops(shape, model, tp // dp, scheme)]
+    if model.attention is not None or model.linear is not None:  # per layer / head groups (workloads.variant_ops)
+        from workloads.variant_ops import attention_ops as variant_attention_ops
+
+        return variant_attention_ops(shape, model, tp, scheme)
     ops: list[Op] = []
     if shape.prefill and model.kv_lora_rank:  # MLA: KV up-projection, then MHA (workloads.mla)
         from workloads.mla import prefill_ops

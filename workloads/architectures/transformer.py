@@ -10,7 +10,9 @@ Models: dense, GQA/MQA and mixture-of-experts decoders — layer count, hidden s
     ``google/gemma-2-9b-it``, ...) map to the shipped presets (:func:`preset_for_hf_id`).
 Ignores: sliding-window (local) attention: ``sliding_window_tokens`` and ``sliding_window_layers``
     are read and kept on the config (Mistral v0.1, Gemma-2's alternate layers, Gemma-3's five
-    local layers in six) but attention time and KV memory treat every layer as full attention;
+    local layers in six) but attention time and KV memory treat every layer as full attention unless
+    ``attention`` is set (``workloads.attention_variants``: windows, sinks, budgets, hybrids with
+    ``linear`` state-space layers, which Qwen3-Next's config selects by itself);
     Qwen3's QK-norm (two head_dim-wide RMSNorms per layer); Gemma's embedding scaling by
     sqrt(hidden), attention-logit and final-logit soft-capping and its extra post-attention /
     post-MLP norms (counted as two norms per layer like the others); biases' bytes (Qwen2's QKV
@@ -37,6 +39,8 @@ from pydantic import Field, model_validator
 from simulator.config.quantities import StrictConfig
 from simulator.core.errors import ConfigError
 from simulator.core.registry import register_model
+from workloads.attention_variants import AttentionVariant, check_variant, kv_elems, layer_kinds
+from workloads.linear_attention import LinearLayerConfig
 from workloads.moe import RoutingConfig
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
@@ -87,6 +91,14 @@ class TransformerConfig(StrictConfig):
     qk_rope_head_dim: int = Field(default=0, ge=0, description="MLA: per-head rotary query width, and the "
                                                                "width of the one rotary key cached per token")
     v_head_dim: int = Field(default=0, ge=0, description="MLA: per-head value width")
+    attention: AttentionVariant | None = Field(
+        default=None, description="attention variants per layer and head (workloads.attention_variants): "
+                                  "layer_pattern, sliding window, sinks, streaming heads, KV budgets, top-k, "
+                                  "block-sparse prefill, cross-layer KV sharing; None: the model's own "
+                                  "(sliding_window_layers are then recorded only)")
+    linear: LinearLayerConfig | None = Field(
+        default=None, description="the linear-attention / state-space layers (S in attention.layer_pattern; "
+                                  "workloads.linear_attention)")
 
     @model_validator(mode="after")
     def _check(self) -> TransformerConfig:
@@ -106,6 +118,10 @@ class TransformerConfig(StrictConfig):
             raise ValueError(f"sliding_window_layers {bad} outside layers 0..{self.num_layers - 1}")
         if self.kv_lora_rank and not (self.qk_nope_head_dim and self.qk_rope_head_dim and self.v_head_dim):
             raise ValueError("kv_lora_rank (MLA) needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim > 0")
+        if self.attention is not None or self.linear is not None:
+            if self.kv_lora_rank:
+                raise ValueError("attention variants and linear layers are not combined with MLA")
+            check_variant(self)
         return self
 
     # -- derived sizes (per whole model, unsharded) -------------------------------------
@@ -150,7 +166,20 @@ class TransformerConfig(StrictConfig):
         latent, which every GPU holds because all its heads read it."""
         if self.kv_lora_rank:
             return self.num_layers * self.mla_latent
+        if self.attention is not None or self.linear is not None:  # the K/V that grow with the context
+            return int(round(kv_elems(self, tp)[0]))
         return 2 * self.num_layers * max(1, self.num_kv_heads // tp) * self.head_dim
+
+    def kv_bounded_bytes(self, tp: int = 1, elem_bytes: float | None = None) -> float:
+        """Bytes one running sequence holds at most whatever its length, on one of ``tp`` GPUs: the
+        K/V of windows and token budgets at their cap (``elem_bytes`` per element, default the model
+        dtype), the state-space layers' states (0 without attention variants)."""
+        if self.attention is None and self.linear is None:
+            return 0.0
+        b = self.dtype_bytes if elem_bytes is None else elem_bytes
+        states = layer_kinds(self).count("S") * self.linear.state_elems(tp) * self.linear.state_dtype_bytes \
+            if self.linear is not None else 0.0
+        return kv_elems(self, tp)[1] * b + states
 
     @property
     def is_moe(self) -> bool:
@@ -194,8 +223,10 @@ class TransformerConfig(StrictConfig):
 
     def num_params(self) -> int:
         norms = self.num_layers * 2 * self.hidden_size + self.hidden_size
-        return self.num_layers * (self.attn_params_per_layer() + self.mlp_params_per_layer()) + \
-            self.embedding_params() + norms
+        n_state = layer_kinds(self).count("S") if self.linear is not None else 0
+        mixers = (self.num_layers - n_state) * self.attn_params_per_layer() + \
+            (n_state * self.linear.params(self.hidden_size) if n_state else 0)
+        return mixers + self.num_layers * self.mlp_params_per_layer() + self.embedding_params() + norms
 
     def weight_bytes(self) -> float:
         return self.num_params() * self.dtype_bytes
@@ -204,6 +235,8 @@ class TransformerConfig(StrictConfig):
         """K and V of one token over all layers (unsharded; MLA: the latent and rotary key)."""
         if self.kv_lora_rank:
             return float(self.num_layers * self.mla_latent * self.dtype_bytes)
+        if self.attention is not None or self.linear is not None:  # the K/V that grow with the context
+            return kv_elems(self, 1)[0] * self.dtype_bytes
         return 2.0 * self.num_layers * self.kv_size * self.dtype_bytes
 
 
@@ -316,6 +349,16 @@ def from_hf(cfg: dict[str, Any], name: str = "") -> dict[str, Any]:
                    kv_lora_rank=int(cfg["kv_lora_rank"]), qk_nope_head_dim=int(cfg["qk_nope_head_dim"]),
                    qk_rope_head_dim=int(cfg["qk_rope_head_dim"]), v_head_dim=int(cfg["v_head_dim"]),
                    head_dim=int(cfg["v_head_dim"]))  # head_dim: the width each head's output has (O projection)
+    if mtype == "qwen3_next" or cfg.get("linear_num_value_heads"):  # gated delta net layers, attention every n-th
+        every = int(cfg.get("full_attention_interval", 4))
+        pattern = "".join("F" if (i + 1) % every == 0 else "S" for i in range(out["num_layers"]))
+        if isinstance(cfg.get("layer_types"), list):
+            pattern = "".join("F" if t == "full_attention" else "S" for t in cfg["layer_types"])
+        out["attention"] = {"layer_pattern": pattern}
+        out["linear"] = {"kind": "gated_delta_net", "num_heads": int(cfg["linear_num_value_heads"]),
+                         "head_dim": int(cfg["linear_value_head_dim"]), "state_dim": int(cfg["linear_key_head_dim"]),
+                         "num_groups": int(cfg["linear_num_key_heads"]),
+                         "conv_kernel": int(cfg.get("linear_conv_kernel_dim", 4)), "chunk_size": 64}
     window, local = _sliding_window(cfg, mtype, out["num_layers"])
     if window is not None and local:
         out.update(sliding_window_tokens=window, sliding_window_layers=local)

@@ -1,0 +1,182 @@
+"""Attention variants and linear layers: first-principles checks of the ops and the memory plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.config.loader import resolve_component
+from simulator.core import registry as reg
+from workloads.attention_variants import groups, kv_bytes_per_sequence, window_pairs
+from workloads.llm import BatchShape, lower
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model(preset: str = "Mistral-7B", **attention):
+    over = {"attention": attention} if attention else {}
+    return resolve_component({"kind": "transformer", "preset": preset, **over}, reg.MODELS, "model").config
+
+
+def _gpu(preset: str = "H100-SXM"):
+    return resolve_component({"kind": "gpu", "preset": preset}, reg.HARDWARE, "gpu").config
+
+
+def _by_name(ops):
+    return {op.name: op for op in ops}
+
+
+def test_window_decode_reads_min_context_window():
+    """Window w (+ sinks s): decode attention bytes = min(context, w + s) x K/V bytes per token."""
+    w, s = 4096, 4
+    m = _model(layer_pattern="W*32", window_tokens=w, sink_tokens=s)
+    per_token_layer = 2 * m.num_kv_heads * m.head_dim * m.dtype_bytes
+    for ctx in (100, 4100, 20000):
+        op = _by_name(lower(BatchShape(decode_rows=1, decode_kv=ctx, emitting=1), m))["attn_decode_window"]
+        q_bytes = 2 * m.num_heads * m.head_dim * m.dtype_bytes
+        assert op.bytes_moved() == pytest.approx(m.num_layers * (q_bytes + min(ctx, w + s) * per_token_layer))
+        # the memory plan: the same tokens kept
+        assert kv_bytes_per_sequence(m, ctx) == pytest.approx(m.num_layers * min(ctx, w + s) * per_token_layer)
+
+
+def test_alternating_local_global_layers():
+    """gpt-oss-20b: its config's layer_types alternate window 128 / full; K/V kept per sequence is
+    the local layers at min(ctx, 128) plus the global layers at ctx."""
+    m = _model("gpt-oss-20b", window_tokens=128)
+    local = len(m.sliding_window_layers)
+    per = 2 * m.num_kv_heads * m.head_dim * m.dtype_bytes
+    ctx = 10000
+    assert kv_bytes_per_sequence(m, ctx) == pytest.approx(per * (local * 128 + (m.num_layers - local) * ctx))
+    assert m.kv_elems_per_token() == 2 * m.num_kv_heads * m.head_dim * (m.num_layers - local)
+    assert m.kv_bounded_bytes() == pytest.approx(per * local * 128)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(0, 300), ctx=st.integers(0, 300), cap=st.one_of(st.none(), st.integers(1, 400)))
+def test_window_pairs_match_brute_force(t, ctx, cap):
+    pairs = sum(min(p + 1, cap) if cap else p + 1 for p in range(ctx, ctx + t))
+    keys = {k for p in range(ctx, ctx + t) for k in range(max(0, p + 1 - (cap or p + 1)), p + 1)}
+    assert window_pairs(t, ctx, cap) == (pairs, len(keys))
+
+
+def test_duo_streaming_heads_memory():
+    """DuoAttention: a share r of the KV heads streaming (sink + window), the rest full: memory per
+    sequence = (1 - r) x full + r x min(ctx, sink + window)."""
+    m = _model("Llama-3-8B", streaming_heads=0.5, head_window_tokens=256, head_sink_tokens=64)
+    full = _model("Llama-3-8B")
+    ctx = 100_000
+    want = 0.5 * kv_bytes_per_sequence(full, ctx) + 0.5 * kv_bytes_per_sequence(full, 320)
+    assert kv_bytes_per_sequence(m, ctx) == pytest.approx(want)
+    ops = _by_name(lower(BatchShape(decode_rows=1, decode_kv=ctx, emitting=1), m))
+    assert ops["attn_decode"].kv_heads + ops["attn_decode_stream_heads"].kv_heads == full.num_kv_heads
+    assert ops["attn_decode_stream_heads"].kv_tokens == 320
+
+
+def test_pyramid_budgets_per_layer():
+    """Per-layer budgets (fractions): the memory plan's K/V per token is the mean budget x full."""
+    budgets = list(np.linspace(0.05, 0.35, 32).round(4))
+    m = _model("Llama-3-8B", kv_budget=budgets)
+    full = _model("Llama-3-8B")
+    assert m.kv_elems_per_token() == pytest.approx(full.kv_elems_per_token() * float(np.mean(budgets)), rel=1e-3)
+    # prefill reads the whole prompt; decode reads the budget
+    pre = [op for op in lower(BatchShape(prefill=((4096, 0),), emitting=1), m) if op.kind == "attn_prefill"]
+    assert sum(op.pairs * op.count for op in pre) == 4096 * 4097 // 2 * 32
+    dec = [op for op in lower(BatchShape(decode_rows=1, decode_kv=10000, emitting=1), m) if op.kind == "attn_decode"]
+    assert sum(op.kv_tokens * op.count for op in dec) == pytest.approx(sum(np.ceil(b * 10000) for b in budgets), abs=32)
+
+
+def test_quest_topk_reads_budget_plus_selection():
+    m = _model("Llama-3-8B", topk_tokens=2048, topk_page_tokens=16)
+    ops = _by_name(lower(BatchShape(decode_rows=2, decode_kv=2 * 32768, emitting=2), m))
+    assert ops["attn_decode"].kv_tokens == 2 * 2048
+    assert ops["attn_select"].kv_tokens == 2 * 32768 // 16
+    # the cache keeps everything
+    assert m.kv_elems_per_token() == _model("Llama-3-8B").kv_elems_per_token()
+
+
+def test_block_sparse_prefill_density():
+    """MInference: prefill FLOPs = density x dense causal FLOPs + the index estimate."""
+    m = _model("Llama-3-8B", prefill_density=0.1, sparse_index_queries=64)
+    dense = _by_name(lower(BatchShape(prefill=((65536, 0),), emitting=1), _model("Llama-3-8B")))["attn_prefill"]
+    ops = _by_name(lower(BatchShape(prefill=((65536, 0),), emitting=1), m))
+    assert ops["attn_prefill_sparse0.1"].flops() == pytest.approx(0.1 * dense.flops(), rel=1e-6)
+    assert ops["attn_sparse_index"].pairs == 64 * 65536
+
+
+def test_cross_layer_sharing_halves_kv():
+    m = _model("Llama-3-8B", kv_share_layers=2)
+    assert m.kv_elems_per_token() * 2 == _model("Llama-3-8B").kv_elems_per_token()
+
+
+def test_linear_layer_decode_cost_independent_of_context():
+    """A state-space layer reads and writes a fixed state per row: its ops are the same at any context."""
+    m = _model("Qwen3-Next-80B-A3B")
+    assert groups(m)[0].layers == 12  # one full-attention layer in four
+    short = [op for op in lower(BatchShape(decode_rows=8, decode_kv=8 * 1000, emitting=8), m, 2)
+             if op.name.startswith("ssm_")]
+    long = [op for op in lower(BatchShape(decode_rows=8, decode_kv=8 * 200_000, emitting=8), m, 2)
+            if op.name.startswith("ssm_")]
+    assert short == long and {op.name for op in short} >= {"ssm_update", "ssm_in_proj", "ssm_out_proj"}
+    upd = _by_name(short)["ssm_update"]
+    assert upd.count == 36
+    lin = m.linear
+    state = (lin.num_heads // 2) * lin.state_dim * lin.head_dim
+    assert upd.bytes >= 8 * 2 * state * lin.state_dtype_bytes  # read and write the state of every row
+
+
+def test_pure_state_space_model_decode_time_flat():
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+
+    dev = _gpu()
+    be = RooflineBackend(RooflineConfig(), dev)
+    m = resolve_component({"kind": "transformer", "preset": "Llama-3-8B", "attention": {"layer_pattern": "S*32"},
+                           "linear": _LIN}, reg.MODELS, "model").config
+    times = [sum(be.op_s(op) for op in lower(BatchShape(decode_rows=4, decode_kv=4 * c, emitting=4), m))
+             for c in (100, 10_000, 1_000_000)]
+    assert times[0] == pytest.approx(times[2])
+
+
+# Mamba-2 2.7B's mixer shape (state-spaces/mamba2-2.7b config: d_model 2560, expand 2, headdim 64, d_state 128)
+_LIN = {"kind": "mamba2", "num_heads": 80, "head_dim": 64, "state_dim": 128, "num_groups": 1}
+
+
+def test_decode_segment_matches_single_steps():
+    """The serving loop's decode stretch times each iteration as one step of the same rows does."""
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+    from simulator.serving.step_timer import StepTimer
+
+    dev = _gpu()
+    m = _model("Llama-3-8B", layer_pattern="WF*16", window_tokens=1024, sink_tokens=4, streaming_heads=0.5,
+               head_window_tokens=256, head_sink_tokens=64)
+    timer = StepTimer(m, 1, RooflineBackend(RooflineConfig(), dev))
+    ps, _ = timer.decode_segment(4, 4 * 3000, 3)
+    for j in range(3):
+        one, _ = timer.step(BatchShape(decode_rows=4, decode_kv=4 * 3000 + 4 * j, emitting=4))
+        assert ps[j] == one
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.attention.window_tokens=100000", "larger than the model's context"),
+    ("model.attention.kv_budget=1.5", "outside (0, 1]"),
+    ("model.attention.kv_budget=0", "outside (0, 1]"),
+    ("model.attention.layer_pattern=W*31", "31 layers for num_layers 32"),
+])
+def test_bad_input_one_line_exit_2(override, needle):
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", "scenarios/variants/sliding_window.yaml",
+                        "--set", override], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_variant_scenarios_check():
+    for f in sorted((ROOT / "scenarios" / "variants").glob("*.yaml")):
+        r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", str(f)], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, (f.name, r.stdout + r.stderr)

@@ -1,0 +1,186 @@
+"""Lowering of attention variants and linear / state-space layers to kernel ops.
+
+Models: ``attention_ops`` splits an iteration's attention into one op per group of layers and KV
+    heads that read the same keys (``workloads.attention_variants.groups``): each op has the
+    group's layer count, its heads and the keys they read (a window's ``min(context, window +
+    sinks)``, a budget's kept tokens at decode, a top-k selection's ``topk_tokens`` plus its
+    ``attn_select`` kernel, a block-sparse prefill's share of the pairs plus its
+    ``attn_sparse_index`` estimate); the state-space layers' mixers (``workloads.linear_attention``)
+    follow: the chunked scan at prefill, the state update at decode. ``hybrid_dense`` gives the
+    per-token ops of a hybrid: the attention projections on the attention layers only, the
+    linear layers' projections, convolution and gated norm on theirs.
+    ``decode_attention_s`` times decode attention for many context sums at once (a decode
+    stretch of the serving loop), each row at the mean context.
+Ignores: see ``workloads.attention_variants`` and ``workloads.linear_attention``.
+Sources: as those modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from workloads.attention_variants import FULL, STATE, WINDOW, Group, groups, layer_kinds, window_pairs
+from workloads.llm import ATTN_DECODE, ATTN_PREFILL, ELEMENTWISE, GEMM, BatchShape, Op, _kv_quantized, layer_shards
+
+
+def attention_layers(model: Any) -> int:
+    kinds = layer_kinds(model)
+    return kinds.count(FULL) + kinds.count(WINDOW)
+
+
+def state_layers(model: Any) -> int:
+    return layer_kinds(model).count(STATE)
+
+
+def _heads(model: Any, tp: int, g: Group) -> tuple[int, int]:
+    heads, kv_heads, _ = layer_shards(model, tp)
+    kvh = int(round(kv_heads * g.kv_share))
+    return kvh * (heads // kv_heads), kvh
+
+
+def _mean_ctx(rows: int, kv: int, ctx: tuple[int, ...]) -> list[float]:
+    if ctx:
+        return list(ctx)
+    return [kv / rows] * rows if rows else []
+
+
+def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None) -> list[Op]:
+    """Attention (and state-space mixer) ops of one iteration of ``shape`` on one of ``tp`` GPUs."""
+    ops: list[Op] = []
+    d, b, hd = model.dtype, model.dtype_bytes, model.head_dim
+    v = model.attention
+    dec_ctx = _mean_ctx(shape.decode_rows, shape.decode_kv, getattr(shape, "decode_ctx", ()))
+    for g in groups(model):
+        heads, kvh = _heads(model, tp, g)
+        if not kvh:
+            continue
+        if shape.prefill:
+            cap = None if g.prefill_full else g.cap
+            pairs = keys = 0
+            for t, ctx in shape.prefill:
+                p, k = window_pairs(t, ctx, cap)
+                pairs, keys = pairs + p, keys + k
+            name = "attn_prefill" if g.name == "full" else f"attn_prefill_{g.name}"
+            if g.density < 1.0:
+                pairs = int(round(pairs * g.density))
+                name = f"attn_prefill_sparse{g.density:g}"
+            ops.append(_kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=len(shape.prefill),
+                                        q_tokens=sum(t for t, _ in shape.prefill), kv_tokens=keys, pairs=pairs,
+                                        heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b), model, scheme))
+            if g.density < 1.0 and v.sparse_index_queries:  # MInference: last queries x every key
+                nq = [min(t, v.sparse_index_queries) for t, _ in shape.prefill]
+                ops.append(Op(ATTN_PREFILL, "attn_sparse_index", g.layers, seqs=len(nq), q_tokens=sum(nq),
+                              kv_tokens=keys, pairs=sum(q * (t + c) for q, (t, c) in zip(nq, shape.prefill)),
+                              heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
+        if shape.decode_rows:
+            read = int(round(sum(g.read_decode(c) for c in dec_ctx)))
+            if g.topk is not None:  # Quest: score one min and one max key per page, then read the top-k
+                pages = int(sum(-(-int(c) // v.topk_page_tokens) for c in dec_ctx))
+                ops.append(Op(ATTN_DECODE, "attn_select", g.layers, seqs=shape.decode_rows, q_tokens=shape.decode_rows,
+                              kv_tokens=pages, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
+            name = "attn_decode" if g.name == "full" else f"attn_decode_{g.name}"
+            ops.append(_kv_quantized(Op(ATTN_DECODE, name, g.layers, seqs=shape.decode_rows,
+                                        q_tokens=shape.decode_rows, kv_tokens=read, heads=heads, kv_heads=kvh,
+                                        head_dim=hd, dtype=d, dtype_bytes=b), model, scheme))
+    if model.linear is not None and state_layers(model):
+        ops += mixer_ops(shape, model, tp)
+    return ops
+
+
+def mixer_ops(shape: BatchShape, model: Any, tp: int = 1) -> list[Op]:
+    """The state-space layers' sequence mixer: chunked scan at prefill, state update at decode."""
+    lin = model.linear
+    n = state_layers(model)
+    d, b = model.dtype, model.dtype_bytes
+    heads = max(1, lin.num_heads // tp)
+    groups_ = max(1, lin.num_groups // tp)
+    sb = lin.state_dtype_bytes
+    state = lin.state_elems(tp)
+    ops: list[Op] = []
+    if shape.prefill:
+        Q = lin.chunk_size
+        lens = [min(Q, t - i) for t, _ in shape.prefill for i in range(0, t, Q)]
+        T = sum(lens)
+        pairs = sum(x * x for x in lens)
+        # head width carrying the SSD FLOPs 2Q(N+P) + 4NP per token and head over Q x Q pairs
+        width = max(1, int(round(T * lin.flops_per_token(tp) / heads / (4.0 * pairs))))
+        ops.append(Op(ATTN_PREFILL, "ssm_chunk_scan", n, seqs=len(lens), q_tokens=T, kv_tokens=T, pairs=pairs,
+                      heads=heads, kv_heads=groups_, head_dim=width, dtype=d, dtype_bytes=b))
+        # chunk states written, passed on and read back (fp32 in the SSD kernels), final state stored
+        chunk_states = len(lens) * heads * lin.state_dim * lin.head_dim
+        ops.append(Op(ELEMENTWISE, "ssm_chunk_state", n, bytes=int(chunk_states * 4 * 2 + len(shape.prefill) * state
+                                                                   * sb), dtype=d, dtype_bytes=b))
+    if shape.decode_rows:  # read and write each row's state and conv state; the new token's x, B, C, dt, y
+        per_row = 2 * state * sb + (-(-lin.conv_dim // tp) + 2 * heads * lin.head_dim) * b
+        ops.append(Op(ELEMENTWISE, "ssm_update", n, m=shape.decode_rows, bytes=int(shape.decode_rows * per_row),
+                      dtype=d, dtype_bytes=b))
+    return ops
+
+
+def hybrid_dense(ops: list[Op], model: Any, tokens: int, tp: int) -> list[Op]:
+    """The per-token ops of a model with state-space layers: attention projections counted on the
+    attention layers, the linear layers' projections and convolution before the O projection (where
+    attention runs), their gated norm and output projection after it."""
+    n_s = state_layers(model)
+    if not n_s or model.linear is None:
+        return ops
+    lin = model.linear
+    n_a = model.num_layers - n_s
+    d, b, h = model.dtype, model.dtype_bytes, model.hidden_size
+    inner = -(-lin.inner // tp)
+    conv = -(-lin.conv_dim // tp)
+    pre = [Op(GEMM, "ssm_in_proj", n_s, m=tokens, n=-(-lin.in_proj_width() // tp), k=h, dtype=d, dtype_bytes=b),
+           Op(ELEMENTWISE, "ssm_conv", n_s, bytes=int(2 * tokens * conv * b), dtype=d, dtype_bytes=b)]
+    post = [Op(ELEMENTWISE, "ssm_gate_norm", n_s, bytes=int(3 * tokens * inner * b), dtype=d, dtype_bytes=b),
+            Op(GEMM, "ssm_out_proj", n_s, m=tokens, n=h, k=inner, dtype=d, dtype_bytes=b)]
+    out: list[Op] = []
+    for op in ops:
+        if op.name in ("qkv_proj", "rope"):
+            op = replace(op, count=n_a)
+        if op.name == "o_proj":
+            out += pre
+            out.append(replace(op, count=n_a))
+            out += post
+            continue
+        out.append(op)
+    return out
+
+
+def decode_attention_s(backend: Any, model: Any, tp: int, rows: int, kv: np.ndarray, scheme: Any = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, FLOPs) of the decode attention and state updates of ``rows`` rows for each
+    summed context in ``kv`` (each row at the mean context)."""
+    kv = np.asarray(kv, dtype=np.float64)
+    mean = kv / max(rows, 1)
+    t = np.zeros_like(kv)
+    fl = np.zeros_like(kv)
+    v = model.attention
+    for g in groups(model):
+        heads, kvh = _heads(model, tp, g)
+        if not kvh:
+            continue
+        tmpl = _kv_quantized(Op(ATTN_DECODE, "attn_decode", g.layers, seqs=rows, q_tokens=rows, kv_tokens=0,
+                                heads=heads, kv_heads=kvh, head_dim=model.head_dim, dtype=model.dtype,
+                                dtype_bytes=model.dtype_bytes), model, scheme)
+        if g.topk is not None:
+            read = np.minimum(mean, g.topk)
+            pages = rows * np.ceil(mean / v.topk_page_tokens)
+            sel = replace(tmpl, name="attn_select", kv_heads=kvh)
+            t += backend.decode_attention_s(sel, pages.astype(np.int64))
+            fl += 4.0 * heads * model.head_dim * pages * g.layers
+        elif g.cap is not None:
+            read = np.minimum(mean, g.cap)
+        elif g.frac is not None:
+            read = np.ceil(g.frac * mean)
+        else:
+            read = mean
+        keys = np.rint(read * rows).astype(np.int64)
+        t += backend.decode_attention_s(tmpl, keys)
+        fl += 4.0 * heads * model.head_dim * keys * g.layers
+    if model.linear is not None and state_layers(model):
+        for op in mixer_ops(BatchShape(decode_rows=rows), model, tp):
+            t += backend.op_s(op)
+    return t, fl
