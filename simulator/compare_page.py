@@ -72,7 +72,9 @@ def _axes_pairs(entries: list[Entry], meta: dict[str, Any]) -> list[tuple[str, s
     pairs = []
     if len(objs) >= 2:
         pairs.append((objs[0]["metric"], objs[1]["metric"], objs[0]["goal"] == "min", objs[1]["goal"] == "min"))
-    pairs += [(cost, "ttft_s.p90", True, True), (cost, "output_tokens_per_s", True, False)]
+    for pair in ((cost, "ttft_s.p90", True, True), (cost, "output_tokens_per_s", True, False)):
+        if not any(p[:2] == pair[:2] for p in pairs):
+            pairs.append(pair)
     return pairs[:2]
 
 
@@ -183,7 +185,8 @@ def table_html(entries: list[Entry], meta: dict[str, Any], optimal: set[int]) ->
              "".join(f'<th class="{"l" if i == 0 or h in axes or h == "error" else ""}">{html.escape(h)}</th>'
                      for i, h in enumerate(head)) + "</tr></thead><tbody>"]
     for i, e in enumerate(entries):
-        cells = [_cell(e.label, True), *[_cell(e.axes.get(a), True) for a in axes],
+        name = e.label if e.point_id is None or not axes else f"#{e.point_id}"
+        cells = [_cell(name, True), *[_cell(e.axes.get(a), True) for a in axes],
                  _cell("" if e.passed is None else "yes" if e.passed else "no"), _cell("yes" if i in optimal else ""),
                  *[_cell(e.metrics.get(m)) for m, _ in metrics], *[_cell(e.metrics.get(m)) for m in objs],
                  _cell(e.error, True)]

@@ -35,6 +35,7 @@ from simulator.config.errors import config_error
 from simulator.config.loader import load_scenario, read_mapping
 from simulator.config.quantities import PositivePerS, PositiveSeconds, StrictConfig
 from simulator.core.errors import ConfigError
+from simulator.runner import check_warmup
 
 OPS = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less, "==": np.equal}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|>|<)\s*(\S+)\s*$")
@@ -296,6 +297,9 @@ def build_sweep(source: str | Path | dict[str, Any]) -> Sweep:
         sets = tuple(fixed + [override(k, v) for k, v in axes.items()])
         try:
             resolved = load_scenario(base if isinstance(base, dict) else Path(base), sets)
+            n = getattr(resolved.workload.config, "num_requests", None)
+            if isinstance(n, int):
+                check_warmup(resolved, n)
         except ConfigError as exc:
             at = ", ".join(f"{k}={v}" for k, v in axes.items())
             raise ConfigError(exc.message, where=f"sweep point {i} ({at}): {exc.where}") from None

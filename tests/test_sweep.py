@@ -87,6 +87,8 @@ def test_a_random_design_is_seeded_within_bounds_and_honours_log_integer_and_cho
                                                                 "hardware.device.preset: unknown gpu preset 'H999'"),
     ({"grid": None}, "give exactly one of grid, random, points (got none)"),
     ({"constraints": ["slo_attainment >> 1"]}, "must look like 'metric >= number'"),
+    ({"set": {"workload.num_requests": 50, "run.warmup_requests": 100}}, "sweep point 0 (cluster.replicas=1, "
+     "workload.arrival.rate=4/s): run.warmup_requests: warmup_requests=100 leaves none of the workload's 50"),
     ({"base": "nope.yaml"}, "sweep.base: base scenario 'nope.yaml' not found"),
 ])
 def test_bad_sweeps_fail_with_one_line_and_exit_2_before_any_point_runs(tmp_path, over, where):
