@@ -1,0 +1,185 @@
+"""Training steps end to end (simulator/training, workloads/training.py) against first principles:
+one GPU's step is the sum of its op times, backward GEMMs are 2x the forward FLOPs, ZeRO memory per
+GPU is the ZeRO paper's formula, activation memory is Korthikanti et al.'s 34 s b h + 5 a s^2 b, and bad
+input is one line with exit code 2."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from simulator.training.config import load_training
+from simulator.training.memory import model_states
+from simulator.training.step import build, run_training
+from workloads import training as wt
+from workloads.llm import GEMM_KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+GPT = {"kind": "transformer", "name": "gpt-small", "family": "gpt", "num_layers": 8, "hidden_size": 1024,
+       "num_heads": 16, "num_kv_heads": 16, "head_dim": 64, "intermediate_size": 4096, "gated_mlp": False,
+       "vocab_size": 32000, "max_position": 2048, "norm": "layernorm"}
+BASE = {"type": "training", "name": "t", "hardware": {"device": {"kind": "gpu", "preset": "A100-80GB"},
+                                                     "network": {"kind": "link", "preset": "IB-HDR"},
+                                                     "timing": {"kind": "roofline"}},
+        "model": GPT, "training": {"gpus": 1, "global_batch": 8, "micro_batch": 2, "seq_len": 1024}}
+
+
+def scenario(**sections) -> dict:
+    s = copy.deepcopy(BASE)
+    for key, val in sections.items():
+        s.setdefault(key, {}).update(val)
+    return s
+
+
+def test_one_gpu_step_time_is_the_sum_of_its_op_times():
+    rt = load_training(scenario())
+    plan, stages, backend = build(rt)
+    res = run_training(rt)
+    fwd, bwd = stages[0].fwd[0], stages[0].bwd[0]
+    m = 8 // 2
+    expect = m * (backend.ops_s(fwd) + backend.ops_s(bwd)) + plan.opt_s[0]
+    assert res.summary["step_s"] == pytest.approx(expect, rel=1e-9)
+    assert res.summary["bubble_fraction"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_backward_gemm_flops_are_twice_the_forward_and_full_recompute_adds_one_forward():
+    rt = load_training(scenario())
+    _, stages, _ = build(rt)
+    fwd = stages[0].fwd[0]
+    gemm = [op for op in fwd if op.kind in GEMM_KINDS]
+    assert wt.flops(wt.backward_ops(gemm)) == pytest.approx(2 * wt.flops(gemm))
+    layer_fwd = [op for op in fwd if op.name not in wt.STAGE_OPS]
+    extra = wt.flops(wt.backward_ops(fwd, "full")) - wt.flops(wt.backward_ops(fwd))
+    assert extra == pytest.approx(wt.flops(layer_fwd))
+
+
+def test_mfu_counts_model_flops_and_hfu_adds_the_recompute():
+    s = run_training(load_training(scenario(training={"recompute": "full"}))).summary
+    assert s["hfu"] > s["mfu"] > 0
+    plain = run_training(load_training(scenario())).summary
+    assert s["model_flops_per_step"] == pytest.approx(plain["model_flops_per_step"])
+
+
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_zero_memory_per_gpu_is_the_zero_papers_formula(zero):
+    dp = 8
+    rt = load_training(scenario(training={"gpus": dp, "global_batch": 32}, layout={"dp": dp, "zero": zero}))
+    _, stages, _ = build(rt)
+    psi = stages[0].params
+    mem = stages[0].memory
+    # Rajbhandari et al. (SC20) section 3.1: 2 + 2 + 12 bytes per parameter, sharded by stage over N_d
+    expect = {0: (2 + 2 + 12) * psi, 1: (2 + 2) * psi + 12 * psi / dp, 2: 2 * psi + (2 + 12) * psi / dp,
+              3: (2 + 2 + 12) * psi / dp}[zero]
+    assert mem.weights + mem.grads + mem.optimizer == pytest.approx(expect, rel=1e-12)
+    assert sum(model_states(psi, zero, dp)) == pytest.approx(expect, rel=1e-12)
+
+
+def test_one_gpus_parameters_over_the_layout_add_up_to_the_model():
+    model = load_training(scenario()).model
+    pp, tp = 4, 2
+    shapes = [wt.StageShape(2, s == 0, s == pp - 1) for s in range(pp)]
+    total = sum(wt.stage_params(model, sh, tp) for sh in shapes) * tp
+    norms = (2 * model.num_layers + 1) * model.hidden_size  # every tensor-parallel GPU holds the norm weights
+    assert total - (tp - 1) * norms == pytest.approx(model.num_params(), rel=1e-12)
+
+
+@pytest.mark.parametrize("tp, sp", [(1, False), (4, False), (4, True)])
+def test_activation_memory_is_korthikantis_count_for_a_gpt_layer(tp, sp):
+    model = load_training(scenario()).model
+    s, b, h, a = 1024, 2, model.hidden_size, model.num_heads
+    ts = wt.TrainShape(b, s, tp, sequence_parallel=sp)
+    got = wt.activation_bytes_per_layer(model, ts, flash=False)
+    # Korthikanti et al. (2022), eq. 1 / 2 / 4: s b h (10 + 24/t + 5 a s / (h t)), (34 + 5 a s / h) / t with SP
+    outside = 10 / tp if sp else 10
+    assert got == pytest.approx(s * b * h * (outside + 24 / tp + 5 * a * s / (h * tp)))
+    sel = wt.activation_bytes_per_layer(model, wt.TrainShape(b, s, tp, sequence_parallel=sp, recompute="selective"),
+                                        flash=False)
+    assert sel == pytest.approx(s * b * h * (outside + 24 / tp))
+
+
+def test_activation_offload_keeps_two_units_on_the_gpu_and_costs_pcie_time():
+    sc = scenario(training={"gpus": 4, "global_batch": 32}, layout={"pp": 4})
+    plain = run_training(load_training(sc)).summary
+    off = run_training(load_training(scenario(training={"gpus": 4, "global_batch": 32, "offload_activations": True},
+                                              layout={"pp": 4}))).summary
+    assert off["memory_per_stage"][0]["activations_bytes"] < plain["memory_per_stage"][0]["activations_bytes"]
+    assert off["step_s"] >= plain["step_s"]
+
+
+def test_a_stalling_checkpoint_costs_more_than_an_asynchronous_one():
+    stall = run_training(load_training(scenario(checkpoint={"every_steps": 10, "mode": "stall"}))).summary
+    asyn = run_training(load_training(scenario(checkpoint={"every_steps": 10, "mode": "async"}))).summary
+    assert stall["checkpoint_stall_s"] > asyn["checkpoint_stall_s"] > 0
+    assert stall["checkpoint_bytes_per_gpu"] == pytest.approx(14 * stall["params_total"], rel=1e-3)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def one_line_error(result, *parts: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("change, parts", [
+    ({"layout": {"dp": 3}, "training": {"gpus": 4}}, ("layout", "3 x 1 x 1 x 1 = 3", "4 GPUs")),
+    ({"layout": {"dp": 2}, "training": {"gpus": 2, "global_batch": 7, "micro_batch": 1}},
+     ("training.global_batch", "7", "micro_batch x dp")),
+    ({"layout": {"pp": 3}, "training": {"gpus": 3}}, ("layout.pp", "8 layers", "3 chunks")),
+    ({"training": {"micro_batch": 64, "global_batch": 64, "seq_len": 2048}, "model": {"num_layers": 64}},
+     ("layout", "GiB per GPU", "more than the 80.0 GiB")),
+    ({"layout": {"zero": 4}}, ("layout.zero",)),
+    ({"training": {"seq_len": "2k"}}, ("training.seq_len",)),
+])
+def test_bad_training_input_is_one_line_and_exit_2(tmp_path, change, parts):
+    sc = scenario()
+    for key, val in change.items():
+        sc.setdefault(key, {}).update(val)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(sc))
+    for cmd in ("train", "check"):
+        one_line_error(run_cli(cmd, str(path), *(["-o", str(tmp_path / "out")] if cmd == "train" else [])), *parts)
+
+
+def test_hwsim_train_writes_summary_trace_and_report_with_bubbles_visible(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(scenario(training={"gpus": 8, "global_batch": 16}, layout={"pp": 4, "dp": 2})))
+    out = tmp_path / "out"
+    result = run_cli("train", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "MFU" in result.output and "pipeline bubble" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    trace = json.loads((out / "trace.json").read_text())
+    ranks = {e["pid"] for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert ranks == {0, 1, 2, 3}
+    fb = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace["traceEvents"]
+                if e["ph"] == "X" and e["pid"] == 3 and e["cat"] in ("forward", "backward"))
+    assert fb[0][0] > 0  # the last rank waits for the first activation: a bubble at the start
+    assert summary["bubble_fraction"] > 0
+    assert "<svg" in (out / "report.html").read_text()
+    # hwsim run takes the same file and hwsim check accepts it
+    assert run_cli("run", str(path), "-o", str(tmp_path / "out2"), "-q").exit_code == 0
+    assert run_cli("check", str(path)).output.startswith(f"ok: {path} — training")
+
+
+@pytest.mark.parametrize("name", ["training_llama3_8b.yaml", "training_gpt3_175b_1024.yaml"])
+def test_shipped_training_scenarios_run(name):
+    s = run_training(load_training(ROOT / "scenarios" / name)).summary
+    assert 0 < s["mfu"] < s["hfu"] <= 1
+    assert s["memory_per_gpu"]["total_bytes"] < s["memory_capacity_bytes"]
+
+
+def test_the_1024_gpu_step_simulates_one_replica_of_8_stage_processes():
+    s = run_training(load_training(ROOT / "scenarios" / "training_gpt3_175b_1024.yaml")).summary
+    assert s["gpus"] == 1024 and s["simulated_processes"] == 8 and s["micro_batches"] == 64

@@ -1,0 +1,94 @@
+"""The pipeline schedules of simulator/training/schedule.py against first principles: the 1F1B and
+interleaved bubbles emerge at (p-1)/v / (m + (p-1)/v) of the step when stages are equal and sends
+are free, every unit runs once, activations held never exceed the warm-up, and data-parallel
+all-reduce puts 2(n-1)/n of the gradient bytes on each GPU's link."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.training.schedule import B, Channel, F, PipelinePlan, max_in_flight, simulate, unit_order
+
+
+def plan(p: int, m: int, v: int = 1, tf: float = 0.01, tb: float = 0.02, **kw) -> PipelinePlan:
+    return PipelinePlan(p, m, v, [[tf / v] * v for _ in range(p)], [[tb / v] * v for _ in range(p)], [0.0] * p, **kw)
+
+
+def formula(p: int, m: int, v: int = 1) -> float:
+    return (p - 1) / v / (m + (p - 1) / v)
+
+
+@pytest.mark.parametrize("p, m", [(2, 2), (4, 8), (8, 64), (12, 48), (16, 16)])
+def test_the_1f1b_bubble_emerges_at_p_minus_1_over_m_plus_p_minus_1_within_2_percent(p, m):
+    r = simulate(plan(p, m))
+    assert r.bubble_fraction(0) == pytest.approx(formula(p, m), rel=0.02)
+    # and the step is exactly (m + p - 1) forward-backward slots of one stage
+    assert r.step_ps == pytest.approx((m + p - 1) * 0.03e12, rel=1e-9)
+
+
+@pytest.mark.parametrize("p, m, v", [(4, 8, 2), (4, 16, 4), (8, 64, 2), (12, 48, 2)])
+def test_the_interleaved_bubble_shrinks_by_the_chunk_count(p, m, v):
+    inter = simulate(plan(p, m, v)).bubble_fraction(0)
+    assert inter == pytest.approx(formula(p, m, v), rel=0.02)
+    assert inter < simulate(plan(p, m)).bubble_fraction(0)
+
+
+@pytest.mark.parametrize("p, m, v", [(1, 3, 1), (4, 8, 1), (4, 8, 2), (3, 9, 3), (8, 8, 2)])
+def test_every_stage_runs_each_forward_and_backward_once_forward_first(p, m, v):
+    for s in range(p):
+        order = unit_order(p, m, v, s)
+        fwd = [(mb, c) for k, mb, c in order if k == F]
+        bwd = [(mb, c) for k, mb, c in order if k == B]
+        assert sorted(fwd) == sorted(bwd) == sorted((mb, c) for mb in range(m) for c in range(v))
+        for unit in fwd:
+            assert order.index((F, *unit)) < order.index((B, *unit))
+
+
+def test_1f1b_holds_at_most_p_minus_s_micro_batches_on_stage_s():
+    p, m = 8, 64
+    assert [max_in_flight(unit_order(p, m, 1, s)) for s in range(p)] == [p - s for s in range(p)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 10), m=st.integers(1, 40), extra=st.integers(1, 40))
+def test_more_micro_batches_never_increase_the_bubble_fraction(p, m, extra):
+    assert simulate(plan(p, m + extra)).bubble_fraction(0) <= simulate(plan(p, m)).bubble_fraction(0) + 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(1, 8), m=st.integers(1, 24), tf=st.floats(1e-3, 1.0), tb=st.floats(1e-3, 2.0))
+def test_a_step_is_never_shorter_than_one_stages_work_nor_longer_than_all_stages_in_series(p, m, tf, tb):
+    step = simulate(plan(p, m, 1, tf, tb)).step_ps / 1e12
+    assert m * (tf + tb) * (1 - 1e-9) <= step <= p * m * (tf + tb) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("n, zero, factor", [(2, 0, 1.0), (4, 0, 1.5), (16, 0, 1.875), (8, 1, 0.875)])
+def test_data_parallel_reduction_puts_2_n_minus_1_over_n_of_the_gradients_on_the_wire(n, zero, factor):
+    grads = 3.0e9
+    ch = Channel(5e-6, 25e9, "ib")
+    r = simulate(plan(2, 4, dp=n, dp_channel=ch, zero=zero, grad_bytes=[[grads], [grads]],
+                      param_bytes=[[grads], [grads]], bucket_bytes=40e6))
+    # all-reduce: 2(n-1)/n; ZeRO-1: reduce-scatter (n-1)/n of the gradients, then all-gather (n-1)/n of the weights
+    expect = grads * (factor if zero == 0 else (n - 1) / n * 2)
+    assert r.dp_wire_bytes == pytest.approx([expect, expect], rel=1e-9)
+
+
+def test_overlapped_gradient_buckets_end_the_step_no_later_than_reducing_after_the_backward():
+    ch = Channel(5e-6, 25e9, "ib")
+    kw = dict(dp=8, dp_channel=ch, grad_bytes=[[2e9], [2e9]], param_bytes=[[2e9], [2e9]])
+    over = simulate(plan(2, 4, overlap_grad_reduce=True, **kw)).step_ps
+    after = simulate(plan(2, 4, overlap_grad_reduce=False, **kw)).step_ps
+    assert over < after
+
+
+def test_pipeline_sends_share_the_gpus_link_with_the_gradient_reduction():
+    ch = Channel(0.0, 1e9, "ib")
+    alone = simulate(plan(2, 4, act_bytes=5e6, p2p=ch))
+    shared = simulate(plan(2, 4, act_bytes=5e6, p2p=ch, dp=8, dp_channel=ch, grad_bytes=[[2e8], [2e8]],
+                           param_bytes=[[0.0], [0.0]]))
+    sends = [iv for iv in shared.intervals if iv.lane == "p2p"]
+    solo = [iv for iv in alone.intervals if iv.lane == "p2p"]
+    assert max(iv.end_ps - iv.start_ps for iv in sends) > max(iv.end_ps - iv.start_ps for iv in solo)
+    assert sum(alone.p2p_bytes) == pytest.approx(2 * 4 * 5e6)  # one activation and one gradient per micro-batch
