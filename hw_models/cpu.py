@@ -32,9 +32,13 @@ Sources: per-preset datasheet/optimisation-guide numbers cited in ``presets/cpu/
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import ClassVar
 
+from pydantic import Field, model_validator
+
+from hw_models.energy import EnergyConfig, MemoryType
 from simulator.config.quantities import (
+    FlopsPerS,
     Hz,
     PositiveBytes,
     PositiveBytesPerS,
@@ -47,6 +51,8 @@ from simulator.core.errors import ConfigError
 from simulator.core.registry import register_hardware
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float64": 8, "fp64": 8}
+# bits per element of the dtypes a CPU may compute when serving
+SERVING_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "fp8": 8}
 LEVELS = ("l1", "l2", "l3", "dram")
 
 # The numpy call sequences the capture runs (simulator/calibration/capture.py), as passes over
@@ -141,6 +147,72 @@ class CpuConfig(StrictConfig):
     reduce_cycles_per_element: float = Field(default=0.5, gt=0, description="numpy sum/max cost per float32 element")
     tdp_w: Watts | None = None
     price: UsdPerHour | None = None
+    # -- serving: a CPU as an LLM serving device (timing: hw_models/timing/cpu.py) ----------------
+    simd_dtypes: list[str] = Field(default_factory=lambda: ["fp32", "fp64"], description=(
+        "dtypes the SIMD units compute natively (dot-product / FMA instructions): fp64, fp32, fp16, bf16, int8; "
+        "peak = cores x fma_units x 2 x simd_bits / bits x freq_hz"))
+    matrix_flops_per_s: dict[str, FlopsPerS] = Field(default_factory=dict, description=(
+        "matrix-extension peak per dtype over all cores (Intel AMX, Arm SME); used where above the SIMD peak"))
+    lut_kernels: bool = Field(default=False, description=(
+        "table-lookup GEMV for low-bit weights (T-MAC): byte shuffles replace multiplies, cost ~ weight bits"))
+    shuffle_units: int = Field(default=1, gt=0, description="SIMD byte-shuffle (pshufb / tbl) issues per cycle")
+    idle_w: Watts | None = Field(default=None, description="package power at idle (default 10% of tdp_w)")
+    power_cap_w: Watts | None = Field(default=None, description="package power limit (RAPL PL1); at most tdp_w")
+    memory_type: MemoryType = Field(default="ddr5", description="DRAM technology (energy per byte)")
+    energy: EnergyConfig | None = Field(default=None, description="energy coefficient overrides (hw_models.energy)")
+
+    @model_validator(mode="after")
+    def _check_serving(self) -> CpuConfig:
+        bad = sorted((set(self.simd_dtypes) | set(self.matrix_flops_per_s)) - set(SERVING_BITS))
+        if bad:
+            raise ValueError(f"unknown dtype(s) {bad}; known: {list(SERVING_BITS)}")
+        if self.power_cap_w is not None and (self.tdp_w is None or self.power_cap_w > self.tdp_w):
+            raise ValueError(f"power_cap_w {self.power_cap_w:g} W is above tdp_w {self.tdp_w} W")
+        return self
+
+    # the serving interface a timing backend, the memory plan and the metrics read (as of a GpuConfig)
+    @property
+    def tensor_flops_per_s(self) -> dict[str, float]:
+        """Peak FLOP/s per dtype over all cores: the SIMD peak, or the matrix extension's if higher."""
+        out = {d: 2.0 * self.fma_units * (self.simd_bits / SERVING_BITS[d]) * self.freq_hz * self.cores
+               for d in self.simd_dtypes}
+        for d, p in self.matrix_flops_per_s.items():
+            out[d] = max(out.get(d, 0.0), p)
+        return out
+
+    def tensor_peak(self, dtype: str) -> float:
+        """Peak FLOP/s of ``dtype`` over all cores; a clear error naming the CPU if it lacks it."""
+        peak = self.tensor_flops_per_s.get(dtype)
+        if not peak:
+            from simulator.core.errors import CapacityError
+
+            raise CapacityError(f"{self.name} has no {dtype} compute path (it computes "
+                                f"{', '.join(self.tensor_flops_per_s)})", where="hardware.device")
+        return peak
+
+    @property
+    def architecture(self) -> str:
+        return self.microarchitecture
+
+    @property
+    def memory_bw_bytes_per_s(self) -> float:
+        return self.dram_bw_bytes_per_s
+
+    @property
+    def vector_flops_per_s(self) -> float:
+        return 2.0 * self.fma_units * (self.simd_bits / 32) * self.freq_hz * self.cores
+
+    @property
+    def launch_overhead_s(self) -> float:
+        """Per-op cost of a serving engine's thread barrier: the fitted BLAS fork/join."""
+        return self.gemm_fork_join_s
+
+    @property
+    def extra_memory_bytes(self) -> float:
+        return 0.0
+
+    default_interconnect: ClassVar[None] = None
+    timing_kind: ClassVar[str] = "cpu"  # the backend that times it where a GPU backend (tile, detailed) is asked for
 
     def simd_lanes(self, dtype: str) -> int:
         return self.simd_bits // (8 * dtype_bytes(dtype))

@@ -12,11 +12,28 @@ from typing import Any
 
 import numpy as np
 
+# backends that model an NVIDIA GPU's SMs; a device of another kind is timed by its own backend
+GPU_BACKENDS = ("tile", "detailed")
+
 
 class TimingBackend:
-    """Base class: subclasses implement ``_op_s`` and may override ``decode_attention_s``."""
+    """Base class: subclasses implement ``_op_s`` and may override ``decode_attention_s``.
+
+    Device dispatch: a device config of another kind than ``gpu`` names its backend in
+    ``timing_kind`` (``cpu``, ``npu``, ``accelerator``); asking a GPU backend (tile, detailed) to
+    time such a device builds that backend, with its default config, instead. Other backends
+    (roofline, constant, profiled) time any device that has the fields they read."""
 
     name = "base"
+
+    def __new__(cls, config: Any = None, device: Any = None, link: Any = None) -> TimingBackend:
+        own = getattr(device, "timing_kind", None)
+        if own and cls.name in GPU_BACKENDS:
+            from simulator.core.registry import TIMING
+
+            entry = TIMING.get(own, where="hardware.timing")
+            return entry.cls(entry.config(), device, link)
+        return super().__new__(cls)
 
     def __init__(self, config: Any, device: Any, link: Any = None) -> None:
         self.config = config
