@@ -116,12 +116,9 @@ DISTSERVE_INPUTS = (Input("tpot_slo_s", 0.02, "TPOT SLO, s", "scaled to hwsim's 
 FALCON_INPUTS = (Input("p99_tbt_s", 0.25, "P99 TBT SLO, s", "5x a decode step (the paper's rule)"),
                  Input("prompt_median", 1730, "workload.prompt_tokens.median", "as the Mistral-7B row"))
 VAT_DECODE = (Input("l2_bw_gb_s", 4690, "l2_bw (GB/s)", "estimate: 2.3 x HBM bandwidth (no preset value)"),)
-H2O_INPUTS = (Input("kv_budget", 0.2, "kv_budget", "H2O's 20 % budget (input)"),)
 SHADOW_INPUTS = (Input("sparse_budget", 0.0156, "sparse_budget", "ShadowKV's 1.56 % (input)"),
                  Input("rank", 160, "rank", "ShadowKV's key rank (input)", True),
                  Input("outlier_fraction", 0.002, "outlier_fraction", "assumed"))
-FLASH_INPUTS = (Input("ffn_density", 0.03, "ffn_sparsity = 1 - value", "OPT ReLU FFN ~97 % zero (paper)"),
-                Input("predictor_precision", 0.5, "predictor_precision", "assumed"))
 TPI_INPUTS = (Input("link_latency_ms", 0.5, "link_latency (ms)", "estimate for a switched LAN + TCP"),
               Input("link_bw_mb_s", 125, "link_bw (MB/s)", "1 Gbit/s Ethernet"))
 KIVI_INPUTS = (Input("output_tokens", 1024, "workload.output_tokens (fixed)", "stand-in: 1024 + 1024 tokens", True),)
@@ -291,24 +288,6 @@ EXPECTATIONS: tuple[Expectation, ...] = (
          Input("decode_gb_s", 200, "decode_bytes_per_s (GB/s)", "assumed GPU decode rate")),
         driver="compression_ratio: the gain is 0.98 x that input (decoding overlaps the transfer)"),
     Expectation(
-        "flexgen_opt30b_t4", KV, "FlexGen (ICML 2023)",
-        "OPT-30B on one T4 (208 GB DRAM), 512 + 32 tokens: 7.32 tok/s", 7.32, "tok/s", "recalled, not verified offline",
-        "throughput of the zig-zag block schedule (study flexgen)", "flexgen_tok_s", MECHANISM,
-        "flexgen_opt30b_t4.yaml", (Input("prompt_tokens", 512, "prompt_tokens", "the paper's setting", True),),
-        missed="hwsim runs GEMMs at 60 % of peak and CPU attention at 50 % of DRAM bandwidth with no Python or "
-               "synchronisation overhead: ~3x faster than the measured system"),
-    Expectation(
-        "h2o_vs_flexgen", KV, "H2O (NeurIPS 2023)",
-        "20 % KV budget: up to 3x throughput vs FlexGen (OPT-30B, T4)", 3.0, "x", "abstract",
-        "throughput at each system's largest fitting block (study h2o), OPT-30B", "h2o_vs_flexgen", MECHANISM,
-        "h2o_opt_t4.yaml", H2O_INPUTS,
-        missed="at 512 + 32 tokens the prefill (full attention, untouched by the budget) is half the time"),
-    Expectation(
-        "h2o_vs_deepspeed", KV, "H2O (NeurIPS 2023)",
-        "up to 29x throughput vs DeepSpeed ZeRO-Inference and HF Accelerate", 29.0, "x", "abstract",
-        "throughput H2O / ZeRO-Inference-like policy, OPT-30B", "h2o_vs_deepspeed", MECHANISM, "h2o_opt_t4.yaml",
-        H2O_INPUTS, missed="the 29x also reflects the baselines' measured overheads, which hwsim does not model"),
-    Expectation(
         "h2o_latency", KV, "H2O (NeurIPS 2023)", "up to 1.9x lower latency at the same batch", 1.9, "x", "abstract",
         "serving engine: mean end-to-end latency of 8 requests (512 + 32 tokens, all at once, at most 8 running), "
         "paged full KV / kv_cache h2o", "h2o_serving_latency", MECHANISM, "h2o_opt6.7b_t4_serving.yaml",
@@ -333,20 +312,6 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         (Input("kv_read_fraction", 0.125, "kv_read_fraction", "assumed: SparQ's 1/8 setting"),
          Input("fs_copy_threads", 4, "fs_copy_threads", "FlexGen TorchDisk default", True)),
         driver="kv_read_fraction: decode gain = (internal flash bandwidth / kv_read_fraction) / FlexGen's read rate"),
-    Expectation(
-        "llm_in_a_flash_cpu", KV, "LLM in a flash (ACL 2024)",
-        "a model twice the DRAM runs 4-5x faster than naive loading on CPU", (4.0, 5.0), "x", "abstract",
-        "per-token time naive / flash (OPT-6.7B, half in DRAM, client NVMe, Ryzen CPU)", "flash_cpu", MECHANISM,
-        "llm_in_a_flash_opt6.7b.yaml", FLASH_INPUTS,
-        missed="hwsim's CPU computes a batch-1 token at the DRAM roofline, so flash I/O dominates the naive token; "
-               "the paper's CPU implementation spends far longer on compute"),
-    Expectation(
-        "llm_in_a_flash_gpu", KV, "LLM in a flash (ACL 2024)",
-        "20-25x faster than naive loading on GPU", (20.0, 25.0), "x", "abstract",
-        "per-token time naive / flash, RTX-4090 over PCIe4", "flash_gpu", MECHANISM, "llm_in_a_flash_opt6.7b.yaml",
-        FLASH_INPUTS,
-        missed="hwsim's NVMe keeps ~6.6 GB/s for 16 KiB reads at QD32, so the gain approaches the byte ratio; the "
-               "paper's flash (Apple M1 Max SSD) loses more on small random reads"),
     Expectation(
         "tpi_llm_peak_memory", KV, "TPI-LLM (2024)", "Llama-2-70B peak memory down to 3.1 GB", 3.1, "GB", "abstract",
         "master device: window x shard + embeddings/head + KV + runtime (study tpi_llm, 8 devices, window 4)",
@@ -462,7 +427,7 @@ EXPECTATIONS: tuple[Expectation, ...] = (
 # Sections kept in their own modules. Each module defines ``SECTION`` (its title), ``NOTE`` (the paragraph under
 # it in docs/reproductions.md) and ``ROWS`` (its expectations); importing it registers its measure functions
 # in :data:`simulator.reproduce_measure.MEASURES` through the ``measure`` decorator.
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("simulator.reproduce_offload",)
 
 
 def _load_sections() -> tuple[Expectation, ...]:

@@ -101,33 +101,6 @@ def cachegen_delay(p: Params) -> Figure:
                                           f"x compression_ratio)")
 
 
-@measure
-def flexgen_tok_s(p: Params) -> Figure:
-    r = study("flexgen_opt30b_t4.yaml", (f"prompt_tokens={int(p['prompt_tokens'])}",))
-    return r["throughput_tok_s"], (f"block {r['block_size']}, prefill {r['prefill_s']:.0f} s, decode step "
-                                   f"{r['decode_step_s']:.2f} s")
-
-
-def h2o(p: Params) -> dict:
-    return study("h2o_opt_t4.yaml", (f"kv_budget={num(p['kv_budget'])}",))
-
-
-@measure
-def h2o_vs_flexgen(p: Params) -> Figure:
-    r = h2o(p)
-    return r["opt_30b_h2o_vs_flexgen"], (f"OPT-30B: {r['opt_30b_h2o_tok_s']:.1f} vs {r['opt_30b_flexgen_tok_s']:.1f} "
-                                         f"tok/s (blocks {r['opt_30b_h2o_batch']} vs {r['opt_30b_flexgen_batch']})")
-
-
-@measure
-def h2o_vs_deepspeed(p: Params) -> Figure:
-    r = h2o(p)
-    return r["opt_30b_h2o_vs_deepspeed"], (f"OPT-30B: {r['opt_30b_h2o_tok_s']:.1f} vs "
-                                           f"{r['opt_30b_deepspeed_tok_s']:.1f} tok/s")
-
-
-
-
 def shadowkv(p: Params) -> dict:
     sets = [f"{k}={num(v)}" for k, v in sorted(p.items())]
     return study("shadowkv_llama31_8b_a100.yaml", tuple(sets))
@@ -152,25 +125,6 @@ def instinfer_gain(p: Params) -> Figure:
                                               f"fs_copy_threads={int(p['fs_copy_threads'])}"))
     return r["throughput_ratio"], (f"{r['flexgen_tok_s']:.1f} vs {r['instinfer_tok_s']:.1f} tok/s; decode "
                                    f"{r['decode_ratio']:.1f}x = (internal bw / kv_read_fraction) / FlexGen read rate")
-
-
-def flash(p: Params) -> dict:
-    return study("llm_in_a_flash_opt6.7b.yaml", (f"ffn_sparsity={num(1.0 - p['ffn_density'])}",
-                                                 f"predictor_precision={num(p['predictor_precision'])}"))
-
-
-@measure
-def flash_cpu(p: Params) -> Figure:
-    r = flash(p)
-    return r["naive_cpu_token_s"] / r["flash_cpu_token_s"], (f"{r['naive_cpu_token_s']:.2f} s -> "
-                                                             f"{r['flash_cpu_token_s'] * 1e3:.0f} ms per token")
-
-
-@measure
-def flash_gpu(p: Params) -> Figure:
-    r = flash(p)
-    return r["naive_gpu_token_s"] / r["flash_gpu_token_s"], (f"{r['naive_gpu_token_s']:.2f} s -> "
-                                                             f"{r['flash_gpu_token_s'] * 1e3:.0f} ms per token")
 
 
 def tpi(p: Params) -> dict:

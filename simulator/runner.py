@@ -29,6 +29,7 @@ from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.speculation import attach_speculation
 from simulator.serving.step_timer import StepTimer
+from simulator.serving.weight_offload import build_weight_offload
 
 GiB = 2**30
 
@@ -77,14 +78,17 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep
 
 
 def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1,
-                     quant=None, block_size: int | None = None, dp: int = 1, expert_offload=None) -> MemoryPlan:
+                     quant=None, block_size: int | None = None, dp: int = 1, expert_offload=None,
+                     weight_offload=None) -> MemoryPlan:
     """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
     pipeline stage holds 1/pp of the layers, and KV for those layers only); ``quant`` (a
     quantization scheme) sets the weight bytes and the KV bytes per element. ``dp`` > 1 (attention
     data parallelism): the routed experts are split over the ``tp`` GPUs, every other weight over the
     ``tp / dp`` GPUs of an attention group; each group keeps its own requests' KV, so the replica's
     KV blocks are ``dp`` times one GPU's. ``expert_offload`` (workloads.expert_offload): only its
-    expert cache of the routed experts counts against GPU memory."""
+    expert cache of the routed experts counts against GPU memory. ``weight_offload``
+    (workloads.weight_offload): only its GPU-resident weights and layer buffers count; with KV in host
+    DRAM the KV capacity is the DRAM its host-resident weights leave."""
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
     if dp > 1:  # the non-expert share of the weights is replicated over the dp groups
@@ -93,6 +97,8 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
         tp //= dp
     if expert_offload is not None:  # routed experts in host memory / on SSD, a cache of them on the GPU
         weights = expert_offload.resident_weight_bytes(weights, usable - engine.activation_reserve)
+    if weight_offload is not None:  # layer weights streamed from host DRAM / SSD each iteration
+        weights = weight_offload.resident_weight_bytes(weights, usable - engine.activation_reserve)
     free = usable - weights - engine.activation_reserve
     if getattr(engine, "memory_rule", "total") == "free_after_weights":  # TRT-LLM: a share of what is left
         usable = dev.memory_bytes - dev.extra_memory_bytes
@@ -103,6 +109,8 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
             f"plus {engine.activation_reserve / GiB:.1f} GiB activation reserve, but {dev.name} gives "
             f"{usable / GiB:.1f} GiB ({engine.gpu_memory_utilization:g} x {dev.memory_bytes / GiB:.0f} GiB); "
             f"raise cluster.tensor_parallel or choose a larger GPU", where=where)
+    if weight_offload is not None and weight_offload.kv_on_host:
+        free = weight_offload.host_kv_bytes()
     kv_elem = quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim) if quant is not None else model.dtype_bytes
     per_token = model.kv_elems_per_token(tp) * kv_elem / pp  # MLA: the latent, on every GPU (not split by TP)
     residual = 0.0
@@ -133,7 +141,8 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
                             pool.pipeline_parallel, build_quantization(scenario),
                             page_block_size(scenario.kv_cache, model, pool.tensor_parallel),
                             dp=pool.attention_data_parallel,
-                            expert_offload=build_expert_offload(scenario, pool, build_quantization(scenario)))
+                            expert_offload=build_expert_offload(scenario, pool, build_quantization(scenario)),
+                            weight_offload=build_weight_offload(scenario, pool, build_quantization(scenario)))
 
 
 def build_quantization(scenario: ResolvedScenario):
@@ -216,7 +225,8 @@ class Simulation:
                               pool.device.config.launch_overhead_s, ep=pool.expert_parallel,
                               dp=pool.attention_data_parallel,
                               kernel_overlap=build_overlap(spec.engine.overlap),
-                              expert_fetch=build_expert_offload(scenario, pool, self.quant))
+                              expert_fetch=build_expert_offload(scenario, pool, self.quant),
+                              weight_offload=build_weight_offload(scenario, pool, self.quant))
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (

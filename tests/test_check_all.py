@@ -57,9 +57,9 @@ def test_check_of_an_mcu_scenario_gives_its_network_mcu_and_memory_without_runni
 
 
 def test_check_of_a_study_names_it_and_refuses_a_bad_option_in_one_line(tmp_path):
-    path = ROOT / "scenarios" / "papers" / "h2o_opt_t4.yaml"
+    path = ROOT / "scenarios" / "papers" / "cachegen_llama2_7b.yaml"
     result = check(path)
-    assert result.exit_code == 0 and "study h2o" in result.output, result.output
+    assert result.exit_code == 0 and "study cachegen" in result.output, result.output
     bad = check(path, "--set", "gpu_typo=T4")
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and "gpu_typo" in bad.output
     assert len(bad.output.strip().splitlines()) == 1

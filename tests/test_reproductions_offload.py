@@ -1,6 +1,7 @@
-"""Offloading reproductions (FlexGen baseline, H2O, ShadowKV, InstInfer): first-principles checks,
+"""Offloading reproductions (H2O on the serving engine, ShadowKV, InstInfer): first-principles checks,
 then the direction of each paper's result. The papers' figures are rows of simulator/reproduce.py
-with paper-derived bands (tests/test_reproduce.py; docs/reproductions.md is generated from them)."""
+with paper-derived bands (tests/test_reproduce.py; docs/reproductions.md is generated from them).
+FlexGen, H2O on FlexGen and LLM in a flash run on the serving engine: tests/test_weight_offload.py."""
 
 from __future__ import annotations
 
@@ -10,92 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw_models.host import Host
 from simulator.reproduce_measure import h2o_serving
 from simulator.studies import flexgen, shadowkv
 from simulator.studies.run import run_study
 
 PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
-FLEXGEN, H2O = PAPERS / "flexgen_opt30b_t4.yaml", PAPERS / "h2o_opt_t4.yaml"
 SHADOWKV, INSTINFER = PAPERS / "shadowkv_llama31_8b_a100.yaml", PAPERS / "instinfer_opt13b_a6000.yaml"
-
-
-@pytest.fixture(scope="module")
-def h2o():
-    return run_study(H2O, [], None, quiet=True)
-
-
-# -- FlexGen baseline ----------------------------------------------------------------------------
-def test_flexgen_scenario_fits_memory_and_reports_a_positive_throughput(tmp_path):
-    r = run_study(FLEXGEN, [], tmp_path, quiet=True)
-    assert (tmp_path / "summary.json").exists()
-    assert r["fits"] and r["throughput_tok_s"] > 0 and r["block_size"] == 192
-
-
-def test_flexgen_per_layer_weight_transfer_is_bytes_over_the_effective_pcie_bandwidth():
-    r = run_study(FLEXGEN, [], None, quiet=True)
-    host = Host(flexgen.resolve_hw(flexgen.Config()).host)
-    assert r["weight_transfer_per_layer_s"] == pytest.approx(
-        10e-6 + r["weight_bytes_per_layer_streamed"] / r["pcie_copy_rate_bytes_per_s"], rel=1e-12)
-    assert host.transfer_s(1e9) == pytest.approx(10e-6 + 1e9 / host.config.copy_rate())
-
-
-def test_a_transfer_bound_decode_step_takes_layers_times_the_weight_transfer_time():
-    # batch 1, KV on the GPU, all weights streamed: the simulated step is PCIe-bound, so it must be
-    # L x (overhead + layer bytes / copy rate) up to the one layer of compute the pipeline cannot hide.
-    cfg = flexgen.Config(model="OPT-13B", gpu_batch=1, num_gpu_batches=1, kv_where="gpu", attn_on="gpu",
-                         prompt_tokens=64, gen_tokens=2, ssd=None)
-    hw = flexgen.resolve_hw(cfg)
-    step = flexgen.pass_s(cfg, hw, 1, 64, prefill=False)["seconds"]
-    per_layer = Host(hw.host).transfer_s(flexgen.layer_weight_bytes(hw.model))
-    assert step == pytest.approx(hw.model.num_layers * per_layer, rel=0.03)
-
-
-@pytest.mark.parametrize("overrides", [[], ["attn_on=gpu", "kv_where=cpu"]])
-def test_more_pcie_bandwidth_never_lowers_flexgen_throughput(overrides):
-    tput = [run_study(FLEXGEN, [*overrides, f"host.pcie_generation={g}"], None, quiet=True)["throughput_tok_s"]
-            for g in (3, 4, 5)]
-    assert tput[0] <= tput[1] <= tput[2]
-    assert tput[2] > tput[0]
-
-
-def test_a_larger_zig_zag_block_amortises_the_weight_transfers():
-    one = run_study(FLEXGEN, ["num_gpu_batches=1"], None, quiet=True)
-    four = run_study(FLEXGEN, ["num_gpu_batches=4"], None, quiet=True)
-    assert four["decode_step_s"] < 4 * one["decode_step_s"]  # one weight stream serves four batches
-    assert four["decode_throughput_tok_s"] > 1.5 * one["decode_throughput_tok_s"]
-
-
-def test_a_policy_that_overflows_host_dram_is_reported_as_not_fitting():
-    assert not run_study(FLEXGEN, ["gpu_batch=64"], None, quiet=True)["fits"]
-
-
-# -- H2O -----------------------------------------------------------------------------------------
-def test_h2o_with_a_budget_of_one_equals_full_kv():
-    cfg = flexgen.Config(model="OPT-6.7B", gpu="A100-80GB", host="DGX-A100-host", ssd=None, w_gpu=1.0,
-                         kv_where="gpu", attn_on="gpu", gpu_batch=16, num_gpu_batches=1)
-    hw = flexgen.resolve_hw(cfg)
-    full = flexgen.evaluate(cfg, hw)
-    assert flexgen.evaluate(cfg.model_copy(update={"kv_fraction": 1.0}), hw) == full
-    assert flexgen.evaluate(cfg.model_copy(update={"kv_fraction": 0.2}), hw)["latency_s"] < full["latency_s"]
-
-
-def test_h2o_beats_flexgen_which_beats_zero_inference_and_accelerate_on_opt_30b(h2o):
-    # Paper: up to 3x vs FlexGen, up to 29x vs DeepSpeed ZeRO-Inference / HF Accelerate (T4, OPT-30B).
-    # hwsim (512+32): 1.64x and 10x; prefill compute, untouched by the budget, caps the gain at this
-    # short generation. Bands: [1.3, 3.0] vs FlexGen, [5, 29] vs ZeRO-Inference and Accelerate.
-    assert h2o["opt_30b_h2o_tok_s"] > h2o["opt_30b_flexgen_tok_s"] > h2o["opt_30b_deepspeed_tok_s"]
-    assert 1.3 <= h2o["opt_30b_h2o_vs_flexgen"] <= 3.0
-    assert 5.0 <= h2o["opt_30b_h2o_vs_deepspeed"] <= 29.0
-    assert 5.0 <= h2o["opt_30b_h2o_vs_accelerate"] <= 29.0
-    assert h2o["opt_30b_h2o_batch"] > h2o["opt_30b_flexgen_batch"]  # a 5x smaller KV admits a larger block
-
-
-def test_h2o_helps_opt_6_7b_less_because_its_weights_fit_the_gpu(h2o):
-    # OPT-6.7B's weights sit on the GPU, so there is no weight stream for a big batch to amortise:
-    # the gain over FlexGen is smaller than for OPT-30B
-    assert h2o["opt_6_7b_h2o_vs_flexgen"] >= 1.0
-    assert h2o["opt_6_7b_h2o_vs_flexgen"] < h2o["opt_30b_h2o_vs_flexgen"]
 
 
 # -- H2O on the serving engine (weights and KV on the GPU) -----------------------------------------

@@ -1,6 +1,6 @@
-"""Reproductions of weight-streaming and prefix-sharing papers (LLM in a flash, TPI-LLM, prefix
-sharing): directions and first-principles identities. The papers' figures (4-5x / 20-25x, 3.1 GB,
-> 80 %, up to 32x) are rows of simulator/reproduce.py with paper-derived bands, run by
+"""Reproductions of weight-streaming and prefix-sharing papers (TPI-LLM, prefix sharing; LLM in a flash
+runs on the serving engine: tests/test_weight_offload.py): directions and first-principles identities.
+The papers' figures (3.1 GB, > 80 %, up to 32x) are rows of simulator/reproduce.py with paper-derived bands, run by
 tests/test_reproduce.py and rendered into docs/reproductions.md."""
 
 from __future__ import annotations
@@ -9,57 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from simulator.studies import llm_in_a_flash as flash
 from simulator.studies import tpi_llm as tpi
 from simulator.studies.run import run_study
 
 PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
-FLASH = PAPERS / "llm_in_a_flash_opt6.7b.yaml"
 TPI = PAPERS / "tpi_llm_llama2_70b.yaml"
-
-
-# -- LLM in a flash ----------------------------------------------------------------------------
-
-def test_llm_in_a_flash_runs_a_model_twice_the_dram_faster_than_naive_loading_on_cpu_and_gpu(tmp_path):
-    # Paper: 2x DRAM, 4-5x (CPU) and 20-25x (GPU) over naive loading: the model is twice the DRAM,
-    # fits it, and the GPU gains more than the CPU (its compute is faster, so I/O is more of the
-    # naive token). The sizes are rows llm_in_a_flash_cpu / _gpu (reported missed: hwsim is ~2x high).
-    r = run_study(FLASH, [], tmp_path, quiet=True)
-    assert r["model_over_dram"] == pytest.approx(2.0)
-    assert r["dram_used_bytes"] <= r["dram_bytes"] * (1 + 1e-12)
-    assert r["gpu_speedup"] > r["cpu_speedup"] > 1.0
-    # the flash token moves fewer bytes than the naive one by the predicted, windowed density
-    assert r["flash_io_s"] < r["naive_io_s"]
-
-
-def test_llm_in_a_flash_with_no_sparsity_no_predictor_and_no_window_equals_naive_loading():
-    r = flash.run(flash.Config(ffn_sparsity=0.0, predictor_recall=1.0, predictor_precision=1.0,
-                               predictor_rank=0, window_tokens=0))
-    assert r["flash_bytes_per_token"] == pytest.approx(r["naive_flash_bytes_per_token"], rel=1e-12)
-    assert r["flash_request_bytes"] == pytest.approx(r["naive_request_bytes"], rel=1e-12)
-    assert r["cpu_speedup"] == pytest.approx(1.0, rel=1e-9)
-    assert r["gpu_speedup"] == pytest.approx(1.0, rel=1e-9)
-
-
-def test_bundling_makes_bigger_reads_and_windowing_fewer_bytes_and_each_helps():
-    base = flash.run(flash.Config())
-    unbundled = flash.run(flash.Config(bundling=False))
-    no_window = flash.run(flash.Config(window_tokens=0))
-    # bundling: the same bytes in requests 2x larger (up-row + down-column) at a higher drive rate
-    assert unbundled["flash_bytes_per_token"] == pytest.approx(base["flash_bytes_per_token"])
-    assert base["flash_request_bytes"] == pytest.approx(2 * unbundled["flash_request_bytes"], rel=1e-9)
-    assert base["flash_read_bw_bytes_per_s"] > unbundled["flash_read_bw_bytes_per_s"]
-    assert base["flash_io_s"] < unbundled["flash_io_s"]
-    # windowing: fewer bytes per token, even though the window cache shrinks the static share
-    assert base["flash_bytes_per_token"] < no_window["flash_bytes_per_token"]
-    assert base["gpu_speedup"] > no_window["gpu_speedup"]
-
-
-def test_llm_in_a_flash_reads_fewer_bytes_than_naive_by_the_predicted_density():
-    r = flash.run(flash.Config())
-    expect = r["ffn_bytes"] * r["predicted_density"] * r["new_fraction"] * (1 - r["static_ffn_share"])
-    assert r["flash_bytes_per_token"] == pytest.approx(expect, rel=1e-12)
-    assert r["predicted_density"] == pytest.approx(0.03 * 0.95 / 0.5)
 
 
 # -- TPI-LLM -----------------------------------------------------------------------------------

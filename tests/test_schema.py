@@ -54,7 +54,7 @@ def test_the_schema_accepts_every_shipped_scenario(validator, path):
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "disaggregated.yaml", "trace_replay.yaml",
-                                  "mcu/mcunet_f746.yaml", "papers/h2o_opt_t4.yaml"])
+                                  "mcu/mcunet_f746.yaml", "papers/cachegen_llama2_7b.yaml"])
 def test_the_schema_accepts_the_resolved_scenario_hwsim_writes(validator, name, tmp_path):
     out = tmp_path / "out"
     args = ["run", str(ROOT / "scenarios" / name), "--out", str(out), "-q", "--no-report"]

@@ -159,6 +159,11 @@ class PoliciesSection(StrictConfig):
         default=None, description="speculative decoding: {kind: draft_model|draft_heads|ngram, "
                                   "num_speculative_tokens: k, acceptance: {alpha: A} | {rates: [...]}, "
                                   "length: {kind: fixed|smartspec}}; default: one token per decode step")
+    weight_offload: Block | None = Field(
+        default=None, description="dense layer weights streamed from host DRAM / SSD each iteration: {kind: "
+                                  "stream, gpu_fraction: F, disk_fraction: F, num_gpu_batches: K, kv: gpu|host, "
+                                  "attention: gpu|host} or {kind: flash, gpu_fraction: F, ffn_density: D, ...}; "
+                                  "default: every weight on the GPU")
 
 
 class SloSection(StrictConfig):

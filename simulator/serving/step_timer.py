@@ -29,11 +29,14 @@ class StepTimer:
     from its op list; it applies to every iteration, those of a decode stretch included (each is
     overlapped on its own, so the stretch takes one overlap evaluation per iteration). ``expert_fetch``
     (a :class:`workloads.expert_offload.ExpertOffload`, or None: every expert on the GPU) adds the time
-    an iteration waits for routed experts copied from host memory or SSD, after the GPU time."""
+    an iteration waits for routed experts copied from host memory or SSD, after the GPU time.
+    ``weight_offload`` (a :class:`workloads.weight_offload.WeightOffload`, or None: every weight on the
+    GPU) times the iteration as a layer-by-layer pass with the streamed weights loaded beside compute."""
 
     def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
-                 ep: int = 1, kernel_overlap=None, dp: int = 1, expert_fetch=None) -> None:
+                 ep: int = 1, kernel_overlap=None, dp: int = 1, expert_fetch=None, weight_offload=None) -> None:
         self.model = model
+        self.weight_offload = weight_offload  # dense weights streamed per layer: step_s(dense, attn, ...) -> s
         self.expert_fetch = expert_fetch  # MoE expert offload: stall_s(tokens, gpu_s) -> seconds
         self.ep = ep  # MoE experts split over ep of the tp GPUs
         self.dp = dp  # attention data-parallel groups of tp / dp GPUs
@@ -129,6 +132,8 @@ class StepTimer:
             kernels += op.count
         if self.kernel_overlap is not None:
             t = min(t, self._overlapped_s(tokens, emitting, attn, t))
+        if self.weight_offload is not None:
+            t = self._offloaded_s(shape, tokens, emitting, attn)
         if self.energy is not None:
             t = self._throttled(t, *self._dense_j(tokens, emitting), self.energy.ops_energy(attn))
         if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
@@ -136,6 +141,17 @@ class StepTimer:
         if self.framework is not None:
             t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
+
+    def _offloaded_s(self, shape: BatchShape, tokens: int, emitting: int, attn: list) -> float:
+        """Seconds of one iteration with streamed weights: the dense ops of ``num_gpu_batches`` GPU
+        batches, attention, and the layer loads (``workloads.weight_offload``)."""
+        wo = self.weight_offload
+        k = wo.num_gpu_batches
+        dense = k * self._dense(-(-tokens // k), -(-emitting // k))[0]
+        dec = sum(self.backend.op_s(op) for op in attn if op.name == "attn_decode")
+        other = sum(self.backend.op_s(op) for op in attn if op.name != "attn_decode")
+        computed = sum(n for n, _ in shape.prefill) + shape.decode_rows
+        return float(wo.step_s(dense, other, dec, shape.decode_rows, shape.decode_kv, computed))
 
     def _ordered(self, tokens: int, emitting: int, attn: list) -> list:
         """An iteration's ops in execution order (attention before the O projection, as
@@ -192,6 +208,11 @@ class StepTimer:
                 per = -(-kv // self.dp)  # each attention group's context sum
                 step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
                                                                 s) for x, s in zip(per, step_s)])
+        if self.weight_offload is not None:
+            wo = self.weight_offload
+            padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+            n = -(-padded // wo.num_gpu_batches)
+            step_s = wo.step_s(wo.num_gpu_batches * self._dense(n, n)[0], 0.0, attn_s, rows, kv, rows)
         if self.energy is not None:
             step_s = self._throttled_segment(step_s, rows, template, -(-kv // self.dp) if self.dp > 1 else kv)
         if self.expert_fetch is not None:

@@ -1,0 +1,78 @@
+"""Build a replica's weight offload (``policies.weight_offload``) from a resolved scenario.
+
+The mechanism is :class:`workloads.weight_offload.WeightOffload` (what the GPU keeps, how long an
+iteration takes with the rest streamed); the placement comes from the ``policies.weight_offload``
+registry; the PCIe link, DRAM and CPU from the host preset; the drive's read time from the SSD preset
+at the configured (``stream``) or derived (``flash``) request size and queue depth.
+"""
+
+from __future__ import annotations
+
+from simulator.config.loader import resolve_component
+from simulator.core import registry as reg
+from simulator.core.errors import ConfigError
+from workloads.weight_offload import FlashRead, WeightOffload
+
+WHERE = "policies.weight_offload"
+
+
+def _block(c, kind: str) -> dict:
+    return {"kind": kind, "preset": c} if isinstance(c, str) else {"kind": kind, **c}
+
+
+def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
+    """The weight offload of one replica of ``pool`` (None when every weight is on the GPU)."""
+    block = scenario.spec.policies.weight_offload
+    if block is None:
+        return None
+    from policies.weight_offload import WEIGHT_OFFLOADS
+
+    model = scenario.model.config
+    if model.is_moe:
+        raise ConfigError(f"weight offload streams dense layers; {model.name} is a mixture of experts (use "
+                          f"policies.expert_offload)", where=WHERE)
+    if pool.tensor_parallel * pool.pipeline_parallel > 1:
+        raise ConfigError("weight offload runs on one GPU per replica (tensor_parallel = pipeline_parallel = 1)",
+                          where=WHERE)
+    comp = resolve_component(block, WEIGHT_OFFLOADS, WHERE, base_dir=scenario.base_dir)
+    cfg = comp.config
+    sparse = getattr(comp.cls, "sparse", False)
+    host_c = resolve_component(_block(cfg.host, "host"), reg.HARDWARE, f"{WHERE}.host")
+    host = host_c.config
+    ssd_c = resolve_component(_block(cfg.ssd, "ssd"), reg.HARDWARE, f"{WHERE}.ssd")
+    ssd = ssd_c.cls(ssd_c.config)
+    qd = cfg.queue_depth
+
+    def disk_read_s(nbytes: float, request: float) -> float:
+        return ssd.read_s(float(nbytes), float(request), qd) if nbytes > 0 else 0.0
+
+    scale = quant.weight_bytes(model) / model.weight_bytes() if quant is not None else 1.0
+    b = model.dtype_bytes * scale
+    L = model.num_layers
+    attn, mlp = model.attn_params_per_layer() * b, model.mlp_params_per_layer() * b
+    layer = attn + mlp + 2 * model.hidden_size * b  # the layer's two norms
+    other = model.weight_bytes() * scale - L * layer
+    flash = None
+    if sparse:
+        mats = 3 if model.gated_mlp else 2
+        flash = FlashRead(ffn_layer_bytes=mlp, attn_layer_bytes=layer - mlp, neuron_bytes=mats * model.hidden_size * b,
+                          row_bytes=model.hidden_size * b, matrices=mats, density=cfg.ffn_density,
+                          recall=cfg.predictor_recall, precision=cfg.predictor_precision,
+                          new_fraction=cfg.new_fraction(), window_tokens=cfg.window_tokens, bundling=cfg.bundling,
+                          predictor_bytes=cfg.predictor_rank * (model.hidden_size + model.intermediate_size) * b)
+    kv_host = not sparse and cfg.kv == "host"
+    attn_host = not sparse and cfg.attention == "host"
+    return WeightOffload(
+        num_layers=L, layer_bytes=layer, other_bytes=other, gpu_fraction=cfg.gpu_fraction,
+        disk_fraction=(1.0 - cfg.gpu_fraction) if sparse else cfg.disk_fraction,
+        pcie_rate=float("inf") if cfg.unified_memory else host.copy_rate(),
+        copy_overhead_s=0.0 if cfg.unified_memory else host.transfer_overhead_s, disk_read_s=disk_read_s,
+        io_size=0.0 if sparse else float(cfg.io_size), overlap=cfg.overlap, num_gpu_batches=cfg.num_gpu_batches,
+        host_dram_bytes=host.dram_bytes, kv_on_host=kv_host, attention_on_host=attn_host,
+        host_attention_bw=host.dram_bw_bytes_per_s * getattr(cfg, "host_memory_efficiency", 1.0),
+        host_flops=host.cpu_flops_per_s, kv_bytes_per_token=model.kv_bytes_per_token(),
+        attn_flops_per_kv=4.0 * model.num_heads * model.head_dim * L, q_bytes_per_row=model.q_size * model.dtype_bytes,
+        flash=flash)
+
+
+__all__ = ["build_weight_offload"]
