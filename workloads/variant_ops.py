@@ -115,7 +115,8 @@ def mixer_ops(shape: BatchShape, model: Any, tp: int = 1) -> list[Op]:
                                                                    * sb), dtype=d, dtype_bytes=b))
     if shape.decode_rows:  # read and write each row's state and conv state; the new token's x, B, C, dt, y
         per_row = 2 * state * sb + (-(-lin.conv_dim // tp) + 2 * heads * lin.head_dim) * b
-        ops.append(Op(ELEMENTWISE, "ssm_update", n, m=shape.decode_rows, bytes=int(shape.decode_rows * per_row),
+        # one CTA per (row, head), as the recurrent-update kernels launch (a per-row bandwidth cap each)
+        ops.append(Op(ELEMENTWISE, "ssm_update", n, m=shape.decode_rows * heads, bytes=int(shape.decode_rows * per_row),
                       dtype=d, dtype_bytes=b))
     return ops
 
