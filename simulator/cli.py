@@ -94,7 +94,7 @@ def print_summary(result, out: Path | None) -> None:
     typer.echo("\n".join(lines))
 
 
-SCENARIO_TYPES = ("mcu", "study", "training")  # besides a serving scenario, which has no type
+SCENARIO_TYPES = ("mcu", "study", "training", "sweep")  # besides a serving scenario, which has no type
 
 
 def scenario_type(scenario: Path | dict) -> str:
@@ -141,6 +141,8 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
     from simulator.runner import Simulation, check_warmup
 
     kind = scenario_type(scenario)
+    if kind == "sweep":
+        raise HwsimError("a sweep file: run it with `hwsim sweep FILE`", where=f"{scenario}: type")
     if kind == "training":
         from simulator.config.loader import read_mapping
         from simulator.training_cli import run_training_scenario
@@ -234,6 +236,11 @@ def check(scenario: Path = typer.Argument(..., help="scenario file (serving, typ
           show: bool = typer.Option(False, "--show", help="print the resolved scenario")) -> None:
     """Validate a scenario without running it; print its deployment, memory plan and run size."""
     kind = scenario_type(scenario)
+    if kind == "sweep":
+        from simulator.sweep_cli import check_sweep
+
+        check_sweep(scenario, set_)
+        return
     if kind == "training":
         from simulator.training_cli import check_training
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCENARIO_TYPES = ("mcu", "study", "training")  # besides the default, a serving scenario (no type key)
+SCENARIO_TYPES = ("mcu", "study", "training", "sweep")  # besides the default, a serving scenario (no type key)
 _HEADER = {"name": {"type": "string"}, "description": {"type": "string"}}
 _SCHEMA_KEY = {"$schema": {"type": "string", "description": "where an editor finds this schema (ignored by hwsim)"}}
 
@@ -38,10 +38,11 @@ def scenario_schema() -> dict[str, Any]:
     from simulator.config.scenario import ScenarioFile
     from simulator.core.registry import ALL_REGISTRIES
     from simulator.mcu.run import McuScenario
+    from simulator.sweep_spec import SweepFile
     from simulator.training.config import TrainingScenario
 
     studies = _study_models()
-    models = [ScenarioFile, McuScenario, TrainingScenario] + [cfg for _, cfg in studies]
+    models = [ScenarioFile, McuScenario, TrainingScenario, SweepFile] + [cfg for _, cfg in studies]
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template="#/$defs/{model}")
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     ref = {m: refs[(m, "validation")]["$ref"] for m in models}
@@ -57,7 +58,7 @@ def scenario_schema() -> dict[str, Any]:
         defs[key] = body
         branches.append({"if": {"properties": {"study": {"const": name}}, "required": ["study"]},
                          "then": {"$ref": ref[cfg]}})
-    for model in (ScenarioFile, McuScenario, TrainingScenario):  # a file may point its editor at this schema
+    for model in (ScenarioFile, McuScenario, TrainingScenario, SweepFile):  # a file may point its editor here
         key = ref[model].rsplit("/", 1)[-1]
         defs[key] = {**defs[key], "properties": {**_SCHEMA_KEY, **defs[key].get("properties", {})}}
     defs["Study"] = {"type": "object", "title": "Study scenario (type: study)", "required": ["type", "study"],
@@ -85,6 +86,8 @@ def scenario_schema() -> dict[str, Any]:
              "then": {"$ref": "#/$defs/Study"}},
             {"if": {"properties": {"type": {"const": "training"}}, "required": ["type"]},
              "then": {"$ref": ref[TrainingScenario]}},
+            {"if": {"properties": {"type": {"const": "sweep"}}, "required": ["type"]},
+             "then": {"$ref": ref[SweepFile]}},
             {"if": {"not": {"required": ["type"]}}, "then": {"$ref": ref[ScenarioFile]}},
         ],
         "$defs": defs,

@@ -59,6 +59,23 @@ def sweep(sweep_file: Path = typer.Argument(..., help="sweep YAML file (base sce
         typer.echo(f"results: {out}/results.sqlite (open {out / 'compare.html'})")
 
 
+def check_sweep(path: Path, overrides: list[str] | None = None) -> None:
+    """``hwsim check`` of a sweep file: every point resolved, every axis path and metric checked."""
+    from simulator.core.errors import HwsimError
+    from simulator.sweep import check_metrics
+    from simulator.sweep_spec import build_sweep
+
+    if overrides:
+        raise HwsimError("--set does not apply to a sweep file: give fixed overrides in its `set:` block",
+                         where="--set")
+    sw = build_sweep(path)
+    check_metrics(sw)
+    size = f"{len(sw.points)} points over {', '.join(sw.axis_names)}"
+    goals = "; ".join([f"{o.goal} {o.metric}" for o in sw.spec.objectives] + [c.label() for c in sw.spec.constraints])
+    cap = "; capacity search per point" if sw.spec.capacity is not None else ""
+    typer.echo(f"ok: {path} — sweep {sw.spec.name}: {size}" + (f"; {goals}" if goals else "") + cap)
+
+
 def compare(paths: list[Path] = typer.Argument(..., help="run directories, or one sweep directory"),
             out: Optional[Path] = typer.Option(None, "--out", "-o",
                                                help="page to write (default SWEEP_DIR/compare.html or ./compare.html)"),

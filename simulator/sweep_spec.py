@@ -1,5 +1,6 @@
 """A sweep file: a base scenario, the axes to vary, the objectives and constraints; its points.
 
+    type: sweep                       # tells hwsim check (and editors) it is a sweep file
     name: gpu_and_replicas
     base: ../quickstart.yaml          # a scenario file (relative to this file) or an inline mapping
     set: {workload.num_requests: 500} # fixed overrides for every point (dotted path: value)
@@ -26,10 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from simulator.config.errors import config_error
 from simulator.config.loader import load_scenario, read_mapping
@@ -110,7 +111,18 @@ class CapacitySpec(StrictConfig):
         return self
 
 
+_OBJECTIVE_SCHEMA = {"anyOf": [
+    {"type": "string", "pattern": r"^\s*(min|max)\s+\S+\s*$", "description": "'min METRIC' or 'max METRIC'"},
+    {"type": "object", "additionalProperties": False, "required": ["metric"],
+     "properties": {"metric": {"type": "string"}, "goal": {"enum": ["min", "max"]}}}]}
+_CONSTRAINT_SCHEMA = {"anyOf": [
+    {"type": "string", "pattern": _CONSTRAINT.pattern, "description": "'METRIC >= NUMBER' (or <=, >, <, ==)"},
+    {"type": "object", "additionalProperties": False, "required": ["metric", "op", "value"],
+     "properties": {"metric": {"type": "string"}, "op": {"enum": list(OPS)}, "value": {"type": "number"}}}]}
+
+
 class SweepFile(StrictConfig):
+    type: Literal["sweep"] | None = Field(default=None, description="sweep: tells a sweep file from a scenario")
     name: str = "sweep"
     description: str = ""
     base: str | dict[str, Any] = Field(description="scenario file (relative to the sweep file) or inline mapping")
@@ -118,8 +130,8 @@ class SweepFile(StrictConfig):
     grid: dict[str, list[Any]] | None = None
     random: RandomSpec | None = None
     points: list[dict[str, Any]] | None = None
-    objectives: list[Objective] = Field(default_factory=list)
-    constraints: list[Constraint] = Field(default_factory=list)
+    objectives: list[Annotated[Objective, WithJsonSchema(_OBJECTIVE_SCHEMA)]] = Field(default_factory=list)
+    constraints: list[Annotated[Constraint, WithJsonSchema(_CONSTRAINT_SCHEMA)]] = Field(default_factory=list)
     capacity: CapacitySpec | None = None
 
     @field_validator("constraints", mode="before")
