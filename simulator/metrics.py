@@ -258,7 +258,7 @@ def cluster_figures(s: dict[str, Any], busy_r: np.ndarray, flops_r: np.ndarray, 
         cost = float(sum(p * t for p, t in zip(prices, tp))) * sim_time_s / 3600.0
         s["cost_usd"] = cost
         s["cost_usd_per_mtok"] = cost / (out_tokens / 1e6) if out_tokens else float("nan")
-    s["energy_busy_j"] = float(sum(b * t * r["tdp_w"] for b, t, r in zip(busy_r, tp, reps)))
+    s["energy_busy_j"] = float(sum(b * t * (r["tdp_w"] or 0.0) for b, t, r in zip(busy_r, tp, reps)))
     s["energy_per_output_token_j"] = s["energy_busy_j"] / out_tokens if out_tokens else float("nan")
     if facts.get("pools") and len(facts["pools"]) > 1:
         s["pools"] = {}
@@ -269,7 +269,7 @@ def cluster_figures(s: dict[str, Any], busy_r: np.ndarray, flops_r: np.ndarray, 
                 "busy_fraction": float(busy_r[idx].sum() / (len(idx) * sim_time_s)) if sim_time_s > 0 else 0.0,
                 "mfu": float((flops_r[idx] * tp[idx]).sum() / ((tp[idx] * peak[idx]).sum() * sim_time_s))
                 if sim_time_s > 0 else 0.0,
-                "energy_busy_j": float(sum(busy_r[i] * tp[i] * reps[i]["tdp_w"] for i in idx)),
+                "energy_busy_j": float(sum(busy_r[i] * tp[i] * (reps[i]["tdp_w"] or 0.0) for i in idx)),
                 "cost_usd": float(sum((reps[i]["price_usd_per_h"] or 0.0) * tp[i] for i in idx)) * sim_time_s / 3600.0}
     if facts.get("transfers"):
         t = np.asarray(facts["transfers"], dtype=np.float64)
