@@ -140,6 +140,13 @@ class KVManager:
             self.cache.private -= extra
         return extra
 
+    def reserve(self, n: int) -> None:
+        """Hold ``n`` free blocks for KV arriving from elsewhere (a migration's destination)."""
+        self.cache.add_used(n)
+
+    def unreserve(self, n: int) -> None:
+        self.cache.used -= n
+
     def set_total_blocks(self, n: int) -> None:
         """Resize the pool before any block is taken (a draft model's memory comes out of it)."""
         if self.cache.used:

@@ -217,6 +217,9 @@ def kv_summary(replicas) -> dict:
                 out[k] = max(out.get(k, 0), v)
             else:
                 out[k] = out.get(k, 0) + v
+    ctl = getattr(replicas[0], "controller", None) if replicas else None
+    if ctl is not None:
+        out.update(ctl.stats())
     if out.get("spec_rows"):
         out["spec_tokens_per_step"] = out["spec_emitted_tokens"] / out["spec_rows"]
         out["spec_acceptance_rate"] = out["spec_accepted_tokens"] / max(1, out["spec_proposed_tokens"])

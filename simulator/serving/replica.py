@@ -67,6 +67,9 @@ class Replica:
         self.min_free = int(getattr(scheduler, "steady_min_free_blocks", 0))
         self.kv = kv
         self.spec = None  # a Speculator (serving/speculation.py) when the scenario speculates
+        self.controller = None  # the cluster controller (serving/controller.py), if any
+        self.detach: dict = {}  # rid -> event: a migrating request leaves the batch at the next boundary
+        self.outgoing: dict = {}  # rid -> replica: a stolen waiting request moves at the next boundary
         self.timer = timer
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
@@ -88,6 +91,8 @@ class Replica:
         self.by_id[req.rid] = req
         self.outstanding += req.prompt_tokens + (1 if self.role == "prefill" else req.max_new_tokens)
         self._poke()
+        if self.controller is not None:
+            self.controller.notify("arrival")
 
     def _poke(self) -> None:
         """Let the serving loop see a change: wake it if idle, end a decode stretch early if busy."""
@@ -164,7 +169,11 @@ class Replica:
                 self._join_incoming()
             if self.migrating:
                 self._start_migrations()
+            if self.detach or self.outgoing:
+                self._leave()
             if not self.waiting and not self.running:
+                if self.controller is not None:
+                    self.controller.notify("idle")
                 self._wake = env.event()
                 yield self._wake
                 continue
@@ -200,6 +209,28 @@ class Replica:
             else:
                 yield from self._iteration(plan)
 
+    def _leave(self) -> None:
+        """Requests the controller moves away leave at this iteration boundary: a migrating one
+        leaves the batch (its KV stays here until the last stage is copied), a stolen one the queue."""
+        for rid, ev in self.detach.items():
+            r = self.by_id.get(rid)
+            ok = r is not None and r.state == RUNNING and r in self.running
+            if ok:
+                self.running.remove(r)
+                del self.by_id[rid]
+                r.state = WAITING
+                self.outstanding -= r.max_new_tokens - r.num_generated
+            ev.succeed(ok)
+        self.detach.clear()
+        for rid, dst in self.outgoing.items():
+            r = self.by_id.get(rid)
+            if r is not None and r.state == WAITING and r in self.waiting and not r.num_computed:
+                self.waiting.remove(r)
+                del self.by_id[rid]
+                self.outstanding -= r.prompt_tokens + r.max_new_tokens
+                dst.submit(r)
+        self.outgoing.clear()
+
     # -- state changes -------------------------------------------------------------------
     def _reject(self, r: Request) -> None:
         self.waiting.remove(r)
@@ -208,6 +239,8 @@ class Replica:
         self.outstanding -= r.prefill_remaining + (1 if self.role == "prefill" else r.max_new_tokens - r.num_generated)
         self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
         self.cluster.on_done(r)
+        if self.controller is not None:
+            self.controller.notify("finish")
 
     def _preempt(self, r: Request) -> None:
         self.running.remove(r)
@@ -224,6 +257,8 @@ class Replica:
             self.outstanding += r.prefill_target
         self.waiting.appendleft(r)
         self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, dropped)
+        if self.controller is not None:
+            self.controller.notify("preempt")
 
     def _admit(self, r: Request) -> None:
         if self.waiting and self.waiting[0] is r:
@@ -254,6 +289,8 @@ class Replica:
         self.kvm.release(r)
         self.rec.emit(now, _FINISH, self.index, r.rid, r.num_generated)
         self.cluster.on_done(r)
+        if self.controller is not None:
+            self.controller.notify("finish")
 
     def _mark(self, r: Request, first: int, n: int) -> None:
         runs = r.runs
