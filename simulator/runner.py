@@ -27,6 +27,7 @@ from simulator.serving.kv_manager import make_offload
 from simulator.serving.kv_offload import page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
+from simulator.serving.controller import attach_controller
 from simulator.serving.speculation import attach_speculation
 from simulator.serving.step_timer import StepTimer
 from simulator.serving.weight_offload import build_weight_offload
@@ -268,6 +269,7 @@ class Simulation:
                     rt.replicas.append(i)
         self.stream = None  # RunStream when the metrics stream (run.metrics), set when the run starts
         attach_speculation(self)  # policies.speculation: multi-token decode steps
+        attach_controller(self)  # cluster.controller: migration, steal, drain across replicas
         if scenario.disaggregated:
             if scenario.kv_cache is not None and scenario.kv_cache.cls.mechanism != "paged":
                 raise ConfigError("disaggregated pools support only the paged KV mechanism",

@@ -62,6 +62,8 @@ class ClusterSection(StrictConfig):
     decode_router: Block = Field(default_factory=lambda: {"kind": "least_outstanding"},
                                  description="routes prefilled requests over decode replicas")
     kv_transfer: KvTransferSection | None = None
+    controller: Block | None = Field(default=None, description="cluster controller: {kind: llumnix | module:Class, "
+                                                            "interval: 100ms, ...}; default: none (routing only)")
 
     @model_validator(mode="after")
     def _pools(self) -> ClusterSection:

@@ -78,6 +78,8 @@ class Cluster:
         self.done = 0
         self._on_done: Callable[[Request], None] | None = None
         self.progress: tuple[int, Callable[[int], None]] | None = None
+        self.controller = None  # a ClusterController (serving/controller.py), if any
+        self.draining: set[int] = set()  # replicas the controller keeps out of routing
         self.frontend_ps = 0  # a request's way from the client into the engine (HTTP, tokenization, IPC)
 
     def add_replica(self, replica) -> None:
@@ -99,7 +101,10 @@ class Cluster:
 
     def _enter(self, req: Request) -> None:
         env = self.env
-        target = self.entry[self._route(self.router, self.router_name, self.entry, req)]
+        entry = self.entry
+        if self.draining:  # a cluster controller drained some replicas: route over the others
+            entry = [r for r in entry if r.index not in self.draining] or entry
+        target = entry[self._route(self.router, self.router_name, entry, req)]
         self.recorder.emit(env.now, EventKind.ROUTED, target.index, req.rid, target.index)
         target.submit(req)
 
