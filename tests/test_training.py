@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from simulator.cli import app
@@ -183,3 +185,62 @@ def test_shipped_training_scenarios_run(name):
 def test_the_1024_gpu_step_simulates_one_replica_of_8_stage_processes():
     s = run_training(load_training(ROOT / "scenarios" / "training_gpt3_175b_1024.yaml")).summary
     assert s["gpus"] == 1024 and s["simulated_processes"] == 8 and s["micro_batches"] == 64
+
+
+def test_context_parallel_halves_the_tokens_activations_and_attention_pairs_per_gpu():
+    rt1 = load_training(scenario(training={"gpus": 2, "global_batch": 8}, layout={"dp": 2}))
+    rt2 = load_training(scenario(training={"gpus": 2, "global_batch": 8}, layout={"cp": 2}))
+    (_, s1, _), (_, s2, _) = build(rt1), build(rt2)
+    attn = [next(op for op in s[0].fwd[0] if op.name == "attn_prefill") for s in (s1, s2)]
+    assert attn[1].q_tokens * 2 == attn[0].q_tokens and attn[1].pairs * 2 == pytest.approx(attn[0].pairs, abs=2)
+    assert attn[1].kv_tokens == attn[0].kv_tokens  # every GPU still sees all of the sequence's keys
+    a1, a2 = (wt.activation_bytes_per_layer(rt.model, wt.TrainShape(2, 1024, cp=c)) for rt, c in ((rt1, 1), (rt2, 2)))
+    assert a2 * 2 == pytest.approx(a1)
+
+
+def test_expert_parallelism_splits_the_experts_parameters_and_grouped_gemms():
+    moe = {"kind": "transformer", "preset": "Mixtral-8x7B", "num_layers": 4}
+    one = load_training(scenario(model=moe, training={"gpus": 2}, layout={"tp": 2}))
+    two = load_training(scenario(model=moe, training={"gpus": 2}, layout={"tp": 2, "ep": 2}))
+    (_, s1, _), (_, s2, _) = build(one), build(two)
+    # the same expert parameters per GPU (half of each expert, or all of half the experts)
+    assert s1[0].params == pytest.approx(s2[0].params, rel=1e-9)
+    g1 = next(op for op in s1[0].fwd[0] if op.name == "moe_up")
+    g2 = next(op for op in s2[0].fwd[0] if op.name == "moe_up")
+    assert len(g2.groups) * 2 == len(g1.groups) and g2.n == 2 * g1.n
+
+
+def test_fp8_runs_the_gemms_on_the_fp8_path_and_keeps_a_one_byte_weight_copy():
+    bf = build(load_training(scenario(hardware={"device": {"kind": "gpu", "preset": "H100-SXM"}})))[1]
+    f8 = build(load_training(scenario(hardware={"device": {"kind": "gpu", "preset": "H100-SXM"}},
+                                      training={"precision": "fp8"})))[1]
+    gemms = [op for op in f8[0].fwd[0] if op.kind in GEMM_KINDS]
+    assert {op.dtype for op in gemms if op.name != "lm_head"} == {"fp8"}
+    assert f8[0].memory.weights == pytest.approx(bf[0].memory.weights * 1.5)
+
+
+def test_fp8_on_a_gpu_without_an_fp8_path_is_one_line():
+    with pytest.raises(Exception, match="no fp8 tensor path"):
+        load_training(scenario(training={"precision": "fp8"}))
+
+
+def test_the_resolved_scenario_loads_again_to_the_same_scenario(tmp_path):
+    from simulator.training_cli import _resolved_yaml
+
+    rt = load_training(ROOT / "scenarios" / "training_llama3_8b.yaml")
+    path = tmp_path / "r.yaml"
+    path.write_text(_resolved_yaml(rt))
+    assert load_training(path).dump() == rt.dump()
+
+
+@settings(max_examples=12, deadline=None)
+@given(zero=st.integers(0, 2), micro=st.sampled_from([1, 2, 4]))
+def test_a_higher_zero_stage_never_needs_more_memory_nor_puts_fewer_bytes_on_the_wire(zero, micro):
+    def run(z: int):
+        sc = scenario(training={"gpus": 8, "global_batch": 32, "micro_batch": micro}, layout={"dp": 4, "pp": 2,
+                                                                                               "zero": z})
+        return run_training(load_training(sc)).summary
+
+    lo, hi = run(zero), run(zero + 1)
+    assert hi["memory_per_gpu"]["total_bytes"] <= lo["memory_per_gpu"]["total_bytes"]
+    assert hi["dp_wire_bytes_per_gpu"] >= lo["dp_wire_bytes_per_gpu"] * (1 - 1e-9)

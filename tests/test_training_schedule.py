@@ -92,3 +92,15 @@ def test_pipeline_sends_share_the_gpus_link_with_the_gradient_reduction():
     solo = [iv for iv in alone.intervals if iv.lane == "p2p"]
     assert max(iv.end_ps - iv.start_ps for iv in sends) > max(iv.end_ps - iv.start_ps for iv in solo)
     assert sum(alone.p2p_bytes) == pytest.approx(2 * 4 * 5e6)  # one activation and one gradient per micro-batch
+
+
+@pytest.mark.parametrize("n, size", [(2, 1e8), (8, 4e9), (16, 3e7)])
+def test_one_all_reduce_alone_on_the_link_takes_the_links_alpha_beta_time(n, size):
+    from hw_models.link import Link, LinkConfig
+
+    cfg = LinkConfig(name="ib", technology="infiniband", bw_bytes_per_s="25GB/s", efficiency=0.85, latency_s="5us")
+    ch = Channel(cfg.latency_s, cfg.bw_bytes_per_s * cfg.efficiency, "ib")
+    # one stage, one micro-batch of zero compute, one bucket reduced after the backward
+    r = simulate(plan(1, 1, 1, 0.0, 0.0, dp=n, dp_channel=ch, grad_bytes=[[size]], param_bytes=[[size]],
+                      bucket_bytes=size, overlap_grad_reduce=False))
+    assert r.step_ps / 1e12 == pytest.approx(Link(cfg).allreduce_s(size, n), rel=1e-9)

@@ -121,6 +121,8 @@ class ResolvedTraining:
         s["hardware"]["interconnect"] = {"kind": "link", **self.intra.model_dump(mode="json")}
         if self.inter is not None:
             s["hardware"]["network"] = {"kind": "link", **self.inter.model_dump(mode="json")}
+        s["hardware"]["host"] = {"kind": "host", **self.host.model_dump(mode="json")}
+        s["hardware"]["ssd"] = {"kind": "ssd", **self.ssd.model_dump(mode="json")}
         s["hardware"]["timing"] = self.timing.dump()
         s["model"] = {"kind": "transformer", **self.model.model_dump(mode="json")}
         return s
