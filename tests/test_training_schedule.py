@@ -104,3 +104,15 @@ def test_one_all_reduce_alone_on_the_link_takes_the_links_alpha_beta_time(n, siz
     r = simulate(plan(1, 1, 1, 0.0, 0.0, dp=n, dp_channel=ch, grad_bytes=[[size]], param_bytes=[[size]],
                       bucket_bytes=size, overlap_grad_reduce=False))
     assert r.step_ps / 1e12 == pytest.approx(Link(cfg).allreduce_s(size, n), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(2, 8), k=st.integers(1, 4), v=st.integers(1, 4), offload=st.booleans())
+def test_every_stage_finishes_its_step_whatever_the_pipeline_shape(p, k, v, offload):
+    ch = Channel(1e-5, 1e10, "link")
+    r = simulate(plan(p, p * k, v, act_bytes=1e6, p2p=ch, offload_bytes=2e6 if offload else 0.0,
+                      pcie=Channel(1e-5, 2e10, "pcie")))
+    assert min(r.stage_end_ps) > 0
+    copies = [iv for iv in r.intervals if iv.lane == "pcie"]
+    # every stashed unit (all but the last virtual stage's) goes to the host and comes back once
+    assert len(copies) == (2 * (p * v - 1) * p * k if offload else 0)

@@ -206,7 +206,7 @@ class _Sim:
             ev = self.env.event()
             self.env.process(self.collective(s, "allgather", plan.param_bytes[s][c], f"gather params c{c}", ev))
             evs.append(ev)
-        if kind == B and plan.offload_bytes > 0 and plan.pcie is not None:
+        if kind == B and plan.offload_bytes > 0 and plan.pcie is not None and c * plan.p + s < plan.p * plan.v - 1:
             ev = self.env.event()
             self.env.process(self.pcie(s, self.h2d[s], plan.offload_bytes, f"reload mb{mb} c{c}",
                                        stashed.get((mb, c)), ev))
