@@ -244,3 +244,19 @@ def test_a_higher_zero_stage_never_needs_more_memory_nor_puts_fewer_bytes_on_the
     lo, hi = run(zero), run(zero + 1)
     assert hi["memory_per_gpu"]["total_bytes"] <= lo["memory_per_gpu"]["total_bytes"]
     assert hi["dp_wire_bytes_per_gpu"] >= lo["dp_wire_bytes_per_gpu"] * (1 - 1e-9)
+
+
+def test_expert_parallelism_over_data_parallel_ranks_dispatches_by_all_to_all_and_holds_whole_experts():
+    moe = {"kind": "transformer", "preset": "Mixtral-8x7B", "num_layers": 4}
+    rt = load_training(scenario(model=moe, training={"gpus": 8, "global_batch": 8, "micro_batch": 1},
+                                layout={"tp": 2, "dp": 4, "ep": 8}))
+    _, stages, _ = build(rt)
+    names = [op.name for op in stages[0].fwd[0]]
+    assert "moe_dispatch" in names and "moe_combine" in names
+    assert len(next(op for op in stages[0].fwd[0] if op.name == "moe_up").groups) <= 1  # 8 experts on 8 GPUs
+    m = rt.model
+    experts = m._mlp_params(m.expert_intermediate) * m.num_experts * m.num_layers
+    dense = load_training(scenario(model=moe, training={"gpus": 2, "global_batch": 8, "micro_batch": 1},
+                                   layout={"tp": 2}))
+    # going from experts split over the 2 tensor-parallel GPUs to 8 expert-parallel GPUs frees 3/8 of the experts
+    assert build(dense)[1][0].params - stages[0].params == pytest.approx(experts * (1 / 2 - 1 / 8), rel=1e-9)

@@ -10,7 +10,11 @@ Models: the forward ops of a stage's layers are the serving lowering's (``worklo
     input and the incoming gradient in, the gradient out); each tensor-parallel all-reduce has its
     conjugate in the backward (Megatron's f / g operators). Recompute (Korthikanti et al. 2022):
     full re-runs every layer's forward before its backward; selective re-runs core attention.
-    Sequence parallelism splits the norms, residual adds and dropouts over the ``tp`` GPUs (its
+    Expert parallelism wider than the tensor-parallel group (``ep`` = k x ``tp``, the extra factor
+    taken from the data-parallel ranks) runs the serving lowering's attention-data-parallel layout:
+    attention and dense layers tensor-parallel over ``tp``, each token dispatched to its top-k
+    experts' GPUs and combined back by all-to-all over the ``ep`` GPUs, each GPU holding whole
+    experts. Sequence parallelism splits the norms, residual adds and dropouts over the ``tp`` GPUs (its
     reduce-scatter + all-gather move the all-reduce's bytes); context parallelism splits each
     sequence ``cp`` ways (load-balanced causal attention: 1/cp of the query-key pairs per GPU).
     fp8 runs every GEMM but the LM head on the fp8 tensor path with a cast kernel per input
@@ -101,7 +105,11 @@ def forward_ops(model: TransformerConfig, stage: StageShape, ts: TrainShape) -> 
     """The per-GPU forward kernels of one micro-batch on ``stage``."""
     m = stage_model(model, stage)
     T = ts.tokens
-    dense = dense_ops(T, T if stage.last else 0, m, ts.tp, ep=ts.ep)
+    if ts.ep > ts.tp:  # experts over ep / tp tensor-parallel groups: tokens dispatched to them and back
+        k = ts.ep // ts.tp
+        dense = dense_ops(T * k, T * k if stage.last else 0, m, ts.ep, ep=ts.ep, dp=k)
+    else:
+        dense = dense_ops(T, T if stage.last else 0, m, ts.tp, ep=ts.ep)
     seqs = BatchShape(prefill=((ts.seq_len, 0),) * ts.micro_batch)
     attn = attention_ops(seqs, m, ts.tp)
     if ts.cp > 1:  # each GPU holds 1/cp of every sequence's queries and sees all of its keys (ring)
@@ -183,7 +191,8 @@ def flops(ops: list[Op]) -> float:
 
 def layer_params(model: TransformerConfig, tp: int = 1, ep: int = 1) -> float:
     """Parameters of one average layer on one GPU: attention and dense MLP split ``tp`` ways, routed
-    experts ``ep`` ways and each expert ``tp / ep`` ways (as the serving lowering splits them)."""
+    experts ``ep`` ways and each expert ``tp / ep`` ways (as the serving lowering splits them), or,
+    with ``ep`` > ``tp`` (experts over several tensor-parallel groups), each GPU whole experts."""
     attn = model.attn_params_per_layer() / tp
     norms = 2 * model.hidden_size
     if not model.is_moe:
@@ -191,7 +200,7 @@ def layer_params(model: TransformerConfig, tp: int = 1, ep: int = 1) -> float:
     mlp_total = model.mlp_params_per_layer() * model.num_layers
     experts = model._mlp_params(model.expert_intermediate) * model.num_experts * model.moe_layers
     rest = (mlp_total - experts) / tp
-    return attn + (experts / tp + rest) / model.num_layers + norms
+    return attn + (experts / max(tp, ep) + rest) / model.num_layers + norms
 
 
 def stage_params(model: TransformerConfig, stage: StageShape, tp: int = 1, ep: int = 1) -> float:

@@ -58,7 +58,8 @@ class LayoutSection(StrictConfig):
     tp: int = Field(default=1, ge=1, description="tensor-parallel GPUs per layer")
     pp: int = Field(default=1, ge=1, description="pipeline stages")
     cp: int = Field(default=1, ge=1, description="context-parallel GPUs per sequence")
-    ep: int = Field(default=1, ge=1, description="MoE experts split over this many of the tp GPUs")
+    ep: int = Field(default=1, ge=1, description="MoE experts split over this many GPUs: a divisor of tp, or a "
+                                                 "multiple of tp taken from the data-parallel ranks (all-to-all)")
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per stage (interleaved 1F1B)")
     sequence_parallel: bool = False
     zero: Literal[0, 1, 2, 3] = Field(default=0, description="ZeRO stage over the dp x cp GPUs")
@@ -147,11 +148,13 @@ def check_layout(spec: TrainingScenario, model: Any) -> None:
     if lay.schedule == "interleaved" and m % lay.pp:
         raise ConfigError(f"the interleaved schedule needs the {m} micro-batches per replica to be a multiple of "
                           f"pp = {lay.pp}", where="layout.schedule")
-    if lay.tp % lay.ep:
-        raise ConfigError(f"ep {lay.ep} must divide tp {lay.tp} (experts split over the tensor-parallel GPUs)",
-                          where="layout.ep")
     if lay.ep > 1 and not model.is_moe:
         raise ConfigError(f"ep {lay.ep} needs a mixture-of-experts model; {model.name} is dense", where="layout.ep")
+    if lay.tp % lay.ep and (lay.ep % lay.tp or (lay.tp * lay.dp) % lay.ep):
+        raise ConfigError(f"ep {lay.ep} must divide tp {lay.tp}, or be a multiple of it that divides tp x dp = "
+                          f"{lay.tp * lay.dp} (experts over several data-parallel ranks)", where="layout.ep")
+    if model.is_moe and model.num_experts % lay.ep:
+        raise ConfigError(f"ep {lay.ep} does not divide the model's {model.num_experts} experts", where="layout.ep")
     if t.seq_len % lay.cp:
         raise ConfigError(f"seq_len {t.seq_len} is not a multiple of cp {lay.cp}", where="training.seq_len")
     if lay.tp > model.num_heads:

@@ -19,6 +19,7 @@ from simulator.training.config import ResolvedTraining
 from simulator.training.memory import MemoryBreakdown, breakdown, bytes_per_param, gib
 from simulator.training.schedule import Channel, PipelinePlan, PipelineResult, max_in_flight, simulate, unit_order
 from workloads import training as wt
+from workloads.llm import ALLTOALL
 
 
 @dataclass
@@ -72,6 +73,11 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     per_node = spec.hardware.gpus_per_node
     tp_link = rt.intra if lay.tp * lay.cp <= per_node or rt.inter is None else rt.inter
     backend = rt.timing.cls(rt.timing.config, rt.device, Link(tp_link))
+    ep_link = rt.intra if lay.ep * lay.cp <= per_node or rt.inter is None else rt.inter
+    a2a = backend if ep_link is tp_link else rt.timing.cls(rt.timing.config, rt.device, Link(ep_link))
+
+    def timed(ops: list[Any]) -> float:  # MoE all-to-all on the expert-parallel group's link
+        return sum((a2a if op.kind == ALLTOALL else backend).op_s(op) for op in ops)
     ts = train_shape(rt)
     m = t.global_batch // (t.micro_batch * lay.dp)
     shapes = stage_shapes(rt)
@@ -83,8 +89,8 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     for s, row in enumerate(shapes):
         fwd = [wt.forward_ops(model, sh, ts) for sh in row]
         bwd = [wt.backward_ops(f, t.recompute) for f in fwd]
-        fwd_s.append([backend.ops_s(f) for f in fwd])
-        bwd_s.append([backend.ops_s(b) for b in bwd])
+        fwd_s.append([timed(f) for f in fwd])
+        bwd_s.append([timed(b) for b in bwd])
         chunk_params = [wt.stage_params(model, sh, lay.tp, lay.ep) for sh in row]
         params = sum(chunk_params)
         opt_params = params / (shards if lay.zero >= 1 else 1)
