@@ -427,7 +427,8 @@ EXPECTATIONS: tuple[Expectation, ...] = (
 # Sections kept in their own modules. Each module defines ``SECTION`` (its title), ``NOTE`` (the paragraph under
 # it in docs/reproductions.md) and ``ROWS`` (its expectations); importing it registers its measure functions
 # in :data:`simulator.reproduce_measure.MEASURES` through the ``measure`` decorator.
-SECTION_MODULES: tuple[str, ...] = ("simulator.reproduce_offload", "simulator.reproduce_training")
+SECTION_MODULES: tuple[str, ...] = ("simulator.reproduce_offload", "simulator.reproduce_training",
+                                    "simulator.reproduce_variants")
 
 
 def _load_sections() -> tuple[Expectation, ...]:

@@ -25,6 +25,8 @@ import numpy as np
 from workloads.attention_variants import FULL, STATE, WINDOW, Group, groups, layer_kinds, window_pairs
 from workloads.llm import ATTN_DECODE, ATTN_PREFILL, ELEMENTWISE, GEMM, BatchShape, Op, _kv_quantized, layer_shards
 
+Q_TILE = 128  # FlashAttention-2's query tile (Br) for head widths up to 128 (flash_fwd_launch_template.h)
+
 
 def attention_layers(model: Any) -> int:
     kinds = layer_kinds(model)
@@ -64,12 +66,18 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
                 p, k = window_pairs(t, ctx, cap)
                 pairs, keys = pairs + p, keys + k
             name = "attn_prefill" if g.name == "full" else f"attn_prefill_{g.name}"
+            seqs, q = len(shape.prefill), sum(t for t, _ in shape.prefill)
             if g.density < 1.0:
                 pairs = int(round(pairs * g.density))
                 name = f"attn_prefill_sparse{g.density:g}"
-            ops.append(_kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=len(shape.prefill),
-                                        q_tokens=sum(t for t, _ in shape.prefill), kv_tokens=keys, pairs=pairs,
-                                        heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b), model, scheme))
+            if g.density < 1.0 or (cap is not None and any(cap < t + c for t, c in shape.prefill)):
+                # each query tile reads only its own key blocks (a window's, the sparse index's): the op
+                # as one sequence per tile whose keys are that tile's, so the kernel model re-reads nothing
+                seqs = sum(-(-t // Q_TILE) for t, _ in shape.prefill)
+                keys = max(q, -(-pairs // Q_TILE))
+            ops.append(_kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=seqs, q_tokens=q, kv_tokens=keys,
+                                        pairs=pairs, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b),
+                                     model, scheme))
             if g.density < 1.0 and v.sparse_index_queries:  # MInference: last queries x every key
                 nq = [min(t, v.sparse_index_queries) for t, _ in shape.prefill]
                 ops.append(Op(ATTN_PREFILL, "attn_sparse_index", g.layers, seqs=len(nq), q_tokens=sum(nq),
