@@ -142,6 +142,8 @@ def one_line_error(result, *parts: str) -> None:
     ({"training": {"micro_batch": 64, "global_batch": 64, "seq_len": 2048}, "model": {"num_layers": 64}},
      ("layout", "GiB per GPU", "more than the 80.0 GiB")),
     ({"layout": {"zero": 4}}, ("layout.zero",)),
+    ({"layout": {"tp": 3}, "training": {"gpus": 3}}, ("layout.tp", "16 attention heads")),
+    ({"layout": {"ep": 2}, "training": {"gpus": 1}}, ("layout.ep", "dense")),
     ({"training": {"seq_len": "2k"}}, ("training.seq_len",)),
 ])
 def test_bad_training_input_is_one_line_and_exit_2(tmp_path, change, parts):

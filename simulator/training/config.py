@@ -157,8 +157,9 @@ def check_layout(spec: TrainingScenario, model: Any) -> None:
         raise ConfigError(f"ep {lay.ep} does not divide the model's {model.num_experts} experts", where="layout.ep")
     if t.seq_len % lay.cp:
         raise ConfigError(f"seq_len {t.seq_len} is not a multiple of cp {lay.cp}", where="training.seq_len")
-    if lay.tp > model.num_heads:
-        raise ConfigError(f"tp {lay.tp} exceeds the model's {model.num_heads} attention heads", where="layout.tp")
+    if model.num_heads % lay.tp:
+        raise ConfigError(f"tp {lay.tp} does not divide the model's {model.num_heads} attention heads",
+                          where="layout.tp")
 
 
 def load_training(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> ResolvedTraining:
