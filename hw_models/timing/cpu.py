@@ -10,8 +10,9 @@ Models: every op is split over ``threads`` cores and ends at a thread barrier (t
     call). Where the CPU has table-lookup kernels (``lut_kernels``) and a weight is stored in at
     most 4 bits, the T-MAC kernel replaces the multiplies: activations in groups of g = 4 index a
     table of 2^g partial sums built per row, and each weight bit-plane costs one byte shuffle per
-    group, so a weight element costs bits / g lookups at simd_bits / 8 lookups per shuffle,
-    ``shuffle_units`` shuffles per cycle: time grows linearly with the bits. Attention: decode
+    group, so a weight element costs bits / g lookups at simd_bits / 8 lookups per shuffle; each
+    shuffle and the two widening adds accumulating it issue on ``shuffle_units`` SIMD pipes per
+    cycle: time grows linearly with the bits. Attention: decode
     reads the K/V once (bytes / bandwidth vs FLOPs / peak), prefill is compute-bound at the peak
     x gemm_efficiency. Elementwise ops sweep their bytes at the DRAM bandwidth.
 Ignores: caches holding a layer's weights between tokens (a 7B model streams from DRAM), NUMA,
@@ -37,6 +38,9 @@ from simulator.config.quantities import StrictConfig
 from simulator.core.registry import register_timing
 
 LUT_GROUP = 4  # activations per table (T-MAC's g)
+# SIMD instructions per table lookup of 16 byte lanes: the TBL / PSHUFB and the two widening adds that
+# accumulate its int8 partial sums into int16 (T-MAC, section 4: lookup then accumulate)
+LUT_INSTRUCTIONS = 3
 
 
 class CpuTimingConfig(StrictConfig):
@@ -60,7 +64,8 @@ class CpuBackend(TimingBackend):
         self._share = self.threads / device.cores
         self._sync = device.gemm_fork_join_s if self.threads > 1 else 0.0
         self._lanes32 = device.simd_bits / 32 * device.fma_units * device.freq_hz * self.threads
-        self._lookups = device.simd_bits / 8 * device.shuffle_units * device.freq_hz * self.threads
+        self._lookups = (device.simd_bits / 8 * device.shuffle_units / LUT_INSTRUCTIONS * device.freq_hz
+                         * self.threads)
         if config.kernels == "lut" and not device.lut_kernels:
             from simulator.core.errors import ConfigError
 
