@@ -116,9 +116,6 @@ DISTSERVE_INPUTS = (Input("tpot_slo_s", 0.02, "TPOT SLO, s", "scaled to hwsim's 
 FALCON_INPUTS = (Input("p99_tbt_s", 0.25, "P99 TBT SLO, s", "5x a decode step (the paper's rule)"),
                  Input("prompt_median", 1730, "workload.prompt_tokens.median", "as the Mistral-7B row"))
 VAT_DECODE = (Input("l2_bw_gb_s", 4690, "l2_bw (GB/s)", "estimate: 2.3 x HBM bandwidth (no preset value)"),)
-SHADOW_INPUTS = (Input("sparse_budget", 0.0156, "sparse_budget", "ShadowKV's 1.56 % (input)"),
-                 Input("rank", 160, "rank", "ShadowKV's key rank (input)", True),
-                 Input("outlier_fraction", 0.002, "outlier_fraction", "assumed"))
 TPI_INPUTS = (Input("link_latency_ms", 0.5, "link_latency (ms)", "estimate for a switched LAN + TCP"),
               Input("link_bw_mb_s", 125, "link_bw (MB/s)", "1 Gbit/s Ethernet"))
 KIVI_INPUTS = (Input("output_tokens", 1024, "workload.output_tokens (fixed)", "stand-in: 1024 + 1024 tokens", True),)
@@ -294,16 +291,6 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         (Input("kv_budget", 0.2, "policies.kv_cache.budget_fraction", "H2O's 20 % budget (input)"),
          Input("output_tokens", 32, "workload.output_tokens (fixed)", "the benchmark's 512 + 32", True)),
         missed="at 512 + 32 tokens the weights dominate each step's bytes; the budget only cuts the KV share"),
-    Expectation(
-        "shadowkv_batch", KV, "ShadowKV (2024)", "up to 6x larger batch (Llama-3.1-8B, 122K, A100)", 6.0, "x",
-        "abstract", "largest batch with ShadowKV's GPU footprint / with full KV", "shadowkv_batch", ANALYTIC,
-        "shadowkv_llama31_8b_a100.yaml", SHADOW_INPUTS),
-    Expectation(
-        "shadowkv_throughput", KV, "ShadowKV (2024)", "up to 3.04x throughput", 3.04, "x", "abstract",
-        "decode throughput ShadowKV / full KV at each one's largest batch", "shadowkv_throughput", MECHANISM,
-        "shadowkv_llama31_8b_a100.yaml", SHADOW_INPUTS,
-        missed="80 % of the ShadowKV step is the value fetch over PCIe; the paper's kernels reuse recently fetched "
-               "chunks (value_cache_hit, 0 by default: with 0.5, 3.3x)"),
     Expectation(
         "instinfer_throughput", KV, "InstInfer (2024)",
         "in-storage decode attention: up to 11.1x throughput vs FlexGen, 13B model on an A6000", 11.1, "x", "abstract",

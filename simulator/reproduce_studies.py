@@ -101,24 +101,6 @@ def cachegen_delay(p: Params) -> Figure:
                                           f"x compression_ratio)")
 
 
-def shadowkv(p: Params) -> dict:
-    sets = [f"{k}={num(v)}" for k, v in sorted(p.items())]
-    return study("shadowkv_llama31_8b_a100.yaml", tuple(sets))
-
-
-@measure
-def shadowkv_batch(p: Params) -> Figure:
-    r = shadowkv(p)
-    return r["batch_ratio"], f"batch {r['full_batch']} -> {r['shadowkv_batch']}"
-
-
-@measure
-def shadowkv_throughput(p: Params) -> Figure:
-    r = shadowkv(p)
-    return r["throughput_ratio"], (f"{r['full_tok_s']:.0f} -> {r['shadowkv_tok_s']:.0f} tok/s; value fetch "
-                                   f"{r['pcie_bound_share']:.0%} of the step")
-
-
 @measure
 def instinfer_gain(p: Params) -> Figure:
     r = study("instinfer_opt13b_a6000.yaml", (f"kv_read_fraction={num(p['kv_read_fraction'])}",

@@ -29,6 +29,7 @@ from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.controller import attach_controller
 from simulator.serving.speculation import attach_speculation
+from simulator.serving.sparse_kv_fetch import build_sparse_kv_fetch
 from simulator.serving.step_timer import StepTimer
 from simulator.serving.weight_offload import build_weight_offload
 
@@ -227,7 +228,8 @@ class Simulation:
                               dp=pool.attention_data_parallel,
                               kernel_overlap=build_overlap(spec.engine.overlap),
                               expert_fetch=build_expert_offload(scenario, pool, self.quant),
-                              weight_offload=build_weight_offload(scenario, pool, self.quant))
+                              weight_offload=build_weight_offload(scenario, pool, self.quant),
+                              kv_fetch=build_sparse_kv_fetch(scenario, pool))
             self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
         first = self.pools[0]
         self.tp, self.mem, self.link, self.backend, self.timer = (

@@ -5,6 +5,7 @@ FlexGen, H2O on FlexGen and LLM in a flash run on the serving engine: tests/test
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.reproduce_measure import h2o_serving
-from simulator.studies import flexgen, shadowkv
+from simulator.studies import flexgen
 from simulator.studies.run import run_study
 
 PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
@@ -53,35 +54,86 @@ def test_h2o_latency_gain_on_the_serving_engine_grows_with_the_generated_length(
     assert gains[1] > gains[0] > 1.0
 
 
-# -- ShadowKV ------------------------------------------------------------------------------------
-def test_shadowkv_fits_about_six_times_the_batch_and_doubles_throughput_without_value_reuse():
-    # Paper: up to 6x larger batch, 3.04x throughput (rows shadowkv_batch / shadowkv_throughput).
-    # Memory: the ShadowKV batch is the free memory over its per-sequence GPU bytes, less the one
-    # full KV kept as prefill workspace; the throughput gain is below the batch gain because the
-    # value fetch over PCIe, not HBM, bounds the step.
-    r = run_study(SHADOWKV, [], None, quiet=True)
-    m, g, _ = shadowkv._parts(shadowkv.Config())
-    free = g.memory_bytes - m.weight_bytes()
-    assert r["shadowkv_batch"] == int((free - r["kv_bytes_per_seq"]) // r["shadowkv_gpu_bytes_per_seq"])
-    assert 1.0 < r["throughput_ratio"] < r["batch_ratio"]
-    assert r["pcie_bound_share"] > 0.5
+# -- ShadowKV on the serving engine (policies.kv_cache shadowkv) ---------------------------------------
+SHADOW_P = {"sparse_budget": 0.0156, "rank": 160, "outlier_fraction": 0.002}
 
 
-def test_shadowkv_full_kv_batch_is_free_memory_over_kv_bytes_per_sequence():
-    r = run_study(SHADOWKV, [], None, quiet=True)
-    cfg = shadowkv.Config()
-    m, g, _ = shadowkv._parts(cfg)
-    assert r["kv_bytes_per_seq"] == 122880 * 2 * 32 * 8 * 128 * 2
-    assert r["full_batch"] == int((g.memory_bytes - m.weight_bytes()) // r["kv_bytes_per_seq"])
-    assert r["full_step_s"] == pytest.approx((m.weight_bytes() + 4 * r["kv_bytes_per_seq"]) / (2039e9 * 0.8))
+def shadow_sim(*sets: str):
+    from simulator.config.loader import load_scenario
+    from simulator.runner import Simulation
+
+    return Simulation(load_scenario(SHADOWKV, list(sets)))
 
 
-def test_shadowkv_reuse_of_fetched_values_and_more_pcie_bandwidth_raise_throughput():
-    base = run_study(SHADOWKV, [], None, quiet=True)["shadowkv_tok_s"]
-    assert run_study(SHADOWKV, ["value_cache_hit=0.5"], None, quiet=True)["shadowkv_tok_s"] > base
-    gen5 = ["host={preset: DGX-A100-host, pcie_generation: 5}"]
-    assert run_study(SHADOWKV, gen5, None, quiet=True)["shadowkv_tok_s"] > base
-    assert run_study(SHADOWKV, ["sparse_budget=0.05"], None, quiet=True)["shadowkv_tok_s"] < base
+def test_shadowkv_gpu_share_of_a_token_is_rank_landmark_and_outliers_over_full_kv():
+    from policies.caching.shadowkv import ShadowKvConfig, ShadowKvPolicy
+
+    pol = ShadowKvPolicy(ShadowKvConfig(kv_width=1024))
+    assert pol.share == pytest.approx((160 + 1024 / 8 + 2 * 1024 * 0.002) / 2048, rel=1e-12)
+    assert pol.resident(122880) == math.ceil(pol.share * 122880) + 80  # + the shared factor B
+    assert pol.resident(10) == 10  # short sequences are held in full
+
+
+def test_shadowkv_and_full_kv_batches_are_free_memory_over_each_ones_bytes_per_sequence():
+    from simulator.reproduce_offload import FULL_KV, admitted
+
+    gib, per_token = 2**30, 32 * 2 * 1024 * 2  # Llama-3.1-8B: 128 KiB of K and V per token
+    full = shadow_sim(*FULL_KV)
+    free = 80 * gib - full.scenario.model.config.weight_bytes() - 1 * gib
+    assert admitted(SHADOWKV.name, FULL_KV) == int(free // (per_token * 16)) // (122880 // 16)
+    from policies.caching.shadowkv import ShadowKvConfig, ShadowKvPolicy
+
+    blocks = int((free - 15 * gib) // (per_token * 16))  # one full KV kept as prefill workspace
+    res = ShadowKvPolicy(ShadowKvConfig(kv_width=1024)).resident(122880)
+    assert admitted(SHADOWKV.name, ()) == blocks // math.ceil(res / 16)
+
+
+def test_a_shadowkv_decode_step_adds_layers_times_the_slower_of_value_fetch_and_key_rebuild():
+    from workloads.llm import BatchShape
+
+    sim = shadow_sim()
+    fetch = sim.timer.kv_fetch
+    rows, ctx = 22, 122880
+    resident = rows * sim.scenario.kv_cache.cls(sim.scenario.kv_cache.config).resident(ctx)
+    shape = BatchShape(decode_rows=rows, decode_kv=resident, emitting=rows)
+    with_fetch, _ = sim.timer.step(shape)
+    sim.timer.kv_fetch = None
+    without, _ = sim.timer.step(shape)
+    sel = math.ceil(0.0156 * rows * ctx)
+    per_layer = 10e-6 + sel * 1024 * 2 / fetch.pcie_rate  # the fetch binds: 2 B per value vs 2 x 160 FLOP
+    assert (with_fetch - without) / 1e12 == pytest.approx(32 * per_layer, rel=2e-3)
+    sim.timer.kv_fetch = fetch
+    ps, _ = sim.timer.decode_segment(rows, resident, 3)  # the fast path adds the same wait
+    assert ps[0] == with_fetch
+
+
+def test_shadowkv_throughput_rises_with_value_reuse_and_pcie_bandwidth_and_falls_with_the_budget():
+    from simulator.reproduce_offload import SHADOWKV as FILE
+    from simulator.reproduce_offload import decode_rate, shadow_sets
+
+    base = decode_rate(FILE, shadow_sets(SHADOW_P))[2]
+    assert decode_rate(FILE, (*shadow_sets(SHADOW_P), "policies.kv_cache.value_cache_hit=0.5"))[2] > base
+    gen5 = "policies.kv_cache.host={preset: DGX-A100-host, pcie_generation: 5}"
+    assert decode_rate(FILE, (*shadow_sets(SHADOW_P), gen5))[2] > base
+    assert decode_rate(FILE, shadow_sets({**SHADOW_P, "sparse_budget": 0.05}))[2] < base
+
+
+def test_shadowkv_beats_full_kv_by_less_than_its_batch_gain():
+    from simulator.reproduce_offload import shadowkv_batch, shadowkv_throughput
+
+    batch, tput = shadowkv_batch(SHADOW_P)[0], shadowkv_throughput(SHADOW_P)[0]
+    assert 1.0 < tput < batch
+
+
+def test_a_shadowkv_kv_width_that_is_not_the_models_is_one_line_and_exit_code_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(SHADOWKV), "--out", str(tmp_path), "-q", "--set",
+                                 "policies.kv_cache.kv_width=4096"])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "kv_width" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 # -- InstInfer -----------------------------------------------------------------------------------

@@ -31,11 +31,15 @@ class StepTimer:
     (a :class:`workloads.expert_offload.ExpertOffload`, or None: every expert on the GPU) adds the time
     an iteration waits for routed experts copied from host memory or SSD, after the GPU time.
     ``weight_offload`` (a :class:`workloads.weight_offload.WeightOffload`, or None: every weight on the
-    GPU) times the iteration as a layer-by-layer pass with the streamed weights loaded beside compute."""
+    GPU) times the iteration as a layer-by-layer pass with the streamed weights loaded beside compute.
+    ``kv_fetch`` (a :class:`workloads.sparse_kv_fetch.SparseKvFetch`, or None) adds the wait for the
+    values a sparse-attention KV policy copies from host memory each decode iteration."""
 
     def __init__(self, model, tp: int, backend, quant=None, framework=None, launch_s: float = 0.0,
-                 ep: int = 1, kernel_overlap=None, dp: int = 1, expert_fetch=None, weight_offload=None) -> None:
+                 ep: int = 1, kernel_overlap=None, dp: int = 1, expert_fetch=None, weight_offload=None,
+                 kv_fetch=None) -> None:
         self.model = model
+        self.kv_fetch = kv_fetch  # sparse KV fetched from host per decode step (shadowkv): stall_s(rows, kv) -> s
         self.weight_offload = weight_offload  # dense weights streamed per layer: step_s(dense, attn, ...) -> s
         self.expert_fetch = expert_fetch  # MoE expert offload: stall_s(tokens, gpu_s) -> seconds
         self.ep = ep  # MoE experts split over ep of the tp GPUs
@@ -134,6 +138,8 @@ class StepTimer:
             t = min(t, self._overlapped_s(tokens, emitting, attn, t))
         if self.weight_offload is not None:
             t = self._offloaded_s(shape, tokens, emitting, attn)
+        if self.kv_fetch is not None and shape.decode_rows:
+            t += float(self.kv_fetch.stall_s(shape.decode_rows, shape.decode_kv))
         if self.energy is not None:
             t = self._throttled(t, *self._dense_j(tokens, emitting), self.energy.ops_energy(attn))
         if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
@@ -213,6 +219,8 @@ class StepTimer:
             padded = self.framework.padded_batch(rows) if self.framework is not None else rows
             n = -(-padded // wo.num_gpu_batches)
             step_s = wo.step_s(wo.num_gpu_batches * self._dense(n, n)[0], 0.0, attn_s, rows, kv, rows)
+        if self.kv_fetch is not None:
+            step_s = step_s + self.kv_fetch.stall_s(rows, kv)
         if self.energy is not None:
             step_s = self._throttled_segment(step_s, rows, template, -(-kv // self.dp) if self.dp > 1 else kv)
         if self.expert_fetch is not None:
