@@ -451,4 +451,8 @@ def make_kv_cache(component, total_blocks: int, block_size: int) -> PagedKvCache
         return CappedKvCache(total_blocks, block_size, component.cls(component.config))
     if component.cls.mechanism == "prefix":
         return PrefixKvCache(total_blocks, block_size, component.cls(component.config))
+    if component.cls.mechanism == "chunk_reuse":  # CacheBlend-style non-prefix reuse
+        from simulator.serving.chunk_reuse import ChunkReuseKvCache
+
+        return ChunkReuseKvCache(total_blocks, block_size, component.cls(component.config))
     raise ValueError(f"unknown KV mechanism {component.cls.mechanism!r}")
