@@ -116,3 +116,11 @@ def test_every_stage_finishes_its_step_whatever_the_pipeline_shape(p, k, v, offl
     copies = [iv for iv in r.intervals if iv.lane == "pcie"]
     # every stashed unit (all but the last virtual stage's) goes to the host and comes back once
     assert len(copies) == (2 * (p * v - 1) * p * k if offload else 0)
+
+
+def test_experts_spread_over_data_parallel_ranks_reduce_their_gradients_over_the_smaller_group():
+    ch = Channel(5e-6, 25e9, "ib")
+    dense, experts, n, ne = 1e9, 4e9, 16, 4
+    r = simulate(plan(1, 2, dp=n, dp_channel=ch, grad_bytes=[[dense]], param_bytes=[[dense]],
+                      expert_grad_bytes=[[experts]], expert_param_bytes=[[experts]], expert_dp=ne))
+    assert r.dp_wire_bytes[0] == pytest.approx(2 * (n - 1) / n * dense + 2 * (ne - 1) / ne * experts, rel=1e-9)

@@ -203,6 +203,14 @@ def layer_params(model: TransformerConfig, tp: int = 1, ep: int = 1) -> float:
     return attn + (experts / max(tp, ep) + rest) / model.num_layers + norms
 
 
+def expert_params(model: TransformerConfig, stage: StageShape, tp: int = 1, ep: int = 1) -> float:
+    """The routed experts' parameters among ``stage_params`` (one GPU's share, as ``layer_params``)."""
+    if not model.is_moe:
+        return 0.0
+    experts = model._mlp_params(model.expert_intermediate) * model.num_experts * model.moe_layers
+    return stage.layers * experts / model.num_layers / max(tp, ep)
+
+
 def stage_params(model: TransformerConfig, stage: StageShape, tp: int = 1, ep: int = 1) -> float:
     """Parameters one GPU of ``stage`` holds (its layers; the embedding / LM head on the end stages)."""
     p = stage.layers * layer_params(model, tp, ep)

@@ -8,7 +8,8 @@ Models: mixed-precision training as in ZeRO (Rajbhandari et al., SC20): per para
     (micro-batch, chunk) unit keeps times the most units the schedule holds at once (from the
     simulated order), plus the last stage's logits; with activation offload, two units stay on
     the GPU (the one computing and the one being copied). A fixed reserve covers the CUDA context,
-    NCCL buffers and allocator slack.
+    NCCL buffers and allocator slack. Routed experts spread over data-parallel ranks are sharded over
+    their smaller expert-data-parallel group.
 Ignores: allocator fragmentation beyond the reserve, ZeRO-3's gathered-parameter buffers (one
     chunk's weights, small beside the rest), temporary GEMM workspaces.
 Sources: Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models"
@@ -58,10 +59,12 @@ def model_states(params: float, zero: int, shards: int, precision: str = "bf16",
 
 def breakdown(params: float, zero: int, shards: int, unit_act: float, in_flight: int, extra_act: float,
               reserve: float, offload: bool, precision: str = "bf16", grad_dtype: str = "bf16",
-              optimizer: str = "adam") -> MemoryBreakdown:
-    w, g, k = model_states(params, zero, shards, precision, grad_dtype, optimizer)
+              optimizer: str = "adam", experts: float = 0.0, expert_shards: int = 0) -> MemoryBreakdown:
+    """``experts`` of the ``params`` are sharded by ZeRO over ``expert_shards`` GPUs (default ``shards``)."""
+    w, g, k = model_states(params - experts, zero, shards, precision, grad_dtype, optimizer)
+    ew, eg, ek = model_states(experts, zero, expert_shards or shards, precision, grad_dtype, optimizer)
     units = min(in_flight, 2) if offload else in_flight
-    return MemoryBreakdown(w, g, k, unit_act * units + extra_act, reserve)
+    return MemoryBreakdown(w + ew, g + eg, k + ek, unit_act * units + extra_act, reserve)
 
 
 def gib(x: float) -> str:

@@ -10,7 +10,8 @@ Models: each pipeline stage is one process running Megatron-LM's order of forwar
     bubble, its growth with communication, and contention with the gradient reduction all come out
     of the simulation. Gradients are reduced over the data-parallel GPUs in buckets as the last
     micro-batch's backward of each chunk produces them (all-reduce: 2 (n - 1) / n of the bytes on the
-    wire, 2 (n - 1) latency steps; ZeRO: reduce-scatter, (n - 1) / n), one collective at a time on a
+    wire, 2 (n - 1) latency steps; ZeRO: reduce-scatter, (n - 1) / n; experts spread over data-parallel
+    ranks: over their expert-data-parallel group), one collective at a time on a
     communication stream that shares the GPU's link with the pipeline sends. ZeRO-3 all-gathers a
     chunk's parameters before each of its passes (prefetched one unit ahead); ZeRO-1/2 all-gather
     the updated parameters after the optimizer step. Offloaded activations go to host DRAM over the
@@ -97,6 +98,11 @@ class PipelinePlan:
     bucket_bytes: float = 40e6
     overlap_grad_reduce: bool = True
     offload_bytes: float = 0.0  # activations of one (micro-batch, chunk) stashed to host
+    # MoE experts spread over data-parallel ranks: their gradients and weights (not in grad_bytes /
+    # param_bytes) are reduced and gathered over the expert-data-parallel group of expert_dp GPUs
+    expert_grad_bytes: list[list[float]] = field(default_factory=list)
+    expert_param_bytes: list[list[float]] = field(default_factory=list)
+    expert_dp: int = 0  # 0: dp
     pcie: Channel | None = None
 
 
@@ -168,9 +174,12 @@ class _Sim:
             self.intervals.append(Interval(s, "p2p", name, t0, self.env.now))
         done.succeed()
 
-    def collective(self, s: int, kind: str, nbytes: float, name: str, done: simpy.Event | None = None):
-        """A DP collective of ``nbytes`` (the full buffer per GPU) on stage ``s``'s comm stream."""
-        plan, n = self.plan, self.plan.dp
+    def collective(self, s: int, kind: str, nbytes: float, name: str, done: simpy.Event | None = None,
+                   n: int | None = None):
+        """A collective of ``nbytes`` (the full buffer per GPU) over ``n`` GPUs (default: the data-parallel
+        group) on stage ``s``'s comm stream."""
+        plan = self.plan
+        n = plan.dp if n is None else n
         if n > 1 and nbytes > 0 and plan.dp_channel is not None:
             with self.streams[s].request() as req:
                 yield req
@@ -203,9 +212,7 @@ class _Sim:
         kind, mb, c = order[i]
         evs = []
         if plan.zero == 3 and plan.dp > 1:
-            ev = self.env.event()
-            self.env.process(self.collective(s, "allgather", plan.param_bytes[s][c], f"gather params c{c}", ev))
-            evs.append(ev)
+            evs += self.gather(s, [c], f"gather params c{c}")
         if kind == B and plan.offload_bytes > 0 and plan.pcie is not None and c * plan.p + s < plan.p * plan.v - 1:
             ev = self.env.event()
             self.env.process(self.pcie(s, self.h2d[s], plan.offload_bytes, f"reload mb{mb} c{c}",
@@ -260,24 +267,40 @@ class _Sim:
         yield env.timeout(s_to_ps(plan.opt_s[s]))
         self.intervals.append(Interval(s, "compute", "optimizer", t0, env.now))
         if plan.zero in (1, 2) and plan.dp > 1:
-            done = env.event()
-            env.process(self.collective(s, "allgather", sum(plan.param_bytes[s]), "gather params", done))
-            yield done
+            for ev in self.gather(s, range(plan.v), "gather params"):
+                yield ev
         self.stage_end[s] = env.now
 
-    def _buckets(self, s: int, c: int) -> list[float]:
-        total = self.plan.grad_bytes[s][c] if self.plan.grad_bytes else 0.0
-        if total <= 0:
-            return []
-        n = max(1, int(-(-total // self.plan.bucket_bytes)))
-        return [total / n] * n
+    def gather(self, s: int, chunks, name: str) -> list[simpy.Event]:
+        """All-gather the weights of ``chunks`` (ZeRO): the dense ones over dp, the experts over expert_dp."""
+        plan, out = self.plan, []
+        parts = [(plan.param_bytes, plan.dp, name)]
+        if plan.expert_param_bytes:
+            parts.append((plan.expert_param_bytes, plan.expert_dp or plan.dp, f"{name} (experts)"))
+        for table, n, label in parts:
+            size = sum(table[s][c] for c in chunks) if table else 0.0
+            if size > 0 and n > 1:
+                ev = self.env.event()
+                self.env.process(self.collective(s, "allgather", size, label, ev, n))
+                out.append(ev)
+        return out
+
+    def _buckets(self, s: int, c: int) -> list[tuple[float, int]]:
+        """(bytes, GPUs) of each gradient bucket of chunk ``c``: the dense ones, then the experts'."""
+        plan, out = self.plan, []
+        for table, n in ((plan.grad_bytes, plan.dp), (plan.expert_grad_bytes, plan.expert_dp or plan.dp)):
+            total = table[s][c] if table else 0.0
+            if total > 0:
+                k = max(1, int(-(-total // plan.bucket_bytes)))
+                out += [(total / k, n)] * k
+        return out
 
     def reduce_chunk(self, s: int, c: int, upto: int, start: int = 0) -> list[simpy.Event]:
         kind = "allreduce" if self.plan.zero == 0 else "reducescatter"
         out = []
-        for j, size in enumerate(self._buckets(s, c)[start:upto], start):
+        for j, (size, n) in enumerate(self._buckets(s, c)[start:upto], start):
             ev = self.env.event()
-            self.env.process(self.collective(s, kind, size, f"grads c{c} b{j}", ev))
+            self.env.process(self.collective(s, kind, size, f"grads c{c} b{j}", ev, n))
             out.append(ev)
         return out
 

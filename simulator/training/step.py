@@ -83,25 +83,32 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     shapes = stage_shapes(rt)
     w_b, g_b, k_b = bytes_per_param(t.precision, t.grad_dtype, t.optimizer)
     shards = lay.dp * lay.cp
+    # experts over ep / tp data-parallel ranks: their gradients and ZeRO shards span the rest of the group
+    expert_shards = shards // (lay.ep // lay.tp) if lay.ep > lay.tp else shards
     unit_act = wt.activation_bytes_per_layer(model, ts, t.flash_attention) * shapes[0][0].layers
     stages: list[StageInfo] = []
-    fwd_s, bwd_s, opt_s, grads, params_b = [], [], [], [], []
+    fwd_s, bwd_s, opt_s, grads, params_b, e_grads, e_params_b = [], [], [], [], [], [], []
     for s, row in enumerate(shapes):
         fwd = [wt.forward_ops(model, sh, ts) for sh in row]
         bwd = [wt.backward_ops(f, t.recompute) for f in fwd]
         fwd_s.append([timed(f) for f in fwd])
         bwd_s.append([timed(b) for b in bwd])
         chunk_params = [wt.stage_params(model, sh, lay.tp, lay.ep) for sh in row]
-        params = sum(chunk_params)
-        opt_params = params / (shards if lay.zero >= 1 else 1)
+        chunk_experts = [wt.expert_params(model, sh, lay.tp, lay.ep) for sh in row] if expert_shards != shards \
+            else [0.0] * len(row)
+        params, experts = sum(chunk_params), sum(chunk_experts)
+        opt_params = (params - experts) / (shards if lay.zero >= 1 else 1) + \
+            experts / (expert_shards if lay.zero >= 1 else 1)
         opt_s.append(backend.op_s(wt.optimizer_op(opt_params, g_b, w_b, k_b)))
-        grads.append([x * g_b for x in chunk_params])
-        params_b.append([x * 2.0 for x in chunk_params])
+        grads.append([(x - e) * g_b for x, e in zip(chunk_params, chunk_experts)])
+        params_b.append([(x - e) * 2.0 for x, e in zip(chunk_params, chunk_experts)])
+        e_grads.append([e * g_b for e in chunk_experts])
+        e_params_b.append([e * 2.0 for e in chunk_experts])
         order = unit_order(lay.pp, m, lay.virtual_stages, s)
         flight = max_in_flight(order)
         logits = wt.logits_bytes(model, ts) if row[-1].last else 0.0
         mem = breakdown(params, lay.zero, shards, unit_act, flight, logits, t.memory_reserve, t.offload_activations,
-                        t.precision, t.grad_dtype, t.optimizer)
+                        t.precision, t.grad_dtype, t.optimizer, experts, expert_shards)
         stages.append(StageInfo(fwd, bwd, params, mem, flight))
     cross_node_pp = lay.tp * lay.cp * lay.dp >= per_node and lay.pp > 1
     p2p_link = rt.inter if cross_node_pp and rt.inter is not None else rt.intra
@@ -117,7 +124,9 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
         p2p=_channel(p2p_link, p2p=True) if lay.pp > 1 else None, dp=shards,
         dp_channel=_channel(dp_link) if shards > 1 else None, zero=lay.zero, grad_bytes=grads, param_bytes=params_b,
         bucket_bytes=lay.grad_bucket_bytes, overlap_grad_reduce=lay.overlap_grad_reduce,
-        offload_bytes=unit_act if t.offload_activations else 0.0, pcie=pcie)
+        offload_bytes=unit_act if t.offload_activations else 0.0, pcie=pcie,
+        expert_grad_bytes=e_grads if expert_shards != shards else [], expert_param_bytes=e_params_b
+        if expert_shards != shards else [], expert_dp=expert_shards)
     if plan.dp_channel is not None and plan.p2p is not None and dp_link is p2p_link:
         plan.dp_channel = plan.p2p  # one link per GPU: pipeline sends and gradient reductions share it
     return plan, stages, backend
@@ -144,10 +153,9 @@ def checkpoint(rt: ResolvedTraining, stages: list[StageInfo], step_s: float) -> 
 
     spec = rt.spec
     t, lay, ck = spec.training, spec.layout, spec.checkpoint
-    w_b, _, k_b = bytes_per_param("bf16", t.grad_dtype, t.optimizer)
-    shards = lay.dp * lay.cp
-    params = max(st.params for st in stages)
-    per_gpu = params * (w_b / (shards if lay.zero >= 3 else 1) + k_b / (shards if lay.zero >= 1 else 1))
+    w_b = bytes_per_param(t.precision, t.grad_dtype, t.optimizer)[0]
+    # the 16-bit weights and the optimizer state each GPU holds (ZeRO shards included), not the fp8 copy
+    per_gpu = max(st.memory.weights * 2.0 / w_b + st.memory.optimizer for st in stages)
     node = min(spec.hardware.gpus_per_node, t.gpus)
     dp_local = min(lay.dp, max(1, node // (lay.tp * lay.cp)))  # data-parallel peers on one node
     writers = node if lay.zero >= 1 else max(1, node // dp_local)  # without ZeRO, one replica writes
