@@ -262,3 +262,12 @@ def test_expert_parallelism_over_data_parallel_ranks_dispatches_by_all_to_all_an
                                    layout={"tp": 2}))
     # going from experts split over the 2 tensor-parallel GPUs to 8 expert-parallel GPUs frees 3/8 of the experts
     assert build(dense)[1][0].params - stages[0].params == pytest.approx(experts * (1 / 2 - 1 / 8), rel=1e-9)
+
+
+@pytest.mark.parametrize("dp, grad_dtype", [(2, "bf16"), (4, "bf16"), (8, "fp32")])
+def test_a_steps_data_parallel_all_reduce_moves_2_n_minus_1_over_n_of_the_gradient_bytes(dp, grad_dtype):
+    rt = load_training(scenario(training={"gpus": dp, "global_batch": 4 * dp, "grad_dtype": grad_dtype},
+                                layout={"dp": dp}))
+    s = run_training(rt).summary
+    grads = s["params_total"] * (2 if grad_dtype == "bf16" else 4)
+    assert s["dp_wire_bytes_per_gpu"] == pytest.approx(2 * (dp - 1) / dp * grads, rel=1e-9)
