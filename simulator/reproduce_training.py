@@ -148,7 +148,7 @@ ROWS: tuple[Expectation, ...] = (
         "stage times, pipeline sends and gradient reduction on the links)", "pipeline_bubble_1024", MECHANISM, BENCH,
         (IB,), band=(BUBBLE * 0.98, BUBBLE * 1.02),
         missed="the formula assumes equal stages and free sends: the last stage also runs the LM head and the loss "
-               "(+1.5 % per micro-batch), so it paces the steady state and every other stage idles the difference "
+               "(+1.8 % per micro-batch), so it paces the steady state and every other stage idles the difference "
                "in each of the 64 cycles (plus the activation sends over InfiniBand): 11.0 % against 9.9 %",
         assumptions="band: the formula within 2 %"),
 )
