@@ -292,14 +292,6 @@ EXPECTATIONS: tuple[Expectation, ...] = (
          Input("output_tokens", 32, "workload.output_tokens (fixed)", "the benchmark's 512 + 32", True)),
         missed="at 512 + 32 tokens the weights dominate each step's bytes; the budget only cuts the KV share"),
     Expectation(
-        "instinfer_throughput", KV, "InstInfer (2024)",
-        "in-storage decode attention: up to 11.1x throughput vs FlexGen, 13B model on an A6000", 11.1, "x", "abstract",
-        "throughput InstInfer / FlexGen with KV on flash (study instinfer, OPT-13B, 1024 + 128)", "instinfer_gain",
-        INPUT_BOUND, "instinfer_opt13b_a6000.yaml",
-        (Input("kv_read_fraction", 0.125, "kv_read_fraction", "assumed: SparQ's 1/8 setting"),
-         Input("fs_copy_threads", 4, "fs_copy_threads", "FlexGen TorchDisk default", True)),
-        driver="kv_read_fraction: decode gain = (internal flash bandwidth / kv_read_fraction) / FlexGen's read rate"),
-    Expectation(
         "tpi_llm_peak_memory", KV, "TPI-LLM (2024)", "Llama-2-70B peak memory down to 3.1 GB", 3.1, "GB", "abstract",
         "master device: window x shard + embeddings/head + KV + runtime (study tpi_llm, 8 devices, window 4)",
         "tpi_peak_memory", INPUT_BOUND, "tpi_llm_llama2_70b.yaml",

@@ -101,14 +101,6 @@ def cachegen_delay(p: Params) -> Figure:
                                           f"x compression_ratio)")
 
 
-@measure
-def instinfer_gain(p: Params) -> Figure:
-    r = study("instinfer_opt13b_a6000.yaml", (f"kv_read_fraction={num(p['kv_read_fraction'])}",
-                                              f"fs_copy_threads={int(p['fs_copy_threads'])}"))
-    return r["throughput_ratio"], (f"{r['flexgen_tok_s']:.1f} vs {r['instinfer_tok_s']:.1f} tok/s; decode "
-                                   f"{r['decode_ratio']:.1f}x = (internal bw / kv_read_fraction) / FlexGen read rate")
-
-
 def tpi(p: Params) -> dict:
     return study("tpi_llm_llama2_70b.yaml", (f"runtime_bytes={num(p.get('runtime_gib', 1.0))}GiB",
                                              f"link_latency={num(p.get('link_latency_ms', 0.5))}ms",

@@ -1,6 +1,7 @@
-"""Offloading reproductions (H2O on the serving engine, ShadowKV, InstInfer): first-principles checks,
-then the direction of each paper's result. The papers' figures are rows of simulator/reproduce.py
-with paper-derived bands (tests/test_reproduce.py; docs/reproductions.md is generated from them).
+"""Offloading reproductions on the serving engine (H2O, ShadowKV, InstInfer): first-principles checks,
+then the direction of each paper's result. The papers' figures are rows of simulator/reproduce.py and
+simulator/reproduce_offload.py with paper-derived bands (tests/test_reproduce.py; docs/reproductions.md is
+generated from them).
 FlexGen, H2O on FlexGen and LLM in a flash run on the serving engine: tests/test_weight_offload.py."""
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.reproduce_measure import h2o_serving
-from simulator.studies import flexgen
-from simulator.studies.run import run_study
+from simulator.reproduce_measure import h2o_serving, serve
 
 PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
 SHADOWKV, INSTINFER = PAPERS / "shadowkv_llama31_8b_a100.yaml", PAPERS / "instinfer_opt13b_a6000.yaml"
@@ -136,72 +135,96 @@ def test_a_shadowkv_kv_width_that_is_not_the_models_is_one_line_and_exit_code_2(
     assert len(r.output.strip().splitlines()) == 1
 
 
-# -- InstInfer -----------------------------------------------------------------------------------
-DENSE_DIRECT = ["kv_read_fraction=1.0", "flexgen_disk_io=direct", "prefill_on_gpu=false"]
+# -- InstInfer on the serving engine (weight_offload kv: disk, attention: storage) --------------------------
+II_P = {"kv_read_fraction": 0.125, "fs_copy_threads": 4}
 
 
-@pytest.fixture(scope="module")
-def instinfer():
-    return run_study(INSTINFER, [], None, quiet=True)
+def ii_ratio(fraction: float, disk_io: str, *sets: str) -> tuple[float, float]:
+    """(throughput ratio, decode-step ratio) InstInfer / FlexGen's best, with ``sets`` applied to both."""
+    ii = serve(INSTINFER.name, (f"policies.weight_offload.storage_read_fraction={fraction}", *sets))
+    fg = [serve(INSTINFER.name, (f"policies.weight_offload.attention={a}", f"policies.weight_offload.disk_io={disk_io}",
+                                 *sets)) for a in ("gpu", "host")]
+    best = max(fg, key=lambda r: r.summary["output_tokens_per_s"])
+    return (ii.summary["output_tokens_per_s"] / best.summary["output_tokens_per_s"],
+            best.summary["tpot_s"]["p50"] / ii.summary["tpot_s"]["p50"])
 
 
-def test_instinfer_dense_with_flexgen_at_the_drive_rate_is_bounded_by_internal_over_host_bandwidth():
-    # full attention in storage vs FlexGen reading at the drive's sequential rate: decode is flash-read
-    # bound in both, so the gain is at most internal / host-link bandwidth (9.6 / 6.9 GB/s = 1.39x): 1.37x
-    r = run_study(INSTINFER, DENSE_DIRECT, None, quiet=True)
-    assert r["instinfer_tok_s"] > r["flexgen_tok_s"]
-    assert 1.2 <= r["throughput_ratio"] <= 1.5
-    assert r["decode_ratio"] <= r["internal_over_host_bw"] * 1.01
+def test_instinfer_dense_vs_flexgen_at_the_drive_rate_is_bounded_by_internal_over_read_bandwidth():
+    # full attention in storage vs FlexGen reading at the drive's sequential rate: both decode steps are
+    # flash-read bound, so the decode gain is at most internal / the drive's read rate (9.6 / ~6.9 GB/s)
+    from simulator.config.loader import load_scenario
+    from simulator.serving.weight_offload import build_weight_offload
+
+    sc = load_scenario(INSTINFER, ["policies.weight_offload.disk_io=direct"])
+    wo = build_weight_offload(sc, sc.pools[0])
+    bound = wo.storage_internal_bw / wo.kv_disk_read_rate
+    tput, decode = ii_ratio(1.0, "direct")
+    assert 1.0 < tput < decode <= bound * 1.01
+    assert 1.2 <= bound <= 1.5
 
 
 def test_instinfer_gain_grows_with_flash_channels_and_vanishes_without_more_internal_bandwidth():
-    wide = run_study(INSTINFER, DENSE_DIRECT + ["csd.channels=16"], None, quiet=True)
-    assert wide["throughput_ratio"] > 1.8  # 19.2 GB/s inside vs 6.9 GB/s over the host link
-    narrow = run_study(INSTINFER, DENSE_DIRECT + ["csd.channels=5"], None, quiet=True)  # 6 GB/s inside
-    assert narrow["throughput_ratio"] < 1.0
+    wide = ii_ratio(1.0, "direct", "policies.weight_offload.ssd.channels=16")[0]
+    assert wide > 1.8  # 19.2 GB/s inside vs ~6.9 GB/s over the host link
+    # 5 channels: 6 GB/s inside, and the drive's host reads are capped by the same 6 GB/s of NAND buses
+    assert ii_ratio(1.0, "direct", "policies.weight_offload.ssd.channels=5")[0] < 1.05
 
 
-def test_flexgen_memmap_path_is_one_readahead_window_per_thread_plus_its_copy():
+def test_the_memmap_read_path_is_one_readahead_window_per_thread_plus_its_copy():
+    from simulator.config.loader import load_scenario
+    from simulator.serving.weight_offload import build_weight_offload, fs_read_rate
+
+    sc = load_scenario(INSTINFER, ["policies.weight_offload.disk_io=filesystem"])
+    wo = build_weight_offload(sc, sc.pools[0])
     from hw_models.ssd import Ssd
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
 
-    hw = flexgen.resolve_hw(flexgen.Config())
-    d, copy = Ssd(hw.ssd), hw.host.pageable_copy_bw_bytes_per_s
-    w = 131072
-    rate = flexgen.fs_read_rate(d, w, 4, copy)
-    assert rate == pytest.approx(4 * w / (d.response_s(w, 4) + w / copy), rel=1e-12)
-    # below the drive's sequential rate, above one thread's, and faster with bigger windows
-    assert d.throughput_bytes_per_s(w, 1) < rate < d.throughput_bytes_per_s(1 << 20, 32)
-    assert flexgen.fs_read_rate(d, 4 * w, 4, copy) > rate
+    d = Ssd(resolve_component({"kind": "ssd", "preset": "DC-NVMe-PCIe4"}, reg.HARDWARE, "t").config)
+    w, copy = 131072, 10e9  # A6000-workstation: 10 GB/s single-thread staging copy
+    assert wo.kv_disk_read_rate == pytest.approx(4 * w / (d.response_s(w, 4) + w / copy), rel=1e-12)
+    assert d.throughput_bytes_per_s(w, 1) < wo.kv_disk_read_rate < d.throughput_bytes_per_s(1 << 20, 32)
+    assert fs_read_rate(d, 4 * w, 4, copy) > wo.kv_disk_read_rate  # bigger windows read faster
 
 
 @settings(max_examples=40, deadline=None)
-@given(window=st.integers(4096, 8 << 20), threads=st.integers(1, 64), drives=st.integers(1, 4))
-def test_flexgen_memmap_path_never_beats_the_host_links_or_the_copy_threads(window, threads, drives):
+@given(window=st.integers(4096, 8 << 20), threads=st.integers(1, 64))
+def test_the_memmap_path_never_beats_the_drive_link_or_the_copy_threads(window, threads):
     from hw_models.ssd import Ssd
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+    from simulator.serving.weight_offload import fs_read_rate
 
-    hw = flexgen.resolve_hw(flexgen.Config())
-    copy = hw.host.pageable_copy_bw_bytes_per_s
-    rate = flexgen.fs_read_rate(Ssd(hw.ssd), window, threads, copy, drives)
-    assert rate <= hw.ssd.host_rate * drives * (1 + 1e-9)
-    assert rate <= threads * copy
-
-
-def test_instinfer_with_sparf_and_flexgens_file_path_brackets_the_papers_11x(instinfer):
-    # Paper: up to 11.1x. hwsim: SparF reading 1/8 of the KV and FlexGen's memmap path (4.0 GB/s of
-    # the drive's 6.9): 16.2x; SparF alone (FlexGen at the drive rate): 9.5x; file path alone: 2.4x.
-    r = instinfer
-    # FlexGen's file path reads slower than the drive's host link
-    assert r["flexgen_disk_read_bytes_per_s"] < r["ssd_host_link_bytes_per_s"]
-    # both systems stay flash-read bound: decode gain = (internal bw / fraction) / FlexGen's read rate
-    assert 0.95 * r["decode_ratio_bound"] <= r["decode_ratio"] <= 1.01 * r["decode_ratio_bound"]
-    # prefill (the same GPU work and KV writes in both) only dilutes the decode gain
-    assert r["sparse_direct_throughput_ratio"] < r["throughput_ratio"] < r["decode_ratio"]
-    assert r["sparse_direct_decode_ratio"] <= 9.6 / 0.125 / 6.9 * 1.01  # 11.1x: SparF alone's ceiling
-    assert r["dense_throughput_ratio"] < r["sparse_direct_throughput_ratio"]
-    assert 8.5 <= r["sparse_direct_throughput_ratio"] <= 11.1 <= r["throughput_ratio"] <= 19.5
+    d = Ssd(resolve_component({"kind": "ssd", "preset": "DC-NVMe-PCIe4"}, reg.HARDWARE, "t").config)
+    rate = fs_read_rate(d, window, threads, 10e9)
+    assert rate <= d.config.host_rate * (1 + 1e-9)
+    assert rate <= threads * 10e9
 
 
-def test_instinfer_peer_to_peer_saves_little_because_qkv_is_tiny_next_to_the_kv_read(instinfer):
-    bounced = run_study(INSTINFER, ["p2p=false"], None, quiet=True)
-    assert bounced["instinfer_tok_s"] <= instinfer["instinfer_tok_s"]
-    assert bounced["instinfer_tok_s"] > 0.99 * instinfer["instinfer_tok_s"]
+def test_sparf_and_flexgens_file_path_each_add_to_instinfers_gain():
+    # dense + FlexGen at the drive rate < SparF alone < SparF + FlexGen's memmap path (the configured pair)
+    dense_direct, sparse_direct = ii_ratio(1.0, "direct")[0], ii_ratio(0.125, "direct")[0]
+    configured = ii_ratio(0.125, "filesystem")[0]
+    assert 1.0 < dense_direct < sparse_direct < configured
+    # decode is flash-read bound in both: the decode gain with SparF alone stays under its ceiling
+    assert ii_ratio(0.125, "direct")[1] <= 9.6e9 / 0.125 / 6.5e9
+
+
+def test_instinfer_peer_to_peer_saves_little_because_qkv_is_tiny_next_to_the_kv_read():
+    p2p = serve(INSTINFER.name, ()).summary["output_tokens_per_s"]
+    bounced = serve(INSTINFER.name, ("policies.weight_offload.p2p=false",)).summary["output_tokens_per_s"]
+    assert 0.95 * p2p < bounced <= p2p
+
+
+def test_attention_in_storage_needs_kv_on_disk_and_a_drive_with_compute(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    for sets, word in ((["policies.weight_offload.kv=host"], "kv: disk"),
+                       (["policies.weight_offload.ssd=DC-NVMe-PCIe4"], "compute_flops_per_s")):
+        args = ["run", str(INSTINFER), "--out", str(tmp_path), "-q"]
+        for x in sets:
+            args += ["--set", x]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and r.output.startswith("error: ") and word in r.output, r.output

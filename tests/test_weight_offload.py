@@ -204,3 +204,10 @@ def test_a_bad_weight_offload_plan_is_one_line_and_exit_code_2(sets, words, tmp_
 def test_a_resident_share_the_gpu_cannot_hold_is_a_config_error():
     with pytest.raises(ConfigError, match="gpu_fraction"):
         memory_plan(load_scenario(FLEXGEN, ["policies.weight_offload.gpu_fraction=0.5"]))
+
+
+def test_kv_on_disk_holds_the_drives_capacity():
+    sc = load_scenario(PAPERS / "instinfer_opt13b_a6000.yaml")
+    plan = memory_plan(sc)
+    assert plan.kv_blocks == int(3.84e12 // (plan.kv_bytes_per_token * plan.block_size))
+    assert plan.weight_bytes == pytest.approx(sc.model.config.weight_bytes(), rel=1e-12)  # all on the GPU

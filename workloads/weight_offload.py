@@ -118,11 +118,25 @@ class WeightOffload:
     attn_flops_per_kv: float = 0.0  # all layers, per (query row, context token)
     q_bytes_per_row: float = 0.0  # one layer's query (and output) bytes per row
     flash: FlashRead | None = None
+    kv_on_disk: bool = False  # KV on the drive (kv_on_host is then set too: the KV is off the GPU)
+    kv_disk_read_rate: float = 0.0  # bytes/s the KV is read from the drive (filesystem or direct path)
+    kv_disk_write_rate: float = 0.0
+    disk_capacity_bytes: float = 0.0
+    attention_in_storage: bool = False  # computational storage runs decode attention (InstInfer)
+    storage_internal_bw: float = 0.0  # bytes/s the in-storage unit reads flash at
+    storage_flops: float | None = None
+    storage_read_fraction: float = 1.0  # share of the stored KV the in-storage unit reads (SparF)
+    drive_link_rate: float = 0.0  # bytes/s of the drive's own host link
+    p2p: bool = True  # Q/K/V and outputs GPU <-> drive peer to peer (False: bounced through host DRAM)
+    kv_bytes_per_row: float = 0.0  # one layer's new K and V bytes per row
 
     def __post_init__(self) -> None:
         if self.attention_on_host and not self.host_flops:
             raise ConfigError("attention: host needs a host preset with cpu_flops_per_s",
                               where="policies.weight_offload.host")
+        if self.attention_in_storage and not self.storage_flops:
+            raise ConfigError("attention: storage needs an ssd with compute_flops_per_s (a computational storage "
+                              "drive)", where="policies.weight_offload.ssd")
 
     # -- memory ----------------------------------------------------------------------------------
     @property
@@ -164,7 +178,10 @@ class WeightOffload:
         return self.num_layers * self.layer_bytes * max(0.0, 1.0 - self.gpu_fraction - self.disk_fraction)
 
     def host_kv_bytes(self, where: str = "policies.weight_offload") -> float:
-        """KV capacity in host DRAM: what the host-resident weights leave."""
+        """KV capacity off the GPU: the drive's capacity (KV on disk) or what the host-resident weights leave
+        of the DRAM."""
+        if self.kv_on_disk:
+            return self.disk_capacity_bytes - self.num_layers * self.layer_bytes * self.disk_fraction
         left = self.host_dram_bytes - self.host_weight_bytes()
         if left <= 0:
             raise ConfigError(f"the host's {self.host_dram_bytes / GiB:.0f} GiB of DRAM do not hold the "
@@ -194,28 +211,57 @@ class WeightOffload:
         return np.maximum(kv * self.kv_bytes_per_token / self.host_attention_bw,
                           kv * self.attn_flops_per_kv / self.host_flops) + 0.0 * rows
 
+    def storage_attention_s(self, rows, kv):
+        """Seconds the drive's in-storage unit spends on decode attention (it reads ``storage_read_fraction``
+        of the KV at its internal bandwidth), plus Q, the new K, V and the outputs over its own link."""
+        f = self.storage_read_fraction
+        inside = np.maximum(kv * self.kv_bytes_per_token * f / self.storage_internal_bw,
+                            kv * self.attn_flops_per_kv * f / self.storage_flops)
+        return inside + self.num_layers * rows * (2 * self.q_bytes_per_row + self.kv_bytes_per_row) / \
+            self.drive_link_rate
+
     def step_s(self, dense_s, other_attn_s, decode_attn_s, rows, decode_kv, tokens):
         """Seconds of one iteration: ``dense_s`` the GPU time of every op but attention,
         ``other_attn_s`` prefill attention (on the GPU), ``decode_attn_s`` the GPU time of decode
         attention (replaced by the host's when attention runs there), ``rows`` decode rows with
         summed context ``decode_kv``, ``tokens`` the tokens computed (each leaves new KV)."""
-        L = self.num_layers
-        attn = other_attn_s + (self.host_attention_s(rows, decode_kv) if self.attention_on_host else decode_attn_s)
-        c = (dense_s * self.dense_scale(tokens) + attn) / L
+        L, k = self.num_layers, self.num_gpu_batches
+        dense = dense_s * self.dense_scale(tokens)
+        if self.attention_on_host or self.attention_in_storage:
+            # decode attention off the GPU: the block's k GPU batches pipeline through the GPU and the
+            # attention unit (two stages): max + min / k
+            off = (self.host_attention_s(rows, decode_kv) if self.attention_on_host
+                   else self.storage_attention_s(rows, decode_kv))
+            c = (np.maximum(dense + other_attn_s, off) + np.minimum(dense + other_attn_s, off) / k) / L
+        else:
+            c = (dense + other_attn_s + decode_attn_s) / L
         h2d, disk, req = self.layer_read(tokens)
         d2h = 0.0 * h2d
         kv_layer = self.kv_bytes_per_token / L
+        kv_read = 0.0 * h2d  # bytes of KV read from the drive per layer
+        kv_write = 0.0 * h2d
         if self.kv_on_host:
-            d2h = d2h + tokens * kv_layer  # new K, V written back
-            if self.attention_on_host:  # Q (and the new K, V, counted above) out, attention output back
-                d2h = d2h + rows * self.q_bytes_per_row
-                h2d = h2d + rows * self.q_bytes_per_row
+            if self.attention_in_storage:  # prompt KV leaves the GPU for the drive; decode rows' K, V go with Q
+                kv_write = kv_write + (tokens - rows) * kv_layer
+                if not self.p2p:
+                    d2h = d2h + rows * (self.q_bytes_per_row + self.kv_bytes_per_row) + (tokens - rows) * kv_layer
+                    h2d = h2d + rows * self.q_bytes_per_row
             else:
-                h2d = h2d + decode_kv * kv_layer
+                d2h = d2h + tokens * kv_layer  # new K, V written back
+                kv_write = kv_write + tokens * kv_layer
+                if self.attention_on_host:  # Q (and the new K, V, counted above) out, attention output back
+                    d2h = d2h + rows * self.q_bytes_per_row
+                    h2d = h2d + rows * self.q_bytes_per_row
+                else:
+                    h2d = h2d + decode_kv * kv_layer
+                kv_read = kv_read + decode_kv * kv_layer
         link = np.maximum(h2d, d2h)
         f = np.where(link > 0, self.copy_overhead_s + link / self.pcie_rate, 0.0)
-        f = f + np.where(disk > 0, self.disk_read_s(disk, req) if np.ndim(disk) == 0 else
+        drive = np.where(disk > 0, self.disk_read_s(disk, req) if np.ndim(disk) == 0 else
                          np.vectorize(self.disk_read_s)(disk, req), 0.0)
+        if self.kv_on_disk:  # reads and writes queue separately in the drive
+            drive = np.maximum(drive + kv_read / self.kv_disk_read_rate, kv_write / self.kv_disk_write_rate)
+        f = f + drive
         if self.overlap:
             return f + (L - 1) * np.maximum(c, f) + c
         return L * (c + f)

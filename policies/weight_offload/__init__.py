@@ -46,10 +46,25 @@ class StreamConfig(OffloadConfig):
     # source: estimate; large direct reads kept deep-queued reach the drive's sequential rate (hw_models/ssd.py)
     io_size: PositiveBytes = Field(default="1MiB", description="size of one SSD read command")
     overlap: bool = Field(default=True, description="load layer j+1 while layer j computes (two layer buffers)")
-    kv: Literal["gpu", "host"] = Field(default="gpu", description="where the KV cache lives (host: its capacity is "
-                                                                  "the DRAM the host weights leave)")
-    attention: Literal["gpu", "host"] = Field(default="gpu", description="where decode attention runs (host: "
-                                                                         "needs kv: host and the host's cpu_flops)")
+    kv: Literal["gpu", "host", "disk"] = Field(default="gpu", description="where the KV cache lives (host: its "
+                                                                          "capacity is the DRAM the host weights "
+                                                                          "leave; disk: the drive's capacity)")
+    attention: Literal["gpu", "host", "storage"] = Field(
+        default="gpu", description="where decode attention runs: gpu; host (the CPU, KV in DRAM or on disk); storage "
+                                   "(the drive's in-storage unit, KV on disk: InstInfer)")
+    disk_io: Literal["direct", "filesystem"] = Field(
+        default="direct", description="how KV is read from the drive: direct (large deep-queued reads, the drive's "
+                                      "sequential rate) or filesystem (FlexGen's numpy memmap: one readahead window "
+                                      "per copy thread, each copied out of the page cache before the next)")
+    # source: Linux default read_ahead_kb = 128
+    fs_readahead_bytes: PositiveBytes = Field(default="128KiB", description="page-cache read window")
+    # source: FlexGen TorchDisk num_copy_threads = 4 (flexgen/pytorch_backend.py)
+    fs_copy_threads: int = Field(default=4, gt=0, description="concurrent copy threads of the filesystem path")
+    storage_read_fraction: float = Field(default=1.0, gt=0, le=1, description="share of the stored KV the in-storage "
+                                                                              "unit reads per step (InstInfer's "
+                                                                              "SparF; an input)")
+    p2p: bool = Field(default=True, description="storage attention: Q/K/V and outputs move GPU <-> drive peer to "
+                                                "peer (false: bounced through host DRAM)")
     # source: estimate (FlexGen's CPU attention: numpy/PyTorch kernels reach about half of DRAM bandwidth)
     host_memory_efficiency: float = Field(default=0.5, gt=0, le=1, description="share of DRAM bandwidth host "
                                                                                "attention reads KV at")
@@ -58,8 +73,10 @@ class StreamConfig(OffloadConfig):
     def _check(self):
         if self.gpu_fraction + self.disk_fraction > 1.0 + 1e-12:
             raise ValueError(f"gpu_fraction + disk_fraction = {self.gpu_fraction + self.disk_fraction:g} exceeds 1")
-        if self.attention == "host" and self.kv != "host":
-            raise ValueError("attention: host needs kv: host (the CPU reads the KV from host DRAM)")
+        if self.attention == "host" and self.kv == "gpu":
+            raise ValueError("attention: host needs kv: host or disk (the CPU reads the KV from host DRAM)")
+        if self.attention == "storage" and self.kv != "disk":
+            raise ValueError("attention: storage needs kv: disk (the drive computes over the KV it stores)")
         return self
 
 

@@ -60,8 +60,24 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
                           recall=cfg.predictor_recall, precision=cfg.predictor_precision,
                           new_fraction=cfg.new_fraction(), window_tokens=cfg.window_tokens, bundling=cfg.bundling,
                           predictor_bytes=cfg.predictor_rank * (model.hidden_size + model.intermediate_size) * b)
-    kv_host = not sparse and cfg.kv == "host"
+    kv_host = not sparse and cfg.kv in ("host", "disk")
     attn_host = not sparse and cfg.attention == "host"
+    kv_disk = not sparse and cfg.kv == "disk"
+    disk = {}
+    if kv_disk:
+        write = ssd.throughput_bytes_per_s(float(cfg.io_size), qd, write=True)
+        if cfg.disk_io == "direct":
+            read = ssd.throughput_bytes_per_s(float(cfg.io_size), qd)
+        else:  # page-cache writes are written back in large requests, at most as fast as the copy threads
+            read = fs_read_rate(ssd, float(cfg.fs_readahead_bytes), cfg.fs_copy_threads,
+                                host.pageable_copy_bw_bytes_per_s)
+            write = min(write, cfg.fs_copy_threads * host.pageable_copy_bw_bytes_per_s)
+        d = ssd.config
+        disk = dict(kv_on_disk=True, kv_disk_read_rate=read, kv_disk_write_rate=write,
+                    disk_capacity_bytes=d.capacity_bytes, attention_in_storage=cfg.attention == "storage",
+                    storage_internal_bw=d.internal_read_bw, storage_flops=d.compute_flops_per_s,
+                    storage_read_fraction=cfg.storage_read_fraction, drive_link_rate=d.host_rate, p2p=cfg.p2p,
+                    kv_bytes_per_row=2 * model.kv_size * model.dtype_bytes)
     return WeightOffload(
         num_layers=L, layer_bytes=layer, other_bytes=other, gpu_fraction=cfg.gpu_fraction,
         disk_fraction=(1.0 - cfg.gpu_fraction) if sparse else cfg.disk_fraction,
@@ -72,7 +88,14 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
         host_attention_bw=host.dram_bw_bytes_per_s * getattr(cfg, "host_memory_efficiency", 1.0),
         host_flops=host.cpu_flops_per_s, kv_bytes_per_token=model.kv_bytes_per_token(),
         attn_flops_per_kv=4.0 * model.num_heads * model.head_dim * L, q_bytes_per_row=model.q_size * model.dtype_bytes,
-        flash=flash)
+        flash=flash, **disk)
+
+
+def fs_read_rate(ssd, window: float, threads: int, copy_bw: float) -> float:
+    """Bytes/s of a page-cache read path: ``threads`` copy threads, each with one ``window`` read outstanding
+    (the drive's response at queue depth = threads, Little's law) and copying it out at ``copy_bw`` before
+    faulting the next."""
+    return threads * window / (ssd.response_s(window, threads) + window / copy_bw)
 
 
 __all__ = ["build_weight_offload"]
