@@ -123,7 +123,8 @@ ROWS: tuple[Expectation, ...] = (
         "abstract; Table 1", "per-GPU FLOP/s by the paper's count (96 B s l h^2 (1 + s/6h + V/16lh)) over hwsim's step "
         "time, / 312 TFLOP/s", "megatron_1t_peak_share", MECHANISM, ONE_T, (MMA, IB),
         assumptions="tp 8, pp 64, dp 6, batch 3072 (Table 1); micro-batch 1 and the interleaved schedule with 2 "
-                    "chunks per stage as recalled; unfused attention (2021); full recompute"),
+                    "chunks per stage as recalled (plain 1F1B instead: 56 %); unfused attention (2021); full "
+                    "recompute"),
     Expectation(
         "megatron_1t_aggregate", SECTION, MEGATRON, "1T parameters at 502 petaFLOP/s on 3072 GPUs", 502.0,
         "PFLOP/s", "abstract", "aggregate FLOP/s by the paper's count over hwsim's step time", "megatron_1t_aggregate",
