@@ -21,15 +21,14 @@ from simulator.core.rng import RngStreams
 from simulator.metrics import check_exclusions
 from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
+from simulator.serving.controller import attach_controller
 from simulator.serving.expert_offload import build_expert_offload
-from simulator.serving.kv_cache import make_kv_cache
-from simulator.serving.kv_manager import make_offload
+from simulator.serving.kv_manager import make_kv_cache, make_offload
 from simulator.serving.kv_offload import page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
-from simulator.serving.controller import attach_controller
-from simulator.serving.speculation import attach_speculation
 from simulator.serving.sparse_kv_fetch import build_sparse_kv_fetch
+from simulator.serving.speculation import attach_speculation
 from simulator.serving.step_timer import StepTimer
 from simulator.serving.weight_offload import build_weight_offload
 

@@ -265,6 +265,29 @@ class ClusterController:
                 "migration_stall_s": sum(e[6] for e in done) / 1e12, "steals": self.steals}
 
 
+def leave(rep) -> None:
+    """Requests the controller moves away leave at this iteration boundary: a migrating one
+    leaves the batch (its KV stays here until the last stage is copied), a stolen one the queue."""
+    for rid, ev in rep.detach.items():
+        r = rep.by_id.get(rid)
+        ok = r is not None and r.state == RUNNING and r in rep.running
+        if ok:
+            rep.running.remove(r)
+            del rep.by_id[rid]
+            r.state = WAITING
+            rep.outstanding -= r.max_new_tokens - r.num_generated
+        ev.succeed(ok)
+    rep.detach.clear()
+    for rid, dst in rep.outgoing.items():
+        r = rep.by_id.get(rid)
+        if r is not None and r.state == WAITING and r in rep.waiting and not r.num_computed:
+            rep.waiting.remove(r)
+            del rep.by_id[rid]
+            rep.outstanding -= r.prompt_tokens + r.max_new_tokens
+            dst.submit(r)
+    rep.outgoing.clear()
+
+
 def attach_controller(sim) -> None:
     """Give the cluster of ``sim`` the scenario's controller (``cluster.controller``), if any."""
     block = sim.scenario.spec.cluster.controller

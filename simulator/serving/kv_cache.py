@@ -441,18 +441,3 @@ class CappedKvCache(PagedKvCache):
     def stats(self) -> dict:
         return {**self.policy.report(), "evicted_tokens": self.evicted_tokens,
                 "capped_requests": self.capped_requests, "peak_request_blocks": self.peak_request_blocks}
-
-
-def make_kv_cache(component, total_blocks: int, block_size: int) -> PagedKvCache:
-    """The KV mechanism a ``policies.kv_cache`` block selects (plain paging when absent)."""
-    if component is None or component.cls.mechanism in ("paged", "swap", "vattention", "tiered"):
-        return PagedKvCache(total_blocks, block_size)
-    if component.cls.mechanism == "capped":
-        return CappedKvCache(total_blocks, block_size, component.cls(component.config))
-    if component.cls.mechanism == "prefix":
-        return PrefixKvCache(total_blocks, block_size, component.cls(component.config))
-    if component.cls.mechanism == "chunk_reuse":  # CacheBlend-style non-prefix reuse
-        from simulator.serving.chunk_reuse import ChunkReuseKvCache
-
-        return ChunkReuseKvCache(total_blocks, block_size, component.cls(component.config))
-    raise ValueError(f"unknown KV mechanism {component.cls.mechanism!r}")

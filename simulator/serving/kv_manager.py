@@ -23,16 +23,31 @@ facade costs nothing per token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from simulator.core.clock import s_to_ps
 from simulator.core.contracts import KvView
 from simulator.core.request import Request
-from simulator.serving.kv_cache import PagedKvCache, make_kv_cache
+from simulator.serving.chunk_reuse import ChunkReuseKvCache
+from simulator.serving.kv_cache import CappedKvCache, PagedKvCache, PrefixKvCache
 from simulator.serving.kv_offload import KvOffload, SessionOffload
 from simulator.serving.kv_tiers import TieredOffload
 
 GPU, HOST, PARTLY, NONE = "gpu", "host", "partly", "none"
 RECOMPUTE, SWAP, DROP = "recompute", "swap", "drop"
 PREEMPT_MODES = (RECOMPUTE, SWAP, DROP)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCopyKvView(KvView):
+    """The view of a paged cache with host copies: ``location(req)`` says where its KV is."""
+
+    where: Callable[[Request], str] | None = None
+
+    def location(self, req) -> str:
+        """gpu, host (swapped out), partly (GPU blocks and a host copy), or none."""
+        return self.where(req)
 
 
 class KVManager:
@@ -67,7 +82,10 @@ class KVManager:
         return self.cache.used
 
     def view(self) -> KvView:
-        return self.cache.view()
+        v = self.cache.view()
+        if self.offload is not None and type(v) is KvView:  # a policy can ask where a request's KV is
+            return HostCopyKvView(v.block_size, v.total_blocks, v.free_blocks, self.location)
+        return v
 
     def location(self, r: Request) -> str:
         """Where ``r``'s KV is: gpu, host (swapped out), partly (a swap-in or swap-out in flight,
@@ -80,8 +98,27 @@ class KVManager:
         return GPU if r.kv_blocks else NONE
 
     @property
+    def can_swap(self) -> bool:
+        """A swap can be made: the offload keeps host copies of preempted requests."""
+        off = self.offload
+        return off is not None and off.d2h is not None and type(off).__name__ != "SessionOffload"
+
+    @property
     def copies_pending(self) -> bool:
         return self.offload is not None and bool(self.offload.pending)
+
+    def configure_swaps(self, group_blocks: int | None, reuse: bool, overlap: bool, model, tp: int) -> None:
+        """Swap copies in groups of ``group_blocks`` blocks per layer buffer (None: one copy per
+        request), keeping the host copy of a resumed request for its next swap-out (``reuse``), and
+        swap-outs overlapping the next step on their own copy stream (``overlap``)."""
+        off = self.offload
+        if type(off) is not KvOffload or off.d2h is None:
+            return
+        off.group_blocks = group_blocks
+        off.block_size = self.block_size
+        off.layer_buffers = 2 * model.num_layers if not getattr(model, "is_mla", False) else model.num_layers
+        off.reuse = reuse
+        off.overlap = overlap
 
     # -- operations ------------------------------------------------------------------------
     def wait_copies(self):
@@ -118,6 +155,8 @@ class KVManager:
         return 0
 
     def release(self, r: Request) -> int:
+        if self.offload is not None and self.offload.reuse:
+            self.offload.forget(r.rid)  # the request has ended: its kept host copy is dropped
         return self.cache.release(r)
 
     def release_blocks(self, n: int) -> None:
@@ -168,6 +207,19 @@ class KVManager:
         if self.dropped_tokens:
             out["preempt_dropped_tokens"] = self.dropped_tokens
         return out
+
+
+def make_kv_cache(component, total_blocks: int, block_size: int) -> PagedKvCache:
+    """The KV mechanism a ``policies.kv_cache`` block selects (plain paging when absent)."""
+    if component is None or component.cls.mechanism in ("paged", "swap", "vattention", "tiered"):
+        return PagedKvCache(total_blocks, block_size)
+    if component.cls.mechanism == "capped":
+        return CappedKvCache(total_blocks, block_size, component.cls(component.config))
+    if component.cls.mechanism == "prefix":
+        return PrefixKvCache(total_blocks, block_size, component.cls(component.config))
+    if component.cls.mechanism == "chunk_reuse":  # CacheBlend-style non-prefix reuse
+        return ChunkReuseKvCache(total_blocks, block_size, component.cls(component.config))
+    raise ValueError(f"unknown KV mechanism {component.cls.mechanism!r}")
 
 
 def make_offload(component, env, kv_bytes_per_token: float, layer_buffers: int) -> KvOffload | None:

@@ -7,7 +7,12 @@ Models: two contended links per replica (device-to-host and host-to-device; PCIe
     pending copies before the next model step and the wait is recorded as stall time. For
     vAttention without overlap, each new KV page costs ``mapping_latency`` per layer buffer
     (K and V of every layer on this GPU), paid in the iteration that needs it.
-Ignores: copy/compute overlap, per-block copy granularity, host memory bandwidth contention.
+    A scheduler may ask for FastSwitch-style swaps (``KVManager.configure_swaps``): copies issued
+    per group of ``group_blocks`` blocks of each layer buffer (each copy pays the per-copy
+    overhead; 1 = vLLM's per-block copies), swap-outs overlapping the next step on their own copy
+    stream (the blocks are reused at once; a swap-in of the same request waits for its swap-out),
+    and the host copy of a resumed request kept, so its next swap-out copies only the new tokens.
+Ignores: copy/compute overlap (unless asked for), host memory bandwidth contention.
 Sources: see ``policies/caching/swap.py`` and ``policies/caching/vattention.py``.
 """
 
@@ -35,6 +40,16 @@ class KvOffload:
         self.bytes_out = self.bytes_in = 0.0
         self.mapped_blocks = 0
         self.occupancy: list[tuple[int, float]] = []  # (t_ps, host bytes) after each change
+        # FastSwitch-style swaps (set by KVManager.configure_swaps; defaults: one copy per request)
+        self.group_blocks: int | None = None
+        self.block_size = 16
+        self.layer_buffers = 0
+        self.reuse = False
+        self.overlap = False
+        self.kept: dict[int, float] = {}  # rid -> bytes of a resumed request's host copy, still valid
+        self.out_done: dict[int, object] = {}  # rid -> its swap-out copy in flight (overlapped)
+        self.copies = 0
+        self.reused_bytes = 0.0
 
     def _note(self) -> None:
         self.occupancy.append((self.env.now, self.host_used))
@@ -47,28 +62,71 @@ class KvOffload:
         if self.d2h is None or r.num_computed == 0:
             return False
         nbytes = r.num_computed * self.kv_bytes_per_token
+        prior = min(self.kept.get(r.rid, 0.0), nbytes)  # a still-valid host copy of the first tokens
+        new = nbytes - prior
         if forced:
-            if nbytes > self.swap_space - self.host_used:
+            if new > self.swap_space - self.host_used:
                 return False
-        elif self.policy.choose(nbytes, self.swap_space - self.host_used) != "swap":
+        elif self.policy.choose(new, self.swap_space - self.host_used) != "swap":
             return False
-        self.host_used += nbytes
+        if prior:
+            self.host_used -= self.kept.pop(r.rid) - prior
+            self.reused_bytes += prior
+        self.host_used += new
         self.swapped[r.rid] = nbytes
-        self.pending.append(self.d2h.transfer(nbytes))
+        done = self._copy(self.d2h, new)
+        if self.overlap:
+            self.out_done[r.rid] = done
+        else:
+            self.pending.append(done)
         self.swap_outs += 1
-        self.bytes_out += nbytes
+        self.bytes_out += new
         self._note()
         return True
+
+    def _copy(self, link, nbytes: float):
+        """One swap's copy over ``link``: a single transfer, or (block groups) one transfer whose
+        per-copy overhead is paid once per group of blocks of each layer buffer."""
+        if self.group_blocks is None or nbytes <= 0:
+            self.copies += 1
+            return link.transfer(nbytes)
+        blocks = -(-int(round(nbytes / self.kv_bytes_per_token)) // self.block_size)
+        n = max(1, self.layer_buffers * -(-blocks // self.group_blocks))
+        self.copies += n
+        return self.env.process(self._grouped(link, nbytes, (n - 1) * link.latency_ps))
+
+    def _grouped(self, link, nbytes: float, extra_ps: int):
+        yield link.transfer(nbytes)
+        if extra_ps:
+            yield self.env.timeout(extra_ps)
+
+    def forget(self, rid: int) -> None:
+        """The request has ended: its kept host copy is freed."""
+        nbytes = self.kept.pop(rid, None)
+        if nbytes is not None:
+            self.host_used -= nbytes
+            self._note()
 
     def swap_in(self, r: Request) -> None:
         nbytes = self.swapped.pop(r.rid, None)
         if nbytes is None:
             return
-        self.pending.append(self.h2d.transfer(nbytes))
-        self.host_used -= nbytes
+        out = self.out_done.pop(r.rid, None)
+        if out is not None and not out.processed:  # its swap-out is still on the copy stream
+            self.pending.append(self.env.process(self._after(out, nbytes)))
+        else:
+            self.pending.append(self._copy(self.h2d, nbytes))
+        if self.reuse:
+            self.kept[r.rid] = nbytes  # the host copy stays valid for the next swap-out
+        else:
+            self.host_used -= nbytes
         self.swap_ins += 1
         self.bytes_in += nbytes
         self._note()
+
+    def _after(self, first, nbytes: float):
+        yield first
+        yield self._copy(self.h2d, nbytes)
 
     def wait(self):
         """Block the replica until its pending copies are done (a SimPy generator)."""
@@ -82,7 +140,9 @@ class KvOffload:
         return new_blocks * self.map_ps_per_block
 
     def stats(self) -> dict:
-        return {"swap_outs": self.swap_outs, "swap_ins": self.swap_ins, "bytes_to_host": self.bytes_out,
+        extra = {"swap_copies": self.copies, "host_copy_reused_bytes": self.reused_bytes} if self.group_blocks \
+            or self.reuse else {}
+        return {**extra, "swap_outs": self.swap_outs, "swap_ins": self.swap_ins, "bytes_to_host": self.bytes_out,
                 "bytes_to_device": self.bytes_in, "host_peak_bytes": self.host_peak,
                 "stall_s": self.stall_ps / 1e12, "mapped_blocks": self.mapped_blocks}
 

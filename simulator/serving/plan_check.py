@@ -16,6 +16,16 @@ from simulator.core.contracts import BatchPlan, SchedulerView
 from simulator.core.errors import PolicyError
 from simulator.core.request import FINISHED, RUNNING, WAITING, Request
 
+PREEMPT_MODES = ("recompute", "swap", "drop")
+
+
+def preempt_entry(entry) -> tuple[int, str | None]:
+    """(request id, mode) of a ``BatchPlan.preempt`` entry: a request id (the KV policy's global
+    choice) or a ``policies.api.Preempt`` (rid, mode: recompute | swap | drop)."""
+    if isinstance(entry, int):
+        return entry, None
+    return getattr(entry, "rid", entry), getattr(entry, "mode", None)
+
 
 class PlanContext(Protocol):
     """What the check reads of a replica (the replica satisfies it; no import of the replica)."""
@@ -46,10 +56,16 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
             raise PolicyError(name, f"rejects request {rid}, which is not waiting on replica {idx}")
         seen.add(rid)
     freed = 0
-    for rid in plan.preempt:
+    for entry in plan.preempt:
+        rid, mode = preempt_entry(entry)
         r = by_id.get(rid)
         if r is None or r.state != RUNNING or rid in seen:
             raise PolicyError(name, f"preempts request {rid}, which is not running on replica {idx}")
+        if mode is not None and mode not in PREEMPT_MODES:
+            raise PolicyError(name, f"preempts request {rid} by {mode!r}; modes: {', '.join(PREEMPT_MODES)}")
+        if mode == "swap" and not kv.can_swap:
+            raise PolicyError(name, f"preempts request {rid} by swap, but the KV policy keeps no host copies "
+                                    f"(policies.kv_cache kind swap or tiered)")
         seen.add(rid)
         freed += kv.freed_by(r)  # shared blocks: only those no other request maps
     need = 0
@@ -67,7 +83,7 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
         if r.state == WAITING:
             admitted.append(r)
     if plan.preempt:
-        need += kv.overlap([by_id[rid] for rid in plan.preempt], admitted)
+        need += kv.overlap([by_id[preempt_entry(e)[0]] for e in plan.preempt], admitted)
     bs = kv.block_size
     for rid in plan.decode:
         r = by_id.get(rid)

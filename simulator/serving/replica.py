@@ -20,10 +20,12 @@ from simulator.core.contracts import BatchPlan, ReplicaLoad, SchedulerView
 from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
+from simulator.serving.controller import leave
 from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.kv_manager import KVManager
-from simulator.serving.plan_check import check_plan
+from simulator.serving.plan_check import check_plan, preempt_entry
+from simulator.serving.speculation import commit_speculation, speculate
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
 
@@ -61,6 +63,10 @@ class Replica:
         self.offload = offload
         if self.kvm.maps_pages:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
+        # how the scheduler wants swaps done (FastSwitch): copy granularity, host-copy reuse, overlap
+        self.kvm.configure_swaps(getattr(scheduler, "swap_group_blocks", None),
+                                 bool(getattr(scheduler, "reuse_host_copies", False)),
+                                 bool(getattr(scheduler, "overlap_swap", False)), timer.model, timer.tp)
         self.budget_fn = getattr(scheduler, "token_budget", None)
         # blocks a stretch of decodes must leave free after each iteration for the plan to stay the
         # same (1 for a scheduler that wants a free block at every request's turn, as vLLM v0 does)
@@ -170,7 +176,7 @@ class Replica:
             if self.migrating:
                 self._start_migrations()
             if self.detach or self.outgoing:
-                self._leave()
+                leave(self)
             if not self.waiting and not self.running:
                 if self.controller is not None:
                     self.controller.notify("idle")
@@ -193,8 +199,9 @@ class Replica:
             check_plan(self, plan, view)
             for rid in plan.reject:
                 self._reject(self.by_id[rid])
-            for rid in plan.preempt:
-                self._preempt(self.by_id[rid])
+            for entry in plan.preempt:
+                rid, mode = preempt_entry(entry)
+                self._preempt(self.by_id[rid], mode)
             if kvm.copies_pending:
                 yield from kvm.wait_copies()  # swap-outs finish before the next step
             if not plan.prefill and not plan.decode:
@@ -209,28 +216,6 @@ class Replica:
             else:
                 yield from self._iteration(plan)
 
-    def _leave(self) -> None:
-        """Requests the controller moves away leave at this iteration boundary: a migrating one
-        leaves the batch (its KV stays here until the last stage is copied), a stolen one the queue."""
-        for rid, ev in self.detach.items():
-            r = self.by_id.get(rid)
-            ok = r is not None and r.state == RUNNING and r in self.running
-            if ok:
-                self.running.remove(r)
-                del self.by_id[rid]
-                r.state = WAITING
-                self.outstanding -= r.max_new_tokens - r.num_generated
-            ev.succeed(ok)
-        self.detach.clear()
-        for rid, dst in self.outgoing.items():
-            r = self.by_id.get(rid)
-            if r is not None and r.state == WAITING and r in self.waiting and not r.num_computed:
-                self.waiting.remove(r)
-                del self.by_id[rid]
-                self.outstanding -= r.prompt_tokens + r.max_new_tokens
-                dst.submit(r)
-        self.outgoing.clear()
-
     # -- state changes -------------------------------------------------------------------
     def _reject(self, r: Request) -> None:
         self.waiting.remove(r)
@@ -242,10 +227,22 @@ class Replica:
         if self.controller is not None:
             self.controller.notify("finish")
 
-    def _preempt(self, r: Request) -> None:
+    def _preempt(self, r: Request, mode: str | None = None) -> None:
+        if mode == "drop":  # the request is given up: it leaves unfinished, its KV freed
+            self.running.remove(r)
+            self.kvm.preempt(r, "drop")
+            r.state = REJECTED
+            r.finish_ps = self.env.now
+            self.outstanding -= r.prefill_remaining + r.max_new_tokens - r.num_generated
+            self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, r.num_computed)
+            self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
+            self.cluster.on_done(r)
+            if self.controller is not None:
+                self.controller.notify("finish")
+            return
         self.running.remove(r)
         dropped = r.num_computed
-        swapped = self.kvm.preempt(r)
+        swapped = self.kvm.preempt(r, mode)
         r.state = WAITING
         r.num_preemptions += 1
         r.prefill_target = r.prompt_tokens + r.num_generated
@@ -323,7 +320,7 @@ class Replica:
         decode_kv = 0
         spec_rows = ()
         if self.spec is not None and dec:
-            dec, spec_rows, draft_s = self._speculate(dec, chunks, emitting)
+            dec, spec_rows, draft_s = speculate(self, dec, chunks, emitting)
         for r in dec:
             kv.grow(r, 1)
             decode_kv += r.num_computed + 1
@@ -385,7 +382,7 @@ class Replica:
             if r.num_generated >= r.max_new_tokens:
                 done.append(r)
         if spec_rows:
-            processed += self._commit_speculation(spec_rows, i, done)
+            processed += commit_speculation(self, spec_rows, i, done)
             rows += len(spec_rows)
         self.outstanding -= processed + rows
         for r in done:
@@ -397,64 +394,6 @@ class Replica:
                     self._hand_off(r)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
                          kv.total_blocks, waiting, running, flops, self._cached_tokens(), energy_j)
-
-    # -- speculative decoding (serving/speculation.py) ---------------------------------------
-    def _speculate(self, dec: list[Request], chunks, emitting: int):
-        """Split the decode rows into plain rows and speculating rows (request, k, verified tokens,
-        context), with KV allocated for the verified tokens; and the proposal seconds."""
-        spec, kv = self.spec, self.kv
-        ks = spec.choose(self.env.now, self.index, dec, [(t, r.num_computed) for r, t in chunks], emitting,
-                         kv.free, kv.block_size)
-        if not ks:
-            return dec, (), 0.0
-        spare = kv.free - sum(kv.need(r, 1) for r in dec)  # every row's own token first
-        plain, rows = [], []
-        method = spec.method
-        for r in dec:
-            k = min(ks.get(r.rid, 0), r.max_new_tokens - r.num_generated - 1)
-            while k > 0:
-                v = method.verify_tokens(k)
-                extra = kv.need(r, v) - kv.need(r, 1)
-                if extra <= spare:
-                    spare -= extra
-                    break
-                k -= 1
-            if k <= 0:
-                plain.append(r)
-                continue
-            ctx = r.num_computed
-            kv.grow(r, v)
-            rows.append((r, k, v, ctx))
-        if not rows:
-            return plain, (), 0.0
-        kmax = max(k for _, k, _, _ in rows)
-        draft_s = spec._proposal_s(len(rows), sum(c for *_, c in rows), kmax, None) + spec._draft_prefill_s(
-            [(t, r.num_computed) for r, t in chunks])
-        spec.draft_ps += int(round(draft_s * 1e12))
-        return plain, tuple(rows), draft_s
-
-    def _commit_speculation(self, spec_rows, i: int, done: list) -> int:
-        """After the verification: accept, emit, roll back the rejected tokens' KV. Returns the
-        tokens processed beyond one per row."""
-        spec, kvm = self.spec, self.kvm
-        spec.steps += 1
-        extra = 0
-        for r, k, v, _ in spec_rows:
-            a = spec.sample_accepted(r.rid, k)
-            n = min(a + 1, r.max_new_tokens - r.num_generated)
-            r.num_computed += n
-            r.num_generated += n
-            kvm.rollback(r, v - n)
-            self._mark(r, i, 1)
-            spec.rows += 1
-            spec.proposed += k
-            spec.accepted += a
-            spec.emitted += n
-            spec.verified += v
-            extra += n - 1
-            if r.num_generated >= r.max_new_tokens:
-                done.append(r)
-        return extra
 
     def _cached_tokens(self) -> int:
         """Tokens whose K/V the running batch holds (resident tokens under an eviction cap)."""

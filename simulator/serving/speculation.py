@@ -150,6 +150,65 @@ class Speculator:
                 "spec_verified_tokens": self.verified, "spec_draft_s": self.draft_ps / 1e12}
 
 
+# -- a replica's step with speculation (called by Replica._iteration) ----------------------
+def speculate(rep, dec: list, chunks, emitting: int):
+    """Split the decode rows into plain rows and speculating rows (request, k, verified tokens,
+    context), with KV allocated for the verified tokens; and the proposal seconds."""
+    spec, kv = rep.spec, rep.kv
+    ks = spec.choose(rep.env.now, rep.index, dec, [(t, r.num_computed) for r, t in chunks], emitting,
+                     kv.free, kv.block_size)
+    if not ks:
+        return dec, (), 0.0
+    spare = kv.free - sum(kv.need(r, 1) for r in dec)  # every row's own token first
+    plain, rows = [], []
+    method = spec.method
+    for r in dec:
+        k = min(ks.get(r.rid, 0), r.max_new_tokens - r.num_generated - 1)
+        while k > 0:
+            v = method.verify_tokens(k)
+            extra = kv.need(r, v) - kv.need(r, 1)
+            if extra <= spare:
+                spare -= extra
+                break
+            k -= 1
+        if k <= 0:
+            plain.append(r)
+            continue
+        ctx = r.num_computed
+        kv.grow(r, v)
+        rows.append((r, k, v, ctx))
+    if not rows:
+        return plain, (), 0.0
+    kmax = max(k for _, k, _, _ in rows)
+    draft_s = spec._proposal_s(len(rows), sum(c for *_, c in rows), kmax, None) + spec._draft_prefill_s(
+        [(t, r.num_computed) for r, t in chunks])
+    spec.draft_ps += int(round(draft_s * 1e12))
+    return plain, tuple(rows), draft_s
+
+def commit_speculation(rep, spec_rows, i: int, done: list) -> int:
+    """After the verification: accept, emit, roll back the rejected tokens' KV. Returns the
+    tokens processed beyond one per row."""
+    spec, kvm = rep.spec, rep.kvm
+    spec.steps += 1
+    extra = 0
+    for r, k, v, _ in spec_rows:
+        a = spec.sample_accepted(r.rid, k)
+        n = min(a + 1, r.max_new_tokens - r.num_generated)
+        r.num_computed += n
+        r.num_generated += n
+        kvm.rollback(r, v - n)
+        rep._mark(r, i, 1)
+        spec.rows += 1
+        spec.proposed += k
+        spec.accepted += a
+        spec.emitted += n
+        spec.verified += v
+        extra += n - 1
+        if r.num_generated >= r.max_new_tokens:
+            done.append(r)
+    return extra
+
+
 def draft_memory(model, draft, tp: int) -> tuple[float, float]:
     """(weight bytes, KV bytes per token) of the draft per GPU at tensor parallelism ``tp``."""
     return draft.weight_bytes() / tp, draft.kv_elems_per_token(tp) * draft.dtype_bytes
