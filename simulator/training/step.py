@@ -78,6 +78,7 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
 
     def timed(ops: list[Any]) -> float:  # MoE all-to-all on the expert-parallel group's link
         return sum((a2a if op.kind == ALLTOALL else backend).op_s(op) for op in ops)
+
     ts = train_shape(rt)
     m = t.global_batch // (t.micro_batch * lay.dp)
     shapes = stage_shapes(rt)
@@ -127,8 +128,7 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
         offload_bytes=unit_act if t.offload_activations else 0.0, pcie=pcie,
         expert_grad_bytes=e_grads if expert_shards != shards else [], expert_param_bytes=e_params_b
         if expert_shards != shards else [], expert_dp=expert_shards)
-    if plan.dp_channel is not None and plan.p2p is not None and dp_link is p2p_link:
-        plan.dp_channel = plan.p2p  # one link per GPU: pipeline sends and gradient reductions share it
+    # on one link (the same name), pipeline sends and gradient reductions share each GPU's bandwidth resource
     return plan, stages, backend
 
 
