@@ -151,6 +151,8 @@ class _Sim:
         self.links = [self._bw(plan.p2p) for _ in range(p)]
         same = plan.dp_channel is not None and plan.p2p is not None and plan.dp_channel.name == plan.p2p.name
         self.dp_links = self.links if same else [self._bw(plan.dp_channel) for _ in range(p)]
+        # on a shared link a collective's bytes count at the link's point-to-point rate over its own rate
+        self.dp_scale = plan.p2p.rate_bytes_per_s / plan.dp_channel.rate_bytes_per_s if same else 1.0
         self.streams = [simpy.Resource(self.env, capacity=1) for _ in range(p)]
         self.d2h = [self._bw(plan.pcie) for _ in range(p)]
         self.h2d = [self._bw(plan.pcie) for _ in range(p)]
@@ -187,7 +189,7 @@ class _Sim:
                 steps, wire = (2 * (n - 1), 2.0 * (n - 1) / n * nbytes) if kind == "allreduce" else \
                     (n - 1, (n - 1) / n * nbytes)
                 yield self.env.timeout(s_to_ps(steps * plan.dp_channel.latency_s))
-                yield self.dp_links[s].transfer(wire)
+                yield self.dp_links[s].transfer(wire * self.dp_scale)
                 self.dp_wire[s] += wire
                 self.intervals.append(Interval(s, "dp", name, t0, self.env.now))
         if done is not None:
