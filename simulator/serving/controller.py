@@ -311,6 +311,7 @@ def attach_controller(sim) -> None:
         if rep.kvm.shares or rep.kvm.capped or rep.pipeline is not None or rep.role != "both":
             raise ConfigError("a cluster controller needs replicas of role both with the paged KV mechanism and "
                               "no pipeline parallelism", where=WHERE)
+        rep.steady = False  # the controller reads every replica's requests at any instant: no decode stretches
     from simulator.core import registry as reg
 
     lc = resolve_component({"kind": "link", "preset": cfg.link}, reg.HARDWARE, f"{WHERE}.link",
