@@ -85,3 +85,13 @@ def test_an_accelerator_without_a_dtype_refuses_it_by_name(tmp_path):
                         "--set", "hardware.device.macs_per_pe_per_cycle.fp16=0"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "no fp16" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_prefill_on_a_gpu_and_decode_on_an_npu_serve_one_workload_with_energy_over_both():
+    sc = load_scenario(ROOT / "scenarios/devices/hetero_h100_prefill_mi300x_decode.yaml",
+                       ["workload.num_requests=20"])
+    assert [p.device.kind for p in sc.pools] == ["gpu", "npu"]
+    s = run_scenario(sc).summary
+    assert s["requests_finished"] == 20
+    idle = 70.0 + 75.0  # H100 preset idle (10% of 700 W) + MI300X default (10% of 750 W)
+    assert s["energy_idle_j"] == pytest.approx(idle * s["sim_time_s"], rel=1e-9)
