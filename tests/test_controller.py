@@ -126,7 +126,7 @@ class ControllerMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 10**6), d=st.integers(0, 2))
     def steal(self, i, d):
         waiting = [(rep, r) for rep in self.sim.cluster.replicas for r in rep.waiting
-                   if not r.num_computed and not r.num_preemptions and r.rid not in rep.outgoing]
+                   if not r.num_computed and r.rid not in rep.outgoing]
         if not waiting:
             return
         rep, r = waiting[i % len(waiting)]

@@ -187,7 +187,7 @@ class ClusterController:
         r = src.by_id.get(rid)
         if r is None or r.state != WAITING or r not in src.waiting:
             raise PolicyError(self.name, f"steals request {rid}, which is not waiting on replica {src_i}")
-        if r.num_computed or r.kv_blocks or r.num_preemptions:
+        if r.num_computed or r.kv_blocks or r.rid in src.kvm.offload_swapped():
             raise PolicyError(self.name, f"steals request {rid}, which has KV on replica {src_i} (migrate it instead)")
         if src_i == dst_i or dst_i in self.draining or rid in src.outgoing:
             raise PolicyError(self.name, f"steals request {rid} to replica {dst_i}: same replica, draining, or "

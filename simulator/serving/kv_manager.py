@@ -103,6 +103,10 @@ class KVManager:
         off = self.offload
         return off is not None and off.d2h is not None and type(off).__name__ != "SessionOffload"
 
+    def offload_swapped(self) -> dict:
+        """Requests whose KV is on the host (rid -> bytes)."""
+        return getattr(self.offload, "swapped", {}) if self.offload is not None else {}
+
     @property
     def copies_pending(self) -> bool:
         return self.offload is not None and bool(self.offload.pending)
