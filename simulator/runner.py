@@ -236,6 +236,12 @@ class Simulation:
         self.rngs = RngStreams(spec.seed)
         source = scenario.workload.cls(scenario.workload.config, base_dir=scenario.base_dir)
         self.table = source.generate(self.rngs).validate("workload")
+        vision = getattr(scenario.model.config, "vision", None)
+        if vision is not None and vision.tokens_per_request:  # image tokens join every prompt (workloads.vision)
+            import dataclasses
+
+            self.table = dataclasses.replace(self.table, prompt_tokens=self.table.prompt_tokens
+                                             + vision.tokens_per_request)
         check_exclusions(spec.run, len(self.table))
         self.env = simpy.Environment()
         n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)

@@ -401,7 +401,7 @@ def attention_ops(shape: BatchShape, model: TransformerConfig, tp: int = 1, sche
     sequences (an even split of the iteration's work)."""
     if dp > 1:
         return [per_group(op, dp) for op in attention_ops(shape, model, tp // dp, scheme)]
-    if model.attention is not None or model.linear is not None:  # per layer / head groups (workloads.variant_ops)
+    if model.attention is not None or model.linear is not None or model.vision is not None:  # workloads.variant_ops
         from workloads.variant_ops import attention_ops as variant_attention_ops
 
         return variant_attention_ops(shape, model, tp, scheme)

@@ -95,6 +95,12 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
                                         head_dim=hd, dtype=d, dtype_bytes=b), model, scheme))
     if model.linear is not None and state_layers(model):
         ops += mixer_ops(shape, model, tp)
+    vision = getattr(model, "vision", None)
+    if vision is not None and vision.images_per_request:  # a request's images, encoded with its first chunk
+        from workloads.vision import encoder_ops
+
+        firsts = sum(1 for _, ctx in shape.prefill if ctx == 0)
+        ops = encoder_ops(firsts * vision.images_per_request, vision, model.hidden_size, d, b, tp) + ops
     return ops
 
 

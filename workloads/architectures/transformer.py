@@ -42,6 +42,7 @@ from simulator.core.registry import register_model
 from workloads.attention_variants import AttentionVariant, check_variant, kv_elems, layer_kinds
 from workloads.linear_attention import LinearLayerConfig
 from workloads.moe import RoutingConfig
+from workloads.vision import VisionEncoderConfig
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 
@@ -99,6 +100,9 @@ class TransformerConfig(StrictConfig):
     linear: LinearLayerConfig | None = Field(
         default=None, description="the linear-attention / state-space layers (S in attention.layer_pattern; "
                                   "workloads.linear_attention)")
+    vision: VisionEncoderConfig | None = Field(
+        default=None, description="a ViT encoder whose image tokens join every prompt (workloads.vision): "
+                                  "{preset: clip-vit-l-14-336 | qwen2-vl-vit, images_per_request, image_size_px, ...}")
 
     @model_validator(mode="after")
     def _check(self) -> TransformerConfig:
@@ -226,7 +230,8 @@ class TransformerConfig(StrictConfig):
         n_state = layer_kinds(self).count("S") if self.linear is not None else 0
         mixers = (self.num_layers - n_state) * self.attn_params_per_layer() + \
             (n_state * self.linear.params(self.hidden_size) if n_state else 0)
-        return mixers + self.num_layers * self.mlp_params_per_layer() + self.embedding_params() + norms
+        vision = self.vision.params(self.hidden_size) if self.vision is not None else 0
+        return mixers + self.num_layers * self.mlp_params_per_layer() + self.embedding_params() + norms + vision
 
     def weight_bytes(self) -> float:
         return self.num_params() * self.dtype_bytes

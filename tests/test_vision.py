@@ -1,0 +1,76 @@
+"""Vision encoders: image tokens, encoder ops, the serving loop's prompts, encoder-attention tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulator.config.loader import load_scenario, resolve_component
+from simulator.core import registry as reg
+from workloads.llm import BatchShape, lower
+from workloads.vision import VisionEncoderConfig, encoder_ops
+
+ROOT = Path(__file__).resolve().parents[1]
+AIC = ROOT.parent / "shared" / "validation" / "aic" / "h200_sxm"
+
+
+def test_tokens_per_image_from_resolution_patch_and_merge():
+    clip = VisionEncoderConfig(preset="clip-vit-l-14-336")
+    assert clip.tokens_per_image == (336 // 14) ** 2 == 576  # LLaVA-1.5's 576 image tokens
+    qwen = VisionEncoderConfig(preset="qwen2-vl-vit", image_size_px=448)
+    assert qwen.patches_per_image == 1024 and qwen.tokens_per_image == 256  # 2 x 2 merge
+
+
+def test_encoder_attention_is_bidirectional_over_each_image():
+    v = VisionEncoderConfig(preset="clip-vit-l-14-336")
+    ops = {op.name: op for op in encoder_ops(3, v, 4096, "bf16", 2.0)}
+    att = ops["encoder_attention"]
+    assert att.pairs == 3 * 576 * 576 and att.seqs == 3 and att.count == 24
+    assert att.flops() == pytest.approx(4 * 16 * 64 * 3 * 576 * 576 * 24)
+    assert ops["vit_projector0"].m == 3 * 576 and ops["vit_projector1"].n == 4096
+
+
+def _model():
+    return resolve_component({"kind": "transformer", "preset": "Llama-2-7B",
+                              "vision": {"preset": "clip-vit-l-14-336", "images_per_request": 2}},
+                             reg.MODELS, "model").config
+
+
+def test_images_are_encoded_with_the_first_chunk_only():
+    m = _model()
+    shape = BatchShape(prefill=((1200, 0), (300, 800)), emitting=1)
+    first = [op for op in lower(shape, m) if op.name.startswith("vit")]
+    later = [op for op in lower(BatchShape(prefill=((300, 800),), emitting=1), m) if op.name.startswith("vit")]
+    assert first and not later
+    assert {op.name: op for op in first}["vit_qkv"].m == 2 * 576  # one request's two images
+
+
+def test_serving_prompts_carry_the_image_tokens():
+    from simulator.runner import Simulation
+
+    sc = load_scenario(ROOT / "scenarios" / "variants" / "vision_llava.yaml", ["workload.num_requests=5"])
+    text = load_scenario(ROOT / "scenarios" / "variants" / "vision_llava.yaml",
+                         ["workload.num_requests=5", "model.vision.images_per_request=0"])
+    a, b = Simulation(sc), Simulation(text)
+    assert (a.table.prompt_tokens - b.table.prompt_tokens == 576).all()
+    res = a.run()
+    assert res.summary["requests_finished"] == 5
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_one_line_exit_2():
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", "scenarios/variants/vision_llava.yaml",
+                        "--set", "model.vision.image_size_px=340"], cwd=ROOT, capture_output=True, text=True)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "patch_px" in lines[0]
+
+
+@pytest.mark.skipif(not AIC.exists(), reason="aic tables not present")
+def test_encoder_attention_tables_within_reported_ceiling():
+    from simulator.validation.aic_encoder import validate
+
+    res = validate(AIC)
+    for key, (med, p90, _n) in res.summary(key=lambda r: r.source).items():
+        assert med < 16.0 and p90 < 45.0, (key, med, p90)  # FIDELITY.md: 11.2-13.9 % median, 34-40 % p90
