@@ -116,8 +116,6 @@ DISTSERVE_INPUTS = (Input("tpot_slo_s", 0.02, "TPOT SLO, s", "scaled to hwsim's 
 FALCON_INPUTS = (Input("p99_tbt_s", 0.25, "P99 TBT SLO, s", "5x a decode step (the paper's rule)"),
                  Input("prompt_median", 1730, "workload.prompt_tokens.median", "as the Mistral-7B row"))
 VAT_DECODE = (Input("l2_bw_gb_s", 4690, "l2_bw (GB/s)", "estimate: 2.3 x HBM bandwidth (no preset value)"),)
-TPI_INPUTS = (Input("link_latency_ms", 0.5, "link_latency (ms)", "estimate for a switched LAN + TCP"),
-              Input("link_bw_mb_s", 125, "link_bw (MB/s)", "1 Gbit/s Ethernet"))
 KIVI_INPUTS = (Input("output_tokens", 1024, "workload.output_tokens (fixed)", "stand-in: 1024 + 1024 tokens", True),)
 KIVI_BITS = (Input("group_size", 32, "policies.quantization.kv.group_size", "KIVI's G = 32 (preset KV-int2)", True),)
 EF_CACHE = (Input("cache_gib", 21.0, "policies.expert_offload.cache_bytes (GiB/GPU)", "2 experts x 32 layers (input)"),)
@@ -291,20 +289,6 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         (Input("kv_budget", 0.2, "policies.kv_cache.budget_fraction", "H2O's 20 % budget (input)"),
          Input("output_tokens", 32, "workload.output_tokens (fixed)", "the benchmark's 512 + 32", True)),
         missed="at 512 + 32 tokens the weights dominate each step's bytes; the budget only cuts the KV share"),
-    Expectation(
-        "tpi_llm_peak_memory", KV, "TPI-LLM (2024)", "Llama-2-70B peak memory down to 3.1 GB", 3.1, "GB", "abstract",
-        "master device: window x shard + embeddings/head + KV + runtime (study tpi_llm, 8 devices, window 4)",
-        "tpi_peak_memory", INPUT_BOUND, "tpi_llm_llama2_70b.yaml",
-        (Input("runtime_gib", 1.0, "runtime_bytes (GiB)", "estimate: process + PyTorch resident set"),),
-        driver="runtime_bytes: an estimated 1 GiB of the 3.0 GB"),
-    Expectation(
-        "tpi_llm_ttft", KV, "TPI-LLM (2024)", "> 80 % lower time to first token than Accelerate", 0.8, "reduction",
-        "abstract", "1 - TTFT / Accelerate's TTFT (1 Gbit/s Ethernet)", "tpi_ttft_cut", MECHANISM,
-        "tpi_llm_llama2_70b.yaml", TPI_INPUTS, band=(0.8, 1.0)),
-    Expectation(
-        "tpi_llm_token_latency", KV, "TPI-LLM (2024)", "> 80 % lower per-token latency than Accelerate", 0.8,
-        "reduction", "abstract", "1 - token latency / Accelerate's", "tpi_token_cut", MECHANISM,
-        "tpi_llm_llama2_70b.yaml", TPI_INPUTS, band=(0.8, 1.0)),
     Expectation(
         "vllm_paged_waste", KV, "vLLM (SOSP 2023)", "PagedAttention wastes under 4 % of KV memory", 0.04,
         "of allocated slots", "introduction", "kv_fragmentation_mean with the vllm scheduler (16-token blocks)",

@@ -101,30 +101,6 @@ def cachegen_delay(p: Params) -> Figure:
                                           f"x compression_ratio)")
 
 
-def tpi(p: Params) -> dict:
-    return study("tpi_llm_llama2_70b.yaml", (f"runtime_bytes={num(p.get('runtime_gib', 1.0))}GiB",
-                                             f"link_latency={num(p.get('link_latency_ms', 0.5))}ms",
-                                             f"link_bw={num(p.get('link_bw_mb_s', 125.0))}MB/s"))
-
-
-@measure
-def tpi_peak_memory(p: Params) -> Figure:
-    r = tpi(p)
-    return r["peak_memory_bytes"] / 1e9, f"window of 4 layers x {r['shard_bytes'] / 1e6:.0f} MB shards + embeddings"
-
-
-@measure
-def tpi_ttft_cut(p: Params) -> Figure:
-    r = tpi(p)
-    return r["ttft_reduction"], f"TTFT {r['ttft_s']:.1f} s vs {r['accelerate_ttft_s']:.1f} s"
-
-
-@measure
-def tpi_token_cut(p: Params) -> Figure:
-    r = tpi(p)
-    return r["token_latency_reduction"], f"token {r['token_s']:.2f} s vs {r['accelerate_token_s']:.1f} s"
-
-
 def _mcu_sets(p: Params) -> tuple[str, ...]:
     return tuple(f"{k}={int(v)}" for k, v in sorted(p.items()))
 

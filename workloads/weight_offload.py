@@ -129,11 +129,16 @@ class WeightOffload:
     drive_link_rate: float = 0.0  # bytes/s of the drive's own host link
     p2p: bool = True  # Q/K/V and outputs GPU <-> drive peer to peer (False: bounced through host DRAM)
     kv_bytes_per_row: float = 0.0  # one layer's new K and V bytes per row
+    buffer_layers: int | None = None  # layer buffers of streamed weights (default 2 with overlap, else 1)
 
     def __post_init__(self) -> None:
         if self.attention_on_host and not self.host_flops:
             raise ConfigError("attention: host needs a host preset with cpu_flops_per_s",
                               where="policies.weight_offload.host")
+        if self.buffer_layers is None:
+            self.buffer_layers = 2 if self.overlap else 1
+        if self.buffer_layers < 2:
+            self.overlap = False  # one buffer: the next layer cannot load while this one computes
         if self.attention_in_storage and not self.storage_flops:
             raise ConfigError("attention: storage needs an ssd with compute_flops_per_s (a computational storage "
                               "drive)", where="policies.weight_offload.ssd")
@@ -165,7 +170,7 @@ class WeightOffload:
         else:
             streamed = 1.0 - self.gpu_fraction
             resident = self.other_bytes + self.num_layers * self.layer_bytes * self.gpu_fraction
-            resident += (2 if self.overlap else 1) * self.layer_bytes * streamed if streamed > 0 else 0.0
+            resident += self.buffer_layers * self.layer_bytes * streamed if streamed > 0 else 0.0
         if resident > room:
             raise ConfigError(f"the weight-offload plan keeps {resident / GiB:.2f} GiB of weights on the GPU but "
                               f"{max(0.0, room) / GiB:.2f} GiB is left for weights; lower gpu_fraction",

@@ -46,6 +46,9 @@ class StreamConfig(OffloadConfig):
     # source: estimate; large direct reads kept deep-queued reach the drive's sequential rate (hw_models/ssd.py)
     io_size: PositiveBytes = Field(default="1MiB", description="size of one SSD read command")
     overlap: bool = Field(default=True, description="load layer j+1 while layer j computes (two layer buffers)")
+    buffer_layers: int | None = Field(default=None, ge=1, description="layer buffers of streamed weights (TPI-LLM's "
+                                                                      "sliding window); default 2 with overlap, 1 "
+                                                                      "without; 1 cannot overlap")
     kv: Literal["gpu", "host", "disk"] = Field(default="gpu", description="where the KV cache lives (host: its "
                                                                           "capacity is the DRAM the host weights "
                                                                           "leave; disk: the drive's capacity)")

@@ -31,9 +31,10 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
     if model.is_moe:
         raise ConfigError(f"weight offload streams dense layers; {model.name} is a mixture of experts (use "
                           f"policies.expert_offload)", where=WHERE)
-    if pool.tensor_parallel * pool.pipeline_parallel > 1:
-        raise ConfigError("weight offload runs on one GPU per replica (tensor_parallel = pipeline_parallel = 1)",
+    if pool.pipeline_parallel > 1:
+        raise ConfigError("weight offload streams every layer through each GPU: pipeline_parallel must be 1",
                           where=WHERE)
+    tp = pool.tensor_parallel
     comp = resolve_component(block, WEIGHT_OFFLOADS, WHERE, base_dir=scenario.base_dir)
     cfg = comp.config
     sparse = getattr(comp.cls, "sparse", False)
@@ -47,12 +48,14 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
         return ssd.read_s(float(nbytes), float(request), qd) if nbytes > 0 else 0.0
 
     scale = quant.weight_bytes(model) / model.weight_bytes() if quant is not None else 1.0
-    b = model.dtype_bytes * scale
+    b = model.dtype_bytes * scale / tp  # each GPU holds (and streams) 1 / tp of every weight
     L = model.num_layers
     attn, mlp = model.attn_params_per_layer() * b, model.mlp_params_per_layer() * b
     layer = attn + mlp + 2 * model.hidden_size * b  # the layer's two norms
-    other = model.weight_bytes() * scale - L * layer
+    other = model.weight_bytes() * scale / tp - L * layer
     flash = None
+    if sparse and tp > 1:
+        raise ConfigError("flash reads whole neurons on one device: tensor_parallel must be 1", where=WHERE)
     if sparse:
         mats = 3 if model.gated_mlp else 2
         flash = FlashRead(ffn_layer_bytes=mlp, attn_layer_bytes=layer - mlp, neuron_bytes=mats * model.hidden_size * b,
@@ -77,7 +80,7 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
                     disk_capacity_bytes=d.capacity_bytes, attention_in_storage=cfg.attention == "storage",
                     storage_internal_bw=d.internal_read_bw, storage_flops=d.compute_flops_per_s,
                     storage_read_fraction=cfg.storage_read_fraction, drive_link_rate=d.host_rate, p2p=cfg.p2p,
-                    kv_bytes_per_row=2 * model.kv_size * model.dtype_bytes)
+                    kv_bytes_per_row=2 * model.kv_size * model.dtype_bytes / tp)
     return WeightOffload(
         num_layers=L, layer_bytes=layer, other_bytes=other, gpu_fraction=cfg.gpu_fraction,
         disk_fraction=(1.0 - cfg.gpu_fraction) if sparse else cfg.disk_fraction,
@@ -86,8 +89,9 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
         io_size=0.0 if sparse else float(cfg.io_size), overlap=cfg.overlap, num_gpu_batches=cfg.num_gpu_batches,
         host_dram_bytes=host.dram_bytes, kv_on_host=kv_host, attention_on_host=attn_host,
         host_attention_bw=host.dram_bw_bytes_per_s * getattr(cfg, "host_memory_efficiency", 1.0),
-        host_flops=host.cpu_flops_per_s, kv_bytes_per_token=model.kv_bytes_per_token(),
-        attn_flops_per_kv=4.0 * model.num_heads * model.head_dim * L, q_bytes_per_row=model.q_size * model.dtype_bytes,
+        host_flops=host.cpu_flops_per_s, kv_bytes_per_token=model.kv_elems_per_token(tp) * model.dtype_bytes,
+        attn_flops_per_kv=4.0 * model.num_heads * model.head_dim * L / tp,
+        q_bytes_per_row=model.q_size * model.dtype_bytes / tp, buffer_layers=getattr(cfg, "buffer_layers", None),
         flash=flash, **disk)
 
 
