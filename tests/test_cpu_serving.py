@@ -78,3 +78,17 @@ def test_a_cpu_fitted_from_a_capture_of_this_machine_serves_a_scenario(tmp_path)
     weights = load_scenario(SCEN).model.config.weight_bytes()
     assert s["tpot_s"]["p50"] >= weights / (dev.dram_bw_per_core_bytes_per_s * 2)  # two cores' DRAM streams
     assert s["tpot_s"]["p50"] != plain.summary["tpot_s"]["p50"]  # the fitted efficiencies are used
+
+
+def test_int3_to_int6_weights_cost_bytes_in_proportion_and_decode_slower_with_each_bit():
+    from simulator.runner import build_quantization
+
+    intel = ROOT / "scenarios/papers/intel_cpu_llama2_7b_spr.yaml"
+    sizes, tpot = {}, {}
+    for bits in (3, 4, 5, 6):
+        sc = load_scenario(intel, [f"policies.quantization.weights.dtype=int{bits}"])
+        sizes[bits] = build_quantization(sc).weight_bytes(sc.model.config)
+        tpot[bits] = run_scenario(sc).summary["tpot_s"]["p50"]
+    steps = [sizes[b + 1] - sizes[b] for b in (3, 4, 5)]
+    assert max(steps) == pytest.approx(min(steps), rel=1e-9)  # one bit per quantized weight each
+    assert tpot[3] < tpot[4] < tpot[5] < tpot[6]

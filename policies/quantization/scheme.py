@@ -45,15 +45,18 @@ from simulator.core.registry import register_quantization
 # bits of one element (block scales of the microscaled formats are in MICROSCALED); "fp8" is the
 # model dtype of an fp8 checkpoint
 BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "fp8_e4m3": 8, "fp8_e5m2": 8, "int8": 8, "int4": 4, "nf4": 4,
-        "int2": 2, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "mxfp8": 8}
+        "int2": 2, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "mxfp8": 8,
+        # weight-only integer widths of llama.cpp's k-quants (Q3_K, Q5_K, Q6_K) and GPTQ/EXL2 3-bit: widened to
+        # the activation dtype before the GEMM (CPUs with table-lookup kernels run <= 4 bits as bit-planes)
+        "int3": 3, "int5": 5, "int6": 6}
 # block-scaled formats: (elements per scale, bits of one scale) fixed by the format, whatever group_size says
 MICROSCALED = {"nvfp4": (16, 8), "mxfp4": (32, 8), "mxfp8": (32, 8)}
 # tensor-core dtype (GPU preset key) of each activation dtype; fp32 activations use TF32 MMAs
 TENSOR = {"fp32": "tf32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
           "int8": "int8", "int4": "int4", "fp4": "fp4", "nvfp4": "nvfp4", "mxfp4": "mxfp4", "mxfp8": "mxfp8"}
 PROJECTIONS = ("qkv_proj", "o_proj", "mlp_up", "mlp_down", "moe_router", "lm_head")
-WDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "int2", "fp4", "nvfp4",
-                 "mxfp4", "mxfp8"]
+WDtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int6", "int5", "int4", "int3", "nf4",
+                 "int2", "fp4", "nvfp4", "mxfp4", "mxfp8"]
 ADtype = Literal["auto", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "fp4", "nvfp4", "mxfp4",
                  "mxfp8"]
 KDtype = Literal["auto", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "int2", "fp4", "nvfp4", "mxfp4",
