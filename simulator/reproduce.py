@@ -96,8 +96,10 @@ SECTION_NOTES = {
             "within TTFT/TPOT SLOs at 90 % attainment, or under Sarathi-Serve's P99 time-between-tokens rule.",
     KERNELS: "The `gpu_kernels` study: the `tile` backend from the GPU presets' datasheet numbers, kernel time "
              "only. No measured attention kernels were available: these are model predictions.",
-    KV: "Serving scenarios (KV-cache policies `paged`, `prefix`, `vattention`, `h2o`) and studies for what the "
-        "serving engine does not run (weights streamed from host DRAM or flash, in-storage attention, kernels).",
+    KV: "Serving scenarios: KV-cache policies `paged`, `prefix`, `vattention`, `h2o`, `shadowkv`; weight offload "
+        "(`policies.weight_offload`: layer weights streamed from host DRAM, SSD or flash beside compute, KV in host "
+        "DRAM or on a drive, decode attention on the host CPU or inside computational storage); studies only for "
+        "kernels (vAttention, Hydragen) and CacheGen's codec arithmetic.",
     QUANT: "Schemes are `policies.quantization: {kind: scheme, preset: NAME}`; kernel rows use the `tile` backend, "
            "serving rows the scenario's backend. Accuracy is never modelled.",
     MCU: "Peak-SRAM figures are arithmetic on layer shapes (int8, batch 1, packed arena). Bit-width assignments "

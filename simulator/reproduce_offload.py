@@ -12,9 +12,10 @@ import math
 from simulator.reproduce_measure import PAPERS, Figure, Params, measure, num, serve
 
 SECTION = "KV cache, memory tiers, storage"  # simulator.reproduce.KV (this module is imported while that one loads)
-NOTE = ("Serving scenarios (KV-cache policies `paged`, `prefix`, `vattention`, `h2o`; weight offload "
-        "`policies.weight_offload`: layer weights streamed from host DRAM, SSD or flash beside compute, KV in host "
-        "DRAM, attention on the host CPU) and studies for what the serving engine does not run (kernels).")
+NOTE = ("Serving scenarios: KV-cache policies `paged`, `prefix`, `vattention`, `h2o`, `shadowkv`; weight offload "
+        "(`policies.weight_offload`: layer weights streamed from host DRAM, SSD or flash beside compute, KV in host "
+        "DRAM or on a drive, decode attention on the host CPU or inside computational storage); studies only for "
+        "kernels (vAttention, Hydragen) and CacheGen's codec arithmetic.")  # the KV section's note (reproduce.py)
 
 FLEXGEN = "flexgen_opt30b_t4.yaml"
 FLASH_GPU, FLASH_CPU = "llm_in_a_flash_opt6.7b.yaml", "llm_in_a_flash_opt6.7b_cpu.yaml"

@@ -8,15 +8,24 @@ Models: an iteration is a pass over the L layers. Layer j's streamed weights (``
     rows also crosses host -> device; new KV goes back device -> host (the other direction of the
     full-duplex link); with attention on the host CPU only the new tokens' Q, K, V cross to the host
     and the attention outputs back, and the CPU reads the KV at ``host_attention_bw`` (a share of
-    DRAM bandwidth) or computes it at the CPU's FLOP rate, whichever is slower. One layer's load takes
-    f = copy overhead + max(host -> device, device -> host bytes) / PCIe rate + drive read time; its
-    compute c = (GPU time of the iteration's dense ops + attention) / L. With ``overlap`` (FlexGen's
-    two layer buffers: layer j+1 loads while layer j computes) the pass takes
-    f + (L - 1) max(c, f) + c; without, L (c + f). FlexGen's zig-zag block schedule: the iteration's
-    rows run as ``num_gpu_batches`` GPU batches under one weight transfer per layer (the step timer
-    times the dense ops of one batch of rows / k, k times). Memory: the GPU holds the non-layer
-    weights (embeddings, head), the resident share of every layer and two layer buffers of the
-    streamed share; with KV in host DRAM, the KV capacity is the DRAM the host-resident weights leave.
+    DRAM bandwidth) or computes it at the CPU's FLOP rate, whichever is slower. KV on the drive: the
+    decode rows' KV is read from it each layer (at the direct or the page-cache path's rate) and new
+    KV written to it (reads and writes queue separately); with attention in storage (InstInfer) the
+    drive's unit reads ``storage_read_fraction`` of the KV at its internal flash bandwidth (or
+    computes at its FLOP rate, the slower) and only Q, the new K, V and the outputs cross the drive's
+    own link (peer to peer, or also PCIe when bounced through host DRAM). One layer's load takes
+    f = copy overhead + max(host -> device, device -> host bytes) / PCIe rate + drive time; its compute
+    c = (GPU time of the iteration's dense ops + attention) / L, or, with decode attention off the GPU
+    (host CPU or storage), the block's k GPU batches pipelining through the GPU and the attention
+    unit: (max(GPU, off-GPU) + min(GPU, off-GPU) / k) / L. With ``overlap`` (layer j+1 loads while
+    layer j computes) the pass takes f + (L - 1) max(c, f) + c; without (or with one layer buffer),
+    L (c + f). FlexGen's zig-zag block schedule: the iteration's rows run as ``num_gpu_batches`` GPU
+    batches under one weight transfer per layer (the step timer times the dense ops of one batch of
+    rows / k, k times). Tensor parallelism: each GPU holds and streams 1 / tp of every weight; the
+    all-reduces are in the dense ops (the link's collective model). Memory: the GPU holds the
+    non-layer weights (embeddings, head), the resident share of every layer and ``buffer_layers``
+    buffers of the streamed share (TPI-LLM's sliding window; 2 with overlap); with KV in host DRAM its
+    capacity is the DRAM the host-resident weights leave, on disk the drive's capacity.
     Flash (LLM in a flash, :class:`FlashRead`): attention and embeddings stay on the GPU; of the FFN
     the GPU keeps a window cache (the neurons the last w tokens used) and, with the memory left, a
     static share; per iteration of T tokens it reads the neurons a predictor flags (per token
@@ -28,14 +37,17 @@ Models: an iteration is a pass over the L layers. Layer j's streamed weights (``
     drive delivers those requests at its throughput for that size. The FFN's GPU time scales with
     the flagged share (its share of the layer's weight bytes: exact when the dense ops are
     memory-bound, as at small batches) plus the low-rank predictor.
-Ignores: the first layer's exposed load beyond f (counted once); KV buffers on the GPU when KV is in
-    host DRAM and attention on the GPU (two layers' worth); host DRAM bandwidth shared between the
-    drive staging and CPU attention; the page cache; predictor misses' quality effect (recall is an
+Ignores: the first layer's exposed load beyond f (counted once); KV buffers on the GPU when KV is off
+    it and attention on the GPU (two layers' worth); host DRAM bandwidth shared between the drive
+    staging and CPU attention; page-cache hits; read amplification of sparse in-storage reads (whole
+    flash pages); the drive's internal writes of new KV; predictor misses' quality effect (recall is an
     input); the DRAM copies of the neuron buffer management; correlation of active neurons across the
-    sequences of a batch (independent tokens).
+    sequences of a batch (independent tokens); Python and synchronisation overheads of the systems.
 Sources: Sheng et al., "FlexGen" (ICML 2023), Algorithm 1 (zig-zag block schedule) and Section 4 (cost
     model: a layer's time is the max of its loads, stores and compute); Alizadeh et al., "LLM in a
-    flash" (ACL 2024): sparsity predictor, windowing, row-column bundling.
+    flash" (ACL 2024): sparsity predictor, windowing, row-column bundling; Pan et al., "InstInfer"
+    (2024): in-storage decode attention, SparF; Li et al., "TPI-LLM" (2024): sliding-window weight
+    memory scheduler over tensor-parallel edge devices.
 """
 
 from __future__ import annotations
