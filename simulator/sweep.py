@@ -84,8 +84,21 @@ def local_map(tasks: list[dict[str, Any]], workers: int) -> Iterator[dict[str, A
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(workers, len(tasks))) as pool:
+    with ctx.Pool(min(workers, len(tasks)), initializer=_die_with_parent) as pool:
         yield from pool.imap_unordered(run_point, tasks, chunksize=1)
+
+
+def _die_with_parent() -> None:
+    """On Linux, a pool worker is killed with its parent (a sweep killed with kill -9 leaves no
+    worker finishing a point nobody will store)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def ray_map(tasks: list[dict[str, Any]], workers: int | None, address: str | None = None
