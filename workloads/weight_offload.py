@@ -137,6 +137,7 @@ class WeightOffload:
     attention_in_storage: bool = False  # computational storage runs decode attention (InstInfer)
     storage_internal_bw: float = 0.0  # bytes/s the in-storage unit reads flash at
     storage_flops: float | None = None
+    storage_s: Callable[[float, float], float] | None = None  # (FLOPs, flash bytes) -> s: the drive's unit
     storage_read_fraction: float = 1.0  # share of the stored KV the in-storage unit reads (SparF)
     drive_link_rate: float = 0.0  # bytes/s of the drive's own host link
     p2p: bool = True  # Q/K/V and outputs GPU <-> drive peer to peer (False: bounced through host DRAM)
@@ -232,8 +233,8 @@ class WeightOffload:
         """Seconds the drive's in-storage unit spends on decode attention (it reads ``storage_read_fraction``
         of the KV at its internal bandwidth), plus Q, the new K, V and the outputs over its own link."""
         f = self.storage_read_fraction
-        inside = np.maximum(kv * self.kv_bytes_per_token * f / self.storage_internal_bw,
-                            kv * self.attn_flops_per_kv * f / self.storage_flops)
+        flops, nbytes = kv * self.attn_flops_per_kv * f, kv * self.kv_bytes_per_token * f
+        inside = self.storage_s(flops, nbytes) if np.ndim(kv) == 0 else np.vectorize(self.storage_s)(flops, nbytes)
         return inside + self.num_layers * rows * (2 * self.q_bytes_per_row + self.kv_bytes_per_row) / \
             self.drive_link_rate
 

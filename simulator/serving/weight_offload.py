@@ -79,6 +79,7 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
         disk = dict(kv_on_disk=True, kv_disk_read_rate=read, kv_disk_write_rate=write,
                     disk_capacity_bytes=d.capacity_bytes, attention_in_storage=cfg.attention == "storage",
                     storage_internal_bw=d.internal_read_bw, storage_flops=d.compute_flops_per_s,
+                    storage_s=ssd.in_storage_s,
                     storage_read_fraction=cfg.storage_read_fraction, drive_link_rate=d.host_rate, p2p=cfg.p2p,
                     kv_bytes_per_row=2 * model.kv_size * model.dtype_bytes / tp)
     return WeightOffload(
