@@ -195,3 +195,13 @@ def energy_model(device: Any, where: str = "hardware.device") -> EnergyModel:
             raise ConfigError(f"power_cap_w {cap:g} W is not above the idle power of {device.name} ({idle:g} W)",
                               where=f"{where}.power_cap_w")
     return EnergyModel(device.name, flop_j, byte_j, idle, float(tdp), None if cap is None else float(cap))
+
+
+def active_energy(run_w: float, idle_w: float, seconds: float) -> dict[str, float]:
+    """The same split for a device characterised by its run-mode power (an MCU: run current x
+    supply): idle power for the whole time + the rest as dynamic energy; the keys of a serving
+    run's summary."""
+    idle_j = idle_w * seconds
+    total = run_w * seconds
+    return {"energy_j": total, "energy_dynamic_j": total - idle_j, "energy_idle_j": idle_j,
+            "power_mean_w": run_w}

@@ -77,6 +77,8 @@ class DmaConfig(StrictConfig):
 class McuEnergyConfig(StrictConfig):
     run_current_a: float = Field(gt=0, description="run-mode current at clock_hz, amperes")
     supply_v: float = Field(gt=0, description="supply voltage, volts")
+    idle_current_a: float = Field(default=0.0, ge=0, description="current with the core stopped (static share "
+                                                                 "of the run current), amperes; 0: not given")
 
 
 class McuConfig(StrictConfig):

@@ -100,3 +100,15 @@ def test_bad_device_input_is_one_line_and_exit_2(override, words):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_an_mcu_run_splits_its_energy_as_serving_runs_do():
+    from simulator.mcu.run import run_mcu_scenario
+
+    mcu = ROOT / "scenarios/papers/mcunetv2_patch.yaml"
+    s = run_mcu_scenario(mcu, [], None, True)
+    assert s["energy_j"] == pytest.approx(s["energy_dynamic_j"] + s["energy_idle_j"])
+    s2 = run_mcu_scenario(mcu, ["mcu.energy.idle_current_a=0.01"], None, True)
+    v = resolve_component({"kind": "mcu", "preset": "STM32H743"}, reg.HARDWARE, "mcu").config.energy.supply_v
+    assert s2["energy_idle_j"] == pytest.approx(0.01 * v * s2["latency_ms"] / 1e3)
+    assert s2["energy_j"] == pytest.approx(s["energy_j"])  # the split moves, the total does not

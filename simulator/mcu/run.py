@@ -19,6 +19,7 @@ import typer
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from hw_models.energy import active_energy
 from hw_models.mcu import Mcu, McuConfig, McuOp
 from simulator.config.errors import config_error
 from simulator.config.loader import Component, apply_overrides, read_mapping, resolve_component
@@ -175,6 +176,10 @@ def simulate(spec: McuScenario, base_dir: Path = Path(".")) -> McuRun:
         "bitops_reduction_vs_int8": base_bitops / plan.bitops if plan.bitops else None,
         "latency_cycles": cycles, "latency_ms": cycles / cfg.core.clock_hz * 1e3,
         "energy_j": energy, "energy_per_mac_j": energy / plan.macs if plan.macs else None,
+        # the serving runs' split (hw_models.energy): idle power all the time, the rest dynamic
+        **{k: v for k, v in active_energy(cfg.energy.run_current_a * cfg.energy.supply_v,
+                                          cfg.energy.idle_current_a * cfg.energy.supply_v,
+                                          cycles / cfg.core.clock_hz).items() if k != "energy_j"},
         "macs_per_cycle": plan.macs / cycles if cycles else None,
         "layer_by_layer_peak_bytes": layer_plan.peak_bytes, "layer_by_layer_peak_layer": layer_plan.peak_step.layer,
         "patch_peak_bytes": patch_plan.peak_bytes if patch_plan else None,
