@@ -317,6 +317,9 @@ def finish_result(sim: Simulation, summary: dict[str, Any], req: dict[str, np.nd
     kv = kv_summary(sim.cluster.replicas)
     if kv:
         summary["kv_cache"] = kv
+    variant = getattr(sim.scenario.model.config, "attention", None)
+    if variant is not None:  # an attention variant's quality effect: inputs, reported as given
+        summary["attention_variant"] = {"accuracy_delta": variant.accuracy_delta, "quality_note": variant.quality_note}
     batches_s = dict(batches)
     batches_s["start_s"] = batches["start_ps"] / PS_PER_S
     batches_s["end_s"] = batches["end_ps"] / PS_PER_S

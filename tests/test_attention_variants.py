@@ -180,3 +180,14 @@ def test_variant_scenarios_check():
         r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", str(f)], cwd=ROOT, capture_output=True,
                            text=True)
         assert r.returncode == 0, (f.name, r.stdout + r.stderr)
+
+
+def test_quality_inputs_are_reported_as_given():
+    from simulator.config.loader import load_scenario
+    from simulator.runner import Simulation
+
+    sc = load_scenario(ROOT / "scenarios" / "variants" / "duo_attention.yaml",
+                       ["workload.num_requests=2", "model.attention.accuracy_delta=-0.012",
+                        "model.attention.quality_note=paper table"])
+    res = Simulation(sc).run()
+    assert res.summary["attention_variant"] == {"accuracy_delta": -0.012, "quality_note": "paper table"}

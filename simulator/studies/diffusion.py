@@ -95,6 +95,11 @@ def run(cfg: Config) -> dict:
     step_s = _step_timer(cfg)
     out: dict = {"tokens_per_image": cfg.model.tokens(cfg.resolution_px),
                  "step_s_by_batch": {n: step_s(n) for n in sorted({1, 2, 4, 8, cfg.max_batch})}}
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    backend = make_backend("tile", gpu_config(cfg.gpu))  # the step's kernels, one image, per op (all counts)
+    out["step_ops_us_one_image"] = {op.name: backend.op_s(op) * 1e6
+                                    for op in step_ops(cfg.model, 1, cfg.resolution_px, cfg.guidance)}
     for policy in cfg.policies:
         for k, v in simulate(cfg, policy, step_s).items():
             out[f"{policy}_{k}"] = v
