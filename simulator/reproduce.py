@@ -393,7 +393,8 @@ EXPECTATIONS: tuple[Expectation, ...] = (
 # it in docs/reproductions.md) and ``ROWS`` (its expectations); importing it registers its measure functions
 # in :data:`simulator.reproduce_measure.MEASURES` through the ``measure`` decorator.
 SECTION_MODULES: tuple[str, ...] = ("simulator.reproduce_offload", "simulator.reproduce_training",
-                                    "simulator.reproduce_variants", "simulator.reproduce_devices")
+                                    "simulator.reproduce_variants", "simulator.reproduce_devices",
+                                    "simulator.reproduce_policy")
 
 
 def _load_sections() -> tuple[Expectation, ...]:
