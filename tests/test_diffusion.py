@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +56,11 @@ def test_stream_batching_lets_late_requests_join_a_running_batch():
 
 
 def test_bad_resolution_one_line_exit_2():
-    r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", "scenarios/variants/diffusion_dit.yaml",
-                        "--set", "resolution_px=500"], cwd=ROOT, capture_output=True, text=True)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "resolution" in lines[0]
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/diffusion_dit.yaml"),
+                                 "--set", "resolution_px=500"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "resolution" in lines[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -61,10 +59,14 @@ def test_serving_prompts_carry_the_image_tokens():
 
 
 def test_image_size_not_a_multiple_of_the_patch_is_one_line_exit_2():
-    r = subprocess.run([sys.executable, "-m", "simulator.cli", "check", "scenarios/variants/vision_llava.yaml",
-                        "--set", "model.vision.image_size_px=340"], cwd=ROOT, capture_output=True, text=True)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "patch_px" in lines[0]
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/vision_llava.yaml"),
+                                 "--set", "model.vision.image_size_px=340"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "patch_px" in lines[0]
 
 
 @pytest.mark.skipif(not AIC.exists(), reason="aic tables not present")
