@@ -14,7 +14,8 @@
 ``random: {seed, count, axes: {PATH: {low, high, log, integer, unit} | {choices: [...]}}}`` draws
 ``count`` points from a seeded generator; ``points: [{PATH: value, ...}, ...]`` lists them.
 An axis value is set at its dotted path as ``hwsim run --set PATH=VALUE`` would set it (a mapping
-replaces the whole block; a new ``kind`` starts a new block). Each point resolves to a full
+replaces the whole block; a new ``kind`` starts a new block, and ``kind`` overrides apply first, so
+an axis may set a field of the block another axis switches to). Each point resolves to a full
 scenario, identified by the SHA-256 of its resolved form (presets merged, every value explicit).
 """
 
@@ -207,6 +208,13 @@ def override(path: str, value: Any) -> str:
     return f"{path}={json.dumps(value)}"
 
 
+def ordered(sets: list[str]) -> list[str]:
+    """``kind`` overrides first: a new kind starts a new block, which must not drop the fields set
+    beside it (``policies.scheduler.chunk_size`` with ``policies.scheduler.kind``)."""
+    kinds = [s for s in sets if s.partition("=")[0].strip().endswith("kind")]
+    return kinds + [s for s in sets if s not in kinds]
+
+
 def scenario_hash(resolved) -> str:
     text = json.dumps(resolved.dump(), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -300,22 +308,33 @@ def build_sweep(source: str | Path | dict[str, Any]) -> Sweep:
     axis_names: list[str] = []
     for v in values:
         axis_names += [n for n in v if n not in axis_names]
-    for name in axis_names:
-        if not (_has_path(raw_base, name) or _has_path(dumped, name)):
-            raise ConfigError(f"the axis path {name!r} does not exist in the base scenario",
-                              where=_axis_where(spec, name))
+    # a path the base lacks may belong to a block an axis switches to (chunk_size beside kind: sarathi):
+    # it must then exist in a point's resolved scenario, and a point that fails on it names the path
+    unseen = {n for n in axis_names if not (_has_path(raw_base, n) or _has_path(dumped, n))}
+
+    def no_path(name: str) -> ConfigError:
+        return ConfigError(f"the axis path {name!r} does not exist in the base scenario", where=_axis_where(spec, name))
+
     points = []
     for i, axes in enumerate(values):
-        sets = tuple(fixed + [override(k, v) for k, v in axes.items()])
+        sets = tuple(ordered(fixed + [override(k, v) for k, v in axes.items()]))
         try:
             resolved = load_scenario(base if isinstance(base, dict) else Path(base), sets)
             n = getattr(resolved.workload.config, "num_requests", None)
             if isinstance(n, int):
                 check_warmup(resolved, n)
         except ConfigError as exc:
+            bad = next((u for u in unseen if exc.where and (exc.where == u or exc.where.startswith(u + "."))), None)
+            if bad is not None:
+                raise no_path(bad) from None
             at = ", ".join(f"{k}={v}" for k, v in axes.items())
             raise ConfigError(exc.message, where=f"sweep point {i} ({at}): {exc.where}") from None
+        if unseen:
+            resolved_dump = resolved.dump()
+            unseen = {u for u in unseen if not (u in axes and _has_path(resolved_dump, u))}
         points.append(Point(i, axes, sets, scenario_hash(resolved)))
+    if unseen:
+        raise no_path(sorted(unseen)[0])
     spec_text = json.dumps({"spec": spec.model_dump(mode="json"), "points": [p.scenario_hash for p in points]},
                            sort_keys=True)
     return Sweep(spec, base, points, axis_names, path, hashlib.sha256(spec_text.encode()).hexdigest())

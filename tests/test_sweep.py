@@ -63,6 +63,17 @@ def test_the_same_scenario_reached_two_ways_has_one_hash(tmp_path):
     assert sw.points[0].scenario_hash == sw.points[1].scenario_hash
 
 
+def test_an_axis_may_set_a_field_of_the_block_another_axis_switches_to_in_either_order(tmp_path):
+    # the base runs vllm, which has no chunk_size; the kind axis is listed after the chunk axis
+    sw = build_sweep(sweep_file(tmp_path, grid={"policies.scheduler.chunk_size": [256, 1024],
+                                                "policies.scheduler.kind": ["sarathi"]},
+                                set={**SMALL, "policies.scheduler.max_num_seqs": 64}, constraints=None))
+    for p, chunk in zip(sw.points, (256, 1024)):
+        sched = sw.load(p).scheduler
+        assert (sched.kind, sched.config.chunk_size, sched.config.max_num_seqs) == ("sarathi", chunk, 64)
+    assert sw.points[0].scenario_hash != sw.points[1].scenario_hash
+
+
 def test_a_random_design_is_seeded_within_bounds_and_honours_log_integer_and_choices(tmp_path):
     rnd = {"seed": 7, "count": 25, "axes": {"cluster.replicas": {"low": 1, "high": 4, "integer": True},
                                             "workload.arrival.rate": {"low": 1, "high": 30, "log": True,
