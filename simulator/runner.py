@@ -27,6 +27,7 @@ from simulator.serving.kv_manager import make_kv_cache, make_offload
 from simulator.serving.kv_offload import page_block_size
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
+from simulator.serving.ring_attention import ContextParallelTimer, check_context_parallel, check_prompts
 from simulator.serving.sparse_kv_fetch import build_sparse_kv_fetch
 from simulator.serving.speculation import attach_speculation
 from simulator.serving.step_timer import StepTimer
@@ -80,7 +81,7 @@ def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep
 
 def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str = "model", pp: int = 1,
                      quant=None, block_size: int | None = None, dp: int = 1, expert_offload=None,
-                     weight_offload=None) -> MemoryPlan:
+                     weight_offload=None, cp: int = 1) -> MemoryPlan:
     """Per-GPU memory of a replica of ``model`` on ``dev`` split over ``tp`` x ``pp`` GPUs (each
     pipeline stage holds 1/pp of the layers, and KV for those layers only); ``quant`` (a
     quantization scheme) sets the weight bytes and the KV bytes per element. ``dp`` > 1 (attention
@@ -89,7 +90,10 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
     KV blocks are ``dp`` times one GPU's. ``expert_offload`` (workloads.expert_offload): only its
     expert cache of the routed experts counts against GPU memory. ``weight_offload``
     (workloads.weight_offload): only its GPU-resident weights and layer buffers count; with KV in host
-    DRAM the KV capacity is the DRAM its host-resident weights leave."""
+    DRAM the KV capacity is the DRAM its host-resident weights leave. ``cp`` > 1 (context parallelism):
+    the weights replicated over ``cp`` groups of ``tp / cp`` GPUs, each GPU holding ``1 / cp`` of every
+    token's K/V."""
+    tp //= cp
     usable = dev.memory_bytes * engine.gpu_memory_utilization - dev.extra_memory_bytes
     weights = (quant.weight_bytes(model) if quant is not None else model.weight_bytes()) / (tp * pp)
     if dp > 1:  # the non-expert share of the weights is replicated over the dp groups
@@ -113,7 +117,7 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
     if weight_offload is not None and weight_offload.kv_on_host:
         free = weight_offload.host_kv_bytes()
     kv_elem = quant.kv_bytes_per_element(model.dtype_bytes, model.head_dim) if quant is not None else model.dtype_bytes
-    per_token = model.kv_elems_per_token(tp) * kv_elem / pp  # MLA: the latent, on every GPU (not split by TP)
+    per_token = model.kv_elems_per_token(tp) * kv_elem / pp / cp  # MLA: the latent, on every GPU (not split by TP)
     residual = 0.0
     if quant is not None and quant.config.kv.residual_tokens and kv_elem != model.dtype_bytes:
         # the recent-token windows stay in 16 bit, one per batch slot, allocated up front
@@ -136,14 +140,18 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     pool = pool or scenario.pools[0]
     model = scenario.model.config
     where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
-    check_parallelism(model, pool.tensor_parallel, where, pool.expert_parallel, pool.attention_data_parallel)
+    check_parallelism(model, pool.tensor_parallel // pool.context_parallel, where, pool.expert_parallel,
+                      pool.attention_data_parallel)
+    check_context_parallel(model, pool, where.replace("tensor_parallel", "context_parallel"), scenario.spec.policies,
+                           scenario.spec.engine.overlap)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
                             pool.pipeline_parallel, build_quantization(scenario),
                             page_block_size(scenario.kv_cache, model, pool.tensor_parallel),
                             dp=pool.attention_data_parallel,
                             expert_offload=build_expert_offload(scenario, pool, build_quantization(scenario)),
-                            weight_offload=build_weight_offload(scenario, pool, build_quantization(scenario)))
+                            weight_offload=build_weight_offload(scenario, pool, build_quantization(scenario)),
+                            cp=pool.context_parallel)
 
 
 def build_quantization(scenario: ResolvedScenario):
@@ -222,6 +230,12 @@ class Simulation:
                     where="engine.max_model_len")
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
+            if pool.context_parallel > 1:  # ring attention (simulator.serving.ring_attention)
+                check_context_parallel(model, pool, kv_fetch=build_sparse_kv_fetch(scenario, pool))
+                timer = ContextParallelTimer(model, pool.tensor_parallel, pool.context_parallel, backend, self.quant,
+                                             scenario.framework, pool.device.config.launch_overhead_s)
+                self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
+                continue
             timer = StepTimer(model, pool.tensor_parallel, backend, self.quant, scenario.framework,
                               pool.device.config.launch_overhead_s, ep=pool.expert_parallel,
                               dp=pool.attention_data_parallel,
@@ -243,6 +257,9 @@ class Simulation:
             self.table = dataclasses.replace(self.table, prompt_tokens=self.table.prompt_tokens
                                              + vision.tokens_per_request)
         check_exclusions(spec.run, len(self.table))
+        for pool in scenario.pools:
+            check_prompts(self.table.prompt_tokens, pool.context_parallel,
+                          "cluster.context_parallel" if spec.cluster.pools is None else f"cluster.pools.{pool.name}")
         self.env = simpy.Environment()
         n_replicas = sum(p.replicas * p.pipeline_parallel for p in scenario.pools)
         self.pipelines: list[Pipeline] = []

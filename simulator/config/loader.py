@@ -63,11 +63,13 @@ class Pool:
     pipeline_parallel: int = 1
     expert_parallel: int = 1
     attention_data_parallel: int = 1
+    context_parallel: int = 1
 
     def dump(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "replicas": self.replicas,
                 "tensor_parallel": self.tensor_parallel, "pipeline_parallel": self.pipeline_parallel,
                 "expert_parallel": self.expert_parallel, "attention_data_parallel": self.attention_data_parallel,
+                **({"context_parallel": self.context_parallel} if self.context_parallel != 1 else {}),
                 "device": self.device.dump(),
                 "interconnect": self.interconnect.dump() if self.interconnect else None,
                 "scheduler": self.scheduler.dump()}
@@ -327,7 +329,7 @@ def load_scenario(source: str | Path | dict[str, Any], overrides: list[str] | tu
     cl = spec.cluster
     if cl.pools is None:
         pools = (Pool("main", "both", cl.replicas, cl.tensor_parallel, device, interconnect, scheduler,
-                      cl.pipeline_parallel, cl.expert_parallel, cl.attention_data_parallel),)
+                      cl.pipeline_parallel, cl.expert_parallel, cl.attention_data_parallel, cl.context_parallel),)
     else:
         pools = tuple(_resolve_pool(p, i, device, interconnect, scheduler, base_dir) for i, p in enumerate(cl.pools))
     disaggregated = any(p.role == "prefill" for p in pools)
@@ -409,4 +411,4 @@ def _resolve_pool(p: Any, i: int, device: Component, interconnect: Component | N
     sched = scheduler if p.scheduler is None else resolve_component(p.scheduler, reg.SCHEDULERS,
                                                                    f"{where}.scheduler", base_dir=base_dir)
     return Pool(p.name, p.role, p.replicas, p.tensor_parallel, dev, link, sched, p.pipeline_parallel,
-                p.expert_parallel, p.attention_data_parallel)
+                p.expert_parallel, p.attention_data_parallel, p.context_parallel)

@@ -38,6 +38,8 @@ class PoolSection(StrictConfig):
                                                                        "groups of tensor_parallel / N GPUs, each "
                                                                        "with its own requests (MoE models)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
+    context_parallel: int = Field(default=1, ge=1, description="each sequence split over this many groups of "
+                                                                "tensor_parallel / N GPUs (ring attention)")
     device: Block | None = Field(default=None, description="default: hardware.device")
     interconnect: Block | None = Field(default=None, description="default: hardware.interconnect")
     scheduler: Block | None = Field(default=None, description="default: policies.scheduler")
@@ -56,6 +58,8 @@ class ClusterSection(StrictConfig):
                                                                        "groups of tensor_parallel / N GPUs, each "
                                                                        "with its own requests (MoE models)")
     pipeline_parallel: int = Field(default=1, ge=1, description="stages per replica (layers split evenly)")
+    context_parallel: int = Field(default=1, ge=1, description="each sequence split over this many groups of "
+                                                                "tensor_parallel / N GPUs (ring attention)")
     router: Block = Field(default_factory=lambda: {"kind": "round_robin"},
                           description="routes arrivals over replicas of role both/prefill")
     pools: list[PoolSection] | None = Field(default=None, description="heterogeneous or disaggregated pools")
@@ -70,7 +74,7 @@ class ClusterSection(StrictConfig):
         if self.pools is None:
             return self
         if self.replicas != 1 or self.tensor_parallel != 1 or self.pipeline_parallel != 1 or \
-                self.expert_parallel != 1 or self.attention_data_parallel != 1:
+                self.expert_parallel != 1 or self.attention_data_parallel != 1 or self.context_parallel != 1:
             raise ValueError("with pools, give replicas and parallelism per pool, not in cluster")
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
