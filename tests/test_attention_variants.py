@@ -195,3 +195,31 @@ def test_quality_inputs_are_reported_as_given():
                         "model.attention.quality_note=paper table"])
     res = Simulation(sc).run()
     assert res.summary["attention_variant"] == {"accuracy_delta": -0.012, "quality_note": "paper table"}
+
+
+def test_memory_plan_reserves_the_bounded_kv_per_batch_slot():
+    from simulator.config.loader import load_scenario
+    from simulator.runner import memory_plan
+
+    sc = load_scenario(ROOT / "scenarios" / "variants" / "sliding_window.yaml")
+    plan = memory_plan(sc)
+    m = sc.model.config
+    per_seq = m.num_layers * (4096 + 4) * 2 * m.num_kv_heads * m.head_dim * m.dtype_bytes
+    assert plan.kv_residual_bytes == pytest.approx(32 * per_seq)  # max_num_seqs x the windows
+    hyb = memory_plan(load_scenario(ROOT / "scenarios" / "variants" / "hybrid_mamba2.yaml"))
+    full = memory_plan(load_scenario(ROOT / "scenarios" / "variants" / "hybrid_mamba2.yaml",
+                                     ["model.attention=null", "model.linear=null"]))
+    assert hyb.kv_bytes_per_token == pytest.approx(full.kv_bytes_per_token / 4)  # 8 of 32 layers keep K/V
+
+
+@settings(max_examples=60, deadline=None)
+@given(ctx=st.integers(1, 300_000), share=st.sampled_from([0.25, 0.5, 0.75]),
+       window=st.integers(16, 8192), budget=st.floats(0.01, 1.0))
+def test_variants_never_keep_more_than_full_attention_and_grow_with_context(ctx, share, window, budget):
+    full = _model("Llama-3-8B")
+    for m in (_model("Llama-3-8B", streaming_heads=share, head_window_tokens=window, head_sink_tokens=4),
+              _model("Llama-3-8B", kv_budget=budget),
+              _model("Llama-3-8B", layer_pattern="WF*16", window_tokens=window)):
+        kept = kv_bytes_per_sequence(m, ctx)
+        assert kept <= kv_bytes_per_sequence(full, ctx) + 1e-6
+        assert kv_bytes_per_sequence(m, ctx + 1) >= kept

@@ -23,7 +23,8 @@ Ignores: the accuracy of a budget or a sparsity (``accuracy_delta`` and ``qualit
     only their sum is known (the serving loop passes the sum: each row is taken at the mean context,
     exact when the rows' contexts are equal or all inside / all beyond the window, an overestimate
     of the keys read otherwise); the K/V projection saved by cross-layer sharing (the projection
-    GEMM stays whole); the one extra block a sliding window holds while it slides.
+    GEMM stays whole); the one extra block a sliding window holds while it slides; bounded K/V in
+    transfers between replicas and offload (they move the K/V that grows with the context).
 Sources: Jiang et al., "Mistral 7B" (2023) (sliding window 4,096); Gemma Team, "Gemma 2" (2024),
     "Gemma 3" (2025) (local/global layer patterns); Xiao et al., "StreamingLLM" (ICLR 2024); Xiao et
     al., "DuoAttention" (ICLR 2025); Cai et al., "PyramidKV" (2024); Li et al., "SnapKV" (2024);
