@@ -54,6 +54,8 @@ SUMMARY_FIELDS = (
     ("kv_utilization_peak", "Peak KV utilisation", "pct"),
     ("cost_usd_per_mtok", "Cost", "USD / M output tokens"),
     ("energy_per_output_token_j", "Energy", "J / output token"),
+    ("energy_per_request_j", "Energy per request", "J / request"),
+    ("power_mean_w", "Mean power", "W"),
 )
 
 _CSS = """
