@@ -199,7 +199,7 @@ ROWS: tuple[Expectation, ...] = (
         driver="the density: vertical + slash lines per head over the prompt length (2 x 7,096 / N)",
         assumptions="every head vertical-and-slash at the same budget; one 1M-token forward pass; the index "
                     "estimate of the last 64 queries counted; FlashAttention-2 dense baseline",
-        missed="hwsim's dense prefill is the paper's 30 minutes (29.5 min) but its sparse prefill 1.6 min, not ~3: "
+        missed="hwsim's dense prefill is the paper's 30 minutes (29.5 min) but its sparse prefill 1.5 min, not ~3: "
                "the sparse kernels run at the dense kernel model's efficiency per computed block, and the index "
                "build (top-k vertical and slash lines per head over 1M keys) is not modelled beyond the 64-query "
                "estimate"),

@@ -69,7 +69,7 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
             seqs, q = len(shape.prefill), sum(t for t, _ in shape.prefill)
             if g.density < 1.0:
                 pairs = int(round(pairs * g.density))
-                name = f"attn_prefill_sparse{g.density:g}"
+                name = "attn_prefill_sparse" + ("" if g.name == "full" else "_" + g.name.removeprefix("full_"))
             if g.density < 1.0 or (cap is not None and any(cap < t + c for t, c in shape.prefill)):
                 # each query tile reads only its own key blocks (a window's, the sparse index's): the op
                 # as one sequence per tile whose keys are that tile's, so the kernel model re-reads nothing
@@ -81,7 +81,8 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
             if g.density < 1.0 and v.sparse_index_queries:  # MInference: last queries x every key
                 nq = [min(t, v.sparse_index_queries) for t, _ in shape.prefill]
                 ops.append(Op(ATTN_PREFILL, "attn_sparse_index", g.layers, seqs=len(nq), q_tokens=sum(nq),
-                              kv_tokens=keys, pairs=sum(q * (t + c) for q, (t, c) in zip(nq, shape.prefill)),
+                              kv_tokens=sum(t + c for t, c in shape.prefill),
+                              pairs=sum(q * (t + c) for q, (t, c) in zip(nq, shape.prefill)),
                               heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
         if shape.decode_rows:
             read = int(round(sum(g.read_decode(c) for c in dec_ctx)))
