@@ -36,7 +36,7 @@ from pydantic import Field, ValidationError, WithJsonSchema, field_validator, mo
 from simulator.config.errors import config_error
 from simulator.config.loader import load_scenario, read_mapping
 from simulator.config.quantities import PositivePerS, PositiveSeconds, StrictConfig
-from simulator.core.errors import ConfigError
+from simulator.core.errors import ConfigError, HwsimError
 from simulator.runner import check_warmup
 
 OPS = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less, "==": np.equal}
@@ -295,10 +295,10 @@ def build_sweep(source: str | Path | dict[str, Any]) -> Sweep:
         if isinstance(wl, dict) and isinstance(wl.get("path"), str) and not Path(wl["path"]).is_absolute():
             wl["path"] = str(base_dir / wl["path"])  # an inline base's trace is relative to the sweep file
         base = raw_base
-    fixed = [override(k, v) for k, v in spec.set.items()]
+    fixed = ordered([override(k, v) for k, v in spec.set.items()])
     try:
         resolved_base = load_scenario(base if isinstance(base, dict) else Path(base), fixed)
-    except ConfigError as exc:
+    except HwsimError as exc:
         raise ConfigError(exc.message, where=f"sweep.base: {exc.where}" if exc.where else "sweep.base") from None
     dumped = resolved_base.dump()
     for name in spec.set:
@@ -323,7 +323,7 @@ def build_sweep(source: str | Path | dict[str, Any]) -> Sweep:
             n = getattr(resolved.workload.config, "num_requests", None)
             if isinstance(n, int):
                 check_warmup(resolved, n)
-        except ConfigError as exc:
+        except HwsimError as exc:
             bad = next((u for u in unseen if exc.where and (exc.where == u or exc.where.startswith(u + "."))), None)
             if bad is not None:
                 raise no_path(bad) from None
