@@ -16,7 +16,8 @@ import numpy as np
 def energy_figures(batches: dict[str, np.ndarray], replica_facts: list[dict[str, Any]], sim_time_s: float,
                    out_tokens: int, requests_finished: int) -> dict[str, Any]:
     """Summary fields: energy_j (total), energy_dynamic_j, energy_idle_j, energy_per_output_token_j,
-    energy_per_request_j, power_mean_w, power_peak_w (highest segment power, idle included)."""
+    energy_per_request_j, power_mean_w, power_peak_w_per_device (highest segment power of one device,
+    idle included) and, with several pools, energy_by_pool_j."""
     n = len(replica_facts)
     if "energy_j" not in batches or not n:
         return {}
@@ -30,7 +31,12 @@ def energy_figures(batches: dict[str, np.ndarray], replica_facts: list[dict[str,
     total = dynamic + idle_j
     dur = (batches["end_ps"] - batches["start_ps"]).astype(np.float64) * 1e-12
     seg_w = np.divide(dyn, dur, out=np.zeros_like(dyn), where=dur > 0) + (idle[rep] if dyn.size else 0.0)
-    return {
+    out: dict[str, Any] = {}
+    pools = [r.get("pool") for r in replica_facts]
+    if len(set(pools)) > 1:  # heterogeneous deployments: each pool's share (dynamic + idle)
+        per = dyn_r * devices + idle * devices * sim_time_s
+        out["energy_by_pool_j"] = {p: float(sum(e for e, q in zip(per, pools) if q == p)) for p in dict.fromkeys(pools)}
+    return out | {
         "energy_j": total,
         "energy_dynamic_j": dynamic,
         "energy_idle_j": idle_j,

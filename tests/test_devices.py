@@ -95,3 +95,5 @@ def test_prefill_on_a_gpu_and_decode_on_an_npu_serve_one_workload_with_energy_ov
     assert s["requests_finished"] == 20
     idle = 70.0 + 75.0  # H100 preset idle (10% of 700 W) + MI300X default (10% of 750 W)
     assert s["energy_idle_j"] == pytest.approx(idle * s["sim_time_s"], rel=1e-9)
+    assert sum(s["energy_by_pool_j"].values()) == pytest.approx(s["energy_j"])
+    assert set(s["energy_by_pool_j"]) == {"prefill", "decode"}
