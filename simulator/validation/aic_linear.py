@@ -63,8 +63,9 @@ def ops_of(r: dict, kind: str) -> tuple[str, list[Op]] | None:
     return None
 
 
-def load_linear(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
-    """Rows of every linear-attention table under ``system_dir`` and {reason: count} of those skipped."""
+def load_linear(system_dir: Path, phase: str | None = None) -> tuple[list[Row], dict[str, int]]:
+    """Rows of every linear-attention table under ``system_dir`` (``phase``: only its rows, context or
+    generation) and {reason: count} of those skipped."""
     from simulator.validation.aic import _read, _tables
 
     rows: list[Row] = []
@@ -72,6 +73,8 @@ def load_linear(system_dir: Path) -> tuple[list[Row], dict[str, int]]:
     for kind in ("gdn", "mamba2"):
         for source, path in _tables(system_dir, "linear_attention", f"{kind}_perf.parquet"):
             for r in _read(path):
+                if phase is not None and r["phase"] != phase:
+                    continue
                 got = ops_of(r, kind)
                 if got is None:
                     key = f"{kind} {r['kernel_source']}: kernel not mapped"
