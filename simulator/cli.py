@@ -89,6 +89,9 @@ def print_summary(result, out: Path | None) -> None:
     ]
     if "cost_usd_per_mtok" in s:
         lines.append(f"{'cost':<22}${s['cost_usd']:.2f} for the run, ${s['cost_usd_per_mtok']:.3f} per M output tokens")
+    if s.get("energy_j"):
+        lines.append(f"{'energy':<22}{s['energy_per_output_token_j']:.3g} J per output token, "
+                     f"{s['energy_per_request_j']:.3g} J per request, mean power {s['power_mean_w']:.0f} W")
     if out is not None:
         lines.append(f"results: {out}/ (open {out / 'report.html'})")
     typer.echo("\n".join(lines))
