@@ -47,6 +47,11 @@ def sweep(sweep_file: Path = typer.Argument(..., help="sweep YAML file (base sce
     from simulator.sweep import run_sweep
     from simulator.sweep_spec import build_sweep
 
+    from simulator.core.errors import HwsimError
+    from simulator.sweep import BACKENDS
+
+    if backend not in BACKENDS:
+        raise HwsimError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}", where="--backend")
     sw = build_sweep(sweep_file)
     out = check_writable(out if out is not None else Path("results") / "sweeps" / sw.spec.name)
     if not quiet:
