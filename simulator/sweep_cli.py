@@ -44,11 +44,9 @@ def sweep(sweep_file: Path = typer.Argument(..., help="sweep YAML file (base sce
     """Run a design-space sweep: every point of a grid / random draw / list, into a resumable results store
     (results.sqlite, results.csv, results.parquet) and a comparison page (compare.html)."""
     from simulator.cli import check_writable
-    from simulator.sweep import run_sweep
-    from simulator.sweep_spec import build_sweep
-
     from simulator.core.errors import HwsimError
-    from simulator.sweep import BACKENDS
+    from simulator.sweep import BACKENDS, run_sweep
+    from simulator.sweep_spec import build_sweep
 
     if backend not in BACKENDS:
         raise HwsimError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}", where="--backend")
