@@ -75,6 +75,8 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
                 # as one sequence per tile whose keys are that tile's, so the kernel model re-reads nothing
                 seqs = sum(-(-t // Q_TILE) for t, _ in shape.prefill)
                 keys = max(q, -(-pairs // Q_TILE))
+                if g.density >= 1.0:  # the window's lower edge cuts key blocks the kernel computes in full, as
+                    pairs += seqs * Q_TILE * Q_TILE // 2  # the diagonal's (which the kernel model adds itself)
             ops.append(_kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=seqs, q_tokens=q, kv_tokens=keys,
                                         pairs=pairs, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b),
                                      model, scheme))
