@@ -252,3 +252,15 @@ def test_the_pareto_front_is_exactly_the_points_no_other_point_dominates(pts, x_
             assert not dominated(a)
         elif not dominated(a):  # a duplicate of a front point: one copy stands for both
             assert any((b[0], b[1]) == (a[0], a[1]) and b[2] in front for b in items)
+
+
+def test_hwsim_check_validates_a_sweep_file_and_hwsim_run_points_to_hwsim_sweep(tmp_path):
+    good = sweep_file(tmp_path, type="sweep")
+    res = CliRunner().invoke(app, ["check", str(good)])
+    assert res.exit_code == 0 and res.output.startswith(f"ok: {good} — sweep t: 4 points over cluster.replicas, "
+                                                         "workload.arrival.rate; min cost_usd_per_mtok"), res.output
+    res = CliRunner().invoke(app, ["run", str(good)])
+    assert res.exit_code == 2 and "run it with `hwsim sweep FILE`" in res.output
+    bad = sweep_file(tmp_path, type="sweep", constraints=["p99_ttft <= 1"])
+    res = CliRunner().invoke(app, ["check", str(bad)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "unknown metric 'p99_ttft'" in res.output
