@@ -33,7 +33,10 @@ def test_the_notebook_cells_of_docs_api_run_in_order_in_one_namespace():
         os.chdir(cwd)
     assert "cheapest within the SLO:" in out.getvalue()
     assert Path(ns["page"]).is_file() and len(ns["df"]) == 4
-    assert ns["cap"]["capacity_rps"] in (0.0, 5.0, 20.0, 40.0)
+    cap = ns["cap"]  # the highest passing rate below the first failing one, from the probes themselves
+    passed = [p["passed"] for p in cap["points"]]
+    assert cap["capacity_rps"] == max([p["rate_rps"] for p in cap["points"][:passed.index(False)]] if False in passed
+                                      else [p["rate_rps"] for p in cap["points"]])
 
 
 def test_run_gives_the_summary_hwsim_run_writes(tmp_path):
