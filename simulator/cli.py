@@ -403,6 +403,9 @@ def _add_subcommands() -> None:
     app.add_typer(calibrate_app, name="calibrate",
                   help="Capture real kernel timings, fit the models, report the errors.")
     validate_app.command("serving")(validate_serving)
+    from simulator.validation.variants_cli import validate_variants
+
+    validate_app.command("variants")(guarded(validate_variants))
     app.add_typer(validate_app, name="validate", help="Predict measured kernel tables and serving benchmarks; "
                                                       "report the error.")
     app.add_typer(kernel_app, name="kernel", help="Time one kernel on a GPU model (tile, detailed, roofline).")

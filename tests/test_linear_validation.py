@@ -58,3 +58,13 @@ def test_sliding_window_attention_rows_within_reported_ceilings():
     summary = res.summary(key=lambda r: r.op)
     assert summary[WINDOW[0]][0] < 25.0  # context: FIDELITY.md 17.5 % median (all rows)
     assert summary[WINDOW[1]][0] < 20.0  # generation: FIDELITY.md 13.9 %
+
+
+def test_validate_variants_refuses_a_missing_directory_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    r = CliRunner().invoke(app, ["validate", "variants", str(tmp_path / "none")])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "not a directory" in lines[0]
