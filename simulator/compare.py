@@ -90,15 +90,23 @@ def run_entry(directory: Path) -> Entry:
     except json.JSONDecodeError as exc:
         raise HwsimError(f"malformed summary.json: {exc.msg}", where=str(summary_path)) from None
     metrics = flatten(summary)
-    rate = None
+    rate, group = None, directory.name
     resolved = directory / "scenario.resolved.yaml"
     if resolved.is_file():
+        import hashlib
+
         import yaml
 
-        wl = (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("workload") or {}
+        scenario = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+        wl = scenario.get("workload") or {}
         rate = _rate((wl.get("arrival") or {}).get("rate")) if "arrival" in wl else _rate(wl.get("target_rate"))
+        (wl.get("arrival") or {}).pop("rate", None)
+        wl.pop("target_rate", None)
+        # runs of one configuration at different rates share a line of the SLO-vs-rate plot
+        key = hashlib.sha256(json.dumps(scenario, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        group = f"{scenario.get('name', 'scenario')} ({key})"
     ttft_q, tpot_q = _request_quantiles(directory / "requests.csv")
-    return Entry(label=directory.name, group=directory.name, metrics=metrics,
+    return Entry(label=directory.name, group=group, metrics=metrics,
                  rate_rps=rate if rate is not None else metrics.get("littles_law.lambda"),
                  passed=bool(summary.get("slo_met")) if "slo_met" in summary else None,
                  ttft_q=ttft_q, tpot_q=tpot_q)
