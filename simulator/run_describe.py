@@ -16,7 +16,10 @@ def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
     gib = 2.0**30
 
     def memory(mem) -> str:
-        return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU, KV {mem.kv_bytes / gib:.1f} GiB/GPU = "
+        off = (f" (+ {mem.weight_host_bytes / gib:.1f} GiB in host DRAM, {mem.weight_disk_bytes / gib:.1f} GiB on "
+               f"disk, streamed)") if mem.weight_host_bytes or mem.weight_disk_bytes else ""
+        where = {"gpu": "GiB/GPU", "host": "GiB in host DRAM", "disk": "GiB on disk"}[mem.kv_tier]
+        return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV {mem.kv_bytes / gib:.1f} {where} = "
                 f"{mem.kv_blocks * mem.block_size} tokens per replica")
 
     model = resolved.model.config.name

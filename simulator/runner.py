@@ -48,6 +48,9 @@ class MemoryPlan:
     block_size: int
     kv_blocks: int
     kv_residual_bytes: float = 0.0  # full-precision KV windows reserved per batch slot (KIVI)
+    weight_host_bytes: float = 0.0  # weight offload: layer weights of one GPU in host DRAM
+    weight_disk_bytes: float = 0.0  # ... and on the drive
+    kv_tier: str = "gpu"  # where the KV blocks live: gpu, host (DRAM) or disk (weight offload)
 
 
 def check_parallelism(model, tp: int, where: str = "cluster.tensor_parallel", ep: int = 1, dp: int = 1) -> None:
@@ -133,7 +136,7 @@ def pool_memory_plan(model, dev, tp: int, engine, scheduler_config, where: str =
     # a model whose K/V is all bounded (every layer windowed): blocks cost ~nothing, slots hold the KV
     blocks = min(2**40, max(0, int(free // (max(per_token, 1e-9) * block_size)))) * dp
     return MemoryPlan(usable, weights, engine.activation_reserve, blocks * per_token * block_size, per_token,
-                      block_size, blocks, residual)
+                      block_size, blocks, residual, **(weight_offload.placement() if weight_offload else {}))
 
 
 def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryPlan:

@@ -86,6 +86,8 @@ def test_kv_in_host_dram_holds_what_the_host_weights_leave_and_the_gpu_holds_two
     host_weights = wo.num_layers * wo.layer_bytes
     assert plan.kv_blocks == int((208e9 - host_weights) // (plan.kv_bytes_per_token * plan.block_size))
     assert plan.weight_bytes == pytest.approx(wo.other_bytes + 2 * wo.layer_bytes, rel=1e-12)
+    # the placement plan: every layer in host DRAM, none on disk, the KV in DRAM
+    assert (plan.weight_host_bytes, plan.weight_disk_bytes, plan.kv_tier) == (host_weights, 0.0, "host")
     model = sc.model.config
     assert wo.other_bytes + wo.num_layers * wo.layer_bytes == pytest.approx(model.weight_bytes(), rel=1e-12)
 
@@ -211,3 +213,10 @@ def test_kv_on_disk_holds_the_drives_capacity():
     plan = memory_plan(sc)
     assert plan.kv_blocks == int(3.84e12 // (plan.kv_bytes_per_token * plan.block_size))
     assert plan.weight_bytes == pytest.approx(sc.model.config.weight_bytes(), rel=1e-12)  # all on the GPU
+    assert (plan.weight_host_bytes, plan.weight_disk_bytes, plan.kv_tier) == (0.0, 0.0, "disk")
+
+
+def test_check_says_where_the_weights_and_the_kv_live():
+    r = CliRunner().invoke(app, ["check", str(FLEXGEN)])
+    assert r.exit_code == 0, r.output
+    assert "GiB in host DRAM, 0.0 GiB on disk, streamed" in r.output and "KV 138.6 GiB in host DRAM" in r.output

@@ -207,6 +207,16 @@ class WeightOffload:
                               f"disk_fraction or gpu_fraction", where=f"{where}.disk_fraction")
         return left
 
+    def placement(self) -> dict:
+        """The weight-placement plan of one GPU for the memory plan: layer weights in host DRAM and on the
+        drive, and where the KV lives."""
+        if self.flash is not None:
+            disk = self.num_layers * self.flash.ffn_layer_bytes * (1.0 - self.static_share())
+        else:
+            disk = self.num_layers * self.layer_bytes * self.disk_fraction
+        return {"weight_host_bytes": self.host_weight_bytes(), "weight_disk_bytes": disk,
+                "kv_tier": "disk" if self.kv_on_disk else "host" if self.kv_on_host else "gpu"}
+
     # -- time ------------------------------------------------------------------------------------
     def layer_read(self, tokens):
         """(bytes over PCIe host -> device, bytes from the drive, drive request bytes) per layer."""

@@ -92,6 +92,9 @@ class StepTimer:
 
     def _throttled(self, t: float, dense_c: float, dense_m: float, attn) -> float:
         """GPU seconds of one step under the power cap; its dynamic joules into ``last_energy_j``."""
+        if self.energy.cap_w is None:  # no cap: no throttling, no numpy on the per-step path
+            self.last_energy_j = dense_c + dense_m + attn.compute_j + attn.memory_j
+            return t
         t_cap, dyn = self.energy.throttle(t, dense_c + attn.compute_j, dense_m + attn.memory_j)
         self.last_energy_j = float(dyn)
         return float(t_cap)
