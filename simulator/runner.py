@@ -25,6 +25,7 @@ from simulator.serving.controller import attach_controller
 from simulator.serving.expert_offload import build_expert_offload
 from simulator.serving.kv_manager import make_kv_cache, make_offload
 from simulator.serving.kv_offload import page_block_size
+from simulator.serving.multinode import node_network_link
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
 from simulator.serving.ring_attention import ContextParallelTimer, check_context_parallel, check_prompts
@@ -191,7 +192,8 @@ def build_link(scenario: ResolvedScenario, pool: Pool | None = None):
             raise ConfigError("tensor_parallel > 1 needs hardware.interconnect (the device names none)",
                               where="hardware.interconnect")
         comp = resolve_component({"kind": "link", "preset": name}, reg.HARDWARE, "hardware.interconnect")
-    return comp.cls(comp.config) if comp is not None else None
+    link = comp.cls(comp.config) if comp is not None else None
+    return node_network_link(scenario, pool, link)  # replicas wider than a node (simulator.serving.multinode)
 
 
 @dataclass

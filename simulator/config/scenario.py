@@ -21,6 +21,9 @@ class HardwareSection(StrictConfig):
         default=None, description="link between the GPUs of one replica; default: the device's own")
     timing: Block = Field(default_factory=lambda: {"kind": "tile"},
                           description="timing backend: {kind: tile} (default), roofline, detailed, profiled, constant")
+    network: Block | None = Field(default=None, description="inter-node link per GPU for replicas wider than a node "
+                                                            "(MoE all-to-all), e.g. {kind: link, preset: IB-NDR}")
+    gpus_per_node: int = Field(default=8, ge=1, description="GPUs joined by the interconnect (with network)")
 
 
 class PoolSection(StrictConfig):
