@@ -198,3 +198,14 @@ def test_an_unknown_controller_kind_is_one_line_and_exit_2(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     err = (p.stderr + p.stdout).strip()
     assert p.returncode == 2 and "did you mean 'llumnix'" in err and len(err.splitlines()) == 1
+
+
+def test_an_idle_controller_reproduces_the_fast_path_run_exactly():
+    # a controller turns decode stretches off; one that never acts must leave every request's times as they are
+    base = ["workload.num_requests=120", "cluster.replicas=2"]
+    off = Simulation(load_scenario(SCENARIO, base + ["cluster.controller=null"]))
+    on = Simulation(load_scenario(SCENARIO, base + [f"cluster.controller.kind={__name__}:Idle"]))
+    off.run(), on.run()
+    assert off.cluster.replicas[0].steady and not on.cluster.replicas[0].steady
+    assert [(r.rid, r.first_token_ps, r.finish_ps) for r in off.cluster.requests] == \
+        [(r.rid, r.first_token_ps, r.finish_ps) for r in on.cluster.requests]

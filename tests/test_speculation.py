@@ -134,3 +134,18 @@ def test_bad_speculation_input_is_one_line_and_exit_2(override, words, tmp_path)
     assert p.returncode == 2
     err = (p.stderr + p.stdout).strip()
     assert words in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_speculation_of_zero_tokens_reproduces_the_fast_path_run_exactly():
+    # speculation turns decode stretches off; with k = 0 every step is an ordinary decode step, so the
+    # per-iteration run must equal the fast-path run request by request
+    quick = ROOT / "scenarios" / "quickstart.yaml"
+    base = ["workload.num_requests=150"]
+    off = Simulation(load_scenario(quick, base))
+    on = Simulation(load_scenario(quick, base + ["policies.speculation={kind: ngram, num_speculative_tokens: 4, "
+                                                 "acceptance: {alpha: 0.5}, length: {kind: fixed, k: 0}}"]))
+    off.run(), on.run()
+    assert not on.cluster.replicas[0].steady and off.cluster.replicas[0].steady
+    a = [(r.rid, r.first_token_ps, r.finish_ps) for r in off.cluster.requests]
+    b = [(r.rid, r.first_token_ps, r.finish_ps) for r in on.cluster.requests]
+    assert a == b
