@@ -168,3 +168,20 @@ def test_impossible_context_parallel_layouts_are_one_line_errors(tmp_path, edit,
     assert res.exit_code == 2, res.output
     assert needle in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_a_disaggregated_prefill_pool_can_run_context_parallel():
+    sc = _one_prompt(1, 1, 65536)
+    sc["workload"]["num_requests"] = 4
+    sc["cluster"] = {"pools": [{"name": "prefill", "role": "prefill", "tensor_parallel": 4, "context_parallel": 4},
+                               {"name": "decode", "role": "decode", "tensor_parallel": 1}],
+                     "kv_transfer": {"link": {"kind": "link", "preset": "IB-NDR"}}}
+    ttft = {}
+    for cp in (1, 4):
+        sc["cluster"]["pools"][0]["context_parallel"] = cp
+        sim = Simulation(load_scenario(sc))
+        assert type(sim.pools[0].timer) is (ContextParallelTimer if cp > 1 else StepTimer)
+        summary = sim.run().summary
+        assert summary["requests_finished"] == 4
+        ttft[cp] = summary["ttft_s"]["p50"]
+    assert ttft[4] < ttft[1]
