@@ -111,7 +111,7 @@ class StepTimer:
                                 + 2.0 * op.kv_heads * op.kv_elem_bytes(kvf)) * op.count
         e = self.energy
         step_s, self.last_energy_j = e.throttle(step_s, dense_c + flops * e.flop_energy(op.dtype),
-                                                dense_m + nbytes * e.byte_j["dram"])
+                                                dense_m + nbytes * e.dram_path_j)
         return step_s
 
     def _launch_floor(self, kernels: int, decode_only: bool, rows: int) -> float:
