@@ -386,17 +386,20 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
 
 @functools.lru_cache(maxsize=4096)
 def plan_grouped(groups: tuple[int, ...], n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes: float = 0.0,
-                 out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True) -> GemmPlan:
+                 out_bytes: float = 0.0, deq_ops: float = 0.0, deq_overlap: bool = True,
+                 extra_bytes: float = 0.0) -> GemmPlan:
     """A grouped GEMM (the experts of a MoE layer in one kernel: Triton fused_moe, CUTLASS grouped
     GEMM): group g multiplies its ``groups[g]`` rows by its own [k, n] weight. The grid is every
     group's (rows padded to the tile's BM) x (n / BN) tiles, spread over the SMs as one GEMM's; each
-    group's weight is read once, the rows once per N sweep unless they stay in L2. No split-K and
+    group's weight is read once, its rows once per N sweep unless they stay in L2. No split-K and
     no clusters (the libraries' grouped kernels use neither); the library picks the tile as for a
-    GEMM (smallest modelled time)."""
+    GEMM (smallest modelled time). ``extra_bytes``: HBM traffic of the kernel besides its operands
+    (rows it writes for tokens routed to other GPUs' experts)."""
     tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
     m = sum(groups)
-    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, len(groups) * k * n * wb, m * n * cb
+    a_bytes, b_bytes, c_bytes = m * k * elem_bytes, len(groups) * k * n * wb, m * n * cb + extra_bytes
+    a_big = sum(g for g in groups if g * k * elem_bytes > 0.5 * p.l2_bytes) * k * elem_bytes
     best: tuple | None = None
     for tile, occ, step, in_flight in _tile_table(tiles, elem_bytes, wb, deq_ops, deq_overlap, p):
         bm, bn, bk, stages, _ = tile
@@ -409,8 +412,10 @@ def plan_grouped(groups: tuple[int, ...], n: int, k: int, elem_bytes: float, p: 
         per_sm = -(-ctas // p.sms)
         cta_cyc = -(-k // bk) * step
         compute_s = per_sm * cta_cyc / p.clock_hz
-        a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
-        hbm = a_bytes * a_reads + b_bytes + c_bytes
+        # each group's rows stay in L2 across its N tiles when they fit (the grouped schedulers walk a
+        # group's tiles together); a larger group is re-read once per N sweep as in a GEMM
+        a_reads = max(1, min(tn, waves))
+        hbm = (a_bytes + a_big * (a_reads - 1)) + b_bytes + c_bytes
         memory_s = hbm / min(p.hbm_bw, min(ctas, slots) * in_flight / p.hbm_latency_s)
         t = max(compute_s, memory_s) + waves * p.cta_overhead_cycles / p.clock_hz + p.kernel_fixed_s
         if best is None or t < best[0]:

@@ -51,7 +51,8 @@ class Op:
     elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs. alltoall:
     ``bytes`` each GPU sends, spread over the other ``workers`` - 1 GPUs (MoE dispatch / combine).
     grouped_gemm: one kernel running ``len(groups)`` GEMMs of ``groups[i]`` rows each against its own
-    [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all.
+    [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all, ``pairs`` the
+    (token, expert) pairs of the layer over all expert-parallel GPUs.
 
     Quantization (all 0 = unquantized): gemm ``dtype`` is the tensor-core dtype and ``dtype_bytes``
     the activation width, ``w_bytes`` the weight bytes per element (scales included), ``out_bytes``
@@ -320,9 +321,12 @@ def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1,
     s_tokens, s_tp = shared or (tokens, tp)  # the GPU's own tokens (route them, run the shared experts)
     ops = [Op(GEMM, "moe_router", count, m=s_tokens, n=model.num_experts, k=h, dtype=d, dtype_bytes=b)]
     if routed:
-        ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups),
+        pairs = tokens * model.experts_per_token  # (token, expert) pairs over all GPUs (kernel families that
+        # keep a cache row per pair whatever the expert parallelism pay for the others' too: timing backend)
+        ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups, pairs=pairs),
                 Op(ELEMENTWISE, "moe_act", count, bytes=int(routed * (up + width) * b), dtype=d, dtype_bytes=b),
-                Op(GROUPED, "moe_down", count, m=routed, n=h, k=width, dtype=d, dtype_bytes=b, groups=groups)]
+                Op(GROUPED, "moe_down", count, m=routed, n=h, k=width, dtype=d, dtype_bytes=b, groups=groups,
+                   pairs=pairs)]
     # the top-k outputs of each token, weighted and summed (tokens whose experts are elsewhere add 0)
     ops.append(Op(ELEMENTWISE, "moe_sum", count, bytes=int((routed + tokens) * h * b), dtype=d, dtype_bytes=b))
     if model.shared_intermediate:

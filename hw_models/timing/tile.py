@@ -65,8 +65,20 @@ FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int
 # simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm` on the H200 bf16 / fp8 rows:
 # triton = vLLM's Triton fused_moe (tuned configs), triton_sglang = SGLang's copy, cutlass =
 # TensorRT-LLM's CUTLASS MoE, flashinfer_cutlass = FlashInfer's CUTLASS MoE (vLLM / SGLang).
-FIT_MOE = {"triton": {"efficiency": 0.70, "fixed_s": 11e-6}, "triton_sglang": {"efficiency": 0.40, "fixed_s": 18e-6},
-           "cutlass": {"efficiency": 0.45, "fixed_s": 9e-6}, "flashinfer_cutlass": {"efficiency": 0.10, "fixed_s": 0.0}}
+# pair_cache 1: the family keeps a cache row per (token, expert) pair of the whole batch (Triton fused_moe);
+# permute 1: it copies the GPU's own pairs' input rows into expert order first (CUTLASS families). Both
+# describe the code (TileBackend._pair_cache_bytes), not fitted.
+FIT_MOE = {"triton": {"hbm_efficiency": 0.85, "efficiency": 0.55, "fixed_s": 23e-6, "efficiency_fp8": 1.15,
+                      "fixed_s_fp8": 19e-6, "efficiency_fp8_block": 0.70, "fixed_s_fp8_block": 17e-6,
+                      "pair_cache": 1.0, "permute": 0.0},
+           "triton_sglang": {"hbm_efficiency": 0.75, "efficiency": 0.35, "fixed_s": 28e-6, "efficiency_fp8_block": 0.65,
+                             "fixed_s_fp8_block": 16e-6, "pair_cache": 1.0, "permute": 0.0},
+           "cutlass": {"hbm_efficiency": 0.80, "efficiency": 0.50, "fixed_s": 17e-6, "efficiency_fp8": 1.15,
+                       "fixed_s_fp8": 13e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 0.0,
+                       "pair_cache": 0.0, "permute": 1.0},
+           "flashinfer_cutlass": {"hbm_efficiency": 0.80, "efficiency": 0.10, "fixed_s": 86e-6, "efficiency_fp8": 0.10,
+                                  "fixed_s_fp8": 175e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 8e-6,
+                                  "pair_cache": 0.0, "permute": 1.0}}
 # MoE all-to-all (DeepEP low-latency and high-throughput dispatch / combine within one NVSwitch node),
 # fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
 # Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
@@ -301,6 +313,25 @@ class TileBackend(TimingBackend):
             raise ValueError(f"unknown moe_kernel {c.moe_kernel!r}; known: {', '.join(sorted(c.moe_kernels))}")
         return fam
 
+    def _pair_cache_bytes(self, op: Any, fam: dict[str, float]) -> float:
+        """HBM bytes a fused-MoE kernel family with ``pair_cache`` moves for the (token, expert) pairs
+        routed to other GPUs' experts: the Triton fused_moe keeps an intermediate row per pair of the
+        whole batch (vLLM / SGLang ``intermediate_cache1..3`` of shape [tokens, top_k, n]); its grouped
+        GEMMs write zero rows for the pairs whose expert is elsewhere (``write_zeros_to_output``), the
+        activation runs over every row of the up output and the top-k sum reads every row of the down
+        output. Charged to the grouped GEMM of each half: up = zero rows + the activation's read and
+        write of them; down = zero rows + the sum's read of them."""
+        # permute: the family first copies each routed pair's input row into expert order (TensorRT-LLM's
+        # expandInputRowsKernel; FlashInfer's CUTLASS MoE is derived from it): one more write of the rows
+        permute = op.m * op.k * op.dtype_bytes * fam.get("permute", 0.0) if op.name == "moe_up" else 0.0
+        other = max(0, op.pairs - op.m) * fam.get("pair_cache", 0.0)
+        if not other:
+            return permute
+        b = op.out_bytes or op.dtype_bytes
+        if op.name == "moe_up":  # the activation reads the n = 2 x width row and writes width (gated MLPs)
+            return other * 2.5 * op.n * b
+        return other * 2 * op.n * b
+
     # -- the interface -----------------------------------------------------------------------
     def _op_s(self, op: Any) -> float:
         kind = op.kind
@@ -315,14 +346,19 @@ class TileBackend(TimingBackend):
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":
             fam = self._moe_family()
+            # per-tensor and block-scaled fp8 kernels: their own fit (else the 16-bit one)
+            sfx = "_fp8_block" if getattr(op, "scale_block_k", 0) else "_fp8" if op.dtype == "fp8" else ""
+            sfx = sfx if f"efficiency{sfx}" in fam else ""
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
-            if fam["efficiency"] != 1.0:
-                p = dataclasses.replace(p, mma_eff=p.mma_eff * fam["efficiency"])
+            if fam[f"efficiency{sfx}"] != 1.0:
+                p = dataclasses.replace(p, mma_eff=p.mma_eff * fam[f"efficiency{sfx}"])
+            if "hbm_efficiency" in fam:  # the family's own share of HBM bandwidth streaming expert weights
+                p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * fam["hbm_efficiency"])
             plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
-                                op.deq_overlap)
+                                op.deq_overlap, self._pair_cache_bytes(op, fam))
             t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
             if op.name == "moe_up":  # the MoE call's own bookkeeping kernels, once per layer
-                t += fam["fixed_s"]
+                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"])
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

@@ -195,10 +195,21 @@ def fit_a2a(system_dir: Path) -> dict[tuple[str, str], tuple[float, float, float
     return out
 
 
-def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float]]:
-    """Per fused-MoE kernel family: (efficiency, fixed_s, median APE on the fitted half, median APE
-    on the held-out half) minimising the median APE of a random ``sample`` of its rows (bf16, fp8,
-    fp8_block; every framework running it); even-numbered sampled rows fit, odd-numbered ones check."""
+HBM_GRID = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
+
+
+def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float, float]]:
+    """Per fused-MoE kernel family and quantization (``bf16``: 16-bit rows; ``fp8``: per-tensor fp8;
+    ``fp8_block``: block-scaled fp8; each runs its own kernels and tuned tile configurations):
+    (efficiency, fixed_s, median APE on the fitted half, median APE on the held-out half, hbm_efficiency)
+    on a random ``sample`` of its rows (every framework running it); even-numbered sampled rows fit,
+    odd-numbered ones check. First the family's share of the HBM bandwidth (``HBM_GRID``, one per
+    family: its grouped kernels stream the expert weights) is chosen at its current efficiencies and
+    fixed costs (``hw_models.timing.tile.FIT_MOE``), minimising the median APE of all its fitted rows;
+    then each quantization's efficiency and fixed cost minimise the median APE of its fitted rows at
+    that share. Keys ``"<family> <dtype>"``; the values go to ``efficiency`` / ``fixed_s`` (bf16),
+    ``efficiency_fp8`` / ``fixed_s_fp8``, ``efficiency_fp8_block`` / ``fixed_s_fp8_block`` and
+    ``hbm_efficiency`` of ``FIT_MOE``."""
     import random
 
     import numpy as np
@@ -209,28 +220,47 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
 
     rows, _ = read_moe(system_dir)
     gpu = gpu_config("H200")
-    out = {}
-    for family in sorted({r.source.split(" ")[2] for r in rows}):
-        mine = [r for r in rows if r.source.split(" ")[2] == family]
+
+    def key(r: Row) -> tuple[str, str]:
+        return r.source.split(" ")[2], r.op.split(" ")[1]
+
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for k in sorted({key(r) for r in rows}):
+        mine = [r for r in rows if key(r) == k]
         random.Random(seed).shuffle(mine)
-        mine = mine[:sample]
-        meas = np.array([r.measured_s for r in mine])
-        fws = sorted({framework_of(r) for r in mine})
-        best = None
-        for eff in np.arange(0.10, 1.21, 0.05):
-            base = np.empty(len(mine))
-            for fw in fws:  # each framework's other constants (quantize kernels) stay its own
-                idx = [i for i, r in enumerate(mine) if framework_of(r) == fw]
-                kern = {family: {"efficiency": float(eff), "fixed_s": 0.0}}
-                over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "moe_kernel": family})
-                over["moe_kernels"] = {**FIT_MOE, **kern}
-                base[idx] = predict([mine[i] for i in idx], "tile", gpu, over).predicted
-            for fixed in np.arange(0.0, 1000.01e-6, 1e-6):
-                ape = np.abs(base + fixed - meas) / meas
-                score = float(np.median(ape[0::2]))
-                if best is None or score < best[0]:
-                    best = (score, float(eff), float(fixed), float(np.median(ape[1::2])))
-        out[family] = (round(best[1], 2), best[2], 100 * best[0], 100 * best[3])
+        groups[k] = mine[:sample]
+
+    def run(family: str, mine: list[Row], kern: dict) -> np.ndarray:
+        out = np.empty(len(mine))
+        for fw in sorted({framework_of(r) for r in mine}):  # each framework's other constants stay its own
+            idx = [i for i, r in enumerate(mine) if framework_of(r) == fw]
+            over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "moe_kernel": family})
+            over["moe_kernels"] = {**FIT_MOE, family: kern}
+            out[idx] = predict([mine[i] for i in idx], "tile", gpu, over).predicted
+        return out
+
+    out = {}
+    for family in sorted({f for f, _ in groups}):
+        mine = [(d, rs) for (f, d), rs in groups.items() if f == family]
+        scores = []
+        for hbm in HBM_GRID:
+            ape = [np.abs(run(family, rs, {**FIT_MOE[family], "hbm_efficiency": hbm}) /
+                          np.array([r.measured_s for r in rs]) - 1)[0::2] for _, rs in mine]
+            scores.append(float(np.median(np.concatenate(ape))))
+        hbm = HBM_GRID[int(np.argmin(scores))]
+        for dtype, rs in mine:
+            meas = np.array([r.measured_s for r in rs])
+            sfx = "" if dtype == "bf16" else f"_{dtype}"
+            best = None
+            for eff in np.arange(0.05, 1.21, 0.05):
+                kern = {**FIT_MOE[family], "hbm_efficiency": hbm, f"efficiency{sfx}": float(eff), f"fixed_s{sfx}": 0.0}
+                base = run(family, rs, kern)
+                for fixed in np.arange(0.0, 1000.01e-6, 1e-6):
+                    ape = np.abs(base + fixed - meas) / meas
+                    score = float(np.median(ape[0::2]))
+                    if best is None or score < best[0]:
+                        best = (score, float(eff), float(fixed), float(np.median(ape[1::2])))
+            out[f"{family} {dtype}"] = (round(best[1], 2), best[2], 100 * best[0], 100 * best[3], hbm)
     return out
 
 
@@ -244,6 +274,6 @@ if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shar
             print(f"{fw} {mode}: alltoall_latency_s={lat * 1e6:.1f}us alltoall_efficiency={eff:.3f} "
                   f"median APE {ape:.1f}%")
         sys.exit(0)
-    for family, (eff, fixed, train, held) in fit(Path(sys.argv[2])).items():
-        print(f"{family:20s} efficiency={eff:.2f} fixed_s={fixed * 1e6:.1f}us "
+    for family, (eff, fixed, train, held, hbm) in fit(Path(sys.argv[2])).items():
+        print(f"{family:28s} hbm_efficiency={hbm:.2f} efficiency={eff:.2f} fixed_s={fixed * 1e6:.1f}us "
               f"median APE fitted {train:.1f}% held-out {held:.1f}%")
