@@ -54,3 +54,23 @@ def test_fractions_outside_unit_interval_are_refused(bad):
 
     with pytest.raises(ValidationError):
         CacheBlendConfig(**bad)
+
+
+@pytest.mark.parametrize("model", [
+    {"preset": "Llama-2-7B", "attention": {"layer_pattern": "WF*16", "window_tokens": 256, "sink_tokens": 4}},
+    {"preset": "Llama-2-7B", "attention": {"layer_pattern": "SSSF*8"},
+     "linear": {"kind": "mamba2", "num_heads": 64, "head_dim": 64, "state_dim": 128, "num_groups": 1}},
+    {"preset": "Llama-2-7B", "attention": {"streaming_heads": 0.5, "head_window_tokens": 128, "head_sink_tokens": 4,
+                                           "kv_budget": 0.5}},
+], ids=["window", "hybrid", "heads_budget"])
+def test_variant_models_keep_serving_invariants_and_the_fast_path_changes_nothing(model):
+    from test_serving_invariants import assert_same_run
+
+    sc = _sc(None, n=20)
+    sc["model"] = model
+    sc["policies"]["scheduler"]["max_num_seqs"] = 16  # the windows' K/V is reserved per batch slot
+    fast, fast_sim = run(sc, steady=True)
+    slow, slow_sim = run(sc, steady=False)
+    check_invariants(fast, fast_sim)
+    check_invariants(slow, slow_sim)
+    assert_same_run(fast, slow)
