@@ -2,12 +2,16 @@
 
 Models: a per-GPU link with a unidirectional bandwidth, an achievable fraction of it and a
     per-step latency (alpha); ring all-reduce takes 2(p-1) steps moving 2(p-1)/p of the message
-    over each GPU's link; a switch (NVSwitch) topology lets every GPU use its full bandwidth.
+    over each GPU's link; a switch (NVSwitch) topology lets every GPU use its full bandwidth. Over
+    Ethernet (host-driven TCP collectives between devices: Gloo, TPI-LLM) the all-reduce is the cheaper of
+    the ring and a star (a master gathers, reduces and broadcasts: 2 latencies, 2(p-1) messages over
+    the master's link), which wins for latency-bound messages.
     A point-to-point copy may reach a different share of the link than a collective
     (``p2p_efficiency``): over a direct NVLink bridge no switch hop or reduction sits in the way.
 Ignores: NCCL protocol choice (LL/LL128/Simple), chunk pipelining, congestion from other jobs.
 Sources: NVIDIA NVLink/NVSwitch and PCI-SIG specifications, cited per number in
-    ``presets/link/*.yaml``.
+    ``presets/link/*.yaml``; Thakur, Rabenseifner, Gropp (IJHPCA 2005) for the ring and star costs;
+    Li et al., "TPI-LLM" (2024) for the star all-reduce on slow edge links.
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ class Link:
         c = self.config
         steps = 2 * (workers - 1)
         wire = 2.0 * (workers - 1) / workers * size_bytes
-        return steps * c.latency_s + wire / (c.bw_bytes_per_s * c.efficiency)
+        ring = steps * c.latency_s + wire / (c.bw_bytes_per_s * c.efficiency)
+        if c.technology == "ethernet":  # star: the master's link carries every message
+            return min(ring, 2 * c.latency_s + 2.0 * (workers - 1) * size_bytes / (c.bw_bytes_per_s * c.efficiency))
+        return ring
 
     def alltoall_s(self, size_bytes: float, workers: int, efficiency: float | None = None,
                    latency_s: float | None = None) -> float:
