@@ -19,8 +19,12 @@ def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
         off = (f" (+ {mem.weight_host_bytes / gib:.1f} GiB in host DRAM, {mem.weight_disk_bytes / gib:.1f} GiB on "
                f"disk, streamed)") if mem.weight_host_bytes or mem.weight_disk_bytes else ""
         where = {"gpu": "GiB/GPU", "host": "GiB in host DRAM", "disk": "GiB on disk"}[mem.kv_tier]
+        tokens = mem.kv_blocks * mem.block_size
+        held = f" + {mem.kv_residual_bytes / gib:.1f} GiB held for the batch slots" if mem.kv_residual_bytes else ""
+        if tokens >= 2**40:  # every layer's K/V bounded (windows, states): nothing grows per token
+            return f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV bounded per sequence{held}"
         return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV {mem.kv_bytes / gib:.1f} {where} = "
-                f"{mem.kv_blocks * mem.block_size} tokens per replica")
+                f"{tokens} tokens per replica{held}")
 
     model = resolved.model.config.name
     if resolved.spec.cluster.pools is None:
