@@ -149,3 +149,19 @@ def test_speculation_of_zero_tokens_reproduces_the_fast_path_run_exactly():
     a = [(r.rid, r.first_token_ps, r.finish_ps) for r in off.cluster.requests]
     b = [(r.rid, r.first_token_ps, r.finish_ps) for r in on.cluster.requests]
     assert a == b
+
+
+def test_draft_heads_cost_more_per_step_than_free_lookup_and_a_wider_tree_accepts_more():
+    heads = ["policies.speculation.kind=draft_heads", "policies.speculation.num_speculative_tokens=4",
+             "policies.speculation.acceptance.alpha=0.6", "policies.speculation.length.kind=fixed"]
+    lookup = NGRAM + ["policies.speculation.acceptance.alpha=0.6"]
+    medusa = _run(heads).summary
+    eagle = _run(heads + ["policies.speculation.style=eagle"]).summary
+    wide = _run(heads + ["policies.speculation.top_k=3"]).summary
+    free = _run(lookup).summary
+    # same acceptance with one candidate per position: Medusa's extra LM-head rows only add time
+    assert medusa["kv_cache"]["spec_tokens_per_step"] == pytest.approx(free["kv_cache"]["spec_tokens_per_step"],
+                                                                       rel=0.05)
+    assert medusa["tpot_s"]["p50"] > free["tpot_s"]["p50"]
+    assert eagle["kv_cache"]["spec_draft_s"] > 0 == free["kv_cache"]["spec_draft_s"]
+    assert wide["kv_cache"]["spec_tokens_per_step"] > medusa["kv_cache"]["spec_tokens_per_step"]
