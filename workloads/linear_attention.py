@@ -8,8 +8,10 @@ Models: one layer as its kernels -- the input projection GEMM (hidden -> z, x / 
     ``chunk_size`` tokens a masked attention-like product (Q x Q per head, with key width
     ``state_dim`` and value width ``head_dim``), between chunks a state of ``state_dim x head_dim``
     per head passed on and read back: per token and head 2 Q (N + P) + 4 N P FLOPs (N: state_dim,
-    P: head_dim, Q: chunk). It is lowered as an ``attn_prefill`` op over chunk-long sequences
-    whose head width carries those FLOPs, plus the state writes and reads (elementwise). At decode
+    P: head_dim, Q: chunk). It is lowered as an ``attn_prefill`` op over chunk-long sequences (head
+    width (N + P) / 2: the masked intra-chunk product), two GEMMs for the chunk states (K^T V per
+    chunk and head, then Q times the state carried in) and the state writes and reads (elementwise,
+    fp32 as the SSD kernels keep them). At decode
     the mixer reads and writes each row's state once (``ssm_update``, elementwise): its cost does
     not depend on the context. The state (and conv state) is held per running sequence, at
     ``state_dtype_bytes`` per element.

@@ -121,13 +121,16 @@ def mixer_ops(shape: BatchShape, model: Any, tp: int = 1) -> list[Op]:
         Q = lin.chunk_size
         lens = [min(Q, t - i) for t, _ in shape.prefill for i in range(0, t, Q)]
         T = sum(lens)
-        pairs = sum(x * x for x in lens)
-        # head width carrying the SSD FLOPs 2Q(N+P) + 4NP per token and head over Q x Q pairs
-        width = max(1, int(round(T * lin.flops_per_token(tp) / heads / (4.0 * pairs))))
-        ops.append(Op(ATTN_PREFILL, "ssm_chunk_scan", n, seqs=len(lens), q_tokens=T, kv_tokens=T, pairs=pairs,
-                      heads=heads, kv_heads=groups_, head_dim=width, dtype=d, dtype_bytes=b))
+        N, P = lin.state_dim, lin.head_dim
+        # inside each chunk: a masked Q x Q attention-like product per head (keys N wide, values P wide)
+        ops.append(Op(ATTN_PREFILL, "ssm_chunk_scan", n, seqs=len(lens), q_tokens=T, kv_tokens=T,
+                      pairs=sum(x * x for x in lens), heads=heads, kv_heads=groups_, head_dim=(N + P) // 2,
+                      dtype=d, dtype_bytes=b))
+        # between chunks: each chunk's state K^T V (N x P per head) and its read-back Q H, as batched GEMMs
+        ops.append(Op(GEMM, "ssm_chunk_state_gemm", n, m=len(lens) * heads * N, n=P, k=Q, dtype=d, dtype_bytes=b))
+        ops.append(Op(GEMM, "ssm_chunk_output_gemm", n, m=T * heads, n=P, k=N, dtype=d, dtype_bytes=b))
         # chunk states written, passed on and read back (fp32 in the SSD kernels), final state stored
-        chunk_states = len(lens) * heads * lin.state_dim * lin.head_dim
+        chunk_states = len(lens) * heads * N * P
         ops.append(Op(ELEMENTWISE, "ssm_chunk_state", n, bytes=int(chunk_states * 4 * 2 + len(shape.prefill) * state
                                                                    * sb), dtype=d, dtype_bytes=b))
     if shape.decode_rows:  # read and write each row's state and conv state; the new token's x, B, C, dt, y
