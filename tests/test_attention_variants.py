@@ -223,3 +223,12 @@ def test_variants_never_keep_more_than_full_attention_and_grow_with_context(ctx,
         kept = kv_bytes_per_sequence(m, ctx)
         assert kept <= kv_bytes_per_sequence(full, ctx) + 1e-6
         assert kv_bytes_per_sequence(m, ctx + 1) >= kept
+
+
+def test_layer_pattern_as_a_list_of_kinds():
+    m = _model("Llama-3-8B", layer_pattern=["sliding", "full"] * 16, window_tokens=512)
+    assert m.attention.layer_pattern == "WF" * 16
+    from simulator.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not one of"):
+        _model("Llama-3-8B", layer_pattern=["sliding", "dense"] * 16, window_tokens=512)

@@ -45,6 +45,9 @@ from simulator.config.quantities import StrictConfig
 
 FULL, WINDOW, STATE = "F", "W", "S"
 _PATTERN = re.compile(r"^\s*([FWS]+)\s*(?:\*\s*(\d+))?\s*$")
+_KINDS = {"f": FULL, "full": FULL, "full_attention": FULL, "global": FULL, "w": WINDOW, "window": WINDOW,
+          "sliding": WINDOW, "sliding_attention": WINDOW, "local": WINDOW, "s": STATE, "state": STATE,
+          "linear": STATE, "linear_attention": STATE, "mamba2": STATE, "ssm": STATE}
 
 
 def expand_pattern(pattern: str) -> str:
@@ -67,9 +70,10 @@ def _fraction(v: Any, what: str) -> Any:
 class AttentionVariant(StrictConfig):
     """Per-layer and per-head attention of a model (``model.attention``)."""
 
-    layer_pattern: str | None = Field(default=None, description="one letter per layer: F full attention, W sliding "
-                                      "window, S linear/state-space; 'UNIT*N' repeats a unit (default: the "
-                                      "model's own local layers W, the rest F)")
+    layer_pattern: str | list[str] | None = Field(
+        default=None, description="one letter per layer: F full attention, W sliding window, S linear/state-space; "
+                                  "'UNIT*N' repeats a unit; or a list of per-layer kinds (full / window / state, "
+                                  "or the letters); default: the model's own local layers W, the rest F")
     window_tokens: int | None = Field(default=None, gt=0, description="recent tokens a W layer reads (default: the "
                                                                       "model's sliding_window_tokens)")
     sink_tokens: int = Field(default=0, ge=0, description="initial tokens a W layer also keeps (StreamingLLM sinks)")
@@ -111,7 +115,12 @@ class AttentionVariant(StrictConfig):
 
     @field_validator("layer_pattern")
     @classmethod
-    def _pattern(cls, v: str | None) -> str | None:
+    def _pattern(cls, v: str | list[str] | None) -> str | None:
+        if isinstance(v, list):
+            bad = [x for x in v if str(x).lower() not in _KINDS]
+            if bad:
+                raise ValueError(f"layer_pattern entries {bad[:3]} are not one of {', '.join(sorted(_KINDS))}")
+            return "".join(_KINDS[str(x).lower()] for x in v)
         return None if v is None else expand_pattern(v)
 
 
