@@ -112,3 +112,22 @@ def test_an_mcu_run_splits_its_energy_as_serving_runs_do():
     v = resolve_component({"kind": "mcu", "preset": "STM32H743"}, reg.HARDWARE, "mcu").config.energy.supply_v
     assert s2["energy_idle_j"] == pytest.approx(0.01 * v * s2["latency_ms"] / 1e3)
     assert s2["energy_j"] == pytest.approx(s["energy_j"])  # the split moves, the total does not
+
+
+def test_a_decode_stretch_charges_each_iteration_the_energy_of_its_ops():
+    import dataclasses
+
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+    from simulator.serving.step_timer import StepTimer
+    from workloads.llm import decode_attention
+
+    model = load_scenario(CAP).model.config
+    timer = StepTimer(model, 1, RooflineBackend(RooflineConfig(), h100()))
+    rows, kv0, k = 6, 6 * 900, 5
+    timer.decode_segment(rows, kv0, k)
+    got = timer.last_energy_j
+    e = energy_model(h100())
+    template = decode_attention(model, 1, rows, 0, None)
+    for j in range(k):
+        ops = dense_ops(rows, rows, model, 1) + [dataclasses.replace(template, kv_tokens=kv0 + rows * j)]
+        assert got[j] == pytest.approx(e.ops_energy(ops).dynamic_j, rel=1e-12)

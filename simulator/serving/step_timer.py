@@ -78,6 +78,9 @@ class StepTimer:
             ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep, self.dp)
             hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
                                       sum(op.count for op in ops))
+            if self.energy is not None and key not in self._dense_energy:  # lowered once for both
+                e = self.energy.ops_energy(ops)
+                self._dense_energy[key] = (e.compute_j, e.memory_j)
         return hit
 
     def _dense_j(self, tokens: int, emitting: int) -> tuple[float, float]:
@@ -105,11 +108,18 @@ class StepTimer:
         :meth:`workloads.llm.Op.flops` and ``bytes_moved`` evaluated over the array."""
         padded = self.framework.padded_batch(rows) if self.framework is not None else rows
         dense_c, dense_m = self._dense_j(padded, padded)
+        e = self.energy
+        if e.cap_w is None and not op.kv_bytes:  # no cap, 16-bit K/V: joules affine in the context
+            per_kv = op.head_dim * op.count * (4.0 * op.heads * e.flop_energy(op.dtype)
+                                               + 2.0 * op.kv_heads * op.dtype_bytes * e.dram_path_j)
+            fixed = dense_c + dense_m + 2.0 * op.head_dim * op.seqs * op.heads * op.dtype_bytes * op.count \
+                * e.dram_path_j
+            self.last_energy_j = fixed + per_kv * kv
+            return step_s
         kvf = kv.astype(np.float64)
         flops = 4.0 * op.heads * op.head_dim * kvf * op.count
         nbytes = op.head_dim * (2.0 * op.seqs * op.heads * op.dtype_bytes
                                 + 2.0 * op.kv_heads * op.kv_elem_bytes(kvf)) * op.count
-        e = self.energy
         step_s, self.last_energy_j = e.throttle(step_s, dense_c + flops * e.flop_energy(op.dtype),
                                                 dense_m + nbytes * e.dram_path_j)
         return step_s
