@@ -97,3 +97,13 @@ def test_prefill_on_a_gpu_and_decode_on_an_npu_serve_one_workload_with_energy_ov
     assert s["energy_idle_j"] == pytest.approx(idle * s["sim_time_s"], rel=1e-9)
     assert sum(s["energy_by_pool_j"].values()) == pytest.approx(s["energy_j"])
     assert set(s["energy_by_pool_j"]) == {"prefill", "decode"}
+
+
+@pytest.mark.parametrize("path, cap", [("scenarios/papers/intel_cpu_llama2_7b_spr.yaml", "50W"),
+                                       ("scenarios/papers/llamacpp_llama2_7b_m2ultra.yaml", "40W")])
+def test_a_power_cap_on_a_cpu_or_soc_is_never_exceeded_and_slows_decode(path, cap):
+    free = run_scenario(load_scenario(ROOT / path)).summary
+    capped = run_scenario(load_scenario(ROOT / path, [f"hardware.device.power_cap_w={cap}"])).summary
+    watts = float(cap[:-1])
+    assert free["power_peak_w_per_device"] > watts >= capped["power_peak_w_per_device"] * (1 - 1e-9)
+    assert capped["tpot_s"]["p50"] > free["tpot_s"]["p50"]
