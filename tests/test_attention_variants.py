@@ -72,8 +72,8 @@ def test_duo_streaming_heads_memory():
     want = 0.5 * kv_bytes_per_sequence(full, ctx) + 0.5 * kv_bytes_per_sequence(full, 320)
     assert kv_bytes_per_sequence(m, ctx) == pytest.approx(want)
     ops = _by_name(lower(BatchShape(decode_rows=1, decode_kv=ctx, emitting=1), m))
-    assert ops["attn_decode"].kv_heads + ops["attn_decode_stream_heads"].kv_heads == full.num_kv_heads
-    assert ops["attn_decode_stream_heads"].kv_tokens == 320
+    assert ops["attn_decode"].kv_heads + ops["attn_decode_stream"].kv_heads == full.num_kv_heads
+    assert ops["attn_decode_stream"].kv_tokens == 320
 
 
 def test_pyramid_budgets_per_layer():

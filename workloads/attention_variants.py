@@ -221,7 +221,7 @@ def groups(model: Any) -> list[Group]:
     kv_heads = model.num_kv_heads
     s_heads = int(round(stream * kv_heads))
     if s_heads:
-        out.append(Group("stream_heads", n_full, s_heads / kv_heads, cap=v.head_window_tokens + v.head_sink_tokens))
+        out.append(Group("stream", n_full, s_heads / kv_heads, cap=v.head_window_tokens + v.head_sink_tokens))
     share = 1.0 - s_heads / kv_heads
     if v is None or (v.kv_budget is None and v.kv_budget_tokens is None):
         topk = v.topk_tokens if v is not None else None
@@ -239,9 +239,9 @@ def groups(model: Any) -> list[Group]:
         counts[b] = counts.get(b, 0) + 1
     for b, n in sorted(counts.items(), key=lambda kv: -float(kv[0])):
         if v.kv_budget is not None:
-            out.append(Group(f"budget{float(b):g}", n, share, frac=float(b), prefill_full=True))
+            out.append(Group(f"kv{float(b):g}", n, share, frac=float(b), prefill_full=True))
         else:
-            out.append(Group(f"budget{int(b)}", n, share, cap=int(b), prefill_full=True))
+            out.append(Group(f"kv{int(b)}", n, share, cap=int(b), prefill_full=True))
     return out
 
 

@@ -77,9 +77,17 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
                 keys = max(q, -(-pairs // Q_TILE))
                 if g.density >= 1.0:  # the window's lower edge cuts key blocks the kernel computes in full, as
                     pairs += seqs * Q_TILE * Q_TILE // 2  # the diagonal's (which the kernel model adds itself)
-            ops.append(_kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=seqs, q_tokens=q, kv_tokens=keys,
-                                        pairs=pairs, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b),
-                                     model, scheme))
+            op = _kv_quantized(Op(ATTN_PREFILL, name, g.layers, seqs=seqs, q_tokens=q, kv_tokens=keys, pairs=pairs,
+                                  heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b), model, scheme)
+            if g.prefill_full:  # budgets are kept after the prompt: their layers' prefill is one full-prompt op
+                same = next((i for i, o in enumerate(ops) if o.name == "attn_prefill"
+                             and replace(o, count=g.layers) == replace(op, name=o.name)), None)
+                op = replace(op, name="attn_prefill")
+                if same is not None:
+                    ops[same] = replace(ops[same], count=ops[same].count + g.layers)
+                    op = None
+            if op is not None:
+                ops.append(op)
             if g.density < 1.0 and v.sparse_index_queries:  # MInference: last queries x every key
                 nq = [min(t, v.sparse_index_queries) for t, _ in shape.prefill]
                 ops.append(Op(ATTN_PREFILL, "attn_sparse_index", g.layers, seqs=len(nq), q_tokens=sum(nq),
