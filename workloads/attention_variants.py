@@ -140,6 +140,13 @@ def check_variant(model: Any) -> None:
         raise ValueError("attention.layer_pattern has S layers but the model has no linear: block")
     if v is None:
         return
+    if v.head_window_tokens + v.head_sink_tokens > model.max_position:
+        raise ValueError(f"attention.head_window_tokens {v.head_window_tokens} (+ {v.head_sink_tokens} sinks) is "
+                         f"larger than the model's context {model.max_position}")
+    caps = v.kv_budget_tokens if isinstance(v.kv_budget_tokens, list) else [v.kv_budget_tokens or 0]
+    if max(caps) > model.max_position:
+        raise ValueError(f"attention.kv_budget_tokens {max(caps)} is larger than the model's context "
+                         f"{model.max_position}")
     if v.streaming_heads and not (v.head_window_tokens or v.head_sink_tokens):
         raise ValueError("attention.streaming_heads needs head_window_tokens (and head_sink_tokens)")
     if v.kv_budget is not None and v.kv_budget_tokens is not None:
