@@ -6,9 +6,10 @@ Models: the dynamic energy of an op is FLOPs x J/FLOP of its dtype + bytes x J/b
     the device draws ``idle_w`` at all times on top. A step's power is idle + dynamic energy /
     step time. Under a power cap below that demand the clock drops by a factor s (0 < s <= 1):
     CMOS dynamic power is C V^2 f and the voltage follows the clock (DVFS), so compute energy
-    per FLOP scales by s^2, the step time by 1 / s (every op slows with the core clock; memory
-    energy per byte is the DRAM's and does not scale). s is the largest clock at which the
-    step's average power is at most the cap: idle + (E_compute s^2 + E_memory) s / t <= cap.
+    per FLOP scales by s^2; the step's compute-bound share slows by 1 / s, its memory-bound share
+    does not (the step stretches as its roofline bound, see ``throttle``; memory energy per byte
+    is the DRAM's and does not scale). s is the largest clock at which the step's average power
+    (idle + dynamic energy / stretched time) is at most the cap.
     Per-FLOP energy by default: the board power above idle at the dense peak of each dtype,
     (TDP - idle) / peak (a device runs its tensor peak at its TDP: vendors rate the TDP for it);
     per-byte energy: a byte of an op's operands crosses device memory, the L2 and the SRAM (the
@@ -16,8 +17,8 @@ Models: the dynamic energy of an op is FLOPs x J/FLOP of its dtype + bytes x J/b
     per-FLOP figure.
 Ignores: temperature and leakage changes with clock, memory clocks under a cap, per-kernel power
     transients (the cap holds on each step's average, as a power limiter's ms-scale loop does),
-    memory-bound ops running at the memory's pace under a lowered core clock (all ops slow: an
-    upper bound on the slowdown).
+    the mix of compute- and memory-bound ops inside a step (the step's aggregate roofline decides
+    how much of it stretches).
 Sources: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014
     (45 nm: 64-bit SRAM read 8 KB 10 pJ, 1 MB 100 pJ; DRAM 1.3-2.6 nJ per 64 bit); M. O'Connor et
     al., "Fine-Grained DRAM", MICRO 2017 (HBM2 3.9 pJ/bit, GDDR5 14 pJ/bit); NVIDIA Grace Hopper
@@ -98,6 +99,7 @@ class EnergyModel:
     idle_w: float
     tdp_w: float
     cap_w: float | None = None
+    mem_bw: float = 0.0  # device memory bytes/s (0: every op slows with the clock under a cap)
 
     def flop_energy(self, dtype: str) -> float:
         e = self.flop_j.get(dtype)
@@ -127,8 +129,12 @@ class EnergyModel:
     def throttle(self, t_s: Any, compute_j: Any, memory_j: Any) -> tuple[np.ndarray, np.ndarray]:
         """(step seconds, dynamic joules) under the power cap; unchanged without a cap or below it.
 
-        Average power of a step at clock factor s: idle + (E_c s^2 + E_m) s / t; it rises with s,
-        so the largest s in (0, 1] with power <= cap is found by bisection (50 halvings).
+        At clock factor s the step's roofline times are t_c / s (compute: E_c / (TDP - idle), the
+        FLOPs over the peak) and t_m (memory: E_m / (J per byte x bandwidth), not clocked by the
+        cores); the step stretches as its roofline bound does, t(s) = t x max(t_m, t_c / s) /
+        max(t_m, t_c), and never runs faster than E_m / (cap - idle) (the memory's own power
+        must fit). Power idle + (E_c s^2 + E_m) / t(s) rises with s, so the largest s in (0, 1]
+        with power <= cap is found by bisection (50 halvings).
         """
         t = np.asarray(t_s, dtype=np.float64)
         ec = np.asarray(compute_j, dtype=np.float64)
@@ -136,19 +142,27 @@ class EnergyModel:
         if self.cap_w is None:
             return t, ec + em
         budget = self.cap_w - self.idle_w  # > 0: checked when the model is built
-        safe_t = np.maximum(t, 1e-30)
-        over = (ec + em) / safe_t > budget
+        over = ec + em > budget * t
         if not np.any(over):
             return t, ec + em
+        tc = ec / max(self.tdp_w - self.idle_w, 1e-30)
+        tm = em / (self.dram_path_j * self.mem_bw) if self.mem_bw else np.zeros_like(em)
+        base = np.maximum(np.maximum(tm, tc), 1e-300)
+
+        def stretched(s: np.ndarray) -> np.ndarray:
+            roof = np.where(tc > 0, t * np.maximum(tm, tc / s) / base, t / s if not self.mem_bw else t)
+            return np.maximum(roof, em / budget)
+
         lo = np.zeros_like(t)
         hi = np.ones_like(t)
         for _ in range(50):
             mid = 0.5 * (lo + hi)
-            ok = (ec * mid**2 + em) * mid / safe_t <= budget
+            ok = ec * mid**2 + em <= budget * stretched(mid)
             lo = np.where(ok, mid, lo)
             hi = np.where(ok, hi, mid)
         s = np.where(over, np.maximum(lo, 1e-12), 1.0)
-        return t / s, ec * s**2 + em
+        t2 = np.where(over, np.maximum(stretched(s), t), t)
+        return t2, ec * s**2 + em
 
     def power_w(self, t_s: Any, dynamic_j: Any) -> np.ndarray:
         return self.idle_w + np.asarray(dynamic_j, dtype=np.float64) / np.maximum(np.asarray(t_s, dtype=float), 1e-30)
@@ -194,7 +208,8 @@ def energy_model(device: Any, where: str = "hardware.device") -> EnergyModel:
         if cap <= idle:
             raise ConfigError(f"power_cap_w {cap:g} W is not above the idle power of {device.name} ({idle:g} W)",
                               where=f"{where}.power_cap_w")
-    return EnergyModel(device.name, flop_j, byte_j, idle, float(tdp), None if cap is None else float(cap))
+    return EnergyModel(device.name, flop_j, byte_j, idle, float(tdp), None if cap is None else float(cap),
+                       float(getattr(device, "memory_bw_bytes_per_s", 0.0) or 0.0))
 
 
 def active_energy(run_w: float, idle_w: float, seconds: float) -> dict[str, float]:

@@ -131,3 +131,13 @@ def test_a_decode_stretch_charges_each_iteration_the_energy_of_its_ops():
     for j in range(k):
         ops = dense_ops(rows, rows, model, 1) + [dataclasses.replace(template, kv_tokens=kv0 + rows * j)]
         assert got[j] == pytest.approx(e.ops_energy(ops).dynamic_j, rel=1e-12)
+
+
+def test_under_a_cap_a_memory_bound_step_keeps_its_time_and_a_compute_bound_one_stretches():
+    e = energy_model(h100(power_cap_w="350W"))  # both steps demand 390 W for 5 ms
+    t_mem, dyn_mem = e.throttle(5e-3, 0.6, 1.0)  # HBM roofline time 6.5 ms > compute 0.95 ms
+    t_cmp, dyn_cmp = e.throttle(5e-3, 1.5, 0.1)
+    assert float(t_mem) == pytest.approx(5e-3) and float(dyn_mem) < 1.6  # lower clock, same time
+    assert float(t_cmp) > 5e-3 * 1.04
+    for t, d in ((t_mem, dyn_mem), (t_cmp, dyn_cmp)):
+        assert float(e.power_w(t, d)) <= 350.0 * (1 + 1e-9)
