@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from functools import cache
 
-from simulator.reproduce import INPUT_BOUND, MECHANISM, Expectation, Input
+from simulator.reproduce import ANALYTIC, INPUT_BOUND, MECHANISM, Expectation, Input
 from simulator.reproduce_measure import PAPERS, Figure, Params, measure, num, serve
 from workloads.llm import ATTN_DECODE, BatchShape, lower
 
@@ -152,6 +152,67 @@ def mamba2_crossover(p: Params) -> Figure:
     return float("inf"), "SSD never faster up to 32K tokens"
 
 
+# -- DuoAttention -----------------------------------------------------------------------------------
+
+DUO = "duoattention_a100.yaml"
+
+
+def _duo(p: Params, mha: bool) -> tuple:
+    from simulator.config.loader import load_scenario
+    from simulator.runner import memory_plan
+    from workloads.attention_variants import kv_bytes_per_sequence
+
+    over = (f"model.attention.streaming_heads={num(p['streaming_share'])}",
+            f"model.attention.head_window_tokens={int(p['recent_tokens'])}") + \
+        (("model.preset=Llama-2-7B",) if mha else ())
+    dense = load_scenario(PAPERS / DUO, list(over) + ["model.attention=null"])
+    ctx = memory_plan(dense).kv_blocks * memory_plan(dense).block_size  # the longest context full attention fits
+    model, _, _ = _setup(DUO, over)
+    w = model.weight_bytes()
+    full = w + kv_bytes_per_sequence(model.model_copy(update={"attention": None}), ctx)
+    duo = w + kv_bytes_per_sequence(model, ctx)
+    return over, ctx, full, duo
+
+
+@measure
+def duo_memory_gqa(p: Params) -> Figure:
+    _, ctx, full, duo = _duo(p, False)
+    return full / duo, (f"Llama-3-8B at {ctx:,} tokens (full attention's limit): {full / 2**30:.1f} vs "
+                        f"{duo / 2**30:.1f} GiB")
+
+
+@measure
+def duo_memory_mha(p: Params) -> Figure:
+    _, ctx, full, duo = _duo(p, True)
+    return full / duo, (f"Llama-2-7B at {ctx:,} tokens (full attention's limit): {full / 2**30:.1f} vs "
+                        f"{duo / 2**30:.1f} GiB")
+
+
+def _duo_decode(p: Params, mha: bool) -> Figure:
+    over, ctx, _, _ = _duo(p, mha)
+    shape = BatchShape(decode_rows=1, decode_kv=ctx, emitting=1)
+    full, duo = _time(DUO, over, shape, dense=True), _time(DUO, over, shape)
+    return full / duo, f"decode step at {ctx:,} tokens: full {full * 1e3:.1f} ms vs DuoAttention {duo * 1e3:.1f} ms"
+
+
+@measure
+def duo_decode_gqa(p: Params) -> Figure:
+    return _duo_decode(p, False)
+
+
+@measure
+def duo_decode_mha(p: Params) -> Figure:
+    return _duo_decode(p, True)
+
+
+DUO_GQA = (Input("streaming_share", 0.5, "model.attention.streaming_heads",
+                 "DuoAttention's GQA setting: half the heads retrieval (as recalled)"),
+           Input("recent_tokens", 256, "model.attention.head_window_tokens", "streaming heads' recent tokens "
+                 "(as recalled; 64 sinks)", integer=True))
+DUO_MHA = (Input("streaming_share", 0.75, "model.attention.streaming_heads",
+                 "DuoAttention's MHA setting: a quarter of the heads retrieval (as recalled)"), DUO_GQA[1])
+
+
 # -- CacheBlend -------------------------------------------------------------------------------------
 
 BLEND = "cacheblend_mistral7b_a40.yaml"
@@ -182,6 +243,30 @@ MAMBA_INPUTS = (Input("state_dim", 64, "SSD state N", "paper's benchmark: N = 64
                 Input("chunk_tokens", 256, "SSD chunk", "Mamba-2 reference kernels: chunk 256", integer=True))
 
 ROWS: tuple[Expectation, ...] = (
+    Expectation(
+        "duo_memory_gqa", SECTION, "DuoAttention (ICLR 2025)",
+        "up to 1.67x less long-context inference memory for GQA models (Llama-3-8B, one A100)", 1.67, "x",
+        "abstract (as recalled)", "weights + K/V of one sequence, full / DuoAttention, at full attention's longest "
+        "context on the GPU", "duo_memory_gqa", ANALYTIC, DUO, DUO_GQA,
+        driver="the retrieval-head share: at long contexts memory ~ weights + (1 - streaming) x K/V",
+        assumptions="'up to' taken at the longest context full attention fits on the GPU (hwsim's memory plan: "
+                    "516K tokens for Llama-3-8B, 134K for Llama-2-7B, with 2 GiB of activations reserved)"),
+    Expectation(
+        "duo_memory_mha", SECTION, "DuoAttention (ICLR 2025)",
+        "up to 2.55x less memory for MHA models (Llama-2-7B, one A100)", 2.55, "x", "abstract (as recalled)",
+        "as the GQA row, Llama-2-7B, a quarter of the heads retrieval", "duo_memory_mha", ANALYTIC, DUO, DUO_MHA,
+        driver="the retrieval-head share"),
+    Expectation(
+        "duo_decode_gqa", SECTION, "DuoAttention (ICLR 2025)",
+        "up to 1.50x faster decoding for GQA models", 1.50, "x", "abstract (as recalled)",
+        "decode step time of one sequence, full / DuoAttention, at full attention's longest context",
+        "duo_decode_gqa", MECHANISM, DUO, DUO_GQA,
+        driver="the bytes of a decode step: weights + the retrieval heads' K/V against weights + all K/V"),
+    Expectation(
+        "duo_decode_mha", SECTION, "DuoAttention (ICLR 2025)",
+        "up to 2.18x faster decoding for MHA models", 2.18, "x", "abstract (as recalled)",
+        "as the GQA row, Llama-2-7B", "duo_decode_mha", MECHANISM, DUO, DUO_MHA,
+        driver="the bytes of a decode step"),
     Expectation(
         "cacheblend_ttft", SECTION, "CacheBlend (EuroSys 2025)",
         "2.2-3.3x lower time to first token than full KV recompute for RAG prompts", (2.2, 3.3), "x",
