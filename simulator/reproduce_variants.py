@@ -1,6 +1,7 @@
 """Reproductions of attention-variant and state-space papers: block-sparse prefill (MInference),
-attention sinks with a window (StreamingLLM), query-aware top-k decode (Quest) and the SSD scan
-against FlashAttention-2 (Mamba-2). Each row lowers the paper's shapes with
+attention sinks with a window (StreamingLLM), query-aware top-k decode (Quest), retrieval and streaming
+heads (DuoAttention), the SSD scan against FlashAttention-2 (Mamba-2) and non-prefix KV reuse
+(CacheBlend, a serving run). Each kernel-level row lowers the paper's shapes with
 ``workloads.attention_variants`` / ``workloads.variant_ops`` on the scenario's GPU and tile timing
 backend (the ops ``hwsim ops`` prints) and compares the paper's ratio; nothing is fitted to it."""
 
