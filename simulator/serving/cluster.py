@@ -147,6 +147,8 @@ class Cluster:
         self.done += 1
         if self.sink is not None:
             del self.live[req.rid]
+            if req.replica >= 0:  # the replica's index of its requests lets go of it too
+                self.replicas[req.replica].by_id.pop(req.rid, None)
             self.sink(req)
         if self.progress is not None and self.done % self.progress[0] == 0:
             self.progress[1](self.done)
