@@ -47,8 +47,8 @@ def alltoall_split(size_bytes: float, workers: int, gpus_per_node: int) -> A2aSp
     g = min(gpus_per_node, workers)
     if workers <= 1 or size_bytes <= 0:
         return A2aSplit(0.0, 0.0, 0.0)
-    node = size_bytes * (g - 1) / (workers - 1)
-    net = size_bytes - node
+    net = size_bytes * (workers - g) / (workers - 1)
+    node = size_bytes - net
     return A2aSplit(node, net, net * (g - 1) / g)
 
 
