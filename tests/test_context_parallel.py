@@ -85,11 +85,15 @@ def test_a_ring_step_is_the_longer_of_its_attention_and_its_send(cp):
 @given(cp=st.sampled_from([2, 4, 8]), t=st.integers(8, 131072), ctx=st.integers(0, 65536),
        roof=st.booleans())
 def test_a_context_parallel_prefill_is_never_faster_than_one_gpus_over_cp(cp, t, ctx, roof):
+    """Exact on the roofline (each GPU does at least 1 / cp of the FLOPs and bytes). The tile backend's
+    wave and tile quantization can make a kernel of half the rows slightly more efficient per row (a
+    dense sweep of 8-131072 tokens x contexts 0 / 4K / 64K x cp 2 / 4 / 8 found at worst 4.3 % below
+    1 / cp, at cp = 2, a 639-token chunk after 64K): the bound holds there within 5 %."""
     be = ROOF if roof else TILE
     shape = BatchShape(prefill=((t, ctx),), emitting=1)
     one = StepTimer(M8, 1, be).step(shape)[0]
     split = ContextParallelTimer(M8, cp, cp, be).step(shape)[0]
-    assert split >= one / cp * (1 - 1e-9)
+    assert split >= one / cp * ((1 - 1e-9) if roof else 0.95)
     if t >= 8192:  # and helps once every GPU has enough tokens to leave the weight-bound regime
         assert split < one
 
