@@ -107,3 +107,23 @@ def test_a_power_cap_on_a_cpu_or_soc_is_never_exceeded_and_slows_decode(path, ca
     watts = float(cap[:-1])
     assert free["power_peak_w_per_device"] > watts >= capped["power_peak_w_per_device"] * (1 - 1e-9)
     assert capped["tpot_s"]["p50"] > free["tpot_s"]["p50"]
+
+
+def test_a_draft_model_on_its_own_device_leaves_the_targets_kv_pool_whole_and_is_timed_there():
+    from simulator.runner import Simulation
+
+    spec = ROOT / "scenarios/devices/spec_draft_on_npu.yaml"
+    apart = Simulation(load_scenario(spec, ["workload.num_requests=10"]))
+    shared = Simulation(load_scenario(spec, ["workload.num_requests=10", "policies.speculation.device=null"]))
+    rep_a, rep_s = apart.cluster.replicas[0], shared.cluster.replicas[0]
+    assert rep_a.kvm.total_blocks > rep_s.kvm.total_blocks  # the draft's weights and KV live elsewhere
+    assert rep_a.spec.draft_timer.backend.device.name == "AMD Instinct MI300X"
+    assert apart.run().summary["requests_finished"] == 10
+
+
+def test_a_draft_that_does_not_fit_its_device_is_one_line_and_exit_2(tmp_path):
+    spec = ROOT / "scenarios/devices/spec_draft_on_npu.yaml"
+    p = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(spec), "-o", str(tmp_path / "r"),
+                        "--set", "policies.speculation.device.memory_bytes=1GiB"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "more than" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -13,6 +13,8 @@ Sources: Leviathan et al., "Fast Inference from Transformers via Speculative Dec
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from policies.speculation import SpeculationConfig, SpeculationMethod, register_speculation
@@ -20,6 +22,10 @@ from policies.speculation import SpeculationConfig, SpeculationMethod, register_
 
 class DraftModelConfig(SpeculationConfig):
     draft: str = Field(description="model preset of the draft (kind transformer), e.g. Llama-3.2-1B")
+    device: dict[str, Any] | None = Field(
+        default=None, description="device the draft runs on, e.g. {kind: npu, preset: Snapdragon-8-Gen3} (its "
+                                  "weights and KV in that device's memory, timed by its own backend); default: the "
+                                  "replica's GPUs")
 
 
 @register_speculation("draft_model", config=DraftModelConfig)

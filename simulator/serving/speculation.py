@@ -243,7 +243,17 @@ def attach_speculation(sim) -> None:
         if pool.pipeline_parallel > 1:
             raise ConfigError("speculation runs on replicas without pipeline parallelism", where=WHERE)
         dtimer = None
-        if draft is not None:
+        blocks = None
+        dev_block = getattr(comp.config, "device", None)
+        if draft is not None and dev_block is not None:  # the draft on a device of its own (an NPU, ...)
+            dev = resolve_component(dev_block, reg.HARDWARE, f"{WHERE}.device", base_dir=base).config
+            need = draft.weight_bytes() + draft.kv_bytes_per_token() * sim.max_model_len
+            if need > dev.memory_bytes - getattr(dev, "extra_memory_bytes", 0.0):
+                raise ConfigError(f"the draft {draft.name} needs {need / 2**30:.1f} GiB (weights + KV of one "
+                                  f"max_model_len sequence), more than {dev.name} holds", where=f"{WHERE}.device")
+            sc = sim.scenario
+            dtimer = StepTimer(draft, 1, sc.timing.cls(sc.timing.config, dev, None), None, None, 0.0)
+        elif draft is not None:
             dtimer = StepTimer(draft, pool.tensor_parallel, rt.backend, None, None, 0.0)
             w, per_tok = draft_memory(model, draft, pool.tensor_parallel)
             mem = rt.mem
@@ -255,7 +265,7 @@ def attach_speculation(sim) -> None:
             rep = sim.cluster.replicas[i]
             if rep.kvm.capped:
                 raise ConfigError("speculation needs a paged or prefix KV cache (not an eviction cap)", where=WHERE)
-            if draft is not None:
+            if blocks is not None:
                 rep.kvm.set_total_blocks(blocks)
             rep.spec = Speculator(comp.cls(comp.config), comp.kind, lcomp.cls(lcomp.config), lcomp.kind,
                                   rep.timer, sim.rngs.get(f"speculation-{i}"), dtimer)
