@@ -5,8 +5,12 @@ Models: the draft's weights and its KV cache (per token, for every request the r
     out of the replica's KV memory; each step runs k draft decode iterations over the speculating
     rows and, for prompts being prefilled, the draft's prefill of the same chunks, all timed by the
     replica's timing backend with the draft's architecture at the same tensor parallelism.
+    With ``device`` the draft runs on a device of its own (an NPU, a CPU, another GPU): its weights
+    and KV are checked against that device's memory instead of the replica's KV pool, and its
+    iterations are timed by that device's backend (still before the target's verification).
 Ignores: the draft's own CUDA-graph/launch behaviour (it is timed like the target's kernels);
-    proposals that a smaller k makes unnecessary are still drafted up to the longest k of the step.
+    proposals that a smaller k makes unnecessary are still drafted up to the longest k of the step;
+    with a draft device, the token hand-off between the devices and the draft device's energy.
 Sources: Leviathan et al., "Fast Inference from Transformers via Speculative Decoding" (ICML 2023);
     Chen et al., "Accelerating LLM Decoding with Speculative Sampling" (2023); vLLM's draft runner.
 """
