@@ -144,10 +144,10 @@ def memory_plan(scenario: ResolvedScenario, pool: Pool | None = None) -> MemoryP
     pool = pool or scenario.pools[0]
     model = scenario.model.config
     where = "cluster.tensor_parallel" if scenario.spec.cluster.pools is None else f"cluster.pools.{pool.name}"
-    check_parallelism(model, pool.tensor_parallel // pool.context_parallel, where, pool.expert_parallel,
-                      pool.attention_data_parallel)
     check_context_parallel(model, pool, where.replace("tensor_parallel", "context_parallel"), scenario.spec.policies,
                            scenario.spec.engine.overlap)
+    check_parallelism(model, pool.tensor_parallel // pool.context_parallel, where, pool.expert_parallel,
+                      pool.attention_data_parallel)
     return pool_memory_plan(model, pool.device.config, pool.tensor_parallel, scenario.spec.engine,
                             pool.scheduler.config, "model" if scenario.spec.cluster.pools is None else where,
                             pool.pipeline_parallel, build_quantization(scenario),
@@ -236,7 +236,8 @@ class Simulation:
             link = build_link(scenario, pool)
             backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
             if pool.context_parallel > 1:  # ring attention (simulator.serving.ring_attention)
-                check_context_parallel(model, pool, kv_fetch=build_sparse_kv_fetch(scenario, pool))
+                check_context_parallel(model, pool, "cluster.context_parallel" if spec.cluster.pools is None else
+                                       f"cluster.pools.{pool.name}", kv_fetch=build_sparse_kv_fetch(scenario, pool))
                 timer = ContextParallelTimer(model, pool.tensor_parallel, pool.context_parallel, backend, self.quant,
                                              scenario.framework, pool.device.config.launch_overhead_s)
                 self.pools.append(PoolRuntime(pool, mem, link, backend, timer, []))
