@@ -67,12 +67,13 @@ def _column_strings(values: np.ndarray) -> list[str]:
 
 
 def write_rows(fh, columns: dict[str, np.ndarray], names: list[str], formatters: dict[str, Any] | None = None) -> None:
-    """Append the rows of ``columns`` (in the order of ``names``) to an open CSV file."""
+    """Append the rows of ``columns`` (in the order of ``names``) to an open CSV file; a formatter
+    turns a whole column into its cells."""
     formatters = formatters or {}
     cols = []
     for n in names:
         f = formatters.get(n)
-        cols.append([f(v) for v in columns[n].tolist()] if f else _column_strings(columns[n]))
+        cols.append(f(np.asarray(columns[n])) if f else _column_strings(columns[n]))
     fh.writelines(",".join(row) + "\n" for row in zip(*cols))
 
 
@@ -90,8 +91,22 @@ REQUEST_COLUMNS = ["rid", "replica", "status", "measured", "arrival_s", "first_s
 BATCH_COLUMNS = ["replica", "start_ps", "end_ps", "iterations", "prefill_tokens", "decode_rows", "running",
                  "waiting", "kv_blocks_used", "kv_blocks_total", "kv_tokens", "flops"]
 EVENT_COLUMNS = ["t_ps", "kind", "replica", "request", "value"]
-REQUEST_FORMATTERS = {"status": lambda s: STATUS_NAMES[s], "measured": lambda b: "1" if b else "0"}
-EVENT_FORMATTERS = {"kind": lambda k: EventKind(k).name.lower()}
+
+
+def _names(table: dict[int, str]):
+    """A column formatter: integer codes to their names, in bulk (an unknown code as the number)."""
+    def fmt(col: np.ndarray) -> list[str]:
+        col = col.astype(np.int64)
+        lut = np.array([table.get(i, str(i)) for i in range(int(col.max(initial=0)) + 1)] or [""], dtype=object)
+        out = lut[np.clip(col, 0, None)]
+        if (col < 0).any():
+            out[col < 0] = col[col < 0].astype(str)
+        return out.tolist()
+    return fmt
+
+
+REQUEST_FORMATTERS = {"status": _names(STATUS_NAMES), "measured": _names({0: "0", 1: "1"})}
+EVENT_FORMATTERS = {"kind": _names({int(k): k.name.lower() for k in EventKind})}
 
 
 def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool = True,
