@@ -214,12 +214,6 @@ class StepTimer:
 
             attn_s, attn_fl = decode_attention_s(self.backend, self.model, self.tp // self.dp, -(-rows // self.dp),
                                                  -(-kv // self.dp), self.quant)
-        attn_fl = None
-        if self.model.attention is not None or self.model.linear is not None:  # per layer / head groups
-            from workloads.variant_ops import decode_attention_s
-
-            attn_s, attn_fl = decode_attention_s(self.backend, self.model, self.tp // self.dp, -(-rows // self.dp),
-                                                 -(-kv // self.dp), self.quant)
         step_s = fixed_s + attn_s
         if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
             padded = self.framework.padded_batch(rows) if self.framework is not None else rows
