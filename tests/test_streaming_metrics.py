@@ -161,3 +161,25 @@ def test_router_on_the_lazy_view_picks_the_replica_of_the_full_scan(router):
         assert seen["loads"] == 0  # O(1) per arrival whatever the replica count
     else:
         assert seen["loads"] == 4 * 400  # each replica's load computed once per arrival
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("disaggregated.yaml", ["workload.num_requests=500"]),
+    ("closed_loop.yaml", []),
+])
+def test_disaggregated_and_closed_loop_runs_agree(name, overrides, monkeypatch):
+    monkeypatch.setattr(ms, "CHUNK", 64)
+    sums = {}
+    for mode in ("exact", "streaming"):
+        resolved = load_scenario(ROOT / "scenarios" / name, [*overrides, f"run.metrics={mode}"])
+        sums[mode] = Simulation(resolved).run().summary
+    a, b = sums["exact"], sums["streaming"]
+    for k in ("requests_arrived", "requests_finished", "requests_rejected", "requests_measured", "iterations",
+              "slo_attainment"):
+        assert a[k] == b[k], k
+    for k in LATENCIES:
+        assert b[k]["count"] == a[k]["count"], k
+        for q in ("p50", "p90", "p99"):
+            assert abs(b[k][q] - a[k][q]) <= RELATIVE_ERROR * a[k][q], (k, q)
+    if "kv_transfer" in a:
+        assert a["kv_transfer"] == b["kv_transfer"]
