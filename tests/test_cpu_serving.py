@@ -92,3 +92,12 @@ def test_int3_to_int6_weights_cost_bytes_in_proportion_and_decode_slower_with_ea
     steps = [sizes[b + 1] - sizes[b] for b in (3, 4, 5)]
     assert max(steps) == pytest.approx(min(steps), rel=1e-9)  # one bit per quantized weight each
     assert tpot[3] < tpot[4] < tpot[5] < tpot[6]
+
+
+def test_auto_kernels_take_lookups_at_decode_and_the_faster_multiply_for_a_long_prefill():
+    dev = cpu("Xeon-8480", lut_kernels=True)  # AMX int8 beside the lookup kernels
+    be = {k: CpuBackend(CpuTimingConfig(kernels=k), dev) for k in ("auto", "lut", "dequant")}
+    decode, prefill = gemv(2), dataclasses.replace(gemv(2), m=2048)
+    assert be["auto"]._gemm_compute_s(decode) == be["lut"]._gemm_compute_s(decode)
+    assert be["lut"]._gemm_compute_s(prefill) > be["dequant"]._gemm_compute_s(prefill)
+    assert be["auto"]._gemm_compute_s(prefill) == be["dequant"]._gemm_compute_s(prefill)

@@ -82,13 +82,21 @@ class CpuBackend(TimingBackend):
         return self.config.kernels == "lut" or self.device.lut_kernels
 
     def _gemm_compute_s(self, op: Any) -> float:
-        c = self.device
-        m, n, k, w = op.m, op.n, op.k, op.weights()
+        """Compute seconds of a GEMM: the lookup kernel where the CPU has it for these weights
+        (``kernels: auto`` takes the faster of lookup and dequantize-and-multiply, as an engine
+        picking per shape: lookups win at decode, the multiply engines at long prefills)."""
         if self._lut(op):
+            m, n, k, w = op.m, op.n, op.k, op.weights()
             bits = math.floor(op.w_bytes * 8 + 1e-9)  # integer bit-planes; the scales ride along
             lookups = m * k * n * w * bits / LUT_GROUP
             tables = m * w * (k / LUT_GROUP) * 2**LUT_GROUP  # partial sums per activation group
-            return lookups / self._lookups + tables / self._lanes32
+            lut = lookups / self._lookups + tables / self._lanes32
+            return lut if self.config.kernels == "lut" else min(lut, self._multiply_s(op))
+        return self._multiply_s(op)
+
+    def _multiply_s(self, op: Any) -> float:
+        c = self.device
+        m, n, k, w = op.m, op.n, op.k, op.weights()
         h = c.gemm_half_dim
         shape = (n / (n + h)) * (k / (k + h))
         t = 2.0 * m * n * k * w / (self.peak(op.dtype) * c.gemm_efficiency * shape)
