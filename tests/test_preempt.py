@@ -163,3 +163,15 @@ def test_fastswitch_swaps_cut_tail_latency_against_per_block_synchronous_swaps()
     for metric in ("ttft_s", "tpot_s"):
         assert fast[metric]["p99"] < vllm[metric]["p99"]
     assert fast["kv_cache"]["swap_copies"] < vllm["kv_cache"]["swap_copies"]
+
+
+def test_overlapped_swaps_conserve_requests_blocks_and_host_bytes():
+    sim = _sim(["workload.num_requests=80"])  # fastswitch: block groups, reuse, swaps overlapping compute
+    res = sim.run()
+    rep = sim.cluster.replicas[0]
+    assert rep.overlap_swaps and res.summary["kv_cache"]["swap_ins"] > 0
+    assert all(r.state == FINISHED and r.num_generated == r.max_new_tokens for r in sim.cluster.requests)
+    off = rep.offload
+    assert rep.kvm.used == 0 and not off.swapped and not off.kept
+    assert off.host_used == pytest.approx(0.0, abs=1e-3)
+    assert all(ev.processed for ev in off.in_done.values())

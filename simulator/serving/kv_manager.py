@@ -103,6 +103,15 @@ class KVManager:
         off = self.offload
         return off is not None and off.d2h is not None and type(off).__name__ != "SessionOffload"
 
+    def arriving(self, r: Request):
+        """The copy event of ``r``'s swap-in while it is still on the copy stream (overlapped swaps),
+        else None."""
+        ev = self.offload.in_done.get(r.rid) if self.offload is not None else None
+        if ev is not None and ev.processed:
+            del self.offload.in_done[r.rid]
+            return None
+        return ev
+
     def offload_swapped(self) -> dict:
         """Requests whose KV is on the host (rid -> bytes)."""
         return getattr(self.offload, "swapped", {}) if self.offload is not None else {}
@@ -110,6 +119,14 @@ class KVManager:
     @property
     def copies_pending(self) -> bool:
         return self.offload is not None and bool(self.offload.pending)
+
+    def swaps_as_asked(self, scheduler, model) -> bool:
+        """Swaps as the scheduler's attributes ask (``swap_group_blocks``, ``reuse_host_copies``,
+        ``overlap_swap``); True when swaps overlap compute."""
+        overlap = bool(getattr(scheduler, "overlap_swap", False)) and type(self.offload) is KvOffload
+        self.configure_swaps(getattr(scheduler, "swap_group_blocks", None),
+                             bool(getattr(scheduler, "reuse_host_copies", False)), overlap, model, 1)
+        return overlap
 
     def configure_swaps(self, group_blocks: int | None, reuse: bool, overlap: bool, model, tp: int) -> None:
         """Swap copies in groups of ``group_blocks`` blocks per layer buffer (None: one copy per

@@ -9,8 +9,10 @@ Models: two contended links per replica (device-to-host and host-to-device; PCIe
     (K and V of every layer on this GPU), paid in the iteration that needs it.
     A scheduler may ask for FastSwitch-style swaps (``KVManager.configure_swaps``): copies issued
     per group of ``group_blocks`` blocks of each layer buffer (each copy pays the per-copy
-    overhead; 1 = vLLM's per-block copies), swap-outs overlapping the next step on their own copy
-    stream (the blocks are reused at once; a swap-in of the same request waits for its swap-out),
+    overhead; 1 = vLLM's per-block copies), swaps overlapping compute on their own copy streams
+    (a swap-out's blocks are reused at once; a swapped-in request holds its blocks but joins the
+    batch only once its copy is done, while the others keep computing; a swap-in of the same
+    request waits for its swap-out),
     and the host copy of a resumed request kept, so its next swap-out copies only the new tokens.
 Ignores: copy/compute overlap (unless asked for), host memory bandwidth contention.
 Sources: see ``policies/caching/swap.py`` and ``policies/caching/vattention.py``.
@@ -48,6 +50,7 @@ class KvOffload:
         self.overlap = False
         self.kept: dict[int, float] = {}  # rid -> bytes of a resumed request's host copy, still valid
         self.out_done: dict[int, object] = {}  # rid -> its swap-out copy in flight (overlapped)
+        self.in_done: dict[int, object] = {}  # rid -> its swap-in copy in flight (overlapped)
         self.copies = 0
         self.reused_bytes = 0.0
 
@@ -113,9 +116,13 @@ class KvOffload:
             return
         out = self.out_done.pop(r.rid, None)
         if out is not None and not out.processed:  # its swap-out is still on the copy stream
-            self.pending.append(self.env.process(self._after(out, nbytes)))
+            done = self.env.process(self._after(out, nbytes))
         else:
-            self.pending.append(self._copy(self.h2d, nbytes))
+            done = self._copy(self.h2d, nbytes)
+        if self.overlap:  # the request joins the batch once its KV is back; the others keep computing
+            self.in_done[r.rid] = done
+        else:
+            self.pending.append(done)
         if self.reuse:
             self.kept[r.rid] = nbytes  # the host copy stays valid for the next swap-out
         else:

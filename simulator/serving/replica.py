@@ -56,17 +56,13 @@ class Replica:
         self.scheduler_name = scheduler_name
         # a decode stretch cannot be one timeout when micro-batches interleave in a pipeline
         self.steady = bool(getattr(scheduler, "steady_decode", False)) and pipeline is None
-        # the replica's KV manager: blocks, sharing, host copies and copies in flight; ``kv`` (the
-        # block mechanism) and ``offload`` (host copies: swap to host over PCIe, page-mapping costs)
-        # stay readable as the manager's parts
+        # the KV manager: blocks, sharing, host copies, copies in flight; ``kv`` (the block mechanism) and
+        # ``offload`` (host copies, page-mapping costs) stay readable as its parts
         self.kvm = KVManager(kv, offload)
         self.offload = offload
         if self.kvm.maps_pages:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
-        # how the scheduler wants swaps done (FastSwitch): copy granularity, host-copy reuse, overlap
-        self.kvm.configure_swaps(getattr(scheduler, "swap_group_blocks", None),
-                                 bool(getattr(scheduler, "reuse_host_copies", False)),
-                                 bool(getattr(scheduler, "overlap_swap", False)), timer.model, timer.tp)
+        self.overlap_swaps = self.kvm.swaps_as_asked(scheduler, timer.model)  # FastSwitch-style swaps
         self.budget_fn = getattr(scheduler, "token_budget", None)
         # blocks a stretch of decodes must leave free after each iteration for the plan to stay the
         # same (1 for a scheduler that wants a free block at every request's turn, as vLLM v0 does)
@@ -97,8 +93,11 @@ class Replica:
         self.by_id[req.rid] = req
         self.outstanding += req.prompt_tokens + (1 if self.role == "prefill" else req.max_new_tokens)
         self._poke()
-        if self.controller is not None:
-            self.controller.notify("arrival")
+        self._notify("arrival")
+
+    def _notify(self, event: str) -> None:
+        if self.controller is not None:  # the cluster controller may act on it
+            self.controller.notify(event)
 
     def _poke(self) -> None:
         """Let the serving loop see a change: wake it if idle, end a decode stretch early if busy."""
@@ -178,8 +177,7 @@ class Replica:
             if self.detach or self.outgoing:
                 leave(self)
             if not self.waiting and not self.running:
-                if self.controller is not None:
-                    self.controller.notify("idle")
+                self._notify("idle")
                 self._wake = env.event()
                 yield self._wake
                 continue
@@ -224,8 +222,7 @@ class Replica:
         self.outstanding -= r.prefill_remaining + (1 if self.role == "prefill" else r.max_new_tokens - r.num_generated)
         self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
         self.cluster.on_done(r)
-        if self.controller is not None:
-            self.controller.notify("finish")
+        self._notify("finish")
 
     def _preempt(self, r: Request, mode: str | None = None) -> None:
         if mode == "drop":  # the request is given up: it leaves unfinished, its KV freed
@@ -237,8 +234,7 @@ class Replica:
             self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, r.num_computed)
             self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
             self.cluster.on_done(r)
-            if self.controller is not None:
-                self.controller.notify("finish")
+            self._notify("finish")
             return
         self.running.remove(r)
         dropped = r.num_computed
@@ -254,8 +250,7 @@ class Replica:
             self.outstanding += r.prefill_target
         self.waiting.appendleft(r)
         self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, dropped)
-        if self.controller is not None:
-            self.controller.notify("preempt")
+        self._notify("preempt")
 
     def _admit(self, r: Request) -> None:
         if self.waiting and self.waiting[0] is r:
@@ -272,8 +267,7 @@ class Replica:
             self.rec.emit(self.env.now, _SCHEDULED, self.index, r.rid, self.env.now - r.arrival_ps)
 
     def _hand_off(self, r: Request) -> None:
-        """Prefill replica: the request leaves for a decode replica; its KV stays here until
-        the transfer completes."""
+        """Prefill replica: the request leaves for a decode replica; its KV stays until the copy is done."""
         self.running.remove(r)
         del self.by_id[r.rid]
         blocks, r.kv_blocks, r.kv_reserve_tokens = r.kv_blocks, 0, 0
@@ -286,8 +280,7 @@ class Replica:
         self.kvm.release(r)
         self.rec.emit(now, _FINISH, self.index, r.rid, r.num_generated)
         self.cluster.on_done(r)
-        if self.controller is not None:
-            self.controller.notify("finish")
+        self._notify("finish")
 
     def _mark(self, r: Request, first: int, n: int) -> None:
         runs = r.runs
@@ -301,7 +294,7 @@ class Replica:
         env = self.env
         kv = self.kv
         by_id = self.by_id
-        chunks = []
+        chunks, arriving = [], []
         emitting = 0
         used0 = kv.used
         for c in plan.prefill:
@@ -311,12 +304,19 @@ class Replica:
                 tokens += r.num_computed
                 self._admit(r)
                 tokens -= r.num_computed  # the evicted part of a tentative prefix hit is recomputed now
+            if self.overlap_swaps and (ev := self.kvm.arriving(r)) is not None:  # KV coming back: a later step
+                kv.grow(r, 0)
+                arriving.append(ev)
+                continue
             ctx = r.num_computed
             kv.grow(r, tokens, c.reserve_tokens)
             chunks.append((r, tokens))
             if ctx + tokens >= r.prefill_target:
                 emitting += 1
         dec = [by_id[rid] for rid in plan.decode]
+        if arriving and not chunks and not dec:
+            yield env.any_of(arriving)  # nothing to compute until a swap-in lands
+            return
         decode_kv = 0
         spec_rows = ()
         if self.spec is not None and dec:
