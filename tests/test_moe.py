@@ -168,13 +168,14 @@ def moe_errors():
 
 
 def test_the_h200_moe_kernel_tables_are_predicted_within_the_measured_bound(moe_errors):
-    """FIDELITY.md figures (fused MoE op, bf16 / fp8 / fp8_block): median APE about 22 %, bias within 10 %.
-    The bound guards against regressions; the issue's 15 % target is the strict xfail below."""
-    assert np.median(np.abs(moe_errors)) < 30.0
+    """FIDELITY.md figures (fused MoE op, bf16 / fp8 / fp8_block): median APE 18.9 / 17.8 / 15.4 %, about
+    17 % on this sample, bias within 10 %. The bound guards against regressions; the issue's 15 % target
+    is the strict xfail below."""
+    assert np.median(np.abs(moe_errors)) < 20.0
     assert abs(np.median(moe_errors)) < 10.0
 
 
-@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 %; reached about 22 % (FIDELITY.md)")
+@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 %; reached about 17 % (FIDELITY.md)")
 def test_the_h200_moe_kernel_tables_meet_the_15_percent_target(moe_errors):
     assert np.median(np.abs(moe_errors)) <= 15.0
 

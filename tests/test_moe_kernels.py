@@ -1,0 +1,106 @@
+"""Fused-MoE kernel structure of the tile backend: the Triton family's per-pair cache rows, the CUTLASS
+family's input permute, a group's rows re-read only when they do not fit in L2, the family's own HBM
+share, and the per-quantization constants. First principles: byte conservation and bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hw_models.gemm_tiles import plan_grouped
+from hw_models.timing.tile import FIT_MOE, TileBackend, TileConfig
+from simulator.validation.kernels import gpu_config
+from workloads.llm import GROUPED, moe_ops
+from workloads.moe import RoutingConfig
+
+
+def _model(experts: int = 128, top_k: int = 8, hidden: int = 4096, inter: int = 1536):
+    from workloads.architectures.transformer import TransformerConfig
+
+    return TransformerConfig(name="t", family="moe", num_layers=1, hidden_size=hidden, num_heads=1, num_kv_heads=1,
+                             head_dim=1, intermediate_size=inter, gated_mlp=True, vocab_size=1, max_position=1,
+                             num_experts=experts, experts_per_token=top_k, routing=RoutingConfig())
+
+
+def _backend(family: str, **fam) -> TileBackend:
+    kern = {k: dict(v) for k, v in FIT_MOE.items()}
+    kern[family].update(fam)
+    return TileBackend(TileConfig(moe_kernel=family, moe_kernels=kern, cuda_graphs=True), gpu_config("H200"))
+
+
+def _grouped(tokens: int, tp: int, ep: int):
+    return [op for op in moe_ops(tokens, _model(), tp, ep) if op.kind == GROUPED]
+
+
+def test_the_grouped_ops_carry_every_pair_of_the_batch_and_the_gpu_its_share():
+    for ep in (1, 2, 8):
+        for op in _grouped(4096, ep, ep):
+            assert op.pairs == 4096 * 8
+            assert op.m == sum(op.groups) <= op.pairs
+            assert (op.m == op.pairs) == (ep == 1)
+
+
+@pytest.mark.parametrize("tokens", [1, 64, 4096])
+def test_without_expert_parallelism_the_pair_cache_costs_nothing(tokens):
+    on, off = _backend("triton"), _backend("triton", pair_cache=0.0)
+    for op in _grouped(tokens, 1, 1):
+        assert on._op_s(op) == off._op_s(op)
+
+
+def test_the_pair_cache_charges_exactly_the_other_gpus_rows_and_never_speeds_a_layer_up():
+    on, off = _backend("triton", permute=0.0), _backend("triton", pair_cache=0.0, permute=0.0)
+    up, down = _grouped(8192, 8, 8)
+    other = up.pairs - up.m
+    assert on._pair_cache_bytes(up, on._moe_family()) == pytest.approx(other * 2.5 * up.n * 2.0)
+    assert on._pair_cache_bytes(down, on._moe_family()) == pytest.approx(other * 2 * down.n * 2.0)
+    for op in (up, down):
+        assert on._op_s(op) >= off._op_s(op)
+    # the cache traffic alone, at the datasheet HBM rate, bounds the layer from below
+    gpu = gpu_config("H200")
+    cache = sum(on._pair_cache_bytes(op, on._moe_family()) for op in (up, down))
+    assert on._op_s(up) + on._op_s(down) >= cache / gpu.memory_bw_bytes_per_s
+
+
+def test_the_permute_adds_one_write_of_the_gpus_own_input_rows():
+    be = _backend("cutlass")
+    up, down = _grouped(4096, 1, 1)
+    assert be._pair_cache_bytes(up, be._moe_family()) == up.m * up.k * up.dtype_bytes
+    assert be._pair_cache_bytes(down, be._moe_family()) == 0.0
+
+
+def test_a_group_that_fits_in_l2_is_read_once_and_a_larger_one_once_per_n_sweep():
+    p = TileBackend(TileConfig(), gpu_config("H200")).gemm_params("bf16")
+    n, k = 3072, 4096
+    small = (256,) * 64  # 2 MB of rows per group, 128 MB in all: far above L2, but each group fits
+    plan = plan_grouped(small, n, k, 2.0, p)
+    m = sum(small)
+    assert plan.hbm_bytes == pytest.approx(m * k * 2.0 + len(small) * k * n * 2.0 + m * n * 2.0)
+    big = (8192, 8192)  # 64 MB of rows per group: re-read as a GEMM's A would be
+    plan = plan_grouped(big, n, k, 2.0, p)
+    m = sum(big)
+    assert plan.hbm_bytes > m * k * 2.0 + 2 * k * n * 2.0 + m * n * 2.0
+
+
+def test_a_weight_bound_layer_scales_with_the_familys_hbm_share():
+    up, down = _grouped(16, 1, 1)  # 16 tokens x top-8 over 128 experts: weight-bound
+    t = [sum(_backend("cutlass", hbm_efficiency=h)._op_s(op) for op in (up, down)) for h in (0.6, 0.9)]
+    assert t[0] > t[1]
+    gpu = gpu_config("H200")
+    weights = len(up.groups) * (up.n * up.k + down.n * down.k) * 2.0
+    assert t[1] >= weights / gpu.memory_bw_bytes_per_s
+
+
+def test_each_quantization_runs_its_own_constants_and_falls_back_to_the_16_bit_ones():
+    up = _grouped(4096, 1, 1)[0]
+    fp8 = dataclasses.replace(up, dtype="fp8", dtype_bytes=1.0, w_bytes=1.0, out_bytes=2.0)
+    block = dataclasses.replace(fp8, scale_block_k=128)
+    be = _backend("triton", efficiency_fp8=0.3, efficiency_fp8_block=1.0)
+    assert be._op_s(fp8) > be._op_s(block)
+    bare = {k: v for k, v in FIT_MOE["triton"].items() if "fp8" not in k}
+    kern = {**{k: dict(v) for k, v in FIT_MOE.items()}, "triton": bare}
+    plain = TileBackend(TileConfig(moe_kernel="triton", moe_kernels=kern, cuda_graphs=True), gpu_config("H200"))
+    same = TileBackend(TileConfig(moe_kernel="triton", moe_kernels={**kern, "triton": {
+        **bare, "efficiency_fp8": bare["efficiency"], "fixed_s_fp8": bare["fixed_s"]}}, cuda_graphs=True),
+        gpu_config("H200"))
+    assert plain._op_s(fp8) == same._op_s(fp8)
