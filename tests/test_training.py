@@ -61,11 +61,28 @@ def test_backward_gemm_flops_are_twice_the_forward_and_full_recompute_adds_one_f
     assert extra == pytest.approx(wt.flops(layer_fwd))
 
 
-def test_mfu_counts_model_flops_and_hfu_adds_the_recompute():
-    s = run_training(load_training(scenario(training={"recompute": "full"}))).summary
-    assert s["hfu"] > s["mfu"] > 0
-    plain = run_training(load_training(scenario())).summary
-    assert s["model_flops_per_step"] == pytest.approx(plain["model_flops_per_step"])
+def gpt_flops(batch: int, seq: int) -> tuple[float, float, float]:
+    """(forward GEMM FLOPs, forward attention FLOPs, LM-head FLOPs) of ``batch`` sequences of the GPT above,
+    counted by hand: per token and layer 2 x 12 h^2 (QKV, output, 4h MLP up and down), the LM head 2 V h;
+    causal attention 2 x 2 h FLOPs per (query, key) pair, s (s + 1) / 2 pairs per sequence and layer."""
+    L, h, V = GPT["num_layers"], GPT["hidden_size"], GPT["vocab_size"]
+    head = batch * seq * 2 * V * h
+    return batch * seq * 24 * L * h * h + head, batch * L * 4 * h * seq * (seq + 1) / 2, head
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+@pytest.mark.parametrize("flash", [True, False])
+def test_mfu_counts_3x_the_forward_flops_and_hfu_adds_every_recompute(recompute, flash):
+    s = run_training(load_training(scenario(training={"recompute": recompute, "flash_attention": flash}))).summary
+    gemm, attn, head = gpt_flops(8, 1024)
+    # model FLOPs (PaLM's MFU, Megatron-LM's count without recompute): forward + backward at 2x the forward
+    assert s["model_flops_per_step"] == pytest.approx(3 * (gemm + attn), rel=1e-6)
+    # hardware FLOPs add what is run again: FlashAttention-2 recomputes the scores in its backward (0.5 x the
+    # attention forward), selective recompute core attention, full recompute every layer's forward (not the head)
+    extra = (0.5 * attn if flash else 0.0) + {"none": 0.0, "selective": attn, "full": gemm - head + attn}[recompute]
+    assert s["hardware_flops_per_step"] == pytest.approx(3 * (gemm + attn) + extra, rel=1e-6)
+    peak = 312e12  # A100 dense bf16 tensor peak (datasheet)
+    assert s["mfu"] == pytest.approx(3 * (gemm + attn) / (s["step_s"] * peak), rel=1e-6)
 
 
 @pytest.mark.parametrize("zero", [0, 1, 2, 3])

@@ -64,14 +64,20 @@ def test_a_step_is_never_shorter_than_one_stages_work_nor_longer_than_all_stages
     assert m * (tf + tb) * (1 - 1e-9) <= step <= p * m * (tf + tb) * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("n, zero, factor", [(2, 0, 1.0), (4, 0, 1.5), (16, 0, 1.875), (8, 1, 0.875)])
-def test_data_parallel_reduction_puts_2_n_minus_1_over_n_of_the_gradients_on_the_wire(n, zero, factor):
-    grads = 3.0e9
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("n, zero", [(2, 0), (4, 0), (16, 0), (8, 1), (8, 2), (4, 3)])
+def test_data_parallel_reduction_puts_2_n_minus_1_over_n_of_the_gradients_on_the_wire(n, zero, overlap):
+    grads, params, m = 3.0e9, 1.5e9, 4
     ch = Channel(5e-6, 25e9, "ib")
-    r = simulate(plan(2, 4, dp=n, dp_channel=ch, zero=zero, grad_bytes=[[grads], [grads]],
-                      param_bytes=[[grads], [grads]], bucket_bytes=40e6))
-    # all-reduce: 2(n-1)/n; ZeRO-1: reduce-scatter (n-1)/n of the gradients, then all-gather (n-1)/n of the weights
-    expect = grads * (factor if zero == 0 else (n - 1) / n * 2)
+    r = simulate(plan(2, m, dp=n, dp_channel=ch, zero=zero, grad_bytes=[[grads], [grads]],
+                      param_bytes=[[params], [params]], bucket_bytes=40e6, overlap_grad_reduce=overlap))
+    share = (n - 1) / n
+    # all-reduce of the accumulated gradients: 2(n-1)/n; ZeRO-1 (Rajbhandari et al. section 7): reduce-scatter
+    # (n-1)/n of them, then all-gather (n-1)/n of the updated weights; ZeRO-2 holds only a gradient shard, so
+    # each of the m micro-batches' gradients is reduce-scattered; ZeRO-3 also all-gathers the weights before
+    # each of the 2m passes (forward and backward) instead of after the optimizer
+    expect = {0: 2 * share * grads, 1: share * (grads + params), 2: share * (m * grads + params),
+              3: share * (m * grads + 2 * m * params)}[zero]
     assert r.dp_wire_bytes == pytest.approx([expect, expect], rel=1e-9)
 
 

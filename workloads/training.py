@@ -6,10 +6,12 @@ Models: the forward ops of a stage's layers are the serving lowering's (``worklo
     (every token produces a logit). The backward of each GEMM C = A @ B is two GEMMs of the same
     FLOPs (dgrad dA = dC @ B^T, wgrad dB = A^T @ dC), so backward GEMM FLOPs are 2x the forward's;
     attention backward is FlashAttention-2's (5 matmuls against the forward's 2: 2.5x the forward's
-    FLOPs, Dao 2023); a memory-bound kernel's backward moves twice its forward bytes (the saved
-    input and the incoming gradient in, the gradient out); each tensor-parallel all-reduce has its
-    conjugate in the backward (Megatron's f / g operators). Recompute (Korthikanti et al. 2022):
-    full re-runs every layer's forward before its backward; selective re-runs core attention.
+    FLOPs, Dao 2023: the scores S = Q K^T recomputed) or, unfused (scores stored), 4 matmuls (2x);
+    model FLOPs (MFU) count every backward at 2x its forward, FlashAttention-2's recomputed scores
+    only in the hardware FLOPs (HFU), as activation recompute; a memory-bound kernel's backward moves
+    twice its forward bytes (the saved input and the incoming gradient in, the gradient out); each
+    tensor-parallel all-reduce has its conjugate in the backward (Megatron's f / g operators).
+    Recompute (Korthikanti et al. 2022): full re-runs every layer's forward before its backward; selective re-runs core attention.
     Expert parallelism wider than the tensor-parallel group (``ep`` = k x ``tp``, the extra factor
     taken from the data-parallel ranks) runs the serving lowering's attention-data-parallel layout:
     attention and dense layers tensor-parallel over ``tp``, each token dispatched to its top-k
@@ -60,6 +62,8 @@ SP_SPLIT = ("input_norm", "post_attn_norm", "residual_add", "add_norm")
 STAGE_OPS = ("embed", "final_norm", "lm_head", "cross_entropy")
 # FlashAttention-2 backward: 5 matmuls (S = Q K^T recomputed, dV, dP, dQ, dK) against the forward's 2
 ATTN_BWD_FLOP_RATIO = 2.5
+# unfused attention backward (scores stored): dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q, 4 matmuls
+UNFUSED_ATTN_BWD_FLOP_RATIO = 2.0
 # Adam state per parameter: fp32 master weight, first and second moment (Rajbhandari et al. 2020, K = 12)
 ADAM_STATE_BYTES = 12.0
 SGD_STATE_BYTES = 8.0  # fp32 master weight and momentum
@@ -144,15 +148,16 @@ def _fp8(ops: list[Op]) -> list[Op]:
     return out
 
 
-def backward_op(op: Op) -> list[Op]:
-    """The backward kernels of one forward op."""
+def backward_op(op: Op, flash: bool = True) -> list[Op]:
+    """The backward kernels of one forward op (``flash``: FlashAttention-2's attention backward)."""
     if op.kind == GEMM:
         return [replace(op, name=f"{op.name}_dgrad", n=op.k, k=op.n),
                 replace(op, name=f"{op.name}_wgrad", m=op.k, n=op.n, k=op.m)]
     if op.kind == GROUPED:  # same FLOPs per expert; the routed row counts of the forward
         return [replace(op, name=f"{op.name}_dgrad", n=op.k, k=op.n), replace(op, name=f"{op.name}_wgrad")]
     if op.kind == ATTN_PREFILL:
-        return [replace(op, name="attn_bwd", pairs=int(op.pairs * ATTN_BWD_FLOP_RATIO))]
+        ratio = ATTN_BWD_FLOP_RATIO if flash else UNFUSED_ATTN_BWD_FLOP_RATIO
+        return [replace(op, name="attn_bwd", pairs=int(op.pairs * ratio))]
     if op.kind == ELEMENTWISE:
         return [replace(op, name=f"{op.name}_bwd", bytes=2 * op.bytes)]
     if op.kind in (ALLREDUCE, ALLTOALL):
@@ -169,12 +174,19 @@ def recompute_ops(fwd: list[Op], mode: str) -> list[Op]:
     return []
 
 
-def backward_ops(fwd: list[Op], mode: str = "none") -> list[Op]:
+def backward_ops(fwd: list[Op], mode: str = "none", flash: bool = True) -> list[Op]:
     """Recompute (if any), then each op's backward in reverse order."""
     out = recompute_ops(fwd, mode)
     for op in reversed(fwd):
-        out += backward_op(op)
+        out += backward_op(op, flash)
     return out
+
+
+def model_flops(fwd: list[Op]) -> float:
+    """Model FLOPs of one forward and backward pass of ``fwd`` (the MFU numerator): every backward at 2x
+    its forward (dgrad + wgrad; attention's dV, dP, dQ, dK), no recompute of any kind (PaLM's MFU,
+    Chowdhery et al. 2022, appendix B; Megatron-LM's count without recomputation)."""
+    return 3.0 * flops(fwd)
 
 
 def optimizer_op(params: float, grad_bytes: float, weight_bytes: float, state_bytes: float = ADAM_STATE_BYTES) -> Op:

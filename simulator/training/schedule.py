@@ -10,8 +10,9 @@ Models: each pipeline stage is one process running Megatron-LM's order of forwar
     bubble, its growth with communication, and contention with the gradient reduction all come out
     of the simulation. Gradients are reduced over the data-parallel GPUs in buckets as the last
     micro-batch's backward of each chunk produces them (all-reduce: 2 (n - 1) / n of the bytes on the
-    wire, 2 (n - 1) latency steps; ZeRO: reduce-scatter, (n - 1) / n; experts spread over data-parallel
-    ranks: over their expert-data-parallel group), one collective at a time on a
+    wire, 2 (n - 1) latency steps; ZeRO-1: reduce-scatter, (n - 1) / n; ZeRO-2/3, which keep only
+    their shard of the gradients, reduce-scatter every micro-batch's, as DeepSpeed does; experts
+    spread over data-parallel ranks: over their expert-data-parallel group), one collective at a time on a
     communication stream that shares the GPU's link with the pipeline sends. ZeRO-3 all-gathers a
     chunk's parameters before each of its passes (prefetched one unit ahead); ZeRO-1/2 all-gather
     the updated parameters after the optimizer step. Offloaded activations go to host DRAM over the
@@ -244,10 +245,15 @@ class _Sim:
                 yield ev
             t0 = env.now
             dur = s_to_ps(plan.fwd_s[s][c] if kind == F else plan.bwd_s[s][c])
-            if kind == B and i == last_b[c] and plan.overlap_grad_reduce:
+            # ZeRO-2/3 keep only their gradient shard, so every micro-batch's gradients are reduce-scattered
+            # as its backward produces them; otherwise they accumulate and only the last backward reduces
+            every = kind == B and plan.zero >= 2 and plan.dp > 1
+            if kind == B and (i == last_b[c] or every) and plan.overlap_grad_reduce:
                 reductions += yield from self.backward_with_buckets(s, c, dur)
             else:
                 yield env.timeout(dur)
+                if every:
+                    reductions += self.reduce_chunk(s, c, len(self._buckets(s, c)))
             self.busy[s] += env.now - t0
             self.intervals.append(Interval(s, "compute", f"{kind}{mb}" + (f".{c}" if plan.v > 1 else ""), t0,
                                            env.now))
@@ -260,7 +266,7 @@ class _Sim:
             elif vs > 0:
                 env.process(self.send(s, plan.act_bytes, self.event(self.grad, (mb, vs - 1)), f"grad mb{mb}"))
         self.pipe_end[s] = env.now
-        if not plan.overlap_grad_reduce:
+        if not plan.overlap_grad_reduce and not (plan.zero >= 2 and plan.dp > 1):
             for c in range(plan.v):
                 reductions += self.reduce_chunk(s, c, len(self._buckets(s, c)))
         for ev in reductions:

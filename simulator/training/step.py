@@ -91,7 +91,7 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     fwd_s, bwd_s, opt_s, grads, params_b, e_grads, e_params_b = [], [], [], [], [], [], []
     for s, row in enumerate(shapes):
         fwd = [wt.forward_ops(model, sh, ts) for sh in row]
-        bwd = [wt.backward_ops(f, t.recompute) for f in fwd]
+        bwd = [wt.backward_ops(f, t.recompute, t.flash_attention) for f in fwd]
         fwd_s.append([timed(f) for f in fwd])
         bwd_s.append([timed(b) for b in bwd])
         chunk_params = [wt.stage_params(model, sh, lay.tp, lay.ep) for sh in row]
@@ -181,8 +181,8 @@ def run_training(rt: ResolvedTraining) -> TrainResult:
     gpus_per_stage = lay.tp * lay.cp * lay.dp
     fwd_fl = sum(wt.flops(f) for st in stages for f in st.fwd)
     bwd_fl = sum(wt.flops(b) for st in stages for b in st.bwd)
-    re_fl = sum(wt.flops(wt.recompute_ops(f, t.recompute)) for st in stages for f in st.fwd)
-    model_flops = plan.m * gpus_per_stage * (fwd_fl + bwd_fl - re_fl)
+    # MFU: forward + backward at 2x, no recompute (neither activation recompute nor FlashAttention-2's scores)
+    model_flops = plan.m * gpus_per_stage * sum(wt.model_flops(f) for st in stages for f in st.fwd)
     hw_flops = plan.m * gpus_per_stage * (fwd_fl + bwd_fl)
     peak = rt.device.tensor_peak("fp8" if t.precision == "fp8" else "bf16") * t.gpus
     tokens = t.global_batch * t.seq_len
