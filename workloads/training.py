@@ -11,7 +11,8 @@ Models: the forward ops of a stage's layers are the serving lowering's (``worklo
     only in the hardware FLOPs (HFU), as activation recompute; a memory-bound kernel's backward moves
     twice its forward bytes (the saved input and the incoming gradient in, the gradient out); each
     tensor-parallel all-reduce has its conjugate in the backward (Megatron's f / g operators).
-    Recompute (Korthikanti et al. 2022): full re-runs every layer's forward before its backward; selective re-runs core attention.
+    Recompute (Korthikanti et al. 2022): full re-runs every layer's forward before its backward;
+    selective re-runs core attention.
     Expert parallelism wider than the tensor-parallel group (``ep`` = k x ``tp``, the extra factor
     taken from the data-parallel ranks) runs the serving lowering's attention-data-parallel layout:
     attention and dense layers tensor-parallel over ``tp``, each token dispatched to its top-k
