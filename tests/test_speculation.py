@@ -165,3 +165,32 @@ def test_draft_heads_cost_more_per_step_than_free_lookup_and_a_wider_tree_accept
     assert medusa["tpot_s"]["p50"] > free["tpot_s"]["p50"]
     assert eagle["kv_cache"]["spec_draft_s"] > 0 == free["kv_cache"]["spec_draft_s"]
     assert wide["kv_cache"]["spec_tokens_per_step"] > medusa["kv_cache"]["spec_tokens_per_step"]
+
+
+def _trace_with_alpha(tmp_path, alphas):
+    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens,alpha"]
+    lines += [f"{i * 0.5},{200 + 10 * i},{41 + i},{a}" for i, a in enumerate(alphas)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    return ["workload={kind: trace, path: " + str(tmp_path / "t.csv") + ", format: splitwise}",
+            *NGRAM[:2], "policies.speculation.acceptance={column: alpha}", "policies.speculation.length.kind=fixed"]
+
+
+def test_acceptance_from_a_trace_column_is_per_request(tmp_path):
+    alphas = [1.0, 0.0] * 6
+    sim = Simulation(load_scenario(SCENARIO, _trace_with_alpha(tmp_path, alphas)))
+    sim.run()
+    for r in sim.cluster.requests:
+        steps = sum(b - a for _, a, b in r.runs)
+        if alphas[r.rid] == 1.0:
+            assert steps == 1 + -(-(r.max_new_tokens - 1) // 5)
+        else:
+            assert steps == r.max_new_tokens
+
+
+def test_an_acceptance_column_value_outside_0_1_is_one_line_and_exit_2(tmp_path):
+    sets = _trace_with_alpha(tmp_path, [0.5, 1.5])
+    args = [x for s in sets for x in ("--set", s)]
+    p = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(SCENARIO), *args, "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT)
+    err = (p.stderr + p.stdout).strip()
+    assert p.returncode == 2 and "alpha=1.5 outside [0, 1]" in err and len(err.splitlines()) == 1

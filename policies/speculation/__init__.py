@@ -46,11 +46,13 @@ class AcceptanceConfig(StrictConfig):
     rates: tuple[float, ...] | None = Field(default=None, description="position i accepted with rates[i-1] given "
                                                                        "all earlier ones were; the last rate "
                                                                        "repeats beyond the list")
+    column: str | None = Field(default=None, description="per-request alpha from this column of the trace file "
+                                                         "(workload kind trace; values in [0, 1])")
 
     @model_validator(mode="after")
     def _one(self) -> AcceptanceConfig:
-        if (self.alpha is None) == (self.rates is None):
-            raise ValueError("give exactly one of alpha or rates")
+        if sum(x is not None for x in (self.alpha, self.rates, self.column)) != 1:
+            raise ValueError("give exactly one of alpha, rates or column")
         if self.rates is not None:
             if not self.rates:
                 raise ValueError("rates must not be empty")
@@ -59,10 +61,14 @@ class AcceptanceConfig(StrictConfig):
                 raise ValueError(f"acceptance rates must lie in [0, 1], got {bad[0]}")
         return self
 
-    def rate_array(self, k: int) -> np.ndarray:
-        """Conditional acceptance of positions 1..k."""
+    def rate_array(self, k: int, alpha: float | None = None) -> np.ndarray:
+        """Conditional acceptance of positions 1..k (``alpha``: the request's own, from a trace column)."""
+        if alpha is not None:
+            return np.full(k, alpha)
         if self.alpha is not None:
             return np.full(k, self.alpha)
+        if self.rates is None:
+            raise ValueError("acceptance from a trace column needs the request's alpha")
         r = list(self.rates)
         return np.asarray((r + [r[-1]] * k)[:k], dtype=np.float64)
 
@@ -125,9 +131,10 @@ class SpeculationMethod:
     def __init__(self, config: SpeculationConfig) -> None:
         self.config = config
 
-    def position_rates(self, k: int) -> np.ndarray:
-        """Conditional acceptance of positions 1..k of one step (a tree of candidates raises it)."""
-        return self.config.acceptance.rate_array(k)
+    def position_rates(self, k: int, alpha: float | None = None) -> np.ndarray:
+        """Conditional acceptance of positions 1..k of one step (a tree of candidates raises it);
+        ``alpha``: the request's own acceptance (trace column), else the config's."""
+        return self.config.acceptance.rate_array(k, alpha)
 
     def verify_tokens(self, k: int) -> int:
         """Tokens the target verifies per row for ``k`` proposals (k + 1; a candidate tree more)."""

@@ -42,8 +42,8 @@ class DraftHeadsConfig(SpeculationConfig):
 class DraftHeadsSpeculation(SpeculationMethod):
     proposer = "heads"
 
-    def position_rates(self, k: int) -> np.ndarray:
-        base = self.config.acceptance.rate_array(k)
+    def position_rates(self, k: int, alpha: float | None = None) -> np.ndarray:
+        base = self.config.acceptance.rate_array(k, alpha)
         return 1.0 - (1.0 - base) ** self.config.top_k
 
     def verify_tokens(self, k: int) -> int:

@@ -48,9 +48,12 @@ class Speculator:
         self.steps = self.rows = self.proposed = self.accepted = self.emitted = self.verified = 0
         self.draft_ps = 0
         self._rates: dict[int, np.ndarray] = {}
+        self.alpha_by_rid: np.ndarray | None = None  # per-request acceptance from a trace column
 
     # -- acceptance ------------------------------------------------------------------------
     def rates(self, rid: int, k: int) -> np.ndarray:
+        if self.alpha_by_rid is not None:
+            return np.asarray(self.method.position_rates(k, float(self.alpha_by_rid[rid])), dtype=np.float64)
         r = self._rates.get(k)
         if r is None:
             r = self._rates[k] = np.asarray(self.method.position_rates(k), dtype=np.float64)
@@ -209,6 +212,38 @@ def commit_speculation(rep, spec_rows, i: int, done: list) -> int:
     return extra
 
 
+def trace_alphas(sim, comp) -> np.ndarray:
+    """Per-request acceptance alpha from a column of the workload's trace file (request i = the i-th
+    row used)."""
+    import csv
+    import json
+
+    col = comp.config.acceptance.column
+    where = f"{WHERE}.acceptance.column"
+    meta = sim.table.meta
+    if sim.scenario.workload.kind != "trace" or "source" not in meta:
+        raise ConfigError("acceptance from a column needs a trace workload (workload.kind: trace)", where=where)
+    path, start = meta["source"], int(meta.get("start_row", 0))
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            rows = [json.loads(line) for line in f if line.strip()]
+        else:
+            rows = list(csv.DictReader(line for line in f if line.strip() and not line.startswith("#")))
+    if not rows or col not in rows[0]:
+        raise ConfigError(f"trace {path} has no column {col!r}", where=where)
+    vals = []
+    for i, row in enumerate(rows[start:start + len(sim.table)]):
+        try:
+            a = float(row[col])
+        except (TypeError, ValueError):
+            raise ConfigError(f"row {start + i + 1} of {path}: {col}={row[col]!r} is not a number",
+                              where=where) from None
+        if not 0.0 <= a <= 1.0:
+            raise ConfigError(f"row {start + i + 1} of {path}: acceptance {col}={a} outside [0, 1]", where=where)
+        vals.append(a)
+    return np.asarray(vals, dtype=np.float64)
+
+
 def draft_memory(model, draft, tp: int) -> tuple[float, float]:
     """(weight bytes, KV bytes per token) of the draft per GPU at tensor parallelism ``tp``."""
     return draft.weight_bytes() / tp, draft.kv_elems_per_token(tp) * draft.dtype_bytes
@@ -238,6 +273,7 @@ def attach_speculation(sim) -> None:
         if draft.vocab_size != model.vocab_size:
             raise ConfigError(f"draft {draft.name} has a vocabulary of {draft.vocab_size}, the target "
                               f"{model.name} {model.vocab_size}: they must share a tokenizer", where=f"{WHERE}.draft")
+    alphas = trace_alphas(sim, comp) if comp.config.acceptance.column is not None else None
     for rt in sim.pools:
         pool = rt.pool
         if pool.pipeline_parallel > 1:
@@ -270,3 +306,4 @@ def attach_speculation(sim) -> None:
             rep.spec = Speculator(comp.cls(comp.config), comp.kind, lcomp.cls(lcomp.config), lcomp.kind,
                                   rep.timer, sim.rngs.get(f"speculation-{i}"), dtimer)
             rep.steady = False  # a step emits a random number of tokens: no stretch of identical steps
+            rep.spec.alpha_by_rid = alphas
