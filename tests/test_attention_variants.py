@@ -234,3 +234,25 @@ def test_layer_pattern_as_a_list_of_kinds():
 
     with pytest.raises(ConfigError, match="not one of"):
         _model("Llama-3-8B", layer_pattern=["sliding", "dense"] * 16, window_tokens=512)
+
+
+def test_head_groups_under_tensor_parallelism_keep_whole_heads():
+    """Tensor parallelism deals whole KV heads: with one KV head per GPU (Llama-3-8B, 8 KV heads, tp 8)
+    the busiest GPU holds a retrieval head, so its decode reads the whole context and its memory plan
+    keeps it; the heads of every group on a GPU add up to its KV heads."""
+    m = _model("Llama-3-8B", streaming_heads=0.5, head_window_tokens=256, head_sink_tokens=64)
+    ctx = 100_000
+    per_head_layer = 2 * m.head_dim * m.dtype_bytes
+    for tp, full_heads, stream_heads in ((1, 4, 4), (4, 1, 1), (8, 1, 0)):
+        ops = _by_name(lower(BatchShape(decode_rows=1, decode_kv=ctx, emitting=1), m, tp))
+        assert ops["attn_decode"].kv_heads == full_heads and ops["attn_decode"].kv_tokens == ctx
+        assert ops.get("attn_decode_stream") is None if not stream_heads else \
+            ops["attn_decode_stream"].kv_heads == stream_heads
+        want = m.num_layers * per_head_layer * (full_heads * ctx + stream_heads * 320)
+        assert kv_bytes_per_sequence(m, ctx, tp=tp) == pytest.approx(want)
+    dens = _model("Llama-3-8B", prefill_density=[0.1, 0.3, 0.2])
+    for tp in (1, 2, 4, 8):
+        pre = [op for op in lower(BatchShape(prefill=((8192, 0),), emitting=1), dens, tp)
+               if op.name.startswith("attn_prefill_sparse")]
+        assert sum(op.kv_heads for op in pre) == max(1, 8 // tp)
+        assert pre[0].name.endswith("_d1") or len(pre) == 3  # a lone head goes to the densest group

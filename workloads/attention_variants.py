@@ -252,16 +252,42 @@ def groups(model: Any) -> list[Group]:
     return out
 
 
+def group_kv_heads(model: Any, tp: int = 1) -> list[int]:
+    """Whole KV heads of each group (``groups(model)`` order) on the busiest of ``tp`` GPUs.
+
+    Each GPU holds ``k = max(1, num_kv_heads // tp)`` KV heads of every layer. On the full-attention
+    layers the heads that keep the whole context (retrieval heads, budgets, density groups) take
+    ``ceil((1 - streaming share) x k)`` of them -- the GPU the step waits for, when the streaming
+    heads spread evenly -- and the streaming heads the rest; density groups split their heads as
+    evenly as whole heads allow, the denser groups taking the remainder. With one KV head per GPU
+    that head is a full one: the step and the memory plan are those of full attention."""
+    k = max(1, model.num_kv_heads // tp)
+    gs = groups(model)
+    stream = next((g.kv_share for g in gs if g.name == "stream"), 0.0)
+    rest = min(k, math.ceil((1.0 - stream) * k - 1e-9))
+    dens = sorted((g for g in gs if g.name.startswith("full_d")), key=lambda g: -g.density)
+    extra = {g.name: 1 for g in dens[:rest % len(dens)]} if dens else {}
+    out = []
+    for g in gs:
+        if g.name == "window":
+            out.append(k)
+        elif g.name == "stream":
+            out.append(k - rest)
+        elif g.name.startswith("full_d"):
+            out.append(rest // len(dens) + extra.get(g.name, 0))
+        else:
+            out.append(rest)
+    return out
+
+
 def kv_elems(model: Any, tp: int = 1) -> tuple[float, float]:
     """(K/V elements per token that grow with the context, bounded K/V elements per sequence) on
-    one GPU of ``tp``: full layers' heads per token (a budget fraction scales them), capped
-    groups at their cap; layers sharing K/V count once."""
-    kvh = max(1, model.num_kv_heads // tp)
-    per = 2 * kvh * model.head_dim
+    one GPU of ``tp`` (the busiest, ``group_kv_heads``): full layers' heads per token (a budget
+    fraction scales them), capped groups at their cap; layers sharing K/V count once."""
     share = model.attention.kv_share_layers if model.attention is not None else 1
     grow = bounded = 0.0
-    for g in groups(model):
-        elems = per * g.layers * g.kv_share / share
+    for g, kvh in zip(groups(model), group_kv_heads(model, tp)):
+        elems = 2 * kvh * model.head_dim * g.layers / share
         if g.cap is not None:
             bounded += elems * g.cap
         else:
@@ -270,11 +296,12 @@ def kv_elems(model: Any, tp: int = 1) -> tuple[float, float]:
 
 
 def kv_bytes_per_sequence(model: Any, ctx: int, elem_bytes: float | None = None, tp: int = 1) -> float:
-    """K/V bytes one sequence of ``ctx`` tokens holds on one GPU (every group at what it keeps)."""
-    kvh = max(1, model.num_kv_heads // tp)
+    """K/V bytes one sequence of ``ctx`` tokens holds on one GPU of ``tp`` (the busiest; every group
+    at what it keeps)."""
     b = model.dtype_bytes if elem_bytes is None else elem_bytes
     share = model.attention.kv_share_layers if model.attention is not None else 1
-    return sum(2 * kvh * model.head_dim * b * g.layers * g.kv_share / share * g.kept(ctx) for g in groups(model))
+    return sum(2 * kvh * model.head_dim * b * g.layers / share * g.kept(ctx)
+               for g, kvh in zip(groups(model), group_kv_heads(model, tp)))
 
 
 # -- causal pairs and keys of a prefill chunk --------------------------------------------------------

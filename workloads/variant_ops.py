@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.attention_variants import FULL, STATE, WINDOW, Group, groups, layer_kinds, window_pairs
+from workloads.attention_variants import FULL, STATE, WINDOW, group_kv_heads, groups, layer_kinds, window_pairs
 from workloads.llm import ATTN_DECODE, ATTN_PREFILL, ELEMENTWISE, GEMM, BatchShape, Op, _kv_quantized, layer_shards
 
 Q_TILE = 128  # FlashAttention-2's query tile (Br) for head widths up to 128 (flash_fwd_launch_template.h)
@@ -37,10 +37,10 @@ def state_layers(model: Any) -> int:
     return layer_kinds(model).count(STATE)
 
 
-def _heads(model: Any, tp: int, g: Group) -> tuple[int, int]:
+def _heads(model: Any, tp: int, kvh: int) -> tuple[int, int]:
+    """(query heads, KV heads) of a group holding ``kvh`` of the busiest GPU's KV heads."""
     heads, kv_heads, _ = layer_shards(model, tp)
-    kvh = int(round(kv_heads * g.kv_share))
-    return kvh * (heads // kv_heads), kvh
+    return kvh * max(1, heads // kv_heads), kvh
 
 
 def _mean_ctx(rows: int, kv: int, ctx: tuple[int, ...]) -> list[float]:
@@ -55,8 +55,8 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
     d, b, hd = model.dtype, model.dtype_bytes, model.head_dim
     v = model.attention
     dec_ctx = _mean_ctx(shape.decode_rows, shape.decode_kv, getattr(shape, "decode_ctx", ()))
-    for g in groups(model):
-        heads, kvh = _heads(model, tp, g)
+    for g, kvh in zip(groups(model), group_kv_heads(model, tp)):
+        heads, kvh = _heads(model, tp, kvh)
         if not kvh:
             continue
         if shape.prefill:
@@ -187,8 +187,8 @@ def decode_attention_s(backend: Any, model: Any, tp: int, rows: int, kv: np.ndar
     t = np.zeros_like(kv)
     fl = np.zeros_like(kv)
     v = model.attention
-    for g in groups(model):
-        heads, kvh = _heads(model, tp, g)
+    for g, kvh in zip(groups(model), group_kv_heads(model, tp)):
+        heads, kvh = _heads(model, tp, kvh)
         if not kvh:
             continue
         tmpl = _kv_quantized(Op(ATTN_DECODE, "attn_decode", g.layers, seqs=rows, q_tokens=rows, kv_tokens=0,
