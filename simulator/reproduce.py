@@ -25,6 +25,7 @@ from this list.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 MECHANISM, ANALYTIC, INPUT_BOUND = "mechanism", "analytic", "input-bound"
 DEFAULT_TOLERANCE = {MECHANISM: 1.5, INPUT_BOUND: 1.5, ANALYTIC: 1.25}
@@ -88,7 +89,7 @@ class Expectation:
 
 SCHED, DISAGG, KERNELS = "Scheduling and batching", "Disaggregation and pipeline parallelism", "Kernels"
 KV, QUANT, MCU = "KV cache, memory tiers, storage", "Quantization", "Microcontrollers"
-SECTIONS = (SCHED, DISAGG, KERNELS, KV, QUANT, MCU)
+CORE_SECTIONS = (SCHED, DISAGG, KERNELS, KV, QUANT, MCU)
 SECTION_NOTES = {
     SCHED: "Serving runs on the `roofline` backend on the stated GPU preset; lengths are synthetic stand-ins for "
            "the papers' datasets. Capacities come from `simulator.capacity.capacity_search` (`hwsim capacity`).",
@@ -123,7 +124,7 @@ KIVI_BITS = (Input("group_size", 32, "policies.quantization.kv.group_size", "KIV
 EF_CACHE = (Input("cache_gib", 21.0, "policies.expert_offload.cache_bytes (GiB/GPU)", "2 experts x 32 layers (input)"),)
 EF_SPEED = EF_CACHE + (Input("accuracy", 0.9, "policies.expert_offload.prefetch.accuracy", "estimate (an input)"),)
 
-EXPECTATIONS: tuple[Expectation, ...] = (
+CORE_EXPECTATIONS: tuple[Expectation, ...] = (
     # -- scheduling and batching -------------------------------------------------------------------
     Expectation(
         "sarathi_mistral7b_vs_vllm", SCHED, "Sarathi-Serve (OSDI 2024)",
@@ -397,31 +398,38 @@ SECTION_MODULES: tuple[str, ...] = ("simulator.reproduce_offload", "simulator.re
                                     "simulator.reproduce_policy")
 
 
-def _load_sections() -> tuple[Expectation, ...]:
+@cache
+def _registry() -> tuple[tuple[str, ...], tuple[Expectation, ...], dict[str, Expectation]]:
+    """Every section and row: the core tuple above plus the section modules, loaded on first use (so a
+    section module may be imported before this one)."""
     from importlib import import_module
 
-    global SECTIONS
-    rows: list[Expectation] = []
+    sections, rows = CORE_SECTIONS, list(CORE_EXPECTATIONS)
     for name in SECTION_MODULES:
         mod = import_module(name)
-        if mod.SECTION not in SECTIONS:
-            SECTIONS = SECTIONS + (mod.SECTION,)
+        if mod.SECTION not in sections:
+            sections += (mod.SECTION,)
             SECTION_NOTES[mod.SECTION] = mod.NOTE
         rows.extend(mod.ROWS)
-    return tuple(rows)
+    return sections, tuple(rows), {e.name: e for e in rows}
 
 
-EXPECTATIONS = EXPECTATIONS + _load_sections()
-BY_NAME = {e.name: e for e in EXPECTATIONS}
+def __getattr__(name: str):
+    """``SECTIONS``, ``EXPECTATIONS`` and ``BY_NAME`` include the section modules' rows."""
+    index = {"SECTIONS": 0, "EXPECTATIONS": 1, "BY_NAME": 2}.get(name)
+    if index is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _registry()[index]
 
 
 def get(name: str) -> Expectation:
     from difflib import get_close_matches
 
-    if name not in BY_NAME:
-        near = get_close_matches(name, BY_NAME, n=3)
+    by_name = _registry()[2]
+    if name not in by_name:
+        near = get_close_matches(name, by_name, n=3)
         raise KeyError(f"unknown reproduction {name!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
-    return BY_NAME[name]
+    return by_name[name]
 
 
 @dataclass(frozen=True)
