@@ -62,6 +62,12 @@ class NodeNetworkLink:
         self.gpus_per_node = gpus_per_node
         self.config = node_link.config
 
+    def memo_key(self) -> tuple:
+        """What a timing backend's memo may key on (hw_models.timing.base): every input of its costs."""
+        from hw_models.timing.base import link_memo_key
+
+        return ("NodeNetworkLink", link_memo_key(self.node_link), link_memo_key(self.network), self.gpus_per_node)
+
     def nodes(self, workers: int) -> int:
         return math.ceil(workers / self.gpus_per_node)
 

@@ -146,6 +146,7 @@ def _load_points(path: Path, framework: str = "") -> dict[tuple, tuple[np.ndarra
 class ProfiledBackend(TimingBackend):
     """Interpolates measured kernel tables (Vidur CSVs, calibration captures, aic Parquet)."""
     name = "profiled"
+    share_memo = False  # its seconds come from a file read at construction (timing/base.py)
 
     def __init__(self, config: ProfiledConfig, device: Any, link: Any = None) -> None:
         super().__init__(config, device, link)
