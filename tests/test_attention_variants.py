@@ -166,6 +166,9 @@ def test_decode_segment_matches_single_steps():
     ("model.attention.layer_pattern=W*31", "31 layers for num_layers 32"),
     ("model.attention.kv_budget_tokens=50000", "larger than the model's context"),
     ("model.attention.prefill_density=[0.1, 1.5]", "outside (0, 1]"),
+    ("model.attention.prefill_density=[]", "empty list"),
+    ("model.attention.kv_budget_tokens=[]", "empty list"),
+    ("model.attention.prefill_density=[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]", "9 head groups for 8 KV"),
 ])
 def test_bad_input_one_line_exit_2(override, needle):
     from typer.testing import CliRunner

@@ -61,6 +61,8 @@ def expand_pattern(pattern: str) -> str:
 
 def _fraction(v: Any, what: str) -> Any:
     vals = v if isinstance(v, list) else [v]
+    if not vals:
+        raise ValueError(f"{what} is an empty list: give one value or one per layer / head group")
     for x in vals:
         if x is not None and not 0.0 < float(x) <= 1.0:
             raise ValueError(f"{what} {x} is outside (0, 1]")
@@ -108,6 +110,8 @@ class AttentionVariant(StrictConfig):
     @field_validator("kv_budget_tokens")
     @classmethod
     def _positive(cls, v: Any) -> Any:
+        if v == []:
+            raise ValueError("kv_budget_tokens is an empty list: give one value or one per layer")
         for x in v if isinstance(v, list) else [v]:
             if x is not None and int(x) <= 0:
                 raise ValueError(f"kv_budget_tokens {x} must be > 0")
@@ -156,6 +160,9 @@ def check_variant(model: Any) -> None:
         val = getattr(v, name)
         if isinstance(val, list) and len(val) != full:
             raise ValueError(f"attention.{name} has {len(val)} entries for {full} full-attention layers")
+    dens = v.prefill_density
+    if isinstance(dens, list) and len(dens) > model.num_kv_heads:
+        raise ValueError(f"attention.prefill_density has {len(dens)} head groups for {model.num_kv_heads} KV heads")
     if L % v.kv_share_layers:
         raise ValueError(f"attention.kv_share_layers {v.kv_share_layers} does not divide num_layers {L}")
     if v.topk_tokens is not None and (v.kv_budget is not None or v.kv_budget_tokens is not None):
