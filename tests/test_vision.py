@@ -20,14 +20,24 @@ def test_tokens_per_image_from_resolution_patch_and_merge():
     assert clip.tokens_per_image == (336 // 14) ** 2 == 576  # LLaVA-1.5's 576 image tokens
     qwen = VisionEncoderConfig(preset="qwen2-vl-vit", image_size_px=448)
     assert qwen.patches_per_image == 1024 and qwen.tokens_per_image == 256  # 2 x 2 merge
+    assert qwen.encoder_tokens_per_image == 1024  # no class token
+    # Qwen2-VL's merger: 2 x 2 x 1280 = 5120 -> 5120 -> the LLM's 3584 (Qwen2-VL-7B)
+    proj = [op for op in encoder_ops(1, qwen, 3584, "bf16", 2.0) if op.name.startswith("vit_projector")]
+    assert [(op.k, op.n) for op in proj] == [(5120, 5120), (5120, 3584)] and proj[0].m == 256
 
 
 def test_encoder_attention_is_bidirectional_over_each_image():
     v = VisionEncoderConfig(preset="clip-vit-l-14-336")
     ops = {op.name: op for op in encoder_ops(3, v, 4096, "bf16", 2.0)}
     att = ops["encoder_attention"]
-    assert att.pairs == 3 * 576 * 576 and att.seqs == 3 and att.count == 24
-    assert att.flops() == pytest.approx(4 * 16 * 64 * 3 * 576 * 576 * 24)
+    # CLIP's sequence: (336 / 14)^2 = 576 patches + 1 class token; every query reads every key of its image
+    assert att.pairs == 3 * 577 * 577 and att.seqs == 3 and att.count == 24
+    assert att.flops() == pytest.approx(4 * 16 * 64 * 3 * 577 * 577 * 24)
+    assert ops["vit_qkv"].m == 3 * 577 and ops["vit_patch_embed"].m == 3 * 576
+    # encoder GEMM FLOPs per layer and token: 2 x (4 h^2 + 2 h f) = 2 x 12.6 M for h 1024, f 4096
+    gemm = sum(op.flops() for n, op in ops.items() if n in ("vit_qkv", "vit_o_proj", "vit_mlp_up", "vit_mlp_down"))
+    assert gemm == pytest.approx(2 * (4 * 1024 ** 2 + 2 * 1024 * 4096) * 3 * 577 * 24)
+    # the LLM gets the 576 patch features only (LLaVA drops the class token)
     assert ops["vit_projector0"].m == 3 * 576 and ops["vit_projector1"].n == 4096
 
 
@@ -43,7 +53,7 @@ def test_images_are_encoded_with_the_first_chunk_only():
     first = [op for op in lower(shape, m) if op.name.startswith("vit")]
     later = [op for op in lower(BatchShape(prefill=((300, 800),), emitting=1), m) if op.name.startswith("vit")]
     assert first and not later
-    assert {op.name: op for op in first}["vit_qkv"].m == 2 * 576  # one request's two images
+    assert {op.name: op for op in first}["vit_qkv"].m == 2 * 577  # one request's two images (+ class tokens)
 
 
 def test_serving_prompts_carry_the_image_tokens():

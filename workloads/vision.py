@@ -10,8 +10,10 @@ Models: each image of ``image_size_px`` square is cut into (image / patch)^2 pat
     loop adds ``images_per_request`` x that many tokens to every prompt (the workload's prompt
     lengths are text tokens) and encodes a request's images in the iteration that runs its first
     prefill chunk. Heads and MLP width split over the tensor-parallel GPUs like the LLM's.
-Ignores: the class token and its extra position (CLIP: one more token per image), position
-    embeddings and the pre-layernorm's bytes (small), dynamic resolution and image tiling (every
+    With ``class_token`` (CLIP) the encoder runs on the patches plus one class token per image
+    (577 for CLIP ViT-L/14-336); the LLM sees only the patch features (LLaVA's ``select_feature:
+    patch`` drops the class token).
+Ignores: position embeddings and the pre-layernorm's bytes (small), dynamic resolution and image tiling (every
     image at ``image_size_px``), video frames, caching of encoder outputs between requests, a
     separate encoder replica (the encoder runs on the LLM's GPUs, between its iterations' kernels).
 Sources: Radford et al., "CLIP" (2021) and the openai/clip-vit-large-patch14-336 config.json
@@ -32,10 +34,13 @@ from simulator.config.quantities import StrictConfig
 PRESETS: dict[str, dict[str, Any]] = {
     # openai/clip-vit-large-patch14-336 vision_config; LLaVA-1.5 projector (mlp2x_gelu)
     "clip-vit-l-14-336": dict(num_layers=24, hidden_size=1024, num_heads=16, intermediate_size=4096,
-                              patch_px=14, image_size_px=336, spatial_merge=1, projector_layers=2, gated_mlp=False),
+                              patch_px=14, image_size_px=336, spatial_merge=1, projector_layers=2, gated_mlp=False,
+                              class_token=True),
     # Qwen/Qwen2-VL-7B-Instruct vision_config (depth 32, embed_dim 1280, num_heads 16, mlp_ratio 4)
+    # its merger: LayerNorm, Linear(5120 -> 5120), GELU, Linear(5120 -> LLM width) (Qwen2-VL modelling code)
     "qwen2-vl-vit": dict(num_layers=32, hidden_size=1280, num_heads=16, intermediate_size=5120, patch_px=14,
-                         image_size_px=448, spatial_merge=2, projector_layers=2, gated_mlp=False),
+                         image_size_px=448, spatial_merge=2, projector_layers=2, gated_mlp=False,
+                         projector_hidden=5120),
 }
 
 
@@ -51,7 +56,11 @@ class VisionEncoderConfig(StrictConfig):
     image_size_px: int = Field(gt=0, description="image side, pixels (every image resized to it)")
     spatial_merge: int = Field(default=1, gt=0, description="patches merged per side into one LLM token")
     projector_layers: int = Field(default=2, ge=1, description="depth of the MLP projector")
+    projector_hidden: int | None = Field(default=None, gt=0, description="width of the projector's hidden layers "
+                                         "(default: the LLM's width, as LLaVA's mlp2x_gelu)")
     gated_mlp: bool = False
+    class_token: bool = Field(default=False, description="one class token per image in the encoder's sequence "
+                                                         "(CLIP); not passed to the LLM")
     images_per_request: int = Field(default=1, ge=0, description="images in every request's prompt")
 
     @model_validator(mode="before")
@@ -80,6 +89,11 @@ class VisionEncoderConfig(StrictConfig):
         return (self.image_size_px // self.patch_px) ** 2
 
     @property
+    def encoder_tokens_per_image(self) -> int:
+        """The encoder's sequence per image: its patches, plus the class token if it has one."""
+        return self.patches_per_image + int(self.class_token)
+
+    @property
     def tokens_per_image(self) -> int:
         return self.patches_per_image // self.spatial_merge ** 2
 
@@ -87,11 +101,16 @@ class VisionEncoderConfig(StrictConfig):
     def tokens_per_request(self) -> int:
         return self.images_per_request * self.tokens_per_image
 
+    def projector_widths(self, llm_hidden: int) -> list[int]:
+        """Widths through the projector: merged patch features, hidden layers, the LLM's width."""
+        hid = self.projector_hidden or llm_hidden
+        return [self.hidden_size * self.spatial_merge ** 2] + [hid] * (self.projector_layers - 1) + [llm_hidden]
+
     def params(self, llm_hidden: int) -> int:
         h, f = self.hidden_size, self.intermediate_size
         layer = 4 * h * h + (3 if self.gated_mlp else 2) * h * f
-        merged = h * self.spatial_merge ** 2
-        proj = merged * llm_hidden + (self.projector_layers - 1) * llm_hidden * llm_hidden
+        widths = self.projector_widths(llm_hidden)
+        proj = sum(a * b for a, b in zip(widths, widths[1:]))
         return 3 * self.patch_px ** 2 * h + self.num_layers * layer + proj
 
 
@@ -103,7 +122,7 @@ def encoder_ops(images: int, vision: VisionEncoderConfig, llm_hidden: int, dtype
     if images <= 0:
         return []
     v, b, d = vision, dtype_bytes, dtype
-    P = v.patches_per_image
+    P = v.encoder_tokens_per_image
     T = images * P
     h = v.hidden_size
     heads = max(1, v.num_heads // tp)
@@ -112,7 +131,8 @@ def encoder_ops(images: int, vision: VisionEncoderConfig, llm_hidden: int, dtype
     L = v.num_layers
     act = int(T * h * b)
     up = 2 * f if v.gated_mlp else f
-    ops = [Op(GEMM, "vit_patch_embed", 1, m=T, n=h, k=3 * v.patch_px ** 2, dtype=d, dtype_bytes=b),
+    ops = [Op(GEMM, "vit_patch_embed", 1, m=images * v.patches_per_image, n=h, k=3 * v.patch_px ** 2, dtype=d,
+              dtype_bytes=b),
            Op(ELEMENTWISE, "vit_norm", 2 * L, bytes=2 * act, dtype=d, dtype_bytes=b),
            Op(GEMM, "vit_qkv", L, m=T, n=3 * heads * hd, k=h, dtype=d, dtype_bytes=b),
            Op(ATTN_PREFILL, "encoder_attention", L, seqs=images, q_tokens=T, kv_tokens=T, pairs=images * P * P,
@@ -125,8 +145,7 @@ def encoder_ops(images: int, vision: VisionEncoderConfig, llm_hidden: int, dtype
     if tp > 1:
         ops.append(Op("allreduce", "vit_allreduce", 2 * L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
     tokens = images * v.tokens_per_image
-    k = h * v.spatial_merge ** 2
-    for i in range(v.projector_layers):
-        ops.append(Op(GEMM, f"vit_projector{i}", 1, m=tokens, n=llm_hidden, k=k, dtype=d, dtype_bytes=b))
-        k = llm_hidden
+    widths = v.projector_widths(llm_hidden)
+    for i, (k, n) in enumerate(zip(widths, widths[1:])):
+        ops.append(Op(GEMM, f"vit_projector{i}", 1, m=tokens, n=n, k=k, dtype=d, dtype_bytes=b))
     return ops
