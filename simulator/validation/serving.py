@@ -45,6 +45,13 @@ TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16", "fp4": "bf16"}  # 
 # the GPU's dense tensor peak is not a run without prompt (prefix) reuse: large fp8 GEMMs reach
 # 0.42-0.67 of peak in the H200 kernel tables (8192^3, by framework), and the same GPU also decodes.
 PLAUSIBLE_PEAK = 0.5
+# ... or whose measured throughput needs more than one second of GPU time per second for its prompts'
+# GEMMs and tensor-parallel all-reduces alone, timed by the kernel models checked on the H200 kernel tables
+# (FIDELITY.md: fp8 GEMMs at M >= 4096 within -3..-7 % median bias, all-reduce +3..+8 %), in prefill
+# iterations of BUSY_CHUNK tokens (the profiles' token budget); a lower bound of the GPU's busy time
+# (attention, norms, quantization and the decodes come on top).
+PLAUSIBLE_BUSY = 1.0
+BUSY_CHUNK = 8192
 
 
 @dataclass
@@ -226,10 +233,11 @@ class Prediction:
     note: str = ""
     wall_s: float = 0.0
     implied_peak: float = float("nan")  # the measurement's prompt GEMM FLOP/s per GPU / dense peak
+    implied_busy: float = float("nan")  # GPU seconds per second its prompts' GEMMs + all-reduces need
 
     @property
     def implausible(self) -> bool:
-        return self.implied_peak > PLAUSIBLE_PEAK
+        return self.implied_peak > PLAUSIBLE_PEAK or self.implied_busy > PLAUSIBLE_BUSY
 
 
 def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None]) -> Prediction:
@@ -270,7 +278,7 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
     except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
         return Prediction(row, skipped=f"cannot run: {exc}", note=note)
     return Prediction(row, ttft_ms=1e3 * ttft, tpot_ms=1e3 * tpot, note=note, wall_s=time.perf_counter() - t0,
-                      implied_peak=implied_peak(row, scenario))
+                      implied_peak=implied_peak(row, scenario), implied_busy=implied_busy(row, scenario))
 
 
 def implied_peak(row: ServingRow, scenario: dict) -> float:
@@ -287,6 +295,46 @@ def implied_peak(row: ServingRow, scenario: dict) -> float:
         return float("nan")
     flops = row.concurrency / life_s * row.isl * 2.0 * model.active_params() / scenario["cluster"]["tensor_parallel"]
     return flops / gpu.tensor_peak(TENSOR_DTYPE[row.precision])
+
+
+def implied_busy(row: ServingRow, scenario: dict) -> float:
+    """GPU seconds per second the measured run needs for its prompts' GEMMs (grouped expert GEMMs
+    included) and tensor-parallel all-reduces alone: request rate by Little's law x isl prompt tokens, in
+    iterations of ``BUSY_CHUNK`` tokens lowered as the scenario runs them (model, parallelism,
+    quantization), each op timed by the tile backend under the row's framework profile; all-reduces
+    over the row's node fabric (not counted when hwsim does not know the node)."""
+    from hw_models import collectives as co
+    from hw_models.timing.tile import ar_limits
+    from simulator.config.framework import parse_framework
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+    from simulator.validation.kernels import make_backend, node_fabric
+    from workloads.llm import dense_ops
+
+    life_s = (row.ttft_ms + (row.osl - 1) * row.tpot_ms) / 1e3
+    if life_s <= 0:
+        return float("nan")
+    model = resolve_component(scenario["model"], reg.MODELS, "model").config
+    gpu = resolve_component(scenario["hardware"]["device"], reg.HARDWARE, "device").config
+    be = make_backend("tile", gpu, dict(parse_framework(scenario["engine"]["framework"]).timing))
+    scheme = None
+    quant = scenario["policies"].get("quantization")
+    if quant:
+        comp = resolve_component(quant, reg.QUANTIZATION, "quantization")
+        scheme = comp.cls(comp.config)
+    cl = scenario["cluster"]
+    ops = dense_ops(BUSY_CHUNK, 0, model, cl["tensor_parallel"], scheme, None, cl.get("expert_parallel", 1),
+                    cl.get("attention_data_parallel", 1))
+    busy = sum(be._op_s(op) for op in ops if op.kind in ("gemm", "grouped_gemm"))
+    try:
+        fabric, arch = node_fabric(row.system)
+    except ConfigError:
+        fabric = None
+    if fabric is not None:
+        busy += sum(co.custom_allreduce_s(op.bytes, op.workers, fabric, be.config.allreduce, ar_limits(be.config),
+                                          nccl=be._nccl, architecture=arch) * op.count
+                    for op in ops if op.kind == "allreduce" and op.workers > 1)
+    return row.concurrency / life_s * row.isl * busy / BUSY_CHUNK
 
 
 def check_rows(rows: list[ServingRow], gpu: str | None) -> None:
@@ -385,7 +433,8 @@ def write_rows(preds: list[Prediction], path: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["line", "id", "model", "framework", "version", "precision", "isl", "osl", "concurrency", "tp",
                     "measured_ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "measured_tpot_ms",
-                    "predicted_tpot_ms", "tpot_error_pct", "implied_peak_fraction", "skipped", "note"])
+                    "predicted_tpot_ms", "tpot_error_pct", "implied_peak_fraction", "implied_busy", "skipped",
+                    "note"])
         for p in preds:
             r = p.row
 
@@ -395,8 +444,10 @@ def write_rows(preds: list[Prediction], path: Path) -> Path:
             w.writerow([r.line, r.id, r.model, r.framework, r.version or "", r.precision, r.isl, r.osl,
                         r.concurrency, r.tp, f"{r.ttft_ms:.3f}", "" if p.skipped else f"{p.ttft_ms:.3f}",
                         err(p.ttft_ms, r.ttft_ms), f"{r.tpot_ms:.3f}", "" if p.skipped else f"{p.tpot_ms:.3f}",
-                        err(p.tpot_ms, r.tpot_ms), "" if p.skipped else f"{p.implied_peak:.3f}", p.skipped or "",
+                        err(p.tpot_ms, r.tpot_ms), "" if p.skipped else f"{p.implied_peak:.3f}",
+                        "" if p.skipped else f"{p.implied_busy:.3f}", p.skipped or "",
                         p.note + ("; implausible: the measured throughput needs the prompts' GEMMs at more than "
-                                  f"{PLAUSIBLE_PEAK:g} of the dense peak" if p.skipped is None and p.implausible
-                                  else "")])
+                                  f"{PLAUSIBLE_PEAK:g} of the dense peak, or the prompts' GEMMs and all-reduces "
+                                  f"more than {PLAUSIBLE_BUSY:g} s of GPU time per second"
+                                  if p.skipped is None and p.implausible else "")])
     return path

@@ -47,12 +47,14 @@ def validate_serving(csv_file: Path = typer.Argument(..., help="benchmark rows (
     typer.echo(format_table(preds, backend))
     for line in skipped_summary(preds):
         typer.echo(line)
-    from simulator.validation.serving import PLAUSIBLE_PEAK
+    from simulator.validation.serving import PLAUSIBLE_BUSY, PLAUSIBLE_PEAK
 
     flagged = sum(p.skipped is None and p.implausible for p in preds)
     if flagged:
         typer.echo(f"implausible: {flagged} row(s) whose measured throughput needs the prompts' GEMMs at more "
-                   f"than {PLAUSIBLE_PEAK:g} of the dense tensor peak (prompt reuse?); marked in rows.csv")
+                   f"than {PLAUSIBLE_PEAK:g} of the dense tensor peak, or the prompts' GEMMs and all-reduces at the "
+                   f"kernel models' rates more than {PLAUSIBLE_BUSY:g} s of GPU time per second (prompt reuse?); "
+                   "marked in rows.csv")
     done = sum(p.skipped is None for p in preds)
     typer.echo(f"{done} of {len(preds)} rows simulated in {time.perf_counter() - t0:.1f} s")
     if out is not None:
