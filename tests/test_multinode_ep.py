@@ -107,6 +107,8 @@ def test_the_ep16_scenario_checks_and_its_network_costs_decode_time():
 @pytest.mark.parametrize("over,needle", [
     ({"cluster": {"tensor_parallel": 16, "expert_parallel": 16, "attention_data_parallel": 1}},
      "attention's tensor-parallel groups of 16 GPUs span nodes"),
+    ({"cluster": {"tensor_parallel": 12, "expert_parallel": 4, "attention_data_parallel": 12}},
+     "a replica of 12 GPUs does not fill whole nodes of 8"),
     ({"cluster": {"tensor_parallel": 16, "expert_parallel": 16, "attention_data_parallel": 16,
                   "pipeline_parallel": 2}}, "only expert-parallel all-to-alls cross the network"),
 ])

@@ -16,6 +16,9 @@ def node_network_link(scenario, pool, link, where: str = "hardware.network"):
     gpus = pool.tensor_parallel * pool.pipeline_parallel
     if hw.network is None or gpus <= per_node or link is None:
         return link
+    if gpus % per_node:
+        raise ConfigError(f"a replica of {gpus} GPUs does not fill whole nodes of {per_node} GPUs: the hierarchical "
+                          f"all-to-all assumes every node holds {per_node} of its GPUs", where=where)
     if pool.pipeline_parallel > 1 or pool.context_parallel > 1:
         raise ConfigError(f"a replica of {gpus} GPUs spans nodes of {per_node}: only expert-parallel all-to-alls "
                           f"cross the network here, not pipeline or context parallelism", where=where)
