@@ -41,6 +41,9 @@ class RequestView(Protocol):
     @property
     def remaining_tokens(self) -> int: ...
 
+    @property
+    def kv_location(self) -> str: ...  # gpu, host (swapped out), partly (GPU blocks and a host copy), none
+
 
 @dataclass(frozen=True, slots=True)
 class KvView:
@@ -50,6 +53,11 @@ class KvView:
 
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
+
+    @staticmethod
+    def location(req: RequestView) -> str:
+        """Where ``req``'s KV lives (``req.kv_location``): gpu, host, partly or none."""
+        return req.kv_location
 
     def blocks_to_grow(self, req: RequestView, new_tokens: int, reserve_tokens: int = 0) -> int:
         """Extra blocks ``req`` needs to hold ``new_tokens`` more tokens (and a reservation)."""

@@ -20,7 +20,7 @@ class Request:
         "rid", "arrival_ps", "prompt_tokens", "max_new_tokens", "session_id", "prefix_id",
         "state", "num_computed", "num_generated", "prefill_target", "kv_blocks", "kv_reserve_tokens",
         "replica", "first_scheduled_ps", "first_token_ps", "finish_ps", "num_preemptions", "runs",
-        "client", "prefix_tokens",
+        "client", "prefix_tokens", "kv_on_host",
     )
 
     def __init__(self, rid: int, arrival_ps: int, prompt_tokens: int, max_new_tokens: int,
@@ -45,6 +45,7 @@ class Request:
         self.num_preemptions = 0
         self.runs: list[list[int]] = []  # [first_iteration, end_iteration) on self.replica
         self.client = -1
+        self.kv_on_host = False  # a host (DRAM/SSD) copy of its KV that it resumes from (set by the KV offload)
 
     @property
     def in_prefill(self) -> bool:
@@ -58,6 +59,15 @@ class Request:
     def remaining_tokens(self) -> int:
         """Output tokens still to generate."""
         return self.max_new_tokens - self.num_generated
+
+    @property
+    def kv_location(self) -> str:
+        """Where the request's KV lives: ``gpu`` (GPU blocks only), ``host`` (swapped out: a host
+        copy only), ``partly`` (GPU blocks and a host copy it resumes from: a swap in flight), or
+        ``none`` (nothing cached; a recompute starts over)."""
+        if self.kv_on_host:
+            return "partly" if self.kv_blocks else "host"
+        return "gpu" if self.kv_blocks else "none"
 
     @property
     def context_len(self) -> int:

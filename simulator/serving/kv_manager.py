@@ -87,15 +87,11 @@ class KVManager:
             return HostCopyKvView(v.block_size, v.total_blocks, v.free_blocks, self.location)
         return v
 
-    def location(self, r: Request) -> str:
-        """Where ``r``'s KV is: gpu, host (swapped out), partly (a swap-in or swap-out in flight,
-        or a session prefix partly restored), or none (nothing cached)."""
-        off = self.offload
-        on_host = off is not None and r.rid in getattr(off, "swapped", {}) or (
-            isinstance(off, TieredOffload) and r.rid in off.entries)
-        if on_host:
-            return PARTLY if r.kv_blocks else HOST
-        return GPU if r.kv_blocks else NONE
+    @staticmethod
+    def location(r: Request) -> str:
+        """Where ``r``'s KV is: gpu, host (swapped out), partly (GPU blocks and the host copy it is
+        being restored from: a swap-in in flight), or none (nothing cached): ``r.kv_location``."""
+        return r.kv_location
 
     @property
     def can_swap(self) -> bool:

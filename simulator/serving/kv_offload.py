@@ -9,7 +9,8 @@ Models: two contended links per replica (device-to-host and host-to-device; PCIe
     (K and V of every layer on this GPU), paid in the iteration that needs it.
     A scheduler may ask for FastSwitch-style swaps (``KVManager.configure_swaps``): copies issued
     per group of ``group_blocks`` blocks of each layer buffer (each copy pays the per-copy
-    overhead; 1 = vLLM's per-block copies), swaps overlapping compute on their own copy streams
+    overhead; 1 = vLLM's per-block copies; concurrent swaps share the link's bytes and pay their
+    per-copy overheads one after another on its copy stream), swaps overlapping compute on their own copy streams
     (a swap-out's blocks are reused at once; a swapped-in request holds its blocks but joins the
     batch only once its copy is done, while the others keep computing; a swap-in of the same
     request waits for its swap-out),
@@ -53,6 +54,7 @@ class KvOffload:
         self.in_done: dict[int, object] = {}  # rid -> its swap-in copy in flight (overlapped)
         self.copies = 0
         self.reused_bytes = 0.0
+        self.streams: dict[str, object] = {}  # link name -> its copy stream (per-copy overheads in turn)
 
     def _note(self) -> None:
         self.occupancy.append((self.env.now, self.host_used))
@@ -77,6 +79,7 @@ class KvOffload:
             self.reused_bytes += prior
         self.host_used += new
         self.swapped[r.rid] = nbytes
+        r.kv_on_host = True
         done = self._copy(self.d2h, new)
         if self.overlap:
             self.out_done[r.rid] = done
@@ -100,8 +103,15 @@ class KvOffload:
 
     def _grouped(self, link, nbytes: float, extra_ps: int):
         yield link.transfer(nbytes)
-        if extra_ps:
-            yield self.env.timeout(extra_ps)
+        if extra_ps:  # the copies are issued one after another on the link's one copy stream
+            stream = self.streams.get(link.name)
+            if stream is None:
+                import simpy
+
+                stream = self.streams[link.name] = simpy.Resource(self.env, capacity=1)
+            with stream.request() as turn:
+                yield turn
+                yield self.env.timeout(extra_ps)
 
     def forget(self, rid: int) -> None:
         """The request has ended: its kept host copy is freed."""
@@ -123,6 +133,7 @@ class KvOffload:
             self.in_done[r.rid] = done
         else:
             self.pending.append(done)
+        done.callbacks.append(lambda _ev, r=r: self._landed(r))  # partly (GPU blocks + host copy) until then
         if self.reuse:
             self.kept[r.rid] = nbytes  # the host copy stays valid for the next swap-out
         else:
@@ -130,6 +141,10 @@ class KvOffload:
         self.swap_ins += 1
         self.bytes_in += nbytes
         self._note()
+
+    def _landed(self, r: Request) -> None:
+        if r.rid not in self.swapped:  # not swapped out again meanwhile
+            r.kv_on_host = False
 
     def _after(self, first, nbytes: float):
         yield first

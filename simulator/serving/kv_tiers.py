@@ -93,6 +93,7 @@ class TieredOffload(KvOffload):
             self.recomputes += 1
             return False
         e = self.entries[r.rid] = Entry(r.rid, nbytes, where)
+        r.kv_on_host = True
         self.swap_outs += 1
         self.bytes_out += nbytes
         self.link_bytes["pcie_d2h"] += nbytes
@@ -178,7 +179,9 @@ class TieredOffload(KvOffload):
             return
         self.swap_ins += 1
         self.bytes_in += e.nbytes
-        self.pending.append(self.env.process(self._resume(e)))
+        done = self.env.process(self._resume(e))
+        done.callbacks.append(lambda _ev: setattr(r, "kv_on_host", r.rid in self.entries))
+        self.pending.append(done)
 
     def _resume(self, e: Entry):
         start = self.env.now
