@@ -160,6 +160,9 @@ def check_layout(spec: TrainingScenario, model: Any) -> None:
     if model.num_heads % lay.tp:
         raise ConfigError(f"tp {lay.tp} does not divide the model's {model.num_heads} attention heads",
                           where="layout.tp")
+    if model.num_kv_heads % lay.tp:  # Megatron-Core: num_query_groups must be divisible by the tp size
+        raise ConfigError(f"tp {lay.tp} does not divide the model's {model.num_kv_heads} key-value heads (each "
+                          f"tensor-parallel GPU holds whole query groups)", where="layout.tp")
 
 
 def load_training(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> ResolvedTraining:

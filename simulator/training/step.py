@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hw_models.link import Link
-from simulator.core.errors import CapacityError
+from simulator.core.errors import CapacityError, ConfigError
 from simulator.training.config import ResolvedTraining
 from simulator.training.memory import MemoryBreakdown, breakdown, bytes_per_param, gib
 from simulator.training.schedule import Channel, PipelinePlan, PipelineResult, max_in_flight, simulate, unit_order
 from workloads import training as wt
 from workloads.llm import ALLTOALL
+
+# gradient reductions per chunk the step simulates at most (each is a SimPy process): a bucket size that
+# would cut a chunk's gradients finer is refused rather than simulated for minutes
+MAX_BUCKETS = 10_000
 
 
 @dataclass
@@ -111,6 +115,12 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
         mem = breakdown(params, lay.zero, shards, unit_act, flight, logits, t.memory_reserve, t.offload_activations,
                         t.precision, t.grad_dtype, t.optimizer, experts, expert_shards)
         stages.append(StageInfo(fwd, bwd, params, mem, flight))
+    biggest = max(x for row in grads + e_grads for x in row)
+    if biggest / lay.grad_bucket_bytes > MAX_BUCKETS:
+        raise ConfigError(f"{lay.grad_bucket_bytes:g} B buckets cut a chunk's {biggest / 1e6:,.0f} MB of gradients "
+                          f"into more than {MAX_BUCKETS:,} reductions; give at least "
+                          f"{biggest / MAX_BUCKETS / 1e6:.2g} MB (Megatron's default: 40MB)",
+                          where="layout.grad_bucket_bytes")
     cross_node_pp = lay.tp * lay.cp * lay.dp >= per_node and lay.pp > 1
     p2p_link = rt.inter if cross_node_pp and rt.inter is not None else rt.intra
     act = ts.tokens * model.hidden_size * model.dtype_bytes
