@@ -82,6 +82,42 @@ def run_itl(requests: list, iter_end_ps: list, measured: np.ndarray) -> np.ndarr
     return (np.diff(times)[same]).astype(np.float64) / PS_PER_S
 
 
+def run_itl_weighted(requests: list, iter_end_ps: list, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same gaps as :func:`run_itl` as (distinct gap, how many requests had it): all requests
+    in a batch share its iteration end times, so each iteration gap is taken once per replica and
+    weighted by the runs that span it (a difference array over the iterations), and only gaps
+    between two runs of one request (after a preemption or a KV transfer) are taken one by one."""
+    per_rep: dict[int, list[tuple[int, int]]] = {}
+    cross: list[float] = []
+    for r, m in zip(requests, measured.tolist()):
+        runs = r.runs
+        if not m or not runs:
+            continue
+        prev = None
+        for rep, a, b in runs:
+            if b - a > 1:
+                per_rep.setdefault(rep, []).append((a, b))
+            if prev is not None:
+                cross.append(iter_end_ps[rep][a] - iter_end_ps[prev[0]][prev[1] - 1])
+            prev = (rep, b)
+    values, weights = [np.asarray(cross, dtype=np.float64) / PS_PER_S], [np.ones(len(cross), dtype=np.int64)]
+    for rep, ab in per_rep.items():
+        a = np.fromiter((x for x, _ in ab), dtype=np.int64, count=len(ab))
+        b = np.fromiter((y for _, y in ab), dtype=np.int64, count=len(ab))
+        lo, hi = int(a.min()), int(b.max())
+        cover = np.zeros(hi - lo + 1, dtype=np.int64)  # cover[j - lo]: runs with a < j < b
+        np.add.at(cover, a + 1 - lo, 1)
+        np.add.at(cover, b - lo, -1)
+        w = np.cumsum(cover)[1:hi - lo]  # iterations j = lo+1 .. hi-1
+        ends = np.frombuffer(iter_end_ps[rep], dtype=np.int64)
+        gaps = np.diff(ends[lo:hi]).astype(np.float64) / PS_PER_S
+        del ends  # release the buffer: the replica appends to its array again
+        used = w > 0
+        values.append(gaps[used])
+        weights.append(w[used])
+    return np.concatenate(values), np.concatenate(weights)
+
+
 class RunStream:
     """Receives requests as they finish and keeps memory bounded; see the module docstring."""
 
@@ -156,8 +192,7 @@ class RunStream:
             self.window[1] = max(self.window[1], float(np.nanmax(req["finish_s"][fin])))
         for k in LATENCIES:
             self.sketch[k].add(req[k][fin])
-        itl = run_itl(order, self.rec.iter_end_ps, measured)
-        self.sketch["itl_s"].add(itl)
+        self.sketch["itl_s"].add(*run_itl_weighted(order, self.rec.iter_end_ps, measured))
         done = np.isin(status, (FINISHED, REJECTED))
         depart = np.where(done, np.array([r.finish_ps for r in order], dtype=np.float64) / PS_PER_S, np.nan)
         req["depart_s"] = depart
@@ -327,4 +362,4 @@ def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-__all__ = ["CHUNK", "STREAM_THRESHOLD", "RunStream", "run_itl", "streaming"]
+__all__ = ["CHUNK", "STREAM_THRESHOLD", "RunStream", "run_itl", "run_itl_weighted", "streaming"]

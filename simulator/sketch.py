@@ -50,24 +50,31 @@ class LogHistogram:
         self.max = float("-inf")
 
     # -- adding values -------------------------------------------------------------------
-    def add(self, values) -> None:
-        """Add an array of values (NaN and inf are ignored; negative values are an error)."""
+    def add(self, values, weights=None) -> None:
+        """Add an array of values, each ``weights`` times (non-negative integers; default once).
+        NaN and inf are ignored; negative values are an error."""
         x = np.asarray(values, dtype=np.float64).ravel()
-        x = x[np.isfinite(x)]
+        w = None if weights is None else np.asarray(weights, dtype=np.int64).ravel()
+        keep = np.isfinite(x) if w is None else np.isfinite(x) & (w > 0)
+        if not keep.all():
+            x = x[keep]
+            w = None if w is None else w[keep]
         if x.size == 0:
             return
         if (x < 0).any():
             raise ValueError(f"LogHistogram holds non-negative values; got {float(x.min())!r}")
-        self.count += int(x.size)
-        self.total += float(x.sum())
+        n = int(x.size) if w is None else int(w.sum())
+        self.count += n
+        self.total += float(x.sum()) if w is None else float(np.dot(x, w))
         self.max = max(self.max, float(x.max()))
-        pos = x[x >= MIN_POSITIVE]
-        self.zeros += int(x.size - pos.size)
-        if pos.size == 0:
+        pos = x >= MIN_POSITIVE
+        self.zeros += int((~pos).sum()) if w is None else int(w[~pos].sum())
+        if not pos.any():
             return
-        idx = np.ceil(np.log(pos) / self._log_gamma).astype(np.int64)
+        idx = np.ceil(np.log(x[pos]) / self._log_gamma).astype(np.int64)
         lo = int(idx.min())
-        self._add_counts(np.bincount(idx - lo), lo)
+        counts = np.bincount(idx - lo) if w is None else np.bincount(idx - lo, weights=w[pos]).round().astype(np.int64)
+        self._add_counts(counts, lo)
 
     def _add_counts(self, counts: np.ndarray, lo: int) -> None:
         hi = lo + counts.size

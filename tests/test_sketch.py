@@ -89,3 +89,18 @@ def test_empty_nan_and_negative():
         h.add([-1.0])
     with pytest.raises(ValueError):
         LogHistogram(0.01).merge(LogHistogram())
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), seed=st.integers(0, 2**31))
+def test_weighted_values_are_repeated_values(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(-4, 1.0, n)
+    w = rng.integers(0, 5, n)
+    a, b = LogHistogram(), LogHistogram()
+    a.add(x, w)
+    b.add(np.repeat(x, w))
+    assert a.count == b.count and a.zeros == b.zeros
+    np.testing.assert_array_equal(a.percentiles([0, 50, 90, 99, 100]), b.percentiles([0, 50, 90, 99, 100]))
+    if b.count:
+        assert a.max == b.max and a.mean() == pytest.approx(b.mean(), rel=1e-12)

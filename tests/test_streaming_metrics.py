@@ -183,3 +183,21 @@ def test_disaggregated_and_closed_loop_runs_agree(name, overrides, monkeypatch):
             assert abs(b[k][q] - a[k][q]) <= RELATIVE_ERROR * a[k][q], (k, q)
     if "kv_transfer" in a:
         assert a["kv_transfer"] == b["kv_transfer"]
+
+
+def test_weighted_gaps_are_the_gaps(pair):
+    """Each distinct iteration gap with its multiplicity is the multiset of every request's gaps."""
+    sim = pair[1]["exact"]
+    reqs = sorted(sim.cluster.requests, key=lambda r: r.rid)
+    measured = np.ones(len(reqs), dtype=bool)
+    measured[::3] = False
+    gaps = ms.run_itl(reqs, sim.recorder.iter_end_ps, measured)
+    values, weights = ms.run_itl_weighted(reqs, sim.recorder.iter_end_ps, measured)
+    assert weights.sum() == gaps.size
+    from simulator.metrics import inter_token_gaps
+
+    rec = sim.recorder
+    rids = {r.rid for r, m in zip(reqs, measured) if m}
+    exact = inter_token_gaps(reqs, [rec.iteration_ends(i) for i in range(len(rec.iter_end_ps))], rids)
+    np.testing.assert_array_equal(gaps, exact)
+    np.testing.assert_array_equal(np.sort(np.repeat(values, weights)), np.sort(gaps))
