@@ -215,8 +215,42 @@ def ordered(sets: list[str]) -> list[str]:
     return kinds + [s for s in sets if s not in kinds]
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> SHA-256 of the bytes
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _FILE_DIGESTS[key] = "sha256:" + h.hexdigest()
+    return digest
+
+
+def _by_content(block: Any, base_dir: Path) -> Any:
+    """``block`` with each file ``path`` (a trace, a table) replaced by the SHA-256 of the file's bytes:
+    the hash then follows what a point reads, not where the file lies."""
+    if isinstance(block, list):
+        return [_by_content(v, base_dir) for v in block]
+    if not isinstance(block, dict):
+        return block
+    out = {k: _by_content(v, base_dir) for k, v in block.items()}
+    for k, v in out.items():
+        if (k == "path" or k.endswith("_path")) and isinstance(v, str) and v:
+            f = Path(v) if Path(v).is_absolute() else Path(base_dir) / v
+            if f.is_file():
+                out[k] = _file_digest(f)
+    return out
+
+
 def scenario_hash(resolved) -> str:
-    text = json.dumps(resolved.dump(), sort_keys=True, separators=(",", ":"), default=str)
+    """SHA-256 of the resolved scenario (keys sorted; files by their content, not their path)."""
+    dumped = _by_content(resolved.dump(), Path(getattr(resolved, "base_dir", ".")))
+    text = json.dumps(dumped, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -63,6 +63,22 @@ def test_the_same_scenario_reached_two_ways_has_one_hash(tmp_path):
     assert sw.points[0].scenario_hash == sw.points[1].scenario_hash
 
 
+def test_a_point_hash_follows_its_trace_file_bytes_not_where_the_file_lies(tmp_path):
+    import shutil
+
+    hashes = []
+    for name in ("a", "b/deeper"):
+        d = tmp_path / name
+        (d / "traces").mkdir(parents=True)
+        shutil.copy(ROOT / "scenarios" / "trace_replay.yaml", d / "trace_replay.yaml")
+        shutil.copy(ROOT / "scenarios" / "traces" / "conv_sample.csv", d / "traces" / "conv_sample.csv")
+        hashes.append(scenario_hash(load_scenario(d / "trace_replay.yaml")))
+    assert hashes[0] == hashes[1]  # moved, same bytes: a store written in one place resumes in the other
+    trace = tmp_path / "a" / "traces" / "conv_sample.csv"
+    trace.write_text(trace.read_text().replace("\n", "\n", 1) + trace.read_text().splitlines()[-1] + "\n")
+    assert scenario_hash(load_scenario(tmp_path / "a" / "trace_replay.yaml")) != hashes[0]  # other bytes
+
+
 def test_an_axis_may_set_a_field_of_the_block_another_axis_switches_to_in_either_order(tmp_path):
     # the base runs vllm, which has no chunk_size; the kind axis is listed after the chunk axis
     sw = build_sweep(sweep_file(tmp_path, grid={"policies.scheduler.chunk_size": [256, 1024],
