@@ -138,6 +138,17 @@ def test_a_stalling_checkpoint_costs_more_than_an_asynchronous_one():
     assert stall["checkpoint_bytes_per_gpu"] == pytest.approx(14 * stall["params_total"], rel=1e-3)
 
 
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_a_node_holding_whole_replicas_writes_one_copy_of_the_model_state(zero):
+    # 8 data-parallel replicas on one node: whatever ZeRO shards, the checkpoint holds each parameter's 16-bit
+    # weight and 12 bytes of Adam state once (no replica writes a duplicate)
+    s = run_training(load_training(scenario(training={"gpus": 8, "global_batch": 16}, layout={"dp": 8, "zero": zero},
+                                            checkpoint={"every_steps": 10}))).summary
+    assert s["checkpoint_bytes_per_node"] == pytest.approx(14 * s["params_total"], rel=1e-3)
+    per_param = {0: 2 + 12, 1: 2 + 12 / 8, 2: 2 + 12 / 8, 3: (2 + 12) / 8}[zero]  # what one GPU copies to host
+    assert s["checkpoint_bytes_per_gpu"] == pytest.approx(per_param * s["params_total"], rel=1e-3)
+
+
 def run_cli(*args: str):
     return CliRunner().invoke(app, list(args))
 

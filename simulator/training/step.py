@@ -155,8 +155,10 @@ def check_memory(rt: ResolvedTraining, stages: list[StageInfo]) -> None:
 
 
 def checkpoint(rt: ResolvedTraining, stages: list[StageInfo], step_s: float) -> dict[str, float]:
-    """Time to save weights and optimizer state: each GPU copies its shard to host DRAM over PCIe,
-    then the node's GPUs write to the node's SSD together. Stall: the step waits for both; async: for
+    """Time to save weights and optimizer state: each GPU copies what it writes to host DRAM over PCIe,
+    then the node's GPUs write to the node's SSD together: one copy of the model state, no duplicates
+    (the 16-bit weights from one data-parallel replica unless ZeRO-3 shards them, the optimizer state
+    from one replica, or from every GPU's shard with ZeRO). Stall: the step waits for both; async: for
     the copy only (the SSD write overlaps the following steps)."""
     from hw_models.host import Host
     from hw_models.ssd import Ssd
@@ -165,17 +167,22 @@ def checkpoint(rt: ResolvedTraining, stages: list[StageInfo], step_s: float) -> 
     t, lay, ck = spec.training, spec.layout, spec.checkpoint
     w_b = bytes_per_param(t.precision, t.grad_dtype, t.optimizer)[0]
     # the 16-bit weights and the optimizer state each GPU holds (ZeRO shards included), not the fp8 copy
-    per_gpu = max(st.memory.weights * 2.0 / w_b + st.memory.optimizer for st in stages)
+    weights = max(st.memory.weights * 2.0 / w_b for st in stages)
+    optimizer = max(st.memory.optimizer for st in stages)
+    per_gpu = weights + optimizer
     node = min(spec.hardware.gpus_per_node, t.gpus)
     dp_local = min(lay.dp, max(1, node // (lay.tp * lay.cp)))  # data-parallel peers on one node
-    writers = node if lay.zero >= 1 else max(1, node // dp_local)  # without ZeRO, one replica writes
+    replica = max(1, node // dp_local)  # the node's GPUs of one data-parallel replica
+    # replicated state is written by one replica's GPUs, sharded state (ZeRO) by every GPU
+    node_bytes = weights * (node if lay.zero >= 3 else replica) + optimizer * (node if lay.zero >= 1 else replica)
     copy_s = Host(rt.host).transfer_s(per_gpu)
-    ssd_s = Ssd(rt.ssd).write_s(per_gpu * writers, ck.request_bytes, ck.queue_depth)
+    ssd_s = Ssd(rt.ssd).write_s(node_bytes, ck.request_bytes, ck.queue_depth)
     stall = copy_s + ssd_s if ck.mode == "stall" else copy_s
     if ck.mode == "async" and ck.every_steps and ssd_s > ck.every_steps * step_s:
         stall += ssd_s - ck.every_steps * step_s  # the next save waits for the previous write
     per_step = stall / ck.every_steps if ck.every_steps else 0.0
-    return {"checkpoint_bytes_per_gpu": per_gpu, "checkpoint_copy_s": copy_s, "checkpoint_ssd_write_s": ssd_s,
+    return {"checkpoint_bytes_per_gpu": per_gpu, "checkpoint_bytes_per_node": node_bytes,
+            "checkpoint_copy_s": copy_s, "checkpoint_ssd_write_s": ssd_s,
             "checkpoint_stall_s": stall, "checkpoint_overhead_per_step_s": per_step}
 
 
