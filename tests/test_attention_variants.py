@@ -259,3 +259,41 @@ def test_head_groups_under_tensor_parallelism_keep_whole_heads():
                if op.name.startswith("attn_prefill_sparse")]
         assert sum(op.kv_heads for op in pre) == max(1, 8 // tp)
         assert pre[0].name.endswith("_d1") or len(pre) == 3  # a lone head goes to the densest group
+
+
+@pytest.mark.parametrize("attention", [
+    {"topk_tokens": 512, "topk_page_tokens": 16},
+    {"layer_pattern": "WF*16", "window_tokens": 1024, "sink_tokens": 4},
+    {"kv_budget": 0.3},
+], ids=["quest", "window", "budget"])
+def test_decode_stretch_matches_single_steps_at_uneven_mean_contexts(attention):
+    """The serving loop's decode stretch and a single step agree for every variant, also when the
+    rows' mean context is not a whole number (4 rows, 4 x 1008 + 2 keys: a Quest page boundary)."""
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+    from simulator.serving.step_timer import StepTimer
+
+    m = _model("Llama-3-8B", **attention)
+    timer = StepTimer(m, 1, RooflineBackend(RooflineConfig(), _gpu()))
+    kv0 = 4 * 1008 + 2
+    ps, _ = timer.decode_segment(4, kv0, 3)
+    for j in range(3):
+        one, _ = timer.step(BatchShape(decode_rows=4, decode_kv=kv0 + 4 * j, emitting=4))
+        assert ps[j] == pytest.approx(one, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ctxs=st.lists(st.integers(1, 20_000), min_size=1, max_size=8), window=st.integers(16, 8192))
+def test_mean_context_never_undercounts_the_keys_a_window_reads(ctxs, window):
+    """The serving loop passes decode rows as a context sum and the lowering takes each row at the mean:
+    with a window the keys read are then an upper bound of the rows' own sum of min(context, window)
+    (min is concave), equal when every row is inside the window or every row beyond it."""
+    m = _model("Mistral-7B", layer_pattern="W*32", window_tokens=window)
+    exact = sum(min(c, window) for c in ctxs)
+    op = _by_name(lower(BatchShape(decode_rows=len(ctxs), decode_kv=sum(ctxs), emitting=len(ctxs)), m))
+    read = op["attn_decode_window"].kv_tokens
+    assert read >= exact - 1
+    if all(c <= window for c in ctxs) or all(c >= window for c in ctxs):
+        assert abs(read - exact) <= 1
+    per_row = _by_name(lower(BatchShape(decode_rows=len(ctxs), decode_kv=sum(ctxs), emitting=len(ctxs),
+                                        decode_ctx=tuple(ctxs)), m))["attn_decode_window"]
+    assert per_row.kv_tokens == exact  # given each row's context, the lowering is exact

@@ -97,7 +97,7 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
         if shape.decode_rows:
             read = int(round(sum(g.read_decode(c) for c in dec_ctx)))
             if g.topk is not None:  # Quest: score one min and one max key per page, then read the top-k
-                pages = int(sum(-(-int(c) // v.topk_page_tokens) for c in dec_ctx))
+                pages = int(sum(np.ceil(c / v.topk_page_tokens) for c in dec_ctx))  # as decode_attention_s
                 ops.append(Op(ATTN_DECODE, "attn_select", g.layers, seqs=shape.decode_rows, q_tokens=shape.decode_rows,
                               kv_tokens=pages, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
             name = "attn_decode" if g.name == "full" else f"attn_decode_{g.name}"
