@@ -5,7 +5,7 @@
 
 Everything is validated before the first point runs: the sweep file, every point's resolved
 scenario, every axis path, and every metric an objective or constraint names (against the
-summary of the first runnable point, run on a few requests). Then each missing point runs on a
+summary of the first point that can run, run on a few requests). Then each missing point runs on a
 backend — ``local`` (a process pool, all cores by default) or ``ray`` (``ray.init(address)``; the
 same tasks, the same results) — and its row is committed to the results store
 (simulator/results_store.py) as it arrives, so ``resume=True`` after a ``kill -9`` runs only the
@@ -46,15 +46,14 @@ def check_metrics(sweep: Sweep) -> list[str]:
     if not wanted:
         return []
     first_error = None
-    for task in tasks_for(sweep, sweep.points[:5]):
+    for task in tasks_for(sweep, sweep.points):  # a point that cannot run fails fast (before simulating)
         try:
             names = probe_metric_names(task)
             break
         except HwsimError as err:
             first_error = first_error or err
     else:
-        raise HwsimError(f"the first points cannot run, so the metric names cannot be checked: {first_error}",
-                         where="sweep")
+        raise HwsimError(f"no point can run, so the metric names cannot be checked: {first_error}", where="sweep")
     for where, metric in wanted:
         if metric not in names:
             close = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)

@@ -22,8 +22,9 @@ from simulator.capacity import capacity_search
 from simulator.cli import app
 from simulator.compare_page import pareto
 from simulator.config.loader import load_scenario
+from simulator.core.errors import HwsimError
 from simulator.results_store import FILE_NAME, ResultsStore
-from simulator.sweep import run_sweep
+from simulator.sweep import check_metrics, run_sweep
 from simulator.sweep_spec import build_sweep, scenario_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,18 @@ def test_a_point_that_cannot_run_is_a_row_with_its_error_and_fails(tmp_path):
     assert rows[0]["error"].startswith("model: Llama-3-70B needs 131.4 GiB of weights per GPU at tensor_parallel=1")
     assert rows[0]["passed"] is False and rows[0]["metrics"] == {}
     assert rows[1]["error"] is None and rows[1]["passed"] is True
+
+
+def test_metric_names_come_from_the_first_point_that_can_run_however_many_cannot(tmp_path):
+    # the rate axis varies fastest: the first six points are Llama-3-70B on one 80 GB GPU (does not fit)
+    doc = sweep_file(tmp_path, grid={"cluster.tensor_parallel": [1, 4], "workload.arrival.rate": [f"{r}/s" for r in
+                                                                                             range(1, 7)]},
+                     set={**SMALL, "model.preset": "Llama-3-70B"})
+    names = check_metrics(build_sweep(doc))
+    assert "slo_attainment" in names and "cost_usd_per_mtok" in names
+    doc = sweep_file(tmp_path, grid={"cluster.tensor_parallel": [1]}, set={**SMALL, "model.preset": "Llama-3-70B"})
+    with pytest.raises(HwsimError, match="no point can run.*131.4 GiB of weights"):
+        check_metrics(build_sweep(doc))
 
 
 def test_per_point_capacity_is_the_capacity_search_of_that_point(tmp_path):
