@@ -17,6 +17,10 @@ Models: a model's layers as a pattern of kinds -- ``F`` full (causal) attention,
     op (``attn_decode_window``, ``attn_prefill_sparse``, ...) with the shorter context, so the
     kernel models see only shorter contexts; the memory plan counts, per token, the K/V that grow
     with the context and, per running sequence, the bounded K/V (windows, token budgets, states).
+    Under tensor parallelism each group holds whole KV heads of the busiest GPU (``group_kv_heads``):
+    with one KV head per GPU that head is a full one, and ops and memory plan are full attention's.
+    The variant applies when ``model.attention`` is set (``{}`` suffices to take the model's own
+    local layers from its config.json); without it every layer reads the whole context.
 Ignores: the accuracy of a budget or a sparsity (``accuracy_delta`` and ``quality_note`` are inputs,
     reported, never computed); head counts that do not split evenly (the streaming-head share is
     rounded to whole KV heads per GPU); decode rows of one iteration with different contexts when
@@ -24,7 +28,11 @@ Ignores: the accuracy of a budget or a sparsity (``accuracy_delta`` and ``qualit
     exact when the rows' contexts are equal or all inside / all beyond the window, an overestimate
     of the keys read otherwise); the K/V projection saved by cross-layer sharing (the projection
     GEMM stays whole); the one extra block a sliding window holds while it slides; bounded K/V in
-    transfers between replicas and offload (they move the K/V that grows with the context).
+    transfers between replicas and offload (they move the K/V that grows with the context); the
+    whole prompt's K/V a budgeted layer holds while its prefill runs, before the budget is applied
+    (the plan counts only the kept share); SnapKV-style budgets that keep every generated token
+    (``kv_budget_tokens`` caps prompt and generated tokens together, ``kv_budget`` is a share of
+    the whole context).
 Sources: Jiang et al., "Mistral 7B" (2023) (sliding window 4,096); Gemma Team, "Gemma 2" (2024),
     "Gemma 3" (2025) (local/global layer patterns); Xiao et al., "StreamingLLM" (ICLR 2024); Xiao et
     al., "DuoAttention" (ICLR 2025); Cai et al., "PyramidKV" (2024); Li et al., "SnapKV" (2024);
