@@ -164,15 +164,19 @@ def _rows():
             assumptions="summarisation-like lengths (800-token prompts, 120-token outputs)", slow=True),
         Expectation(
             "speculation_high_load", S, "SmartSpec (2024)",
-            "speculation can raise latency at high load (its motivation)", 1.0, "x (> 1: slower)",
-            "introduction (direction only)",
+            "speculation can raise latency at high load (its motivation)", 1.05, "x (> 1: slower)",
+            "introduction (direction only; 1.05 = measurably slower)",
             "mean latency with a draft model at fixed k = 4 / without speculation, 24 requests/s (batch ~140)",
             "speculation_high_load", MECHANISM, SMARTSPEC,
             (alpha, Input("rate_per_s", 24.0, "workload.arrival.rate", "a load that fills the batch")),
             driver="verification multiplies compute per step once the batch is compute-bound",
-            assumptions="the magnitude is small under the roofline backend (large-batch steps stay close to "
-                        "memory-bound); SmartSpec's rule backs off to ~2.5 tokens per step there",
-            band=(1.0, 1e9), slow=True),
+            assumptions="a direction claim: the band asks for a slowdown beyond the spread of one run over "
+                        "seeds (0.96-1.01x at seeds 22-24), not merely > 1; SmartSpec's rule backs off to ~2.5 "
+                        "tokens per step there",
+            missed="about 1.0x (within the seed spread): under the roofline backend a verification step of 5 "
+                   "tokens per row stays memory-bound up to ~150 rows on an A100 with an 8B target, so speculation "
+                   "is still faster at 20 requests/s (0.91x) and at 24/s the prompt queue sets the latency either way",
+            band=(1.05, 1e9), slow=True),
         Expectation(
             "fastswitch_ttft", S, "FastSwitch (2024)",
             "1.4-11.2x speedups across tail TTFT and TBT vs vLLM", (1.4, 11.2), "x", "abstract",
@@ -185,7 +189,11 @@ def _rows():
             "fastswitch_tbt", S, "FastSwitch (2024)",
             "1.4-11.2x speedups across tail TTFT and TBT vs vLLM", (1.4, 11.2), "x", "abstract",
             "p99 time between tokens, as above", "fastswitch_tbt", MECHANISM, FASTSWITCH, fs,
-            driver="swap stalls inside running requests' token gaps", slow=True),
+            driver="swap stalls inside running requests' token gaps",
+            missed="about 22x, above the band: the baseline's per-block copies (64 layer buffers x every block, "
+                   "10 us each, the host preset's estimate) are issued one after another on the copy stream, so a "
+                   "step that swaps several requests stalls for the sum of their copies; the paper's testbed "
+                   "figure for that overhead is not known here", slow=True),
     )
 
 

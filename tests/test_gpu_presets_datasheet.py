@@ -31,7 +31,7 @@ PRESET_FILES = sorted(p.name for p in GPU_DIR.glob("*.yaml"))
 # fails the completeness test, so a new GPU has to state where its per-SM rate comes from.
 RATE_VS_A100 = {
     "A100-40GB": 1.0, "A100-80GB": 1.0,  # GA100: 4 third-gen tensor cores x 256 FMA/clk
-    "A40": 0.5, "A6000": 0.5,  # GA102: third-gen tensor cores at half GA100's FP16 rate (GA102 whitepaper)
+    "A10": 0.5, "A40": 0.5, "A6000": 0.5,  # GA102: third-gen tensor cores at half GA100's FP16 rate (GA102 whitepaper)
     "L4": 0.5, "L40S": 0.5,  # Ada keeps GA102's FP16 rate per SM and adds FP8 (Ada whitepaper)
     "RTX-4090": 0.25,  # GeForce Ada: FP16/BF16 with FP32 accumulate at half rate (Ada whitepaper table)
     "H100-SXM": 2.0, "H100-PCIe": 2.0, "H200": 2.0,  # H100 whitepaper: 2x A100's dense FP16 per SM per clock
@@ -49,6 +49,7 @@ DATASHEET = {
     "B300": (2.25e15, 8e12, 148),  # NVIDIA HGX B300 datasheet, per GPU (SM count an estimate)
     "GB300": (2.5e15, 8e12, 148),  # NVIDIA GB300 NVL72 datasheet, per GPU (SM count an estimate)
     "L40S": (362.05e12, 864e9, 142),  # NVIDIA L40S datasheet (2023)
+    "A10": (125e12, 600e9, 72),  # NVIDIA A10 datasheet (2021)
 }
 
 
