@@ -166,6 +166,9 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, out: str | Path, work
         raise HwsimError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}", where="--backend")
     if workers is not None and workers < 1:
         raise HwsimError(f"must be >= 1, got {workers}", where="--workers")
+    if resume and overwrite:
+        raise HwsimError("give one of --resume (keep the rows, run the missing points) and --overwrite (drop them)",
+                         where="--resume")
     sweep = source if isinstance(source, Sweep) else build_sweep(source)
     check_metrics(sweep)
     out = Path(out)

@@ -192,6 +192,8 @@ def test_an_existing_store_needs_resume_or_overwrite_and_a_changed_sweep_cannot_
     sweep_file(tmp_path, grid={"cluster.replicas": [2]})
     res = CliRunner().invoke(app, ["sweep", str(path), "-o", str(tmp_path / "out"), "-q", "--resume"])
     assert res.exit_code == 2 and "changed since this store was written" in res.output
+    res = CliRunner().invoke(app, ["sweep", str(path), "-o", str(tmp_path / "out"), "-q", "--resume", "--overwrite"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "give one of --resume" in res.output, res.output
     res = CliRunner().invoke(app, ["sweep", str(path), "-o", str(tmp_path / "out"), "-q", "--overwrite"])
     assert res.exit_code == 0, res.output
     with ResultsStore(tmp_path / "out") as store:
