@@ -298,3 +298,18 @@ def test_mean_context_never_undercounts_the_keys_a_window_reads(ctxs, window):
     per_row = _by_name(lower(BatchShape(decode_rows=len(ctxs), decode_kv=sum(ctxs), emitting=len(ctxs),
                                         decode_ctx=tuple(ctxs)), m))["attn_decode_window"]
     assert per_row.kv_tokens == exact  # given each row's context, the lowering is exact
+
+
+def test_state_space_prefill_flops_per_token_are_the_ssd_count_at_any_length():
+    """Mamba-2 SSD (Dao & Gu 2024, section 6): per token and head 2Q(N + P) for the masked intra-chunk
+    product plus 4NP for the chunk states -- the same per token at 4K and at 64K tokens."""
+    from workloads.variant_ops import mixer_ops
+
+    m = resolve_component({"kind": "transformer", "preset": "Llama-3-8B", "attention": {"layer_pattern": "S*32"},
+                           "linear": {**_LIN, "chunk_size": 256}}, reg.MODELS, "model").config
+    H, N, P, Q = 80, 128, 64, 256
+    for T in (4096, 65536):
+        ops = [op for op in mixer_ops(BatchShape(prefill=((T, 0),), emitting=1), m)
+               if op.kind in ("attn_prefill", "gemm")]
+        per_token_layer = sum(op.flops() for op in ops) / T / 32
+        assert per_token_layer == pytest.approx(H * (2 * Q * (N + P) + 4 * N * P), rel=1e-9)
