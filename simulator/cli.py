@@ -278,6 +278,7 @@ def check(scenario: Path = typer.Argument(..., help="scenario file (serving, typ
     sim = Simulation(small)  # builds everything: the KV plan, the workload, the replicas
     size = estimate(resolved, sim.table if factor == 1.0 else None)
     check_warmup(resolved, size.requests)
+    probe_steps(sim)
     lines = describe_serving(scenario, resolved, sim, size)
     over = int((sim.table.prompt_tokens > sim.max_model_len).sum())  # every scheduler rejects these
     if over and over == len(sim.table):
@@ -290,6 +291,25 @@ def check(scenario: Path = typer.Argument(..., help="scenario file (serving, typ
     typer.echo("\n".join(lines))
     if show:
         typer.echo(resolved.to_yaml())
+
+
+def probe_steps(sim) -> None:
+    """Time one small step on every pool's devices (and a draft model's): a device lacking the
+    model's dtype refuses it here, by name, as a run would at its first step."""
+    from workloads.llm import BatchShape
+
+    shape = BatchShape(prefill=((2, 0),), decode_rows=1, decode_kv=2, emitting=2)
+    for rt in sim.pools:
+        rt.timer.step(shape)
+    for rep in sim.cluster.replicas:
+        draft = getattr(rep.spec, "draft_timer", None)
+        if draft is not None:
+            try:
+                draft.step(shape)
+            except HwsimError as e:  # the draft's device is the speculation block's
+                if e.where == "hardware.device":
+                    e.where = "policies.speculation.device"
+                raise
 
 
 def yaml_dump(data: dict) -> str:

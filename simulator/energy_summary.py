@@ -45,3 +45,12 @@ def energy_figures(batches: dict[str, np.ndarray], replica_facts: list[dict[str,
         "power_mean_w": total / sim_time_s if sim_time_s > 0 else 0.0,
         "power_peak_w_per_device": float(seg_w.max()) if seg_w.size else 0.0,
     }
+
+
+def draft_idle_w(replica: Any) -> float:
+    """Idle watts per device of ``replica`` that a draft model on a device of its own adds (its idle
+    power spread over the replica's tp devices, as its dynamic joules are); 0 otherwise."""
+    spec = getattr(replica, "spec", None)
+    if spec is None or not spec.draft_own_device or spec.draft_timer is None or spec.draft_timer.energy is None:
+        return 0.0
+    return spec.draft_timer.energy.idle_w * spec.draft_j_share

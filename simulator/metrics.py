@@ -24,7 +24,7 @@ from hw_models.energy import idle_power_w
 from simulator.core.clock import PS_PER_S
 from simulator.core.request import FINISHED as R_FINISHED
 from simulator.core.request import REJECTED as R_REJECTED
-from simulator.energy_summary import energy_figures
+from simulator.energy_summary import draft_idle_w, energy_figures
 from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
 
 if TYPE_CHECKING:
@@ -295,7 +295,8 @@ def run_facts(sim: Simulation) -> dict[str, Any]:
                 "kv_blocks_total": rt.mem.kv_blocks, "block_size": rt.mem.block_size,
                 "kv_bytes_per_block": rt.mem.kv_bytes_per_token * rt.mem.block_size,
                 "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
-                "idle_w": idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0,
+                "idle_w": (idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0)
+                + draft_idle_w(sim.cluster.replicas[i]),
                 "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
     return {
         "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,

@@ -141,3 +141,42 @@ def test_under_a_cap_a_memory_bound_step_keeps_its_time_and_a_compute_bound_one_
     assert float(t_cmp) > 5e-3 * 1.04
     for t, d in ((t_mem, dyn_mem), (t_cmp, dyn_cmp)):
         assert float(e.power_w(t, d)) <= 350.0 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("scenario, override, words", [
+    ("scenarios/devices/cpu_calibrated_qwen3_0.6b.yaml", "hardware.device.simd_dtypes=[fp32]",
+     "hardware.device: generic x86"),
+    ("scenarios/devices/spec_draft_on_npu.yaml", "policies.speculation.device.preset=Snapdragon-8-Gen3",
+     "policies.speculation.device: Qualcomm Snapdragon 8 Gen 3 has no bf16"),
+])
+def test_check_refuses_a_device_lacking_the_model_dtype_in_one_line(scenario, override, words):
+    p = subprocess.run([sys.executable, "-m", "simulator.cli", "check", scenario, "--set", override],
+                       capture_output=True, text=True, cwd=ROOT)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and words in lines[0] and "no bf16" in lines[0], p.stderr
+
+
+def test_a_draft_on_its_own_device_adds_its_passes_and_its_idle_power(monkeypatch):
+    import simulator.serving.replica as replica_mod
+    from simulator.serving.speculation import speculate
+
+    seen = {"j": 0.0, "steps": 0}
+
+    def counted(rep, *args):  # the real function, its draft joules summed
+        out = speculate(rep, *args)
+        if out[1]:
+            seen["j"] += rep.spec.step_draft_j
+            seen["steps"] += 1
+        return out
+
+    monkeypatch.setattr(replica_mod, "speculate", counted)
+    res = run_scenario(load_scenario(ROOT / "scenarios/devices/spec_draft_on_npu.yaml", ["workload.num_requests=8"]))
+    s = res.summary
+    e = energy_model(resolve_component({"kind": "npu", "preset": "MI300X"}, reg.HARDWARE, "d").config)
+    assert s["energy_idle_j"] == pytest.approx((70.0 + e.idle_w) * s["sim_time_s"], rel=1e-9)  # H100 + MI300X
+    assert s["energy_dynamic_j"] == pytest.approx(float(res.batches["energy_j"].sum()))
+    # each speculating step runs at least one draft pass over the draft's weights in the MI300X's HBM
+    draft = resolve_component({"kind": "transformer", "preset": "Llama-3.2-1B"}, reg.MODELS, "m").config
+    assert seen["steps"] > 0
+    assert seen["j"] >= seen["steps"] * draft.weight_bytes() * e.dram_path_j
+    assert seen["j"] < s["energy_dynamic_j"]

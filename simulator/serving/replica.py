@@ -343,6 +343,8 @@ class Replica:
                                decode_kv=decode_kv, emitting=emitting + rows + pad)
             dt, flops = self.timer.step(shape)
         energy_j = self.timer.last_energy_j  # read before another replica's step replaces it
+        if spec_rows:  # the draft model's passes (on these devices or a device of its own)
+            energy_j += self.spec.step_draft_j
         if self.offload is not None:
             if self.kvm.copies_pending:
                 yield from self.kvm.wait_copies()  # swap-ins arrive before the step

@@ -49,6 +49,11 @@ class Speculator:
         self.draft_ps = 0
         self._rates: dict[int, np.ndarray] = {}
         self.alpha_by_rid: np.ndarray | None = None  # per-request acceptance from a trace column
+        # the draft model's dynamic joules in the step being built, per device of the replica (a draft
+        # on a device of its own: its joules / the replica's tp, so devices x per-device is its total)
+        self.step_draft_j = 0.0
+        self.draft_j_share = 1.0
+        self.draft_own_device = False
 
     # -- acceptance ------------------------------------------------------------------------
     def rates(self, rid: int, k: int) -> np.ndarray:
@@ -76,6 +81,7 @@ class Speculator:
                 ps, _ = self.draft_timer.step(BatchShape(decode_rows=rows, decode_kv=ctx_sum + rows * (j + 1),
                                                          emitting=rows))
                 t += ps / PS_PER_S
+                self.step_draft_j += self.draft_timer.last_energy_j * self.draft_j_share
             return t
         if self.proposer == "heads" and self.method.config.style == "eagle":
             full, _ = self.timer.step(BatchShape(decode_rows=rows, decode_kv=ctx_sum + rows, emitting=rows))
@@ -88,6 +94,7 @@ class Speculator:
         if self.proposer != "model" or not chunks:
             return 0.0
         ps, _ = self.draft_timer.step(BatchShape(prefill=tuple(chunks), emitting=len(chunks)))
+        self.step_draft_j += self.draft_timer.last_energy_j * self.draft_j_share
         return ps / PS_PER_S
 
     def _extra_emitting(self, k: int) -> int:
@@ -183,6 +190,7 @@ def speculate(rep, dec: list, chunks, emitting: int):
     if not rows:
         return plain, (), 0.0
     kmax = max(k for _, k, _, _ in rows)
+    spec.step_draft_j = 0.0  # only this step's draft passes (not the policy's predictions)
     draft_s = spec._proposal_s(len(rows), sum(c for *_, c in rows), kmax, None) + spec._draft_prefill_s(
         [(t, r.num_computed) for r, t in chunks])
     spec.draft_ps += int(round(draft_s * 1e12))
@@ -307,3 +315,6 @@ def attach_speculation(sim) -> None:
                                   rep.timer, sim.rngs.get(f"speculation-{i}"), dtimer)
             rep.steady = False  # a step emits a random number of tokens: no stretch of identical steps
             rep.spec.alpha_by_rid = alphas
+            if dev_block is not None:
+                rep.spec.draft_j_share = 1.0 / pool.tensor_parallel
+                rep.spec.draft_own_device = True
