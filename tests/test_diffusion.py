@@ -64,3 +64,22 @@ def test_bad_resolution_one_line_exit_2():
                                  "--set", "resolution_px=500"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "resolution" in lines[0]
+
+
+def test_sd15_unet_lowering_holds_the_published_weights():
+    """Every weight layer of SD-1.5's UNet appears once per step: the GEMMs' weights (count x n x k) plus
+    the time embedding the lowering leaves out (MLP 320 -> 1280 -> 1280 and each ResNet's 1280 -> C
+    projection) are the UNet's 859.52 M parameters (runwayml/stable-diffusion-v1-5 unet; biases and
+    norms, about 0.4 M, are the rest)."""
+    cfg = DenoiserConfig(preset="SD-1.5-UNet")
+    ops = step_ops(cfg, 1, 512, guidance=False)
+    weights = sum(op.count * op.n * op.k for op in ops if op.kind == "gemm")
+    resnet_out = [320] * 2 + [640] * 2 + [1280] * 4 + [1280] * 2 + [1280] * 3 + [1280] * 3 + [640] * 3 + [320] * 3
+    time = 320 * 1280 + 1280 * 1280 + 1280 * sum(resnet_out)
+    assert weights + time == pytest.approx(859.52e6, rel=1e-3)
+    by = {op.name: op for op in ops}
+    # the up path concatenates the skips: at 8 x 8 the first ResNet reads 1280 + 1280 channels
+    assert by["unet_conv_l3_2560_1280"].k == 9 * 2560 and by["unet_conv_l3_2560_1280"].m == 64
+    # self-attention at 64 x 64 latent pixels: 4096^2 pairs per image, two down + three up blocks
+    assert by["unet_self_attention_l0"].pairs == 4096 ** 2 and by["unet_self_attention_l0"].count == 5
+    assert by["unet_self_attention_mid"].pairs == 64 ** 2

@@ -6,15 +6,19 @@ Models: an image of ``resolution_px`` is denoised in the VAE's latent space (``l
     ``patch`` x ``patch`` patches -> (side / patch)^2 tokens; each of ``num_layers`` blocks runs the
     adaLN modulation GEMM (one row per image), norm, QKV GEMM, bidirectional self-attention over the
     image's tokens (``attn_prefill`` with tokens^2 pairs per image), O projection and a GELU MLP.
-    UNet (Stable-Diffusion-style): per resolution level, ResNet blocks of two 3x3 convolutions (each
-    an implicit GEMM: rows = images x pixels, columns = channels out, depth = 9 x channels in) and,
-    at the levels with attention, transformer blocks (self-attention over the level's pixels,
+    UNet (Stable-Diffusion-style, as diffusers' UNet2DConditionModel): per resolution level, ResNet
+    blocks of two 3x3 convolutions (each an implicit GEMM: rows = images x pixels, columns =
+    channels out, depth = 9 x channels in; a 1x1 shortcut where the channels change) and, at the
+    levels with attention, transformer blocks (self-attention over the level's pixels,
     cross-attention to ``context_tokens`` text tokens of ``context_dim``, GEGLU feed-forward);
-    ``layers_per_block`` ResNet (+ attention) blocks going down, one more going up, a middle block.
+    ``layers_per_block`` ResNet (+ attention) blocks going down with a stride-2 downsampling
+    convolution after each level but the last, a middle block (ResNet, transformer, ResNet),
+    ``layers_per_block + 1`` blocks going up whose inputs concatenate the skips saved going down,
+    with an upsampling convolution after each level but the top; conv_in and conv_out.
 Ignores: the text encoder and the VAE decoder (once per image, outside the denoising loop), the
-    timestep embedding MLP, group norms (folded into the elementwise ops' bytes), skip-connection
-    concatenations, down/up-sampling convolutions, the scheduler's update of the latent (one
-    elementwise op per step, tiny).
+    timestep embedding MLP and each ResNet's time projection (one row per image), group norms
+    (folded into the elementwise ops' bytes), the scheduler's update of the latent (one elementwise
+    op per step, tiny).
 Sources: Peebles & Xie, "Scalable Diffusion Models with Transformers" (DiT, ICCV 2023): DiT-XL/2 =
     28 layers, width 1152, 16 heads, patch 2 on a 32 x 32 x 4 latent at 256 px, 118.6 GFLOP per
     forward pass; Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models"
@@ -54,6 +58,7 @@ class DenoiserConfig(StrictConfig):
     layers_per_block: int = Field(default=2, gt=0)
     context_tokens: int = Field(default=77, ge=0)
     context_dim: int = Field(default=768, gt=0)
+    mid_attention: bool = Field(default=True, description="a transformer block in the UNet's middle block")
     dtype: Literal["bf16", "fp16"] = "fp16"
 
     @model_validator(mode="before")
@@ -114,36 +119,77 @@ def step_ops(cfg: DenoiserConfig, images: int, resolution_px: int, guidance: boo
                 Op(GEMM, "dit_mlp_down", L, m=B * T, n=h, k=4 * h, dtype=d, dtype_bytes=b),
                 Op(GEMM, "dit_final", 1, m=B * T, n=2 * cfg.patch ** 2 * cfg.latent_channels, k=h, dtype=d,
                    dtype_bytes=b)]
-    side = cfg.latent_side(resolution_px)
-    ops: list = []
-    prev = cfg.latent_channels
-    for lvl, (c, attn) in enumerate(zip(cfg.channels, cfg.attention_levels)):
-        px = (side >> lvl) ** 2
-        blocks = cfg.layers_per_block * 2 + 1  # down blocks, up blocks (one more)
-        ops.append(Op(GEMM, f"unet_conv_l{lvl}", 2 * blocks, m=B * px, n=c, k=9 * c, dtype=d, dtype_bytes=b))
-        ops.append(Op(ELEMENTWISE, f"unet_norm_act_l{lvl}", 2 * blocks, bytes=int(2 * B * px * c * b), dtype=d,
-                      dtype_bytes=b))
-        if prev != c:
-            ops.append(Op(GEMM, f"unet_conv_in_l{lvl}", 1, m=B * px, n=c, k=9 * prev, dtype=d, dtype_bytes=b))
-        prev = c
-        if attn:
-            H = cfg.num_heads
-            ops += [Op(GEMM, f"unet_proj_l{lvl}", 2 * blocks, m=B * px, n=c, k=c, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_qkv_l{lvl}", blocks, m=B * px, n=3 * c, k=c, dtype=d, dtype_bytes=b),
-                    Op(ATTN_PREFILL, f"unet_self_attention_l{lvl}", blocks, seqs=B, q_tokens=B * px, kv_tokens=B * px,
-                       pairs=B * px * px, heads=H, kv_heads=H, head_dim=c // H, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_cross_q_o_l{lvl}", 2 * blocks, m=B * px, n=c, k=c, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_cross_kv_l{lvl}", blocks, m=B * cfg.context_tokens, n=2 * c, k=cfg.context_dim,
-                       dtype=d, dtype_bytes=b),
-                    Op(ATTN_PREFILL, f"unet_cross_attention_l{lvl}", blocks, seqs=B, q_tokens=B * px,
-                       kv_tokens=B * cfg.context_tokens, pairs=B * px * cfg.context_tokens, heads=H, kv_heads=H,
-                       head_dim=c // H, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_ff_up_l{lvl}", blocks, m=B * px, n=8 * c, k=c, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_ff_down_l{lvl}", blocks, m=B * px, n=c, k=4 * c, dtype=d, dtype_bytes=b),
-                    Op(GEMM, f"unet_o_proj_l{lvl}", blocks, m=B * px, n=c, k=c, dtype=d, dtype_bytes=b)]
-    # middle block at the lowest resolution: two ResNet blocks (4 convs)
-    c, px = cfg.channels[-1], (side >> (len(cfg.channels) - 1)) ** 2
-    ops.append(Op(GEMM, "unet_conv_mid", 4, m=B * px, n=c, k=9 * c, dtype=d, dtype_bytes=b))
+    return _unet_ops(cfg, B, cfg.latent_side(resolution_px))
+
+
+def _unet_ops(cfg: DenoiserConfig, B: int, side: int) -> list:
+    """The UNet as diffusers' ``UNet2DConditionModel`` builds it: conv_in; per level going down
+    ``layers_per_block`` ResNet blocks (+ a transformer each at the attention levels) and a stride-2
+    downsampling convolution (not after the last); a middle block (ResNet, transformer, ResNet); per
+    level going up ``layers_per_block + 1`` ResNet blocks whose input concatenates the skip saved on
+    the way down (+ transformers) and a nearest-upsample + convolution (not after the top); conv_out."""
+    from workloads.llm import ATTN_PREFILL, ELEMENTWISE, GEMM, Op
+
+    b, d, ch, H = 2.0, cfg.dtype, cfg.channels, cfg.num_heads
+    n_lvl = len(ch)
+    px = [(side >> lvl) ** 2 for lvl in range(n_lvl)]
+    shapes: dict[tuple, int] = {}  # (name, m, n, k) -> layers of that shape
+
+    def gemm(name: str, m: int, n: int, k: int) -> None:
+        shapes[(name, m, n, k)] = shapes.get((name, m, n, k), 0) + 1
+
+    def resnet(lvl: int, cin: int, cout: int) -> None:
+        m = B * px[lvl]
+        gemm(f"unet_conv_l{lvl}_{cin}_{cout}", m, cout, 9 * cin)
+        gemm(f"unet_conv_l{lvl}_{cout}_{cout}", m, cout, 9 * cout)
+        if cin != cout:
+            gemm(f"unet_shortcut_l{lvl}_{cin}_{cout}", m, cout, cin)
+        norms[lvl] = norms.get(lvl, 0.0) + B * px[lvl] * (cin + cout) * 2 * b  # two group norms + SiLU
+
+    norms: dict[int, float] = {}
+    attn = {lvl: 0 for lvl in range(n_lvl)}
+    gemm("unet_conv_in", B * px[0], ch[0], 9 * cfg.latent_channels)
+    skips, h = [ch[0]], ch[0]
+    for lvl in range(n_lvl):
+        for _ in range(cfg.layers_per_block):
+            resnet(lvl, h, ch[lvl])
+            h = ch[lvl]
+            attn[lvl] += cfg.attention_levels[lvl]
+            skips.append(h)
+        if lvl < n_lvl - 1:
+            gemm(f"unet_downsample_l{lvl}", B * px[lvl + 1], h, 9 * h)
+            skips.append(h)
+    last = n_lvl - 1
+    resnet(last, h, h)
+    resnet(last, h, h)
+    mid_attn = int(cfg.mid_attention)
+    for lvl in reversed(range(n_lvl)):
+        for _ in range(cfg.layers_per_block + 1):
+            resnet(lvl, h + skips.pop(), ch[lvl])
+            h = ch[lvl]
+            attn[lvl] += cfg.attention_levels[lvl]
+        if lvl > 0:
+            gemm(f"unet_upsample_l{lvl - 1}", B * px[lvl - 1], h, 9 * h)
+    gemm("unet_conv_out", B * px[0], cfg.latent_channels, 9 * ch[0])
+    ops: list = [Op(GEMM, name, n, m=m, n=nn, k=k, dtype=d, dtype_bytes=b) for (name, m, nn, k), n in shapes.items()]
+    ops += [Op(ELEMENTWISE, f"unet_norm_act_l{lvl}", 1, bytes=int(v), dtype=d, dtype_bytes=b)
+            for lvl, v in norms.items()]
+    blocks = [(lvl, n, f"l{lvl}") for lvl, n in attn.items() if n] + ([(last, mid_attn, "mid")] if mid_attn else [])
+    for lvl, n, tag in blocks:  # transformer blocks: self-attention, cross-attention to the text, GEGLU
+        c, p = ch[lvl], px[lvl]
+        ops += [Op(GEMM, f"unet_proj_{tag}", 2 * n, m=B * p, n=c, k=c, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_qkv_{tag}", n, m=B * p, n=3 * c, k=c, dtype=d, dtype_bytes=b),
+                Op(ATTN_PREFILL, f"unet_self_attention_{tag}", n, seqs=B, q_tokens=B * p, kv_tokens=B * p,
+                   pairs=B * p * p, heads=H, kv_heads=H, head_dim=c // H, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_cross_q_o_{tag}", 2 * n, m=B * p, n=c, k=c, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_cross_kv_{tag}", n, m=B * cfg.context_tokens, n=2 * c, k=cfg.context_dim,
+                   dtype=d, dtype_bytes=b),
+                Op(ATTN_PREFILL, f"unet_cross_attention_{tag}", n, seqs=B, q_tokens=B * p,
+                   kv_tokens=B * cfg.context_tokens, pairs=B * p * cfg.context_tokens, heads=H, kv_heads=H,
+                   head_dim=c // H, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_ff_up_{tag}", n, m=B * p, n=8 * c, k=c, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_ff_down_{tag}", n, m=B * p, n=c, k=4 * c, dtype=d, dtype_bytes=b),
+                Op(GEMM, f"unet_o_proj_{tag}", n, m=B * p, n=c, k=c, dtype=d, dtype_bytes=b)]
     return ops
 
 
