@@ -110,6 +110,23 @@ def test_a_decode_stretch_is_its_iterations_timed_one_by_one(cp, rows, ctx, k):
         assert flops[i] == pytest.approx(one[1], rel=1e-9)
 
 
+@pytest.mark.parametrize("cp", [2, 4])
+def test_the_decode_combine_is_two_dependent_all_reduces_each_with_its_latency(cp):
+    """The log-sum-exp merge of split-KV partial outputs cannot be one NCCL sum: the max of the lses
+    (fp32, one per head and row) is all-reduced first, then the rescaled outputs; per layer on the
+    roofline each costs the link's ring all-reduce of its bytes (2 (cp - 1) latencies at least)."""
+    rows = 32
+    timer = ContextParallelTimer(M8, 2 * cp, cp, ROOF)
+    heads = M8.num_heads // 2
+    lse, out = rows * heads * 4, rows * heads * M8.head_dim * M8.dtype_bytes
+    link = ROOF.link
+    expect = M8.num_layers * (link.allreduce_s(lse, cp) + link.allreduce_s(out, cp))
+    assert timer._combine_s(rows) == pytest.approx(expect, rel=1e-12)
+    assert timer._combine_s(rows) >= M8.num_layers * 2 * 2 * (cp - 1) * link.config.latency_s
+    ops = cp_attention_ops(BatchShape(decode_rows=rows, decode_kv=rows * 1000, emitting=rows), M8, 2 * cp, cp)
+    assert sum(op.bytes for op in ops if op.kind == "allreduce") == lse + out  # nothing lost or doubled
+
+
 def _one_prompt(tp: int, cp: int, tokens: int = 131072) -> dict:
     return {"name": "cp", "seed": 0, "hardware": {"device": {"kind": "gpu", "preset": "H200"}},
             "model": {"kind": "transformer", "preset": "Llama-3.1-8B"},

@@ -10,8 +10,9 @@ Models: a replica of ``tp`` GPUs forms ``cp`` context-parallel groups of ``tp / 
     ``1 / cp`` of the sequence's K/V over the link: ring bytes per GPU = (cp - 1) / cp of the K/V
     bytes the GPU's heads hold). A step lasts the longer of its attention kernel and its transfer.
     Decode stays split: every group computes the decode rows' projections (replicated), attends each
-    row's query to its own ``1 / cp`` of the row's K/V, and the groups all-reduce the partial outputs
-    with their log-sum-exp (the softmax-weighted combine, FlashDecoding's split-K merge across GPUs);
+    row's query to its own ``1 / cp`` of the row's K/V, and the groups merge the partial outputs by
+    their log-sum-exp (FlashDecoding's split-K merge across GPUs) in two dependent all-reduces: the
+    max of the log-sum-exps, then the sum of the rescaled outputs;
     the new token's K/V is stored on one group (round-robin, so the shares stay even).
     ``cp == 1`` is exactly ``workloads.llm.lower``.
 Ignores: the SMs a transfer occupies (NCCL send/recv runs on a few SMs beside attention), zigzag's
@@ -90,16 +91,19 @@ def ring_prefill(shape: BatchShape, model: TransformerConfig, tp: int, cp: int, 
     return Ring(op, cp, kv * per_layer)
 
 
-def decode_combine(model: TransformerConfig, tp: int, cp: int, rows: int) -> Op | None:
-    """The all-reduce of the decode rows' partial attention outputs over the ``cp`` groups, per
-    layer: each GPU's heads' outputs plus one fp32 log-sum-exp per head and row (None when cp = 1
-    or no rows)."""
+def decode_combine(model: TransformerConfig, tp: int, cp: int, rows: int) -> list[Op]:
+    """The combine of the decode rows' partial attention outputs over the ``cp`` groups, per layer, as
+    NCCL can run it: two dependent all-reduces, the max of the fp32 log-sum-exps (one per head and
+    row), then the sum of the outputs each group rescaled by exp(its lse - max) (each GPU's heads);
+    each pays its own collective latency. Empty when cp = 1 or no rows."""
     if cp <= 1 or not rows:
-        return None
+        return []
     heads, _, _ = layer_shards(model, tp // cp)
-    nbytes = int(rows * heads * (model.head_dim * model.dtype_bytes + 4))
-    return Op(ALLREDUCE, "cp_combine", model.num_layers, bytes=nbytes, workers=cp, dtype=model.dtype,
-              dtype_bytes=model.dtype_bytes)
+    lse = Op(ALLREDUCE, "cp_combine_lse", model.num_layers, bytes=int(rows * heads * 4), workers=cp,
+             dtype="fp32", dtype_bytes=4)
+    out = Op(ALLREDUCE, "cp_combine", model.num_layers, bytes=int(rows * heads * model.head_dim * model.dtype_bytes),
+             workers=cp, dtype=model.dtype, dtype_bytes=model.dtype_bytes)
+    return [lse, out]
 
 
 def cp_attention_ops(shape: BatchShape, model: TransformerConfig, tp: int, cp: int, scheme: Any = None) -> list[Op]:
@@ -111,9 +115,7 @@ def cp_attention_ops(shape: BatchShape, model: TransformerConfig, tp: int, cp: i
         ops.append(ring.block)
     if shape.decode_rows:
         ops.append(decode_attention(model, tp // cp, shape.decode_rows, _cut(shape.decode_kv, cp), scheme))
-        comb = decode_combine(model, tp, cp, shape.decode_rows)
-        if comb is not None:
-            ops.append(comb)
+        ops += decode_combine(model, tp, cp, shape.decode_rows)
     return ops
 
 

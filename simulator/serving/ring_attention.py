@@ -81,8 +81,8 @@ class ContextParallelTimer(StepTimer):
     def _combine_s(self, rows: int) -> float:
         hit = self._combine.get(rows)
         if hit is None:
-            op = decode_combine(self.model, self.replica_tp, self.cp, rows)
-            hit = self._combine[rows] = self.backend.op_s(op) if op is not None else 0.0
+            hit = self._combine[rows] = sum(self.backend.op_s(op) for op in
+                                            decode_combine(self.model, self.replica_tp, self.cp, rows))
         return hit
 
     def step(self, shape: BatchShape) -> tuple[int, float]:
