@@ -69,7 +69,8 @@ def test_duo_streaming_heads_memory():
     m = _model("Llama-3-8B", streaming_heads=0.5, head_window_tokens=256, head_sink_tokens=64)
     full = _model("Llama-3-8B")
     ctx = 100_000
-    want = 0.5 * kv_bytes_per_sequence(full, ctx) + 0.5 * kv_bytes_per_sequence(full, 320)
+    # Llama-3-8B: 32 layers x 8 KV heads x 128 wide, K and V in bf16; 4 heads keep ctx, 4 keep 64 + 256
+    want = 32 * 2 * 128 * 2 * (4 * ctx + 4 * 320)
     assert kv_bytes_per_sequence(m, ctx) == pytest.approx(want)
     ops = _by_name(lower(BatchShape(decode_rows=1, decode_kv=ctx, emitting=1), m))
     assert ops["attn_decode"].kv_heads + ops["attn_decode_stream"].kv_heads == full.num_kv_heads
