@@ -169,6 +169,7 @@ def test_decode_segment_matches_single_steps():
     ("model.attention.prefill_density=[0.1, 1.5]", "outside (0, 1]"),
     ("model.attention.prefill_density=[]", "empty list"),
     ("model.attention.topk_tokens=100000", "larger than the model's context"),
+    ("model.attention.streaming_heads=0.05", "less than one of the model's 8 KV heads"),
     ("model.attention.kv_budget_tokens=[]", "empty list"),
     ("model.attention.prefill_density=[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]", "9 head groups for 8 KV"),
 ])

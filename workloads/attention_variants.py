@@ -162,6 +162,9 @@ def check_variant(model: Any) -> None:
     if v.topk_tokens is not None and v.topk_tokens > model.max_position:
         raise ValueError(f"attention.topk_tokens {v.topk_tokens} is larger than the model's context "
                          f"{model.max_position}")
+    if v.streaming_heads and not int(round(v.streaming_heads * model.num_kv_heads)):
+        raise ValueError(f"attention.streaming_heads {v.streaming_heads} is less than one of the model's "
+                         f"{model.num_kv_heads} KV heads")
     if v.streaming_heads and not (v.head_window_tokens or v.head_sink_tokens):
         raise ValueError("attention.streaming_heads needs head_window_tokens (and head_sink_tokens)")
     if v.kv_budget is not None and v.kv_budget_tokens is not None:
