@@ -12,6 +12,10 @@ arrives, finishes or is preempted, a replica goes idle, a migration ends), with 
     Drain(replica)          the router sends no new request to ``replica`` (scale-in, failures).
     Resume(replica)         undoes Drain.
 
+A controller may also dispatch: with a method ``dispatch(request, view) -> int | None`` it is asked
+for every arriving request before the router (``view.event == "dispatch"``) and returns the replica
+to queue it on (not a draining one), or None to leave the choice to the router.
+
 Every action is checked (a ``PolicyError`` naming the controller and the request or replica): the
 request must be where the action says, in the state it needs (running and past its prefill for a
 migration, waiting with nothing computed for a steal), not already migrating, and the destination
@@ -78,7 +82,7 @@ class ReplicaState:
 class ControllerView:
     now_ps: int
     replicas: Sequence[ReplicaState]
-    event: str  # "tick", "arrival", "finish", "preempt", "idle", "migrated"
+    event: str  # "tick", "arrival", "finish", "preempt", "idle", "migrated", "dispatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,8 @@ Action = Migrate | Steal | Drain | Resume
 
 class Controller(Protocol):
     def decide(self, view: ControllerView) -> Sequence[Action]: ...
+
+    # optional: def dispatch(self, request: RequestView, view: ControllerView) -> int | None
 
 
 __all__ = ["CONTROLLERS", "Action", "Controller", "ControllerConfig", "ControllerView", "Drain", "Migrate",

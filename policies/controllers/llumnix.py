@@ -11,7 +11,12 @@ Models: each replica's *virtual usage* in KV blocks is the blocks its running re
     and shortest context that fits the destination (least to copy), at most ``max_migrations`` per
     source per call, none while one is in flight from it. A queued request that has computed
     nothing may instead be stolen by a replica with an empty queue and a higher freeness.
-Ignores: Llumnix's dispatching (the scenario's router dispatches); its auto-scaling thresholds.
+    With ``dispatch`` each arriving request goes to the replica of highest freeness (Llumnix's
+    global scheduler; ties to the lowest index), so the headroom of high-priority requests also
+    steers new arrivals away from their replicas; ``migrate: false`` keeps that dispatch and turns
+    migration and stealing off (the paper's dispatch-only baseline, INFaaS++).
+Ignores: its auto-scaling thresholds; its local scheduler's priority queue order (the scenario's
+    scheduler orders each queue).
 Source: Sun et al., "Llumnix: Dynamic Scheduling for Large Language Model Serving" (OSDI 2024),
     Section 4.4 (virtual usage, freeness, migration pairing).
 """
@@ -31,6 +36,9 @@ class LlumnixConfig(ControllerConfig):
     high_priority_class: int | None = Field(default=None, description="prefix id of high-priority requests")
     headroom_blocks: int = Field(default=0, ge=0, description="blocks kept per running high-priority request")
     steal: bool = Field(default=True, description="move queued requests to replicas with an empty queue")
+    dispatch: bool = Field(default=False, description="dispatch each arrival to the replica of highest freeness "
+                                                      "(instead of the scenario's router)")
+    migrate: bool = Field(default=True, description="migrate and steal (false: dispatch only)")
 
 
 @register_controller("llumnix", config=LlumnixConfig)
@@ -52,8 +60,16 @@ class LlumnixController:
         used += self.config.headroom_blocks * sum(1 for r in s.running if self._high(r))
         return (s.total_blocks - used) / (len(s.running) + 1)
 
+    def dispatch(self, request, view: ControllerView) -> int | None:
+        if not self.config.dispatch:
+            return None
+        best = max((s for s in view.replicas if not s.draining), key=lambda s: (self.freeness(s), -s.index))
+        return best.index
+
     def decide(self, view: ControllerView):
         c = self.config
+        if not c.migrate:
+            return ()
         reps = list(view.replicas)
         free = {s.index: self.freeness(s) for s in reps}
         dsts = sorted((s for s in reps if not s.draining and free[s.index] > c.dst_freeness),

@@ -104,7 +104,9 @@ class Cluster:
         entry = self.entry
         if self.draining:  # a cluster controller drained some replicas: route over the others
             entry = [r for r in entry if r.index not in self.draining] or entry
-        target = entry[self._route(self.router, self.router_name, entry, req)]
+        ctl = self.controller
+        idx = ctl.dispatch(req) if ctl is not None and ctl.dispatches else None  # e.g. Llumnix's dispatch
+        target = entry[self._route(self.router, self.router_name, entry, req)] if idx is None else self.replicas[idx]
         self.recorder.emit(env.now, EventKind.ROUTED, target.index, req.rid, target.index)
         target.submit(req)
 

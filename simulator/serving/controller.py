@@ -74,6 +74,7 @@ class ClusterController:
         self._queued = False
         for rep in cluster.replicas:
             rep.controller = self
+        self.dispatches = callable(getattr(policy, "dispatch", None))
         cluster.draining = self.draining
         self.total = total_requests
         self._proc = self.env.process(self._ticks())
@@ -137,6 +138,21 @@ class ClusterController:
             raise PolicyError(self.name, f"decide() raised {type(exc).__name__}: {exc}") from exc
         for a in actions or ():
             self.apply(a)
+
+    def dispatch(self, req: Request) -> int | None:
+        """The replica the policy dispatches an arriving ``req`` to (None: the router chooses)."""
+        try:
+            idx = self.policy.dispatch(req, self.view("dispatch"))
+        except HwsimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(self.name, f"dispatch() raised {type(exc).__name__}: {exc}") from exc
+        if idx is None:
+            return None
+        self._replica(idx, f"dispatch of request {req.rid}")
+        if idx in self.draining:
+            raise PolicyError(self.name, f"dispatches request {req.rid} to replica {idx}, which is draining")
+        return int(idx)
 
     # -- actions ---------------------------------------------------------------------------
     def _replica(self, i, what: str):

@@ -1,0 +1,108 @@
+"""Cluster controller details: the stages of a live migration and Llumnix's dispatch by freeness
+(with high-priority headroom), each checked on the engine or against the policy's own rule."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policies.controllers import ControllerView, ReplicaState
+from policies.controllers.llumnix import LlumnixConfig, LlumnixController
+from simulator.config.loader import load_scenario
+from simulator.core.errors import PolicyError
+from simulator.core.events import EventKind
+from simulator.core.request import FINISHED, Request
+from simulator.runner import Simulation
+from simulator.serving.controller import LAST_STAGE_TOKENS, MAX_STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "policy_controller.yaml"
+PRESSURE = ["engine.gpu_memory_utilization=0.3", "workload.arrival.rate=16/s", "workload.num_requests=200"]
+
+
+@functools.cache
+def _run(*extra: str):
+    sim = Simulation(load_scenario(SCENARIO, PRESSURE + list(extra)))
+    return sim, sim.run()
+
+
+def test_migration_stages_shrink_and_the_stall_is_the_last_stage_copy():
+    sim, _ = _run()
+    ctl = sim.cluster.controller
+    ev = sim.recorder.event_columns()
+    started = ev["kind"] == int(EventKind.KV_TRANSFER_STARTED)
+    per_tok = ctl.kv_bytes_per_token
+    moved = [e for e in ctl.log if e[8] == "migrated"]
+    assert moved
+    for rid, _src, dst, t0, t1, stages, stall, nbytes, _ in moved:
+        sel = started & (ev["request"] == rid) & (ev["replica"] == dst) & (ev["t_ps"] >= t0) & (ev["t_ps"] <= t1)
+        sizes = ev["value"][sel] / per_tok  # tokens per stage, in order
+        assert len(sizes) == stages and sizes.sum() == pytest.approx(nbytes / per_tok, abs=stages)
+        if stages < MAX_STAGES:
+            # stop-and-copy starts once at most LAST_STAGE_TOKENS are left, plus the one token the
+            # source decodes before the request leaves its batch at the next iteration boundary
+            assert sizes[-1] <= LAST_STAGE_TOKENS + 1
+        if stages > 1:
+            assert sizes[-1] < sizes[0]  # the request kept decoding while the bulk was copied
+        link = ctl.links[dst]
+        last_bytes = sizes[-1] * per_tok
+        assert stall >= last_bytes / link.bw_per_ps + link.latency_ps - 2  # the last stage's copy ...
+        first_copy = sizes[0] * per_tok / link.bw_per_ps + link.latency_ps
+        assert stall <= t1 - t0 and (stages == 1 or stall < first_copy)  # ... not the whole context's
+
+
+def _state(i: int, running=(), free=1000, waiting=(), draining=False) -> ReplicaState:
+    return ReplicaState(i, tuple(waiting), tuple(running), free, 1000, 16, 0, draining, frozenset(), frozenset(),
+                        {}, 0)
+
+
+def _req(rid: int, cls: int, computed: int) -> Request:
+    r = Request(rid, 0, computed, 100, prefix_id=cls)
+    r.num_computed = r.prefill_target = computed
+    r.kv_blocks = -(-computed // 16)
+    return r
+
+
+def test_llumnix_dispatch_goes_to_the_freest_replica_and_headroom_steers_arrivals_away():
+    hi, lo = _req(0, 0, 160), _req(1, 5, 160)
+    view = ControllerView(0, (_state(0, (hi,), free=990), _state(1, (lo,), free=990), _state(2, (lo, lo), free=980)),
+                          "dispatch")
+    plain = LlumnixController(LlumnixConfig(dispatch=True))
+    prio = LlumnixController(LlumnixConfig(dispatch=True, high_priority_class=0, headroom_blocks=500))
+    new = Request(9, 0, 100, 100)
+    assert plain.dispatch(new, view) == 0  # equal freeness: the lowest index
+    assert prio.dispatch(new, view) == 1  # replica 0 holds a high-priority request and keeps headroom for it
+    assert LlumnixController(LlumnixConfig()).dispatch(new, view) is None  # the router chooses
+    drained = ControllerView(0, (_state(0, draining=True), _state(1, (lo,), free=10)), "dispatch")
+    assert plain.dispatch(new, drained) == 1
+
+
+def test_dispatch_only_runs_no_migration_and_serves_every_request_once():
+    sim, res = _run("cluster.controller.dispatch=true", "cluster.controller.migrate=false")
+    assert res.summary["kv_cache"]["migrations"] == 0 and sim.cluster.controller.steals == 0
+    reqs = sim.cluster.requests
+    assert sorted(r.rid for r in reqs) == list(range(200))
+    assert all(r.state == FINISHED for r in reqs) and all(rep.kvm.used == 0 for rep in sim.cluster.replicas)
+    ev = sim.recorder.event_columns()
+    routed = ev["value"][ev["kind"] == int(EventKind.ROUTED)]
+    assert len(np.unique(routed)) == len(sim.cluster.replicas)  # freeness spreads arrivals over every replica
+
+
+class ToDraining:
+    def __init__(self, config=None):
+        pass
+
+    def decide(self, view):
+        return []
+
+    def dispatch(self, request, view):
+        return len(view.replicas)  # no such replica
+
+
+def test_a_dispatch_to_a_replica_that_does_not_exist_is_a_policy_error_naming_the_controller():
+    kind = f"{__name__}:ToDraining"
+    with pytest.raises(PolicyError, match=f"'{kind}'.*dispatch of request 0 names replica 4"):
+        Simulation(load_scenario(SCENARIO, PRESSURE + [f"cluster.controller.kind={kind}"])).run()
