@@ -46,6 +46,25 @@ def test_every_stage_runs_each_forward_and_backward_once_forward_first(p, m, v):
             assert order.index((F, *unit)) < order.index((B, *unit))
 
 
+def test_1f1b_order_is_warm_up_then_one_forward_one_backward_then_cool_down():
+    # Narayanan et al. (SC21) fig. 4: stage s of p runs p - s - 1 warm-up forwards, then alternates, then drains
+    p, m, s = 4, 6, 1
+    expect = [(F, 0, 0), (F, 1, 0),
+              (F, 2, 0), (B, 0, 0), (F, 3, 0), (B, 1, 0), (F, 4, 0), (B, 2, 0), (F, 5, 0), (B, 3, 0),
+              (B, 4, 0), (B, 5, 0)]
+    assert unit_order(p, m, 1, s) == expect
+
+
+def test_interleaved_order_is_megatrons_chunk_schedule():
+    # megatron/core/pipeline_parallel/schedules.py, p 2, v 2 chunks, m 4, stage 0: (p - s - 1) x 2 + (v - 1) x p = 4
+    # warm-up forwards going through the chunks p micro-batches at a time, then F/B pairs, backwards from the
+    # last chunk down
+    expect = [(F, 0, 0), (F, 1, 0), (F, 0, 1), (F, 1, 1),
+              (F, 2, 0), (B, 0, 1), (F, 3, 0), (B, 1, 1), (F, 2, 1), (B, 0, 0), (F, 3, 1), (B, 1, 0),
+              (B, 2, 1), (B, 3, 1), (B, 2, 0), (B, 3, 0)]
+    assert unit_order(2, 4, 2, 0) == expect
+
+
 def test_1f1b_holds_at_most_p_minus_s_micro_batches_on_stage_s():
     p, m = 8, 64
     assert [max_in_flight(unit_order(p, m, 1, s)) for s in range(p)] == [p - s for s in range(p)]
