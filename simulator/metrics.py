@@ -24,7 +24,7 @@ from hw_models.energy import idle_power_w
 from simulator.core.clock import PS_PER_S
 from simulator.core.request import FINISHED as R_FINISHED
 from simulator.core.request import REJECTED as R_REJECTED
-from simulator.energy_summary import draft_idle_w, energy_figures
+from simulator.energy_summary import draft_idle_w, energy_figures, transfer_joules
 from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
 
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ def run_facts(sim: Simulation) -> dict[str, Any]:
     dtype = sim.scenario.model.config.dtype
     replica_facts = []
     pools = []
+    xfer = transfer_joules(sim)
     for rt in sim.pools:
         dev = rt.pool.device.config
         pools.append({"name": rt.pool.name, "role": rt.pool.role, "replicas": rt.replicas})
@@ -297,6 +298,7 @@ def run_facts(sim: Simulation) -> dict[str, Any]:
                 "peak_flops": dev.tensor_peak(dtype), "price_usd_per_h": dev.price, "tdp_w": dev.tdp_w,
                 "idle_w": (idle_power_w(dev) if getattr(dev, "tdp_w", None) else 0.0)
                 + draft_idle_w(sim.cluster.replicas[i]),
+                "transfer_j": float(xfer[i]),  # per device: swaps, offload, KV hand-off, migration
                 "busy_s": sim.cluster.replicas[i].busy_ps / PS_PER_S})
     return {
         "requests_total": len(sim.table), "replica_facts": replica_facts, "pools": pools,

@@ -180,3 +180,24 @@ def test_a_draft_on_its_own_device_adds_its_passes_and_its_idle_power(monkeypatc
     assert seen["steps"] > 0
     assert seen["j"] >= seen["steps"] * draft.weight_bytes() * e.dram_path_j
     assert seen["j"] < s["energy_dynamic_j"]
+
+
+def test_run_energy_is_ops_plus_idle_plus_the_bytes_copied_off_the_device():
+    """Conservation: total = segments' op joules + idle + transfers, the transfers the swap and
+    hand-off bytes times the PCIe joules per byte (both ends of a network hand-off)."""
+    pcie_j = energy_model(h100()).byte_j["pcie"]
+    swap = run_scenario(load_scenario(ROOT / "scenarios/policy_preemption.yaml", ["workload.num_requests=60"]))
+    s, kv = swap.summary, swap.summary["kv_cache"]
+    tp = swap.replicas[0]["tp"]
+    assert kv["bytes_to_host"] > 0 and kv["bytes_to_device"] > 0
+    a100 = resolve_component({"kind": "gpu", "preset": "A100-80GB"}, reg.HARDWARE, "d").config  # the scenario's
+    a100_pcie_j = energy_model(a100).byte_j["pcie"]
+    assert s["energy_transfer_j"] == pytest.approx((kv["bytes_to_host"] + kv["bytes_to_device"]) * tp * a100_pcie_j)
+    assert s["energy_j"] == pytest.approx(float(swap.batches["energy_j"].sum()) * tp + s["energy_idle_j"]
+                                          + s["energy_transfer_j"])
+    hetero = run_scenario(load_scenario(ROOT / "scenarios/devices/hetero_h100_prefill_mi300x_decode.yaml",
+                                        ["workload.num_requests=10"])).summary
+    assert hetero["energy_transfer_j"] == pytest.approx(hetero["kv_transfer"]["bytes"] * 2 * pcie_j)
+    assert sum(hetero["energy_by_pool_j"].values()) == pytest.approx(hetero["energy_j"])
+    assert hetero["energy_j"] == pytest.approx(hetero["energy_dynamic_j"] + hetero["energy_idle_j"]
+                                               + hetero["energy_transfer_j"])
