@@ -95,6 +95,10 @@ def test_quest_topk_reads_budget_plus_selection():
     ops = _by_name(lower(BatchShape(decode_rows=2, decode_kv=2 * 32768, emitting=2), m))
     assert ops["attn_decode"].kv_tokens == 2 * 2048
     assert ops["attn_select"].kv_tokens == 2 * 32768 // 16
+    # the selection reads a min and a max key (128 wide, bf16) per page and KV head, plus the queries
+    sel = ops["attn_select"]
+    q_bytes = 2 * 32 * 128 * 2  # 2 rows x 32 query heads x 128 x bf16
+    assert sel.bytes_moved() == pytest.approx(32 * (q_bytes + 2 * 2048 * 8 * 2 * 128 * 2), rel=0.01)
     # the cache keeps everything
     assert m.kv_elems_per_token() == _model("Llama-3-8B").kv_elems_per_token()
 
