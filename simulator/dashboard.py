@@ -128,6 +128,10 @@ def _facts_table(result: RunResult) -> str:
             _row("Batch segments", f"{figs.nrows(result.batches):,}"),
             _row("Simulated time", _number(float(result.sim_time_s)), "s"),
             _row("Wall time", _number(float(result.wall_s)), "s")]
+    k = (result.summary.get("metrics") or {}).get("sample_every_kth_request")
+    if k and k > 1:  # streaming metrics: the tables and figures hold a sample, the summary every request
+        rows.insert(1, _row("Shown in tables and figures", f"1 request in {k:,} of "
+                                                           f"{result.summary.get('requests_arrived', n):,}"))
     if n and "status" in req:
         codes, counts = np.unique(np.asarray(req["status"]).astype(np.int64), return_counts=True)
         for c, k in zip(codes.tolist(), counts.tolist()):
