@@ -174,6 +174,7 @@ def test_decode_segment_matches_single_steps():
     ("model.attention.prefill_density=[]", "empty list"),
     ("model.attention.topk_tokens=100000", "larger than the model's context"),
     ("model.attention.streaming_heads=0.05", "less than one of the model's 8 KV heads"),
+    ("model.attention.kv_share_layers=2", "layers 0-1 are of different kinds (WF)"),
     ("model.attention.kv_budget_tokens=[]", "empty list"),
     ("model.attention.prefill_density=[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]", "9 head groups for 8 KV"),
 ])
@@ -182,7 +183,9 @@ def test_bad_input_one_line_exit_2(override, needle):
 
     from simulator.cli import app
 
-    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/sliding_window.yaml"), "--set", override])
+    extra = ["--set", "model.attention.layer_pattern=WF*16"] if "kv_share" in override else []
+    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/sliding_window.yaml"), "--set", override,
+                                 *extra])
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.output

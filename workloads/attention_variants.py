@@ -179,6 +179,11 @@ def check_variant(model: Any) -> None:
         raise ValueError(f"attention.prefill_density has {len(dens)} head groups for {model.num_kv_heads} KV heads")
     if L % v.kv_share_layers:
         raise ValueError(f"attention.kv_share_layers {v.kv_share_layers} does not divide num_layers {L}")
+    k = v.kv_share_layers
+    mixed = next((i for i in range(0, L, k) if len(set(pattern[i:i + k])) > 1), None)
+    if mixed is not None:
+        raise ValueError(f"attention.kv_share_layers {k}: layers {mixed}-{mixed + k - 1} are of different kinds "
+                         f"({pattern[mixed:mixed + k]}) and cannot share one K/V")
     if v.topk_tokens is not None and (v.kv_budget is not None or v.kv_budget_tokens is not None):
         raise ValueError("attention: top-k selection (topk_tokens) and a kept budget (kv_budget) exclude each other")
 
