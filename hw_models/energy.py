@@ -145,6 +145,45 @@ class EnergyModel:
         over = ec + em > budget * t
         if not np.any(over):
             return t, ec + em
+        if t.ndim and not np.all(over):  # only the steps above the cap are solved (each on its own)
+            t2, dyn = t.copy(), ec + em
+            t2[over], dyn[over] = self._solve(t[over], ec[over], em[over], budget)
+            return t2, dyn
+        return self._solve(t, ec, em, budget)
+
+    def throttle_step(self, t: float, compute_j: float, memory_j: float) -> tuple[float, float]:
+        """:meth:`throttle` of one step in plain floats (the same operations, so the same result):
+        a step below the cap costs one comparison, one above it a bisection without numpy."""
+        if self.cap_w is None:
+            return t, compute_j + memory_j
+        budget = self.cap_w - self.idle_w
+        if not compute_j + memory_j > budget * t:
+            return t, compute_j + memory_j
+        ec, em = compute_j, memory_j
+        tc = ec / max(self.tdp_w - self.idle_w, 1e-30)
+        tm = em / (self.dram_path_j * self.mem_bw) if self.mem_bw else 0.0
+        base = max(max(tm, tc), 1e-300)
+        floor = em / budget
+
+        def stretched(s: float) -> float:
+            if tc > 0:
+                roof = t * max(tm, tc / s) / base
+            else:
+                roof = t / s if not self.mem_bw else t
+            return max(roof, floor)
+
+        lo, hi = 0.0, 1.0
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            if ec * (mid * mid) + em <= budget * stretched(mid):
+                lo = mid
+            else:
+                hi = mid
+        s = max(lo, 1e-12)
+        return max(stretched(s), t), ec * (s * s) + em
+
+    def _solve(self, t: np.ndarray, ec: np.ndarray, em: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
+        """The bisection of :meth:`throttle` over steps that all demand more than the cap."""
         tc = ec / max(self.tdp_w - self.idle_w, 1e-30)
         tm = em / (self.dram_path_j * self.mem_bw) if self.mem_bw else np.zeros_like(em)
         base = np.maximum(np.maximum(tm, tc), 1e-300)
@@ -160,9 +199,8 @@ class EnergyModel:
             ok = ec * mid**2 + em <= budget * stretched(mid)
             lo = np.where(ok, mid, lo)
             hi = np.where(ok, hi, mid)
-        s = np.where(over, np.maximum(lo, 1e-12), 1.0)
-        t2 = np.where(over, np.maximum(stretched(s), t), t)
-        return t2, ec * s**2 + em
+        s = np.maximum(lo, 1e-12)
+        return np.maximum(stretched(s), t), ec * s**2 + em
 
     def power_w(self, t_s: Any, dynamic_j: Any) -> np.ndarray:
         return self.idle_w + np.asarray(dynamic_j, dtype=np.float64) / np.maximum(np.asarray(t_s, dtype=float), 1e-30)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -201,3 +202,17 @@ def test_run_energy_is_ops_plus_idle_plus_the_bytes_copied_off_the_device():
     assert sum(hetero["energy_by_pool_j"].values()) == pytest.approx(hetero["energy_j"])
     assert hetero["energy_j"] == pytest.approx(hetero["energy_dynamic_j"] + hetero["energy_idle_j"]
                                                + hetero["energy_transfer_j"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(1e-6, 0.1), st.floats(0.0, 50.0), st.floats(0.0, 20.0)), min_size=1,
+                      max_size=6), cap=st.floats(100.0, 700.0))
+def test_the_float_and_subset_paths_of_the_cap_give_the_array_path_bit_for_bit(steps, cap):
+    e = energy_model(h100(power_cap_w=f"{cap}W"))
+    t, ec, em = (np.array(c) for c in zip(*steps))
+    t_all, d_all = e.throttle(t, ec, em)  # the steps below the cap untouched, the others solved alone
+    for i, (ti, ci, mi) in enumerate(steps):
+        t1, d1 = e.throttle(ti, ci, mi)
+        t2, d2 = e.throttle_step(ti, ci, mi)
+        assert float(t1) == t2 == t_all[i] and float(d1) == d2 == d_all[i]
+        assert e.power_w(t2, d2) <= cap * (1 + 1e-9)

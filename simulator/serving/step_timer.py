@@ -98,9 +98,9 @@ class StepTimer:
         if self.energy.cap_w is None:  # no cap: no throttling, no numpy on the per-step path
             self.last_energy_j = dense_c + dense_m + attn.compute_j + attn.memory_j
             return t
-        t_cap, dyn = self.energy.throttle(t, dense_c + attn.compute_j, dense_m + attn.memory_j)
-        self.last_energy_j = float(dyn)
-        return float(t_cap)
+        t_cap, self.last_energy_j = self.energy.throttle_step(float(t), dense_c + attn.compute_j,
+                                                              dense_m + attn.memory_j)
+        return t_cap
 
     def _throttled_segment(self, step_s, rows: int, op, kv: np.ndarray):
         """Per-iteration GPU seconds of a decode stretch under the power cap; per-iteration joules
