@@ -55,15 +55,21 @@ def test_stream_batching_lets_late_requests_join_a_running_batch():
     assert s["throughput_img_s"] >= r["throughput_img_s"]
 
 
-def test_bad_resolution_one_line_exit_2():
+@pytest.mark.parametrize("scenario, override, needle", [
+    ("diffusion_dit", "resolution_px=500", "resolution"),
+    ("diffusion_dit", "model.num_heads=7", "not a multiple of num_heads 7"),
+    ("diffusion_unet", "model.num_heads=7", "not a multiple of num_heads 7"),
+    ("diffusion_unet", "model.channels=[320, 640, 1280, 0]", "one positive width per level"),
+    ("diffusion_unet", "resolution_px=8", "cannot be halved 3 times"),
+])
+def test_bad_input_one_line_exit_2(scenario, override, needle):
     from typer.testing import CliRunner
 
     from simulator.cli import app
 
-    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/diffusion_dit.yaml"),
-                                 "--set", "resolution_px=500"])
+    r = CliRunner().invoke(app, ["check", str(ROOT / f"scenarios/variants/{scenario}.yaml"), "--set", override])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert r.exit_code == 2 and len(lines) == 1 and "resolution" in lines[0]
+    assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output
 
 
 def test_sd15_unet_lowering_holds_the_published_weights():

@@ -75,6 +75,14 @@ class DenoiserConfig(StrictConfig):
         if len(self.attention_levels) != len(self.channels):
             raise ValueError(f"attention_levels has {len(self.attention_levels)} entries for "
                              f"{len(self.channels)} channel levels")
+        if self.kind == "unet":
+            if not self.channels or min(self.channels) <= 0:
+                raise ValueError(f"channels {self.channels}: give one positive width per level")
+            bad = [c for c, a in zip(self.channels, self.attention_levels) if a and c % self.num_heads]
+            if bad:
+                raise ValueError(f"channels {bad} at attention levels are not a multiple of num_heads {self.num_heads}")
+        elif self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         return self
 
     def latent_side(self, resolution_px: int) -> int:
@@ -90,6 +98,10 @@ class DenoiserConfig(StrictConfig):
             if side % self.patch:
                 raise ValueError(f"latent side {side} is not a multiple of patch {self.patch}")
             return (side // self.patch) ** 2
+        halvings = len(self.channels) - 1
+        if side % (1 << halvings):
+            raise ValueError(f"latent side {side} (resolution {resolution_px} px / {self.latent_downsample}) cannot "
+                             f"be halved {halvings} times for the UNet's {len(self.channels)} levels")
         return side * side
 
 
