@@ -322,3 +322,14 @@ def test_state_space_prefill_flops_per_token_are_the_ssd_count_at_any_length():
                if op.kind in ("attn_prefill", "gemm")]
         per_token_layer = sum(op.flops() for op in ops) / T / 32
         assert per_token_layer == pytest.approx(H * (2 * Q * (N + P) + 4 * N * P), rel=1e-9)
+
+
+def test_linear_heads_not_a_multiple_of_groups_is_one_line_exit_2():
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    r = CliRunner().invoke(app, ["check", str(ROOT / "scenarios/variants/hybrid_qwen3_next.yaml"),
+                                 "--set", "model.linear.num_groups=5"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "not a multiple of num_groups 5" in lines[0], r.output

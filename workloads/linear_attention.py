@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simulator.config.quantities import StrictConfig
 
@@ -48,6 +48,13 @@ class LinearLayerConfig(StrictConfig):
     conv_kernel: int = Field(default=4, gt=0, description="taps of the causal depthwise convolution")
     chunk_size: int = Field(default=256, gt=0, description="tokens per chunk of the chunked prefill algorithm")
     state_dtype_bytes: float = Field(default=2.0, gt=0, description="bytes per state element")
+
+    @model_validator(mode="after")
+    def _groups(self) -> LinearLayerConfig:
+        if self.num_heads % self.num_groups:
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_groups {self.num_groups} (each "
+                             f"group's B / C or key head serves a whole number of value heads)")
+        return self
 
     @property
     def inner(self) -> int:
