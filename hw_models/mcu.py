@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simulator.config.quantities import Bytes, Hz, PositiveBytes, PositiveBytesPerS, StrictConfig
 from simulator.core.registry import register_hardware
@@ -79,6 +79,13 @@ class McuEnergyConfig(StrictConfig):
     supply_v: float = Field(gt=0, description="supply voltage, volts")
     idle_current_a: float = Field(default=0.0, ge=0, description="current with the core stopped (static share "
                                                                  "of the run current), amperes; 0: not given")
+
+    @model_validator(mode="after")
+    def _idle_below_run(self) -> McuEnergyConfig:
+        if self.idle_current_a > self.run_current_a:  # else the dynamic energy would be negative
+            raise ValueError(f"idle_current_a {self.idle_current_a:g} A is above run_current_a "
+                             f"{self.run_current_a:g} A")
+        return self
 
 
 class McuConfig(StrictConfig):

@@ -216,3 +216,10 @@ def test_the_float_and_subset_paths_of_the_cap_give_the_array_path_bit_for_bit(s
         t2, d2 = e.throttle_step(ti, ci, mi)
         assert float(t1) == t2 == t_all[i] and float(d1) == d2 == d_all[i]
         assert e.power_w(t2, d2) <= cap * (1 + 1e-9)
+
+
+def test_an_mcu_idle_current_above_its_run_current_is_one_line_and_exit_2():
+    p = subprocess.run([sys.executable, "-m", "simulator.cli", "check", "scenarios/papers/mcunetv2_patch.yaml",
+                        "--set", "mcu.energy.idle_current_a=5"], capture_output=True, text=True, cwd=ROOT)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "idle_current_a 5 A is above run_current_a" in lines[0], p.stderr
