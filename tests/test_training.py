@@ -219,8 +219,15 @@ def test_shipped_training_scenarios_run(name):
 
 
 def test_the_1024_gpu_step_simulates_one_replica_of_8_stage_processes():
-    s = run_training(load_training(ROOT / "scenarios" / "training_gpt3_175b_1024.yaml")).summary
-    assert s["gpus"] == 1024 and s["simulated_processes"] == 8 and s["micro_batches"] == 64
+    r = run_training(load_training(ROOT / "scenarios" / "training_gpt3_175b_1024.yaml"))
+    # global batch 1024 over dp 16 at micro-batch 1: 64 micro-batches through 8 stages, each stage running every
+    # forward and backward once and one optimizer step; nothing else is simulated
+    assert r.summary["micro_batches"] == 1024 // 16
+    compute = [iv for iv in r.pipeline.intervals if iv.lane == "compute"]
+    assert {iv.rank for iv in compute} == set(range(8))
+    for rank in range(8):
+        names = [iv.name for iv in compute if iv.rank == rank]
+        assert sorted(names) == sorted([f"F{i}" for i in range(64)] + [f"B{i}" for i in range(64)] + ["optimizer"])
 
 
 def test_context_parallel_halves_the_tokens_activations_and_attention_pairs_per_gpu():
