@@ -333,3 +333,20 @@ def test_linear_heads_not_a_multiple_of_groups_is_one_line_exit_2():
                                  "--set", "model.linear.num_groups=5"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "not a multiple of num_groups 5" in lines[0], r.output
+
+
+def test_density_groups_decode_as_one_kernel_over_all_heads():
+    """Per-head prefill densities change only the prefill: decode is one attention kernel over every KV
+    head (not one launch per density group), in a single step and in a decode stretch alike."""
+    from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+    from simulator.serving.step_timer import StepTimer
+
+    m = _model("Llama-3-8B", prefill_density=[0.05, 0.1, 0.2, 0.4])
+    dec = [op for op in lower(BatchShape(decode_rows=2, decode_kv=2 * 5000, emitting=2), m)
+           if op.kind == "attn_decode"]
+    assert [(op.name, op.kv_heads, op.heads, op.kv_tokens) for op in dec] == [("attn_decode", 8, 32, 10000)]
+    timer = StepTimer(m, 1, RooflineBackend(RooflineConfig(), _gpu()))
+    ps, _ = timer.decode_segment(2, 10000, 2)
+    for j in range(2):
+        one, _ = timer.step(BatchShape(decode_rows=2, decode_kv=10000 + 2 * j, emitting=2))
+        assert ps[j] == pytest.approx(one, rel=1e-12)

@@ -49,9 +49,23 @@ def _mean_ctx(rows: int, kv: int, ctx: tuple[int, ...]) -> list[float]:
     return [kv / rows] * rows if rows else []
 
 
+def _decode_heads(model: Any, tp: int) -> dict[str, int]:
+    """KV heads each group's decode op covers: the density groups (which differ only at prefill) as one
+    decode over all their heads, carried by the first of them that has heads; the others none."""
+    out = {g.name: kvh for g, kvh in zip(groups(model), group_kv_heads(model, tp))}
+    dens = [name for name in out if name.startswith("full_d")]
+    carrier = next((name for name in dens if out[name]), None)
+    if carrier is not None:
+        total = sum(out[name] for name in dens)
+        out.update({name: 0 for name in dens})
+        out[carrier] = total
+    return out
+
+
 def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None) -> list[Op]:
     """Attention (and state-space mixer) ops of one iteration of ``shape`` on one of ``tp`` GPUs."""
     ops: list[Op] = []
+    dec_heads = _decode_heads(model, tp)
     d, b, hd = model.dtype, model.dtype_bytes, model.head_dim
     v = model.attention
     dec_ctx = _mean_ctx(shape.decode_rows, shape.decode_kv, getattr(shape, "decode_ctx", ()))
@@ -94,13 +108,14 @@ def attention_ops(shape: BatchShape, model: Any, tp: int = 1, scheme: Any = None
                               kv_tokens=sum(t + c for t, c in shape.prefill),
                               pairs=sum(q * (t + c) for q, (t, c) in zip(nq, shape.prefill)),
                               heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
-        if shape.decode_rows:
+        if shape.decode_rows and dec_heads[g.name]:
+            heads, kvh = _heads(model, tp, dec_heads[g.name])
             read = int(round(sum(g.read_decode(c) for c in dec_ctx)))
             if g.topk is not None:  # Quest: score one min and one max key per page, then read the top-k
                 pages = int(sum(np.ceil(c / v.topk_page_tokens) for c in dec_ctx))  # as decode_attention_s
                 ops.append(Op(ATTN_DECODE, "attn_select", g.layers, seqs=shape.decode_rows, q_tokens=shape.decode_rows,
                               kv_tokens=pages, heads=heads, kv_heads=kvh, head_dim=hd, dtype=d, dtype_bytes=b))
-            name = "attn_decode" if g.name == "full" else f"attn_decode_{g.name}"
+            name = "attn_decode" if g.name == "full" or g.name.startswith("full_d") else f"attn_decode_{g.name}"
             ops.append(_kv_quantized(Op(ATTN_DECODE, name, g.layers, seqs=shape.decode_rows,
                                         q_tokens=shape.decode_rows, kv_tokens=read, heads=heads, kv_heads=kvh,
                                         head_dim=hd, dtype=d, dtype_bytes=b), model, scheme))
@@ -187,7 +202,9 @@ def decode_attention_s(backend: Any, model: Any, tp: int, rows: int, kv: np.ndar
     t = np.zeros_like(kv)
     fl = np.zeros_like(kv)
     v = model.attention
-    for g, kvh in zip(groups(model), group_kv_heads(model, tp)):
+    dec_heads = _decode_heads(model, tp)
+    for g in groups(model):
+        kvh = dec_heads[g.name]
         heads, kvh = _heads(model, tp, kvh)
         if not kvh:
             continue
