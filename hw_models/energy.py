@@ -11,7 +11,14 @@ Models: the dynamic energy of an op is FLOPs x J/FLOP of its dtype + bytes x J/b
     is the DRAM's and does not scale). s is the largest clock at which the step's average power
     (idle + dynamic energy / stretched time) is at most the cap.
     Per-FLOP energy by default: the board power above idle at the dense peak of each dtype,
-    (TDP - idle) / peak (a device runs its tensor peak at its TDP: vendors rate the TDP for it);
+    (TDP - idle) / peak (a device runs its tensor peak at its TDP: vendors rate the TDP for it).
+    If the device does reach its peak within its TDP this is an upper bound: it puts the whole
+    dynamic budget on the FLOPs while an op's bytes are charged on top, overestimating compute
+    energy by up to the memory share of the TDP (an H100 at full HBM bandwidth: about 150 W of
+    630 W, from the pJ/bit below); a device that cannot hold its peak clock within its TDP
+    spends more per FLOP than this. An uncapped device is not held to its TDP (with the backends'
+    efficiencies below 1 a step stays under it: Llama-3-8B prefill on an H100 peaks at 510 W on
+    the tile backend, 650 W on the roofline); give ``power_cap_w`` to enforce a limit;
     per-byte energy: a byte of an op's operands crosses device memory, the L2 and the SRAM (the
     memory technology's pJ/bit below + Horowitz's SRAM figures); register traffic is in the
     per-FLOP figure.
