@@ -85,6 +85,17 @@ def test_mfu_counts_3x_the_forward_flops_and_hfu_adds_every_recompute(recompute,
     assert s["mfu"] == pytest.approx(3 * (gemm + attn) / (s["step_s"] * peak), rel=1e-6)
 
 
+@pytest.mark.parametrize("layout", [{"tp": 2}, {"pp": 2}, {"dp": 2}, {"cp": 2}, {"tp": 2, "sequence_parallel": True},
+                                    {"pp": 2, "schedule": "interleaved", "virtual_stages": 2}])
+def test_a_steps_model_flops_do_not_depend_on_how_the_gpus_split_the_model(layout):
+    # the same global batch of the same model is the same work however it is split: summed over the GPUs, the
+    # per-GPU ops of every layout add up to the hand count (CP's per-GPU pair counts are rounded up)
+    gpus = 2
+    s = run_training(load_training(scenario(training={"gpus": gpus}, layout=layout))).summary
+    gemm, attn, _ = gpt_flops(8, 1024)
+    assert s["model_flops_per_step"] == pytest.approx(3 * (gemm + attn), rel=1e-4)
+
+
 @pytest.mark.parametrize("zero", [0, 1, 2, 3])
 def test_zero_memory_per_gpu_is_the_zero_papers_formula(zero):
     dp = 8
