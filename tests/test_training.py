@@ -33,9 +33,13 @@ BASE = {"type": "training", "name": "t", "hardware": {"device": {"kind": "gpu", 
 
 
 def scenario(**sections) -> dict:
+    """BASE with each section's fields updated; a model naming a preset replaces the GPT block whole."""
     s = copy.deepcopy(BASE)
     for key, val in sections.items():
-        s.setdefault(key, {}).update(val)
+        if key == "model" and "preset" in val:
+            s[key] = dict(val)
+        else:
+            s.setdefault(key, {}).update(val)
     return s
 
 
