@@ -111,6 +111,18 @@ def test_weights_on_the_ssd_are_slower_than_in_dram_when_the_drive_is_slower_tha
     assert ssd > dram
 
 
+def test_a_layer_half_on_the_ssd_loads_in_the_drive_read_then_the_whole_layers_pcie_copy():
+    # the drive's half is read into host DRAM (the SSD model at 1 MiB commands, QD 32), then the whole streamed
+    # layer crosses PCIe: in series per layer; batch 1 is transfer-bound, so the token is L such loads + a layer
+    sets = GPU_KV + ONE + ["policies.weight_offload.disk_fraction=0.5"]
+    _, wo = offload(FLEXGEN, sets)
+    drive = wo.disk_read_s(0.5 * wo.layer_bytes, 1 << 20)
+    assert drive > 0.5 * wo.layer_bytes / 8e9  # no PCIe Gen4 drive reads faster than 8 GB/s
+    per_layer = wo.copy_overhead_s + wo.layer_bytes / wo.pcie_rate + drive
+    t = tpot(FLEXGEN, sets)
+    assert wo.num_layers * per_layer < t < wo.num_layers * per_layer * 1.02
+
+
 @settings(max_examples=40, deadline=None)
 @given(compute=st.floats(1e-4, 10.0), overhead=st.floats(0, 1e-3), rate=st.floats(1e9, 1e11),
        gpu_fraction=st.floats(0.0, 1.0))
