@@ -79,3 +79,20 @@ def test_concurrent_block_group_swaps_pay_their_copy_overheads_in_turn():
     # every copy's overhead in turn (the link's latency model overlaps the two first copies' only);
     # with the overheads paid in parallel the last swap ended at wire + 80 overheads
     assert abs(max(ends) - (wire_ps + (2 * copies - 1) * LAT_PS)) <= 2
+
+
+def test_dropping_a_request_frees_its_kept_host_copy():
+    """A resumed request keeps its host copy for its next swap-out (reuse); if it is then dropped,
+    that copy is freed: host bytes in use return to zero."""
+    env = simpy.Environment()
+    kvm = KVManager(PagedKvCache(64, 16), KvOffload(env, 1000.0, _Host(), 1e9, _Swap()))
+    kvm.configure_swaps(4, True, False, type("M", (), {"num_layers": 2})(), 1)
+    r = _req(0, kvm, 40)
+    assert kvm.preempt(r, "swap")
+    env.run()
+    kvm.grow(r, 0)
+    kvm.admit(r)  # swapped back in; the host copy is kept
+    env.run()
+    assert kvm.offload.host_used == 40 * 1000.0
+    kvm.preempt(r, "drop")
+    assert kvm.offload.host_used == 0.0 and not kvm.offload.kept and kvm.used == 0

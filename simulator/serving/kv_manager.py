@@ -159,6 +159,8 @@ class KVManager:
             swapped = self.offload.swap_out(r, mode == SWAP)
         if mode == DROP:
             self.dropped_tokens += r.num_computed
+            if self.offload is not None and self.offload.reuse:
+                self.offload.forget(r.rid)  # the request is given up: its kept host copy goes too
         self.cache.release(r)
         return swapped
 
