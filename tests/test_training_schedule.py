@@ -108,6 +108,21 @@ def test_overlapped_gradient_buckets_end_the_step_no_later_than_reducing_after_t
     assert over < after
 
 
+def test_zero_2_without_overlap_waits_for_each_micro_batchs_reduce_scatter():
+    # one stage, m micro-batches: each backward is followed by its gradients' reduce-scatter, alone on the
+    # link, so the step is m (forward + backward + reduce-scatter time) + the final all-gather of the weights
+    from hw_models.link import LinkConfig
+
+    cfg = LinkConfig(name="ib", technology="infiniband", bw_bytes_per_s="25GB/s", efficiency=0.85, latency_s="5us")
+    ch = Channel(cfg.latency_s, cfg.bw_bytes_per_s * cfg.efficiency, "ib")
+    n, m, grads, tf, tb = 8, 4, 4e9, 0.01, 0.02
+    r = simulate(plan(1, m, 1, tf, tb, dp=n, dp_channel=ch, zero=2, grad_bytes=[[grads]], param_bytes=[[grads / 2]],
+                      bucket_bytes=grads, overlap_grad_reduce=False))
+    rs = (n - 1) * cfg.latency_s + (n - 1) / n * grads / ch.rate_bytes_per_s
+    ag = (n - 1) * cfg.latency_s + (n - 1) / n * grads / 2 / ch.rate_bytes_per_s
+    assert r.step_ps / 1e12 == pytest.approx(m * (tf + tb + rs) + ag, rel=1e-9)
+
+
 def test_pipeline_sends_share_the_gpus_link_with_the_gradient_reduction():
     ch = Channel(0.0, 1e9, "ib")
     alone = simulate(plan(2, 4, act_bytes=5e6, p2p=ch))

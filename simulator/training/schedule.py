@@ -252,8 +252,9 @@ class _Sim:
                 reductions += yield from self.backward_with_buckets(s, c, dur)
             else:
                 yield env.timeout(dur)
-                if every:
-                    reductions += self.reduce_chunk(s, c, len(self._buckets(s, c)))
+                if every:  # not overlapped: the stage waits for this micro-batch's reduction (DeepSpeed's
+                    for ev in self.reduce_chunk(s, c, len(self._buckets(s, c))):  # overlap_comm off)
+                        yield ev
             self.busy[s] += env.now - t0
             self.intervals.append(Interval(s, "compute", f"{kind}{mb}" + (f".{c}" if plan.v > 1 else ""), t0,
                                            env.now))
