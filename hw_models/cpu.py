@@ -166,8 +166,10 @@ class CpuConfig(StrictConfig):
         bad = sorted((set(self.simd_dtypes) | set(self.matrix_flops_per_s)) - set(SERVING_BITS))
         if bad:
             raise ValueError(f"unknown dtype(s) {bad}; known: {list(SERVING_BITS)}")
-        if self.power_cap_w is not None and (self.tdp_w is None or self.power_cap_w > self.tdp_w):
-            raise ValueError(f"power_cap_w {self.power_cap_w:g} W is above tdp_w {self.tdp_w} W")
+        if self.power_cap_w is not None and self.tdp_w is None:
+            raise ValueError("power_cap_w needs the CPU's tdp_w (the board power the cap is below)")
+        if self.power_cap_w is not None and self.power_cap_w > self.tdp_w:
+            raise ValueError(f"power_cap_w {self.power_cap_w:g} W is above tdp_w {self.tdp_w:g} W")
         return self
 
     # the serving interface a timing backend, the memory plan and the metrics read (as of a GpuConfig)
