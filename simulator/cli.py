@@ -97,7 +97,7 @@ def print_summary(result, out: Path | None) -> None:
     typer.echo("\n".join(lines))
 
 
-SCENARIO_TYPES = ("mcu", "study", "training", "sweep")  # besides a serving scenario, which has no type
+SCENARIO_TYPES = ("mcu", "study", "training", "sweep", "diffusion")  # besides a serving scenario, which has no type
 
 
 def scenario_type(scenario: Path | dict) -> str:
@@ -158,6 +158,12 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
 
         spec, _, _ = load_mcu_scenario(scenario, overrides or [])
         run_mcu_scenario(scenario, overrides or [], check_writable(out or Path("results") / spec.name), quiet)
+        return
+    if kind == "diffusion":  # image requests on denoising replicas (simulator.serving.diffusion_run)
+        from simulator.serving.diffusion_run import load_diffusion, run_diffusion_scenario
+
+        spec, _ = load_diffusion(scenario, overrides or [])
+        run_diffusion_scenario(scenario, overrides or [], check_writable(out or Path("results") / spec.name), quiet)
         return
     if kind == "study":
         from simulator.studies.run import load_study, run_study, study_name
@@ -259,6 +265,11 @@ def check(scenario: Path = typer.Argument(..., help="scenario file (serving, typ
                    f"flash {s['flash_used_bytes'] / 1024:.1f} of {s['flash_budget_bytes'] / 1024:.0f} KiB")
         if show:
             typer.echo(yaml_dump(spec.model_dump(mode="json")))
+        return
+    if kind == "diffusion":
+        from simulator.serving.diffusion_run import check_diffusion
+
+        typer.echo("\n".join(check_diffusion(scenario, set_, show)))
         return
     if kind == "study":
         from simulator.studies.run import load_study

@@ -207,3 +207,42 @@ def _unet_ops(cfg: DenoiserConfig, B: int, side: int) -> list:
 
 def step_flops(cfg: DenoiserConfig, images: int, resolution_px: int, guidance: bool = True) -> float:
     return sum(op.flops() for op in step_ops(cfg, images, resolution_px, guidance))
+
+
+def weight_bytes(cfg: DenoiserConfig) -> float:
+    """Bytes of the lowered weight layers (every GEMM's n x k, once per layer), 2 bytes each (fp16 /
+    bf16): DiT-XL/2's 675 M parameters less its timestep and class embeddings (668.9 M), SD-1.5's
+    859.5 M less its time embedding (831.2 M); biases and norms ignored."""
+    lvl = 1 << (len(cfg.channels) - 1) if cfg.kind == "unet" else cfg.patch
+    res = cfg.latent_downsample * lvl  # the smallest resolution the model takes: weights do not depend on it
+    return 2.0 * sum(op.count * op.n * op.k for op in step_ops(cfg, 1, res, guidance=False) if op.kind == "gemm")
+
+
+def activation_bytes(cfg: DenoiserConfig, images: int, resolution_px: int, guidance: bool = True) -> float:
+    """Peak activation bytes of one denoising step of ``images`` images (doubled under guidance): the
+    largest single op's inputs and outputs (a GEMM's m x k and m x n; an attention's Q, K, V and O,
+    fused so the score matrix is never stored; an elementwise op's bytes) plus, for the UNet, every
+    skip tensor saved on the way down and held until the up path reads it. Ignores the allocator's
+    fragmentation and the framework's workspace (an engine's activation reserve covers them)."""
+    if images <= 0:
+        return 0.0
+    B, b = images * (2 if guidance else 1), 2.0
+    peak = 0.0
+    for op in step_ops(cfg, images, resolution_px, guidance):
+        if op.kind == "gemm":
+            ws = (op.m * op.k + op.m * op.n) * b
+        elif op.kind == "attn_prefill":
+            ws = (2 * op.q_tokens + 2 * op.kv_tokens) * op.heads * op.head_dim * b
+        else:
+            ws = float(op.bytes)
+        peak = max(peak, ws)
+    if cfg.kind == "unet":
+        side = cfg.latent_side(resolution_px)
+        skips = side * side * cfg.channels[0]  # conv_in's output
+        for lvl, c in enumerate(cfg.channels):
+            px = (side >> lvl) ** 2
+            skips += cfg.layers_per_block * px * c
+            if lvl < len(cfg.channels) - 1:
+                skips += ((side >> (lvl + 1)) ** 2) * c  # the downsampled tensor
+        peak += B * skips * b
+    return peak
