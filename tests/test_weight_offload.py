@@ -205,6 +205,8 @@ def test_h2o_on_flexgen_beats_flexgen_which_beats_weights_streamed_with_kv_on_th
     (["policies.weight_offload.kind=nope"], "nope"),
     (["model.preset=Mixtral-8x7B"], "expert"),
     (["policies.weight_offload.host.dram_bytes=10GB"], "DRAM"),
+    (["policies.weight_offload.disk_fraction=1.0", "policies.weight_offload.ssd={preset: DC-NVMe-PCIe4, "
+      "capacity_bytes: 1GB}"], "drive of 0.9 GiB"),
 ])
 def test_a_bad_weight_offload_plan_is_one_line_and_exit_code_2(sets, words, tmp_path):
     args = ["run", str(FLEXGEN), "--out", str(tmp_path), "-q"]

@@ -181,6 +181,10 @@ class WeightOffload:
                                                              + self.static_share() * f.ffn_layer_bytes)
             resident += f.ffn_layer_bytes  # one layer's read buffer
         else:
+            on_disk = self.num_layers * self.layer_bytes * self.disk_fraction
+            if self.disk_capacity_bytes and on_disk > self.disk_capacity_bytes:
+                raise ConfigError(f"disk_fraction={self.disk_fraction:g} puts {on_disk / GiB:.1f} GiB of weights on a "
+                                  f"drive of {self.disk_capacity_bytes / GiB:.1f} GiB", where=f"{where}.disk_fraction")
             streamed = 1.0 - self.gpu_fraction
             resident = self.other_bytes + self.num_layers * self.layer_bytes * self.gpu_fraction
             resident += self.buffer_layers * self.layer_bytes * streamed if streamed > 0 else 0.0

@@ -77,7 +77,7 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
             write = min(write, cfg.fs_copy_threads * host.pageable_copy_bw_bytes_per_s)
         d = ssd.config
         disk = dict(kv_on_disk=True, kv_disk_read_rate=read, kv_disk_write_rate=write,
-                    disk_capacity_bytes=d.capacity_bytes, attention_in_storage=cfg.attention == "storage",
+                    attention_in_storage=cfg.attention == "storage",
                     storage_internal_bw=d.internal_read_bw, storage_flops=d.compute_flops_per_s,
                     storage_s=ssd.in_storage_s,
                     storage_read_fraction=cfg.storage_read_fraction, drive_link_rate=d.host_rate, p2p=cfg.p2p,
@@ -93,7 +93,7 @@ def build_weight_offload(scenario, pool, quant=None) -> WeightOffload | None:
         host_flops=host.cpu_flops_per_s, kv_bytes_per_token=model.kv_elems_per_token(tp) * model.dtype_bytes,
         attn_flops_per_kv=4.0 * model.num_heads * model.head_dim * L / tp,
         q_bytes_per_row=model.q_size * model.dtype_bytes / tp, buffer_layers=getattr(cfg, "buffer_layers", None),
-        flash=flash, **disk)
+        flash=flash, disk_capacity_bytes=ssd.config.capacity_bytes, **disk)
 
 
 def fs_read_rate(ssd, window: float, threads: int, copy_bw: float) -> float:
