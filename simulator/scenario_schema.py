@@ -16,7 +16,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCENARIO_TYPES = ("mcu", "study", "training", "sweep")  # besides the default, a serving scenario (no type key)
+SCENARIO_TYPES = ("mcu", "study", "training", "sweep", "diffusion")  # besides a serving scenario (no type key)
 _HEADER = {"name": {"type": "string"}, "description": {"type": "string"}}
 _SCHEMA_KEY = {"$schema": {"type": "string", "description": "where an editor finds this schema (ignored by hwsim)"}}
 
@@ -38,11 +38,12 @@ def scenario_schema() -> dict[str, Any]:
     from simulator.config.scenario import ScenarioFile
     from simulator.core.registry import ALL_REGISTRIES
     from simulator.mcu.run import McuScenario
+    from simulator.serving.diffusion_run import DiffusionScenario
     from simulator.sweep_spec import SweepFile
     from simulator.training.config import TrainingScenario
 
     studies = _study_models()
-    models = [ScenarioFile, McuScenario, TrainingScenario, SweepFile] + [cfg for _, cfg in studies]
+    models = [ScenarioFile, McuScenario, TrainingScenario, SweepFile, DiffusionScenario] + [cfg for _, cfg in studies]
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template="#/$defs/{model}")
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     ref = {m: refs[(m, "validation")]["$ref"] for m in models}
@@ -61,6 +62,9 @@ def scenario_schema() -> dict[str, Any]:
     for model in (ScenarioFile, McuScenario, TrainingScenario, SweepFile):  # a file may point its editor here
         key = ref[model].rsplit("/", 1)[-1]
         defs[key] = {**defs[key], "properties": {**_SCHEMA_KEY, **defs[key].get("properties", {})}}
+    key = ref[DiffusionScenario].rsplit("/", 1)[-1]  # a diffusion file carries its type
+    defs[key] = {**defs[key], "properties": {**_SCHEMA_KEY, "type": {"const": "diffusion"},
+                                             **defs[key].get("properties", {})}}
     defs["Study"] = {"type": "object", "title": "Study scenario (type: study)", "required": ["type", "study"],
                      "properties": {"type": {"const": "study"},
                                     "study": {"enum": [n for n, _ in studies],
@@ -88,6 +92,8 @@ def scenario_schema() -> dict[str, Any]:
              "then": {"$ref": ref[TrainingScenario]}},
             {"if": {"properties": {"type": {"const": "sweep"}}, "required": ["type"]},
              "then": {"$ref": ref[SweepFile]}},
+            {"if": {"properties": {"type": {"const": "diffusion"}}, "required": ["type"]},
+             "then": {"$ref": ref[DiffusionScenario]}},
             {"if": {"not": {"required": ["type"]}}, "then": {"$ref": ref[ScenarioFile]}},
         ],
         "$defs": defs,

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 FILES = sorted(p for suffix in ("*.yaml", "*.yml") for p in SCENARIOS.rglob(suffix)
                # MCU runs: tests/test_mcu.py; studies: tests/test_reproductions_kv_storage.py; training: test_training*;
-               # sweeps: tests/test_sweep.py
-               if (yaml.safe_load(p.read_text()) or {}).get("type") not in ("mcu", "study", "training", "sweep"))
+               # sweeps: tests/test_sweep.py; diffusion: tests/test_diffusion_serving.py
+               if (yaml.safe_load(p.read_text()) or {}).get("type") not in ("mcu", "study", "training", "sweep",
+                                                                            "diffusion"))
 IDS = [str(p.relative_to(SCENARIOS)) for p in FILES]
 CAP = 200  # requests per smoke run
 

@@ -45,7 +45,7 @@ def errors(validator, data) -> list[str]:
 
 def test_scenarios_of_every_type_are_shipped():
     types = {read(p).get("type", "serving") for p in SCENARIOS}
-    assert types == {"serving", "mcu", "study", "training", "sweep"} and len(SCENARIOS) >= 30
+    assert types == {"serving", "mcu", "study", "training", "sweep", "diffusion"} and len(SCENARIOS) >= 30
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(ROOT / "scenarios")))
