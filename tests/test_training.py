@@ -191,6 +191,7 @@ def one_line_error(result, *parts: str) -> None:
     ({"layout": {"tp": 3}, "training": {"gpus": 3}}, ("layout.tp", "16 attention heads")),
     ({"layout": {"ep": 2}, "training": {"gpus": 1}}, ("layout.ep", "dense")),
     ({"training": {"seq_len": "2k"}}, ("training.seq_len",)),
+    ({"training": {"seq_len": 4096}}, ("training.seq_len", "2048-token context")),
     ({"layout": {"tp": 8}, "training": {"gpus": 8}, "model": {"num_kv_heads": 4}}, ("layout.tp", "4 key-value heads")),
     # 1-byte buckets would be ~10^8 reductions per step (minutes and gigabytes), refused up front
     ({"layout": {"grad_bucket_bytes": "1B"}}, ("layout.grad_bucket_bytes", "more than 10,000 reductions")),

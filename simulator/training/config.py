@@ -155,6 +155,9 @@ def check_layout(spec: TrainingScenario, model: Any) -> None:
                           f"{lay.tp * lay.dp} (experts over several data-parallel ranks)", where="layout.ep")
     if model.is_moe and model.num_experts % lay.ep:
         raise ConfigError(f"ep {lay.ep} does not divide the model's {model.num_experts} experts", where="layout.ep")
+    if t.seq_len > model.max_position:  # as the serving engine's max_model_len
+        raise ConfigError(f"seq_len {t.seq_len} exceeds the {model.max_position}-token context of {model.name} "
+                          f"(raise model.max_position to train longer sequences)", where="training.seq_len")
     if t.seq_len % lay.cp:
         raise ConfigError(f"seq_len {t.seq_len} is not a multiple of cp {lay.cp}", where="training.seq_len")
     if model.num_heads % lay.tp:
