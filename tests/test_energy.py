@@ -157,7 +157,7 @@ def test_check_refuses_a_device_lacking_the_model_dtype_in_one_line(scenario, ov
     assert p.returncode == 2 and len(lines) == 1 and words in lines[0] and "no bf16" in lines[0], p.stderr
 
 
-def test_a_draft_on_its_own_device_adds_its_passes_and_its_idle_power(monkeypatch):
+def _count_draft_joules(monkeypatch) -> dict:
     import simulator.serving.replica as replica_mod
     from simulator.serving.speculation import speculate
 
@@ -171,6 +171,11 @@ def test_a_draft_on_its_own_device_adds_its_passes_and_its_idle_power(monkeypatc
         return out
 
     monkeypatch.setattr(replica_mod, "speculate", counted)
+    return seen
+
+
+def test_a_draft_on_its_own_device_adds_its_passes_and_its_idle_power(monkeypatch):
+    seen = _count_draft_joules(monkeypatch)
     res = run_scenario(load_scenario(ROOT / "scenarios/devices/spec_draft_on_npu.yaml", ["workload.num_requests=8"]))
     s = res.summary
     e = energy_model(resolve_component({"kind": "npu", "preset": "MI300X"}, reg.HARDWARE, "d").config)
@@ -223,3 +228,15 @@ def test_an_mcu_idle_current_above_its_run_current_is_one_line_and_exit_2():
                         "--set", "mcu.energy.idle_current_a=5"], capture_output=True, text=True, cwd=ROOT)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "idle_current_a 5 A is above run_current_a" in lines[0], p.stderr
+
+
+def test_eagle_draft_heads_are_charged_as_timed_one_layer_and_the_lm_head_per_token(monkeypatch):
+    seen = _count_draft_joules(monkeypatch)
+    heads = ["workload.num_requests=20", "policies.speculation.kind=draft_heads",
+             "policies.speculation.num_speculative_tokens=4", "policies.speculation.acceptance.alpha=0.6",
+             "policies.speculation.length.kind=fixed", "policies.speculation.style=eagle"]
+    s = run_scenario(load_scenario(ROOT / "scenarios/policy_speculation.yaml", heads)).summary
+    assert seen["steps"] > 0 and 0 < seen["j"] < s["energy_dynamic_j"]
+    # the heads' mean power lies under the device's dynamic budget, as the steps they are cut from
+    e = energy_model(h100())
+    assert seen["j"] / s["kv_cache"]["spec_draft_s"] < e.tdp_w - e.idle_w

@@ -87,6 +87,9 @@ class Speculator:
             full, _ = self.timer.step(BatchShape(decode_rows=rows, decode_kv=ctx_sum + rows, emitting=rows))
             lm = self.timer._dense(rows, rows)[0] - self.timer._dense(rows, 0)[0]
             layers = self.timer.model.num_layers
+            if self.timer.energy is not None:  # the head's joules as its time: one layer + the LM head, k times
+                e_lm = sum(self.timer._dense_j(rows, rows)) - sum(self.timer._dense_j(rows, 0))
+                self.step_draft_j += k * ((self.timer.last_energy_j - e_lm) / layers + e_lm)
             return k * ((full / PS_PER_S - lm) / layers + lm)
         return 0.0  # lookup; Medusa heads ride on the verification pass (extra LM-head rows)
 
