@@ -106,6 +106,7 @@ def test_zero_memory_per_gpu_is_the_zero_papers_formula(zero):
     rt = load_training(scenario(training={"gpus": dp, "global_batch": 32}, layout={"dp": dp, "zero": zero}))
     _, stages, _ = build(rt)
     psi = stages[0].params
+    assert psi == pytest.approx(rt.model.num_params(), rel=1e-12)  # data parallel only: every GPU holds the model
     mem = stages[0].memory
     # Rajbhandari et al. (SC20) section 3.1: 2 + 2 + 12 bytes per parameter, sharded by stage over N_d
     expect = {0: (2 + 2 + 12) * psi, 1: (2 + 2) * psi + 12 * psi / dp, 2: 2 * psi + (2 + 12) * psi / dp,
