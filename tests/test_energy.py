@@ -240,3 +240,29 @@ def test_eagle_draft_heads_are_charged_as_timed_one_layer_and_the_lm_head_per_to
     # the heads' mean power lies under the device's dynamic budget, as the steps they are cut from
     e = energy_model(h100())
     assert seen["j"] / s["kv_cache"]["spec_draft_s"] < e.tdp_w - e.idle_w
+
+
+@pytest.mark.parametrize("path", ["scenarios/papers/shadowkv_llama31_8b_a100.yaml",
+                                  "scenarios/papers/expertflow_mixtral8x7b_a6000.yaml"])
+def test_host_fetches_of_sparse_kv_and_missed_experts_are_charged_at_the_pcie_tier(path):
+    from simulator.runner import Simulation
+
+    timer = Simulation(load_scenario(ROOT / path)).pools[0].timer
+    rows, kv = 4, 4 * 3000
+    shape = BatchShape(decode_rows=rows, decode_kv=kv, emitting=rows)
+    timer.step(shape)
+    with_fetch = float(timer.last_energy_j)
+    timer.decode_segment(rows, kv, 2)
+    seg = np.asarray(timer.last_energy_j)
+    kf, ef = timer.kv_fetch, timer.expert_fetch
+    nbytes = 0.0
+    if kf is not None:  # values of the selected tokens, every layer
+        nbytes += kf.num_layers * np.ceil(kf.sparse_budget * kf.context_of(kv, rows)) * kf.kv_width \
+            * kf.dtype_bytes * (1.0 - kf.value_cache_hit)
+    if ef is not None:  # one copy of one GPU's share of each missed expert, every MoE layer
+        nbytes += ef.moe_layers * ef.misses(rows) * ef.expert_bytes
+    timer.kv_fetch = timer.expert_fetch = None
+    timer.step(shape)
+    assert nbytes > 0
+    assert with_fetch - float(timer.last_energy_j) == pytest.approx(nbytes * timer.energy.byte_j["pcie"], rel=1e-9)
+    assert seg[0] == pytest.approx(with_fetch, rel=1e-9)  # a decode stretch charges its first iteration alike

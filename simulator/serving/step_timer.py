@@ -124,6 +124,22 @@ class StepTimer:
                                                 dense_m + nbytes * e.dram_path_j)
         return step_s
 
+    def _fetch_j(self, tokens: int, rows: int, kv):
+        """Joules per GPU of an iteration's host-to-GPU copies at the PCIe tier: the routed experts the
+        GPU's cache misses (``expert_fetch``: from an SSD the drive's own energy is not charged) and
+        the values a sparse-KV policy fetches (``kv_fetch``), whether or not the copies hide behind
+        compute. ``kv``: the summed decode context (an array over a decode stretch)."""
+        pcie = self.energy.byte_j["pcie"]
+        j = 0.0
+        ef = self.expert_fetch
+        if ef is not None:
+            j += ef.moe_layers * ef.misses(tokens) * ef.expert_bytes * pcie
+        kf = self.kv_fetch
+        if kf is not None and rows:
+            j = j + kf.num_layers * kf.selected(rows, kv) * kf.kv_width * kf.dtype_bytes * (1.0 - kf.value_cache_hit) \
+                * pcie
+        return j
+
     def _launch_floor(self, kernels: int, decode_only: bool, rows: int) -> float:
         """Host launch time of one step (0 when a CUDA graph replays it)."""
         fw = self.framework
@@ -155,6 +171,9 @@ class StepTimer:
             t += float(self.kv_fetch.stall_s(shape.decode_rows, shape.decode_kv))
         if self.energy is not None:
             t = self._throttled(t, *self._dense_j(tokens, emitting), self.energy.ops_energy(attn))
+            if self.expert_fetch is not None or self.kv_fetch is not None:
+                self.last_energy_j += self._fetch_j(sum(n for n, _ in shape.prefill) + shape.decode_rows,
+                                                    shape.decode_rows, shape.decode_kv)
         if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
             t += self.expert_fetch.stall_s(sum(n for n, _ in shape.prefill) + shape.decode_rows, t)
         if self.framework is not None:
@@ -230,6 +249,8 @@ class StepTimer:
             step_s = step_s + self.kv_fetch.stall_s(rows, kv)
         if self.energy is not None:
             step_s = self._throttled_segment(step_s, rows, template, -(-kv // self.dp) if self.dp > 1 else kv)
+            if self.expert_fetch is not None or self.kv_fetch is not None:
+                self.last_energy_j = self.last_energy_j + self._fetch_j(rows, rows, kv)
         if self.expert_fetch is not None:
             step_s = step_s + self.expert_fetch.stall_s(rows, step_s)
         if self.framework is not None:
