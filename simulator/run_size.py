@@ -4,7 +4,8 @@ A workload with more than ``SAMPLE`` requests (or sessions) is not generated in 
 that many is generated with the same seed and its mean lengths scaled up, so ``hwsim check`` of a
 billion-request scenario answers at once. Wall time and memory are orders of magnitude, from the
 per-request cost measured in BENCHMARKS.md (synthetic conversation workload, one replica, the
-steady-decode fast path on; pipelined replicas run that path off and are slower).
+steady-decode fast path on; pipelined replicas run that path off and are slower); memory of a run
+with streaming metrics from the 100,000- and 1,000,000-request runs there.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ COUNT_FIELDS = ("num_requests", "num_sessions")  # the workload field that sets 
 WALL_S_PER_REQUEST = (18.29 - 0.75) / 99_000
 BYTES_PER_REQUEST = (1386 - 117) * 1e6 / 99_000
 LONG_RUN_S = 30.0  # above this estimate a run prints its size and progress
+# streaming metrics (simulator/metrics_stream.py; run.metrics auto above 50,000 requests): BENCHMARKS.md,
+# "Large runs": synthetic conv over 16 replicas, tile, peak RSS 317.6 MB at 100,000 requests and
+# 524.4 MB at 1,000,000 (the workload table, iteration end times and op-shape memo that still grow)
+STREAM_BYTES_PER_REQUEST = (524.4 - 317.6) * 1e6 / 900_000
+STREAM_BASE_BYTES = 317.6e6 - 100_000 * STREAM_BYTES_PER_REQUEST
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,13 @@ def estimate(scenario: ResolvedScenario, table=None) -> RunSize:
         replicas += pool.replicas if pool.role != "prefill" else 0
         rows += pool.replicas * int(getattr(pool.scheduler.config, "max_num_seqs", 256) or 256)
     rows = max(rows, 1)
+    from simulator.metrics_stream import streaming
+
+    memory = (STREAM_BASE_BYTES + n * STREAM_BYTES_PER_REQUEST if streaming(scenario.spec.run.metrics, n)
+              else n * BYTES_PER_REQUEST)
     return RunSize(requests=n, prompt_tokens=prompt, output_tokens=output,
                    iterations_low=max(output / rows, 1.0), iterations_high=max(output / max(replicas, 1), 1.0),
-                   wall_s=n * WALL_S_PER_REQUEST, memory_bytes=n * BYTES_PER_REQUEST, sampled=factor != 1.0)
+                   wall_s=n * WALL_S_PER_REQUEST, memory_bytes=memory, sampled=factor != 1.0)
 
 
 def physical_memory_bytes() -> float | None:
