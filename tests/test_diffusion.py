@@ -1,4 +1,4 @@
-"""Diffusion denoisers and their serving study: tokens, FLOPs, guidance, batching."""
+"""Diffusion denoisers: tokens, FLOPs, guidance, weights (serving them: tests/test_diffusion_serving.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from simulator.studies.diffusion import Config, simulate
 from workloads.diffusion import DenoiserConfig, step_flops, step_ops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,29 +29,6 @@ def test_guidance_doubles_the_step(preset):
     assert step_flops(cfg, 3, 512, guidance=True) == pytest.approx(2 * step_flops(cfg, 3, 512, guidance=False))
     att = [op for op in step_ops(cfg, 3, 512) if op.kind == "attn_prefill"]
     assert att and all(op.seqs == 6 for op in att)  # 3 images x (conditional + unconditional)
-
-
-def test_one_request_takes_steps_times_one_step_under_both_policies():
-    cfg = Config(num_requests=1, steps=20)
-
-    def step_s(n):
-        return 0.01 * n
-
-    for policy in ("stream", "request"):
-        r = simulate(cfg, policy, step_s)
-        assert r["latency_p50_s"] == pytest.approx(20 * 0.01) and r["iterations"] == 20
-
-
-def test_stream_batching_lets_late_requests_join_a_running_batch():
-    # constant step time whatever the batch: joining is free, so stream batching cannot be slower
-    cfg = Config(num_requests=40, steps=10, max_batch=8, rate_per_s=50.0)
-
-    def flat(n):
-        return 0.01
-
-    s, r = simulate(cfg, "stream", flat), simulate(cfg, "request", flat)
-    assert s["mean_batch"] >= r["mean_batch"] and s["latency_p90_s"] <= r["latency_p90_s"] + 1e-12
-    assert s["throughput_img_s"] >= r["throughput_img_s"]
 
 
 @pytest.mark.parametrize("scenario, override, needle", [

@@ -70,7 +70,7 @@ class EngineBlock(StrictConfig):
 
 
 class SloBlock(StrictConfig):
-    latency: PositiveSeconds = Field(default=60.0, description="latency per image (arrival to last pass)")
+    latency: PositiveSeconds = Field(default="60s", description="latency per image (arrival to last pass)")
 
 
 class RunBlock(StrictConfig):
