@@ -69,7 +69,9 @@ TIER_PJ_PER_BIT = {
     "l2": 1.5,  # source: Horowitz ISSCC 2014, 1 MB SRAM at 45 nm, 100 pJ per 64 bit
     "pcie": 6.5,  # source: NVIDIA Grace Hopper whitepaper (2023): NVLink-C2C 1.3 pJ/bit, 5x better than PCIe Gen5
     "nvlink": 1.3,  # source: NVIDIA Grace Hopper whitepaper (2023), NVLink-C2C 1.3 pJ/bit (on-package: a lower bound)
-    "ssd": 2400.0,  # source: derived, a PCIe4 NVMe drive reading 7 GB/s at ~17 W active (vendor datasheets) + PCIe
+    # source: derived, a PCIe4 NVMe drive reading 7 GB/s at ~17 W active (vendor datasheets): 17 W / 7e9 B/s
+    # = 2.43 nJ/byte = 304 pJ/bit, + PCIe 6.5 pJ/bit
+    "ssd": 310.0,
 }
 
 

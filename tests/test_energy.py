@@ -266,3 +266,28 @@ def test_host_fetches_of_sparse_kv_and_missed_experts_are_charged_at_the_pcie_ti
     assert nbytes > 0
     assert with_fetch - float(timer.last_energy_j) == pytest.approx(nbytes * timer.energy.byte_j["pcie"], rel=1e-9)
     assert seg[0] == pytest.approx(with_fetch, rel=1e-9)  # a decode stretch charges its first iteration alike
+
+
+def test_the_ssd_tier_is_a_drive_power_over_its_read_rate():
+    ssd_j = energy_model(h100()).byte_j["ssd"]  # J/byte
+    assert 17.0 / 7e9 < ssd_j < 1.1 * (17.0 / 7e9 + energy_model(h100()).byte_j["pcie"])  # 17 W at 7 GB/s + PCIe
+
+
+@pytest.mark.parametrize("path", ["scenarios/papers/flexgen_opt30b_t4.yaml",
+                                  "scenarios/papers/llm_in_a_flash_opt6.7b.yaml"])
+def test_a_weight_offload_stream_is_charged_its_layer_copies(path):
+    from simulator.runner import Simulation
+
+    timer = Simulation(load_scenario(ROOT / path)).pools[0].timer
+    wo, e = timer.weight_offload, timer.energy
+    shape = BatchShape(decode_rows=4, decode_kv=4 * 300, emitting=4)
+    timer.step(shape)
+    with_copies = float(timer.last_energy_j)
+    timer.weight_offload = None
+    timer.step(shape)
+    extra = with_copies - float(timer.last_energy_j)
+    if wo.flash is None:  # every layer's off-GPU weights cross PCIe each iteration (FlexGen: all of them)
+        assert extra >= wo.num_layers * wo.layer_bytes * (1.0 - wo.gpu_fraction) * e.byte_j["pcie"] > 0
+    else:  # flagged neurons read from flash: the drive and PCIe per byte
+        nbytes, _ = wo.flash.read(4, wo.static_share())
+        assert extra == pytest.approx(wo.num_layers * nbytes * (e.byte_j["pcie"] + e.byte_j["ssd"]), rel=1e-9)

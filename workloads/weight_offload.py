@@ -267,6 +267,22 @@ class WeightOffload:
             c = (np.maximum(dense + other_attn_s, off) + np.minimum(dense + other_attn_s, off) / k) / L
         else:
             c = (dense + other_attn_s + decode_attn_s) / L
+        h2d, d2h, disk, req, kv_read, kv_write = self.layer_traffic(rows, decode_kv, tokens)
+        link = np.maximum(h2d, d2h)
+        f = np.where(link > 0, self.copy_overhead_s + link / self.pcie_rate, 0.0)
+        drive = np.where(disk > 0, self.disk_read_s(disk, req) if np.ndim(disk) == 0 else
+                         np.vectorize(self.disk_read_s)(disk, req), 0.0)
+        if self.kv_on_disk:  # reads and writes queue separately in the drive
+            drive = np.maximum(drive + kv_read / self.kv_disk_read_rate, kv_write / self.kv_disk_write_rate)
+        f = f + drive
+        if self.overlap:
+            return f + (L - 1) * np.maximum(c, f) + c
+        return L * (c + f)
+
+    def layer_traffic(self, rows, decode_kv, tokens):
+        """Bytes per layer of one iteration: (host -> device, device -> host, weights read from the
+        drive, drive request bytes, KV read from / written to the KV's tier)."""
+        L = self.num_layers
         h2d, disk, req = self.layer_read(tokens)
         d2h = 0.0 * h2d
         kv_layer = self.kv_bytes_per_token / L
@@ -287,16 +303,7 @@ class WeightOffload:
                 else:
                     h2d = h2d + decode_kv * kv_layer
                 kv_read = kv_read + decode_kv * kv_layer
-        link = np.maximum(h2d, d2h)
-        f = np.where(link > 0, self.copy_overhead_s + link / self.pcie_rate, 0.0)
-        drive = np.where(disk > 0, self.disk_read_s(disk, req) if np.ndim(disk) == 0 else
-                         np.vectorize(self.disk_read_s)(disk, req), 0.0)
-        if self.kv_on_disk:  # reads and writes queue separately in the drive
-            drive = np.maximum(drive + kv_read / self.kv_disk_read_rate, kv_write / self.kv_disk_write_rate)
-        f = f + drive
-        if self.overlap:
-            return f + (L - 1) * np.maximum(c, f) + c
-        return L * (c + f)
+        return h2d, d2h, disk, req, kv_read, kv_write
 
 
 __all__ = ["FlashRead", "WeightOffload"]

@@ -125,12 +125,19 @@ class StepTimer:
         return step_s
 
     def _fetch_j(self, tokens: int, rows: int, kv):
-        """Joules per GPU of an iteration's host-to-GPU copies at the PCIe tier: the routed experts the
-        GPU's cache misses (``expert_fetch``: from an SSD the drive's own energy is not charged) and
-        the values a sparse-KV policy fetches (``kv_fetch``), whether or not the copies hide behind
-        compute. ``kv``: the summed decode context (an array over a decode stretch)."""
+        """Joules per GPU of an iteration's copies off the GPU at the PCIe tier: the routed experts the
+        GPU's cache misses (``expert_fetch``: from an SSD the drive's own energy is not charged), the
+        values a sparse-KV policy fetches (``kv_fetch``) and a weight-offload stream's layer weights and
+        KV both ways (``weight_offload``; what it reads from or writes to a drive also at the ssd tier),
+        whether or not the copies hide behind compute. ``tokens``: the tokens computed; ``kv``: the
+        summed decode context (an array over a decode stretch)."""
         pcie = self.energy.byte_j["pcie"]
         j = 0.0
+        wo = self.weight_offload
+        if wo is not None:
+            h2d, d2h, disk, _, kv_read, kv_write = wo.layer_traffic(rows, kv, tokens)
+            drive = disk + (kv_read + kv_write if wo.kv_on_disk else 0.0)
+            j = j + wo.num_layers * ((h2d + d2h) * pcie + drive * self.energy.byte_j["ssd"])
         ef = self.expert_fetch
         if ef is not None:
             j += ef.moe_layers * ef.misses(tokens) * ef.expert_bytes * pcie
@@ -171,7 +178,7 @@ class StepTimer:
             t += float(self.kv_fetch.stall_s(shape.decode_rows, shape.decode_kv))
         if self.energy is not None:
             t = self._throttled(t, *self._dense_j(tokens, emitting), self.energy.ops_energy(attn))
-            if self.expert_fetch is not None or self.kv_fetch is not None:
+            if self.expert_fetch is not None or self.kv_fetch is not None or self.weight_offload is not None:
                 self.last_energy_j += self._fetch_j(sum(n for n, _ in shape.prefill) + shape.decode_rows,
                                                     shape.decode_rows, shape.decode_kv)
         if self.expert_fetch is not None:  # the tokens routed, not the CUDA-graph padding
@@ -249,7 +256,7 @@ class StepTimer:
             step_s = step_s + self.kv_fetch.stall_s(rows, kv)
         if self.energy is not None:
             step_s = self._throttled_segment(step_s, rows, template, -(-kv // self.dp) if self.dp > 1 else kv)
-            if self.expert_fetch is not None or self.kv_fetch is not None:
+            if self.expert_fetch is not None or self.kv_fetch is not None or self.weight_offload is not None:
                 self.last_energy_j = self.last_energy_j + self._fetch_j(rows, rows, kv)
         if self.expert_fetch is not None:
             step_s = step_s + self.expert_fetch.stall_s(rows, step_s)
