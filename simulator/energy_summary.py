@@ -74,8 +74,8 @@ def transfer_joules(sim: Any) -> np.ndarray:
     included), KV handed from prefill to decode replicas (charged to the receiving replica, whose
     link carries all its tp GPUs' bytes) and KV migrated by a cluster controller. Bytes are the
     links' ``bytes_done``; J per byte are the replica device's tiers (:mod:`hw_models.energy`).
-    Per-step host copies (missed experts, sparse KV values) are in the step's own joules
-    (``StepTimer._fetch_j``); a weight-offload stream is not charged."""
+    Per-step copies (missed experts, sparse KV values, a weight-offload stream) are in the step's
+    own joules (``StepTimer._fetch_j``)."""
     from hw_models.energy import PJ, TIER_PJ_PER_BIT, energy_model
 
     n = len(sim.cluster.replicas)
