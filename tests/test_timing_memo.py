@@ -71,3 +71,15 @@ def test_bounded():
     for i in range(base.SHARED_MEMOS + 5):
         cls(cfg, dev.model_copy(update={"launch_overhead_s": 1e-6 * (i + 1)}), None)
     assert len(base._shared) == base.SHARED_MEMOS
+    keep = base.SHARED_MEMO_ENTRIES
+    try:  # a budget of shapes in all: the least recently built memo goes first
+        base.SHARED_MEMO_ENTRIES = 10
+        first = cls(cfg, dev, None)._memo
+        first.update({i: 0.0 for i in range(8)})
+        second = cls(cfg, dev.model_copy(update={"launch_overhead_s": 1.0}), None)._memo
+        second.update({i: 0.0 for i in range(8)})
+        cls(cfg, dev.model_copy(update={"launch_overhead_s": 2.0}), None)
+        assert all(m is not first for m in base._shared.values())
+        assert any(m is second for m in base._shared.values())
+    finally:
+        base.SHARED_MEMO_ENTRIES = keep

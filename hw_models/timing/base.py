@@ -8,11 +8,12 @@ so the serving loop can time a stretch of identical decode iterations in one cal
 The shape memo is shared by every backend of the same class built, in one process, on equal
 (config, device, link): a backend's ``_op_s`` is a pure function of those three and the op, so a
 second run of the same deployment (a sweep worker's next point, a capacity search's next rate)
-finds its ops already timed and gets the same seconds. A backend whose timing reads anything else
-(a file: the profiled backend) sets ``share_memo = False``; so does any backend whose config,
-device or link cannot be hashed or written as JSON (it keeps a memo of its own). The shared memos are bounded: at most
-``SHARED_MEMOS`` deployments, each cleared when it passes ``SHARED_MEMO_ENTRIES`` shapes (a memo only
-saves work, so clearing it changes no result).
+finds its ops already timed and gets the same seconds (BENCHMARKS.md, Sweeps, has the saving). A
+backend whose timing reads anything else (a file: the profiled backend) sets ``share_memo = False``;
+so does any backend whose config, device or link cannot be hashed or written as JSON (it keeps a
+memo of its own). The shared memos are bounded when a backend is built: at most ``SHARED_MEMOS``
+deployments and ``SHARED_MEMO_ENTRIES`` shapes in all (about 370 bytes a shape), the least recently
+built dropped first (a memo only saves work, so dropping it changes no result).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 GPU_BACKENDS = ("tile", "detailed")
 
 SHARED_MEMOS = 16  # deployments whose shape memo a process keeps (least recently built dropped first)
-SHARED_MEMO_ENTRIES = 200_000  # shapes per memo before it is cleared (about 30 MB)
+SHARED_MEMO_ENTRIES = 250_000  # shapes kept in all, about 90 MB (an Op key ~240 B + its dict slot and float)
 _shared: dict[Any, dict[Any, float]] = {}
 
 
@@ -69,8 +70,9 @@ def shared_memo(cls: type, config: Any, device: Any, link: Any) -> dict[Any, flo
     if memo is None or len(memo) > SHARED_MEMO_ENTRIES:
         memo = {}
     _shared[key] = memo  # most recently built last
-    while len(_shared) > SHARED_MEMOS:
-        del _shared[next(iter(_shared))]
+    total = sum(map(len, _shared.values()))
+    while len(_shared) > SHARED_MEMOS or (total > SHARED_MEMO_ENTRIES and len(_shared) > 1):
+        total -= len(_shared.pop(next(iter(_shared))))
     return memo
 
 
