@@ -67,9 +67,16 @@ def ops(scenario: Path = typer.Argument(..., help="scenario YAML/TOML"),
         tokens: int = typer.Option(0, "--tokens", help="prefill tokens (one fresh sequence)"),
         decode_rows: int = typer.Option(1, "--decode-rows", help="decode rows in the iteration"),
         context: int = typer.Option(1024, "--context", help="context of each decode row, tokens"),
-        set_: list[str] = typer.Option(None, "--set", help="override a.b.c=value (repeatable)")) -> None:
+        set_: list[str] = typer.Option(None, "--set", help="override a.b.c=value (repeatable)"),
+        images: int = typer.Option(1, "--images", help="type: diffusion: images in the denoising pass")) -> None:
     """Print the kernels of one iteration: shape, precision, bytes, FLOPs, dequantization, time."""
-    from simulator.config.loader import load_scenario
+    from simulator.config.loader import load_scenario, read_mapping
+
+    if scenario.suffix in (".yaml", ".yml") and (read_mapping(scenario) or {}).get("type") == "diffusion":
+        from simulator.serving.diffusion_run import print_pass_ops
+
+        print_pass_ops(scenario, set_ or (), images)  # one denoising pass (simulator.serving.diffusion_run)
+        return
 
     sc = load_scenario(scenario, set_ or ())  # user errors: the CLI's guard prints one line, exit 2
     rows = breakdown(sc, tokens, decode_rows, context)

@@ -205,3 +205,16 @@ def test_the_memory_plan_holds_the_weights_and_a_pass_of_activations():
     assert m["weight_bytes"] == pytest.approx(2 * 831.22432e6, rel=1e-6)  # lowered GEMM weights, fp16
     assert m["weight_bytes"] + m["activation_bytes"] <= m["usable_bytes"]
     assert DenoiserConfig(preset="SD-1.5-UNet").kind == "unet"
+
+
+def test_hwsim_ops_lists_each_kernel_of_a_denoising_pass_and_its_flops_add_up():
+    path = ROOT / "scenarios/variants/diffusion_dit.yaml"
+    r = CliRunner().invoke(app, ["ops", str(path), "--images", "2"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    names = [ln.split()[0] for ln in lines[3:-2]]
+    cfg = DenoiserConfig(preset="DiT-XL/2")
+    assert names == [op.name for op in step_ops(cfg, 2, 256)]
+    assert float(lines[-1].split()[-2]) == pytest.approx(step_flops(cfg, 2, 256) / 1e9, abs=0.01)
+    bad = CliRunner().invoke(app, ["ops", str(path), "--images", "0"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1, bad.output

@@ -38,7 +38,7 @@ from simulator.config.loader import apply_overrides, read_mapping, resolve_compo
 from simulator.config.quantities import PositiveSeconds, Seconds, StrictConfig
 from simulator.core import registry as reg
 from simulator.core.clock import s_to_ps
-from simulator.core.errors import CapacityError
+from simulator.core.errors import CapacityError, ConfigError
 from simulator.core.events import Recorder
 from simulator.core.rng import RngStreams
 from simulator.serving.cluster import Cluster
@@ -267,3 +267,31 @@ def run_diffusion_scenario(path: Path | dict, overrides: list[str] | None, out: 
             lines.append(f"results: {out}/ (open {out / 'report.html'})")
         typer.echo("\n".join(lines))
     return result
+
+
+def print_pass_ops(path: Path, overrides: list[str] | tuple[str, ...], images: int = 1) -> None:
+    """``hwsim ops`` of a diffusion scenario: each kernel of one denoising pass of ``images`` images."""
+    import typer
+
+    from simulator.op_breakdown import precision_of, shape_of
+
+    if images <= 0:
+        raise ConfigError(f"--images must be >= 1, got {images}", where="--images")
+    spec, base = load_diffusion(path, overrides)
+    sim = DiffusionSimulation(spec, base)
+    ops = sim.timer.ops(images)
+    times = [sim.backend.op_s(op) for op in ops]
+    total = sum(times) or 1.0
+    typer.echo(f"{spec.model.preset or spec.model.kind} on {getattr(sim.device, 'name', 'device')}, "
+               f"{spec.hardware.timing.get('kind', 'tile') if isinstance(spec.hardware.timing, dict) else ''} timing;"
+               f" one denoising pass of {images} image(s) at {spec.resolution_px} px"
+               f"{' (x2 rows: classifier-free guidance)' if spec.guidance else ''}")
+    head = f"{'op':<30}{'kind':<13}{'shape':<30}{'precision':<14}{'x':>4}{'MB':>10}{'GFLOP':>10}{'us':>10}{'%':>6}"
+    typer.echo(head)
+    typer.echo("-" * len(head))
+    for op, t in zip(ops, times):
+        typer.echo(f"{op.name:<30}{op.kind:<13}{shape_of(op):<30}{precision_of(op):<14}{op.count:>4}"
+                   f"{op.bytes_moved() / 1e6:>10.2f}{op.flops() / 1e9:>10.2f}{t * 1e6:>10.1f}{100 * t / total:>6.1f}")
+    typer.echo("-" * len(head))
+    typer.echo(f"{'total':<101}{sum(op.bytes_moved() for op in ops) / 1e6:>10.2f}"
+               f"{sum(op.flops() for op in ops) / 1e9:>10.2f}{total * 1e6:>10.1f}")
