@@ -218,3 +218,35 @@ def test_hwsim_ops_lists_each_kernel_of_a_denoising_pass_and_its_flops_add_up():
     assert float(lines[-1].split()[-2]) == pytest.approx(step_flops(cfg, 2, 256) / 1e9, abs=0.01)
     bad = CliRunner().invoke(app, ["ops", str(path), "--images", "0"])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+def test_a_trace_replays_its_arrival_times_as_images(tmp_path):
+    """The engine's trace source: arrivals at 0, 1 and 1.001 s (token columns ignored); on one idle replica the
+    first image starts at once, the third waits behind the second's pass under stream batching."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,5,5\n1.0,5,5\n1.001,5,5\n")
+    sim = sim_of(workload={"kind": "trace", "path": str(trace)})
+    sim.run()
+    arr = [r.arrival_ps for r in sim.cluster.requests]
+    start = [r.first_scheduled_ps for r in sim.cluster.requests]
+    assert arr == [0, 10**12, 10**12 + 10**9] and start[:2] == arr[:2]
+    assert start[2] == 10**12 + sim.timer.pass_ps(1)  # joins the running batch at the next pass
+
+
+def test_a_run_cut_by_max_time_counts_its_unfinished_images_as_slo_misses():
+    wl = {"kind": "synthetic", "num_requests": 50, "arrival": {"process": "poisson", "rate": "50/s"}}
+    sim = sim_of(workload=wl, run={"max_time": "0.5s"}, slo={"latency": "10s"})
+    r = sim.run()
+    assert r["images_unfinished"] > 0 and r["images_completed"] + r["images_unfinished"] == r["images_arrived"]
+    assert r["slo_attainment"] == pytest.approx(r["images_completed"] / r["images_arrived"])
+
+
+def test_dit_activations_are_the_largest_operand_set_of_the_pass():
+    """DiT's widest op is the MLP's GELU: (2 b T) rows x (4h in + 4h out) at 2 bytes (guidance: 2b rows), above
+    the up projection's h in + 4h out."""
+    from workloads.diffusion import activation_bytes
+
+    cfg = DenoiserConfig(preset="DiT-XL/2")
+    for b in (1, 4, 16):
+        assert activation_bytes(cfg, b, 256) == 2 * b * 256 * (4 * 1152 + 4 * 1152) * 2
+        assert activation_bytes(cfg, b, 256, guidance=False) == activation_bytes(cfg, b, 256) / 2
