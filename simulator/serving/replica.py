@@ -25,6 +25,7 @@ from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.kv_manager import KVManager
 from simulator.serving.plan_check import check_plan, preempt_entry
+from simulator.serving.preemption import preempt
 from simulator.serving.speculation import commit_speculation, speculate
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
@@ -225,32 +226,7 @@ class Replica:
         self._notify("finish")
 
     def _preempt(self, r: Request, mode: str | None = None) -> None:
-        if mode == "drop":  # the request is given up: it leaves unfinished, its KV freed
-            self.running.remove(r)
-            self.kvm.preempt(r, "drop")
-            r.state = REJECTED
-            r.finish_ps = self.env.now
-            self.outstanding -= r.prefill_remaining + r.max_new_tokens - r.num_generated
-            self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, r.num_computed)
-            self.rec.emit(self.env.now, _REJECT, self.index, r.rid, r.prompt_tokens)
-            self.cluster.on_done(r)
-            self._notify("finish")
-            return
-        self.running.remove(r)
-        dropped = r.num_computed
-        swapped = self.kvm.preempt(r, mode)
-        r.state = WAITING
-        r.num_preemptions += 1
-        r.prefill_target = r.prompt_tokens + r.num_generated
-        if swapped:  # KV kept in host DRAM: only the last token is computed again
-            dropped = 0
-            self.outstanding += r.prefill_target - r.num_computed
-        else:
-            r.num_computed = 0
-            self.outstanding += r.prefill_target
-        self.waiting.appendleft(r)
-        self.rec.emit(self.env.now, _PREEMPT, self.index, r.rid, dropped)
-        self._notify("preempt")
+        preempt(self, r, mode)  # recompute, swap or drop (serving/preemption.py)
 
     def _admit(self, r: Request) -> None:
         if self.waiting and self.waiting[0] is r:
