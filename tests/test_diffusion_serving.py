@@ -170,7 +170,10 @@ def test_the_shipped_scenarios_run_check_and_write_their_results(name, tmp_path)
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["images_completed"] == 40 and s["throughput_images_per_s"] > 0
     assert len((tmp_path / "requests.csv").read_text().splitlines()) == 41
-    assert (tmp_path / "report.html").exists()
+    assert "hwsim diffusion:" in (tmp_path / "report.html").read_text()
+    again = CliRunner().invoke(app, ["run", str(tmp_path / "scenario.resolved.yaml"), "-o", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output  # the resolved scenario runs to the same figures
+    assert json.loads((tmp_path / "again" / "summary.json").read_text()) == s
 
 
 @pytest.mark.parametrize("override, needle", [

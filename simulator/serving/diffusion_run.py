@@ -249,8 +249,10 @@ def run_diffusion_scenario(path: Path | dict, overrides: list[str] | None, out: 
         rows += [f"{r.rid},{r.replica},{r.arrival_ps / 1e12:.9f},{r.first_scheduled_ps / 1e12:.9f},"
                  f"{r.finish_ps / 1e12:.9f},{r.num_generated}" for r in sim.cluster.requests]
         (out / "requests.csv").write_text("\n".join(rows) + "\n")
-        (out / "report.html").write_text(render_study_report(spec.name, "diffusion", spec.description, result,
-                                                             options, __version__), encoding="utf-8")
+        page = render_study_report(spec.name, "diffusion", spec.description, result, options, __version__)
+        page = page.replace("<title>hwsim study:", "<title>hwsim diffusion:", 1).replace(
+            "<p class=meta>study diffusion", "<p class=meta>diffusion serving (type: diffusion)", 1)
+        (out / "report.html").write_text(page, encoding="utf-8")
         info = {"wall_s": sim.wall_s, "hwsim": __version__, "python": platform.python_version(),
                 "platform": platform.platform(), "type": "diffusion"}
         (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
