@@ -209,7 +209,7 @@ def test_run_energy_is_ops_plus_idle_plus_the_bytes_copied_off_the_device():
                                                + hetero["energy_transfer_j"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(steps=st.lists(st.tuples(st.floats(1e-6, 0.1), st.floats(0.0, 50.0), st.floats(0.0, 20.0)), min_size=1,
                       max_size=6), cap=st.floats(100.0, 700.0))
 def test_the_float_and_subset_paths_of_the_cap_give_the_array_path_bit_for_bit(steps, cap):
