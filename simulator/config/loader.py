@@ -367,7 +367,7 @@ def _serving_type(raw: dict[str, Any], name: str) -> None:
                           "(other types: set `type` to mcu or study)", where=where)
     if "type" in raw:
         raise ConfigError(f"this command takes a serving scenario (no `type`), not type {raw['type']!r}; "
-                          f"hwsim run and hwsim check take every type (mcu, study)", where=where)
+                          f"hwsim run and hwsim check take every type (mcu, study, diffusion)", where=where)
 
 
 def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str, Any]] | None:
