@@ -106,3 +106,59 @@ def test_a_dispatch_to_a_replica_that_does_not_exist_is_a_policy_error_naming_th
     kind = f"{__name__}:ToDraining"
     with pytest.raises(PolicyError, match=f"'{kind}'.*dispatch of request 0 names replica 4"):
         Simulation(load_scenario(SCENARIO, PRESSURE + [f"cluster.controller.kind={kind}"])).run()
+
+
+# -- random controller actions on replicas that also swap and speculate -------------------------
+from hypothesis import settings  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant  # noqa: E402
+from test_controller import ControllerMachine, _check_conservation  # noqa: E402
+
+SWAP_SPEC = ["engine.gpu_memory_utilization=0.23", "workload.arrival.rate=30/s", "workload.num_requests=60",
+             "cluster.replicas=3", "policies.kv_cache={kind: swap, swap_space: 64GiB}",
+             "policies.speculation={kind: ngram, num_speculative_tokens: 3, acceptance: {alpha: 0.6}, "
+             "length: {kind: fixed}}"]
+
+
+class SwapSpecMachine(ControllerMachine):
+    """The same random migrations, steals, drains and resumes, with preemption by swap and
+    speculative verification (KV allocated and rolled back every step) on every replica."""
+
+    def __init__(self):
+        RuleBasedStateMachine.__init__(self)
+        self.sim = Simulation(load_scenario(SCENARIO, SWAP_SPEC + [f"cluster.controller.kind={__name__}:Idle"]))
+        self.sim.cluster.start_open_loop(self.sim.table)
+        self.ctl = self.sim.cluster.controller
+        self.t = 0
+
+    @invariant()
+    def host_bytes_are_conserved(self):
+        for rep in self.sim.cluster.replicas:
+            off = rep.kvm.offload
+            assert abs(off.host_used - sum(off.swapped.values())) < 1e-3  # swapped out - swapped in
+            for rid in off.swapped:
+                assert rep.by_id[rid].kv_location in ("host", "partly")
+        _check_conservation(self.sim)
+
+    def teardown(self):
+        super().teardown()
+        SwapSpecMachine.swaps += sum(rep.kvm.offload.swap_outs for rep in self.sim.cluster.replicas)
+        SwapSpecMachine.spec_rows += sum(rep.spec.rows for rep in self.sim.cluster.replicas)
+
+
+class Idle:
+    def __init__(self, config=None):
+        pass
+
+    def decide(self, view):
+        return []
+
+
+SwapSpecMachine.swaps = SwapSpecMachine.spec_rows = 0
+SwapSpecMachine.TestCase.settings = settings(max_examples=6, stateful_step_count=20, deadline=None)
+test_random_actions_with_swaps_and_speculation_conserve_requests_blocks_and_host_bytes = SwapSpecMachine.TestCase
+
+
+def test_the_machine_above_swapped_and_speculated():
+    if not SwapSpecMachine.spec_rows:  # run on its own: exercise the machine once more
+        test_random_actions_with_swaps_and_speculation_conserve_requests_blocks_and_host_bytes("runTest").runTest()
+    assert SwapSpecMachine.spec_rows > 0 and SwapSpecMachine.swaps > 0
