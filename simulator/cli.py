@@ -220,7 +220,7 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML/TOML file"),
         no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
         allow_rejected: bool = AllowRejectedOpt,
         progress: Optional[bool] = ProgressOpt) -> None:
-    """Run a scenario (serving, type: mcu or type: study): print a summary, write a results directory."""
+    """Run a scenario (serving, type: mcu, study or diffusion): print a summary, write a results directory."""
     _run(scenario, set_, out, quiet, no_report, allow_rejected, progress)
 
 
@@ -240,7 +240,7 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", "-o", help="results d
 
 @app.command()
 @guarded
-def check(scenario: Path = typer.Argument(..., help="scenario file (serving, type: mcu, study or training)"),
+def check(scenario: Path = typer.Argument(..., help="scenario file (serving, type: mcu, study, training, diffusion)"),
           set_: Optional[list[str]] = SetOpt,
           show: bool = typer.Option(False, "--show", help="print the resolved scenario")) -> None:
     """Validate a scenario without running it; print its deployment, memory plan and run size."""
