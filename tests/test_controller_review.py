@@ -162,3 +162,39 @@ def test_the_machine_above_swapped_and_speculated():
     if not SwapSpecMachine.spec_rows:  # run on its own: exercise the machine once more
         test_random_actions_with_swaps_and_speculation_conserve_requests_blocks_and_host_bytes("runTest").runTest()
     assert SwapSpecMachine.spec_rows > 0 and SwapSpecMachine.swaps > 0
+
+
+def test_two_migrations_out_of_one_replica_share_its_port():
+    """Two requests migrated from replica 0 to replicas 1 and 2 at one instant: their first stages
+    leave through replica 0's one port, so together they take at least both contexts over the link
+    (each into its own destination alone would have taken only its own bytes)."""
+    from policies.controllers import Migrate
+    from simulator.core.clock import s_to_ps
+
+    sim = Simulation(load_scenario(SCENARIO, PRESSURE[:2] + ["workload.num_requests=60", "cluster.replicas=3",
+                                                            f"cluster.controller.kind={__name__}:Idle",
+                                                            "cluster.router.kind=round_robin"]))
+    sim.cluster.start_open_loop(sim.table)
+    ctl, env = sim.cluster.controller, sim.env
+    src = sim.cluster.replicas[0]
+    t = 0
+    while True:
+        t += s_to_ps(0.05)
+        env.run(until=t)
+        pair = [r for r in src.running if not r.in_prefill and r.remaining_tokens > 50][:2]
+        if len(pair) == 2:
+            break
+    t0 = env.now
+    for r, d in zip(pair, (1, 2)):
+        ctl.apply(Migrate(r.rid, 0, d))
+    ms = [ctl.migrations[r.rid] for r in pair]
+    first = [m.req.num_computed for m in ms]  # tokens of each first stage
+    done = {}
+    while len(done) < 2:
+        env.run(until=env.now + s_to_ps(1e-5))
+        for m in ms:
+            if m.stages and m.req.rid not in done:
+                done[m.req.rid] = env.now
+    link = ctl.out_links[0]
+    both = sum(first) * ctl.kv_bytes_per_token / link.bw_per_ps
+    assert max(done.values()) - t0 >= both + link.latency_ps - s_to_ps(1e-5)

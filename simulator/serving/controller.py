@@ -5,8 +5,9 @@ builds a :class:`policies.controllers.ControllerView`, asks the policy for actio
 one before acting (``PolicyError`` naming the controller and the request or replica).
 
 Live migration (Llumnix): the destination reserves KV blocks for the request's context; stage 1
-copies the KV computed so far over the destination's inbound migration link (a processor-sharing
-link: concurrent migrations to one replica share it) while the request keeps decoding on the
+copies the KV computed so far out of the source's migration port and into the destination's (each a
+processor-sharing link: concurrent migrations out of one replica, or into one, share its port; a
+stage ends when the slower of its two shares has carried it) while the request keeps decoding on the
 source; each later stage copies the tokens decoded during the previous one. When what is left is at
 most ``LAST_STAGE_TOKENS`` (or after ``MAX_STAGES`` stages), the source takes the request out of
 its batch at its next iteration boundary (the stall starts), the rest is copied, the source's blocks
@@ -65,6 +66,8 @@ class ClusterController:
         self.kv_bytes_per_token = kv_bytes_per_token
         self.links = {rep.index: SharedBandwidth(self.env, link_bw, latency_ps=link_latency_ps,
                                                  name=f"migration-link-{rep.index}") for rep in cluster.replicas}
+        self.out_links = {rep.index: SharedBandwidth(self.env, link_bw, latency_ps=link_latency_ps,
+                                                     name=f"migration-out-{rep.index}") for rep in cluster.replicas}
         self.migrations: dict[int, Migration] = {}
         self.draining: set[int] = set()
         self.log: list[tuple] = []
@@ -227,7 +230,9 @@ class ClusterController:
         nbytes = tokens * self.kv_bytes_per_token
         rec = self.cluster.recorder
         rec.emit(self.env.now, EventKind.KV_TRANSFER_STARTED, m.dst.index, m.req.rid, int(nbytes))
-        yield self.links[m.dst.index].transfer(nbytes)
+        # the bytes leave the source's port and enter the destination's: each port is shared by the
+        # copies through it, and a stage ends when the slower of its two shares has carried them
+        yield self.env.all_of([self.out_links[m.src.index].transfer(nbytes), self.links[m.dst.index].transfer(nbytes)])
         m.copied += tokens
         m.stages += 1
         m.nbytes += nbytes
