@@ -27,6 +27,7 @@ requests in flight.
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,64 +55,68 @@ def streaming(mode: str, n_requests: int) -> bool:
 def run_itl(requests: list, iter_end_ps: list, measured: np.ndarray) -> np.ndarray:
     """Inter-token gaps of ``requests`` (those with ``measured`` true), read from each replica's
     iteration end times without concatenating them (the same gaps as metrics.inter_token_gaps)."""
-    reps, starts, lengths, owner = [], [], [], []
-    for r, m in zip(requests, measured.tolist()):
-        if not m or not r.runs:
-            continue
-        for rep, a, b in r.runs:
-            reps.append(rep)
-            starts.append(a)
-            lengths.append(b - a)
-            owner.append(r.rid)
-    if not starts:
+    runs, same = _flat_runs(requests, measured)
+    if runs.shape[0] == 0:
         return np.zeros(0)
-    lengths_a = np.asarray(lengths, dtype=np.int64)
-    rep_a = np.asarray(reps, dtype=np.int64)
-    run_off = np.cumsum(lengths_a) - lengths_a
-    idx = np.arange(int(lengths_a.sum()), dtype=np.int64) - np.repeat(run_off - np.asarray(starts, np.int64),
-                                                                     lengths_a)
-    tok_rep = np.repeat(rep_a, lengths_a)
-    times = np.empty(idx.size, dtype=np.int64)
-    for rep in np.unique(rep_a).tolist():
-        m = tok_rep == rep
-        ends = np.frombuffer(iter_end_ps[rep], dtype=np.int64)
-        times[m] = ends[idx[m]]
+    rep, a, b = runs[:, 0], runs[:, 1], runs[:, 2]
+    lengths = b - a
+    run_off = np.cumsum(lengths) - lengths
+    idx = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(run_off - a, lengths)
+    times = _gather(iter_end_ps, np.repeat(rep, lengths), idx)
+    first = np.zeros(idx.size, dtype=bool)  # the first token of each request has no gap before it
+    first[run_off[~same & (lengths > 0)]] = True
+    return (np.diff(times)[~first[1:]]).astype(np.float64) / PS_PER_S
+
+
+def _flat_runs(requests: list, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every run (replica, first, end iteration) of the measured requests as one (n, 3) array, and
+    whether each run continues the request of the run before it."""
+    sel = [r.runs for r, m in zip(requests, measured.tolist()) if m and r.runs]
+    if not sel:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=bool)
+    runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
+    counts = np.fromiter(map(len, sel), dtype=np.int64, count=len(sel))
+    same = np.ones(runs.shape[0], dtype=bool)
+    same[np.cumsum(counts) - counts] = False  # a request's first run starts afresh
+    return runs, same
+
+
+def _gather(iter_end_ps: list, rep: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Iteration end times ``iter_end_ps[rep[i]][idx[i]]`` for every i."""
+    out = np.empty(idx.size, dtype=np.int64)
+    for r in np.unique(rep).tolist():
+        m = rep == r
+        ends = np.frombuffer(iter_end_ps[r], dtype=np.int64)
+        out[m] = ends[idx[m]]
         del ends  # release the buffer: the replica appends to its array again
-    owner_a = np.repeat(np.asarray(owner, dtype=np.int64), lengths_a)
-    same = owner_a[1:] == owner_a[:-1]
-    return (np.diff(times)[same]).astype(np.float64) / PS_PER_S
+    return out
 
 
 def run_itl_weighted(requests: list, iter_end_ps: list, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same gaps as :func:`run_itl` as (distinct gap, how many requests had it): all requests
     in a batch share its iteration end times, so each iteration gap is taken once per replica and
     weighted by the runs that span it (a difference array over the iterations), and only gaps
-    between two runs of one request (after a preemption or a KV transfer) are taken one by one."""
-    per_rep: dict[int, list[tuple[int, int]]] = {}
-    cross: list[float] = []
-    for r, m in zip(requests, measured.tolist()):
-        runs = r.runs
-        if not m or not runs:
-            continue
-        prev = None
-        for rep, a, b in runs:
-            if b - a > 1:
-                per_rep.setdefault(rep, []).append((a, b))
-            if prev is not None:
-                cross.append(iter_end_ps[rep][a] - iter_end_ps[prev[0]][prev[1] - 1])
-            prev = (rep, b)
-    values, weights = [np.asarray(cross, dtype=np.float64) / PS_PER_S], [np.ones(len(cross), dtype=np.int64)]
-    for rep, ab in per_rep.items():
-        a = np.fromiter((x for x, _ in ab), dtype=np.int64, count=len(ab))
-        b = np.fromiter((y for _, y in ab), dtype=np.int64, count=len(ab))
-        lo, hi = int(a.min()), int(b.max())
+    between two runs of one request (after an iteration it sat out, a preemption or a KV
+    transfer) are taken one by one."""
+    runs, same = _flat_runs(requests, measured)
+    if runs.shape[0] == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    rep, a, b = runs[:, 0], runs[:, 1], runs[:, 2]
+    k = np.flatnonzero(same)  # run k continues run k - 1 of the same request
+    cross = (_gather(iter_end_ps, rep[k], a[k]) - _gather(iter_end_ps, rep[k - 1], b[k - 1] - 1)) / PS_PER_S
+    values, weights = [cross.astype(np.float64)], [np.ones(k.size, dtype=np.int64)]
+    long = b - a > 1
+    for r in np.unique(rep[long]).tolist():
+        m = long & (rep == r)
+        ar, br = a[m], b[m]
+        lo, hi = int(ar.min()), int(br.max())
         cover = np.zeros(hi - lo + 1, dtype=np.int64)  # cover[j - lo]: runs with a < j < b
-        np.add.at(cover, a + 1 - lo, 1)
-        np.add.at(cover, b - lo, -1)
+        np.add.at(cover, ar + 1 - lo, 1)
+        np.add.at(cover, br - lo, -1)
         w = np.cumsum(cover)[1:hi - lo]  # iterations j = lo+1 .. hi-1
-        ends = np.frombuffer(iter_end_ps[rep], dtype=np.int64)
+        ends = np.frombuffer(iter_end_ps[r], dtype=np.int64)
         gaps = np.diff(ends[lo:hi]).astype(np.float64) / PS_PER_S
-        del ends  # release the buffer: the replica appends to its array again
+        del ends
         used = w > 0
         values.append(gaps[used])
         weights.append(w[used])
