@@ -196,6 +196,12 @@ def fit_a2a(system_dir: Path) -> dict[tuple[str, str], tuple[float, float, float
 
 
 HBM_GRID = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
+WEIGHT_ROWS = (8, 64)  # tokens per expert of the rows the HBM share is fitted on
+
+
+def _weight_bound(r: Row) -> bool:
+    up = next(op for op in r.item if op.name == "moe_up")
+    return WEIGHT_ROWS[0] < max(up.groups) <= WEIGHT_ROWS[1]
 
 
 def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float, float]]:
@@ -205,7 +211,8 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
     on a random ``sample`` of its rows (every framework running it); even-numbered sampled rows fit,
     odd-numbered ones check. First the family's share of the HBM bandwidth (``HBM_GRID``, one per
     family: its grouped kernels stream the expert weights) is chosen at its current efficiencies and
-    fixed costs (``hw_models.timing.tile.FIT_MOE``), minimising the median APE of all its fitted rows;
+    fixed costs (``hw_models.timing.tile.FIT_MOE``), minimising the median APE of its fitted
+    weight-streaming rows (``WEIGHT_ROWS`` tokens per expert on the busiest GPU);
     then each quantization's efficiency and fixed cost minimise the median APE of its fitted rows at
     that share. Keys ``"<family> <dtype>"``; the values go to ``efficiency`` / ``fixed_s`` (bf16),
     ``efficiency_fp8`` / ``fixed_s_fp8``, ``efficiency_fp8_block`` / ``fixed_s_fp8_block`` and
@@ -242,10 +249,13 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
     out = {}
     for family in sorted({f for f, _ in groups}):
         mine = [(d, rs) for (f, d), rs in groups.items() if f == family]
+        # the HBM share on the rows it describes: the weight-streaming ones (the busiest GPU's experts
+        # get WEIGHT_ROWS tokens each at most: the expert weights dominate the traffic, the MMAs are short)
+        stream = [(d, [r for r in rs[0::2] if _weight_bound(r)]) for d, rs in mine]
         scores = []
         for hbm in HBM_GRID:
             ape = [np.abs(run(family, rs, {**FIT_MOE[family], "hbm_efficiency": hbm}) /
-                          np.array([r.measured_s for r in rs]) - 1)[0::2] for _, rs in mine]
+                          np.array([r.measured_s for r in rs]) - 1) for _, rs in stream if rs]
             scores.append(float(np.median(np.concatenate(ape))))
         hbm = HBM_GRID[int(np.argmin(scores))]
         for dtype, rs in mine:
