@@ -45,7 +45,7 @@ def _run_block(needle: str, monkeypatch):
 
 
 def test_the_doc_defines_the_modules_its_examples_use(modules):
-    assert {"my_policies", "my_preempt", "my_spec", "my_controller"} <= set(modules)
+    assert {"my_policies", "my_preempt", "my_spec", "my_controller", "my_dispatch"} <= set(modules)
 
 
 def test_per_request_preemption_example_swaps(modules, monkeypatch):
@@ -61,3 +61,13 @@ def test_speculation_length_example_speculates(modules, monkeypatch):
 def test_controller_example_migrates_off_the_drained_replica(modules, monkeypatch):
     migrations, res = _run_block("my_controller:Evacuate", monkeypatch)
     assert migrations > 0
+
+
+def test_dispatching_controller_example_spreads_arrivals_without_migrating(modules, monkeypatch):
+    (migrations, replica), res = _run_block("my_dispatch:FewestTokens", monkeypatch)
+    import numpy as np
+
+    counts = np.bincount(np.asarray(replica), minlength=4)
+    assert migrations == 0 and len(replica) == 200
+    assert counts.min() >= 200 // 4 // 2  # by load: no replica is left with under half its share
+    assert counts.tolist() != [50] * 4  # not the scenario's round-robin router: the controller dispatched
