@@ -78,6 +78,8 @@ def test_llumnix_dispatch_goes_to_the_freest_replica_and_headroom_steers_arrival
     assert LlumnixController(LlumnixConfig()).dispatch(new, view) is None  # the router chooses
     drained = ControllerView(0, (_state(0, draining=True), _state(1, (lo,), free=10)), "dispatch")
     assert plain.dispatch(new, drained) == 1
+    every = ControllerView(0, (_state(0, draining=True), _state(1, draining=True)), "dispatch")
+    assert plain.dispatch(new, every) is None  # nowhere open: the router's fallback decides
 
 
 def test_dispatch_only_runs_no_migration_and_serves_every_request_once():

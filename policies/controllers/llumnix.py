@@ -63,8 +63,10 @@ class LlumnixController:
     def dispatch(self, request, view: ControllerView) -> int | None:
         if not self.config.dispatch:
             return None
-        best = max((s for s in view.replicas if not s.draining), key=lambda s: (self.freeness(s), -s.index))
-        return best.index
+        open_ = [s for s in view.replicas if not s.draining]
+        if not open_:
+            return None  # every replica is draining: the router's fallback decides
+        return max(open_, key=lambda s: (self.freeness(s), -s.index)).index
 
     def decide(self, view: ControllerView):
         c = self.config
