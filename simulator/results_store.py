@@ -5,7 +5,8 @@ pass/fail of each constraint, the objective values, the one-line error of a poin
 run, the wall time, and the detail the comparison page draws (TTFT/TPOT quantiles, the capacity
 curve). SQLite commits each row atomically to the file (rollback journal, ``synchronous=FULL``),
 so a sweep killed with ``kill -9`` keeps every row it committed and none half-written; ``--resume``
-then runs only the points whose row is missing. JSON columns keep NaN as ``NaN`` (Python's json).
+then runs only the points whose row is missing (or records an internal error: a fixed bug reruns).
+JSON columns keep NaN as ``NaN`` (Python's json).
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class ResultsStore:
     def done(self) -> dict[int, str]:
         """{point id: scenario hash} of every stored row."""
         return dict(self.db.execute("SELECT point_id, scenario_hash FROM points"))
+
+    def failed_internally(self) -> set[int]:
+        """Ids of the rows whose point stopped on an internal error (a bug, not the point's own limit)."""
+        return {i for (i,) in self.db.execute("SELECT point_id FROM points WHERE error LIKE 'internal error:%'")}
 
     def clear(self) -> None:
         with self.db:

@@ -9,9 +9,9 @@ summary of the first point that can run, run on a few requests). Then each missi
 backend — ``local`` (a process pool, all cores by default) or ``ray`` (``ray.init(address)``; the
 same tasks, the same results) — and its row is committed to the results store
 (simulator/results_store.py) as it arrives, so ``resume=True`` after a ``kill -9`` runs only the
-points with no row. A point that cannot run (say, a model that does not fit) is a row with its
-error, not a failed sweep. At the end the store is exported (CSV, Parquet) and compare.html
-written (simulator/compare.py).
+points with no row (and those whose row records an internal error). A point that cannot run (say,
+a model that does not fit) is a row with its error, not a failed sweep. At the end the store is
+exported (CSV, Parquet) and compare.html written (simulator/compare.py).
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, out: str | Path, work
         store.set_meta(spec_hash=sweep.spec_hash, name=sweep.spec.name, axes=",".join(sweep.axis_names),
                        source=str(sweep.path or "<dict>"), page=json.dumps(sweep_meta(sweep)))
         done = store.done()
+        for point_id in store.failed_internally():  # an internal error is a bug: a resume runs it again
+            done.pop(point_id, None)
         todo = [p for p in sweep.points if done.get(p.point_id) != p.scenario_hash]
         stream = progress if not isinstance(progress, bool) else sys.stdout if progress else None
         bar = Progress(len(sweep.points), len(sweep.points) - len(todo), stream) if stream else None

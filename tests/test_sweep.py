@@ -265,6 +265,14 @@ def test_resume_runs_only_the_missing_points(tmp_path):
     ran = []
     run_sweep(path, tmp_path / "out", workers=1, resume=True, html=False, on_row=lambda r: ran.append(r["point_id"]))
     assert sorted(ran) == [1, 3]
+    # a point that stopped on an internal error (a bug) runs again on resume; one that cannot run does not
+    with sqlite3.connect(tmp_path / "out" / FILE_NAME) as db:
+        db.execute("UPDATE points SET error = 'internal error: KeyError: 3' WHERE point_id = 2")
+        db.execute("UPDATE points SET error = 'model: does not fit' WHERE point_id = 0")
+    ran.clear()
+    rows = run_sweep(path, tmp_path / "out", workers=1, resume=True, html=False,
+                     on_row=lambda r: ran.append(r["point_id"]))
+    assert ran == [2] and rows[2]["error"] is None and rows[0]["error"] == "model: does not fit"
 
 
 @settings(max_examples=200, deadline=None)
