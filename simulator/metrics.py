@@ -128,21 +128,18 @@ def request_columns(requests: list, warmup_requests: int, warmup_s: float,
 
 def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids: set[int] | None) -> np.ndarray:
     """All gaps between consecutive tokens of each request, from its runs of iterations."""
+    from itertools import chain
+
     offsets = np.cumsum([0] + [len(a) for a in iter_ends])
     ends = np.concatenate(iter_ends) if iter_ends else np.zeros(0, np.int64)
-    starts, lengths, owner = [], [], []
-    for r in requests:
-        if not r.runs or (measured_rids is not None and r.rid not in measured_rids):
-            continue
-        for rep, a, b in r.runs:
-            starts.append(offsets[rep] + a)
-            lengths.append(b - a)
-            owner.append(r.rid)
-    if not starts:
+    sel = [r.runs for r in requests if r.runs and (measured_rids is None or r.rid in measured_rids)]
+    if not sel:
         return np.zeros(0)
-    starts_a = np.asarray(starts, dtype=np.int64)
-    lengths_a = np.asarray(lengths, dtype=np.int64)
-    owner_a = np.repeat(np.asarray(owner, dtype=np.int64), lengths_a)
+    runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
+    counts = np.fromiter(map(len, sel), dtype=np.int64, count=len(sel))
+    starts_a = offsets[runs[:, 0]] + runs[:, 1]
+    lengths_a = runs[:, 2] - runs[:, 1]
+    owner_a = np.repeat(np.repeat(np.arange(len(sel), dtype=np.int64), counts), lengths_a)
     run_off = np.cumsum(lengths_a) - lengths_a
     idx = np.arange(int(lengths_a.sum()), dtype=np.int64) - np.repeat(run_off - starts_a, lengths_a)
     times = ends[idx]
