@@ -92,12 +92,10 @@ def test_the_harness_takes_a_device_timer_and_sizes_samples_above_the_timer_reso
 # -- capture ---------------------------------------------------------------------------------
 
 
-def test_capture_quick_runs_in_ci_time_and_writes_a_valid_record(tmp_path):
-    t0 = time.perf_counter()
+def test_capture_quick_writes_a_valid_record(tmp_path):
+    # How long a capture takes is a benchmark (BENCHMARKS.md), not a test: this machine's load varies.
     res = runner.invoke(calibrate_app, ["capture", "--device", "cpu", "--quick", "-o", str(tmp_path / "c")])
-    elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
-    assert elapsed < 20
     data = read_capture(tmp_path / "c")
     assert {r.kernel_class for r in data.rows} == {"gemm", "stream", "elementwise", "attention"}
     prov = data.provenance

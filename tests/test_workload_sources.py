@@ -186,14 +186,6 @@ def test_changing_the_output_distribution_changes_neither_arrivals_nor_prompts()
     np.testing.assert_array_equal(a.prompt_tokens, b.prompt_tokens)
 
 
-def test_generating_100000_synthetic_requests_takes_under_50_ms():
-    block = {**CONVERSATION_LIKE, "num_requests": 100000}
-    src = source(block)
-    src.generate(RngStreams(0))
-    best = min(_timed(lambda: src.generate(RngStreams(1))) for _ in range(3))
-    assert best < 0.05
-
-
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -306,7 +298,7 @@ def test_extra_columns_blank_lines_and_quoted_numbers_are_accepted(tmp_path):
     assert table.prompt_tokens.tolist() == [10, 20]
 
 
-def test_loading_a_100000_row_trace_takes_well_under_200_ms(tmp_path):
+def test_loading_a_100000_row_trace_is_no_slower_than_numpy_parsing_it(tmp_path):
     from workloads.sources.trace import load_trace_file
 
     rng = np.random.default_rng(0)
@@ -315,8 +307,10 @@ def test_loading_a_100000_row_trace_takes_well_under_200_ms(tmp_path):
     path = tmp_path / "big.csv"
     np.savetxt(path, rows, fmt=["%.6f", "%d", "%d"], delimiter=",",
                header="arrived_at,num_prefill_tokens,num_decode_tokens", comments="")
-    elapsed = _timed(lambda: load_trace_file(path))
-    assert elapsed < 0.2
+    # A ratio measured in one run: the loader (validation included) against numpy's own text parser.
+    elapsed = min(_timed(lambda: load_trace_file(path)) for _ in range(3))
+    baseline = min(_timed(lambda: np.loadtxt(path, delimiter=",", skiprows=1)) for _ in range(3))
+    assert elapsed < 1.5 * baseline
     assert len(load_trace_file(path)) == n
 
 
