@@ -207,7 +207,8 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
     scenario = {
         "name": row.id, "seed": 0,
         "hardware": {"device": {"kind": "gpu", "preset": gpu}},
-        "model": {"kind": "transformer", "preset": preset},
+        # The frameworks run a model's own sliding-window layers windowed (gpt-oss, Gemma, Mistral).
+        "model": {"kind": "transformer", "preset": preset, **({"attention": {}} if _windowed(preset) else {})},
         "cluster": {"tensor_parallel": gpus, **({"expert_parallel": ep} if ep > 1 else {}),
                     **({"attention_data_parallel": dp} if dp > 1 else {})},
         "engine": {"framework": f"{prof.framework}-{prof.version}",
@@ -219,6 +220,15 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
         "outputs": {"report": False, "chrome_trace": False, "events": False, "requests": False},
     }
     return scenario, None, note
+
+
+def _windowed(preset: str) -> bool:
+    """Whether the model's config declares sliding-window layers (``sliding_window_tokens``)."""
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+
+    return bool(resolve_component({"kind": "transformer", "preset": preset}, reg.MODELS, "model")
+                .config.sliding_window_tokens)
 
 
 STEADY_ROUNDS = 3
