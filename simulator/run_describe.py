@@ -15,7 +15,8 @@ def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
     """What ``hwsim check`` prints of a serving scenario: the deployment, pool by pool, and the run's size."""
     gib = 2.0**30
 
-    def memory(mem) -> str:
+    def memory(mem, dp: int = 1) -> str:
+        # with attention data parallelism the plan's KV blocks are the dp groups' together (dp x one GPU's)
         off = (f" (+ {mem.weight_host_bytes / gib:.1f} GiB in host DRAM, {mem.weight_disk_bytes / gib:.1f} GiB on "
                f"disk, streamed)") if mem.weight_host_bytes or mem.weight_disk_bytes else ""
         where = {"gpu": "GiB/GPU", "host": "GiB in host DRAM", "disk": "GiB on disk"}[mem.kv_tier]
@@ -23,7 +24,7 @@ def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
         held = f" + {mem.kv_residual_bytes / gib:.1f} GiB held for the batch slots" if mem.kv_residual_bytes else ""
         if tokens >= 2**40:  # every layer's K/V bounded (windows, states): nothing grows per token
             return f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV bounded per sequence{held}"
-        return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV {mem.kv_bytes / gib:.1f} {where} = "
+        return (f"weights {mem.weight_bytes / gib:.1f} GiB/GPU{off}, KV {mem.kv_bytes / dp / gib:.1f} {where} = "
                 f"{tokens} tokens per replica{held}")
 
     model = resolved.model.config.name
@@ -31,13 +32,15 @@ def describe_serving(scenario: Path, resolved, sim, size) -> list[str]:
         pool = resolved.pools[0]
         pp = f" x PP{pool.pipeline_parallel}" if pool.pipeline_parallel > 1 else ""
         lines = [f"ok: {scenario} — {model} on {pool.replicas} x {pool.tensor_parallel}{pp} x "
-                 f"{pool.device.config.name}; {memory(sim.mem)}; {size.requests:,} requests"]
+                 f"{pool.device.config.name}; {memory(sim.mem, pool.attention_data_parallel)}; "
+                 f"{size.requests:,} requests"]
     else:
         lines = [f"ok: {scenario} — {model} on {len(sim.pools)} pools; {size.requests:,} requests"]
         for rt in sim.pools:
             p = rt.pool
             lines.append(f"  pool {p.name} ({p.role}): {p.replicas} x {p.tensor_parallel} x PP{p.pipeline_parallel} "
-                         f"x {p.device.config.name}, scheduler {p.scheduler.kind}; {memory(rt.mem)}")
+                         f"x {p.device.config.name}, scheduler {p.scheduler.kind}; "
+                         f"{memory(rt.mem, p.attention_data_parallel)}")
         if resolved.kv_link is not None:
             lines.append(f"  KV transfer: {resolved.kv_link.config.name}")
     lines.append(f"  size: {size.describe()}")

@@ -69,3 +69,16 @@ def test_check_of_a_serving_scenario_prints_its_size():
     result = check(ROOT / "scenarios" / "quickstart.yaml")
     size = result.output.splitlines()[1]
     assert size.strip().startswith("size: 2,000 requests") and "iterations" in size
+
+
+@pytest.mark.parametrize("name", ["moe_multinode_ep16.yaml", "moe_deepseek_v3_ep8.yaml", "quickstart.yaml"])
+def test_check_prints_per_gpu_memory_that_fits_the_gpu(name):
+    """With attention data parallelism the plan's KV is dp GPUs' together; the GiB/GPU printed is one
+    GPU's, so weights + KV per GPU stay within the device's memory."""
+    import re
+
+    result = check(ROOT / "scenarios" / name)
+    assert result.exit_code == 0, result.output
+    w, kv = map(float, re.search(r"weights ([\d.]+) GiB/GPU, KV ([\d.]+) GiB/GPU", result.output).groups())
+    mem = {"H200": 141e9, "H100": 80e9}[re.search(r"(H200|H100)", result.output).group(1)]
+    assert 0 < w + kv <= mem / 2**30
