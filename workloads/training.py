@@ -17,9 +17,13 @@ Models: the forward ops of a stage's layers are the serving lowering's (``worklo
     taken from the data-parallel ranks) runs the serving lowering's attention-data-parallel layout:
     attention and dense layers tensor-parallel over ``tp``, each token dispatched to its top-k
     experts' GPUs and combined back by all-to-all over the ``ep`` GPUs, each GPU holding whole
-    experts. Sequence parallelism splits the norms, residual adds and dropouts over the ``tp`` GPUs (its
-    reduce-scatter + all-gather move the all-reduce's bytes); context parallelism splits each
-    sequence ``cp`` ways (load-balanced causal attention: 1/cp of the query-key pairs per GPU).
+    experts. Sequence parallelism splits the norms, residual adds and dropouts over the ``tp`` GPUs and
+    turns each tensor-parallel all-reduce into a reduce-scatter and an all-gather of (n - 1) / n of its
+    bytes each (``sp_collective_bytes``; timed on the TP link by the step); context parallelism splits
+    each sequence ``cp`` ways (Megatron-Core's causal load balancing: 2 cp chunks, rank i holding
+    chunks i and 2 cp - 1 - i, so each GPU computes 1/cp of the query-key pairs and every step of the
+    ring the same share); the ring exchanges each GPU's K/V block cp - 1 times per attention pass
+    (``ring_send_bytes``; the serving lowering's ``workloads.context_parallel.ring_prefill``).
     fp8 runs every GEMM but the LM head on the fp8 tensor path with a cast kernel per input
     (Transformer Engine's recipe). The optimizer step (Adam) is one memory-bound pass over the GPU's
     parameters: fp32 master weight, two moments and the gradient in, master, moments and the model
@@ -43,6 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from workloads.architectures.transformer import TransformerConfig
+from workloads.context_parallel import ring_prefill
 from workloads.llm import (
     ALLREDUCE,
     ALLTOALL,
@@ -134,6 +139,25 @@ def forward_ops(model: TransformerConfig, stage: StageShape, ts: TrainShape) -> 
     if ts.precision == "fp8":
         ops = _fp8(ops)
     return ops
+
+
+def ring_send_bytes(model: TransformerConfig, ts: TrainShape) -> float:
+    """K/V bytes one GPU sends per ring step and layer under context parallelism: its block of K and V
+    (micro_batch x seq_len / cp tokens, its kv_heads / tp heads), 2 x tokens / cp x kv_heads / tp x
+    head_dim x dtype bytes (0 for cp = 1). The serving ring's count, ``ring_prefill`` over tp x cp GPUs
+    in cp groups of tp."""
+    if ts.cp <= 1:
+        return 0.0
+    seqs = BatchShape(prefill=((ts.seq_len, 0),) * ts.micro_batch)
+    return ring_prefill(seqs, model, ts.tp * ts.cp, ts.cp).send_bytes
+
+
+def sp_collective_bytes(op: Op) -> float:
+    """Bytes each GPU puts on the wire in one of sequence parallelism's two collectives (reduce-scatter
+    or all-gather) replacing the all-reduce ``op``: (n - 1) / n of its activation bytes; the pair moves
+    the all-reduce's 2 (n - 1) / n."""
+    n = op.workers
+    return (n - 1) / n * op.bytes if n > 1 else 0.0
 
 
 def _fp8(ops: list[Op]) -> list[Op]:

@@ -2,7 +2,8 @@
 
 The Chrome trace has one process per pipeline rank (one GPU of each stage; its tp x cp x dp peers
 run the same timeline) with lanes for compute (forward / backward / optimizer), pipeline sends,
-data-parallel collectives and PCIe copies: the gaps on the compute lane are the pipeline bubbles.
+data-parallel collectives, PCIe copies and context-parallel K/V sends: the gaps on the compute lane
+are the pipeline bubbles.
 The report is one self-contained HTML page: the figures, the memory per GPU and an SVG timeline.
 """
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from simulator.training.step import TrainResult
 
-LANES = {"compute": 0, "p2p": 1, "dp": 2, "pcie": 3}
-COLORS = {"F": "#4c78a8", "B": "#f58518", "o": "#54a24b", "p2p": "#b279a2", "dp": "#e45756", "pcie": "#9d755d"}
+LANES = {"compute": 0, "p2p": 1, "dp": 2, "pcie": 3, "cp": 4}
+COLORS = {"F": "#4c78a8", "B": "#f58518", "o": "#54a24b", "p2p": "#b279a2", "dp": "#e45756", "pcie": "#9d755d",
+          "cp": "#72b7b2"}
 
 
 def chrome_trace(result: TrainResult) -> dict:

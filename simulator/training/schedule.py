@@ -17,6 +17,13 @@ Models: each pipeline stage is one process running Megatron-LM's order of forwar
     chunk's parameters before each of its passes (prefetched one unit ahead); ZeRO-1/2 all-gather
     the updated parameters after the optimizer step. Offloaded activations go to host DRAM over the
     PCIe link after each forward and come back one unit before their backward.
+    Context parallelism (ring attention): each attention pass of a unit (forward, recomputed forward,
+    backward) is a ring of ``cp`` steps run before the unit's other kernels; in each step the GPU
+    computes 1/cp of the pass's attention while it sends the K/V block in hand to the next GPU of the
+    ring (the backward: K/V and their gradients, twice the bytes) over its link, as a transfer on the
+    same processor-sharing resource as the pipeline sends and gradient reductions when the link is the
+    same; a step ends when both are done, so a pass takes a/cp + (cp - 1) max(a/cp, send) alone on the
+    link (Liu et al.'s ring, as ``simulator.serving.ring_attention`` times it for serving).
 Ignores: compute slowed by concurrent communication kernels (SM sharing), NCCL protocol choice for
     the DP collectives (the link's alpha-beta cost), the all-gather over NVLink after a
     scatter/gather pipeline send, receive-side link contention (links are full duplex, each GPU's
@@ -105,12 +112,18 @@ class PipelinePlan:
     expert_param_bytes: list[list[float]] = field(default_factory=list)
     expert_dp: int = 0  # 0: dp
     pcie: Channel | None = None
+    # context parallelism: per [s][c], the ring attention passes of a forward / a backward unit as
+    # (attention seconds of the pass, bytes sent per ring step, ring steps); their attention is not in
+    # fwd_s / bwd_s
+    ring_fwd: list[list[tuple[tuple[float, float, int], ...]]] = field(default_factory=list)
+    ring_bwd: list[list[tuple[tuple[float, float, int], ...]]] = field(default_factory=list)
+    cp_channel: Channel | None = None
 
 
 @dataclass(frozen=True)
 class Interval:
     rank: int
-    lane: str  # compute | p2p | dp | pcie
+    lane: str  # compute | p2p | dp | pcie | cp
     name: str
     start_ps: int
     end_ps: int
@@ -126,6 +139,7 @@ class PipelineResult:
     dp_wire_bytes: list[float]  # per stage GPU, bytes its DP collectives put on the wire
     p2p_bytes: list[float]
     order: list[list[tuple[str, int, int]]]
+    cp_bytes: list[float] = field(default_factory=list)  # per stage GPU, K/V bytes its ring sends put on the link
 
     def bubble_fraction(self, stage: int = 0) -> float:
         """Idle share of ``stage``'s forward-backward phase (start to its last backward)."""
@@ -156,7 +170,20 @@ class _Sim:
         self.dp_scale = plan.p2p.rate_bytes_per_s / plan.dp_channel.rate_bytes_per_s if same else 1.0
         self.streams = [simpy.Resource(self.env, capacity=1) for _ in range(p)]
         self.d2h = [self._bw(plan.pcie) for _ in range(p)]
+        self.cp_bytes = [0.0] * p
+        self.cp_links, self.cp_scale = self._shared(plan.cp_channel)
         self.h2d = [self._bw(plan.pcie) for _ in range(p)]
+
+    def _shared(self, ch: Channel | None) -> tuple[list, float]:
+        """Per-stage resources of ``ch``: the pipeline's or the data-parallel link's when it is the same
+        link (by name), with the factor its bytes count at on that resource's rate."""
+        if ch is None:
+            return [None] * self.plan.p, 1.0
+        for other, links in ((self.plan.p2p, self.links), (self.plan.dp_channel, self.dp_links)):
+            if other is not None and other.name == ch.name and links[0] is not None:
+                rate = self.plan.p2p.rate_bytes_per_s if links is self.links else other.rate_bytes_per_s
+                return links, rate / ch.rate_bytes_per_s
+        return [self._bw(ch) for _ in range(self.plan.p)], 1.0
 
     def _bw(self, ch: Channel | None) -> SharedBandwidth | None:
         return SharedBandwidth(self.env, ch.rate_bytes_per_s, name=ch.name) if ch is not None else None
@@ -195,6 +222,26 @@ class _Sim:
                 self.intervals.append(Interval(s, "dp", name, t0, self.env.now))
         if done is not None:
             done.succeed()
+
+    def ring_send(self, s: int, nbytes: float, name: str):
+        """One ring step's K/V block sent to the next GPU of the context-parallel ring."""
+        ch, t0 = self.plan.cp_channel, self.env.now
+        if ch is not None and nbytes > 0:
+            yield self.env.timeout(s_to_ps(ch.latency_s))
+            yield self.cp_links[s].transfer(nbytes * self.cp_scale)
+            self.cp_bytes[s] += nbytes
+            self.intervals.append(Interval(s, "cp", name, t0, self.env.now))
+
+    def ring(self, s: int, passes, name: str):
+        """The ring attention passes of one unit: each step computes 1/steps of the pass's attention while
+        the block in hand goes to the next GPU; the next step starts when both are done."""
+        for a_s, nbytes, steps in passes:
+            share = s_to_ps(a_s / steps)
+            for k in range(steps):
+                evs = [self.env.timeout(share)]
+                if k < steps - 1:
+                    evs.append(self.env.process(self.ring_send(s, nbytes, f"{name} kv step {k + 1}")))
+                yield self.env.all_of(evs)
 
     def pcie(self, s: int, link: SharedBandwidth, nbytes: float, name: str, after: simpy.Event | None,
              done: simpy.Event):
@@ -244,6 +291,9 @@ class _Sim:
             for ev in ready.pop(i, []):
                 yield ev
             t0 = env.now
+            rings = (plan.ring_fwd if kind == F else plan.ring_bwd)
+            if rings and rings[s][c]:
+                yield from self.ring(s, rings[s][c], f"{kind}{mb}")
             dur = s_to_ps(plan.fwd_s[s][c] if kind == F else plan.bwd_s[s][c])
             # ZeRO-2/3 keep only their gradient shard, so every micro-batch's gradients are reduce-scattered
             # as its backward produces them; otherwise they accumulate and only the last backward reduces
@@ -337,4 +387,4 @@ def simulate(plan: PipelinePlan) -> PipelineResult:
         sim.env.process(sim.stage(s))
     sim.env.run()
     return PipelineResult(max(sim.stage_end), sim.stage_end, sim.intervals, sim.busy, sim.pipe_end, sim.dp_wire,
-                          sim.p2p_bytes, sim.orders)
+                          sim.p2p_bytes, sim.orders, sim.cp_bytes)

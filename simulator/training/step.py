@@ -19,7 +19,7 @@ from simulator.training.config import ResolvedTraining
 from simulator.training.memory import MemoryBreakdown, breakdown, bytes_per_param, gib
 from simulator.training.schedule import Channel, PipelinePlan, PipelineResult, max_in_flight, simulate, unit_order
 from workloads import training as wt
-from workloads.llm import ALLTOALL
+from workloads.llm import ALLREDUCE, ALLTOALL, ATTN_PREFILL
 
 # gradient reductions per chunk the step simulates at most (each is a SimPy process): a bucket size that
 # would cut a chunk's gradients finer is refused rather than simulated for minutes
@@ -47,6 +47,27 @@ class TrainResult:
 def _channel(link: Any, p2p: bool = False) -> Channel:
     eff = link.p2p_efficiency if p2p and link.p2p_efficiency is not None else link.efficiency
     return Channel(link.latency_s, link.bw_bytes_per_s * eff, link.name)
+
+
+def sp_collectives_s(op: Any, link: Any) -> float:
+    """Sequence parallelism's reduce-scatter and all-gather replacing the tensor-parallel all-reduce
+    ``op`` (all ``op.count`` of them): two ring collectives on the TP link, each n - 1 latency steps and
+    (n - 1) / n of the activation bytes at the link's collective rate (``hw_models.link``'s alpha-beta)."""
+    c = link.config
+    one = (op.workers - 1) * c.latency_s + wt.sp_collective_bytes(op) / (c.bw_bytes_per_s * c.efficiency)
+    return 2.0 * one * op.count if op.workers > 1 else 0.0
+
+
+def ring_passes(ops: list[Any], backend: Any, send_bytes: float, cp: int) -> tuple[tuple[float, float, int], ...]:
+    """The ring attention passes among ``ops`` (one GPU's kernels of a unit): (attention seconds, bytes
+    per ring step over all the op's layers, cp). A forward or recomputed attention sends the K/V block,
+    the backward K/V and their gradients (twice the bytes)."""
+    out = []
+    for op in ops:
+        if op.kind == ATTN_PREFILL:
+            k = 2.0 if op.name == "attn_bwd" else 1.0
+            out.append((backend.op_s(op), k * send_bytes * op.count, cp))
+    return tuple(out)
 
 
 def stage_shapes(rt: ResolvedTraining) -> list[list[wt.StageShape]]:
@@ -80,8 +101,19 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     ep_link = rt.intra if lay.ep * lay.cp <= per_node or rt.inter is None else rt.inter
     a2a = backend if ep_link is tp_link else rt.timing.cls(rt.timing.config, rt.device, Link(ep_link))
 
-    def timed(ops: list[Any]) -> float:  # MoE all-to-all on the expert-parallel group's link
-        return sum((a2a if op.kind == ALLTOALL else backend).op_s(op) for op in ops)
+    sp = lay.sequence_parallel and lay.tp > 1
+    cp = lay.cp
+    tp_l = Link(tp_link)
+
+    def op_time(op: Any) -> float:
+        if op.kind == ATTN_PREFILL and cp > 1:  # timed as the ring (PipelinePlan.ring_fwd / ring_bwd)
+            return 0.0
+        if sp and op.kind == ALLREDUCE and op.workers == lay.tp:
+            return sp_collectives_s(op, tp_l)
+        return (a2a if op.kind == ALLTOALL else backend).op_s(op)  # MoE all-to-all on the expert group's link
+
+    def timed(ops: list[Any]) -> float:
+        return sum(op_time(op) for op in ops)
 
     ts = train_shape(rt)
     m = t.global_batch // (t.micro_batch * lay.dp)
@@ -93,9 +125,14 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
     unit_act = wt.activation_bytes_per_layer(model, ts, t.flash_attention) * shapes[0][0].layers
     stages: list[StageInfo] = []
     fwd_s, bwd_s, opt_s, grads, params_b, e_grads, e_params_b = [], [], [], [], [], [], []
+    ring_fwd, ring_bwd = [], []
     for s, row in enumerate(shapes):
         fwd = [wt.forward_ops(model, sh, ts) for sh in row]
         bwd = [wt.backward_ops(f, t.recompute, t.flash_attention) for f in fwd]
+        if cp > 1:
+            kv = wt.ring_send_bytes(model, ts)  # per ring step and layer
+            ring_fwd.append([ring_passes(f, backend, kv, cp) for f in fwd])
+            ring_bwd.append([ring_passes(b, backend, kv, cp) for b in bwd])
         fwd_s.append([timed(f) for f in fwd])
         bwd_s.append([timed(b) for b in bwd])
         chunk_params = [wt.stage_params(model, sh, lay.tp, lay.ep) for sh in row]
@@ -137,7 +174,8 @@ def build(rt: ResolvedTraining) -> tuple[PipelinePlan, list[StageInfo], Any]:
         bucket_bytes=lay.grad_bucket_bytes, overlap_grad_reduce=lay.overlap_grad_reduce,
         offload_bytes=unit_act if t.offload_activations else 0.0, pcie=pcie,
         expert_grad_bytes=e_grads if expert_shards != shards else [], expert_param_bytes=e_params_b
-        if expert_shards != shards else [], expert_dp=expert_shards)
+        if expert_shards != shards else [], expert_dp=expert_shards, ring_fwd=ring_fwd, ring_bwd=ring_bwd,
+        cp_channel=_channel(tp_link, p2p=True) if cp > 1 else None)
     # on one link (the same name), pipeline sends and gradient reductions share each GPU's bandwidth resource
     return plan, stages, backend
 
@@ -218,7 +256,8 @@ def run_training(rt: ResolvedTraining) -> TrainResult:
         "bubble_fraction_formula": (lay.pp - 1) / lay.virtual_stages / (plan.m + (lay.pp - 1) / lay.virtual_stages),
         "stage_fwd_s": [sum(x) for x in plan.fwd_s], "stage_bwd_s": [sum(x) for x in plan.bwd_s],
         "optimizer_s": max(plan.opt_s), "dp_wire_bytes_per_gpu": max(res.dp_wire_bytes),
-        "p2p_bytes_per_gpu": max(res.p2p_bytes), "params_total": model.num_params(),
+        "p2p_bytes_per_gpu": max(res.p2p_bytes), "cp_ring_bytes_per_gpu": max(res.cp_bytes, default=0.0),
+        "params_total": model.num_params(),
         "memory_per_gpu": worst.as_dict(), "memory_capacity_bytes": rt.device.memory_bytes,
         "memory_per_stage": [st.memory.as_dict() for st in stages],
         "activations_in_flight": [st.in_flight for st in stages], "timing": rt.timing.kind,
