@@ -164,3 +164,23 @@ def test_ring_attention_is_the_attention_kernel_split_into_cp_steps():
     assert [(a, k) for a, _, k in plan.ring_fwd[0][0]] == [(backend.op_s(op), 4) for op in attn]
     rest = sum(backend.op_s(op) for op in stages[0].fwd[0] if op.kind != ATTN_PREFILL)
     assert plan.fwd_s[0][0] == pytest.approx(rest, rel=1e-12)
+
+
+def test_the_ring_sends_are_on_the_trace_s_cp_lane_and_the_scenario_checks():
+    from simulator.training.outputs import LANES, chrome_trace
+
+    res = run_training(load_training(scenario(tp=2, cp=4)))
+    sends = [ev for ev in chrome_trace(res)["traceEvents"] if ev["ph"] == "X" and ev["tid"] == LANES["cp"]]
+    # 4 micro-batches x (forward + backward pass) x (cp - 1) sends
+    assert len(sends) == 4 * 2 * 3 and all(ev["dur"] > 0 for ev in sends)
+
+
+def test_the_long_context_cp_scenario_loads_and_runs():
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "training_llama31_8b_cp.yaml"
+    rt = load_training(yaml.safe_load(path.read_text()))
+    res = run_training(rt)
+    assert rt.spec.layout.cp == 4 and res.summary["cp_ring_bytes_per_gpu"] > 0
