@@ -87,13 +87,9 @@ class AcceleratorConfig(StrictConfig):
         return self.vector_ops_per_cycle * self.clock_hz
 
     def tensor_peak(self, dtype: str) -> float:
-        peak = self.tensor_flops_per_s.get(dtype)
-        if not peak:
-            from simulator.core.errors import CapacityError
+        from hw_models.peaks import peak_or_refuse
 
-            raise CapacityError(f"{self.name} has no {dtype} PE datapath (it has "
-                                f"{', '.join(self.tensor_flops_per_s)})", where="hardware.device")
-        return peak
+        return peak_or_refuse(self.name, self.tensor_flops_per_s, dtype, "PE datapath")
 
 
 @register_hardware("accelerator", config=AcceleratorConfig, presets="presets/accelerator")

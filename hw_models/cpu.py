@@ -184,13 +184,9 @@ class CpuConfig(StrictConfig):
 
     def tensor_peak(self, dtype: str) -> float:
         """Peak FLOP/s of ``dtype`` over all cores; a clear error naming the CPU if it lacks it."""
-        peak = self.tensor_flops_per_s.get(dtype)
-        if not peak:
-            from simulator.core.errors import CapacityError
+        from hw_models.peaks import peak_or_refuse
 
-            raise CapacityError(f"{self.name} has no {dtype} compute path (it computes "
-                                f"{', '.join(self.tensor_flops_per_s)})", where="hardware.device")
-        return peak
+        return peak_or_refuse(self.name, self.tensor_flops_per_s, dtype)
 
     @property
     def architecture(self) -> str:

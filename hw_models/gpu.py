@@ -95,14 +95,9 @@ class GpuConfig(StrictConfig):
 
     def tensor_peak(self, dtype: str) -> float:
         """Dense tensor-core FLOP/s for ``dtype``; a clear error if the GPU lacks it."""
-        peak = self.tensor_flops_per_s.get(dtype)
-        if not peak:
-            from simulator.core.errors import CapacityError
+        from hw_models.peaks import peak_or_refuse
 
-            have = ", ".join(k for k, v in self.tensor_flops_per_s.items() if v)
-            raise CapacityError(f"{self.name} has no tensor-core path for {dtype} (it supports {have})",
-                                where="hardware.device")
-        return peak
+        return peak_or_refuse(self.name, self.tensor_flops_per_s, dtype, "tensor-core path")
 
 
 @register_hardware("gpu", config=GpuConfig, presets="presets/gpu")

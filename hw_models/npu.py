@@ -85,14 +85,9 @@ class NpuConfig(StrictConfig):
 
     def tensor_peak(self, dtype: str) -> float:
         """Dense matrix peak of ``dtype``; a clear error naming the device if it lacks it."""
-        peak = self.tensor_flops_per_s.get(dtype)
-        if not peak:
-            from simulator.core.errors import CapacityError
+        from hw_models.peaks import peak_or_refuse
 
-            have = ", ".join(k for k, v in self.tensor_flops_per_s.items() if v)
-            raise CapacityError(f"{self.name} has no {dtype} compute path (it supports {have})",
-                                where="hardware.device")
-        return peak
+        return peak_or_refuse(self.name, self.tensor_flops_per_s, dtype)
 
 
 @register_hardware("npu", config=NpuConfig, presets="presets/npu")
