@@ -110,15 +110,22 @@ def run(sc: dict, steady: bool = True):
 
 def prefill_emissions(result) -> int:
     """Tokens emitted when a prefill completes: every first token, plus one per re-prefill after a
-    preemption by recompute (a request rejected while waiting to be re-prefilled never completed
-    its last one)."""
+    preemption that came after the request's first token (in the event log's order; a request
+    preempted during its first prefill emits its first token once, when it is prefilled again),
+    less one for a request rejected while waiting to be re-prefilled (it never completed its last)."""
     req = result.requests
     ev = result.events
-    first = int(np.sum(ev["kind"] == EventKind.FIRST_TOKEN))
-    p = req["preemptions"]
-    fin = req["status"] == FINISHED
-    rej = req["status"] == REJECTED
-    return first + int(p[fin].sum()) + int(np.maximum(p[rej] - 1, 0).sum())
+    kind, rid = ev["kind"], ev["request"]
+    n = len(req["rid"])
+    status = np.empty(n, dtype=np.int64)
+    status[req["rid"]] = req["status"]
+    is_first = kind == EventKind.FIRST_TOKEN
+    first_at = np.full(n, len(kind))  # log index of each request's first token (past the end: none)
+    first_at[rid[is_first]] = np.nonzero(is_first)[0]
+    pre = np.nonzero(kind == EventKind.PREEMPTED)[0]
+    again = np.bincount(rid[pre[pre > first_at[rid[pre]]]], minlength=n)
+    again[status == REJECTED] = np.maximum(again[status == REJECTED] - 1, 0)
+    return int(is_first.sum()) + int(again.sum())
 
 
 def check_invariants(result, sim) -> None:
