@@ -44,9 +44,14 @@ class RooflineBackend(TimingBackend):
         self._eff = config.compute_efficiency
         self._launch = device.launch_overhead_s if config.launch_overhead else 0.0
         self._vec = device.vector_flops_per_s / 2.0 * config.compute_efficiency  # FMA instructions per second
+        self._peaks: dict[str, float] = {}  # dtype -> FLOP/s (a refusal is raised each time it is asked)
+        self._decode_terms: dict[int, tuple] = {}  # id(op) -> (op, its decode-attention scalars)
 
     def peak(self, dtype: str) -> float:
-        return self.device.tensor_peak(dtype) * self._eff
+        p = self._peaks.get(dtype)
+        if p is None:
+            p = self._peaks[dtype] = self.device.tensor_peak(dtype) * self._eff
+        return p
 
     def _op_s(self, op: Any) -> float:
         kind = op.kind
@@ -89,8 +94,30 @@ class RooflineBackend(TimingBackend):
             raise ValueError(f"roofline backend cannot time op kind {kind!r}")
         return (t + self._launch) * op.count
 
+    def _decode_scalars(self, op: Any) -> tuple | None:
+        """Decode attention's FLOPs per context token, peak, and bytes as b0 + b1 x context, when K/V
+        are not quantized and the element bytes are whole (None otherwise). FLOPs and bytes are then
+        integers below 2**53, so regrouping their factors is exact:
+        b * (seqs*heads*(dk+dv) + kv*kvw*kv_heads) == b*seqs*heads*(dk+dv) + (b*kvw*kv_heads)*kv."""
+        b = op.dtype_bytes
+        if op.kv_bytes or not float(b).is_integer():
+            return None
+        dk, dv, kvw = head_dims(op)
+        b = int(b)
+        return (2.0 * op.heads * (dk + dv), self.peak(op.dtype), float(b * op.seqs * op.heads * (dk + dv)),
+                float(b * kvw * op.kv_heads), self._launch, op.count)
+
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         kv = np.asarray(kv_tokens, dtype=np.float64)
+        hit = self._decode_terms.get(id(op))
+        if hit is None or hit[0] is not op:
+            hit = self._decode_terms[id(op)] = (op, self._decode_scalars(op))
+            if len(self._decode_terms) > 4096:
+                self._decode_terms.clear()
+                self._decode_terms[id(op)] = hit
+        if hit[1] is not None:  # 16-bit K/V of whole bytes: the op's scalars once, then 8 array operations
+            c_flops, peak, b0, b1, launch, count = hit[1]
+            return (np.maximum(c_flops * kv / peak, (b1 * kv + b0) / self._bw) + launch) * count
         b = op.dtype_bytes
         dk, dv, kvw = head_dims(op)  # MLA: every query head reads the one latent per token
         flops = 2.0 * op.heads * (dk + dv) * kv

@@ -420,7 +420,7 @@ class Replica:
                 kv0 = kv0 * (n + pad) // n
         ps, flops = self.timer.decode_segment(n + pad, kv0, k)
         energy_j = self.timer.last_energy_j  # per iteration
-        cum = np.cumsum(ps)
+        cum = ps.cumsum()
         start = env.now
         waiting = len(self.waiting)
         done = k
@@ -453,7 +453,7 @@ class Replica:
         finished = []
         grown = 0
         capped = kv.capped
-        mark = self._mark
+        idx, i1 = self.index, i0 + done
         cached = 0  # tokens the batch holds after the stretch (uncapped caches)
         for r in running:
             c = r.num_computed + done
@@ -463,7 +463,11 @@ class Replica:
                 r.kv_blocks = blocks
             r.num_computed = c
             r.num_generated += done
-            mark(r, i0, done)
+            runs = r.runs  # self._mark(r, i0, done), inline
+            if runs and (last := runs[-1])[2] == i0 and last[0] == idx:
+                last[2] = i1
+            else:
+                runs.append([idx, i0, i1])
             if r.num_generated >= r.max_new_tokens:
                 finished.append(r)
             else:
@@ -475,4 +479,5 @@ class Replica:
             self._finish(r, now)
         self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
                          float(flops[:done].sum()), self._cached_tokens() if capped else cached,
-                         float(np.sum(energy_j[:done])) if np.ndim(energy_j) else 0.0)
+                         float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim
+                         else 0.0)
