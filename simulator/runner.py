@@ -23,6 +23,7 @@ from simulator.results import RunResult
 from simulator.serving.cluster import Cluster
 from simulator.serving.controller import attach_controller
 from simulator.serving.expert_offload import build_expert_offload
+from simulator.serving.frontend import Frontend
 from simulator.serving.kv_manager import make_kv_cache, make_offload
 from simulator.serving.kv_offload import page_block_size
 from simulator.serving.multinode import node_network_link
@@ -276,6 +277,7 @@ class Simulation:
                                scenario.decode_router.kind if scenario.decode_router else "")
         if scenario.framework is not None:
             self.cluster.frontend_ps = s_to_ps(scenario.framework.host.request_s)
+            self.cluster.frontend = Frontend.from_profile(scenario.framework.frontend)
         for pi, rt in enumerate(self.pools):
             pool = rt.pool
             pp = pool.pipeline_parallel

@@ -69,6 +69,20 @@ class HostConfig(StrictConfig):
                                                      "max(GPU, host) instead of GPU + host")
 
 
+class FrontendConfig(StrictConfig):
+    """The frontend process(es) in front of the engine as a queue (``simulator/serving/frontend.py``)."""
+
+    processes: int = Field(default=1, ge=1, description="frontend processes serving requests in parallel (each "
+                                                        "one request at a time, first come first served)")
+    request_s: Seconds = Field(default="0s", description="a frontend process's time per request (HTTP handling, "
+                                                         "request setup)")
+    prompt_token_s: Seconds = Field(default="0s", description="a frontend process's time per prompt token "
+                                                              "(tokenization)")
+    output_token_s: Seconds = Field(default="0s", description="a frontend process's time per output token the "
+                                                              "engine emits (detokenized output relayed to the "
+                                                              "client), competing with arriving requests")
+
+
 class FrameworkProfile(StrictConfig):
     name: str
     framework: Literal["vllm", "sglang", "trtllm"]
@@ -80,6 +94,7 @@ class FrameworkProfile(StrictConfig):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     cuda_graphs: CudaGraphConfig = Field(default_factory=CudaGraphConfig)
     host: HostConfig = Field(default_factory=HostConfig)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
     gpu_memory_utilization: float = Field(gt=0, le=1)
     memory_rule: Literal["total", "free_after_weights"] = Field(
         default="total", description="total: KV = utilization x memory - weights - reserve (vLLM, SGLang); "

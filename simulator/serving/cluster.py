@@ -81,6 +81,7 @@ class Cluster:
         self.controller = None  # a ClusterController (serving/controller.py), if any
         self.draining: set[int] = set()  # replicas the controller keeps out of routing
         self.frontend_ps = 0  # a request's way from the client into the engine (HTTP, tokenization, IPC)
+        self.frontend = None  # the frontend processes as a queue (serving/frontend.py), if the profile has one
 
     def add_replica(self, replica) -> None:
         self.replicas.append(replica)
@@ -94,8 +95,11 @@ class Cluster:
         else:
             self.live[req.rid] = req
         self.recorder.emit(env.now, EventKind.ARRIVED, -1, req.rid, req.prompt_tokens)
-        if self.frontend_ps > 0:  # reaches the engine later; TTFT and end-to-end time count it
-            env.timeout(self.frontend_ps).callbacks.append(lambda _ev: self._enter(req))
+        delay = self.frontend_ps
+        if self.frontend is not None:  # waits for and takes a frontend process first
+            delay += self.frontend.admit(env.now, req.prompt_tokens)
+        if delay > 0:  # reaches the engine later; TTFT and end-to-end time count it
+            env.timeout(delay).callbacks.append(lambda _ev: self._enter(req))
         else:
             self._enter(req)
 

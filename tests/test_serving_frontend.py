@@ -1,0 +1,164 @@
+"""The serving frontend as a queue (simulator/serving/frontend.py): queueing theory first, then
+properties, then the profile fields that configure it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.config.loader import load_scenario
+from simulator.core.errors import ConfigError
+from simulator.runner import run_scenario
+from simulator.serving.frontend import Frontend
+
+ITER_S = 1e-5  # the engine's iteration under the constant backend: far below the frontend's times
+NO_HOST = {"step_s": "0s", "per_seq_s": "0s", "request_s": "0s"}
+
+
+def scenario(frontend: dict | None, workload: dict, seed: int = 0, framework: str = "sglang") -> dict:
+    fw = {"preset": framework, "host": NO_HOST}
+    if frontend is not None:
+        fw["frontend"] = frontend
+    return {
+        "name": "frontend", "seed": seed,
+        "hardware": {"device": {"kind": "gpu", "preset": "H200"},
+                     "timing": {"kind": "constant", "iteration": f"{ITER_S * 1e3:g}ms"}},
+        "model": {"preset": "Llama-3.1-8B"}, "engine": {"max_model_len": 4096, "framework": fw},
+        "workload": workload,
+        "outputs": {"report": False, "chrome_trace": False, "events": False, "requests": False},
+    }
+
+
+def poisson(rate_per_s: float, n: int, prompt: int = 100, output: int = 1) -> dict:
+    return {"kind": "synthetic", "num_requests": n, "arrival": {"process": "poisson", "rate": f"{rate_per_s:g}/s"},
+            "prompt_tokens": {"dist": "fixed", "value": prompt}, "output_tokens": {"dist": "fixed", "value": output}}
+
+
+def closed(clients: int, n: int, prompt: int = 100, output: int = 4) -> dict:
+    return {"kind": "closed_loop", "clients": clients, "num_requests": n,
+            "prompt_tokens": {"dist": "fixed", "value": prompt}, "output_tokens": {"dist": "fixed", "value": output}}
+
+
+def lindley_wait(arrival_s: np.ndarray, service_s: float) -> np.ndarray:
+    w = np.empty_like(arrival_s)
+    free = 0.0
+    for i, a in enumerate(arrival_s.tolist()):
+        start = max(a, free)
+        w[i] = start - a
+        free = start + service_s
+    return w
+
+
+# ------------------------------------------------------------------------------------------------
+# queueing theory
+
+def test_one_frontend_process_with_poisson_arrivals_waits_as_m_d_1_predicts():
+    """M/D/1: mean wait in queue rho s / (2 (1 - rho)). Seed-to-seed spread of the mean over 20k
+    arrivals at rho = 0.7 is ~3 %; four pooled seeds give ~1.5 %, so 5 % is > 3 standard errors."""
+    s, rho, n = 2e-3, 0.7, 20000
+    waits = []
+    for seed in (1, 2, 3, 4):
+        rng = np.random.default_rng(seed)
+        arrivals_ps = np.rint(np.cumsum(rng.exponential(s / rho, n)) * 1e12).astype(np.int64)
+        fe = Frontend(1, s, 0.0, 0.0)
+        waits.append(np.mean([fe.admit(int(t), 100) for t in arrivals_ps]) / 1e12 - s)
+    want = rho * s / (2 * (1 - rho))
+    assert np.mean(waits) == pytest.approx(want, rel=0.05)
+
+
+def test_the_simulated_frontend_queue_matches_m_d_1_end_to_end():
+    """Poisson requests through a framework profile whose frontend takes 10 ms per request (an engine
+    iteration of 10 us): the time from arrival to the engine is the M/D/1 wait plus the service."""
+    s, rho, n = 10e-3, 0.5, 8000
+    got = []
+    for seed in (1, 2, 3):
+        res = run_scenario(load_scenario(scenario({"request_s": f"{s * 1e3:g}ms"}, poisson(rho / s, n), seed)))
+        got.append(res.summary["queue_s"]["mean"] - s)
+    want = rho * s / (2 * (1 - rho))
+    assert np.mean(got) == pytest.approx(want, rel=0.06)  # 3 x 8k arrivals: standard error ~2 %
+
+
+def test_the_frontend_wait_is_the_lindley_recursion_of_the_arrivals_exactly():
+    """FCFS, one process: every request's wait is max(0, previous wait + service - gap), to the picosecond."""
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(1e-3, 500))
+    fe = Frontend(1, 0.8e-3, 0.0, 0.0)
+    got = np.array([fe.admit(int(round(a * 1e12)), 0) for a in arrivals]) / 1e12 - 0.8e-3
+    np.testing.assert_allclose(got, lindley_wait(np.round(arrivals * 1e12) / 1e12, 0.8e-3), atol=1e-11)
+
+
+def test_k_frontend_processes_serve_k_simultaneous_requests_at_once():
+    fe = Frontend(3, 1e-3, 0.0, 0.0)
+    delays = [fe.admit(0, 0) for _ in range(7)]
+    assert delays == [10**9] * 3 + [2 * 10**9] * 3 + [3 * 10**9]
+
+
+def test_output_work_delays_the_next_request_by_its_service_time_per_token():
+    fe = Frontend(1, 0.0, 1e-6, 20e-6)
+    fe.output(0, 100)  # 100 tokens emitted at t=0: 2 ms of output handling
+    assert fe.admit(10**9, 1000) == 10**9 + 10**9  # arrives at 1 ms: waits 1 ms, then 1 ms of tokenization
+    fe.output(10**10, 50)  # long after: the process was free again
+    assert fe.admit(10**10, 0) == 10**9
+
+
+def test_tokenization_time_grows_with_the_prompt_and_a_lone_client_pays_it_exactly_once():
+    """No queue with one client: TTFT grows by exactly request_s + prompt tokens x prompt_token_s, TPOT not at all."""
+    base = run_scenario(load_scenario(scenario(None, closed(1, 3, prompt=500)))).summary
+    fe = {"request_s": "1ms", "prompt_token_s": "4us"}
+    slow = run_scenario(load_scenario(scenario(fe, closed(1, 3, prompt=500)))).summary
+    assert slow["ttft_s"]["mean"] - base["ttft_s"]["mean"] == pytest.approx(1e-3 + 500 * 4e-6, abs=1e-9)
+    assert slow["tpot_s"]["mean"] == pytest.approx(base["tpot_s"]["mean"], rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# properties
+
+@settings(max_examples=12, deadline=None)
+@given(s_ms=st.floats(0.5, 5.0), processes=st.integers(1, 3), clients=st.integers(1, 24))
+def test_throughput_never_exceeds_the_frontend_processes_over_the_service_time(s_ms, processes, clients):
+    res = run_scenario(load_scenario(scenario({"request_s": f"{s_ms}ms", "processes": processes},
+                                              closed(clients, 6 * clients, output=2))))
+    s = res.summary
+    n, first, last = s["requests_finished"], np.nanmin(res.requests["arrival_s"]), np.nanmax(res.requests["finish_s"])
+    assert n == 6 * clients
+    # n requests need n services on `processes` servers: they cannot all be through faster than that
+    assert last - first >= (n / processes - 1) * s_ms * 1e-3 * (1 - 1e-9) - 1e-12
+    assert s["throughput_rps"] <= processes / (s_ms * 1e-3) * (1 + 1e-9) or n <= processes
+
+
+@settings(max_examples=8, deadline=None)
+@given(processes=st.integers(1, 4), framework=st.sampled_from(["vllm", "sglang", "trtllm"]),
+       clients=st.integers(1, 16))
+def test_with_zero_service_times_results_equal_the_model_without_a_frontend(processes, framework, clients):
+    a = run_scenario(load_scenario(scenario(None, closed(clients, 3 * clients), framework=framework))).summary
+    b = run_scenario(load_scenario(scenario({"processes": processes, "request_s": "0s", "prompt_token_s": "0s",
+                                             "output_token_s": "0s"}, closed(clients, 3 * clients),
+                                            framework=framework))).summary
+    for key in ("ttft_s", "tpot_s", "e2e_s", "queue_s"):
+        assert a[key] == b[key], key
+    assert a["sim_time_s"] == b["sim_time_s"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(token_us=st.floats(0.0, 20.0), more=st.floats(0.5, 20.0))
+def test_a_slower_frontend_never_shortens_the_time_to_first_token(token_us, more):
+    def ttft(us: float) -> float:
+        return run_scenario(load_scenario(scenario({"prompt_token_s": f"{us}us"}, poisson(200.0, 200, prompt=1000))
+                                          )).summary["ttft_s"]["mean"]
+
+    assert ttft(token_us + more) >= ttft(token_us)
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+
+def test_a_frontend_without_processes_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="frontend.processes"):
+        load_scenario(scenario({"processes": 0}, closed(1, 1)))
+
+
+def test_a_bare_number_for_a_service_time_is_refused_naming_the_unit():
+    with pytest.raises(ConfigError, match="prompt_token_s"):
+        load_scenario(scenario({"prompt_token_s": 5}, closed(1, 1)))
