@@ -92,6 +92,10 @@ def print_summary(result, out: Path | None) -> None:
     if s.get("energy_j"):
         lines.append(f"{'energy':<22}{s['energy_per_output_token_j']:.3g} J per output token, "
                      f"{s['energy_per_request_j']:.3g} J per request, mean power {s['power_mean_w']:.0f} W")
+        if "energy_request_j" in s:
+            e = s["energy_request_j"]
+            lines.append(f"{'energy per request':<22}step joules by token share: mean {e['mean']:.3g} J, "
+                         f"p50 {e['p50']:.3g}, p90 {e['p90']:.3g}, p99 {e['p99']:.3g}")
     if out is not None:
         lines.append(f"results: {out}/ (open {out / 'report.html'})")
     typer.echo("\n".join(lines))

@@ -55,6 +55,7 @@ SUMMARY_FIELDS = (
     ("cost_usd_per_mtok", "Cost", "USD / M output tokens"),
     ("energy_per_output_token_j", "Energy", "J / output token"),
     ("energy_per_request_j", "Energy per request", "J / request"),
+    ("energy_request_j", "Step energy per request (token share)", "J"),
     ("power_mean_w", "Mean power", "W"),
 )
 

@@ -4,7 +4,9 @@ Each batch segment carries the dynamic joules per device the step timer charged 
 (:mod:`hw_models.energy`: FLOPs x J/FLOP + bytes x J/byte, after power-cap throttling); every
 device also draws its idle power for the whole simulated time. Totals: dynamic over all segments
 x devices per replica + idle W x devices x simulated time + the joules of bytes copied between
-devices, host DRAM and SSD (``transfer_joules``).
+devices, host DRAM and SSD (``transfer_joules``). Per request: each step's dynamic joules shared
+among the requests in it by tokens processed (``request_energy_figures``); idle and transfer
+joules stay unattributed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def energy_figures(batches: dict[str, np.ndarray], replica_facts: list[dict[str,
         "power_mean_w": total / sim_time_s if sim_time_s > 0 else 0.0,
         "power_peak_w_per_device": float(seg_w.max()) if seg_w.size else 0.0,
     }
+
+
+def request_energy_figures(request_j: np.ndarray, finished: np.ndarray) -> dict[str, Any]:
+    """Summary fields of the joules attributed to each request (``Request.energy_j``: every step's
+    dynamic energy shared among the requests in it by tokens processed, :mod:`simulator.serving.request_energy`):
+    energy_attributed_j (summed over every request, finished or not: the run's dynamic energy; idle
+    and transfer energy are not attributed, so attributed + idle + transfer = total) and
+    energy_request_j (mean, p50, p90, p99, max over the ``finished`` requests)."""
+    request_j = np.asarray(request_j, dtype=np.float64)
+    x = request_j[np.asarray(finished, dtype=bool)]
+    dist: dict[str, Any] = {"count": int(x.size)}
+    if x.size:
+        q = np.percentile(x, (50, 90, 99))
+        dist |= {"mean": float(x.mean()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+                 "max": float(x.max())}
+    else:
+        dist |= dict.fromkeys(("mean", "p50", "p90", "p99", "max"), float("nan"))
+    return {"energy_attributed_j": float(request_j.sum()), "energy_request_j": dist}
 
 
 def draft_idle_w(replica: Any) -> float:

@@ -24,7 +24,7 @@ from hw_models.energy import idle_power_w
 from simulator.core.clock import PS_PER_S
 from simulator.core.request import FINISHED as R_FINISHED
 from simulator.core.request import REJECTED as R_REJECTED
-from simulator.energy_summary import draft_idle_w, energy_figures, transfer_joules
+from simulator.energy_summary import draft_idle_w, energy_figures, request_energy_figures, transfer_joules
 from simulator.results import FINISHED, REJECTED, UNFINISHED, RunResult
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ def request_columns(requests: list, warmup_requests: int, warmup_s: float,
         col["generated_tokens"][i] = r.num_generated
         col["preemptions"][i] = r.num_preemptions
         col["state"][i] = r.state
+    energy = np.array([r.energy_j for r in requests], dtype=np.float64)
     order = np.argsort(col["rid"], kind="stable")
     col = {k: v[order] for k, v in col.items()}
 
@@ -123,6 +124,7 @@ def request_columns(requests: list, warmup_requests: int, warmup_s: float,
                      & (col["rid"] < (n if total_requests is None else total_requests) - cooldown_requests)),
         "ttft_s": first - arrival, "tpot_s": tpot, "e2e_s": finish - arrival,
         "queue_s": sec(col["sched_ps"]) - arrival,
+        "energy_j": energy[order],  # dynamic joules attributed by token share (serving/request_energy.py)
     }
 
 
@@ -226,6 +228,8 @@ def summarize(req: dict[str, np.ndarray], batches: dict[str, np.ndarray], itl: n
     s["memory"] = facts["memory"]
     # modelled energy (hw_models.energy) replaces the busy x TDP estimate of energy per token
     s.update(energy_figures(batches, facts["replica_facts"], sim_time_s, out_tokens, s["requests_finished"]))
+    if "energy_j" in s:
+        s.update(request_energy_figures(req["energy_j"], fin))
     return s
 
 

@@ -135,7 +135,8 @@ class RunStream:
         self.stride = max(1, math.ceil(self.total / SAMPLE_REQUESTS))
         self.block = None  # per-replica block size, set at the first flush (replicas exist by then)
         self.pending: list = []
-        self.sketch = {k: LogHistogram() for k in (*LATENCIES, "itl_s")}
+        self.sketch = {k: LogHistogram() for k in (*LATENCIES, "itl_s", "energy_j")}
+        self.energy_attributed_j = 0.0  # joules attributed to every request (serving/request_energy.py)
         self.n = {"arrived": 0, "finished": 0, "rejected": 0, "unfinished": 0, "measured": 0, "fin_measured": 0,
                   "slo_ok": 0, "preemptions": 0, "out_tokens": 0, "in_tokens": 0}
         self.window = [math.inf, -math.inf]  # first measured arrival, last measured finish
@@ -197,6 +198,8 @@ class RunStream:
             self.window[1] = max(self.window[1], float(np.nanmax(req["finish_s"][fin])))
         for k in LATENCIES:
             self.sketch[k].add(req[k][fin])
+        self.sketch["energy_j"].add(req["energy_j"][fin])
+        self.energy_attributed_j += float(req["energy_j"].sum())
         self.sketch["itl_s"].add(*run_itl_weighted(order, self.rec.iter_end_ps, measured))
         done = np.isin(status, (FINISHED, REJECTED))
         depart = np.where(done, np.array([r.finish_ps for r in order], dtype=np.float64) / PS_PER_S, np.nan)
@@ -345,6 +348,8 @@ class RunStream:
             e = energy_figures(per_rep, facts["replica_facts"], sim_time_s, out_tokens, n["finished"])
             if e:
                 e["power_peak_w_per_device"] = self.power_peak
+                e["energy_attributed_j"] = self.energy_attributed_j
+                e["energy_request_j"] = self.sketch["energy_j"].stats()
             s.update(e)
         s["metrics"] = {"mode": "streaming", "percentile_relative_error": RELATIVE_ERROR,
                         "sample_every_kth_request": self.stride}

@@ -298,6 +298,7 @@ class Simulation:
                     self.cluster.add_replica(Replica(self.cluster, i, sched, pool.scheduler.kind, kv, rt.timer,
                                                      self.max_model_len, role=pool.role, pool=pi,
                                                      pipeline=pipeline, offload=offload))
+                    self.cluster.replicas[i].devices = pool.tensor_parallel  # as run_facts counts them
                     rt.replicas.append(i)
         self.stream = None  # RunStream when the metrics stream (run.metrics), set when the run starts
         attach_speculation(self)  # policies.speculation: multi-token decode steps

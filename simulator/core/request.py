@@ -20,7 +20,7 @@ class Request:
         "rid", "arrival_ps", "prompt_tokens", "max_new_tokens", "session_id", "prefix_id",
         "state", "num_computed", "num_generated", "prefill_target", "kv_blocks", "kv_reserve_tokens",
         "replica", "first_scheduled_ps", "first_token_ps", "finish_ps", "num_preemptions", "runs",
-        "client", "prefix_tokens", "kv_on_host",
+        "client", "prefix_tokens", "kv_on_host", "energy_j",
     )
 
     def __init__(self, rid: int, arrival_ps: int, prompt_tokens: int, max_new_tokens: int,
@@ -46,6 +46,7 @@ class Request:
         self.runs: list[list[int]] = []  # [first_iteration, end_iteration) on self.replica
         self.client = -1
         self.kv_on_host = False  # a host (DRAM/SSD) copy of its KV that it resumes from (set by the KV offload)
+        self.energy_j = 0.0  # dynamic joules of the steps it was in, by its token share (serving/request_energy.py)
 
     @property
     def in_prefill(self) -> bool:

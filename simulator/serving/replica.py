@@ -26,6 +26,7 @@ from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.kv_manager import KVManager
 from simulator.serving.plan_check import check_plan, preempt_entry
 from simulator.serving.preemption import preempt
+from simulator.serving.request_energy import attribute_step, attribute_stretch
 from simulator.serving.speculation import commit_speculation, speculate
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
@@ -41,6 +42,8 @@ _ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
 
 
 class Replica:
+    devices = 1  # devices a step's per-device joules are charged on (the pool's tp; set by the runner)
+
     def __init__(self, cluster: Cluster, index: int, scheduler, scheduler_name: str,
                  kv: PagedKvCache, timer: StepTimer, max_model_len: int, role: str = "both",
                  pool: int = 0, pipeline=None, offload=None) -> None:
@@ -321,6 +324,7 @@ class Replica:
         energy_j = self.timer.last_energy_j  # read before another replica's step replaces it
         if spec_rows:  # the draft model's passes (on these devices or a device of its own)
             energy_j += self.spec.step_draft_j
+        attribute_step(energy_j * self.devices, chunks, dec, spec_rows)  # per request (serving/request_energy.py)
         if self.offload is not None:
             if self.kvm.copies_pending:
                 yield from self.kvm.wait_copies()  # swap-ins arrive before the step
@@ -444,6 +448,7 @@ class Replica:
             yield IterationEnd(env, int(cum[0]))
         self._seg = None
         now = env.now
+        attribute_stretch(energy_j, done, self.devices, running)  # per request (serving/request_energy.py)
         self.busy_ps += now - start
         i0 = len(self.iter_ends)
         if done == 1:
