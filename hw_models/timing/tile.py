@@ -36,6 +36,7 @@ from hw_models import collectives as co
 from hw_models.block_scaling import promotion_s
 from hw_models.collectives import ArLimits, Fabric, NcclParams
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped
+from hw_models.scaled_mm import plan_scaled_mm
 from hw_models.timing.base import TimingBackend
 from simulator.config.quantities import Seconds, StrictConfig
 from simulator.core.registry import register_timing
@@ -157,6 +158,22 @@ class TileConfig(StrictConfig):
     alltoall_ll_max_tokens: int = Field(default=FIT_A2A["ll_max_tokens"], ge=0,
                                         description="tokens per GPU up to which the low-latency kernels run "
                                                     "(DeepEP num_max_dispatch_tokens_per_rank default 128)")
+    fp8_gemm_kernel: str = Field(default="auto", pattern="^(auto|cutlass_sm90)$",
+                                 description="per-tensor fp8 GEMM kernel family: auto (the fastest modelled tile "
+                                             "and split-K, as cuBLASLt's heuristic), cutlass_sm90 (CUTLASS "
+                                             "scaled_mm's fixed sm90 configuration per M bucket, no split-K: "
+                                             "vLLM / SGLang; hw_models.scaled_mm; Hopper-class GPUs only)")
+    scaled_mm_efficiency: float | None = Field(default=None, gt=0, le=1,
+                                               description="share of the fp8 tensor peak the cutlass_sm90 kernels' "
+                                                           "main loop sustains (fitted; unset: wgmma_efficiency fp8)")
+    scaled_mm_cta_overhead_cycles: float | None = Field(default=None, ge=0,
+                                                        description="prologue + epilogue per wave of the cutlass_sm90 "
+                                                                    "kernels (scales applied in the epilogue), SM "
+                                                                    "cycles (fitted; unset: wgmma_cta_overhead_cycles)")
+    row_cost_s: dict[str, float] = Field(default_factory=dict,
+                                         description="per-row kernels (elementwise ops with rows, e.g. per-token "
+                                                     "quantize) by class: seconds each SM spends per row besides "
+                                                     "its bytes (the row's reduction and synchronisation), fitted")
     dsmem_split_k: bool = Field(default=False,
                                 description="Hopper clusters may also run split-K reduced through DSMEM (an "
                                             "hwsim design study; cuBLAS/CUTLASS reduce split-K in a workspace or "
@@ -252,6 +269,7 @@ class TileBackend(TimingBackend):
         self._bw = device.memory_bw_bytes_per_s * config.hbm_efficiency
         self._hopper_class = device.architecture in ("hopper", "blackwell")
         self._hopper = self._hopper_class and config.use_wgmma
+        self._scaled_mm = self._hopper and config.fp8_gemm_kernel == "cutlass_sm90"
         fam = config.attention_kernel
         self._attn_family = fam if fam != "auto" else "fa3" if self._hopper else "fa2"
         dk = config.decode_kernel
@@ -291,6 +309,18 @@ class TileBackend(TimingBackend):
                 sms_per_gpc=tuple(d.sms_per_gpc) if clusters else None, dsmem_split_k=c.dsmem_split_k)
         return p
 
+    def _scaled_mm_params(self) -> GemmParams:
+        """fp8 wgmma constants with the cutlass_sm90 kernels' own efficiency and per-wave cost (when set)."""
+        p = self._params.get("scaled_mm")
+        if p is None:
+            c, p = self.config, self.gemm_params("fp8")
+            if c.scaled_mm_efficiency is not None:
+                p = dataclasses.replace(p, mma_eff=c.scaled_mm_efficiency)
+            if c.scaled_mm_cta_overhead_cycles is not None:
+                p = dataclasses.replace(p, cta_overhead_cycles=c.scaled_mm_cta_overhead_cycles)
+            self._params["scaled_mm"] = p
+        return p
+
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
         return plan_gemm(m, n, k, dtype_bytes, self.gemm_params(dtype))
 
@@ -304,7 +334,8 @@ class TileBackend(TimingBackend):
         latency = d.hbm_latency_cycles / d.clock_hz
         latency_floor = math.ceil(moved / in_flight) * latency
         bw = min(self._bw, rows * c.row_bytes_in_flight / latency) if rows else self._bw
-        return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor))
+        per_row = -(-rows // d.sm_count) * c.row_cost_s.get(cls, 0.0) if rows else 0.0
+        return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor) + per_row)
 
     def _moe_family(self) -> dict[str, float]:
         c = self.config
@@ -336,7 +367,9 @@ class TileBackend(TimingBackend):
     def _op_s(self, op: Any) -> float:
         kind = op.kind
         if kind == "gemm":
-            if op.w_bytes or op.out_bytes or op.deq_ops:
+            if self._scaled_mm and op.dtype == "fp8" and not op.deq_ops and not getattr(op, "scale_block_k", 0):
+                t = plan_scaled_mm(op.m, op.n, op.k, self._scaled_mm_params(), op.out_bytes or 1.0).time_s
+            elif op.w_bytes or op.out_bytes or op.deq_ops:
                 p = self.gemm_params(op.dtype, op.deq_ops > 0)
                 plan = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
                                  op.deq_overlap)

@@ -48,14 +48,19 @@ GEMM_SKIP = {"int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
 
 # Timing-backend settings of each framework's kernels (the `timing:` block of a framework profile),
 # fitted per framework with `python -m simulator.validation.fit aic ../shared/validation/aic/h200_sxm`:
-# the fp8 linear's activation-quantize kernel(s) (traffic over the bytes read + written once, and the
-# shortest time of the kernel(s)); the attention constants of its kernels per family (fa2 fitted on
-# a100_sxm, fa3 on h200_sxm); its decode kernel and, for TensorRT-LLM, the GQA group XQA serves
+# the fp8 linear's activation-quantize kernel(s) (traffic over the bytes read + written once, the
+# shortest time of the kernel(s), and for a kernel with a CTA per row its bytes in flight and cost per row)
+# and, for vLLM and SGLang, its per-tensor fp8 GEMM kernel family: CUTLASS scaled_mm's sm90 dispatch with its
+# own efficiency and per-wave cost (hw_models.scaled_mm; refitted with `python -m simulator.validation.fit
+# scaled-mm ../shared/validation/aic/h200_sxm --quick` on even rows, odd rows held out); the attention
+# constants of its kernels per family (fa2 fitted on a100_sxm, fa3 on h200_sxm); its decode kernel and,
+# for TensorRT-LLM, the GQA group XQA serves
 # (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel
 # family each runs by default (hw_models.timing.tile.FIT_MOE holds each family's fitted constants).
 FRAMEWORK_TIMING: dict[str, dict] = {
-    "sglang": dict(mem_traffic_multiplier={"quant": 1.698}, mem_kernel_floor_s={"quant": 2.98e-6},
-                   row_bytes_in_flight=3882.0,
+    "sglang": dict(mem_traffic_multiplier={"quant": 1.481}, mem_kernel_floor_s={"quant": 2.503e-6},
+                   row_bytes_in_flight=6590.0, row_cost_s={"quant": 68.3e-9},
+                   fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.8532, scaled_mm_cta_overhead_cycles=1150.4,
                    attention_mma_efficiency=0.8864, fa3_mma_efficiency=0.6081,
                    attention_cta_cycles={"fa2": 1567.1, "fa3": 183.9},
                    attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
@@ -72,8 +77,9 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    decode_kernel="split_kv", decode_max_group=32,
                    moe_kernel="cutlass",
                    alltoall_efficiency={"ll": 0.505, "ht": 0.601}, alltoall_latency_s={"ll": 38.3e-6, "ht": 59.0e-6}),
-    "vllm": dict(mem_traffic_multiplier={"quant": 3.764}, mem_kernel_floor_s={"quant": 2.951e-6},
-                 row_bytes_in_flight=4408.0,
+    "vllm": dict(mem_traffic_multiplier={"quant": 1.655}, mem_kernel_floor_s={"quant": 1.031e-6},
+                 row_bytes_in_flight=6699.0, row_cost_s={"quant": 972.4e-9},
+                 fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.8525, scaled_mm_cta_overhead_cycles=586.5,
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},

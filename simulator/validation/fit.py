@@ -2,6 +2,7 @@
 
     python -m simulator.validation.fit compute ../shared/validation/vidur_a100 [--quick]
     python -m simulator.validation.fit network ../shared/validation/vidur_a100
+    python -m simulator.validation.fit scaled-mm ../shared/validation/aic/h200_sxm [--quick]
 
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
 fragment cost, L2 bytes per SM clock) by Nelder-Mead on median + 0.5 p90 APE of the train models'
@@ -186,6 +187,45 @@ def fit_aic(directory: Path, stride: int = 4, gemm: bool = True) -> None:
         print(f"  {fw}:", _fit_attention(part, g, fam, out, 32 if fw.startswith("trtllm") else 0))
 
 
+def fit_scaled_mm(directory: Path, stride: int = 2) -> None:
+    """Per framework whose ``FRAMEWORK_TIMING`` runs per-tensor fp8 GEMMs on CUTLASS scaled_mm
+    (``fp8_gemm_kernel: cutlass_sm90``): its main-loop efficiency and per-wave cost and its
+    activation-quantize kernel (traffic multiplier, floor, bytes in flight per row, cost per row) on
+    the even ``gemm fp8`` rows (every ``stride``-th of them), Nelder-Mead on median + 0.5 p90 APE;
+    prints the fit and the odd (held-out) rows' median / p90 APE and signed bias."""
+    from simulator.validation.aic import FRAMEWORK_TIMING, default_gpu, framework_of, load_aic
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    rows, _ = load_aic(directory)
+    g = gpu_config(default_gpu(directory))
+    fp8 = [r for r in rows if r.op == "gemm fp8"]
+    for fw, base in sorted(FRAMEWORK_TIMING.items()):
+        if base.get("fp8_gemm_kernel") != "cutlass_sm90":
+            continue
+        mine = [r for r in fp8 if framework_of(r) == fw]
+        train, test = mine[0::2][::stride], mine[1::2]
+
+        def over(x, base=base):
+            return dict(base, scaled_mm_efficiency=x[0], scaled_mm_cta_overhead_cycles=x[1],
+                        mem_traffic_multiplier={"quant": x[2]}, mem_kernel_floor_s={"quant": x[3] * 1e-6},
+                        row_bytes_in_flight=x[4], row_cost_s={"quant": x[5] * 1e-9})
+
+        def obj(x, train=train, over=over):
+            if not (0.2 < x[0] <= 1 and x[1] >= 0 and x[2] > 0 and x[3] >= 0 and x[4] > 0 and x[5] >= 0):
+                return 1e9
+            return _objective(train, g, over(x))
+
+        r = _nm(obj, [0.8, 1000.0, 1.5, 2.0, 4500.0, 500.0], 300)
+        b = make_backend("tile", g, over(r.x))
+        pred = np.array([sum(b.op_s(o) for o in x.item) for x in test])
+        meas = np.array([x.measured_s for x in test])
+        e = (pred - meas) / meas
+        print(f"{fw}: scaled_mm_efficiency {r.x[0]:.4f} scaled_mm_cta_overhead_cycles {r.x[1]:.1f} quant multiplier "
+              f"{r.x[2]:.3f} floor_us {r.x[3]:.3f} row_bytes_in_flight {r.x[4]:.0f} row_cost_ns {r.x[5]:.1f} "
+              f"objective {r.fun:.4f}; odd rows ({len(test)}): median {np.median(abs(e)):.2%} p90 "
+              f"{np.percentile(abs(e), 90):.2%} bias {np.median(e):+.2%}")
+
+
 def _fit_attention(sel: dict, g, fam: str, out: dict, max_group: int = 0) -> dict:
     """The attention family's constants on ``sel``'s context rows (MMA efficiency, cycles per Q-tile
     CTA, prefill op cost) and generation rows (decode op cost, cycles per (sequence, KV head) CTA, and
@@ -222,7 +262,10 @@ if __name__ == "__main__":
         fit_compute(directory, 12 if "--quick" in sys.argv else 3)
     elif what == "network":
         fit_network(directory)
+    elif what == "scaled-mm":
+        fit_scaled_mm(directory, 8 if "--quick" in sys.argv else 2)
     elif what == "aic":
         fit_aic(directory, 16 if "--quick" in sys.argv else 4, "--attention-only" not in sys.argv)
     else:
-        sys.exit("usage: python -m simulator.validation.fit compute|network|aic DIR [--quick] [--attention-only]")
+        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm DIR [--quick] "
+                 "[--attention-only]")
