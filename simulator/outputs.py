@@ -5,7 +5,8 @@
     batches.csv              one row per batch segment (the event log of the GPU side)
     events.csv               typed request events (arrived, routed, scheduled, first token, ...)
     scenario.resolved.yaml   the scenario with presets merged: re-running it gives the same run
-    trace.json               Chrome/Perfetto trace (open in ui.perfetto.dev or chrome://tracing)
+    trace.json               Chrome/Perfetto trace (open in ui.perfetto.dev or chrome://tracing); by default
+                             only for runs of at most 5,000 requests (outputs.chrome_trace: true | false | auto)
     report.html              interactive dashboard (loads plotly-<version>.min.js, written beside it)
     plotly-<version>.min.js  the plotly.js library, one copy per folder (see simulator/html_assets.py)
     run_info.json            wall-clock time and versions (differs between runs)
@@ -109,8 +110,21 @@ REQUEST_FORMATTERS = {"status": _names(STATUS_NAMES), "measured": _names({0: "0"
 EVENT_FORMATTERS = {"kind": _names({int(k): k.name.lower() for k in EventKind})}
 
 
+TRACE_AUTO_MAX = 5000  # ``outputs.chrome_trace: auto`` writes trace.json for runs of at most this many requests
+
+
+def trace_wanted(chrome_trace: bool | str, result: RunResult) -> bool:
+    """Whether trace.json is written: ``auto`` for runs of at most TRACE_AUTO_MAX requests (a larger
+    run's trace is a sample of its batches that a trace viewer opens slowly; its build and write
+    were about a fifth of a 10,000-request run's output time)."""
+    if chrome_trace == "auto":
+        return int(result.summary.get("requests_total") or 0) <= TRACE_AUTO_MAX
+    return bool(chrome_trace)
+
+
 def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool = True,
-                  chrome_trace: bool = True, events: bool = True, requests: bool = True) -> dict[str, Path]:
+                  chrome_trace: bool | str = "auto", events: bool = True,
+                  requests: bool = True) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     p = out / "summary.json"
@@ -135,7 +149,7 @@ def write_results(result: RunResult, resolved_yaml: str, out: Path, report: bool
             else:
                 write_table(p, getattr(result, key), cols, fmt)
             paths[key] = p
-    if chrome_trace:
+    if trace_wanted(chrome_trace, result):
         from simulator.trace_export import write_chrome_trace
 
         p = out / "trace.json"

@@ -199,7 +199,9 @@ class RunSection(StrictConfig):
 
 class OutputsSection(StrictConfig):
     report: bool = True
-    chrome_trace: bool = True
+    chrome_trace: bool | Literal["auto"] = Field(
+        default="auto", description="trace.json (Perfetto / chrome://tracing); auto: written for runs of at most "
+                                    "5,000 requests")
     events: bool = True
     requests: bool = True
 

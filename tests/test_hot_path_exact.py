@@ -1,0 +1,109 @@
+"""The serving hot path's shortcuts give exactly what the direct computation gives.
+
+- Roofline decode attention from cached per-op scalars (bytes regrouped as b0 + b1 x context)
+  equals the textbook expression bit for bit: FLOPs and bytes are integers below 2**53.
+- ``StepTimer.step`` memoised per iteration shape returns the fresh computation's picoseconds,
+  FLOPs and joules, for repeated and interleaved shapes.
+- ``outputs.chrome_trace: auto`` writes trace.json for runs of at most ``TRACE_AUTO_MAX``
+  requests only; ``true`` / ``false`` force it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw_models.attention_kernels import head_dims
+from hw_models.timing.roofline import RooflineBackend, RooflineConfig
+from simulator.config.loader import load_scenario
+from simulator.outputs import write_results
+from simulator.runner import Simulation, run_scenario
+from workloads.llm import BatchShape, Op
+
+SCENARIO = {
+    "name": "hot-path",
+    "seed": 3,
+    "hardware": {"device": {"kind": "gpu", "preset": "H100-SXM"}, "timing": {"kind": "roofline"}},
+    "model": {"preset": "Llama-2-7B"},
+    "workload": {"kind": "synthetic", "num_requests": 120,
+                 "arrival": {"process": "poisson", "rate": "8/s"},
+                 "prompt_tokens": {"dist": "lognormal", "median": 300, "sigma": 0.8, "max": 1500},
+                 "output_tokens": {"dist": "lognormal", "median": 60, "sigma": 0.8, "max": 300}},
+    "policies": {"scheduler": {"kind": "vllm"}},
+    "run": {"warmup_requests": 0},
+}
+
+
+def _textbook(backend, op, kv):
+    """Roofline decode attention as written before the cached scalars (roofline.py, 16-bit K/V)."""
+    kv = np.asarray(kv, dtype=np.float64)
+    b = op.dtype_bytes
+    dk, dv, kvw = head_dims(op)
+    flops = 2.0 * op.heads * (dk + dv) * kv
+    nbytes = b * (op.seqs * op.heads * (dk + dv) + kv * kvw * op.kv_heads)
+    return (np.maximum(flops / backend.peak(op.dtype), nbytes / backend._bw) + backend._launch) * op.count
+
+
+@functools.cache
+def _roofline(compute_efficiency: float):
+    """A roofline backend on H100-SXM; at 1 % of the tensor peak decode attention is compute-bound."""
+    return RooflineBackend(RooflineConfig(compute_efficiency=compute_efficiency),
+                           load_scenario(copy.deepcopy(SCENARIO)).device.config)
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads=st.integers(1, 128), group=st.sampled_from([1, 2, 4, 8]), head_dim=st.sampled_from([64, 80, 128, 256]),
+       seqs=st.integers(1, 512), layers=st.integers(1, 128),
+       dtype=st.sampled_from([("bf16", 2.0), ("fp8", 1.0), ("fp16", 2.0), ("tf32", 4.0)]),
+       kv=st.lists(st.integers(1, 50_000_000), min_size=1, max_size=40), eff=st.sampled_from([1.0, 0.01]))
+def test_roofline_decode_attention_from_cached_scalars_is_bit_identical(heads, group, head_dim, seqs, layers, dtype,
+                                                                        kv, eff):
+    backend = _roofline(eff)
+    kv_heads = max(1, heads // group)
+    op = Op("attn_decode", "attn_decode", layers, seqs=seqs, kv_tokens=kv[0], heads=heads, kv_heads=kv_heads,
+            head_dim=head_dim, dtype=dtype[0], dtype_bytes=dtype[1])
+    got = backend.decode_attention_s(op, np.array(kv, dtype=np.int64))
+    want = _textbook(backend, op, kv)
+    assert got.tobytes() == want.tobytes()
+    again = backend.decode_attention_s(op, np.array(kv, dtype=np.int64))  # the cached scalars
+    assert again.tobytes() == want.tobytes()
+
+
+def test_memoised_iteration_steps_equal_fresh_ones():
+    sim = Simulation(load_scenario(copy.deepcopy(SCENARIO)))
+    timer = sim.pools[0].timer
+    shapes = [BatchShape(prefill=((512, 0),), emitting=1), BatchShape(prefill=((100, 0), (37, 12)), emitting=2),
+              BatchShape(decode_rows=7, decode_kv=4321, emitting=7),
+              BatchShape(prefill=((64, 128),), decode_rows=3, decode_kv=999, emitting=4)]
+    fresh = []
+    for s in shapes:
+        ps, flops = timer._step(s)
+        fresh.append((ps, flops, timer.last_energy_j))
+    assert len({f[0] for f in fresh}) == len(shapes)  # distinct shapes, distinct times
+    for _ in range(2):  # first call fills the memo, the second reads it; interleaved so joules must switch
+        for s, want in zip(shapes, fresh):
+            ps, flops = timer.step(s)
+            assert (ps, flops, timer.last_energy_j) == want
+    assert len(timer._steps) == len(shapes)
+
+
+def test_chrome_trace_auto_writes_small_runs_only(tmp_path, monkeypatch):
+    from simulator import outputs
+
+    scenario = load_scenario(copy.deepcopy(SCENARIO))
+    result = run_scenario(scenario)
+    assert result.summary["requests_total"] == 120
+    write_results(result, scenario.to_yaml(), tmp_path / "auto", report=False)  # default: auto
+    assert (tmp_path / "auto" / "trace.json").is_file()
+    monkeypatch.setattr(outputs, "TRACE_AUTO_MAX", 100)  # the same run is now above the threshold
+    write_results(result, scenario.to_yaml(), tmp_path / "big", report=False, chrome_trace="auto")
+    assert not (tmp_path / "big" / "trace.json").exists()
+    assert (tmp_path / "big" / "summary.json").is_file()
+    write_results(result, scenario.to_yaml(), tmp_path / "forced", report=False, chrome_trace=True)
+    assert (tmp_path / "forced" / "trace.json").is_file()
+    write_results(result, scenario.to_yaml(), tmp_path / "off", report=False, chrome_trace=False)
+    assert not (tmp_path / "off" / "trace.json").exists()
