@@ -139,14 +139,21 @@ def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids:
         return np.zeros(0)
     runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
     counts = np.fromiter(map(len, sel), dtype=np.int64, count=len(sel))
-    starts_a = offsets[runs[:, 0]] + runs[:, 1]
-    lengths_a = runs[:, 2] - runs[:, 1]
-    owner_a = np.repeat(np.repeat(np.arange(len(sel), dtype=np.int64), counts), lengths_a)
-    run_off = np.cumsum(lengths_a) - lengths_a
-    idx = np.arange(int(lengths_a.sum()), dtype=np.int64) - np.repeat(run_off - starts_a, lengths_a)
-    times = ends[idx]
-    same = owner_a[1:] == owner_a[:-1]
-    return (np.diff(times)[same]).astype(np.float64) / PS_PER_S
+    start = offsets[runs[:, 0]] + runs[:, 1]  # global index of each run's first iteration end
+    length = runs[:, 2] - runs[:, 1]
+    later = np.ones(len(runs), dtype=bool)  # a run after the request's first: its first gap spans runs
+    later[np.cumsum(counts) - counts] = False
+    # gaps inside a run are consecutive differences of the end times; a later run's first gap is
+    # its first end minus the previous run's last end (taken from ``cross``, appended after ``inner``)
+    inner = np.diff(ends)
+    prev = np.flatnonzero(later) - 1
+    cross = ends[start[later]] - ends[start[prev] + length[prev] - 1]
+    gaps = length - 1 + later  # per run, in request order and run order
+    out_start = np.cumsum(gaps) - gaps
+    # source of output position p in run r: inner[start_r + (p - out_start_r) - later_r]
+    src = np.arange(int(gaps.sum()), dtype=np.int64) + np.repeat(start - out_start - later, gaps)
+    src[out_start[later]] = len(inner) + np.arange(int(later.sum()), dtype=np.int64)
+    return np.concatenate([inner, cross])[src].astype(np.float64) / PS_PER_S
 
 
 def littles_law(arrival_s: np.ndarray, depart_s: np.ndarray, horizon_s: float) -> dict[str, float]:

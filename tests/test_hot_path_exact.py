@@ -107,3 +107,59 @@ def test_chrome_trace_auto_writes_small_runs_only(tmp_path, monkeypatch):
     assert (tmp_path / "forced" / "trace.json").is_file()
     write_results(result, scenario.to_yaml(), tmp_path / "off", report=False, chrome_trace=False)
     assert not (tmp_path / "off" / "trace.json").exists()
+
+
+def _gaps_reference(requests, iter_ends):
+    """Inter-token gaps as first written: every token's end time gathered, differenced, and the
+    differences between two requests dropped (simulator/metrics.py before the in-run differences)."""
+    from itertools import chain
+
+    offsets = np.cumsum([0] + [len(a) for a in iter_ends])
+    ends = np.concatenate(iter_ends)
+    sel = [r.runs for r in requests if r.runs]
+    runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
+    counts = np.array([len(s) for s in sel], dtype=np.int64)
+    starts = offsets[runs[:, 0]] + runs[:, 1]
+    lengths = runs[:, 2] - runs[:, 1]
+    owner = np.repeat(np.repeat(np.arange(len(sel)), counts), lengths)
+    run_off = np.cumsum(lengths) - lengths
+    idx = np.arange(int(lengths.sum())) - np.repeat(run_off - starts, lengths)
+    times = ends[idx]
+    return np.diff(times)[owner[1:] == owner[:-1]].astype(np.float64) / 1e12
+
+
+class _Req:
+    def __init__(self, rid, runs):
+        self.rid, self.runs = rid, runs
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), replicas=st.integers(1, 4), requests=st.integers(1, 12))
+def test_inter_token_gaps_equal_the_gathered_token_times(data, replicas, requests):
+    from simulator.metrics import inter_token_gaps
+
+    # each replica's iteration end times: strictly increasing picoseconds
+    iter_ends = [np.cumsum(np.array(data.draw(st.lists(st.integers(1, 10**9), min_size=1, max_size=60)),
+                                    dtype=np.int64)) for _ in range(replicas)]
+    reqs = []
+    for rid in range(requests):
+        runs, rep = [], data.draw(st.integers(0, replicas - 1))
+        pos = data.draw(st.integers(0, len(iter_ends[rep]) - 1))
+        for _ in range(data.draw(st.integers(0, 4))):  # runs move forward; a request may migrate
+            if pos >= len(iter_ends[rep]):
+                break
+            end = data.draw(st.integers(pos + 1, len(iter_ends[rep])))
+            runs.append([rep, pos, end])
+            pos = end + data.draw(st.integers(0, 3))
+            if data.draw(st.booleans()):  # continues on another replica
+                rep = data.draw(st.integers(0, replicas - 1))
+                pos = data.draw(st.integers(0, len(iter_ends[rep]) - 1))
+        reqs.append(_Req(rid, runs))
+    if not any(r.runs for r in reqs):
+        return
+    got = inter_token_gaps(reqs, iter_ends, None)
+    assert got.tobytes() == _gaps_reference(reqs, iter_ends).tobytes()
+    measured = {r.rid for r in reqs[::2]}
+    sub = [r for r in reqs if r.rid in measured]
+    if any(r.runs for r in sub):
+        assert inter_token_gaps(reqs, iter_ends, measured).tobytes() == _gaps_reference(sub, iter_ends).tobytes()

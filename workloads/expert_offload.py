@@ -129,6 +129,10 @@ class ExpertOffload:
         m = self.misses(tokens)
         return m * (self.copy_overhead_s + self.expert_bytes / self.rate_bytes_per_s)
 
+    def copy_bytes(self, tokens: int) -> float:
+        """Bytes one GPU copies in an iteration of ``tokens`` tokens: every MoE layer's missed experts."""
+        return self.moe_layers * self.misses(tokens) * self.expert_bytes
+
     def stall_s(self, tokens: int, gpu_s):
         """Seconds an iteration of ``tokens`` tokens waits for experts, given its GPU time ``gpu_s``
         (a float or a numpy array of per-iteration times)."""

@@ -49,7 +49,8 @@ class Op:
     query tokens in all, ``pairs`` (query, key) pairs after causal masking, ``kv_tokens`` keys
     read. attn_decode: ``seqs`` rows each attending to its context, ``kv_tokens`` keys in all.
     elementwise: ``bytes`` moved. allreduce: ``bytes`` per GPU over ``workers`` GPUs. alltoall:
-    ``bytes`` each GPU sends, spread over the other ``workers`` - 1 GPUs (MoE dispatch / combine).
+    ``bytes`` each GPU sends, spread over the other ``workers`` - 1 GPUs (MoE dispatch / combine), for
+    ``m`` tokens per GPU of width ``k`` gathered from ``n`` data-parallel groups.
     grouped_gemm: one kernel running ``len(groups)`` GEMMs of ``groups[i]`` rows each against its own
     [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all, ``pairs`` the
     (token, expert) pairs of the layer over all expert-parallel GPUs.
@@ -90,6 +91,7 @@ class Op:
     kv_deq_ops: float = 0.0
     groups: tuple[int, ...] = ()
     scale_block_k: int = 0
+    w_dtype: str = ""  # the weights' storage format when quantized (e.g. "mxfp4"; kernels specific to it)
 
     def kv_elem_bytes(self, kv: Any) -> Any:
         """Bytes of one K (or V) element summed over ``kv`` tokens (scalar or array): the residual
@@ -279,7 +281,7 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
                           dtype=model.dtype, dtype_bytes=b))
         out.append(replace(op, dtype=fmt.tensor_dtype, dtype_bytes=fmt.a_bytes, w_bytes=fmt.w_bytes, out_bytes=b
                            if fmt.a_bytes != b else 0.0, deq_ops=fmt.deq_ops, deq_overlap=fmt.deq_overlap,
-                           scale_block_k=getattr(fmt, "scale_block_k", 0)))
+                           scale_block_k=getattr(fmt, "scale_block_k", 0), w_dtype=getattr(fmt, "w_dtype", "")))
         if outliers:  # LLM.int8(): the outlier columns in 16 bit (weights' rows dequantized), int32 -> 16 bit, add
             out.append(Op(GEMM, f"{op.name}_outliers", op.count, m=op.m, n=op.n, k=outliers, dtype=model.dtype,
                           dtype_bytes=b, w_bytes=fmt.w_bytes, deq_ops=1.0))
@@ -380,11 +382,13 @@ def _dense_unquantized(tokens: int, emitting: int, model: TransformerConfig, tp:
 
         copies = dispatch_copies(model.experts_per_token, ep, tp_all // ep)
         sent = int(T * copies * h * b * (tp_all - 1) / tp_all)
-        ops.append(Op(ALLTOALL, "moe_dispatch", model.moe_layers, m=T, bytes=sent, workers=tp_all, dtype=d,
-                      dtype_bytes=b))
+        # k, n: the hidden width and the dp groups, for engines that all-gather every group's tokens instead
+        # (and reduce-scatter the outputs back): the timing backend's moe_a2a says which
+        ops.append(Op(ALLTOALL, "moe_dispatch", model.moe_layers, m=T, n=dp, k=h, bytes=sent, workers=tp_all,
+                      dtype=d, dtype_bytes=b))
         ops += moe_ops(T_all, model, tp_all, ep, shared=(T, tp))
-        ops.append(Op(ALLTOALL, "moe_combine", model.moe_layers, m=T, bytes=sent, workers=tp_all, dtype=d,
-                      dtype_bytes=b))
+        ops.append(Op(ALLTOALL, "moe_combine", model.moe_layers, m=T, n=dp, k=h, bytes=sent, workers=tp_all,
+                      dtype=d, dtype_bytes=b))
     if tp > 1:
         ops.append(Op(ALLREDUCE, "mlp_allreduce", L, bytes=act, workers=tp, dtype=d, dtype_bytes=b))
     ops.append(Op(ELEMENTWISE, "residual_add", L, bytes=3 * act, dtype=d, dtype_bytes=b))

@@ -13,8 +13,11 @@ Models: a MoE layer routes each of T tokens to its top-k experts, R = T x k (tok
     as a load balancer such as DeepSeek's EPLB would place them) or ``contiguous`` (experts
     0..E/ep-1 on the first GPU, in popularity order: the worst case). The busiest GPU's experts set
     the grouped-GEMM time of the layer (the others wait for it at the combine).
-Ignores: the randomness of one iteration's routing around its expectation (the loads are the
-    expected values, so small batches look more even than they are); per-layer differences in
+    ``draw: random`` puts an iteration's pairs on the expected number of distinct experts its tokens touch
+    when each draws its top-k at random by popularity, sum_e 1 - (1 - k p_e)^T (balls into bins; a uniform
+    top-4 of 128 over 32 tokens touches 82 experts, not 128), the most popular ones, in proportion.
+Ignores: the randomness of one iteration's routing around its expectation beyond that count (the busiest
+    expert's excess over its mean); per-layer differences in
     popularity (one distribution for every layer unless a histogram per layer is given); token
     re-routing of dropped tokens to a second choice; routing correlation between tokens of one
     sequence.
@@ -49,6 +52,12 @@ class RoutingConfig(StrictConfig):
     placement: Literal["interleaved", "contiguous"] = Field(
         default="interleaved", description="experts over the expert-parallel GPUs: popularity ranks dealt "
                                            "round-robin (balanced) or in blocks (hot experts together)")
+    draw: Literal["expected", "random"] = Field(
+        default="expected", description="an iteration's loads: expected (every expert its expected share of the "
+                                        "pairs, so a small batch touches min(E, T x k) experts, as a balanced "
+                                        "benchmark deals them) or random (each token draws its top-k at random by "
+                                        "popularity: the pairs fall on the expected number of distinct experts, "
+                                        "sum over e of 1 - (1 - s_e)^T, fewer than T x k when they collide)")
 
     @model_validator(mode="after")
     def _check(self) -> RoutingConfig:
@@ -122,7 +131,14 @@ def _distinct(p: np.ndarray, top_k: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4096)
 def _loads(tokens: int, experts: int, top_k: int, routing: RoutingConfig) -> tuple[np.ndarray, int]:
     routed = tokens * top_k
-    load = _round(_distinct(popularity(routing, experts, tokens, top_k), top_k), routed)
+    p = _distinct(popularity(routing, experts, tokens, top_k), top_k)
+    if routing.draw == "random" and routed:  # the pairs on the expected number of distinct experts (most popular)
+        touched = int(round(float((1.0 - (1.0 - np.minimum(1.0, top_k * p)) ** tokens).sum())))
+        touched = max(touched, -(-routed // tokens) if tokens else 0, min(top_k, experts))
+        q = np.zeros_like(p)
+        q[:touched] = p[:touched]  # popularity order, most popular first
+        p = _distinct(q / q.sum(), top_k)
+    load = _round(p, routed)
     dropped = 0
     if routing.capacity_factor is not None:
         cap = int(np.ceil(routing.capacity_factor * routed / experts))

@@ -80,6 +80,16 @@ FIT_MOE = {"triton": {"hbm_efficiency": 0.85, "efficiency": 0.55, "fixed_s": 23e
            "flashinfer_cutlass": {"hbm_efficiency": 0.75, "efficiency": 0.10, "fixed_s": 86e-6, "efficiency_fp8": 0.10,
                                   "fixed_s_fp8": 175e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 4e-6,
                                   "pair_cache": 0.0, "permute": 1.0}}
+# Each family's MXFP4 expert kernel (4-bit e2m1 weights with e8m0 scales, widened to bf16 in the kernel;
+# Op.w_dtype "mxfp4"): triton = vLLM's gpt-oss MXFP4 MoE (OpenAI's Triton matmul_ogs kernels), cutlass =
+# TensorRT-LLM's w4a16 MXFP4 MoE, triton_sglang = SGLang's Triton MXFP4 MoE. HBM share, efficiency
+# relative to a dense 16-bit GEMM and per-layer fixed cost, fitted with `python -m
+# simulator.validation.aic_moe_w4 fit ../shared/validation/aic/h200_sxm` (H200 w4a16_mxfp4 rows, even rows
+# of a 1500-row sample per family at the 16-bit constants above, vLLM 0.19's table left out (aic_moe_w4.UNSPLIT);
+# held-out median APE triton 16.6 %, cutlass 20.6 %, triton_sglang 19.0 %).
+FIT_MOE_MXFP4 = {"triton": {"hbm_efficiency_mxfp4": 0.55, "efficiency_mxfp4": 1.25, "fixed_s_mxfp4": 52e-6},
+                 "cutlass": {"hbm_efficiency_mxfp4": 0.40, "efficiency_mxfp4": 0.60, "fixed_s_mxfp4": 70e-6},
+                 "triton_sglang": {"hbm_efficiency_mxfp4": 0.35, "efficiency_mxfp4": 0.60, "fixed_s_mxfp4": 42e-6}}
 # MoE all-to-all (DeepEP low-latency and high-throughput dispatch / combine within one NVSwitch node),
 # fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
 # Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
@@ -144,7 +154,7 @@ class TileConfig(StrictConfig):
                                                            "moe_kernels: triton, triton_sglang, cutlass, "
                                                            "flashinfer_cutlass)")
     moe_kernels: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {k: dict(v) for k, v in FIT_MOE.items()},
+        default_factory=lambda: {k: {**v, **FIT_MOE_MXFP4.get(k, {})} for k, v in FIT_MOE.items()},
         description="per fused-MoE kernel family: efficiency (tensor-core efficiency of its grouped GEMMs relative "
                     "to a dense GEMM's) and fixed_s (its per-layer cost besides the GEMMs: token sort / align, "
                     "bookkeeping), fitted on the aic MoE tables")
@@ -158,6 +168,11 @@ class TileConfig(StrictConfig):
     alltoall_ll_max_tokens: int = Field(default=FIT_A2A["ll_max_tokens"], ge=0,
                                         description="tokens per GPU up to which the low-latency kernels run "
                                                     "(DeepEP num_max_dispatch_tokens_per_rank default 128)")
+    moe_a2a: str = Field(default="deepep", pattern="^(deepep|allgather_reducescatter)$",
+                         description="MoE dispatch / combine under attention data parallelism: deepep (each token "
+                                     "sent once per destination GPU, DeepEP's fitted rates) or "
+                                     "allgather_reducescatter (every data-parallel group's tokens all-gathered to "
+                                     "every GPU before the experts, the outputs reduce-scattered back, NCCL)")
     fp8_gemm_kernel: str = Field(default="auto", pattern="^(auto|cutlass_sm90)$",
                                  description="per-tensor fp8 GEMM kernel family: auto (the fastest modelled tile "
                                              "and split-K, as cuBLASLt's heuristic), cutlass_sm90 (CUTLASS "
@@ -381,12 +396,15 @@ class TileBackend(TimingBackend):
             fam = self._moe_family()
             # per-tensor and block-scaled fp8 kernels: their own fit (else the 16-bit one)
             sfx = "_fp8_block" if getattr(op, "scale_block_k", 0) else "_fp8" if op.dtype == "fp8" else ""
+            if getattr(op, "w_dtype", "") == "mxfp4":  # 4-bit microscaled experts: the family's mxfp4 kernel
+                sfx = "_mxfp4"
             sfx = sfx if f"efficiency{sfx}" in fam else ""
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
             if fam[f"efficiency{sfx}"] != 1.0:
                 p = dataclasses.replace(p, mma_eff=p.mma_eff * fam[f"efficiency{sfx}"])
             if "hbm_efficiency" in fam:  # the family's own share of HBM bandwidth streaming expert weights
-                p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * fam["hbm_efficiency"])
+                hbm = fam.get(f"hbm_efficiency{sfx}", fam["hbm_efficiency"])  # (its mxfp4 kernel: its own)
+                p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * hbm)
             plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
                                 op.deq_overlap, self._pair_cache_bytes(op, fam))
             t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
@@ -402,6 +420,12 @@ class TileBackend(TimingBackend):
             if self.link is None or op.workers <= 1:
                 return 0.0
             c = self.config
+            if c.moe_a2a == "allgather_reducescatter" and op.n > 1 and self._fabric is not None:
+                # every GPU gathers the n groups' m x k activations (the output of the all-gather), then
+                # reduce-scatters the experts' outputs back (vLLM's AgRsAll2AllManager over the DP group)
+                size = op.n * op.m * op.k * op.dtype_bytes
+                fn = co.allgather_s if op.name == "moe_dispatch" else co.reduce_scatter_s
+                return fn(size, op.n, self._fabric, self._nccl) * op.count
             mode = "ll" if op.m <= c.alltoall_ll_max_tokens else "ht"
             return self.link.alltoall_s(op.bytes, op.workers, c.alltoall_efficiency[mode],
                                         c.alltoall_latency_s[mode]) * op.count

@@ -177,6 +177,7 @@ class LinearFormat:
     act_quant: bool
     outlier_fraction: float
     scale_block_k: int = 0  # K elements per scale block of a block-scaled GEMM (promotion on the CUDA cores)
+    w_dtype: str = ""  # the weights' storage dtype when it differs from the model's (e.g. mxfp4, int4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +257,8 @@ class QuantizationScheme:
                 deq_ops=c.dequant.weight_ops_per_element if weight_only else 0.0, deq_overlap=c.dequant.overlap,
                 act_quant=a_dtype != model_dtype,
                 outlier_fraction=c.outliers.fraction if c.outliers.method == "llm_int8" else 0.0,
-                scale_block_k=ag if ag and not weight_only else 0)
+                scale_block_k=ag if ag and not weight_only else 0,
+                w_dtype=w_dtype if w_dtype != model_dtype else "")
         self._linear[key] = fmt
         return fmt
 

@@ -68,17 +68,21 @@ class VllmChunkedScheduler:
         free = kv.free_blocks
         budget = cfg.max_num_batched_tokens
         running = list(view.running)
-        order = [r for r in running if not r.in_prefill] + [r for r in running if r.in_prefill]
+        prefilling = [r for r in running if r.in_prefill]
+        # decodes first, then prefills, each in admission order (a copy: ``running`` loses victims below)
+        order = [r for r in running if not r.in_prefill] + prefilling if prefilling else running[:]
+        in_prefill = {r.rid for r in prefilling}
         gone: set[int] = set()
         preempt: list[int] = []
         scheduled: dict[int, tuple[int, int]] = {}  # rid -> (tokens, blocks) in this step
+        grow = kv.blocks_to_grow
         for r in order:
             if budget <= 0:
                 break
-            if r.rid in gone:
+            if gone and r.rid in gone:
                 continue
-            t = 1 if not r.in_prefill else self._chunk(r.prefill_remaining, budget)
-            need = kv.blocks_to_grow(r, t)
+            t = self._chunk(r.prefill_remaining, budget) if r.rid in in_prefill else 1
+            need = grow(r, t)
             while need > free:
                 victim = running.pop()  # the newest running request
                 gone.add(victim.rid)
@@ -95,9 +99,8 @@ class VllmChunkedScheduler:
             free -= need
             budget -= t
             scheduled[r.rid] = (t, need)
-        by_id = {r.rid: r for r in view.running}
-        decode = [rid for rid in scheduled if not by_id[rid].in_prefill]
-        chunks = [PrefillChunk(rid, t) for rid, (t, _) in scheduled.items() if by_id[rid].in_prefill]
+        decode = [rid for rid in scheduled if rid not in in_prefill]
+        chunks = [PrefillChunk(rid, t) for rid, (t, _) in scheduled.items() if rid in in_prefill]
         reject: list[int] = []
         if not preempt:
             seqs = len(running)

@@ -61,9 +61,13 @@ class KvView:
 
     def blocks_to_grow(self, req: RequestView, new_tokens: int, reserve_tokens: int = 0) -> int:
         """Extra blocks ``req`` needs to hold ``new_tokens`` more tokens (and a reservation)."""
-        target = max(self.blocks_for(req.num_computed + new_tokens),
-                     self.blocks_for(max(reserve_tokens, req.kv_reserve_tokens)))
-        return max(0, target - req.kv_blocks)
+        bs = self.block_size  # blocks_for() inline: this runs per running request per step
+        target = -(-(req.num_computed + new_tokens) // bs)
+        reserve = req.kv_reserve_tokens if req.kv_reserve_tokens > reserve_tokens else reserve_tokens
+        if reserve > 0 and -(-reserve // bs) > target:
+            target = -(-reserve // bs)
+        held = req.kv_blocks
+        return target - held if target > held else 0
 
     def blocks_to_admit(self, req: RequestView, tokens: int, reserve_tokens: int = 0) -> int:
         """Free blocks admitting waiting ``req`` with a first chunk of ``tokens`` takes. Here every

@@ -3,7 +3,9 @@
 The mechanism is :class:`workloads.expert_offload.ExpertOffload` (what a GPU keeps, how long a MoE
 layer waits for the rest); the cache policy comes from the ``policies.expert_caches`` registry; the
 link from the host preset (PCIe pinned copy rate and per-copy overhead) and, for experts on an SSD,
-the drive's read throughput at the configured command size and queue depth.
+the drive's read throughput at the configured command size and queue depth. With a KV cache that
+swaps to host memory, each step's expert copies also run on the replica's host-to-device link
+(``expert_copies``), where they and the KV swap-ins share the bytes.
 """
 
 from __future__ import annotations
@@ -51,4 +53,21 @@ def build_expert_offload(scenario, pool, quant=None) -> ExpertOffload | None:
                          cfg.prefetch.accuracy if cfg.prefetch is not None else None)
 
 
-__all__ = ["build_expert_offload"]
+def expert_copies(offload, expert_fetch, tokens: int, step_ps: int):
+    """One step's expert copies on the replica's host-to-device link, the one its KV swap-ins use
+    (``KvOffload.h2d``, a processor-sharing ``SharedBandwidth``), so that copies in flight at once
+    share its bytes: an event that fires when they are done, or None when there is no such link or
+    nothing to copy. The step timer's stall already holds the copies' time alone on the link; the
+    replica waits for this event after the step's own time, so only sharing the link with swaps
+    (or swaps sharing it with the experts) lengthens anything. Steps whose copies would not fit in
+    the step's time even alone keep the stall as it is (nothing is put on the link)."""
+    link = getattr(offload, "h2d", None) if offload is not None else None
+    if link is None or expert_fetch is None or tokens <= 0:
+        return None
+    nbytes = expert_fetch.copy_bytes(tokens)
+    if nbytes <= 0 or link.latency_ps + nbytes / link.bw_per_ps > step_ps:
+        return None
+    return link.transfer(nbytes)
+
+
+__all__ = ["build_expert_offload", "expert_copies"]

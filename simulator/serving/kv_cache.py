@@ -42,9 +42,13 @@ class PagedKvCache:
         return -(-tokens // self.block_size)
 
     def need(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> int:
-        target = max(self.blocks_for(req.num_computed + new_tokens),
-                     self.blocks_for(max(reserve_tokens, req.kv_reserve_tokens)))
-        return max(0, target - req.kv_blocks)
+        bs = self.block_size  # blocks_for() inline: this runs per request per step
+        target = -(-(req.num_computed + new_tokens) // bs)
+        reserve = req.kv_reserve_tokens if req.kv_reserve_tokens > reserve_tokens else reserve_tokens
+        if reserve > 0 and -(-reserve // bs) > target:
+            target = -(-reserve // bs)
+        held = req.kv_blocks
+        return target - held if target > held else 0
 
     def grow(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> None:
         n = self.need(req, new_tokens, reserve_tokens)

@@ -21,6 +21,7 @@ from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 from simulator.serving.controller import leave
+from simulator.serving.expert_offload import expert_copies
 from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.kv_manager import KVManager
@@ -66,6 +67,11 @@ class Replica:
         self.offload = offload
         if self.kvm.maps_pages:
             self.steady = False  # page mappings make the decode iteration time depend on KV growth
+        # expert copies on the swaps' host link (serving/expert_offload.py): each iteration's copies contend
+        self.expert_link = offload is not None and getattr(offload, "h2d", None) is not None and \
+            getattr(timer, "expert_fetch", None) is not None
+        if self.expert_link:
+            self.steady = False
         self.overlap_swaps = self.kvm.swaps_as_asked(scheduler, timer.model)  # FastSwitch-style swaps
         self.budget_fn = getattr(scheduler, "token_budget", None)
         # blocks a stretch of decodes must leave free after each iteration for the plan to stay the
@@ -332,8 +338,12 @@ class Replica:
         start = env.now
         waiting = len(self.waiting)
         running = len(self.running)
+        copies = expert_copies(self.offload, self.timer.expert_fetch, sum(t for t, _ in shape.prefill)
+                               + shape.decode_rows, dt) if self.expert_link else None
         if self.pipeline is None:
             yield IterationEnd(env, dt)
+            if copies is not None and not copies.processed:
+                yield copies  # the experts shared the host link with KV swaps: the step waits for them
         else:
             yield env.process(self.pipeline.run(self.index, dt, shape.decode_rows + sum(t for _, t in chunks)))
             yield IterationEnd(env, 0)  # the same order at the boundary as an unpipelined replica

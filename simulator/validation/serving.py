@@ -208,7 +208,9 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
         "name": row.id, "seed": 0,
         "hardware": {"device": {"kind": "gpu", "preset": gpu}},
         # The frameworks run a model's own sliding-window layers windowed (gpt-oss, Gemma, Mistral).
-        "model": {"kind": "transformer", "preset": preset, **({"attention": {}} if _windowed(preset) else {})},
+        # MoE: a served batch's tokens pick their experts by the router, not dealt evenly (workloads.moe)
+        "model": {"kind": "transformer", "preset": preset, **({"attention": {}} if _windowed(preset) else {}),
+                  **({"routing": {"draw": "random"}} if moe else {})},
         "cluster": {"tensor_parallel": gpus, **({"expert_parallel": ep} if ep > 1 else {}),
                     **({"attention_data_parallel": dp} if dp > 1 else {})},
         "engine": {"framework": f"{prof.framework}-{prof.version}",
