@@ -163,3 +163,33 @@ def test_inter_token_gaps_equal_the_gathered_token_times(data, replicas, request
     sub = [r for r in reqs if r.rid in measured]
     if any(r.runs for r in sub):
         assert inter_token_gaps(reqs, iter_ends, measured).tobytes() == _gaps_reference(sub, iter_ends).tobytes()
+
+
+@functools.cache
+def _tile(preset: str):
+    import simulator.core.registry as reg
+    from simulator.config.loader import resolve_component
+
+    comp = resolve_component({"kind": "tile"}, reg.TIMING, "timing")
+    dev = resolve_component({"kind": "gpu", "preset": preset}, reg.HARDWARE, "gpu").config
+    return comp.cls(comp.config, dev, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(preset=st.sampled_from(["H100-SXM", "A100-80GB"]), heads=st.sampled_from([8, 32, 64]),
+       group=st.sampled_from([1, 4, 8]), seqs=st.integers(1, 256), kv0=st.integers(1, 2_000_000),
+       k=st.integers(1, 300))
+def test_tile_decode_attention_remembered_lines_equal_fresh_ones(preset, heads, group, seqs, kv0, k):
+    """A stretch's context sums kv0 + seqs * j asked twice (the second from the remembered lines)
+    give the time computed from scratch (``attention_kernels._decode_s``) bit for bit."""
+    from hw_models import attention_kernels as ak
+
+    backend = _tile(preset)
+    op = Op("attn_decode", "attn_decode", 32, seqs=seqs, q_tokens=seqs, kv_tokens=kv0, heads=heads,
+            kv_heads=max(1, heads // group), head_dim=128, dtype="bf16", dtype_bytes=2.0)
+    p = backend._attn_params("bf16")
+    kv = np.arange(kv0, kv0 + seqs * k, seqs, dtype=np.int64).astype(np.float64)
+    fresh = ak._decode_s(op, kv, p, "split_kv")
+    first = ak.decode_s(op, kv, p, "split_kv")
+    second = ak.decode_s(op, kv, p, "split_kv")
+    assert first.tobytes() == fresh.tobytes() == second.tobytes()
