@@ -126,5 +126,5 @@ def _decode_need(rep: PlanContext, decode: tuple[int, ...]) -> int | None:
 def _check_budget(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
     if rep.budget_fn is not None:
         budget = rep.budget_fn(view)
-        if plan.num_tokens > budget:
+        if (plan.num_tokens if plan.prefill else len(plan.decode)) > budget:  # a decode plan: one token a row
             raise PolicyError(rep.scheduler_name, f"plan has {plan.num_tokens} tokens, over its budget of {budget}")
