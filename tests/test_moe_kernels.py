@@ -1,6 +1,7 @@
-"""Fused-MoE kernel structure of the tile backend: the Triton family's per-pair cache rows, the CUTLASS
-family's input permute, a group's rows re-read only when they do not fit in L2, the family's own HBM
-share, and the per-quantization constants. First principles: byte conservation and bounds."""
+"""Fused-MoE kernel structure of the tile backend: the Triton family's per-pair cache rows, each family's
+passes over the routed rows outside the op list (the CUTLASS permute), a group's rows re-read only when
+they do not fit in L2, the family's own HBM share, and the per-quantization constants. First principles:
+byte conservation and bounds."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_without_expert_parallelism_the_pair_cache_costs_nothing(tokens):
 
 
 def test_the_pair_cache_charges_exactly_the_other_gpus_rows_and_never_speeds_a_layer_up():
-    on, off = _backend("triton", permute=0.0), _backend("triton", pair_cache=0.0, permute=0.0)
+    on, off = _backend("triton"), _backend("triton", pair_cache=0.0)
     up, down = _grouped(8192, 8, 8)
     other = up.pairs - up.m
     assert on._pair_cache_bytes(up, on._moe_family()) == pytest.approx(other * 2.5 * up.n * 2.0)
@@ -62,11 +63,37 @@ def test_the_pair_cache_charges_exactly_the_other_gpus_rows_and_never_speeds_a_l
     assert on._op_s(up) + on._op_s(down) >= cache / gpu.memory_bw_bytes_per_s
 
 
-def test_the_permute_adds_one_write_of_the_gpus_own_input_rows():
-    be = _backend("cutlass")
-    up, down = _grouped(4096, 1, 1)
-    assert be._pair_cache_bytes(up, be._moe_family()) == up.m * up.k * up.dtype_bytes
-    assert be._pair_cache_bytes(down, be._moe_family()) == 0.0
+@pytest.mark.parametrize("family", ["cutlass", "triton"])
+def test_the_row_passes_stream_the_gpus_routed_rows_once_each_at_the_familys_hbm_share(family):
+    up, down = _grouped(4096, 2, 2)
+    with_, without = _backend(family), _backend(family, row_passes=0.0)
+    fam = with_._moe_family()
+    one = up.m * up.k * 2.0 / (gpu_config("H200").memory_bw_bytes_per_s * fam["hbm_efficiency"])
+    assert with_._row_pass_s(up, fam) == pytest.approx(fam["row_passes"] * one)
+    assert with_._row_pass_s(down, fam) == 0.0  # charged once per layer
+    assert with_._op_s(up) - without._op_s(up) == pytest.approx(fam["row_passes"] * one)  # not hidden under the MMAs
+    assert with_._op_s(down) == without._op_s(down)
+    assert with_._pair_cache_bytes(up, fam) == without._pair_cache_bytes(up, fam)  # no double count with the cache
+
+
+def test_the_cutlass_families_pay_their_permute_kernels_read_and_write_beyond_the_triton_gather():
+    # CUTLASS MoE copies each pair's input row into expert order (read + write: 2 passes); Triton gathers
+    # the rows inside its GEMM; FlashInfer's CUTLASS MoE runs TensorRT-LLM's permute
+    assert FIT_MOE["cutlass"]["row_passes"] >= 2.0
+    assert FIT_MOE["cutlass"]["row_passes"] - FIT_MOE["triton"]["row_passes"] == pytest.approx(2.0, abs=0.5)
+    assert FIT_MOE["flashinfer_cutlass"]["row_passes"] == FIT_MOE["cutlass"]["row_passes"]
+
+
+def test_a_narrow_expert_layer_is_bounded_below_by_its_row_traffic():
+    # width 48 per GPU, 16384 tokens x top-8: the rows (1 GiB a pass) dominate; the up GEMM reads them, the
+    # down GEMM writes them, the top-k sum reads them, plus the family's own passes, at the datasheet rate
+    ops = [op for op in moe_ops(16384, _model(), 32, 1) if op.name != "moe_router"]
+    up = next(op for op in ops if op.name == "moe_up")
+    gpu = gpu_config("H200")
+    for family in FIT_MOE:
+        be = _backend(family)
+        passes = 3 + be._moe_family()["row_passes"]
+        assert sum(be._op_s(op) for op in ops) >= passes * up.m * up.k * 2.0 / gpu.memory_bw_bytes_per_s
 
 
 def test_a_group_that_fits_in_l2_is_read_once_and_a_larger_one_once_per_n_sweep():

@@ -66,20 +66,23 @@ FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int
 # simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm` on the H200 bf16 / fp8 rows:
 # triton = vLLM's Triton fused_moe (tuned configs), triton_sglang = SGLang's copy, cutlass =
 # TensorRT-LLM's CUTLASS MoE, flashinfer_cutlass = FlashInfer's CUTLASS MoE (vLLM / SGLang).
-# pair_cache 1: the family keeps a cache row per (token, expert) pair of the whole batch (Triton fused_moe);
-# permute 1: it copies the GPU's own pairs' input rows into expert order first (CUTLASS families). Both
-# describe the code (TileBackend._pair_cache_bytes), not fitted.
-FIT_MOE = {"triton": {"hbm_efficiency": 0.85, "efficiency": 0.55, "fixed_s": 23e-6, "efficiency_fp8": 1.15,
-                      "fixed_s_fp8": 19e-6, "efficiency_fp8_block": 0.70, "fixed_s_fp8_block": 17e-6,
-                      "pair_cache": 1.0, "permute": 0.0},
-           "triton_sglang": {"hbm_efficiency": 0.80, "efficiency": 0.35, "fixed_s": 37e-6, "efficiency_fp8_block": 0.70,
-                             "fixed_s_fp8_block": 21e-6, "pair_cache": 1.0, "permute": 0.0},
-           "cutlass": {"hbm_efficiency": 0.85, "efficiency": 0.50, "fixed_s": 19e-6, "efficiency_fp8": 0.90,
-                       "fixed_s_fp8": 16e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 0.0,
-                       "pair_cache": 0.0, "permute": 1.0},
-           "flashinfer_cutlass": {"hbm_efficiency": 0.75, "efficiency": 0.10, "fixed_s": 86e-6, "efficiency_fp8": 0.10,
-                                  "fixed_s_fp8": 175e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 4e-6,
-                                  "pair_cache": 0.0, "permute": 1.0}}
+# pair_cache 1: the family keeps a cache row per (token, expert) pair of the whole batch (Triton fused_moe;
+# describes the code, TileBackend._pair_cache_bytes). row_passes: passes over the GPU's routed [pairs x
+# hidden] rows by kernels the op list does not hold (TileBackend._row_pass_s), measured on the family's
+# narrowest-expert 16-bit rows with `python -m simulator.validation.aic_moe passes
+# ../shared/validation/aic/h200_sxm` (CUTLASS 4.3 of which the permute kernel's read + write are 2,
+# Triton 2.0, SGLang's Triton 4.4; FlashInfer's CUTLASS MoE, without such rows, takes TensorRT-LLM's).
+FIT_MOE = {"triton": {"hbm_efficiency": 0.90, "efficiency": 0.70, "fixed_s": 38e-6, "efficiency_fp8": 1.05,
+                      "fixed_s_fp8": 21e-6, "efficiency_fp8_block": 0.65, "fixed_s_fp8_block": 19e-6,
+                      "pair_cache": 1.0, "row_passes": 2.0},
+           "triton_sglang": {"hbm_efficiency": 0.85, "efficiency": 0.35, "fixed_s": 33e-6, "efficiency_fp8_block": 0.75,
+                             "fixed_s_fp8_block": 23e-6, "pair_cache": 1.0, "row_passes": 4.4},
+           "cutlass": {"hbm_efficiency": 0.85, "efficiency": 0.90, "fixed_s": 17e-6, "efficiency_fp8": 1.20,
+                       "fixed_s_fp8": 13e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 0.0,
+                       "pair_cache": 0.0, "row_passes": 4.3},
+           "flashinfer_cutlass": {"hbm_efficiency": 0.75, "efficiency": 0.10, "fixed_s": 87e-6, "efficiency_fp8": 0.10,
+                                  "fixed_s_fp8": 95e-6, "efficiency_fp8_block": 0.55, "fixed_s_fp8_block": 9e-6,
+                                  "pair_cache": 0.0, "row_passes": 4.3}}
 # Each family's MXFP4 expert kernel (4-bit e2m1 weights with e8m0 scales, widened to bf16 in the kernel;
 # Op.w_dtype "mxfp4"): triton = vLLM's gpt-oss MXFP4 MoE (OpenAI's Triton matmul_ogs kernels), cutlass =
 # TensorRT-LLM's w4a16 MXFP4 MoE, triton_sglang = SGLang's Triton MXFP4 MoE. HBM share, efficiency
@@ -367,16 +370,29 @@ class TileBackend(TimingBackend):
         activation runs over every row of the up output and the top-k sum reads every row of the down
         output. Charged to the grouped GEMM of each half: up = zero rows + the activation's read and
         write of them; down = zero rows + the sum's read of them."""
-        # permute: the family first copies each routed pair's input row into expert order (TensorRT-LLM's
-        # expandInputRowsKernel; FlashInfer's CUTLASS MoE is derived from it): one more write of the rows
-        permute = op.m * op.k * op.dtype_bytes * fam.get("permute", 0.0) if op.name == "moe_up" else 0.0
         other = max(0, op.pairs - op.m) * fam.get("pair_cache", 0.0)
         if not other:
-            return permute
+            return 0.0
         b = op.out_bytes or op.dtype_bytes
         if op.name == "moe_up":  # the activation reads the n = 2 x width row and writes width (gated MLPs)
             return other * 2.5 * op.n * b
         return other * 2 * op.n * b
+
+    def _row_pass_s(self, op: Any, fam: dict[str, float]) -> float:
+        """Time of the family's memory traffic over the GPU's routed [pairs x hidden] rows that the op list
+        does not hold, charged once per layer with the up grouped GEMM and not overlapped with the GEMMs:
+        ``row_passes`` reads or writes of those rows in 16-bit activations at the family's HBM share (the
+        kernels' fixed costs are in the family's ``fixed_s``). Known from the code: CUTLASS MoE (TensorRT-LLM
+        ``expandInputRowsKernel``, FlashInfer's copy of it) permutes first, reading each pair's input row
+        and writing it in expert order (2 passes); Triton fused_moe gathers its input rows inside the GEMM
+        (0). Both families' narrowest-expert rows take about 2 passes more than that (the op list counts
+        the up GEMM's read, the down GEMM's write and the top-k sum's read of the rows); not identified in
+        the code, so measured (``FIT_MOE``)."""
+        passes = fam.get("row_passes", 0.0)
+        if not passes or op.name != "moe_up":
+            return 0.0
+        bw = self.device.memory_bw_bytes_per_s * fam.get("hbm_efficiency", self.config.hbm_efficiency)
+        return passes * op.m * op.k * 2.0 / bw
 
     # -- the interface -----------------------------------------------------------------------
     def _op_s(self, op: Any) -> float:
@@ -408,8 +424,8 @@ class TileBackend(TimingBackend):
             plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
                                 op.deq_overlap, self._pair_cache_bytes(op, fam))
             t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
-            if op.name == "moe_up":  # the MoE call's own bookkeeping kernels, once per layer
-                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"])
+            if op.name == "moe_up":  # the MoE call's own bookkeeping and permute kernels, once per layer
+                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"]) + self._row_pass_s(op, fam)
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

@@ -133,7 +133,7 @@ def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
     return rows, skipped
 
 
-__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a"]
+__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a", "row_passes"]
 
 
 A2A_BYTES = {"fp8": 1.0 + 4.0 / 128, "bfloat16": 2.0, "default": 2.0, "nvfp4": 0.5 + 1.0 / 16}  # scales included
@@ -274,11 +274,55 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
     return out
 
 
+NARROW_WIDTH = 96  # per-GPU expert width at or below which a row's time is its [pairs x hidden] row traffic
+
+
+def row_passes(system_dir: Path) -> dict[str, tuple[float, int]]:
+    """Per fused-MoE kernel family: (passes, rows) -- the median number of passes over the GPU's routed
+    [pairs x hidden] 16-bit rows, beyond those the op list counts, that its 16-bit rows of the largest
+    token count with the narrowest experts (per-GPU width <= ``NARROW_WIDTH``, where the expert weights
+    and the MMAs are small) take: (measured - predicted without row passes) / the time of one pass at the
+    family's HBM share. The value goes to ``row_passes`` of ``FIT_MOE``."""
+    import numpy as np
+
+    from hw_models.timing.tile import FIT_MOE
+    from simulator.validation.aic import FRAMEWORK_TIMING, _merged, framework_of
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    rows, _ = read_moe(system_dir)
+    gpu = gpu_config("H200")
+    out = {}
+    for family in sorted(FIT_MOE):
+        mine = [r for r in rows if r.source.split(" ")[2] == family and r.op == "moe bf16"]
+        if not mine:
+            continue
+        top = max(r.x for r in mine)
+        passes = []
+        for r in mine:
+            up = next(op for op in r.item if op.name == "moe_up")
+            width = next(op for op in r.item if op.name == "moe_down").k
+            if r.x != top or width > NARROW_WIDTH:
+                continue
+            over = _merged({**FRAMEWORK_TIMING.get(framework_of(r), {}), "moe_kernel": family})
+            over["moe_kernels"] = {**FIT_MOE, family: {**FIT_MOE[family], "row_passes": 0.0}}
+            be = make_backend("tile", gpu, over)
+            fam = be._moe_family()
+            one = up.m * up.k * 2.0 / (gpu.memory_bw_bytes_per_s * fam["hbm_efficiency"])
+            passes.append((r.measured_s - sum(be.op_s(op) for op in r.item)) / one)
+        if passes:
+            out[family] = (float(np.median(passes)), len(passes))
+    return out
+
+
 if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] not in ("fit", "fit-a2a"):
-        sys.exit("usage: python -m simulator.validation.aic_moe fit|fit-a2a SYSTEM_DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("fit", "fit-a2a", "passes"):
+        sys.exit("usage: python -m simulator.validation.aic_moe fit|fit-a2a|passes SYSTEM_DIR")
+    if sys.argv[1] == "passes":
+        for family, (n, count) in row_passes(Path(sys.argv[2])).items():
+            print(f"{family:20s} row_passes={n:.2f} ({count} rows)")
+        sys.exit(0)
     if sys.argv[1] == "fit-a2a":
         for (fw, mode), (lat, eff, ape) in fit_a2a(Path(sys.argv[2])).items():
             print(f"{fw} {mode}: alltoall_latency_s={lat * 1e6:.1f}us alltoall_efficiency={eff:.3f} "
