@@ -162,3 +162,18 @@ def test_a_frontend_without_processes_is_refused_naming_the_field():
 def test_a_bare_number_for_a_service_time_is_refused_naming_the_unit():
     with pytest.raises(ConfigError, match="prompt_token_s"):
         load_scenario(scenario({"prompt_token_s": 5}, closed(1, 1)))
+
+
+def test_the_fit_bounds_a_frontend_process_by_the_highest_measured_rate_littles_law():
+    from simulator.validation.serving import ServingRow
+    from simulator.validation.serving_fit import frontend_bounds
+
+    def row(conc: int, isl: int, osl: int, ttft_ms: float, tpot_ms: float) -> ServingRow:
+        return ServingRow(2, "r", "m", "sglang", None, "fp8", "agg", isl, osl, conc, 1, 1, 1, 1, "h200_sxm",
+                          ttft_ms, tpot_ms)
+
+    # 10 clients, each request 100 ms + 10 x 10 ms = 0.2 s: 50 requests/s, 50k prompt and 550 output tokens/s
+    b = frontend_bounds([row(10, 1000, 11, 100.0, 10.0), row(1, 4000, 2, 100.0, 100.0)])
+    assert b["request_s"] == pytest.approx(50.0)
+    assert b["prompt_token_s"] == pytest.approx(50_000.0)
+    assert b["output_token_s"] == pytest.approx(550.0)

@@ -2,6 +2,7 @@
 
     python -m simulator.validation.serving_fit host ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
     python -m simulator.validation.serving_fit floors ../shared/validation/aic/h200_sxm
+    python -m simulator.validation.serving_fit frontend ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
 
 ``floors``: the shortest time of one small memory-bound kernel of each framework on that GPU, the
 median latency of its fp8 quantize kernel (``quantize/<fw>/<ver>/scale_matrix_perf.parquet``) over
@@ -16,6 +17,15 @@ every fitting row is simulated, and the pair with the lowest median absolute TPO
 takes from the client into the engine (``host.request_s``) by the median absolute TTFT error. Both splits' errors are
 printed so the figure reported is the held-out one. The kernel models are not refitted here:
 the host time is what the engine adds around them.
+
+``frontend``: the frontend process's service times (``frontend`` block of the profile: per request,
+per prompt token, per output token; ``simulator/serving/frontend.py``). First the bounds the measured
+rows set on their own: one FCFS process serves every request, so by Little's law (request rate
+= concurrency / (TTFT + (osl - 1) x TPOT)) its time per request, per prompt token and per output
+token cannot exceed 1 / the largest measured rate of requests, prompt tokens and output tokens.
+Then a coordinate search over grids inside those bounds on the even lines' median absolute TTFT
+error (per prompt token, per request, per output token), the TPOT error printed beside it, and
+both splits' figures for the best point.
 """
 
 from __future__ import annotations
@@ -73,6 +83,52 @@ def fit(csv_path: Path, framework: str) -> dict:
     return out
 
 
+FRONTEND_GRID = {"prompt_token_s": ("us", (0, 0.5, 1, 2, 4, 6)), "request_s": ("ms", (0, 0.5, 1, 2, 4)),
+                 "output_token_s": ("us", (0, 5, 10, 20, 30))}
+
+
+def frontend_bounds(rows) -> dict[str, float]:
+    """Largest measured rate of requests, prompt tokens and output tokens (per second) over ``rows``,
+    by Little's law: one FCFS frontend process cannot take longer than 1 / rate per item."""
+    rate = [r.concurrency / ((r.ttft_ms + (r.osl - 1) * r.tpot_ms) / 1e3) for r in rows]
+    return {"request_s": max(rate), "prompt_token_s": max(x * r.isl for x, r in zip(rate, rows)),
+            "output_token_s": max(x * r.osl for x, r in zip(rate, rows))}
+
+
+def fit_frontend(csv_path: Path, framework: str) -> dict:
+    from simulator.validation.serving import _is_moe, classify
+
+    rows = [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
+            and not _is_moe(r.model)]
+    train = [r for r in rows if r.line % 2 == 0]
+    held = [r for r in rows if r.line % 2 == 1]
+    bounds = frontend_bounds(rows)
+    for field, rate in bounds.items():
+        print(f"bound  {field:15s} <= {1e6 / rate:9.2f} us  (measured peak {rate:,.0f}/s)", flush=True)
+    best = {k: f"0{unit}" for k, (unit, _) in FRONTEND_GRID.items()}
+    best_e = float("inf")
+    for field, (unit, grid) in FRONTEND_GRID.items():
+        scale = 1e-6 if unit == "us" else 1e-3
+        for v in grid:
+            if v * scale > 1.0 / bounds[field]:
+                continue
+            trial = {**best, field: f"{v}{unit}"}
+            preds = predict_all(train, jobs=2, framework_overrides={"frontend": trial})
+            e = stats(*errors(preds, "ttft"))[0]
+            tp = stats(*errors(preds, "tpot"))[0]
+            print(f"{field:15s} {v:5g} {unit}  train TTFT median APE {e:5.1f}%  TPOT {tp:5.1f}%", flush=True)
+            if e < best_e - 1e-9:
+                best_e, best = e, trial
+    out = {"framework": framework, **best, "train_rows": len(train), "held_out_rows": len(held)}
+    for name, sub in (("train", train), ("held_out", held)):
+        for label, over in (("before", None), ("after", {"frontend": best})):
+            preds = predict_all(sub, jobs=2, framework_overrides=over)
+            for metric in ("ttft", "tpot"):
+                med, p90, bias, n = stats(*errors(preds, metric))
+                out[f"{name}_{metric}_{label}"] = (round(med, 1), round(p90, 1), round(bias, 1), n)
+    return out
+
+
 def floors(system_dir: Path) -> dict[str, float]:
     """{'<framework> <version>': median seconds of the quantize kernel at <= 64K elements}."""
     import pandas as pd
@@ -88,11 +144,14 @@ def floors(system_dir: Path) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[0] == "host":
         print(fit(Path(argv[1]), argv[2]))
+    elif len(argv) == 3 and argv[0] == "frontend":
+        print(fit_frontend(Path(argv[1]), argv[2]))
     elif len(argv) == 2 and argv[0] == "floors":
         for k, v in floors(Path(argv[1])).items():
             print(f"{k:24s} {v * 1e6:6.2f} us")
     else:
-        print("usage: python -m simulator.validation.serving_fit host FILE.csv FRAMEWORK | floors SYSTEM_DIR",
+        print("usage: python -m simulator.validation.serving_fit host FILE.csv FRAMEWORK | frontend FILE.csv "
+              "FRAMEWORK | floors SYSTEM_DIR",
               file=sys.stderr)
         raise SystemExit(2)
 
