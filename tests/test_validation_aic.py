@@ -140,10 +140,10 @@ def test_h200_tile_predictions_meet_the_gemm_bf16_and_attention_targets(h200):
     res, _ = h200
     s, bias = res.summary(), res.bias()
     # targets: GEMM <= 8 %, attention <= 12 % median APE. Achieved (FIDELITY.md): bf16 7.4 / 20.6,
-    # context 10.4 / 31.4, generation 11.9 / 38.5; fp8 11.7 / 34.9 (target not met, below)
+    # context 10.4 / 31.4, generation 11.9 / 38.5; fp8 7.8 / 22.9
     assert s["gemm bf16"][0] <= 7.8 and s["gemm bf16"][1] <= 21.5 and s["gemm bf16"][2] > 100_000
     assert s["context attention"][0] <= 11.0 and s["generation attention"][0] <= 12.0
-    assert s["gemm fp8"][0] <= 12.2 and s["gemm fp8"][1] <= 36.5 and s["gemm fp8"][2] > 100_000
+    assert s["gemm fp8"][0] <= 8.2 and s["gemm fp8"][1] <= 24.0 and s["gemm fp8"][2] > 100_000
     assert all(abs(bias[c]) < 5.0 for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention"))
 
 

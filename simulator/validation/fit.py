@@ -189,7 +189,7 @@ def fit_aic(directory: Path, stride: int = 4, gemm: bool = True) -> None:
 
 def fit_scaled_mm(directory: Path, stride: int = 2) -> None:
     """Per framework whose ``FRAMEWORK_TIMING`` runs per-tensor fp8 GEMMs on CUTLASS scaled_mm
-    (``fp8_gemm_kernel: cutlass_sm90``): its main-loop efficiency and per-wave cost and its
+    (``fp8_gemm_kernel``: cutlass_sm90, sgl_kernel_sm90): its main-loop efficiency and per-wave cost and its
     activation-quantize kernel (traffic multiplier, floor, bytes in flight per row, cost per row) on
     the even ``gemm fp8`` rows (every ``stride``-th of them), Nelder-Mead on median + 0.5 p90 APE;
     prints the fit and the odd (held-out) rows' median / p90 APE and signed bias."""
@@ -200,7 +200,7 @@ def fit_scaled_mm(directory: Path, stride: int = 2) -> None:
     g = gpu_config(default_gpu(directory))
     fp8 = [r for r in rows if r.op == "gemm fp8"]
     for fw, base in sorted(FRAMEWORK_TIMING.items()):
-        if base.get("fp8_gemm_kernel") != "cutlass_sm90":
+        if base.get("fp8_gemm_kernel", "auto") == "auto":
             continue
         mine = [r for r in fp8 if framework_of(r) == fw]
         train, test = mine[0::2][::stride], mine[1::2]
