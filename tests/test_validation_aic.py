@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -109,27 +110,53 @@ def test_fp8_large_gemm_reaches_between_40_and_75_percent_of_the_fp8_peak_and_ne
         assert t < t16  # fp8 still beats bf16 on the same shape
 
 
-@pytest.fixture(scope="module")
-def h200():
-    from simulator.validation.aic import load_aic, predict_aic
-    from simulator.validation.kernels import gpu_config
+# The figure tests predict every SAMPLE-th row of the GEMM and attention tables (in load order, so
+# every shape sweep is represented). Against all rows (H200, tile, measured on this tree) the sample's
+# median APE differs by at most 0.1 point and its p90 by at most 0.6 point in the asserted classes
+# (gemm bf16 7.41 / 20.58 vs 7.36 / 20.56, gemm fp8 7.81 / 23.61 vs 7.88 / 23.47, context 10.34 vs
+# 10.40, generation 11.90 vs 11.89; A100 gemm bf16 9.53 vs 9.61, context 7.19 vs 7.08, generation
+# 14.46 vs 14.34) and the bias by at most 0.2 point, so the thresholds, set on all rows, are checked
+# on the sample as they are; row counts are checked on all rows. `hwsim validate kernels` and
+# FIDELITY.md report all rows.
+SAMPLE = 5
 
-    rows, skipped = load_aic(AIC / "h200_sxm")
-    return predict_aic(rows, "tile", gpu_config("H200")), skipped
+
+@pytest.fixture(scope="module")
+def gemm_attention():
+    """system -> (rows, {skip reason: count}) of its GEMM and attention tables, read once per module."""
+    from simulator.validation.aic import _attention_rows, _gemm_rows
+
+    @cache
+    def read(system: str):
+        skipped: Counter = Counter()
+        rows = _gemm_rows(AIC / system, skipped) + _attention_rows(AIC / system, skipped)
+        return rows, skipped
+
+    return read
+
+
+def sampled(rows, gpu: str):
+    """(tile predictions of every SAMPLE-th row, {class: rows} over all rows)."""
+    from simulator.validation.aic import predict_aic
+    from simulator.validation.kernels import gpu_config, op_class
+
+    return predict_aic(rows[::SAMPLE], "tile", gpu_config(gpu)), Counter(op_class(r) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def h200(gemm_attention):
+    return sampled(gemm_attention("h200_sxm")[0], "H200")
 
 
 @needs_aic
-def test_the_loader_reads_every_gemm_and_attention_table_row_or_counts_why_not():
+def test_the_loader_reads_every_gemm_and_attention_table_row_or_counts_why_not(gemm_attention):
     import pyarrow.parquet as pq
-
-    from simulator.validation.aic import _attention_rows, _gemm_rows
 
     for system in ("h200_sxm", "a100_sxm"):
         d = AIC / system
         tables = list(d.glob("gemm/*/*/gemm_perf.parquet")) + list(d.glob("attention/*/*/*_attention_perf.parquet"))
         total = sum(pq.read_metadata(p).num_rows for p in tables)
-        skipped: Counter = Counter()
-        rows = _gemm_rows(d, skipped) + _attention_rows(d, skipped)
+        rows, skipped = gemm_attention(system)
         assert len(tables) >= 6 and len(rows) > 50_000
         assert len(rows) + sum(skipped.values()) == total
         assert {r.op for r in rows} >= {"gemm bf16", "context attention", "generation attention"}
@@ -137,13 +164,14 @@ def test_the_loader_reads_every_gemm_and_attention_table_row_or_counts_why_not()
 
 @needs_aic
 def test_h200_tile_predictions_meet_the_gemm_bf16_and_attention_targets(h200):
-    res, _ = h200
+    res, full = h200
     s, bias = res.summary(), res.bias()
+    assert min(s[c][2] for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention")) > 5_000
     # targets: GEMM <= 8 %, attention <= 12 % median APE. Achieved (FIDELITY.md): bf16 7.4 / 20.6,
     # context 10.4 / 31.4, generation 11.9 / 38.5; fp8 7.8 / 22.9
-    assert s["gemm bf16"][0] <= 7.8 and s["gemm bf16"][1] <= 21.5 and s["gemm bf16"][2] > 100_000
+    assert s["gemm bf16"][0] <= 7.8 and s["gemm bf16"][1] <= 21.5 and full["gemm bf16"] > 100_000
     assert s["context attention"][0] <= 11.0 and s["generation attention"][0] <= 12.0
-    assert s["gemm fp8"][0] <= 8.2 and s["gemm fp8"][1] <= 24.0 and s["gemm fp8"][2] > 100_000
+    assert s["gemm fp8"][0] <= 8.2 and s["gemm fp8"][1] <= 24.0 and full["gemm fp8"] > 100_000
     assert all(abs(bias[c]) < 5.0 for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention"))
 
 
@@ -154,14 +182,11 @@ def test_fidelity_target_h200_fp8_gemm_8_percent(h200):
 
 
 @needs_aic
-def test_a100_aic_tables_are_predicted_by_the_same_model():
-    from simulator.validation.aic import load_aic, predict_aic
-    from simulator.validation.kernels import gpu_config
-
-    rows, _ = load_aic(AIC / "a100_sxm")
-    s = predict_aic(rows, "tile", gpu_config("A100-80GB")).summary()
+def test_a100_aic_tables_are_predicted_by_the_same_model(gemm_attention):
+    res, full = sampled(gemm_attention("a100_sxm")[0], "A100-80GB")
+    s = res.summary()
     # achieved (FIDELITY.md): GEMM 9.6 / 36.9 (constants fitted on Vidur), context 7.1 / 27.7, generation 14.3 / 45.7
-    assert s["gemm bf16"][0] <= 10.1 and s["gemm bf16"][2] > 50_000
+    assert s["gemm bf16"][0] <= 10.1 and full["gemm bf16"] > 50_000
     assert s["context attention"][0] <= 7.6 and s["generation attention"][0] <= 15.0
 
 
