@@ -306,9 +306,20 @@ class Replica:
         spec_rows = ()
         if self.spec is not None and dec:
             dec, spec_rows, draft_s = speculate(self, dec, chunks, emitting)
-        for r in dec:
-            kv.grow(r, 1)
-            decode_kv += r.num_computed + 1
+        if type(kv) is PagedKvCache:  # plain blocks: only a row whose token opens a block calls grow()
+            bs = kv.block_size
+            for r in dec:
+                c = r.num_computed + 1
+                decode_kv += c
+                target = -(-c // bs)
+                if r.kv_reserve_tokens > 0 and -(-r.kv_reserve_tokens // bs) > target:
+                    target = -(-r.kv_reserve_tokens // bs)
+                if target > r.kv_blocks:
+                    kv.grow(r, 1)
+        else:
+            for r in dec:
+                kv.grow(r, 1)
+                decode_kv += r.num_computed + 1
         if kv.capped:  # attention reads the resident tokens only
             decode_kv = kv.decode_kv(dec, 1)
             chunks_ctx = tuple((t, kv.resident(r.num_computed)) for r, t in chunks)
@@ -367,10 +378,15 @@ class Replica:
                     self.rec.emit(now, _FIRST, self.index, r.rid, now - r.arrival_ps)
                 if r.num_generated >= r.max_new_tokens:
                     done.append(r)
+        idx = self.index
         for r in dec:
             r.num_computed += 1
             r.num_generated += 1
-            self._mark(r, i, 1)
+            runs = r.runs  # self._mark(r, i, 1), inline
+            if runs and (last := runs[-1])[2] == i and last[0] == idx:
+                last[2] = i + 1
+            else:
+                runs.append([idx, i, i + 1])
             if r.num_generated >= r.max_new_tokens:
                 done.append(r)
         if spec_rows:
