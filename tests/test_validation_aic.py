@@ -176,8 +176,8 @@ def test_h200_tile_predictions_meet_the_gemm_bf16_and_attention_targets(h200):
 
 
 @needs_aic
-@pytest.mark.xfail(reason="fidelity target not reached yet: H200 fp8 GEMM 8 % median (see FIDELITY.md)", strict=False)
 def test_fidelity_target_h200_fp8_gemm_8_percent(h200):
+    # the target itself, no margin: 7.8 % on all rows (FIDELITY.md), on every SAMPLE-th row here
     assert h200[0].summary()["gemm fp8"][0] <= 8.0
 
 
