@@ -3,6 +3,8 @@
     python -m simulator.validation.serving_fit host ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
     python -m simulator.validation.serving_fit floors ../shared/validation/aic/h200_sxm
     python -m simulator.validation.serving_fit frontend ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
+    python -m simulator.validation.serving_fit try ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang \
+        '{"scheduler": {"max_num_seqs": 448}}'
 
 ``floors``: the shortest time of one small memory-bound kernel of each framework on that GPU, the
 median latency of its fp8 quantize kernel (``quantize/<fw>/<ver>/scale_matrix_perf.parquet``) over
@@ -26,6 +28,9 @@ token cannot exceed 1 / the largest measured rate of requests, prompt tokens and
 Then a coordinate search over grids inside those bounds on the even lines' median absolute TTFT
 error (per prompt token, per request, per output token), the TPOT error printed beside it, and
 both splits' figures for the best point.
+
+``try``: one profile override (JSON, merged as ``engine.framework`` blocks are) on the framework's
+dense rows, even and odd lines apart, before and after: for leads that are not applied.
 """
 
 from __future__ import annotations
@@ -129,6 +134,23 @@ def fit_frontend(csv_path: Path, framework: str) -> dict:
     return out
 
 
+def try_override(csv_path: Path, framework: str, over: dict) -> dict:
+    """The dense rows of ``framework`` by split (even lines, odd lines), without and with ``over``
+    merged over the profile: (median APE, p90 APE, bias, rows) of TTFT and TPOT."""
+    from simulator.validation.serving import _is_moe, classify
+
+    rows = [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
+            and not _is_moe(r.model)]
+    out = {}
+    for name, sub in (("even", [r for r in rows if r.line % 2 == 0]), ("odd", [r for r in rows if r.line % 2 == 1])):
+        for label, o in (("before", None), ("after", over)):
+            preds = predict_all(sub, jobs=2, framework_overrides=o)
+            for metric in ("ttft", "tpot"):
+                med, p90, bias, n = stats(*errors(preds, metric))
+                out[f"{name}_{metric}_{label}"] = (round(med, 1), round(p90, 1), round(bias, 1), n)
+    return out
+
+
 def floors(system_dir: Path) -> dict[str, float]:
     """{'<framework> <version>': median seconds of the quantize kernel at <= 64K elements}."""
     import pandas as pd
@@ -146,12 +168,21 @@ def main(argv: list[str]) -> None:
         print(fit(Path(argv[1]), argv[2]))
     elif len(argv) == 3 and argv[0] == "frontend":
         print(fit_frontend(Path(argv[1]), argv[2]))
+    elif len(argv) == 4 and argv[0] == "try":
+        import json
+
+        try:
+            over = json.loads(argv[3])
+        except json.JSONDecodeError as exc:
+            print(f"error: profile overrides are not JSON: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(try_override(Path(argv[1]), argv[2], over))
     elif len(argv) == 2 and argv[0] == "floors":
         for k, v in floors(Path(argv[1])).items():
             print(f"{k:24s} {v * 1e6:6.2f} us")
     else:
         print("usage: python -m simulator.validation.serving_fit host FILE.csv FRAMEWORK | frontend FILE.csv "
-              "FRAMEWORK | floors SYSTEM_DIR",
+              "FRAMEWORK | try FILE.csv FRAMEWORK JSON-PROFILE-OVERRIDES | floors SYSTEM_DIR",
               file=sys.stderr)
         raise SystemExit(2)
 
