@@ -112,6 +112,21 @@ def test_tokenization_time_grows_with_the_prompt_and_a_lone_client_pays_it_exact
     assert slow["tpot_s"]["mean"] == pytest.approx(base["tpot_s"]["mean"], rel=1e-12)
 
 
+def test_a_clients_next_request_waits_for_the_output_handling_of_the_tokens_before_it():
+    """One client, 4 output tokens, 1 ms of output handling per token against 10 us engine iterations:
+    the process is still relaying the first request's tokens (first token + 4 x 1 ms) when the next
+    request arrives, so that one waits exactly the rest of it; the first request waits for nothing."""
+    c = 1e-3
+    res = run_scenario(load_scenario(scenario({"output_token_s": "1ms"}, closed(1, 2, output=4))))
+    req = res.requests
+    order = np.argsort(req["rid"])
+    first, finish, ttft = req["first_token_s"][order], req["finish_s"][order], req["ttft_s"][order]
+    base = run_scenario(load_scenario(scenario(None, closed(1, 2, output=4)))).requests
+    assert ttft[0] == pytest.approx(float(np.sort(base["ttft_s"])[0]), abs=1e-12)
+    assert ttft[1] - ttft[0] == pytest.approx(first[0] + 4 * c - finish[0], abs=1e-9)
+    assert ttft[1] - ttft[0] > 3.9 * c
+
+
 # ------------------------------------------------------------------------------------------------
 # properties
 

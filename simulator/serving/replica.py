@@ -393,6 +393,8 @@ class Replica:
             processed += commit_speculation(self, spec_rows, i, done)
             rows += len(spec_rows)
         self.outstanding -= processed + rows
+        if self.cluster.frontend is not None:  # the tokens' output handling, before a finished client sends again
+            self.cluster.frontend.output(now, emitting + rows)
         for r in done:
             self.running.remove(r)
             self._finish(r, now)
@@ -400,8 +402,6 @@ class Replica:
             for r, _ in chunks:
                 if r.state == RUNNING and not r.in_prefill:
                     self._hand_off(r)
-        if self.cluster.frontend is not None:  # the emitted tokens' output handling (serving/frontend.py)
-            self.cluster.frontend.output(now, emitting + rows)
         self.rec.segment(self.index, start, now, 1, sum(t for _, t in chunks), rows + pad, kv.used,
                          kv.total_blocks, waiting, running, flops, self._cached_tokens(), energy_j)
 
@@ -507,11 +507,11 @@ class Replica:
                 cached += c
         kv.add_used(grown)
         self.outstanding -= n * done
+        if self.cluster.frontend is not None:  # the stretch's output handling (serving/frontend.py)
+            self.cluster.frontend.output(now, n * done)
         for r in finished:
             running.remove(r)
             self._finish(r, now)
-        if self.cluster.frontend is not None:  # the stretch's tokens' output handling (serving/frontend.py)
-            self.cluster.frontend.output(now, n * done)
         self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
                          float(flops[:done].sum()), self._cached_tokens() if capped else cached,
                          float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim
