@@ -193,3 +193,42 @@ def test_tile_decode_attention_remembered_lines_equal_fresh_ones(preset, heads, 
     first = ak.decode_s(op, kv, p, "split_kv")
     second = ak.decode_s(op, kv, p, "split_kv")
     assert first.tobytes() == fresh.tobytes() == second.tobytes()
+
+
+# (scenario, overrides): dense Llama on the roofline; DeepSeek-V3 (MLA, block-scaled fp8, EP 8, vLLM
+# fusions) on tile; LLM.int8() (outlier kernels around every GEMM, the LM head's included) at TP 2
+# with a framework's fusions; W8A8 int8 with attention data parallelism off (dense TP 4).
+SPLIT_CASES = [
+    ("scenarios/quickstart.yaml", ["hardware.timing.kind=roofline"]),
+    ("scenarios/moe_deepseek_v3_ep8.yaml", []),
+    ("scenarios/quickstart.yaml", ["policies.quantization={kind: scheme, preset: LLM-int8}",
+                                   "cluster.tensor_parallel=2", "engine.framework=sglang-0.5"]),
+    ("scenarios/llama2_70b_tp4_a100.yaml", ["policies.quantization={kind: scheme, preset: W8A8-int8}"]),
+]
+
+
+@functools.cache
+def _timers(case: int):
+    path, sets = SPLIT_CASES[case]
+    a = Simulation(load_scenario(path, sets)).pools[0].timer
+    b = Simulation(load_scenario(path, sets)).pools[0].timer
+    b._split_heads = False  # every pair lowered afresh
+    return a, b
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.integers(0, len(SPLIT_CASES) - 1),
+       pairs=st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 300)), min_size=1, max_size=40))
+def test_dense_terms_assembled_from_seen_parts_equal_a_fresh_lowering(case, pairs):
+    """A (tokens, emitting) pair assembled from a token count and an emitting count seen in other
+    pairs gives the fresh lowering's seconds, FLOPs, launches and joules exactly; the assembly
+    stays on (the head ops are contiguous and depend on emitting only) for every shipped model kind."""
+    split, fresh = _timers(case)
+    # pairs crossing earlier ones, so that most are assembled
+    pairs = pairs + [(t, e) for (t, _), (_, e) in zip(pairs, reversed(pairs))]
+    for t, e in pairs:
+        assert split._dense(t, e) == fresh._dense(t, e)
+        if split.energy is not None:
+            assert split._dense_energy[(t, e)] == fresh._dense_energy[(t, e)]
+    assert split._split_heads
+    assert any(e for _, e in pairs) <= bool(split._heads)

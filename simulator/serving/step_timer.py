@@ -16,6 +16,7 @@ from hw_models.energy import energy_model
 from simulator.core.clock import PS_PER_S
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
+HEAD_OPS = ("final_norm", "lm_head")  # the dense ops that read ``emitting`` (workloads.llm._dense_unquantized)
 STEP_MEMO = 65536  # most iteration shapes remembered by StepTimer.step (then it starts afresh)
 
 
@@ -70,22 +71,77 @@ class StepTimer:
         self.energy = energy_model(dev) if getattr(dev, "tdp_w", None) else None
         self._dense_energy: dict[tuple[int, int], tuple[float, float]] = {}
         self._steps: dict[BatchShape, tuple] = {}  # shape -> (ps, FLOPs, joules, energy model) of step()
-        self._affine_j: dict[int, tuple] = {}  # rows -> (decode op, fixed J, J per context token) of a stretch
+        self._affine_j: dict[int, tuple] = {}
+        # dense-op parts (see _dense): token count -> (terms folded before the head ops, terms after
+        # them); emitting rows -> the head ops' terms. Off for hybrid models (their own op order).
+        self._bodies: dict[int, tuple] = {}
+        self._heads: dict[int, list] = {}
+        self._split_heads = getattr(model, "linear", None) is None  # rows -> (decode op, fixed J, J per context token) of a stretch
         self.last_energy_j = 0.0
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // (tp // dp)) * model.head_dim * model.num_layers / dp
 
     def _dense(self, tokens: int, emitting: int) -> tuple[float, float, int]:
-        """(kernel seconds, FLOPs, kernel launches) of every op but attention."""
+        """(kernel seconds, FLOPs, kernel launches) of every op but attention.
+
+        Memoised per (tokens, emitting). Only the head ops (``HEAD_OPS``: final norm, LM head and
+        the kernels a quantization scheme adds to it) read ``emitting``, and they read nothing else,
+        so a pair not seen before whose token count and emitting rows were each seen in some other
+        pair is assembled from the two: the per-op terms are added in op-list order, the same
+        additions as lowering the pair afresh (``tests/test_hot_path_exact.py`` checks the equality)."""
         key = (tokens, emitting)
         hit = self._fixed.get(key)
         if hit is None:
+            split = emitting > 0 and self._split_heads
+            if split:
+                body, head = self._bodies.get(tokens), self._heads.get(emitting)
+                if body is not None and head is not None:
+                    return self._fold(key, body[0], head + body[1])
             ops = dense_ops(tokens, emitting, self.model, self.tp, self.quant, self.fusion, self.ep, self.dp)
-            hit = self._fixed[key] = (self.backend.ops_s(ops), sum(op.flops() for op in ops),
-                                      sum(op.count for op in ops))
-            if self.energy is not None and key not in self._dense_energy:  # lowered once for both
-                e = self.energy.ops_energy(ops)
-                self._dense_energy[key] = (e.compute_j, e.memory_j)
+            energy = self.energy
+            op_s = self.backend.op_s
+            terms = [(op_s(op), op.flops(), op.count, *(energy.op_j(op) if energy is not None else (0.0, 0.0)))
+                     for op in ops]
+            hit = self._fold(key, (0, 0, 0, 0, 0), terms)
+            if split:
+                self._learn(tokens, emitting, ops, terms)
         return hit
+
+    def _fold(self, key: tuple[int, int], start: tuple, terms: list) -> tuple[float, float, int]:
+        """Add per-op (seconds, FLOPs, launches, compute J, memory J) to ``start`` one op at a time
+        (as ``sum`` over the op list does); memoise the step terms and, with energy, the joules."""
+        s, fl, n, cj, mj = start
+        for t in terms:
+            s += t[0]
+            fl += t[1]
+            n += t[2]
+            cj += t[3]
+            mj += t[4]
+        hit = self._fixed[key] = (s, fl, n)
+        if self.energy is not None:
+            self._dense_energy[key] = (cj, mj)
+        return hit
+
+    def _learn(self, tokens: int, emitting: int, ops: list, terms: list) -> None:
+        """Remember the lowering's parts: the folded terms before the head ops and the terms after
+        them (per token count), the head ops' terms (per emitting rows). A lowering that breaks the
+        rule (head ops not contiguous, or parts that differ from those remembered) turns the
+        assembly off for this timer."""
+        at = [i for i, op in enumerate(ops) if op.name.startswith(HEAD_OPS)]
+        if not at or at[-1] - at[0] + 1 != len(at):
+            self._split_heads = False
+            return
+        i0, i1 = at[0], at[-1] + 1
+        s = fl = n = cj = mj = 0
+        for t in terms[:i0]:
+            s += t[0]
+            fl += t[1]
+            n += t[2]
+            cj += t[3]
+            mj += t[4]
+        body = ((s, fl, n, cj, mj), terms[i1:])
+        head = terms[i0:i1]
+        if self._bodies.setdefault(tokens, body) != body or self._heads.setdefault(emitting, head) != head:
+            self._split_heads = False
 
     def _dense_j(self, tokens: int, emitting: int) -> tuple[float, float]:
         """(compute J, memory J) per GPU of every op but attention."""
