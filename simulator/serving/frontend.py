@@ -10,8 +10,10 @@ Models: ``processes`` identical single-threaded frontend processes serving reque
     first served; a request takes ``request_s + prompt_token_s x prompt tokens`` of one process (the
     first free one), then enters the engine. Output handling takes ``output_token_s`` per token
     the engine emits, of the same processes' time (spread over them evenly), as work arriving when
-    the engine reports the tokens (``output``): a request arriving behind it waits for it. With
-    every service time 0 the frontend is not built and nothing changes.
+    a replica reports the tokens (``output``: at the end of each iteration, or of a stretch of
+    decode iterations run as one, before its finished requests' clients send again): a request
+    arriving behind it waits for it. With every service time 0 the frontend is not built and
+    nothing changes.
 Ignores: the output's own delay on its way back to the client (a token counts as delivered when the
     engine emits it), back-pressure from the frontend on the engine, a process's time slicing
     between requests (asyncio interleaving: service is not preempted), and timing noise (service
