@@ -164,18 +164,27 @@ def prep_s(op: Any, p: AttnParams, tokens: float) -> float:
     return (p.prefill_fixed_s if op.kind == "attn_prefill" else p.decode_fixed_s) + qkv / p.hbm_bw
 
 
-_STRETCH: dict[tuple[int, int], tuple] = {}  # (id(op), id(p)) -> (op, p, seqs, split cap, {splits: lines})
+# (id(op), id(p), kernel) -> (op, p, seqs, split cap, {splits or "lean": lines}); bounded (each replica's timer has its
+# own decode op per row count: 16 replicas x 256 row counts must fit)
+_STRETCH: dict[tuple[int, int, str], tuple] = {}
+STRETCH_MAX = 1 << 16
 
 
 def decode_s(op: Any, kv_tokens: np.ndarray, p: AttnParams, mode: str = "split_kv") -> np.ndarray:
     """Decode attention of ``op`` (one layer) for each total context in ``kv_tokens``.
 
-    A decode stretch asks for the same ``op`` and ``p`` over and over: when its split count is the
-    same at both ends, the two lines of the split-KV fast path below are remembered per (op, params,
-    splits) and only evaluated over ``kv_tokens`` (the same arithmetic as computing them afresh)."""
+    A decode stretch asks for the same ``op`` and ``p`` over and over: the lean kernel's constants,
+    and, when a split-KV stretch has the same split count at both ends, the two lines of the split-KV
+    fast path below, are remembered per (op, params, kernel) and only evaluated over ``kv_tokens``
+    (the same arithmetic as computing them afresh)."""
     kv = np.asarray(kv_tokens, dtype=np.float64)
-    if mode == "split_kv" and kv.size:
-        hit = _STRETCH.get((id(op), id(p)))
+    if mode == "lean":
+        hit = _STRETCH.get((id(op), id(p), mode))
+        if hit is not None and hit[0] is op and hit[1] is p:  # lean: one CTA per SM whatever the context
+            c_flops, denom, b1, b0, bw, k0, lat, extra = hit[4]["lean"]
+            return k0 + np.maximum(c_flops * kv / denom, (b1 * kv + b0) / bw) + lat + extra
+    elif mode == "split_kv" and kv.size:
+        hit = _STRETCH.get((id(op), id(p), mode))
         if hit is not None and hit[0] is op and hit[1] is p:
             _, _, seqs, cap, lines = hit
             lo = max(1.0, min(math.ceil(float(kv[0]) / seqs / 256.0), cap))
@@ -217,11 +226,11 @@ def _decode_s(op: Any, kv: np.ndarray, p: AttnParams, mode: str) -> np.ndarray:
             c_kv = 2.0 * mh * (hd + dv) / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
             m_kv, m0 = b * kvw * op.kv_heads / bw, b * (hd + dv) * seqs * op.heads / bw
             const = p.kernel_fixed_s + prep + p.hbm_latency_s + extra
-            if len(_STRETCH) > 4096:
+            if len(_STRETCH) > STRETCH_MAX:
                 _STRETCH.clear()
-            hit = _STRETCH.get((id(op0), id(p0)))
+            hit = _STRETCH.get((id(op0), id(p0), mode))
             if hit is None or hit[0] is not op0 or hit[1] is not p0:  # keep the originals alive with the key
-                hit = _STRETCH[(id(op0), id(p0))] = (op0, p0, seqs, cap, {})
+                hit = _STRETCH[(id(op0), id(p0), mode)] = (op0, p0, seqs, cap, {})
             hit[4][lo] = (c_kv, m_kv, m0, const)
             return np.maximum(kv * c_kv, kv * m_kv + m0) + const
     flops = 2.0 * mh * (hd + dv) * kv
@@ -251,6 +260,18 @@ def _decode_s(op: Any, kv: np.ndarray, p: AttnParams, mode: str) -> np.ndarray:
     resident = np.minimum(ctas, float(p.sms * DECODE_CTAS_PER_SM))
     active_sms = np.minimum(float(p.sms), ctas)
     bw = np.minimum(np.minimum(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+    if mode == "lean" and not quantized:  # remember the constants: the same operations, element by element
+        sms = float(p.sms)
+        bw0 = min(min(p.hbm_bw, min(sms, sms) * per_sm_bw), min(sms, float(p.sms * DECODE_CTAS_PER_SM))
+                  * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+        b = float(b)
+        if b.is_integer():  # bytes b * (S + kv*kvw*kv_heads) == b*S + (b*kvw*kv_heads)*kv: integers, exact
+            if len(_STRETCH) > STRETCH_MAX:
+                _STRETCH.clear()
+            _STRETCH[(id(op0), id(p0), mode)] = (op0, p0, seqs, 0, {"lean": (
+                2.0 * mh * (hd + dv), p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff,
+                b * kvw * op.kv_heads, b * (seqs * op.heads * (hd + dv)), bw0, p.kernel_fixed_s + prep,
+                p.hbm_latency_s, 2.0 * p.hbm_latency_s)})
     return p.kernel_fixed_s + prep + np.maximum(compute, nbytes / bw) + p.hbm_latency_s + extra
 
 

@@ -178,8 +178,8 @@ def _tile(preset: str):
 @settings(max_examples=200, deadline=None)
 @given(preset=st.sampled_from(["H100-SXM", "A100-80GB"]), heads=st.sampled_from([8, 32, 64]),
        group=st.sampled_from([1, 4, 8]), seqs=st.integers(1, 256), kv0=st.integers(1, 2_000_000),
-       k=st.integers(1, 300))
-def test_tile_decode_attention_remembered_lines_equal_fresh_ones(preset, heads, group, seqs, kv0, k):
+       k=st.integers(1, 300), mode=st.sampled_from(["split_kv", "lean"]))
+def test_tile_decode_attention_remembered_lines_equal_fresh_ones(preset, heads, group, seqs, kv0, k, mode):
     """A stretch's context sums kv0 + seqs * j asked twice (the second from the remembered lines)
     give the time computed from scratch (``attention_kernels._decode_s``) bit for bit."""
     from hw_models import attention_kernels as ak
@@ -189,9 +189,9 @@ def test_tile_decode_attention_remembered_lines_equal_fresh_ones(preset, heads, 
             kv_heads=max(1, heads // group), head_dim=128, dtype="bf16", dtype_bytes=2.0)
     p = backend._attn_params("bf16")
     kv = np.arange(kv0, kv0 + seqs * k, seqs, dtype=np.int64).astype(np.float64)
-    fresh = ak._decode_s(op, kv, p, "split_kv")
-    first = ak.decode_s(op, kv, p, "split_kv")
-    second = ak.decode_s(op, kv, p, "split_kv")
+    fresh = ak._decode_s(op, kv, p, mode)
+    first = ak.decode_s(op, kv, p, mode)
+    second = ak.decode_s(op, kv, p, mode)
     assert first.tobytes() == fresh.tobytes() == second.tobytes()
 
 

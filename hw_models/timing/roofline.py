@@ -112,7 +112,7 @@ class RooflineBackend(TimingBackend):
         hit = self._decode_terms.get(id(op))
         if hit is None or hit[0] is not op:
             hit = self._decode_terms[id(op)] = (op, self._decode_scalars(op))
-            if len(self._decode_terms) > 4096:
+            if len(self._decode_terms) > 1 << 16:  # bounded: one entry per decode op (row count, timer)
                 self._decode_terms.clear()
                 self._decode_terms[id(op)] = hit
         if hit[1] is not None:  # 16-bit K/V of whole bytes: the op's scalars once, then 8 array operations
