@@ -110,9 +110,8 @@ def run_itl_weighted(requests: list, iter_end_ps: list, measured: np.ndarray) ->
         m = long & (rep == r)
         ar, br = a[m], b[m]
         lo, hi = int(ar.min()), int(br.max())
-        cover = np.zeros(hi - lo + 1, dtype=np.int64)  # cover[j - lo]: runs with a < j < b
-        np.add.at(cover, ar + 1 - lo, 1)
-        np.add.at(cover, br - lo, -1)
+        # cover[j - lo]: runs with a < j < b (+1 where a run's inner gaps start, -1 past its last)
+        cover = np.bincount(ar + 1 - lo, minlength=hi - lo + 1) - np.bincount(br - lo, minlength=hi - lo + 1)
         w = np.cumsum(cover)[1:hi - lo]  # iterations j = lo+1 .. hi-1
         ends = np.frombuffer(iter_end_ps[r], dtype=np.int64)
         gaps = np.diff(ends[lo:hi]).astype(np.float64) / PS_PER_S

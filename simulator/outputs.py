@@ -57,13 +57,14 @@ def _column_strings(values: np.ndarray) -> list[str]:
     """A column as CSV cells, formatted in bulk: integers as is, floats as their shortest
     round-trip repr, NaN as an empty cell (numpy's str() of a float64 is that repr)."""
     a = np.asarray(values)
-    if a.dtype.kind in "iub":
-        return a.astype(np.int64).astype(str).tolist() if a.dtype.kind == "b" else a.astype(str).tolist()
-    if a.dtype.kind == "f":
+    if a.dtype.kind in "iub":  # Python's str of the integers: the same digits as numpy's, twice as fast
+        return list(map(str, a.astype(np.int64).tolist()))
+    if a.dtype.kind == "f":  # Python's float repr is numpy's str of a float64 (tests/test_hot_path_exact.py)
         a = a.astype(np.float64)
-        out = a.astype(str).astype(object)
-        out[np.isnan(a)] = ""
-        return out.tolist()
+        out = list(map(repr, a.tolist()))
+        for i in np.flatnonzero(np.isnan(a)).tolist():
+            out[i] = ""
+        return out
     return [_fmt(v) for v in a.tolist()]
 
 

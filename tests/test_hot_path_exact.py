@@ -232,3 +232,20 @@ def test_dense_terms_assembled_from_seen_parts_equal_a_fresh_lowering(case, pair
             assert split._dense_energy[(t, e)] == fresh._dense_energy[(t, e)]
     assert split._split_heads
     assert any(e for _, e in pairs) <= bool(split._heads)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=50),
+       st.lists(st.integers(-(2**62), 2**62), max_size=50))
+def test_csv_cells_are_numpys_strings(floats, ints):
+    """requests/batches/events CSV cells: Python's repr of each float (NaN: empty) and str of each
+    integer are numpy's str of the float64 / int64, the cells these files always had."""
+    from simulator.outputs import _column_strings
+
+    f = np.array(floats, dtype=np.float64)
+    want = f.astype(str).astype(object)
+    want[np.isnan(f)] = ""
+    assert _column_strings(f) == want.tolist()
+    i = np.array(ints, dtype=np.int64)
+    assert _column_strings(i) == i.astype(str).tolist()
+    assert _column_strings(i > 0) == (i > 0).astype(np.int64).astype(str).tolist()
