@@ -27,7 +27,9 @@ rows set on their own: one FCFS process serves every request, so by Little's law
 token cannot exceed 1 / the largest measured rate of requests, prompt tokens and output tokens.
 Then a coordinate search over grids inside those bounds on the even lines' median absolute TTFT
 error (per prompt token, per request, per output token), the TPOT error printed beside it, and
-both splits' figures for the best point.
+both splits' figures for the best point. ``--replace-latency``: the profile's ``host.request_s`` (a
+latency every request pays, no queue) set to 0 and the frontend's time per request searched first
+(0-40 ms), i.e. the same time as a queue instead of a latency.
 
 ``try``: one profile override (JSON, merged as ``engine.framework`` blocks are) on the framework's
 dense rows, even and odd lines apart, before and after: for leads that are not applied.
@@ -90,6 +92,10 @@ def fit(csv_path: Path, framework: str) -> dict:
 
 FRONTEND_GRID = {"prompt_token_s": ("us", (0, 0.5, 1, 2, 4, 6)), "request_s": ("ms", (0, 0.5, 1, 2, 4)),
                  "output_token_s": ("us", (0, 5, 10, 20, 30))}
+# --replace-latency: the profile's host.request_s (a pure latency) set to 0 and the frontend's time per
+# request searched first, up to the latency grid's edge
+REPLACE_GRID = {"request_s": ("ms", (0, 5, 10, 15, 20, 30, 40)), "prompt_token_s": ("us", (0, 0.5, 1, 2, 4, 6)),
+                "output_token_s": ("us", (0, 5, 10, 20, 30))}
 
 
 def frontend_bounds(rows) -> dict[str, float]:
@@ -100,7 +106,7 @@ def frontend_bounds(rows) -> dict[str, float]:
             "output_token_s": max(x * r.osl for x, r in zip(rate, rows))}
 
 
-def fit_frontend(csv_path: Path, framework: str) -> dict:
+def fit_frontend(csv_path: Path, framework: str, replace_latency: bool = False) -> dict:
     from simulator.validation.serving import _is_moe, classify
 
     rows = [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
@@ -110,15 +116,17 @@ def fit_frontend(csv_path: Path, framework: str) -> dict:
     bounds = frontend_bounds(rows)
     for field, rate in bounds.items():
         print(f"bound  {field:15s} <= {1e6 / rate:9.2f} us  (measured peak {rate:,.0f}/s)", flush=True)
-    best = {k: f"0{unit}" for k, (unit, _) in FRONTEND_GRID.items()}
+    grids = REPLACE_GRID if replace_latency else FRONTEND_GRID
+    base = {"host": {"request_s": "0s"}} if replace_latency else {}
+    best = {k: f"0{unit}" for k, (unit, _) in grids.items()}
     best_e = float("inf")
-    for field, (unit, grid) in FRONTEND_GRID.items():
+    for field, (unit, grid) in grids.items():
         scale = 1e-6 if unit == "us" else 1e-3
         for v in grid:
             if v * scale > 1.0 / bounds[field]:
                 continue
             trial = {**best, field: f"{v}{unit}"}
-            preds = predict_all(train, jobs=2, framework_overrides={"frontend": trial})
+            preds = predict_all(train, jobs=2, framework_overrides={**base, "frontend": trial})
             e = stats(*errors(preds, "ttft"))[0]
             tp = stats(*errors(preds, "tpot"))[0]
             print(f"{field:15s} {v:5g} {unit}  train TTFT median APE {e:5.1f}%  TPOT {tp:5.1f}%", flush=True)
@@ -126,7 +134,7 @@ def fit_frontend(csv_path: Path, framework: str) -> dict:
                 best_e, best = e, trial
     out = {"framework": framework, **best, "train_rows": len(train), "held_out_rows": len(held)}
     for name, sub in (("train", train), ("held_out", held)):
-        for label, over in (("before", None), ("after", {"frontend": best})):
+        for label, over in (("before", None), ("after", {**base, "frontend": best})):
             preds = predict_all(sub, jobs=2, framework_overrides=over)
             for metric in ("ttft", "tpot"):
                 med, p90, bias, n = stats(*errors(preds, metric))
@@ -166,8 +174,8 @@ def floors(system_dir: Path) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[0] == "host":
         print(fit(Path(argv[1]), argv[2]))
-    elif len(argv) == 3 and argv[0] == "frontend":
-        print(fit_frontend(Path(argv[1]), argv[2]))
+    elif len(argv) in (3, 4) and argv[0] == "frontend" and argv[3:] in ([], ["--replace-latency"]):
+        print(fit_frontend(Path(argv[1]), argv[2], replace_latency=len(argv) == 4))
     elif len(argv) == 4 and argv[0] == "try":
         import json
 
@@ -182,7 +190,7 @@ def main(argv: list[str]) -> None:
             print(f"{k:24s} {v * 1e6:6.2f} us")
     else:
         print("usage: python -m simulator.validation.serving_fit host FILE.csv FRAMEWORK | frontend FILE.csv "
-              "FRAMEWORK | try FILE.csv FRAMEWORK JSON-PROFILE-OVERRIDES | floors SYSTEM_DIR",
+              "FRAMEWORK [--replace-latency] | try FILE.csv FRAMEWORK JSON-PROFILE-OVERRIDES | floors SYSTEM_DIR",
               file=sys.stderr)
         raise SystemExit(2)
 
