@@ -17,7 +17,7 @@ from simulator.core.clock import PS_PER_S
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 HEAD_OPS = ("final_norm", "lm_head")  # the dense ops that read ``emitting`` (workloads.llm._dense_unquantized)
-STEP_MEMO = 65536  # most iteration shapes remembered by StepTimer.step (then it starts afresh)
+STEP_MEMO = 16384  # most iteration shapes remembered per timer by StepTimer.step (then it starts afresh)
 
 
 class StepTimer:
