@@ -71,12 +71,12 @@ class StepTimer:
         self.energy = energy_model(dev) if getattr(dev, "tdp_w", None) else None
         self._dense_energy: dict[tuple[int, int], tuple[float, float]] = {}
         self._steps: dict[BatchShape, tuple] = {}  # shape -> (ps, FLOPs, joules, energy model) of step()
-        self._affine_j: dict[int, tuple] = {}
+        self._affine_j: dict[int, tuple] = {}  # rows -> (decode op, fixed J, J per context token) of a stretch
         # dense-op parts (see _dense): token count -> (terms folded before the head ops, terms after
         # them); emitting rows -> the head ops' terms. Off for hybrid models (their own op order).
         self._bodies: dict[int, tuple] = {}
         self._heads: dict[int, list] = {}
-        self._split_heads = getattr(model, "linear", None) is None  # rows -> (decode op, fixed J, J per context token) of a stretch
+        self._split_heads = getattr(model, "linear", None) is None
         self.last_energy_j = 0.0
         self.attn_flops_per_kv = 4.0 * max(1, model.num_heads // (tp // dp)) * model.head_dim * model.num_layers / dp
 
