@@ -137,7 +137,7 @@ def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids:
     sel = [r.runs for r in requests if r.runs and (measured_rids is None or r.rid in measured_rids)]
     if not sel:
         return np.zeros(0)
-    runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
+    runs = np.fromiter(chain.from_iterable(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
     counts = np.fromiter(map(len, sel), dtype=np.int64, count=len(sel))
     start = offsets[runs[:, 0]] + runs[:, 1]  # global index of each run's first iteration end
     length = runs[:, 2] - runs[:, 1]

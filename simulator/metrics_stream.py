@@ -74,7 +74,7 @@ def _flat_runs(requests: list, measured: np.ndarray) -> tuple[np.ndarray, np.nda
     sel = [r.runs for r, m in zip(requests, measured.tolist()) if m and r.runs]
     if not sel:
         return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=bool)
-    runs = np.array(list(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
+    runs = np.fromiter(chain.from_iterable(chain.from_iterable(sel)), dtype=np.int64).reshape(-1, 3)
     counts = np.fromiter(map(len, sel), dtype=np.int64, count=len(sel))
     same = np.ones(runs.shape[0], dtype=bool)
     same[np.cumsum(counts) - counts] = False  # a request's first run starts afresh
