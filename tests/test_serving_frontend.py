@@ -147,9 +147,12 @@ def test_throughput_never_exceeds_the_frontend_processes_over_the_service_time(s
 @given(processes=st.integers(1, 4), framework=st.sampled_from(["vllm", "sglang", "trtllm"]),
        clients=st.integers(1, 16))
 def test_with_zero_service_times_results_equal_the_model_without_a_frontend(processes, framework, clients):
-    a = run_scenario(load_scenario(scenario(None, closed(clients, 3 * clients), framework=framework))).summary
-    b = run_scenario(load_scenario(scenario({"processes": processes, "request_s": "0s", "prompt_token_s": "0s",
-                                             "output_token_s": "0s"}, closed(clients, 3 * clients),
+    zero = {"request_s": "0s", "prompt_token_s": "0s", "output_token_s": "0s"}
+    if framework == "trtllm":  # its profile's frontend has times: without them, the engine alone
+        a = run_scenario(load_scenario(scenario(zero, closed(clients, 3 * clients), framework=framework))).summary
+    else:  # the profile as shipped (no frontend times)
+        a = run_scenario(load_scenario(scenario(None, closed(clients, 3 * clients), framework=framework))).summary
+    b = run_scenario(load_scenario(scenario({"processes": processes, **zero}, closed(clients, 3 * clients),
                                             framework=framework))).summary
     for key in ("ttft_s", "tpot_s", "e2e_s", "queue_s"):
         assert a[key] == b[key], key
@@ -192,3 +195,12 @@ def test_the_fit_bounds_a_frontend_process_by_the_highest_measured_rate_littles_
     assert b["request_s"] == pytest.approx(50.0)
     assert b["prompt_token_s"] == pytest.approx(50_000.0)
     assert b["output_token_s"] == pytest.approx(550.0)
+
+
+def test_the_shipped_trtllm_frontend_charges_a_lone_client_its_fitted_service_exactly():
+    """TRT-LLM's profile: one frontend process, 20 ms per request + 2 us per prompt token (no queue with one client)."""
+    zero = {"request_s": "0s", "prompt_token_s": "0s", "output_token_s": "0s"}
+    wl = closed(1, 3, prompt=1000)
+    base = run_scenario(load_scenario(scenario(zero, wl, framework="trtllm"))).summary
+    shipped = run_scenario(load_scenario(scenario(None, wl, framework="trtllm"))).summary
+    assert shipped["ttft_s"]["mean"] - base["ttft_s"]["mean"] == pytest.approx(20e-3 + 1000 * 2e-6, abs=1e-9)
