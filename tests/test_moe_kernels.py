@@ -80,7 +80,7 @@ def test_the_cutlass_families_pay_their_permute_kernels_read_and_write_beyond_th
     # CUTLASS MoE copies each pair's input row into expert order (read + write: 2 passes); Triton gathers
     # the rows inside its GEMM; FlashInfer's CUTLASS MoE runs TensorRT-LLM's permute
     assert FIT_MOE["cutlass"]["row_passes"] >= 2.0
-    assert FIT_MOE["cutlass"]["row_passes"] - FIT_MOE["triton"]["row_passes"] == pytest.approx(2.0, abs=0.5)
+    assert FIT_MOE["cutlass"]["row_passes"] >= FIT_MOE["triton"]["row_passes"] + 2.0
     assert FIT_MOE["flashinfer_cutlass"]["row_passes"] == FIT_MOE["cutlass"]["row_passes"]
 
 
@@ -131,3 +131,17 @@ def test_each_quantization_runs_its_own_constants_and_falls_back_to_the_16_bit_o
         **bare, "efficiency_fp8": bare["efficiency"], "fixed_s_fp8": bare["fixed_s"]}}, cuda_graphs=True),
         gpu_config("H200"))
     assert plain._op_s(fp8) == same._op_s(fp8)
+
+
+def test_the_cutlass_families_quantize_per_tensor_fp8_inputs_inside_their_permute_and_activation_kernels():
+    from simulator.validation.aic_moe import item_of
+    from workloads.moe import RoutingConfig as R
+
+    per_tensor = item_of(4096, 4096, 1536, 128, 8, 1, 1, True, R(), "fp8", 1.0, 0)
+    block = item_of(4096, 4096, 1536, 128, 8, 1, 1, True, R(), "fp8", 1.0, 128)
+    quant = [op for op in per_tensor if op.name.endswith("_quant")]
+    assert [op.name for op in quant] == ["moe_up_quant", "moe_down_quant"]
+    cutlass, triton = _backend("cutlass"), _backend("triton")
+    assert all(cutlass._op_s(op) == 0.0 < triton._op_s(op) for op in quant)
+    # block-scaled fp8 keeps its quantize kernel (per 1 x 128 group scales)
+    assert all(cutlass._op_s(op) > 0.0 for op in block if op.name.endswith("_quant"))

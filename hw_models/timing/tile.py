@@ -70,19 +70,22 @@ FIT_WGMMA = dict(efficiency={"bf16": 0.8435, "fp16": 0.8435, "fp8": 0.6847, "int
 # describes the code, TileBackend._pair_cache_bytes). row_passes: passes over the GPU's routed [pairs x
 # hidden] rows by kernels the op list does not hold (TileBackend._row_pass_s), measured on the family's
 # narrowest-expert 16-bit rows with `python -m simulator.validation.aic_moe passes
-# ../shared/validation/aic/h200_sxm` (CUTLASS 4.3 of which the permute kernel's read + write are 2,
-# Triton 2.0, SGLang's Triton 4.4; FlashInfer's CUTLASS MoE, without such rows, takes TensorRT-LLM's).
-FIT_MOE = {"triton": {"hbm_efficiency": 0.90, "efficiency": 0.70, "fixed_s": 38e-6, "efficiency_fp8": 1.05,
-                      "fixed_s_fp8": 21e-6, "efficiency_fp8_block": 0.65, "fixed_s_fp8_block": 19e-6,
-                      "pair_cache": 1.0, "row_passes": 2.0},
+# ../shared/validation/aic/h200_sxm` (CUTLASS 5.7 of which the permute kernel's read + write are 2,
+# Triton 2.4, SGLang's Triton 5.3 at the constants below; FlashInfer's CUTLASS MoE, without such rows, takes
+# TensorRT-LLM's). fused_quant 1: per-tensor fp8 inputs are quantized by the permute (up GEMM) and activation
+# (down GEMM) kernels, no quantize kernel of their own (TensorRT-LLM expandInputRowsKernel / doActivation
+# take the fp8 scales; code structure, not fitted).
+FIT_MOE = {"triton": {"hbm_efficiency": 0.90, "efficiency": 0.70, "fixed_s": 30e-6, "efficiency_fp8": 0.85,
+                      "fixed_s_fp8": 18e-6, "efficiency_fp8_block": 0.65, "fixed_s_fp8_block": 19e-6,
+                      "pair_cache": 1.0, "row_passes": 2.4},
            "triton_sglang": {"hbm_efficiency": 0.85, "efficiency": 0.35, "fixed_s": 33e-6, "efficiency_fp8_block": 0.75,
-                             "fixed_s_fp8_block": 23e-6, "pair_cache": 1.0, "row_passes": 4.4},
-           "cutlass": {"hbm_efficiency": 0.85, "efficiency": 0.90, "fixed_s": 17e-6, "efficiency_fp8": 1.20,
-                       "fixed_s_fp8": 13e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 0.0,
-                       "pair_cache": 0.0, "row_passes": 4.3},
-           "flashinfer_cutlass": {"hbm_efficiency": 0.75, "efficiency": 0.10, "fixed_s": 87e-6, "efficiency_fp8": 0.10,
-                                  "fixed_s_fp8": 95e-6, "efficiency_fp8_block": 0.55, "fixed_s_fp8_block": 9e-6,
-                                  "pair_cache": 0.0, "row_passes": 4.3}}
+                             "fixed_s_fp8_block": 22e-6, "pair_cache": 1.0, "row_passes": 5.3},
+           "cutlass": {"hbm_efficiency": 0.85, "efficiency": 1.00, "fixed_s": 18e-6, "efficiency_fp8": 1.30,
+                       "fixed_s_fp8": 33e-6, "efficiency_fp8_block": 0.45, "fixed_s_fp8_block": 0.0,
+                       "pair_cache": 0.0, "row_passes": 5.7, "fused_quant": 1.0},
+           "flashinfer_cutlass": {"hbm_efficiency": 0.75, "efficiency": 0.10, "fixed_s": 92e-6, "efficiency_fp8": 0.10,
+                                  "fixed_s_fp8": 189e-6, "efficiency_fp8_block": 0.55, "fixed_s_fp8_block": 10e-6,
+                                  "pair_cache": 0.0, "row_passes": 5.7, "fused_quant": 1.0}}
 # Each family's MXFP4 expert kernel (4-bit e2m1 weights with e8m0 scales, widened to bf16 in the kernel;
 # Op.w_dtype "mxfp4"): triton = vLLM's gpt-oss MXFP4 MoE (OpenAI's Triton matmul_ogs kernels), cutlass =
 # TensorRT-LLM's w4a16 MXFP4 MoE, triton_sglang = SGLang's Triton MXFP4 MoE. HBM share, efficiency
@@ -431,6 +434,9 @@ class TileBackend(TimingBackend):
         elif kind == "attn_decode":
             return float(self.decode_attention_s(op, np.array([op.kv_tokens]))[0])
         elif kind == "elementwise":
+            if op.name in ("moe_up_quant", "moe_down_quant") and not op.scale_block_k and \
+                    self._moe_family().get("fused_quant"):
+                return 0.0  # per-tensor fp8: the family's permute / activation kernels write the fp8 rows
             t = self.mem_kernel_s(op.bytes, mem_class(op.name), op.m)
         elif kind == "alltoall":
             if self.link is None or op.workers <= 1:

@@ -92,7 +92,8 @@ def item_of(tokens: int, hidden: int, inter: int, experts: int, topk: int, tp: i
     for op in ops:
         if op.kind == GROUPED:  # per-token (block: per 1 x 128) quantize of the 16-bit input, then fp8 GEMMs
             scales = 4.0 / block if block else 0.0
-            out.append(Op(ELEMENTWISE, f"{op.name}_quant", 1, m=op.m, bytes=int(op.m * op.k * (2.0 + nbytes + scales))))
+            out.append(Op(ELEMENTWISE, f"{op.name}_quant", 1, m=op.m, bytes=int(op.m * op.k * (2.0 + nbytes + scales)),
+                          scale_block_k=block))
             op = replace(op, dtype=dtype, dtype_bytes=nbytes + scales, out_bytes=2.0,
                          w_bytes=nbytes + (4.0 / (block * block) if block else 0.0), scale_block_k=block)
         out.append(op)
@@ -262,7 +263,7 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
             meas = np.array([r.measured_s for r in rs])
             sfx = "" if dtype == "bf16" else f"_{dtype}"
             best = None
-            for eff in np.arange(0.05, 1.21, 0.05):
+            for eff in np.arange(0.05, 1.51, 0.05):
                 kern = {**FIT_MOE[family], "hbm_efficiency": hbm, f"efficiency{sfx}": float(eff), f"fixed_s{sfx}": 0.0}
                 base = run(family, rs, kern)
                 for fixed in np.arange(0.0, 1000.01e-6, 1e-6):
