@@ -389,12 +389,14 @@ class Replica:
                 runs.append([idx, i, i + 1])
             if r.num_generated >= r.max_new_tokens:
                 done.append(r)
+        extra = 0  # tokens a speculative row emits beyond its first
         if spec_rows:
-            processed += commit_speculation(self, spec_rows, i, done)
+            extra = commit_speculation(self, spec_rows, i, done)
+            processed += extra
             rows += len(spec_rows)
         self.outstanding -= processed + rows
         if self.cluster.frontend is not None:  # the tokens' output handling, before a finished client sends again
-            self.cluster.frontend.output(now, emitting + rows)
+            self.cluster.frontend.output(now, emitting + rows + extra)
         for r in done:
             self.running.remove(r)
             self._finish(r, now)
