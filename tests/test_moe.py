@@ -150,6 +150,7 @@ AIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "va
 
 @pytest.fixture(scope="module")
 def moe_errors():
+    """Signed percent errors of a 6000-row sample of the H200 fused-MoE rows, by class."""
     if not (AIC / "moe").is_dir():
         pytest.skip("../shared/validation/aic/h200_sxm/moe not present")
     pytest.importorskip("pyarrow")
@@ -164,20 +165,28 @@ def moe_errors():
     rows = rows[:6000]
     pred = np.asarray(predict_aic(rows, "tile", gpu_config("H200")).predicted)
     meas = np.array([r.measured_s for r in rows])
-    return 100 * (pred - meas) / meas
+    err = 100 * (pred - meas) / meas
+    return {cls: err[[r.op == cls for r in rows]] for cls in ("moe bf16", "moe fp8", "moe fp8_block")}
 
 
 def test_the_h200_moe_kernel_tables_are_predicted_within_the_measured_bound(moe_errors):
-    """FIDELITY.md figures (fused MoE op, bf16 / fp8 / fp8_block): median APE 18.9 / 18.1 / 15.2 %, about
-    17 % on this sample, bias within 10 %. The bound guards against regressions; the issue's 15 % target
-    is the strict xfail below."""
-    assert np.median(np.abs(moe_errors)) < 20.0
-    assert abs(np.median(moe_errors)) < 10.0
+    """FIDELITY.md figures (fused MoE op, every row): bf16 / fp8 / fp8_block median APE 17.4 / 16.1 / 14.6 %;
+    on this sample 17.0 / 15.6 / 14.7 %, bias within 6 %. The bounds guard against regressions."""
+    for cls, bound in (("moe bf16", 19.0), ("moe fp8", 18.0)):
+        assert np.median(np.abs(moe_errors[cls])) < bound, cls
+    for err in moe_errors.values():
+        assert abs(np.median(err)) < 10.0
 
 
-@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 %; reached about 17 % (FIDELITY.md)")
+def test_the_h200_block_fp8_moe_kernel_table_meets_the_15_percent_target(moe_errors):
+    assert np.median(np.abs(moe_errors["moe fp8_block"])) <= 15.0
+
+
+@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 % per class; bf16 / fp8 reach about "
+                                       "17 / 16 % (FIDELITY.md)")
 def test_the_h200_moe_kernel_tables_meet_the_15_percent_target(moe_errors):
-    assert np.median(np.abs(moe_errors)) <= 15.0
+    assert np.median(np.abs(moe_errors["moe bf16"])) <= 15.0
+    assert np.median(np.abs(moe_errors["moe fp8"])) <= 15.0
 
 
 def test_attention_data_parallelism_splits_attention_and_dispatches_every_token_to_its_experts():
