@@ -4,8 +4,9 @@ Each iteration: snapshot a read-only view, ask the scheduler for a plan, check t
 to the KV cache, time it and advance the clock. When the scheduler promises ``steady_decode`` and
 the plan is a decode step over every running request, the replica runs the whole stretch of
 identical decode iterations — up to the first request finishing or the KV cache running out of
-blocks — as one timeout; an arrival in the middle interrupts it at the end of the iteration in
-flight, exactly where a per-iteration loop would have let the scheduler see the new request.
+blocks — as one timeout (``serving/decode_stretch.py``); an arrival in the middle interrupts it at
+the end of the iteration in flight, exactly where a per-iteration loop would have let the scheduler
+see the new request.
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 from simulator.serving.controller import leave
+from simulator.serving.decode_stretch import decode_stretch
 from simulator.serving.expert_offload import expert_copies
 from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.kv_cache import PagedKvCache
 from simulator.serving.kv_manager import KVManager
 from simulator.serving.plan_check import check_plan, preempt_entry
 from simulator.serving.preemption import preempt
-from simulator.serving.request_energy import attribute_step, attribute_stretch
+from simulator.serving.request_energy import attribute_step
 from simulator.serving.speculation import commit_speculation, speculate
 from simulator.serving.step_timer import StepTimer
 from workloads.llm import BatchShape
 
 if TYPE_CHECKING:
     from simulator.serving.cluster import Cluster
-
-SEGMENT_CAP = 4096  # most decode iterations timed in one call
 
 _ARRIVED, _SCHEDULED, _FIRST, _PREEMPT, _FINISH, _REJECT = (
     EventKind.ARRIVED, EventKind.SCHEDULED, EventKind.FIRST_TOKEN, EventKind.PREEMPTED,
@@ -220,7 +220,7 @@ class Replica:
                 continue
             if (self.steady and not plan.prefill and not plan.preempt and not plan.reject
                     and len(plan.decode) == len(self.running)):
-                yield from self._decode_segment(plan)
+                yield from decode_stretch(self, plan)  # serving/decode_stretch.py
             else:
                 yield from self._iteration(plan)
 
@@ -413,108 +413,3 @@ class Replica:
         if res is None:
             return sum(r.num_computed for r in self.running)
         return sum(res(r.num_computed) for r in self.running)
-
-    # -- a stretch of identical decode iterations ----------------------------------------
-    def _segment_length(self, running: list[Request]) -> tuple[int, int]:
-        """(iterations until the first request finishes or the KV cache runs out, summed context
-        of the first iteration)."""
-        k = min(SEGMENT_CAP, min(r.max_new_tokens - r.num_generated for r in running))
-        kv0 = sum(r.num_computed for r in running) + len(running)
-        bs = self.kv.block_size
-        free = self.kv.free - self.min_free
-        if k == 1 or len(running) * (k // bs + 1) <= free:  # cannot run out within k iterations
-            return k, kv0
-        rooms = [r.kv_blocks * bs - r.num_computed for r in running]
-
-        def need(k: int) -> int:
-            return sum(-(-(k - room) // bs) for room in rooms if room < k)
-
-        if need(k) <= free:
-            return k, kv0
-        lo, hi = 1, k  # iteration 1 was checked by the plan; need(hi) > free
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if need(mid) <= free:
-                lo = mid
-            else:
-                hi = mid
-        return lo, kv0
-
-    def _decode_segment(self, plan: BatchPlan):
-        env = self.env
-        running = self.running
-        n = len(running)
-        pad = plan.padding_rows
-        if self.kv.capped:  # summed resident context per iteration; decode_segment adds rows x j back
-            k, kvs = self.kv.segment(running, SEGMENT_CAP, self.min_free)
-            kv0 = kvs * (n + pad) // n - (n + pad) * np.arange(k, dtype=np.int64)
-        else:
-            k, kv0 = self._segment_length(running)
-            if pad:
-                kv0 = kv0 * (n + pad) // n
-        ps, flops = self.timer.decode_segment(n + pad, kv0, k)
-        energy_j = self.timer.last_energy_j  # per iteration
-        cum = ps.cumsum()
-        start = env.now
-        waiting = len(self.waiting)
-        done = k
-        self._seg = (start, cum, n)
-        if k > 1:
-            self._interruptible = True
-            try:
-                yield IterationEnd(env, int(cum[-1]))
-            except simpy.Interrupt:
-                elapsed = env.now - start
-                j = int(np.searchsorted(cum, elapsed, side="left"))
-                done = j + 1
-                rest = int(cum[j]) - elapsed
-                self._interruptible = False
-                if rest > 0:
-                    yield IterationEnd(env, rest)
-            self._interruptible = False
-        else:
-            yield IterationEnd(env, int(cum[0]))
-        self._seg = None
-        now = env.now
-        attribute_stretch(energy_j, done, self.devices, running)  # per request (serving/request_energy.py)
-        self.busy_ps += now - start
-        i0 = len(self.iter_ends)
-        if done == 1:
-            self.iter_ends.append(now)
-        else:
-            self.iter_ends.extend((cum[:done] + start).tolist())
-        kv = self.kv
-        bs = kv.block_size
-        finished = []
-        grown = 0
-        capped = kv.capped
-        idx, i1 = self.index, i0 + done
-        cached = 0  # tokens the batch holds after the stretch (uncapped caches)
-        for r in running:
-            c = r.num_computed + done
-            blocks = kv.settle(r, c) if capped else (c + bs - 1) // bs
-            if blocks > r.kv_blocks:
-                grown += blocks - r.kv_blocks
-                r.kv_blocks = blocks
-            r.num_computed = c
-            r.num_generated += done
-            runs = r.runs  # self._mark(r, i0, done), inline
-            if runs and (last := runs[-1])[2] == i0 and last[0] == idx:
-                last[2] = i1
-            else:
-                runs.append([idx, i0, i1])
-            if r.num_generated >= r.max_new_tokens:
-                finished.append(r)
-            else:
-                cached += c
-        kv.add_used(grown)
-        self.outstanding -= n * done
-        if self.cluster.frontend is not None:  # the stretch's output handling (serving/frontend.py)
-            self.cluster.frontend.output(now, n * done)
-        for r in finished:
-            running.remove(r)
-            self._finish(r, now)
-        self.rec.segment(self.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                         float(flops[:done].sum()), self._cached_tokens() if capped else cached,
-                         float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim
-                         else 0.0)
