@@ -29,7 +29,7 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hw_models import attention_kernels as attn
 from hw_models import collectives as co
@@ -136,6 +136,18 @@ class TileConfig(StrictConfig):
     mem_kernel_floor_s: dict[str, float] = Field(default_factory=lambda: dict(FIT_MEM_FLOOR),
                                                  description="shortest time of an op of each memory-bound class, "
                                                              "seconds (fitted; the library's kernel count x launch)")
+
+    @field_validator("mem_traffic_multiplier", mode="before")
+    @classmethod
+    def _multiplier_over_fitted(cls, v: Any) -> Any:
+        """A table naming some classes overrides those; the others keep their fitted value."""
+        return {**FIT_MEM_MULT, **v} if isinstance(v, dict) else v
+
+    @field_validator("mem_kernel_floor_s", mode="before")
+    @classmethod
+    def _floor_over_fitted(cls, v: Any) -> Any:
+        return {**FIT_MEM_FLOOR, **v} if isinstance(v, dict) else v
+
     bytes_in_flight_per_sm: float = Field(default=32768.0, gt=0,
                                           description="outstanding loads one SM sustains (estimate: 64 warps x 512 B)")
     row_bytes_in_flight: float = Field(default=FIT_ROW_IN_FLIGHT, gt=0,

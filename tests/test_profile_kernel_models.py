@@ -1,0 +1,72 @@
+"""Framework profiles time their kernels with the models checked on that framework's kernel tables.
+
+A profile's `timing:` block is what end-to-end runs use; `simulator.validation.aic.FRAMEWORK_TIMING` is
+what the framework's aic kernel rows are predicted with (FIDELITY.md, H200 kernel tables). The two must
+give the same time for the same op, and a profile that names some kernel classes of a per-class table
+must keep the fitted values of the classes it does not name.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hw_models.timing.tile import FIT_MEM_FLOOR, FIT_MEM_MULT, TileConfig
+from simulator.config.loader import load_scenario
+from simulator.runner import build_quantization
+from simulator.validation.aic import FRAMEWORK_TIMING, _merged
+from simulator.validation.kernels import gpu_config, make_backend
+from workloads.llm import dense_ops
+
+PROFILES = {"vllm": "vllm-0.12", "sglang": "sglang-0.5", "trtllm": "trtllm-1.0"}
+
+
+def scenario(framework: str, tp: int = 2) -> dict:
+    return {"hardware": {"device": {"kind": "gpu", "preset": "H200"}},
+            "model": {"kind": "transformer", "preset": "Llama-3.1-70B"},
+            "cluster": {"tensor_parallel": tp},
+            "engine": {"max_model_len": 4096, "framework": framework},
+            "policies": {"quantization": {"kind": "scheme", "preset": "W8A8-fp8"}},
+            "workload": {"kind": "closed_loop", "clients": 1, "num_requests": 1,
+                         "prompt_tokens": {"dist": "fixed", "value": 16},
+                         "output_tokens": {"dist": "fixed", "value": 2}},
+            "outputs": {"report": False, "chrome_trace": False, "events": False, "requests": False}}
+
+
+@pytest.mark.parametrize("fw", sorted(PROFILES))
+def test_a_profile_naming_some_kernel_classes_keeps_the_fitted_values_of_the_others(fw):
+    sc = load_scenario(scenario(PROFILES[fw]))
+    c = sc.timing.config
+    named = sc.framework.timing
+    for field, fitted in (("mem_traffic_multiplier", FIT_MEM_MULT), ("mem_kernel_floor_s", FIT_MEM_FLOOR)):
+        table = getattr(c, field)
+        for cls, value in fitted.items():
+            want = named.get(field, {}).get(cls, value)
+            assert table[cls] == pytest.approx(want, rel=1e-12), (fw, field, cls)
+
+
+def test_a_partial_per_class_table_overrides_only_the_classes_it_names():
+    c = TileConfig(mem_traffic_multiplier={"quant": 1.5}, mem_kernel_floor_s={"norm": 1e-6})
+    assert c.mem_traffic_multiplier == {**FIT_MEM_MULT, "quant": 1.5}
+    assert c.mem_kernel_floor_s == {**FIT_MEM_FLOOR, "norm": 1e-6}
+
+
+@pytest.mark.parametrize("fw", ["vllm", "sglang"])
+@pytest.mark.parametrize("tokens", [1, 16, 100, 128, 129, 1000, 8192])
+def test_the_profile_times_an_fp8_linear_as_the_kernel_model_checked_on_its_gemm_rows(fw, tokens):
+    """The per-tensor fp8 linears of a Llama-3.1-70B TP2 iteration (activation quantize + GEMM, as the
+    aic fp8 GEMM rows are built) take the same time under the profile's timing block as under the
+    framework's FRAMEWORK_TIMING, and the scaled_mm family is not the default one there."""
+    sc = load_scenario(scenario(PROFILES[fw]))
+    g = gpu_config("H200")
+    prof = sc.timing.cls(sc.timing.config, sc.device.config, None)
+    checked = make_backend("tile", g, _merged(FRAMEWORK_TIMING[fw]))
+    default = make_backend("tile", g)
+    ops = [op for op in dense_ops(tokens, tokens, sc.model.config, 2, build_quantization(sc),
+                                  sc.framework.fusion)
+           if op.kind == "gemm" and op.dtype == "fp8" or op.name.endswith("_quant")]
+    quant = [op for op in ops if op.name.endswith("_quant")]
+    assert quant and all(op.m == tokens for op in quant)  # one block per token, as the fitted rows
+    assert len(ops) == 2 * len(quant)
+    t_prof = sum(prof.op_s(op) for op in ops)
+    assert t_prof == pytest.approx(sum(checked.op_s(op) for op in ops), rel=1e-12)
+    assert t_prof != pytest.approx(sum(default.op_s(op) for op in ops), rel=1e-3)
