@@ -73,7 +73,7 @@ def test_every_code_fence_of_the_readme_closes_and_stands_on_its_own_line():
 def test_the_first_lines_are_the_install_and_run_and_the_test_commands():
     first = fences(README)[0]
     lines = [re.sub(r"\s+#.*$", "", line).strip() for line in first[2].splitlines()]
-    assert lines == ["pip install . && hwsim demo", "pip install -e '.[test]' && pytest -q"]
+    assert lines == ["pip install . && hwsim demo", "pip install -e '.[test]' && pytest -q -n 2 --dist loadfile"]
     assert README.index(first[2]) < 200
 
 
