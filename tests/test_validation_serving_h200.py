@@ -61,7 +61,7 @@ def test_fidelity_target_moe_tpot_median_15_percent(moe_preds):
 def test_tpot_on_the_dense_h200_rows_is_within_the_reported_band(preds):
     med, p90, bias, n = stats(*errors(preds, "tpot"))
     assert n == 67
-    assert med <= 11.0 and abs(bias) <= 5.0, (med, p90, bias)  # every third row: 8.6 % median, +0.4 % bias
+    assert med <= 11.0 and abs(bias) <= 5.0, (med, p90, bias)  # every third row: 8.7 % median, +0.1 % bias
 
 
 def test_ttft_on_the_dense_h200_rows_is_within_the_reported_band(preds):
