@@ -73,3 +73,28 @@ def test_the_profile_times_an_fp8_linear_as_the_kernel_model_checked_on_its_gemm
     assert t_prof == pytest.approx(sum(checked.op_s(op) for op in timed), rel=1e-12)
     if tokens >= 100:  # (a weight-streaming GEMM takes the same time in both families)
         assert sum(prof.op_s(op) for op in gemms) != pytest.approx(sum(default.op_s(op) for op in gemms), rel=1e-3)
+
+
+@pytest.mark.parametrize("fw", ["vllm", "trtllm"])
+def test_the_profile_carries_its_frameworks_all_to_all_fit(fw):
+    """The profile's DeepEP all-to-all constants are the ones fitted on its framework's aic all-to-all rows
+    (FRAMEWORK_TIMING), not the fit over all frameworks (FIT_A2A): a dispatch of a decode-sized batch
+    (low-latency kernels) and of a prefill-sized one (high-throughput kernels) over 8 GPUs of one NVLink4
+    node takes the same time under both, and a different time under the pooled fit."""
+    from hw_models.link import Link
+    from hw_models.timing.tile import FIT_A2A
+    from simulator.validation.kernels import link_config
+
+    c = load_scenario(scenario(PROFILES[fw], tp=8)).timing.config
+    fitted = _merged(FRAMEWORK_TIMING[fw])
+    link = Link(link_config("NVLink4"))
+    for mode, tokens in (("ll", 64), ("ht", 4096)):
+        assert tokens <= c.alltoall_ll_max_tokens or mode == "ht"
+        size = tokens * 8192 * 2 * 7 // 8  # bf16 hidden states, 7 of 8 GPUs remote
+
+        def t(eff, lat, mode=mode, size=size):
+            return link.alltoall_s(size, 8, eff[mode], lat[mode])
+
+        prof = t(c.alltoall_efficiency, c.alltoall_latency_s)
+        assert prof == pytest.approx(t(fitted["alltoall_efficiency"], fitted["alltoall_latency_s"]), rel=1e-12)
+        assert prof != pytest.approx(t(FIT_A2A["efficiency"], FIT_A2A["latency_s"]), rel=1e-2)

@@ -63,7 +63,9 @@ FIT_MOE_MXFP4 = {"triton": {"hbm_efficiency_mxfp4": 0.55, "efficiency_mxfp4": 1.
 # fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
 # Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
 # default num_max_dispatch_tokens_per_rank) and "ht" high-throughput ("normal") kernels; the values are
-# the fit over all frameworks' rows (the frameworks' own fits are in their profiles).
+# the fit over all frameworks' rows; the vLLM and TensorRT-LLM profiles carry their own framework's fit
+# (simulator.validation.aic.FRAMEWORK_TIMING); SGLang runs on these (the fit reads the moe_a2a_perf
+# tables, not SGLang's wideep_deepep_* tables).
 FIT_A2A = dict(efficiency={"ll": 0.399, "ht": 0.512}, latency_s={"ll": 41.2e-6, "ht": 66.3e-6}, ll_max_tokens=128)
 # Attention kernels per family: fa2 (FlashAttention-2 / mma.sync, Ampere) and fa3 (wgmma, softmax
 # overlapped; Hopper-class). MMA efficiency, cycles per Q-tile CTA (prologue: Q tile and first K/V
