@@ -23,7 +23,7 @@ from simulator.config.loader import load_scenario
 from simulator.core.request import Request
 from simulator.results import FINISHED
 from simulator.runner import run_scenario
-from simulator.serving.request_energy import attribute_step, attribute_stretch
+from simulator.serving.request_energy import attribute_step, attribute_stretch, stretch_share
 
 ROOT = Path(__file__).resolve().parents[1]
 REL = 1e-9  # float summation order only
@@ -55,9 +55,10 @@ def test_one_step_is_shared_by_tokens_processed_and_padding_gets_none():
     e = Request(4, 0, 100, 10)
     attribute_step(10.0, [], [c], [(e, 4, 5, 700)])  # a speculative row verifies 5 tokens
     assert e.energy_j == pytest.approx(10.0 * 5 / 6) and c.energy_j == pytest.approx(per + 10.0 / 6)
-    attribute_stretch(np.array([1.0, 2.0, 4.0]), 2, 4, [a, b, c])  # 2 of 3 steps, x 4 devices, 3 rows
+    attribute_stretch(3.0, 4, [a, b, c])  # a stretch's 3.0 J per device (1 + 2 of its steps), x 4 devices, 3 rows
     assert a.energy_j == pytest.approx(300 * per + 4.0)
-    attribute_stretch(0.0, 3, 4, [a])  # no energy model: nothing
+    assert stretch_share(3.0, 4, 3) == 4.0 and stretch_share(0.0, 4, 3) == 0.0 and stretch_share(3.0, 4, 0) == 0.0
+    attribute_stretch(0.0, 4, [a])  # no energy model: nothing
     assert a.energy_j == pytest.approx(300 * per + 4.0)
 
 

@@ -19,7 +19,7 @@ import simpy
 from simulator.core.contracts import BatchPlan
 from simulator.core.request import Request
 from simulator.serving.iteration_end import IterationEnd
-from simulator.serving.request_energy import attribute_stretch
+from simulator.serving.request_energy import stretch_share
 
 if TYPE_CHECKING:
     from simulator.serving.replica import Replica
@@ -91,7 +91,9 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
         yield IterationEnd(env, int(cum[0]))
     rep._seg = None
     now = env.now
-    attribute_stretch(energy_j, done, rep.devices, running)  # per request (serving/request_energy.py)
+    # the stretch's per-device joules, summed once: the batch record's figure and each request's share
+    stretch_j = float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim else 0.0
+    share = stretch_share(stretch_j, rep.devices, n)  # per request (serving/request_energy.py)
     rep.busy_ps += now - start
     i0 = len(rep.iter_ends)
     if done == 1:
@@ -113,6 +115,7 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
             r.kv_blocks = blocks
         r.num_computed = c
         r.num_generated += done
+        r.energy_j += share
         runs = r.runs  # rep._mark(r, i0, done), inline
         if runs and (last := runs[-1])[2] == i0 and last[0] == idx:
             last[2] = i1
@@ -130,9 +133,7 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
         running.remove(r)
         rep._finish(r, now)
     rep.rec.segment(rep.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                    float(flops[:done].sum()), rep._cached_tokens() if capped else cached,
-                    float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim
-                    else 0.0)
+                    float(flops[:done].sum()), rep._cached_tokens() if capped else cached, stretch_j)
 
 
 __all__ = ["SEGMENT_CAP", "decode_stretch", "stretch_length"]

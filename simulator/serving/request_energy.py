@@ -11,8 +11,6 @@ energy, and with idle and transfer energy they make the total.
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def attribute_step(joules: float, chunks, dec, spec_rows=()) -> None:
     """Share ``joules`` of one step: ``chunks`` [(request, prefill tokens)], ``dec`` [request]
@@ -31,11 +29,17 @@ def attribute_step(joules: float, chunks, dec, spec_rows=()) -> None:
         r.energy_j += per * v
 
 
-def attribute_stretch(joules_per_step, steps: int, devices: int, running) -> None:
-    """Share the first ``steps`` entries of a decode stretch's per-step joules per device (an
-    array; a scalar means no energy model) equally among ``running``, one token each per step."""
-    if not np.ndim(joules_per_step) or not running:
-        return
-    share = float(np.sum(joules_per_step[:steps])) * devices / len(running)
-    for r in running:
-        r.energy_j += share
+def stretch_share(stretch_j: float, devices: int, rows: int) -> float:
+    """Each row's joules of a decode stretch: ``stretch_j``, the summed per-device joules of the
+    steps it ran (0.0: no energy model), on all ``devices``, shared equally by its ``rows``
+    requests (one token each per step)."""
+    return stretch_j * devices / rows if rows else 0.0
+
+
+def attribute_stretch(stretch_j: float, devices: int, running) -> None:
+    """Share a decode stretch's summed per-device joules ``stretch_j`` (the figure its batch record
+    carries) equally among ``running``; ``serving/decode_stretch.py`` adds the same share inline."""
+    share = stretch_share(stretch_j, devices, len(running))
+    if share:
+        for r in running:
+            r.energy_j += share
