@@ -11,7 +11,7 @@ committed in bulk.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import simpy
@@ -21,8 +21,9 @@ from simulator.core.request import Request
 from simulator.serving.iteration_end import IterationEnd
 from simulator.serving.request_energy import stretch_share
 
-if TYPE_CHECKING:
-    from simulator.serving.replica import Replica
+# ``rep`` below is the serving Replica (typed Any: this module is imported by replica.py, and the
+# serving modules import each other without a circle, tests/test_kv_manager.py)
+Replica = Any
 
 SEGMENT_CAP = 4096  # most decode iterations timed in one call
 
