@@ -12,7 +12,8 @@ the rows of at most 64K elements, where the kernel is flat (launch-to-finish cos
 The profiles use it as the floor of their fused single-kernel norms, activations, rotary and adds.
 
 ``host``:
-The rows of one framework are split by line number: even lines fit, odd lines are held out. For
+The dense rows of one framework (as for ``frontend`` and ``try``) are split by line number:
+even lines fit, odd lines are held out. For
 each candidate host time per running request (``host.per_seq_s``) and per step (``host.step_s``)
 every fitting row is simulated, and the pair with the lowest median absolute TPOT error wins
 (coordinate search: per-request time first, then the per-step time), then the time a request
@@ -57,11 +58,16 @@ def _ttft(rows, over) -> float:
     return stats(*errors(preds, "ttft"))[0]
 
 
-def fit(csv_path: Path, framework: str) -> dict:
-    rows = [r for r in read_rows(csv_path) if r.framework == framework]
-    from simulator.validation.serving import classify
+def dense_rows(csv_path: Path, framework: str) -> list:
+    """The simulated dense rows of ``framework`` (the rows every end-to-end fit here runs on)."""
+    from simulator.validation.serving import _is_moe, classify
 
-    rows = [r for r in rows if classify(r)[0] is not None]
+    return [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
+            and not _is_moe(r.model)]
+
+
+def fit(csv_path: Path, framework: str) -> dict:
+    rows = dense_rows(csv_path, framework)
     train = [r for r in rows if r.line % 2 == 0]
     held = [r for r in rows if r.line % 2 == 1]
     best = (float("inf"), 0, 0)
