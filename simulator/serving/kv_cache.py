@@ -41,14 +41,9 @@ class PagedKvCache:
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 
-    def need(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> int:
-        bs = self.block_size  # blocks_for() inline: this runs per request per step
-        target = -(-(req.num_computed + new_tokens) // bs)
-        reserve = req.kv_reserve_tokens if req.kv_reserve_tokens > reserve_tokens else reserve_tokens
-        if reserve > 0 and -(-reserve // bs) > target:
-            target = -(-reserve // bs)
-        held = req.kv_blocks
-        return target - held if target > held else 0
+    # blocks a request needs to hold new_tokens more (and a reservation): the policy view's rule, the
+    # same function (it reads only block_size), inline arithmetic because it runs per request per step
+    need = KvView.blocks_to_grow
 
     def grow(self, req: Request, new_tokens: int, reserve_tokens: int = 0) -> None:
         n = self.need(req, new_tokens, reserve_tokens)
