@@ -277,7 +277,10 @@ class Simulation:
                                scenario.decode_router.kind if scenario.decode_router else "")
         if scenario.framework is not None:
             self.cluster.frontend_ps = s_to_ps(scenario.framework.host.request_s)
-            self.cluster.frontend = Frontend.from_profile(scenario.framework.frontend)
+            # each serving instance (a replica taking arrivals) runs its own frontend processes:
+            # pooled here as one FCFS queue of processes x instances (serving/frontend.py)
+            instances = sum(p.replicas for p in scenario.pools if p.role != "decode")
+            self.cluster.frontend = Frontend.from_profile(scenario.framework.frontend, instances)
         for pi, rt in enumerate(self.pools):
             pool = rt.pool
             pp = pool.pipeline_parallel

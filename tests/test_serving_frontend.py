@@ -204,3 +204,18 @@ def test_the_shipped_trtllm_frontend_charges_a_lone_client_its_fitted_service_ex
     base = run_scenario(load_scenario(scenario(zero, wl, framework="trtllm"))).summary
     shipped = run_scenario(load_scenario(scenario(None, wl, framework="trtllm"))).summary
     assert shipped["ttft_s"]["mean"] - base["ttft_s"]["mean"] == pytest.approx(20e-3 + 1000 * 2e-6, abs=1e-9)
+
+
+def test_each_serving_instance_has_its_own_frontend_processes():
+    """Replicas behind a router are separate serving instances (each its own trtllm-serve / vllm serve /
+    sglang server, each with its own frontend process): 4 simultaneous requests over 4 replicas all
+    leave their frontends after one service time (20 ms), not 20 / 40 / 60 / 80 ms as one shared
+    process would give; one replica keeps the single queue."""
+    s = 20e-3
+    many = scenario({"request_s": "20ms"}, closed(4, 4, output=1))
+    many["cluster"] = {"replicas": 4}
+    ttft = np.sort(run_scenario(load_scenario(many)).requests["ttft_s"])
+    single = scenario({"request_s": "20ms"}, closed(4, 4, output=1))
+    one = np.sort(run_scenario(load_scenario(single)).requests["ttft_s"])
+    np.testing.assert_allclose(one, s * np.arange(4) + one[0], atol=1e-9)  # one process: 20 ms apart
+    np.testing.assert_allclose(ttft, one[0], atol=1e-9)  # four instances: all as the first

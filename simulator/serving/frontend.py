@@ -12,12 +12,16 @@ Models: ``processes`` identical single-threaded frontend processes serving reque
     the engine emits, of the same processes' time (spread over them evenly), as work arriving when
     a replica reports the tokens (``output``: at the end of each iteration, or of a stretch of
     decode iterations run as one, before its finished requests' clients send again): a request
-    arriving behind it waits for it. With every service time 0 the frontend is not built and
+    arriving behind it waits for it. Each serving instance behind the router (a replica taking
+    arrivals: its own trtllm-serve / vllm serve / sglang server) has its own ``processes``; the
+    instances' processes are pooled as one queue of ``processes x instances`` (the simulation routes
+    a request when it reaches the engine). With every service time 0 the frontend is not built and
     nothing changes.
-Ignores: the output's own delay on its way back to the client (a token counts as delivered when the
-    engine emits it), back-pressure from the frontend on the engine, a process's time slicing
-    between requests (asyncio interleaving: service is not preempted), and timing noise (service
-    times are deterministic).
+Ignores: one instance's queue growing while another's is idle (pooled queues wait less than
+    separate ones fed by a router), the output's own delay on its way back to the client (a token
+    counts as delivered when the engine emits it), back-pressure from the frontend on the engine, a
+    process's time slicing between requests (asyncio interleaving: service is not preempted), and
+    timing noise (service times are deterministic).
 Sources: FCFS multi-server queue (Kleinrock, Queueing Systems I, 1975); the frameworks' process
     structure: sglang/srt/managers/tokenizer_manager.py (HTTP + tokenization + output relay in the
     main process, ``--tokenizer-worker-num`` processes, default 1), vllm/entrypoints/openai/api_server.py
@@ -46,11 +50,12 @@ class Frontend:
         self.served = 0
 
     @classmethod
-    def from_profile(cls, cfg) -> Frontend | None:
-        """The profile's ``frontend`` block; None when every service time is 0 (no queue at all)."""
+    def from_profile(cls, cfg, instances: int = 1) -> Frontend | None:
+        """The profile's ``frontend`` block for ``instances`` serving instances (each with its own
+        ``processes``); None when every service time is 0 (no queue at all)."""
         if not (cfg.request_s > 0 or cfg.prompt_token_s > 0 or cfg.output_token_s > 0):
             return None
-        return cls(cfg.processes, cfg.request_s, cfg.prompt_token_s, cfg.output_token_s)
+        return cls(cfg.processes * instances, cfg.request_s, cfg.prompt_token_s, cfg.output_token_s)
 
     def service_ps(self, prompt_tokens: int) -> int:
         return self.request_ps + int(round(self.token_ps * prompt_tokens))
