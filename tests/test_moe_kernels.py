@@ -145,3 +145,36 @@ def test_the_cutlass_families_quantize_per_tensor_fp8_inputs_inside_their_permut
     assert all(cutlass._op_s(op) == 0.0 < triton._op_s(op) for op in quant)
     # block-scaled fp8 keeps its quantize kernel (per 1 x 128 group scales)
     assert all(cutlass._op_s(op) > 0.0 for op in block if op.name.endswith("_quant"))
+
+
+def _fp8(op, block: int = 0):
+    return dataclasses.replace(op, dtype="fp8", dtype_bytes=1.0, w_bytes=1.0, out_bytes=2.0, scale_block_k=block)
+
+
+@pytest.mark.parametrize("family", sorted(FIT_MOE))
+@pytest.mark.parametrize("eff", [None, 1.5])  # the shipped constants, and the top of aic_moe fit's grid
+def test_no_fused_moe_op_beats_its_flops_at_the_tensor_peak_nor_its_bytes_at_the_datasheet_hbm_rate(family, eff):
+    # first principles (H200 datasheet: tensor peak per dtype, HBM bandwidth): whatever a family's fitted
+    # efficiency relative to a dense GEMM, a grouped GEMM moves its active experts' weights, its input rows
+    # and its output rows through HBM and runs 2 m n k FLOPs on the tensor cores
+    gpu = gpu_config("H200")
+    kern = TileConfig().moe_kernels  # the shipped tables, MXFP4 kernels included
+    if eff is not None:
+        kern[family] = {k: eff if k.startswith("efficiency") else v for k, v in kern[family].items()}
+    be = TileBackend(TileConfig(moe_kernel=family, moe_kernels=kern, cuda_graphs=True), gpu)
+
+    def mx(op):  # MXFP4 experts (4-bit e2m1 + an e8m0 scale per 32), 16-bit activations
+        return dataclasses.replace(op, w_bytes=0.53125, w_dtype="mxfp4")
+    for tokens in (1, 16, 256, 4096, 32768):
+        for ep in (1, 8):
+            for op16 in _grouped(tokens, ep, ep):
+                for op, peak in ((op16, gpu.tensor_peak("bf16")), (_fp8(op16), gpu.tensor_peak("fp8")),
+                                 (_fp8(op16, 128), gpu.tensor_peak("fp8")),
+                                 (mx(op16), gpu.tensor_peak("bf16"))):
+                    t = be._op_s(op)
+                    flops = 2.0 * op.m * op.n * op.k
+                    w = op.w_bytes or op.dtype_bytes
+                    moved = (sum(1 for g in op.groups if g) * op.n * op.k * w + op.m * op.k * op.dtype_bytes
+                             + op.m * op.n * (op.out_bytes or op.dtype_bytes))
+                    assert t >= flops / peak, (family, tokens, ep, op.name, op.dtype, op.scale_block_k, op.w_dtype)
+                    assert t >= moved / gpu.memory_bw_bytes_per_s, (family, tokens, ep, op.name, op.dtype)

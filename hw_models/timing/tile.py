@@ -371,8 +371,8 @@ class TileBackend(TimingBackend):
                 sfx = "_mxfp4"
             sfx = sfx if f"efficiency{sfx}" in fam else ""
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
-            if fam[f"efficiency{sfx}"] != 1.0:
-                p = dataclasses.replace(p, mma_eff=p.mma_eff * fam[f"efficiency{sfx}"])
+            if fam[f"efficiency{sfx}"] != 1.0:  # relative to a dense GEMM; never above the tensor peak
+                p = dataclasses.replace(p, mma_eff=min(1.0, p.mma_eff * fam[f"efficiency{sfx}"]))
             if "hbm_efficiency" in fam:  # the family's own share of HBM bandwidth streaming expert weights
                 hbm = fam.get(f"hbm_efficiency{sfx}", fam["hbm_efficiency"])  # (its mxfp4 kernel: its own)
                 p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * hbm)
