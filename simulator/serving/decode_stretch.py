@@ -75,6 +75,8 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
     waiting = len(rep.waiting)
     done = k
     rep._seg = (start, cum, n)
+    fe = rep.cluster.frontend
+    relay = fe.stretch(start, cum, n) if fe is not None else None  # output handling per iteration
     if k > 1:
         rep._interruptible = True
         try:
@@ -128,8 +130,8 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
             cached += c
     kv.add_used(grown)
     rep.outstanding -= n * done
-    if rep.cluster.frontend is not None:  # the stretch's output handling (serving/frontend.py)
-        rep.cluster.frontend.output(now, n * done)
+    if relay is not None:  # the output handling of the iterations done (serving/frontend.py)
+        fe.end_stretch(relay, now)
     for r in finished:
         running.remove(r)
         rep._finish(r, now)

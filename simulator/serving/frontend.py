@@ -10,9 +10,11 @@ Models: ``processes`` identical single-threaded frontend processes serving reque
     first served; a request takes ``request_s + prompt_token_s x prompt tokens`` of one process (the
     first free one), then enters the engine. Output handling takes ``output_token_s`` per token
     the engine emits, of the same processes' time (spread over them evenly), as work arriving when
-    a replica reports the tokens (``output``: at the end of each iteration, or of a stretch of
-    decode iterations run as one, before its finished requests' clients send again): a request
-    arriving behind it waits for it. Each serving instance behind the router (a replica taking
+    a replica reports the tokens (``output``: at the end of each iteration, before its finished
+    requests' clients send again; a stretch of decode iterations run as one timeout registers its
+    iterations' ends when it starts, ``stretch``, and their work joins the queue as the clock
+    reaches each, so the queue is the same as with one iteration at a time): a request arriving
+    behind it waits for it. Each serving instance behind the router (a replica taking
     arrivals: its own trtllm-serve / vllm serve / sglang server) has its own ``processes``; the
     instances' processes are pooled as one queue of ``processes x instances`` (the simulation routes
     a request when it reaches the engine). With every service time 0 the frontend is not built and
@@ -30,6 +32,8 @@ Sources: FCFS multi-server queue (Kleinrock, Queueing Systems I, 1975); the fram
 
 from __future__ import annotations
 
+import numpy as np
+
 from simulator.core.clock import s_to_ps
 
 
@@ -37,7 +41,7 @@ class Frontend:
     """FCFS queue of ``processes`` servers in simulated picoseconds (no SimPy process of its own:
     a request's wait and service follow from the servers' free times when it arrives)."""
 
-    __slots__ = ("free_ps", "request_ps", "token_ps", "output_ps", "busy_ps", "served")
+    __slots__ = ("free_ps", "request_ps", "token_ps", "output_ps", "busy_ps", "served", "stretches")
 
     def __init__(self, processes: int, request_s: float, prompt_token_s: float, output_token_s: float) -> None:
         if processes < 1:
@@ -48,6 +52,9 @@ class Frontend:
         self.output_ps = output_token_s * 1e12  # per emitted token
         self.busy_ps = 0  # service given so far (requests and output), for utilization
         self.served = 0
+        # decode stretches in flight (run as one timeout): [start_ps, iteration ends from start
+        # (cumulative ps), tokens per iteration, iterations relayed so far]
+        self.stretches: list[list] = []
 
     @classmethod
     def from_profile(cls, cfg, instances: int = 1) -> Frontend | None:
@@ -63,6 +70,8 @@ class Frontend:
     def admit(self, now_ps: int, prompt_tokens: int) -> int:
         """A request arriving at ``now_ps``: the picoseconds until it leaves the frontend (wait + service).
         Arrivals must come in time order (they do: the simulation calls this at the arrival)."""
+        if self.stretches:
+            self._catch_up(now_ps)
         free = self.free_ps
         k = min(range(len(free)), key=free.__getitem__)  # the process free first
         start = max(now_ps, free[k])
@@ -77,6 +86,42 @@ class Frontend:
         shared evenly by the processes."""
         if self.output_ps <= 0 or tokens <= 0:
             return
+        if self.stretches:
+            self._catch_up(now_ps)
+        self._relay(now_ps, tokens)
+
+    def stretch(self, start_ps: int, cum, tokens: int) -> list | None:
+        """A stretch of decode iterations run as one timeout from ``start_ps``, iteration i ending at
+        ``start_ps + cum[i]`` with ``tokens`` tokens: each iteration's relay work joins the queue at
+        its end, as the clock reaches it (an arrival in the middle queues behind the tokens before
+        it, as with one iteration at a time). None when output handling takes no time."""
+        if self.output_ps <= 0 or tokens <= 0:
+            return None
+        st = [start_ps, cum, tokens, 0]
+        self.stretches.append(st)
+        return st
+
+    def end_stretch(self, st: list, now_ps: int) -> None:
+        """The stretch ended at ``now_ps`` (its last iteration done, or cut short there): the relay
+        work of its iterations up to now is queued, the rest dropped."""
+        self._catch_up(now_ps)
+        self.stretches.remove(st)
+
+    def _catch_up(self, now_ps: int) -> None:
+        """Queue the relay work of every stretch iteration ended by ``now_ps``, in time order."""
+        due = []
+        for st in self.stretches:
+            start, cum, tokens, i = st
+            j = int(np.searchsorted(cum, now_ps - start, side="right"))
+            if j > i:
+                due.extend((start + c, tokens) for c in cum[i:j].tolist())
+                st[3] = j
+        if len(self.stretches) > 1:
+            due.sort()
+        for t, tokens in due:
+            self._relay(t, tokens)
+
+    def _relay(self, now_ps: int, tokens: int) -> None:
         free = self.free_ps
         share = int(round(self.output_ps * tokens / len(free)))
         for k in range(len(free)):
