@@ -112,25 +112,29 @@ def frontend_bounds(rows) -> dict[str, float]:
             "output_token_s": max(x * r.osl for x, r in zip(rate, rows))}
 
 
-def fit_frontend(csv_path: Path, framework: str, replace_latency: bool = False) -> dict:
-    from simulator.validation.serving import _is_moe, classify
+def frontend_search(rows, replace_latency: bool = False) -> tuple[dict, dict[str, float]]:
+    """The grids the frontend fit searches, each cut at its Little's-law bound, and the bounds (peak
+    rates per second), both from the even (fitting) lines of ``rows`` only."""
+    bounds = frontend_bounds([r for r in rows if r.line % 2 == 0])
+    grids = {}
+    for field, (unit, grid) in (REPLACE_GRID if replace_latency else FRONTEND_GRID).items():
+        scale = 1e-6 if unit == "us" else 1e-3
+        grids[field] = (unit, tuple(v for v in grid if v * scale <= 1.0 / bounds[field]))
+    return grids, bounds
 
-    rows = [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
-            and not _is_moe(r.model)]
+
+def fit_frontend(csv_path: Path, framework: str, replace_latency: bool = False) -> dict:
+    rows = dense_rows(csv_path, framework)
     train = [r for r in rows if r.line % 2 == 0]
     held = [r for r in rows if r.line % 2 == 1]
-    bounds = frontend_bounds(rows)
+    grids, bounds = frontend_search(rows, replace_latency)  # from the even lines: nothing held out shapes it
     for field, rate in bounds.items():
-        print(f"bound  {field:15s} <= {1e6 / rate:9.2f} us  (measured peak {rate:,.0f}/s)", flush=True)
-    grids = REPLACE_GRID if replace_latency else FRONTEND_GRID
+        print(f"bound  {field:15s} <= {1e6 / rate:9.2f} us  (even lines' peak {rate:,.0f}/s)", flush=True)
     base = {"host": {"request_s": "0s"}} if replace_latency else {}
     best = {k: f"0{unit}" for k, (unit, _) in grids.items()}
     best_e = float("inf")
     for field, (unit, grid) in grids.items():
-        scale = 1e-6 if unit == "us" else 1e-3
         for v in grid:
-            if v * scale > 1.0 / bounds[field]:
-                continue
             trial = {**best, field: f"{v}{unit}"}
             preds = predict_all(train, jobs=2, framework_overrides={**base, "frontend": trial})
             e = stats(*errors(preds, "ttft"))[0]
@@ -151,10 +155,7 @@ def fit_frontend(csv_path: Path, framework: str, replace_latency: bool = False) 
 def try_override(csv_path: Path, framework: str, over: dict) -> dict:
     """The dense rows of ``framework`` by split (even lines, odd lines), without and with ``over``
     merged over the profile: (median APE, p90 APE, bias, rows) of TTFT and TPOT."""
-    from simulator.validation.serving import _is_moe, classify
-
-    rows = [r for r in read_rows(csv_path) if r.framework == framework and classify(r)[0] is not None
-            and not _is_moe(r.model)]
+    rows = dense_rows(csv_path, framework)
     out = {}
     for name, sub in (("even", [r for r in rows if r.line % 2 == 0]), ("odd", [r for r in rows if r.line % 2 == 1])):
         for label, o in (("before", None), ("after", over)):
@@ -177,19 +178,58 @@ def floors(system_dir: Path) -> dict[str, float]:
     return out
 
 
+def _refuse(msg: str) -> None:
+    print("error: " + " ".join(msg.split()), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _checked_rows(csv_path: Path, framework: str) -> list:
+    """The framework's dense rows, or one line naming the file or framework and exit 2."""
+    from simulator.core.errors import HwsimError
+
+    try:
+        rows = dense_rows(csv_path, framework)
+        if not rows:
+            names = sorted({r.framework for r in read_rows(csv_path)})
+            _refuse(f"{csv_path}: no simulated dense rows of framework {framework!r} (frameworks there: "
+                    f"{', '.join(names)})")
+    except HwsimError as exc:
+        _refuse(str(exc))
+    return rows
+
+
+def _checked_overrides(text: str, row) -> dict:
+    """The JSON profile overrides, loaded once on ``row``'s scenario, or one line and exit 2."""
+    import json
+
+    from simulator.config.loader import load_scenario
+    from simulator.core.errors import HwsimError
+    from simulator.validation.serving import classify
+
+    try:
+        over = json.loads(text)
+    except json.JSONDecodeError as exc:
+        _refuse(f"profile overrides are not JSON: {exc}")
+    if not isinstance(over, dict):
+        _refuse(f"profile overrides must be a JSON object (a framework block), not {type(over).__name__}")
+    scenario = classify(row)[0]
+    scenario["engine"]["framework"] = {"preset": scenario["engine"]["framework"], **over}
+    try:
+        load_scenario(scenario)
+    except HwsimError as exc:
+        _refuse(f"profile overrides: {exc}")
+    return over
+
+
 def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[0] == "host":
+        _checked_rows(Path(argv[1]), argv[2])
         print(fit(Path(argv[1]), argv[2]))
     elif len(argv) in (3, 4) and argv[0] == "frontend" and argv[3:] in ([], ["--replace-latency"]):
+        _checked_rows(Path(argv[1]), argv[2])
         print(fit_frontend(Path(argv[1]), argv[2], replace_latency=len(argv) == 4))
     elif len(argv) == 4 and argv[0] == "try":
-        import json
-
-        try:
-            over = json.loads(argv[3])
-        except json.JSONDecodeError as exc:
-            print(f"error: profile overrides are not JSON: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        over = _checked_overrides(argv[3], _checked_rows(Path(argv[1]), argv[2])[0])
         print(try_override(Path(argv[1]), argv[2], over))
     elif len(argv) == 2 and argv[0] == "floors":
         for k, v in floors(Path(argv[1])).items():
