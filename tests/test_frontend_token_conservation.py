@@ -47,3 +47,27 @@ def test_the_frontend_relays_each_generated_token_once(speculation):
     if speculation is not None:  # the rows did verify several tokens at once
         assert sim.cluster.replicas[0].spec.emitted > sim.cluster.replicas[0].spec.rows
     assert sim.cluster.frontend.busy_ps == PER_TOKEN_PS * tokens
+
+
+@pytest.mark.parametrize("case", ["disaggregated", "preempted"])
+def test_the_frontend_relays_each_generated_token_once_across_replicas_and_preemption(case):
+    """Disaggregated: the prefill replica emits the first token and the decode replica the rest, one
+    frontend relays both (and takes no process per decode replica). Preempted: a request recomputed
+    after losing its KV emits no token twice."""
+    sc = _scenario(None)
+    if case == "disaggregated":
+        sc["cluster"] = {"pools": [{"name": "p", "role": "prefill"}, {"name": "d", "role": "decode", "replicas": 2}],
+                         "kv_transfer": {"link": {"kind": "link", "preset": "IB-HDR"}}}
+    else:
+        sc["engine"]["framework"]["gpu_memory_utilization"] = 0.21  # ~6k tokens of KV for ~40 requests in flight
+        sc["workload"]["arrival"]["rate"] = "200/s"
+    sim = Simulation(load_scenario(sc))
+    result = sim.run()
+    tokens = int(result.requests["generated_tokens"].sum())
+    assert (result.requests["status"] == FINISHED).all()
+    assert tokens == int(result.requests["output_tokens"].sum())
+    if case == "preempted":
+        assert result.summary["preemptions"] > 0
+    else:
+        assert len(sim.cluster.frontend.free_ps) == 1  # one serving instance takes the arrivals
+    assert sim.cluster.frontend.busy_ps == PER_TOKEN_PS * tokens
