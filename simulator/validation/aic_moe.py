@@ -134,7 +134,8 @@ def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
     return rows, skipped
 
 
-__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a", "row_passes"]
+__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a", "fit_sample", "passes_rows",
+           "row_passes"]
 
 
 A2A_BYTES = {"fp8": 1.0 + 4.0 / 128, "bfloat16": 2.0, "default": 2.0, "nvfp4": 0.5 + 1.0 / 16}  # scales included
@@ -205,6 +206,35 @@ def _weight_bound(r: Row) -> bool:
     return WEIGHT_ROWS[0] < max(up.groups) <= WEIGHT_ROWS[1]
 
 
+def fit_sample(rows: list[Row], sample: int = 4000, seed: int = 0) -> dict[tuple[str, str], list[Row]]:
+    """``fit``'s rows per (family, quantization): a seeded random ``sample`` of each; its even-numbered
+    rows fit, its odd-numbered ones are held out."""
+    import random
+
+    def key(r: Row) -> tuple[str, str]:
+        return r.source.split(" ")[2], r.op.split(" ")[1]
+
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for k in sorted({key(r) for r in rows}):
+        mine = [r for r in rows if key(r) == k]
+        random.Random(seed).shuffle(mine)
+        groups[k] = mine[:sample]
+    return groups
+
+
+def passes_rows(rows: list[Row], family: str) -> list[Row]:
+    """The rows ``row_passes`` measures ``family``'s passes on: its 16-bit rows of the largest token count
+    with per-GPU expert width <= ``NARROW_WIDTH``, less ``fit``'s held-out rows (odd-numbered of
+    ``fit_sample``), so that no held-out row informs a constant."""
+    mine = [r for r in rows if r.source.split(" ")[2] == family and r.op == "moe bf16"]
+    if not mine:
+        return []
+    held = {id(r) for r in fit_sample(mine).get((family, "bf16"), [])[1::2]}
+    top = max(r.x for r in mine)
+    return [r for r in mine if r.x == top and id(r) not in held
+            and next(op for op in r.item if op.name == "moe_down").k <= NARROW_WIDTH]
+
+
 def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float, float]]:
     """Per fused-MoE kernel family and quantization (``bf16``: 16-bit rows; ``fp8``: per-tensor fp8;
     ``fp8_block``: block-scaled fp8; each runs its own kernels and tuned tile configurations):
@@ -218,8 +248,6 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
     that share. Keys ``"<family> <dtype>"``; the values go to ``efficiency`` / ``fixed_s`` (bf16),
     ``efficiency_fp8`` / ``fixed_s_fp8``, ``efficiency_fp8_block`` / ``fixed_s_fp8_block`` and
     ``hbm_efficiency`` of ``FIT_MOE``."""
-    import random
-
     import numpy as np
 
     from hw_models.timing.tile import FIT_MOE
@@ -228,15 +256,7 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
 
     rows, _ = read_moe(system_dir)
     gpu = gpu_config("H200")
-
-    def key(r: Row) -> tuple[str, str]:
-        return r.source.split(" ")[2], r.op.split(" ")[1]
-
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for k in sorted({key(r) for r in rows}):
-        mine = [r for r in rows if key(r) == k]
-        random.Random(seed).shuffle(mine)
-        groups[k] = mine[:sample]
+    groups = fit_sample(rows, sample, seed)
 
     def run(family: str, mine: list[Row], kern: dict) -> np.ndarray:
         out = np.empty(len(mine))
@@ -294,16 +314,9 @@ def row_passes(system_dir: Path) -> dict[str, tuple[float, int]]:
     gpu = gpu_config("H200")
     out = {}
     for family in sorted(FIT_MOE):
-        mine = [r for r in rows if r.source.split(" ")[2] == family and r.op == "moe bf16"]
-        if not mine:
-            continue
-        top = max(r.x for r in mine)
         passes = []
-        for r in mine:
+        for r in passes_rows(rows, family):
             up = next(op for op in r.item if op.name == "moe_up")
-            width = next(op for op in r.item if op.name == "moe_down").k
-            if r.x != top or width > NARROW_WIDTH:
-                continue
             over = _merged({**FRAMEWORK_TIMING.get(framework_of(r), {}), "moe_kernel": family})
             over["moe_kernels"] = {**FIT_MOE, family: {**FIT_MOE[family], "row_passes": 0.0}}
             be = make_backend("tile", gpu, over)
