@@ -157,3 +157,18 @@ def test_random_runs_conserve_energy_and_the_fast_path_attributes_the_same_joule
         if res.summary["requests_finished"]:
             conserved(res.summary, res.requests)
     np.testing.assert_allclose(fast.requests["energy_j"], slow.requests["energy_j"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("steady", [False, True])
+@pytest.mark.parametrize("max_time", ["3.73s", "5.37s"])
+def test_a_run_stopped_by_max_time_mid_step_attributes_only_the_steps_it_recorded(steady, max_time):
+    # the step (or stretch) in flight when run.max_time stops the clock has no batch record, so none of its
+    # joules are in the dynamic energy: no request is charged for it either
+    sc = scenario(scheduler={"kind": "vllm_chunked"}, seed=7, n=60, arrival={"process": "poisson", "rate": "40/s"},
+                  prompt=(64, 1024), output=(1, 300), kv_tokens=None)
+    sc["run"] = {"max_time": max_time, "warmup_requests": 0}
+    res, sim = run(sc, steady=steady)
+    s = res.summary
+    assert s["requests_unfinished"] > 0 and s["requests_finished"] > 0
+    assert sim.env.now > int(res.batches["end_ps"].max())  # the clock stopped inside a step
+    conserved(s, res.requests)

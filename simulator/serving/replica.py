@@ -341,7 +341,6 @@ class Replica:
         energy_j = self.timer.last_energy_j  # read before another replica's step replaces it
         if spec_rows:  # the draft model's passes (on these devices or a device of its own)
             energy_j += self.spec.step_draft_j
-        attribute_step(energy_j * self.devices, chunks, dec, spec_rows)  # per request (serving/request_energy.py)
         if self.offload is not None:
             if self.kvm.copies_pending:
                 yield from self.kvm.wait_copies()  # swap-ins arrive before the step
@@ -359,6 +358,8 @@ class Replica:
             yield env.process(self.pipeline.run(self.index, dt, shape.decode_rows + sum(t for _, t in chunks)))
             yield IterationEnd(env, 0)  # the same order at the boundary as an unpipelined replica
         now = env.now
+        # per request (serving/request_energy.py), once the step is done: a step the run's end cuts is not recorded
+        attribute_step(energy_j * self.devices, chunks, dec, spec_rows)
         self.busy_ps += now - start
         i = len(self.iter_ends)
         self.iter_ends.append(now)
