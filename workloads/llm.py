@@ -53,7 +53,8 @@ class Op:
     ``m`` tokens per GPU of width ``k`` gathered from ``n`` data-parallel groups.
     grouped_gemm: one kernel running ``len(groups)`` GEMMs of ``groups[i]`` rows each against its own
     [k, n] weight (the experts of a MoE layer on one GPU); ``m`` is the rows in all, ``pairs`` the
-    (token, expert) pairs of the layer over all expert-parallel GPUs.
+    (token, expert) pairs of the layer over all expert-parallel GPUs, ``q_tokens`` the layer's tokens and
+    ``experts`` the experts the GPU holds (what a fused-MoE kernel picks its tile configuration by).
 
     Quantization (all 0 = unquantized): gemm ``dtype`` is the tensor-core dtype and ``dtype_bytes``
     the activation width, ``w_bytes`` the weight bytes per element (scales included), ``out_bytes``
@@ -92,6 +93,7 @@ class Op:
     groups: tuple[int, ...] = ()
     scale_block_k: int = 0
     w_dtype: str = ""  # the weights' storage format when quantized (e.g. "mxfp4"; kernels specific to it)
+    experts: int = 0  # grouped_gemm: the experts the GPU holds (0: not known)
 
     def kv_elem_bytes(self, kv: Any) -> Any:
         """Bytes of one K (or V) element summed over ``kv`` tokens (scalar or array): the residual
@@ -325,10 +327,12 @@ def moe_ops(tokens: int, model: TransformerConfig, tp: int = 1, ep: int = 1,
     if routed:
         pairs = tokens * model.experts_per_token  # (token, expert) pairs over all GPUs (kernel families that
         # keep a cache row per pair whatever the expert parallelism pay for the others' too: timing backend)
-        ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups, pairs=pairs),
+        local = model.num_experts // ep
+        ops += [Op(GROUPED, "moe_up", count, m=routed, n=up, k=h, dtype=d, dtype_bytes=b, groups=groups, pairs=pairs,
+                   q_tokens=tokens, experts=local),
                 Op(ELEMENTWISE, "moe_act", count, bytes=int(routed * (up + width) * b), dtype=d, dtype_bytes=b),
                 Op(GROUPED, "moe_down", count, m=routed, n=h, k=width, dtype=d, dtype_bytes=b, groups=groups,
-                   pairs=pairs)]
+                   pairs=pairs, q_tokens=tokens, experts=local)]
     # the top-k outputs of each token, weighted and summed (tokens whose experts are elsewhere add 0)
     ops.append(Op(ELEMENTWISE, "moe_sum", count, bytes=int((routed + tokens) * h * b), dtype=d, dtype_bytes=b))
     if model.shared_intermediate:

@@ -35,7 +35,8 @@ from hw_models import attention_kernels as attn
 from hw_models import collectives as co
 from hw_models.block_scaling import promotion_s
 from hw_models.collectives import ArLimits, Fabric, NcclParams
-from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped
+from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped, plan_grouped_config
+from hw_models.moe_configs import FAMILY_SETS, config_sets, triton_config
 from hw_models.scaled_mm import plan_scaled_mm
 from hw_models.timing.base import TimingBackend
 from hw_models.timing.tile_fits import (  # noqa: F401  (re-exported: the fitting commands read them here)
@@ -53,6 +54,16 @@ from hw_models.timing.tile_fits import (  # noqa: F401  (re-exported: the fittin
 )
 from simulator.config.quantities import Seconds, StrictConfig
 from simulator.core.registry import register_timing
+
+# DeepGEMM's m-grouped contiguous fp8 GEMM (block-scaled experts), as vLLM runs it on Hopper: the same wgmma
+# main loop as DeepGEMM's dense block-scaled GEMM, each 128-row block reading its own group's weights, so
+# timed as the dense block-fp8 GEMM model (efficiency 1.0 relative to it; that model is checked on the
+# DeepGEMM dense rows, SGLang 0.5.14 13.9 % median, FIDELITY.md) over the padded groups; no per-layer
+# constant besides the kernels in the op list (not fitted: the aic MoE tables hold no DeepGEMM rows).
+# contiguous_align: rows per expert block, vllm==0.12.0 vllm/model_executor/layers/fused_moe/deep_gemm_utils.py
+# (deepgemm_moe_permute aligns each expert's rows to get_mk_alignment_for_contiguous_layout(), with the
+# Triton helper round_up_128 beside it).
+DEEPGEMM_MOE = {"efficiency": 1.0, "fixed_s": 0.0, "pair_cache": 0.0, "row_passes": 0.0, "contiguous_align": 128.0}
 
 
 class TileConfig(StrictConfig):
@@ -112,10 +123,16 @@ class TileConfig(StrictConfig):
                                                            "moe_kernels: triton, triton_sglang, cutlass, "
                                                            "flashinfer_cutlass)")
     moe_kernels: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {k: {**v, **FIT_MOE_MXFP4.get(k, {})} for k, v in FIT_MOE.items()},
+        default_factory=lambda: {**{k: {**v, **FIT_MOE_MXFP4.get(k, {})} for k, v in FIT_MOE.items()},
+                                 "deepgemm": dict(DEEPGEMM_MOE)},
         description="per fused-MoE kernel family: efficiency (tensor-core efficiency of its grouped GEMMs relative "
                     "to a dense GEMM's) and fixed_s (its per-layer cost besides the GEMMs: token sort / align, "
                     "bookkeeping), fitted on the aic MoE tables")
+    moe_config_set: str = Field(
+        default="", pattern="^(|" + "|".join(x.replace(".", "[.]") for x in config_sets()) + ")$",
+        description="Triton fused-MoE tile configurations (triton, triton_sglang families): the framework version "
+                    "whose tuned files and default-config rule pick each grouped GEMM's tile "
+                    "(hw_models.moe_configs; '' = the family's newest)")
     alltoall_efficiency: dict[str, float] = Field(
         default_factory=lambda: dict(FIT_A2A["efficiency"]),
         description="share of the per-GPU link bandwidth an MoE all-to-all (DeepEP dispatch / combine) reaches, "
@@ -126,6 +143,11 @@ class TileConfig(StrictConfig):
     alltoall_ll_max_tokens: int = Field(default=FIT_A2A["ll_max_tokens"], ge=0,
                                         description="tokens per GPU up to which the low-latency kernels run "
                                                     "(DeepEP num_max_dispatch_tokens_per_rank default 128)")
+    moe_kernel_fp8_block: str = Field(default="", description="fused-MoE kernel family for block-scaled fp8 "
+                                      "experts when the engine runs another one for them than moe_kernel (a key "
+                                      "of moe_kernels; '' = moe_kernel), e.g. deepgemm")
+    moe_kernel_fp8_block_max_tp: int = Field(default=0, ge=0, description="moe_kernel_fp8_block only while each "
+                                             "expert is split over at most this many GPUs (0: always)")
     moe_a2a: str = Field(default="deepep", pattern="^(deepep|allgather_reducescatter)$",
                          description="MoE dispatch / combine under attention data parallelism: deepep (each token "
                                      "sent once per destination GPU, DeepEP's fitted rates) or "
@@ -171,6 +193,12 @@ class TileConfig(StrictConfig):
     attention_decode_cta_cycles: dict[str, float] = Field(
         default_factory=lambda: {f: v["decode_cta_cycles"] for f, v in FIT_ATTN.items()},
         description="SM cycles per decode (sequence, KV head) CTA per kernel family (fitted)")
+    attention_decode_hbm_efficiency: dict[str, float] = Field(
+        default_factory=dict,
+        description="share of HBM bandwidth a kernel family's decode streams K/V at, for a family whose decode "
+                    "pipelines its K/V tiles with TMA (FA3: attention_kernels.FA3_CTA_IN_FLIGHT bytes in flight per "
+                    "CTA); fitted on the aic generation rows. A family not named: hbm_efficiency and the paged "
+                    "kernel's loads in flight")
     decode_kernel: str = Field(default="auto", pattern="^(auto|paged|split_kv|lean)$",
                                description="paged (one CTA per seq x KV head), split_kv (FlashDecoding), "
                                            "lean (stream-K over SMs), auto: the better fit of the attention "
@@ -310,12 +338,49 @@ class TileBackend(TimingBackend):
         per_row = -(-rows // d.sm_count) * c.row_cost_s.get(cls, 0.0) if rows else 0.0
         return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor) + per_row)
 
-    def _moe_family(self) -> dict[str, float]:
+    def _moe_family(self, op: Any = None) -> dict[str, float]:
         c = self.config
-        fam = c.moe_kernels.get(c.moe_kernel)
+        name = c.moe_kernel
+        if op is not None and c.moe_kernel_fp8_block and getattr(op, "scale_block_k", 0):
+            name = c.moe_kernel_fp8_block
+        fam = c.moe_kernels.get(name)
         if fam is None:
-            raise ValueError(f"unknown moe_kernel {c.moe_kernel!r}; known: {', '.join(sorted(c.moe_kernels))}")
+            raise ValueError(f"unknown moe_kernel {name!r}; known: {', '.join(sorted(c.moe_kernels))}")
         return fam
+
+    def _contiguous(self, op: Any, fam: dict[str, float]) -> tuple[Any, float]:
+        """A grouped GEMM of a family with a contiguous layout of ``contiguous_align`` rows (DeepGEMM's
+        m-grouped contiguous kernel as vLLM runs it, ``DeepGemmExperts``): each expert's rows padded to the
+        alignment, and the workspace sized without the per-expert counts on the host,
+        M_sum = round_up(tokens x top_k + experts x (align - 1), align) rows (``compute_aligned_M``), whose
+        blocks beyond the experts' own are zero-initialised expert ids: computed against expert 0's
+        weights as one more group. Returns the op over the padded groups and the seconds of the
+        activation and its per-group quantization over the padding rows (moe_up only: read the up
+        output, 2 x width in 16 bits, write width in 16 bits, read it, write width in fp8)."""
+        a = int(fam["contiguous_align"])
+        groups = tuple(-(-g // a) * a for g in op.groups if g)
+        rows = sum(groups)
+        experts = getattr(op, "experts", 0)
+        total = -(-(op.pairs + experts * (a - 1)) // a) * a if experts else rows
+        if total > rows:
+            groups += (total - rows,)
+        padding = sum(groups) - op.m
+        pad_s = padding * op.n * 4.5 / self._bw if op.name == "moe_up" else 0.0
+        return dataclasses.replace(op, groups=groups, m=sum(groups)), pad_s
+
+    def _triton_config(self, op: Any) -> tuple | None:
+        """The Triton fused_moe configuration of a grouped GEMM when the family is a Triton one (16-bit or
+        fp8 experts, the layer's tokens and the GPU's experts known), else None (the fastest tile).
+        The file's N is the expert width per GPU: the down GEMM's K, half the up GEMM's N (gated experts,
+        as every Triton row of the aic tables)."""
+        c = self.config
+        family_set = FAMILY_SETS.get(c.moe_kernel)
+        if family_set is None or op.deq_ops or getattr(op, "w_dtype", "") or not op.q_tokens or not op.experts:
+            return None
+        width = op.k if op.name == "moe_down" else max(1, op.n // 2)
+        dtype = "fp8_w8a8" if op.dtype == "fp8" else "bf16"
+        return triton_config(c.moe_config_set or family_set, op.q_tokens, op.experts, width, dtype,
+                             getattr(op, "scale_block_k", 0), op.name == "moe_down", "H200" in self.device.name)
 
     def _pair_cache_bytes(self, op: Any, fam: dict[str, float]) -> float:
         """HBM bytes a fused-MoE kernel family with ``pair_cache`` moves for the (token, expert) pairs
@@ -364,7 +429,10 @@ class TileBackend(TimingBackend):
             else:
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":
-            fam = self._moe_family()
+            fam = self._moe_family(op)
+            pad_s = 0.0
+            if fam.get("contiguous_align"):
+                op, pad_s = self._contiguous(op, fam)
             # per-tensor and block-scaled fp8 kernels: their own fit (else the 16-bit one)
             sfx = "_fp8_block" if getattr(op, "scale_block_k", 0) else "_fp8" if op.dtype == "fp8" else ""
             if getattr(op, "w_dtype", "") == "mxfp4":  # 4-bit microscaled experts: the family's mxfp4 kernel
@@ -376,11 +444,16 @@ class TileBackend(TimingBackend):
             if "hbm_efficiency" in fam:  # the family's own share of HBM bandwidth streaming expert weights
                 hbm = fam.get(f"hbm_efficiency{sfx}", fam["hbm_efficiency"])  # (its mxfp4 kernel: its own)
                 p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * hbm)
-            plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
-                                op.deq_overlap, self._pair_cache_bytes(op, fam))
+            cfg = self._triton_config(op)
+            if cfg is not None:  # the framework's own tile configuration and padding (hw_models.moe_configs)
+                plan = plan_grouped_config(op.groups, op.n, op.k, op.dtype_bytes, p, cfg, op.w_bytes, op.out_bytes,
+                                           self._pair_cache_bytes(op, fam))
+            else:
+                plan = plan_grouped(op.groups, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
+                                    op.deq_overlap, self._pair_cache_bytes(op, fam))
             t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
             if op.name == "moe_up":  # the MoE call's own bookkeeping and permute kernels, once per layer
-                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"]) + self._row_pass_s(op, fam)
+                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"]) + self._row_pass_s(op, fam) + pad_s
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":
@@ -437,7 +510,11 @@ class TileBackend(TimingBackend):
                                decode_cta_cycles=c.attention_decode_cta_cycles.get(fam, 0.0),
                                decode_max_group=c.decode_max_group,
                                latent_hbm_bw=d.memory_bw_bytes_per_s * attn.FLASHMLA_HBM_FRACTION
-                               if self._hopper_class else 0.0)
+                               if self._hopper_class else 0.0,
+                               decode_hbm_bw=d.memory_bw_bytes_per_s * c.attention_decode_hbm_efficiency[fam]
+                               if fam in c.attention_decode_hbm_efficiency else 0.0,
+                               decode_cta_in_flight=attn.FA3_CTA_IN_FLIGHT
+                               if fam == "fa3" and fam in c.attention_decode_hbm_efficiency else 0.0)
 
     def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
         t = attn.decode_s(op, np.asarray(kv_tokens, dtype=np.float64), self._attn_params(op.dtype),

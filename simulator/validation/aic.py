@@ -112,14 +112,16 @@ def predict_aic(rows: list[Row], backend_kind: str, gpu, frameworks: bool = True
         return predict(rows, backend_kind, gpu)
     out = np.empty(len(rows))
     from hw_models.timing.tile import FIT_MOE
+    from simulator.validation.aic_moe import config_set_of
 
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         parts = r.source.split(" ")
         family = parts[2] if len(parts) > 2 and parts[2] in FIT_MOE else None  # a MoE row's kernel family
-        groups.setdefault((framework_of(r), family), []).append(i)
-    for (fw, family), idx in groups.items():
-        over = {**FRAMEWORK_TIMING.get(fw, {}), **({"moe_kernel": family} if family else {})}
+        groups.setdefault((framework_of(r), family, config_set_of(r.source) if family else ""), []).append(i)
+    for (fw, family, cset), idx in groups.items():
+        over = {**FRAMEWORK_TIMING.get(fw, {}), **({"moe_kernel": family} if family else {}),
+                **({"moe_config_set": cset} if cset else {})}
         res = predict([rows[i] for i in idx], backend_kind, gpu, _merged(over))
         out[idx] = res.predicted
     return Result(backend_kind, rows, out)

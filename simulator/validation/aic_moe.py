@@ -52,6 +52,18 @@ def family_of(kernel_source: str) -> str | None:
     return None
 
 
+def config_set_of(source: str) -> str:
+    """The Triton fused-MoE configuration set (``hw_models.moe_configs``) of a MoE row's source
+    ("<framework> <version> <family>"), or "" when its family is not a Triton one or the version has none."""
+    from hw_models.moe_configs import FAMILY_SETS, config_sets
+
+    parts = source.split(" ")
+    if len(parts) < 3 or parts[2] not in FAMILY_SETS:
+        return ""
+    name = f"{parts[0]}=={parts[1]}"
+    return name if name in config_sets() else ""
+
+
 def routing_of(dist: str):
     """hwsim routing of an aic ``distribution`` value, or None when it has no counterpart."""
     from workloads.moe import RoutingConfig
@@ -134,8 +146,8 @@ def read_moe(system_dir: Path) -> tuple[list[Row], Counter]:
     return rows, skipped
 
 
-__all__ = ["CLASSES", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a", "fit_sample", "passes_rows",
-           "row_passes"]
+__all__ = ["CLASSES", "config_set_of", "read_moe", "read_a2a", "item_of", "routing_of", "fit", "fit_a2a", "fit_sample",
+           "passes_rows", "row_passes"]
 
 
 A2A_BYTES = {"fp8": 1.0 + 4.0 / 128, "bfloat16": 2.0, "default": 2.0, "nvfp4": 0.5 + 1.0 / 16}  # scales included
@@ -235,7 +247,8 @@ def passes_rows(rows: list[Row], family: str) -> list[Row]:
             and next(op for op in r.item if op.name == "moe_down").k <= NARROW_WIDTH]
 
 
-def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[float, float, float, float, float]]:
+def fit(system_dir: Path, sample: int = 4000, seed: int = 0,
+        families: tuple[str, ...] = ()) -> dict[str, tuple[float, float, float, float, float]]:
     """Per fused-MoE kernel family and quantization (``bf16``: 16-bit rows; ``fp8``: per-tensor fp8;
     ``fp8_block``: block-scaled fp8; each runs its own kernels and tuned tile configurations):
     (efficiency, fixed_s, median APE on the fitted half, median APE on the held-out half, hbm_efficiency)
@@ -245,7 +258,8 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
     fixed costs (``hw_models.timing.tile.FIT_MOE``), minimising the median APE of its fitted
     weight-streaming rows (``WEIGHT_ROWS`` tokens per expert on the busiest GPU);
     then each quantization's efficiency and fixed cost minimise the median APE of its fitted rows at
-    that share. Keys ``"<family> <dtype>"``; the values go to ``efficiency`` / ``fixed_s`` (bf16),
+    that share (``families``: only these, default all). Keys ``"<family> <dtype>"``; the values go to
+    ``efficiency`` / ``fixed_s`` (bf16),
     ``efficiency_fp8`` / ``fixed_s_fp8``, ``efficiency_fp8_block`` / ``fixed_s_fp8_block`` and
     ``hbm_efficiency`` of ``FIT_MOE``."""
     import numpy as np
@@ -260,15 +274,16 @@ def fit(system_dir: Path, sample: int = 4000, seed: int = 0) -> dict[str, tuple[
 
     def run(family: str, mine: list[Row], kern: dict) -> np.ndarray:
         out = np.empty(len(mine))
-        for fw in sorted({framework_of(r) for r in mine}):  # each framework's other constants stay its own
-            idx = [i for i, r in enumerate(mine) if framework_of(r) == fw]
-            over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "moe_kernel": family})
+        keys = sorted({(framework_of(r), config_set_of(r.source)) for r in mine})
+        for fw, cset in keys:  # each framework's other constants stay its own; each version its tile configs
+            idx = [i for i, r in enumerate(mine) if (framework_of(r), config_set_of(r.source)) == (fw, cset)]
+            over = _merged({**FRAMEWORK_TIMING.get(fw, {}), "moe_kernel": family, "moe_config_set": cset})
             over["moe_kernels"] = {**FIT_MOE, family: kern}
             out[idx] = predict([mine[i] for i in idx], "tile", gpu, over).predicted
         return out
 
     out = {}
-    for family in sorted({f for f, _ in groups}):
+    for family in sorted({f for f, _ in groups if not families or f in families}):
         mine = [(d, rs) for (f, d), rs in groups.items() if f == family]
         # the HBM share on the rows it describes: the weight-streaming ones (the busiest GPU's experts
         # get WEIGHT_ROWS tokens each at most: the expert weights dominate the traffic, the MMAs are short)
@@ -317,7 +332,8 @@ def row_passes(system_dir: Path) -> dict[str, tuple[float, int]]:
         passes = []
         for r in passes_rows(rows, family):
             up = next(op for op in r.item if op.name == "moe_up")
-            over = _merged({**FRAMEWORK_TIMING.get(framework_of(r), {}), "moe_kernel": family})
+            over = _merged({**FRAMEWORK_TIMING.get(framework_of(r), {}), "moe_kernel": family,
+                            "moe_config_set": config_set_of(r.source)})
             over["moe_kernels"] = {**FIT_MOE, family: {**FIT_MOE[family], "row_passes": 0.0}}
             be = make_backend("tile", gpu, over)
             fam = be._moe_family()
@@ -331,8 +347,17 @@ def row_passes(system_dir: Path) -> dict[str, tuple[float, int]]:
 if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] not in ("fit", "fit-a2a", "passes"):
-        sys.exit("usage: python -m simulator.validation.aic_moe fit|fit-a2a|passes SYSTEM_DIR")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("fit", "fit-a2a", "passes") or \
+            (len(sys.argv) > 3 and sys.argv[1] != "fit"):
+        print("usage: python -m simulator.validation.aic_moe fit|fit-a2a|passes SYSTEM_DIR [FAMILY ...] "
+              "(families: fit only)", file=sys.stderr)
+        sys.exit(2)
+    from hw_models.timing.tile import FIT_MOE as _KNOWN
+
+    unknown = [f for f in sys.argv[3:] if f not in _KNOWN]
+    if unknown:
+        print(f"aic_moe fit: unknown kernel family {unknown[0]!r}; known: {', '.join(sorted(_KNOWN))}", file=sys.stderr)
+        sys.exit(2)
     if sys.argv[1] == "passes":
         for family, (n, count) in row_passes(Path(sys.argv[2])).items():
             print(f"{family:20s} row_passes={n:.2f} ({count} rows)")
@@ -342,6 +367,6 @@ if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shar
             print(f"{fw} {mode}: alltoall_latency_s={lat * 1e6:.1f}us alltoall_efficiency={eff:.3f} "
                   f"median APE {ape:.1f}%")
         sys.exit(0)
-    for family, (eff, fixed, train, held, hbm) in fit(Path(sys.argv[2])).items():
+    for family, (eff, fixed, train, held, hbm) in fit(Path(sys.argv[2]), families=tuple(sys.argv[3:])).items():
         print(f"{family:28s} hbm_efficiency={hbm:.2f} efficiency={eff:.2f} fixed_s={fixed * 1e6:.1f}us "
               f"median APE fitted {train:.1f}% held-out {held:.1f}%")

@@ -1,0 +1,141 @@
+"""The Triton fused-MoE tile configurations the frameworks run (hw_models.moe_configs): the shipped H200
+files are the frameworks' own (values read in the wheels), the closest-batch-size rule and the default
+configuration rules are the frameworks' code, moe_align_block_size's padding conserves tokens, and a
+grouped GEMM at a fixed configuration never gets faster with more rows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw_models.gemm_tiles import plan_grouped_config
+from hw_models.moe_configs import config_sets, default_config, padded_rows, triton_config, tuned_file
+from hw_models.timing.tile import TileBackend, TileConfig
+from simulator.validation.kernels import gpu_config
+from workloads.llm import GROUPED, moe_ops
+from workloads.moe import RoutingConfig
+
+
+def test_every_framework_version_measured_ships_its_h200_files():
+    assert config_sets() == ("sglang==0.5.10", "sglang==0.5.14", "vllm==0.19.0", "vllm==0.24.0")
+
+
+def test_a_shipped_file_holds_the_values_of_the_frameworks_file():
+    # vllm==0.24.0 vllm/model_executor/layers/fused_moe/configs/E=128,N=768,device_name=NVIDIA_H200.json,
+    # batch sizes 1 and 2 (read in the wheel)
+    t = tuned_file("vllm==0.24.0", 128, 768, "bf16")
+    assert t["1"] == dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1, num_warps=4, num_stages=5)
+    assert t["2"] == dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1, num_warps=4, num_stages=4)
+    assert triton_config("vllm==0.24.0", 1, 128, 768, "bf16") == (16, 64, 64, 1, 4, 5)
+
+
+@pytest.mark.parametrize("cset", ["vllm==0.24.0", "sglang==0.5.10"])
+def test_the_configuration_is_the_files_entry_at_the_closest_batch_size(cset):
+    table = tuned_file(cset, 8, 14336, "bf16")  # Mixtral 8 x 14336 at tp 1: a file in both
+    sizes = sorted(int(k) for k in table)
+    for m in range(1, 2 * sizes[-1], 7):
+        best = min(sizes, key=lambda s: (abs(s - m), s))  # ties: the smaller (files list batch sizes ascending)
+        c = table[str(best)]
+        want = (c["BLOCK_SIZE_M"], c["BLOCK_SIZE_N"], c["BLOCK_SIZE_K"], c.get("GROUP_SIZE_M", 1),
+                c.get("num_warps", 4), c.get("num_stages", 3))
+        assert triton_config(cset, m, 8, 14336, "bf16") == want, m
+
+
+def test_sglang_looks_in_its_triton_versions_directory_first_then_its_fallback_order():
+    from hw_models.moe_configs import _sets
+
+    files = _sets()["sglang==0.5.10"]["files"]
+    # triton 3.5.1 (torch 2.9.1) holds E=257,N=256 block fp8; Mixtral's files exist only for triton 3.1.0
+    assert "/triton_3_5_1/" in files["257,256,fp8_w8a8,128,128"]["file"]
+    assert "/triton_3_1_0/" in files["8,14336,bf16"]["file"]
+    # sglang 0.5.14 runs triton 3.6.0: its own directory first
+    assert "/triton_3_6_0/" in _sets()["sglang==0.5.14"]["files"]["128,704,bf16"]["file"]
+    assert all("/triton_3_3_0/" not in f["file"] for f in files.values())  # not in 0.5.10's fallback list
+
+
+def test_the_default_configurations_are_the_frameworks_rules():
+    # sglang get_default_config, 16-bit: 16x32x64 while M <= E, then 64x64x32 (Triton's 4 warps, 3 stages)
+    assert triton_config("sglang==0.5.10", 128, 128, 1536, "bf16") == (16, 32, 64, 1, 4, 3)
+    assert triton_config("sglang==0.5.10", 129, 128, 1536, "bf16") == (64, 64, 32, 8, 4, 3)
+    assert default_config("sglang", 10, 8, "fp8_w8a8", 128)["BLOCK_SIZE_M"] == 64
+    # vllm get_default_config: BLOCK_SIZE_M 16 / 32 / 64 / 128 at M <= 32 / 96 / 512 / above
+    assert [default_config("vllm", m, 128, "bf16")["BLOCK_SIZE_M"] for m in (32, 33, 96, 97, 512, 513)] == \
+        [16, 32, 32, 64, 64, 128]
+    assert default_config("vllm", 65, 128, "fp8_w8a8", 128)["BLOCK_SIZE_M"] == 64
+    # another GPU (no tuned file shipped) runs the default even where the H200 has a file
+    assert triton_config("vllm==0.24.0", 1, 128, 768, "bf16", tuned=False) == (16, 64, 128, 1, 4, 4)
+
+
+def test_sglang_down_files_keep_the_up_configurations_block_m():
+    up = triton_config("sglang==0.5.14", 4096, 128, 704, "bf16")
+    down = triton_config("sglang==0.5.14", 4096, 128, 704, "bf16", down=True)
+    assert down[0] == up[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=64), st.sampled_from([16, 32, 64, 128]))
+def test_padding_conserves_tokens(groups, block_m):
+    padded = padded_rows(tuple(groups), block_m)
+    for g, p in zip(groups, padded, strict=True):
+        assert g <= p < g + block_m and p % block_m == 0
+    assert sum(groups) <= sum(padded) < sum(groups) + len(groups) * block_m
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=32), st.integers(0, 31), st.integers(1, 200),
+       st.sampled_from([(16, 32, 64, 1, 4, 3), (64, 64, 32, 8, 4, 3), (128, 128, 64, 16, 8, 3),
+                        (16, 64, 128, 1, 4, 4)]))
+def test_time_never_falls_as_rows_are_added_within_a_configuration(groups, which, extra, cfg):
+    p = TileBackend(TileConfig(), gpu_config("H200")).gemm_params("bf16")
+    groups = tuple(groups)
+    if not any(groups):
+        groups = (1,) + groups[1:]
+    more = list(groups)
+    more[which % len(more)] += extra
+    for n, k in ((3072, 4096), (4096, 1536)):
+        t0 = plan_grouped_config(groups, n, k, 2.0, p, cfg).time_s
+        t1 = plan_grouped_config(tuple(more), n, k, 2.0, p, cfg).time_s
+        assert t1 >= t0 * (1 - 1e-12)
+
+
+def _model(experts=128, top_k=8, hidden=4096, inter=1536):
+    from workloads.architectures.transformer import TransformerConfig
+
+    return TransformerConfig(name="t", family="moe", num_layers=1, hidden_size=hidden, num_heads=1, num_kv_heads=1,
+                             head_dim=1, intermediate_size=inter, gated_mlp=True, vocab_size=1, max_position=1,
+                             num_experts=experts, experts_per_token=top_k, routing=RoutingConfig())
+
+
+def test_the_tile_backend_runs_a_triton_family_at_the_frameworks_configuration():
+    ops = [op for op in moe_ops(4096, _model(), 2, 2) if op.kind == GROUPED]
+    assert all(op.q_tokens == 4096 and op.experts == 64 for op in ops)
+    be = TileBackend(TileConfig(moe_kernel="triton_sglang", moe_config_set="sglang==0.5.10"), gpu_config("H200"))
+    up, down = ops
+    assert be._triton_config(up) == triton_config("sglang==0.5.10", 4096, 64, 768, "bf16")
+    assert be._triton_config(down) == triton_config("sglang==0.5.10", 4096, 64, 768, "bf16", down=True)
+    cutlass = TileBackend(TileConfig(moe_kernel="cutlass"), gpu_config("H200"))
+    assert cutlass._triton_config(up) is None  # CUTLASS families keep the fastest-tile plan
+
+
+def test_small_tiles_are_bounded_by_their_l2_operand_traffic():
+    # a 64 x 64 tile streams (64 + 64) x K x 2 bytes from L2 per 2 x 64 x 64 x K FLOPs: 1/32 B per FLOP
+    p = TileBackend(TileConfig(), gpu_config("H200")).gemm_params("bf16")
+    groups, n, k = (4096,) * 8, 3072, 4096
+    plan = plan_grouped_config(groups, n, k, 2.0, p, (64, 64, 32, 8, 4, 3))
+    flops = 2.0 * sum(groups) * n * k
+    assert plan.l2_bytes == pytest.approx(flops / 32.0)
+    assert plan.time_s >= plan.l2_bytes / p.l2_bw
+    big = plan_grouped_config(groups, n, k, 2.0, p, (128, 128, 64, 16, 8, 3))
+    assert big.time_s < plan.time_s
+
+
+def test_an_unknown_configuration_set_is_a_one_line_error():
+    with pytest.raises(ValueError, match="moe_config_set"):
+        TileConfig(moe_config_set="sglang==9.9")
+    r = subprocess.run([sys.executable, "-m", "simulator.validation.aic_moe", "fit", ".", "tritonn"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown kernel family 'tritonn'" in r.stderr and "Traceback" not in r.stderr
