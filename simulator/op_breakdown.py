@@ -42,6 +42,7 @@ def precision_of(op: Op) -> str:
 def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 1024) -> list[dict]:
     """Rows (name, kind, shape, precision, count, bytes, flops, dequant_ops, time_s) of one iteration."""
     from simulator.runner import build_link, build_quantization, check_parallelism
+    from simulator.serving.moe_layout import pool_timing
 
     pool = scenario.pools[0]
     model = scenario.model.config
@@ -50,7 +51,7 @@ def breakdown(scenario, tokens: int = 0, decode_rows: int = 1, context: int = 10
     dev = pool.device.config
     if quant is not None:
         quant.check_device(dev, model.dtype)
-    backend = scenario.timing.cls(scenario.timing.config, dev, build_link(scenario, pool))
+    backend = scenario.timing.cls(pool_timing(scenario.timing.config, pool), dev, build_link(scenario, pool))
     shape = BatchShape(prefill=((tokens, 0),) if tokens else (), decode_rows=decode_rows,
                        decode_kv=decode_rows * context, emitting=decode_rows + (1 if tokens else 0))
     rows = []

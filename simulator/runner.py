@@ -26,6 +26,7 @@ from simulator.serving.expert_offload import build_expert_offload
 from simulator.serving.frontend import Frontend
 from simulator.serving.kv_manager import make_kv_cache, make_offload
 from simulator.serving.kv_offload import page_block_size
+from simulator.serving.moe_layout import pool_timing
 from simulator.serving.multinode import node_network_link
 from simulator.serving.pipeline import Pipeline
 from simulator.serving.replica import Replica
@@ -235,7 +236,7 @@ class Simulation:
                     f"fewer than max_model_len={self.max_model_len}; set engine.max_model_len lower or add memory",
                     where="engine.max_model_len")
             link = build_link(scenario, pool)
-            backend = scenario.timing.cls(scenario.timing.config, pool.device.config, link)
+            backend = scenario.timing.cls(pool_timing(scenario.timing.config, pool), pool.device.config, link)
             if pool.context_parallel > 1:  # ring attention (simulator.serving.ring_attention)
                 check_context_parallel(model, pool, "cluster.context_parallel" if spec.cluster.pools is None else
                                        f"cluster.pools.{pool.name}", kv_fetch=build_sparse_kv_fetch(scenario, pool))

@@ -38,6 +38,11 @@ PRECISION = {"fp8": "W8A8-fp8", "bf16": None, "fp16": None, "fp4": "W4A16-mxfp4-
 # the quantization scheme of a row's GEMM / MoE quant mode columns, where they name one
 QUANT_MODE = {"fp8": "W8A8-fp8", "fp8_block": "W8A8-fp8-block", "nvfp4": "W4A16-mxfp4-moe",
               "mxfp4": "W4A16-mxfp4-moe", "bf16": None, "float16": None}
+# Checkpoints published with block-scaled fp8 weights (128 x 128 blocks): an engine loading one runs its
+# block-fp8 kernels whatever a row's quant-mode label says (the aic rows label the same checkpoint fp8_block
+# for SGLang and fp8 for vLLM). Source: the Qwen/Qwen3-235B-A22B-FP8 model card ("fine-grained fp8
+# quantization with a block size of 128"; config.json quantization_config weight_block_size [128, 128]).
+BLOCK_FP8_CHECKPOINTS = ("qwen3-235b-a22b-fp8",)
 # the largest tensor-parallel group of one node (NVSwitch, 8 GPUs): larger rows span nodes
 NODE_GPUS = 8
 TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16", "fp4": "bf16"}  # fp4: weight-only on Hopper
@@ -198,6 +203,8 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
     mode = row.moe_quant if moe else row.gemm_quant
     if mode in QUANT_MODE:
         scheme = QUANT_MODE[mode]
+    if scheme == "W8A8-fp8" and row.model.lower().split("/")[-1] in BLOCK_FP8_CHECKPOINTS:
+        scheme = "W8A8-fp8-block"
     quant = None
     if scheme is not None:
         quant = {"kind": "scheme", "preset": scheme}

@@ -1,0 +1,99 @@
+"""vLLM 0.12's block-fp8 experts on DeepGEMM's m-grouped contiguous GEMM (hw_models/timing/tile.py
+DEEPGEMM_MOE, simulator/serving/moe_layout.py) and the MoE rows of the e2e CSV built from the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from simulator.config.loader import load_scenario
+from simulator.runner import Simulation
+from simulator.serving.moe_layout import pool_timing
+from simulator.validation.serving import classify, read_rows
+from workloads.llm import GROUPED, dense_ops
+
+CSV = Path(__file__).resolve().parents[2] / "shared" / "validation" / "aic" / "silicon_e2e_h200_sxm.csv"
+
+
+def _row(line: int):
+    return next(r for r in read_rows(CSV) if r.line == line)
+
+
+def _sim(line: int, **cluster) -> Simulation:
+    scenario, why, _ = classify(_row(line))
+    assert scenario is not None, why
+    scenario["cluster"].update(cluster)
+    return Simulation(load_scenario(scenario))
+
+
+@pytest.fixture(scope="module")
+def tp2() -> Simulation:
+    return _sim(184)  # Qwen3-235B-A22B-FP8, vLLM 0.12, tp2, 20 clients
+
+
+def _moe_ops(sim: Simulation, tokens: int):
+    t = sim.timer
+    return [op for op in dense_ops(tokens, tokens, t.model, t.tp, t.quant, t.fusion, t.ep, t.dp) if op.kind == GROUPED]
+
+
+def test_the_checkpoint_sets_block_fp8():
+    """The vLLM rows label Qwen3-235B-A22B-FP8 'fp8'; the checkpoint is block-scaled, so every framework
+    runs its block-fp8 kernels (the SGLang rows of the same checkpoint say fp8_block)."""
+    for line in (184, 179, 108):
+        scenario, _, _ = classify(_row(line))
+        assert scenario["policies"]["quantization"]["preset"] == "W8A8-fp8-block"
+
+
+def test_workspace_rows_follow_vllm_compute_aligned_M(tp2):
+    """M_sum = round_up(tokens x top_k + experts x 127, 128); each expert's rows rounded up to 128 and
+    the rest one group on expert 0."""
+    be = tp2.backend
+    for tokens in (1, 16, 24, 300):
+        for op in _moe_ops(tp2, tokens):
+            fam = be._moe_family(op)
+            assert fam.get("contiguous_align") == 128
+            padded, pad_s = be._contiguous(op, fam)
+            m_sum = -(-(tokens * 8 + 128 * 127) // 128) * 128
+            assert padded.m == sum(padded.groups) == m_sum
+            assert all(g % 128 == 0 for g in padded.groups[:-1])
+            assert len(padded.groups) <= sum(1 for g in op.groups if g) + 1
+            assert (pad_s > 0) == (op.name == "moe_up")
+
+
+def test_deepgemm_moe_pays_the_padded_workspace_and_is_bounded_by_its_flops(tp2):
+    """The padded workspace is most of a small decode step's expert GEMMs: 4 tokens cost more than 60 % of
+    24 tokens' (the Triton family's grow with the experts touched), and no op is faster than the M_sum
+    rows' FLOPs at the H200 fp8 dense peak."""
+    be = tp2.backend
+    peak = tp2.pools[0].pool.device.config.tensor_peak("fp8")
+    times = {}
+    for tokens in (4, 24):
+        ops = _moe_ops(tp2, tokens)
+        times[tokens] = sum(be.op_s(op) for op in ops)
+        for op in ops:
+            padded, _ = be._contiguous(op, be._moe_family(op))
+            assert be.op_s(op) >= 2.0 * padded.m * op.n * op.k * op.count / peak
+    assert times[4] > 0.6 * times[24]
+
+
+def test_deepgemm_off_at_eight_way_expert_tp():
+    """vLLM turns DeepGEMM MoE off by default when the MoE's tp_size >= 8: the pool's config drops it;
+    with expert parallelism each expert sits on fewer GPUs and keeps it."""
+    sim = _sim(184)
+    cfg = sim.scenario.timing.config
+    assert cfg.moe_kernel_fp8_block == "deepgemm" and cfg.moe_kernel_fp8_block_max_tp == 7
+    pool = sim.scenario.pools[0]
+    assert pool_timing(cfg, pool) is cfg
+    wide = dataclasses.replace(pool, tensor_parallel=8)
+    assert pool_timing(cfg, wide).moe_kernel_fp8_block == ""
+    assert pool_timing(cfg, dataclasses.replace(wide, expert_parallel=8)) is cfg
+
+
+def test_other_families_unchanged_for_per_tensor_fp8(tp2):
+    """The family applies to block-scaled experts only: a per-tensor fp8 grouped op keeps moe_kernel's."""
+    be = tp2.backend
+    op = _moe_ops(tp2, 16)[0]
+    per_tensor = dataclasses.replace(op, scale_block_k=0)
+    assert be._moe_family(per_tensor) is be.config.moe_kernels[be.config.moe_kernel]
