@@ -14,6 +14,7 @@ import numpy as np
 
 from hw_models.energy import energy_model
 from simulator.core.clock import PS_PER_S
+from simulator.serving.dp_ranks import rank_shapes, rank_tokens
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 HEAD_OPS = ("final_norm", "lm_head")  # the dense ops that read ``emitting`` (workloads.llm._dense_unquantized)
@@ -170,7 +171,7 @@ class StepTimer:
         if e.cap_w is None and not op.kv_bytes:  # no cap, 16-bit K/V: joules affine in the context
             terms = self._affine_j.get(rows)  # (op, fixed, per context token), once per row count
             if terms is None or terms[0] is not op:
-                padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+                padded = self._padded_decode(rows)
                 dense_c, dense_m = self._dense_j(padded, padded)
                 per_kv = op.head_dim * op.count * (4.0 * op.heads * e.flop_energy(op.dtype)
                                                    + 2.0 * op.kv_heads * op.dtype_bytes * e.dram_path_j)
@@ -179,7 +180,7 @@ class StepTimer:
                 terms = self._affine_j[rows] = (op, fixed, per_kv)
             self.last_energy_j = terms[1] + terms[2] * kv
             return step_s
-        padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+        padded = self._padded_decode(rows)
         dense_c, dense_m = self._dense_j(padded, padded)
         kvf = kv.astype(np.float64)
         flops = 4.0 * op.heads * op.head_dim * kvf * op.count
@@ -243,10 +244,13 @@ class StepTimer:
         rows = shape.decode_rows + len(shape.prefill)
         tokens = sum(t for t, _ in shape.prefill) + shape.decode_rows
         emitting = shape.emitting
-        if self.framework is not None and decode_only:
-            tokens = emitting = self.framework.padded_batch(tokens)
+        if decode_only and (self.framework is not None or self.dp > 1):
+            tokens = emitting = self._padded_decode(tokens)
+        if self.dp > 1 and not decode_only:  # the busiest rank sets the step, every rank padded to it
+            tokens, emitting, attn = self._busiest_rank(shape)
+        else:
+            attn = attention_ops(shape, self.model, self.tp, self.quant, self.dp)
         t, flops, kernels = self._dense(tokens, emitting)
-        attn = attention_ops(shape, self.model, self.tp, self.quant, self.dp)
         for op in attn:
             t += self.backend.op_s(op)
             flops += op.flops()
@@ -267,6 +271,37 @@ class StepTimer:
         if self.framework is not None:
             t = self._with_host(max(t, self._launch_floor(kernels, decode_only, rows)), rows)
         return int(round(t * PS_PER_S)), flops
+
+    def _padded_decode(self, rows: int) -> int:
+        """Tokens the non-attention ops of a decode-only iteration of ``rows`` rows run: the CUDA-graph size
+        the rows are padded to; with attention data parallelism, each rank's share (rows dealt evenly) padded
+        to its graph size and every rank to the busiest, ``dp`` x that (``simulator.serving.dp_ranks``)."""
+        fw = self.framework
+        if self.dp > 1:
+            per = -(-rows // self.dp)
+            return self.dp * (fw.padded_batch(per) if fw is not None else per)
+        return fw.padded_batch(rows) if fw is not None else rows
+
+    def rank_attention_s(self, shape: BatchShape) -> list[tuple[float, list]]:
+        """(attention seconds, attention ops) of each attention data-parallel rank's share of ``shape``
+        (``simulator.serving.dp_ranks.rank_shapes``) on its ``tp / dp`` GPUs."""
+        out = []
+        for part in rank_shapes(shape, self.dp):
+            ops = attention_ops(part, self.model, self.tp // self.dp, self.quant) if rank_tokens(part) else []
+            out.append((sum(self.backend.op_s(op) for op in ops), ops))
+        return out
+
+    def _busiest_rank(self, shape: BatchShape) -> tuple[int, int, list]:
+        """(tokens, emitting rows, attention ops) an iteration with prefills runs under attention data
+        parallelism: every MoE layer waits for all ranks, so the step is the busiest rank's; each rank is
+        padded to the most tokens and emitting rows of any rank (the dense ops run ``dp`` x those, one
+        share per rank: the experts take every rank's padded tokens), and the attention is the slowest
+        rank's."""
+        parts = rank_shapes(shape, self.dp)
+        t_max = max(rank_tokens(p) for p in parts)
+        e_max = max(p.emitting for p in parts)
+        attn = max(self.rank_attention_s(shape), key=lambda x: x[0])[1]
+        return self.dp * t_max, self.dp * e_max, attn
 
     def _offloaded_s(self, shape: BatchShape, tokens: int, emitting: int, attn: list) -> float:
         """Seconds of one iteration with streamed weights: the dense ops of ``num_gpu_batches`` GPU
@@ -305,7 +340,7 @@ class StepTimer:
         if rows not in self._attn_template:
             self._attn_template[rows] = decode_attention(self.model, self.tp // self.dp, -(-rows // self.dp), 0,
                                                          self.quant)
-        padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+        padded = self._padded_decode(rows)
         return self._dense(padded, padded)
 
     def decode_segment(self, rows: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -326,14 +361,14 @@ class StepTimer:
                                                  -(-kv // self.dp), self.quant)
         step_s = fixed_s + attn_s
         if self.kernel_overlap is not None:  # each iteration's ops overlapped as ``step`` does
-            padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+            padded = self._padded_decode(rows)
             if self.kernel_overlap.splits(self._ordered(padded, padded, [template]), self.backend):
                 per = -(-kv // self.dp)  # each attention group's context sum
                 step_s = np.minimum(step_s, [self._overlapped_s(padded, padded, [replace(template, kv_tokens=int(x))],
                                                                 s) for x, s in zip(per, step_s)])
         if self.weight_offload is not None:
             wo = self.weight_offload
-            padded = self.framework.padded_batch(rows) if self.framework is not None else rows
+            padded = self._padded_decode(rows)
             n = -(-padded // wo.num_gpu_batches)
             step_s = wo.step_s(wo.num_gpu_batches * self._dense(n, n)[0], 0.0, attn_s, rows, kv, rows)
         if self.kv_fetch is not None:
