@@ -20,6 +20,7 @@ from simulator import __version__
 from simulator import dashboard_figures as figs
 from simulator.dashboard_ops import op_phases, ops_figure
 from simulator.html_assets import plotly_script_tag, write_page
+from simulator.plotly_json import to_html
 from simulator.results import STATUS_NAMES, RunResult
 from simulator.trace_export import event_kind_name
 
@@ -275,14 +276,11 @@ def render_report(result: RunResult) -> str:
               "<h2>Summary</h2>", _summary_table(result.summary), "</div><div>",
               "<h2>Run</h2>", _facts_table(result), "</div></div>"]
     for i, (title, fig) in enumerate(figures):
-        height = f"{int(fig.layout.height)}px"
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if title == figs.TITLE_OPS and phases:
             parts.append("<p class=meta>Kernel times of one iteration as <code>hwsim ops</code> prints them "
                          "(first pool's device and timing backend).</p>")
-        parts.append('<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,
-                                                        div_id=f"fig-{i}", default_height=height,
-                                                        config={"displaylogo": False}) + "</div>")
+        parts.append('<div class="fig">' + to_html(fig, f"fig-{i}", {"displaylogo": False}) + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
+from simulator.plotly_json import Figure, colorscale, make_subplots
 from simulator.results import RunResult
 
 CDF_RAW_LIMIT = 2_000  # above this many points a CDF is drawn from quantiles
@@ -168,28 +167,24 @@ def replica_rows(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------- figure helpers
-_TEMPLATE = None
+_AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "zerolinecolor": "#EBF0F8"}
+TEMPLATE = {"layout": {"font": {"color": "#2a3f5f"}, "hovermode": "closest", "paper_bgcolor": "white",
+                       "plot_bgcolor": "white", "xaxis": _AXIS, "yaxis": _AXIS}}
 
 
-def template() -> go.layout.Template:
-    """A light template (white background, pale grid), built once: plotly's named templates are
-    large and deep-copied into every figure, which dominated the report's build time."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        axis = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "ticks": ""}
-        _TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white",
-                                               "font": {"color": "#2a3f5f"}, "xaxis": axis, "yaxis": axis,
-                                               "hovermode": "closest"})
-    return _TEMPLATE
+def template() -> dict[str, Any]:
+    """A light template (white background, pale grid): plotly's named templates are large and
+    would be repeated in every figure of the page."""
+    return TEMPLATE
 
 
-def layout(fig: go.Figure, height: int) -> go.Figure:
+def layout(fig: Figure, height: int) -> Figure:
     fig.update_layout(height=height, template=template(), margin={"l": 70, "r": 20, "t": 40, "b": 50},
                       legend={"orientation": "h", "y": -0.15})
     return fig
 
 
-def no_data(fig: go.Figure, text: str) -> None:
+def no_data(fig: Figure, text: str) -> None:
     fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
 
 
@@ -205,7 +200,7 @@ def _cdf_axis(x: np.ndarray) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- figures
-def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
+def cdf_figure(result: RunResult, slo: dict[str, float]) -> Figure:
     """TTFT, TPOT, inter-token, end-to-end and scheduling-delay CDFs in ms, with SLO lines."""
     req = result.requests
     n = nrows(req)
@@ -223,9 +218,9 @@ def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
         x = x * 1e3
         empty &= x.size == 0
         row, col = divmod(i, 2)
-        fig.add_trace(go.Scatter(x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=label, showlegend=False,
+        fig.add_trace("scatter", x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=label, showlegend=False,
                                  line={"color": PALETTE[i]},
-                                 hovertemplate="%{x:.4~g} ms<br>%{y:.1%} of requests<extra>" + label + "</extra>"),
+                                 hovertemplate="%{x:.4~g} ms<br>%{y:.1%} of requests<extra>" + label + "</extra>",
                       row=row + 1, col=col + 1)
         axis = _cdf_axis(x)
         if limit:
@@ -247,7 +242,7 @@ def cdf_figure(result: RunResult, slo: dict[str, float]) -> go.Figure:
     return layout(fig, 1000)
 
 
-def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
+def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> Figure:
     """Tokens/s (prefill and generated) and requests/s (arrived, finished) per time bucket."""
     edges = time_edges(result, RATE_BUCKETS)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -260,18 +255,18 @@ def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figu
     for label, weights, colour in (("prefill tokens/s", np.nan_to_num(cols["prefill_tokens"]), PREFILL_COLOUR),
                                    ("decode tokens/s", generated, DECODE_COLOUR)):
         counts, _ = np.histogram(mid[ok], bins=edges, weights=weights[ok])
-        fig.add_trace(go.Scatter(x=centres, y=counts / width, mode="lines", line_shape="hvh", name=label,
+        fig.add_trace("scatter", x=centres, y=counts / width, mode="lines", line_shape="hvh", name=label,
                                  line={"color": colour},
-                                 hovertemplate="%{x:.2f} s: %{y:,.0f} tok/s<extra>" + label + "</extra>"),
+                                 hovertemplate="%{x:.2f} s: %{y:,.0f} tok/s<extra>" + label + "</extra>",
                       row=1, col=1)
     req = result.requests
     n = nrows(req)
     for j, (label, key) in enumerate((("arrived/s", "arrival_s"), ("finished/s", "finish_s"))):
         t = floats(req, key, n)
         counts, _ = np.histogram(t[np.isfinite(t)], bins=edges)
-        fig.add_trace(go.Scatter(x=centres, y=counts / width, mode="lines", line_shape="hvh", name=label,
+        fig.add_trace("scatter", x=centres, y=counts / width, mode="lines", line_shape="hvh", name=label,
                                  line={"color": PALETTE[2 + 2 * j]},
-                                 hovertemplate="%{x:.2f} s: %{y:.2f} req/s<extra>" + label + "</extra>"),
+                                 hovertemplate="%{x:.2f} s: %{y:.2f} req/s<extra>" + label + "</extra>",
                       row=2, col=1)
     fig.update_yaxes(title_text="tokens/s", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="requests/s", rangemode="tozero", row=2, col=1)
@@ -279,7 +274,7 @@ def throughput_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figu
     return layout(fig, 560)
 
 
-def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
+def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> Figure:
     panels = ("Batch size (running requests)", "KV-cache utilisation", "Queue length (waiting requests)")
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, subplot_titles=panels, vertical_spacing=0.07)
     total = cols["kv_blocks_total"]
@@ -292,8 +287,8 @@ def timeline_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
         colour = PALETTE[j % len(PALETTE)]
         name = replica_label(result, r)
         for k, y in enumerate((cols["running"][sub], kv_util[sub], cols["waiting"][sub])):
-            fig.add_trace(go.Scatter(x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=name, legendgroup=name,
-                                     showlegend=k == 0, line={"color": colour}), row=k + 1, col=1)
+            fig.add_trace("scatter", x=f32(x), y=f32(y), mode="lines", line_shape="hv", name=name, legendgroup=name,
+                                     showlegend=k == 0, line={"color": colour}, row=k + 1, col=1)
     waiting_max = float(np.nanmax(cols["waiting"])) if np.isfinite(cols["waiting"]).any() else 0.0
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="KV blocks used", tickformat=".0%", rangemode="tozero", row=2, col=1)
@@ -310,7 +305,7 @@ def f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
+def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> Figure:
     """Top: busy fraction of each replica per time bucket (the whole run at a glance). Bottom: the
     busy segments themselves (prefill-containing vs decode-only) over the first
     GANTT_DETAIL_SEGMENTS segments of the run, opened zoomed on the first few dozen."""
@@ -326,9 +321,10 @@ def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
                                                            if np.isfinite(window) else " (zoom out or pan)")))
     z = [busy_per_bucket(cols["start_s"][sel], cols["end_s"][sel], edges) for _, sel in rows]
     if rows:
-        fig.add_trace(go.Heatmap(x=centres, y=labels, z=f32(np.array(z)), zmin=0.0, zmax=1.0, colorscale="Blues",
-                                 colorbar={"title": {"text": "busy"}, "tickformat": ".0%", "len": 0.45, "y": 0.8},
-                                 hovertemplate="%{y}<br>%{x:.2f} s: %{z:.1%} busy<extra></extra>"), row=1, col=1)
+        fig.add_trace("heatmap", x=centres, y=labels, z=f32(np.array(z)), zmin=0.0, zmax=1.0,
+                      colorscale=colorscale("Blues"),
+                      colorbar={"title": {"text": "busy"}, "tickformat": ".0%", "len": 0.45, "y": 0.8},
+                      hovertemplate="%{y}<br>%{x:.2f} s: %{z:.1%} busy<extra></extra>", row=1, col=1)
     parts: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
     detail_end, most = 0.0, 0
     for j, (_, sel) in enumerate(rows):
@@ -345,9 +341,9 @@ def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
             continue
         e = np.concatenate([p[1] for p in parts[flag]])
         y = np.concatenate([p[2] for p in parts[flag]]).astype(np.int16)
-        fig.add_trace(go.Bar(x=f32((e - s) * 1e3), base=(s * 1e3), y=y, orientation="h", name=name, width=0.8,
+        fig.add_trace("bar", x=f32((e - s) * 1e3), base=(s * 1e3).tolist(), y=y, orientation="h", name=name, width=0.8,
                              marker={"color": colour, "line": {"width": 0}},
-                             hovertemplate="start %{base:.6~g} ms<br>busy %{x:.4~g} ms<extra>" + name + "</extra>"),
+                             hovertemplate="start %{base:.6~g} ms<br>busy %{x:.4~g} ms<extra>" + name + "</extra>",
                       row=2, col=1)
     fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels, autorange="reversed", row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
@@ -360,7 +356,7 @@ def busy_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
     return layout(fig, max(460, 260 + 70 * len(rows)))
 
 
-def replicas_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure:
+def replicas_figure(result: RunResult, cols: dict[str, np.ndarray]) -> Figure:
     """Busy fraction and MFU of each replica over the run (MFU: FLOPs / (peak FLOP/s x run time))."""
     sim = float(result.sim_time_s)
     rows = replica_rows(cols)
@@ -376,15 +372,15 @@ def replicas_figure(result: RunResult, cols: dict[str, np.ndarray]) -> go.Figure
         mfu_busy.append(flops / (peak * b) if peak > 0 and b > 0 else None)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Busy fraction", "Model FLOPs utilisation"),
                         horizontal_spacing=0.12)
-    fig.add_trace(go.Bar(x=labels, y=busy, name="busy", marker={"color": PALETTE[0]}, showlegend=False,
+    fig.add_trace("bar", x=labels, y=busy, name="busy", marker={"color": PALETTE[0]}, showlegend=False,
                          text=[f"{v:.1%}" for v in busy], textposition="auto",
-                         hovertemplate="%{x}: %{y:.1%} busy<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=labels, y=mfu, name="MFU over the run", marker={"color": PALETTE[1]},
+                         hovertemplate="%{x}: %{y:.1%} busy<extra></extra>", row=1, col=1)
+    fig.add_trace("bar", x=labels, y=mfu, name="MFU over the run", marker={"color": PALETTE[1]},
                          text=[f"{v:.1%}" if v is not None else "" for v in mfu], textposition="auto",
-                         hovertemplate="%{x}: %{y:.1%}<extra>MFU over the run</extra>"), row=1, col=2)
-    fig.add_trace(go.Bar(x=labels, y=mfu_busy, name="MFU while busy", marker={"color": PALETTE[2]},
+                         hovertemplate="%{x}: %{y:.1%}<extra>MFU over the run</extra>", row=1, col=2)
+    fig.add_trace("bar", x=labels, y=mfu_busy, name="MFU while busy", marker={"color": PALETTE[2]},
                          text=[f"{v:.1%}" if v is not None else "" for v in mfu_busy], textposition="auto",
-                         hovertemplate="%{x}: %{y:.1%}<extra>MFU while busy</extra>"), row=1, col=2)
+                         hovertemplate="%{x}: %{y:.1%}<extra>MFU while busy</extra>", row=1, col=2)
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1, range=[0, 1.05])
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=2)
     fig.update_layout(barmode="group")
@@ -411,7 +407,7 @@ def histogram(values: np.ndarray, bins: int = 60, weights: np.ndarray | None = N
     return (edges[:-1] + edges[1:]) / 2, np.diff(edges), counts
 
 
-def batches_figure(cols: dict[str, np.ndarray]) -> go.Figure:
+def batches_figure(cols: dict[str, np.ndarray]) -> Figure:
     """Distribution over iterations of the batch size (running requests) and the batch tokens
     (prefill tokens + decode rows) of one iteration."""
     iters = np.nan_to_num(cols["iterations"], nan=1.0)
@@ -422,9 +418,9 @@ def batches_figure(cols: dict[str, np.ndarray]) -> go.Figure:
         log = finite.size > 0 and float(finite.max()) > 50 * max(float(finite.min()), 1.0)
         centres, widths, counts = histogram(values, weights=iters, log=log)
         total = float(counts.sum()) or 1.0
-        fig.add_trace(go.Bar(x=centres, y=counts / total, width=widths, showlegend=False,
+        fig.add_trace("bar", x=centres, y=counts / total, width=widths, showlegend=False,
                              marker={"color": PALETTE[i + 4], "line": {"width": 0}},
-                             hovertemplate="%{x:.0f} " + unit + ": %{y:.1%} of iterations<extra></extra>"),
+                             hovertemplate="%{x:.0f} " + unit + ": %{y:.1%} of iterations<extra></extra>",
                       row=1, col=i + 1)
         fig.update_xaxes(title_text=f"{unit} per iteration" + (" (log scale)" if log else ""),
                          type="log" if log else "linear", row=1, col=i + 1)
@@ -435,15 +431,15 @@ def batches_figure(cols: dict[str, np.ndarray]) -> go.Figure:
     return layout(fig, 420)
 
 
-def lengths_figure(result: RunResult) -> go.Figure:
+def lengths_figure(result: RunResult) -> Figure:
     req = result.requests
     n = nrows(req)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Prompt length", "Output length (requested)"))
     for i, key in enumerate(("prompt_tokens", "output_tokens")):
         centres, widths, counts = histogram(floats(req, key, n))
-        fig.add_trace(go.Bar(x=centres, y=counts, width=widths, name=key, showlegend=False,
+        fig.add_trace("bar", x=centres, y=counts, width=widths, name=key, showlegend=False,
                              marker={"color": PALETTE[i], "line": {"width": 0}},
-                             hovertemplate="%{x:.0f} tokens: %{y}<extra></extra>"), row=1, col=i + 1)
+                             hovertemplate="%{x:.0f} tokens: %{y}<extra></extra>", row=1, col=i + 1)
         fig.update_xaxes(title_text="tokens", row=1, col=i + 1)
         fig.update_yaxes(title_text="requests", row=1, col=i + 1)
     if n == 0:
@@ -452,7 +448,7 @@ def lengths_figure(result: RunResult) -> go.Figure:
     return layout(fig, 420)
 
 
-def tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, Any]) -> go.Figure:
+def tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, Any]) -> Figure:
     """Occupancy per tier over time (GPU KV per replica, host DRAM, SSD), bytes per link, hit rate
     per tier and time stalled on transfers, from summary["kv_cache"] and the batch table."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=("Occupancy per tier", "Bytes per link",
@@ -462,14 +458,14 @@ def tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, A
     rows = replica_rows(cols)
     for j, (r, sel) in enumerate(rows):
         sub = sel[every_kth(sel.size, timeline_cap(len(rows)))]
-        fig.add_trace(go.Scatter(x=cols["end_s"][sub], y=cols["kv_blocks_used"][sub] * per_block.get(r, 0.0) / GIB,
+        fig.add_trace("scatter", x=cols["end_s"][sub], y=cols["kv_blocks_used"][sub] * per_block.get(r, 0.0) / GIB,
                                  mode="lines", line_shape="hv", name=f"GPU KV {replica_label(result, r)}",
-                                 line={"color": PALETTE[j % len(PALETTE)]}), row=1, col=1)
+                                 line={"color": PALETTE[j % len(PALETTE)]}, row=1, col=1)
     occ = kv.get("occupancy") or {}
     for name, key, colour in (("host DRAM", "host_bytes", "#8c564b"), ("SSD", "ssd_bytes", "#7f7f7f")):
         if occ.get(key):
-            fig.add_trace(go.Scatter(x=occ["t_s"], y=np.asarray(occ[key], dtype=float) / GIB, mode="lines",
-                                     line_shape="hv", name=name, line={"color": colour, "dash": "dot"}),
+            fig.add_trace("scatter", x=occ["t_s"], y=np.asarray(occ[key], dtype=float) / GIB, mode="lines",
+                                     line_shape="hv", name=name, line={"color": colour, "dash": "dot"},
                           row=1, col=1)
     for (keys, row, col, scale, unit, fmt) in ((LINK_KEYS, 1, 2, GIB, "GiB", None),
                                                (HIT_KEYS, 2, 1, 1.0, "hit rate", ".0%"),
@@ -479,7 +475,7 @@ def tiers_figure(result: RunResult, cols: dict[str, np.ndarray], kv: dict[str, A
             if key in kv and label not in labels:
                 labels.append(label)
                 values.append(float(kv[key]) / scale)
-        fig.add_trace(go.Bar(x=labels, y=values, showlegend=False, marker={"color": PALETTE[row + col]}),
+        fig.add_trace("bar", x=labels, y=values, showlegend=False, marker={"color": PALETTE[row + col]},
                       row=row, col=col)
         fig.update_yaxes(title_text=unit, row=row, col=col, **({"tickformat": fmt} if fmt else {}))
     fig.update_yaxes(title_text="GiB", row=1, col=1)

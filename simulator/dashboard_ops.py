@@ -4,14 +4,16 @@ typical decode iteration of the run, as one stacked bar per phase."""
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from simulator.core.errors import HwsimError
 from simulator.dashboard_figures import floats, layout, no_data, nrows
+from simulator.plotly_json import Figure
 from simulator.results import RunResult
 
-OPS_PALETTE = tuple(qualitative.Dark24)
+# plotly's qualitative "Dark24" (plotly==7.1.0 _plotly_utils/colors/qualitative.py: Dark24)
+OPS_PALETTE = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86", "#EB663B",
+               "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16", "#A777F1",
+               "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038")
 
 
 def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str, list[dict]]]:
@@ -47,9 +49,9 @@ def op_phases(result: RunResult, cols: dict[str, np.ndarray]) -> list[tuple[str,
         return []
 
 
-def ops_figure(phases: list[tuple[str, list[dict]]]) -> go.Figure:
+def ops_figure(phases: list[tuple[str, list[dict]]]) -> Figure:
     """One stacked bar per phase: each op's time in one iteration (``hwsim ops``), in ms."""
-    fig = go.Figure()
+    fig = Figure()
     names: list[str] = []
     for _, rows in phases:
         for r in rows:
@@ -58,11 +60,11 @@ def ops_figure(phases: list[tuple[str, list[dict]]]) -> go.Figure:
     xs = [label for label, _ in phases]
     for i, name in enumerate(names):
         ys = [sum(r["time_s"] for r in rows if r["name"] == name) * 1e3 for _, rows in phases]
-        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker={"color": OPS_PALETTE[i % len(OPS_PALETTE)]},
-                             hovertemplate="%{x}<br>" + name + ": %{y:.4~g} ms<extra></extra>"))
+        fig.add_trace("bar", x=xs, y=ys, name=name, marker={"color": OPS_PALETTE[i % len(OPS_PALETTE)]},
+                             hovertemplate="%{x}<br>" + name + ": %{y:.4~g} ms<extra></extra>")
     totals = [sum(r["time_s"] for r in rows) * 1e3 for _, rows in phases]
-    fig.add_trace(go.Scatter(x=xs, y=totals, mode="text", text=[f"{t:.3g} ms" for t in totals],
-                             textposition="top center", showlegend=False, hoverinfo="skip"))
+    fig.add_trace("scatter", x=xs, y=totals, mode="text", text=[f"{t:.3g} ms" for t in totals],
+                             textposition="top center", showlegend=False, hoverinfo="skip")
     fig.update_layout(barmode="stack", legend={"orientation": "v", "x": 1.02, "y": 1})
     fig.update_yaxes(title_text="ms per iteration", rangemode="tozero")
     if not phases:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
@@ -22,6 +23,11 @@ from simulator.op_breakdown import breakdown
 from simulator.runner import Simulation
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def as_plotly(fig) -> go.Figure:
+    """A report figure (a plain plotly.js spec) read back by plotly, which validates every property."""
+    return go.Figure(fig.to_dict())
 
 
 def run(name: str, *overrides: str):
@@ -88,17 +94,17 @@ def test_every_panel_is_in_the_page_and_replicas_are_labelled_with_their_role(di
 
 
 def test_slo_lines_mark_the_ttft_and_tpot_cdfs_in_ms(single):
-    fig = figs.cdf_figure(single, {"ttft_s": 2.0, "tpot_s": 0.1})
+    fig = as_plotly(figs.cdf_figure(single, {"ttft_s": 2.0, "tpot_s": 0.1}))
     assert sorted(s.x0 for s in fig.layout.shapes) == [100.0, 2000.0]
     assert {a.text.strip() for a in fig.layout.annotations} >= {"SLO 2000 ms", "SLO 100 ms"}
-    assert not figs.cdf_figure(single, {}).layout.shapes
+    assert not as_plotly(figs.cdf_figure(single, {})).layout.shapes
     assert fig.layout.xaxis.title.text == "ms" and fig.layout.yaxis.tickformat == ".0%"
 
 
 def test_a_narrow_latency_range_gets_a_linear_axis_with_ticks_where_the_data_is(disagg):
     itl = np.sort(np.asarray(disagg.itl_s)) * 1e3
     assert itl[-1] / itl[0] < figs.LOG_AXIS_MIN_RATIO  # the disaggregated decode gaps are narrow
-    fig = figs.cdf_figure(disagg, {})
+    fig = as_plotly(figs.cdf_figure(disagg, {}))
     assert fig.layout.xaxis3.type == "linear"
     assert figs._cdf_axis(np.array([1.0, 1000.0]))["type"] == "log"
 
@@ -106,10 +112,10 @@ def test_a_narrow_latency_range_gets_a_linear_axis_with_ticks_where_the_data_is(
 def test_an_always_empty_queue_has_a_0_to_1_axis_with_whole_ticks(single):
     cols = figs.batch_columns(single)
     assert np.nanmax(cols["waiting"]) == 0
-    fig = figs.timeline_figure(single, cols)
+    fig = as_plotly(figs.timeline_figure(single, cols))
     assert tuple(fig.layout.yaxis3.range) == (0, 1) and fig.layout.yaxis3.dtick == 1
     cols = dict(cols, waiting=cols["waiting"] + 3)
-    fig = figs.timeline_figure(single, cols)
+    fig = as_plotly(figs.timeline_figure(single, cols))
     assert fig.layout.yaxis3.range is None and fig.layout.yaxis3.rangemode == "tozero"
 
 
@@ -120,7 +126,7 @@ def test_busy_fraction_per_bucket_is_the_busy_share_of_each_bucket():
 
 
 def test_the_busy_panel_shows_utilisation_for_the_whole_run_and_opens_zoomed_on_segments(single):
-    fig = figs.busy_figure(single, figs.batch_columns(single))
+    fig = as_plotly(figs.busy_figure(single, figs.batch_columns(single)))
     heat = [t for t in fig.data if t.type == "heatmap"]
     assert len(heat) == 1 and len(heat[0].x) == figs.TIME_BUCKETS
     assert 0.9 < float(np.mean(heat[0].z)) <= 1.0  # single replica busy ~100 % (summary says so)
@@ -129,7 +135,7 @@ def test_the_busy_panel_shows_utilisation_for_the_whole_run_and_opens_zoomed_on_
 
 
 def test_per_replica_bars_match_the_summary(disagg):
-    fig = figs.replicas_figure(disagg, figs.batch_columns(disagg))
+    fig = as_plotly(figs.replicas_figure(disagg, figs.batch_columns(disagg)))
     busy = np.asarray(fig.data[0].y, dtype=float)
     pools = disagg.summary["pools"]
     assert busy[:2].mean() == pytest.approx(pools["prefill"]["busy_fraction"], rel=1e-9)
@@ -139,13 +145,13 @@ def test_per_replica_bars_match_the_summary(disagg):
 
 
 def test_batch_distributions_weigh_each_iteration_once(single):
-    fig = figs.batches_figure(figs.batch_columns(single))
+    fig = as_plotly(figs.batches_figure(figs.batch_columns(single)))
     for trace in fig.data:
         assert float(np.sum(trace.y)) == pytest.approx(1.0)
 
 
 def test_throughput_over_time_adds_up_to_the_run_totals(single):
-    fig = figs.throughput_figure(single, figs.batch_columns(single))
+    fig = as_plotly(figs.throughput_figure(single, figs.batch_columns(single)))
     width = float(figs.time_edges(single, figs.RATE_BUCKETS)[1])
     by_name = {t.name: np.asarray(t.y, dtype=float) * width for t in fig.data}
     assert by_name["prefill tokens/s"].sum() == pytest.approx(single.batches["prefill_tokens"].sum())
