@@ -40,10 +40,14 @@ def _moe_ops(sim: Simulation, tokens: int):
 
 def test_the_checkpoint_sets_block_fp8():
     """The vLLM rows label Qwen3-235B-A22B-FP8 'fp8'; the checkpoint is block-scaled, so every framework
-    runs its block-fp8 kernels (the SGLang rows of the same checkpoint say fp8_block)."""
-    for line in (184, 179, 108):
+    runs its block-fp8 kernels (the SGLang rows of the same checkpoint say fp8_block); so do the DeepSeek-R1
+    rows TensorRT-LLM labels 'fp8'. A per-tensor fp8 checkpoint's rows keep W8A8-fp8."""
+    for line in (184, 179, 108, 65, 449):
+        assert _row(line).moe_quant in ("fp8", "fp8_block")
         scenario, _, _ = classify(_row(line))
         assert scenario["policies"]["quantization"]["preset"] == "W8A8-fp8-block"
+    dense = next(r for r in read_rows(CSV) if r.precision == "fp8" and "8B-Instruct-FP8" in r.model)
+    assert classify(dense)[0]["policies"]["quantization"]["preset"] == "W8A8-fp8"
 
 
 def test_workspace_rows_follow_vllm_compute_aligned_M(tp2):

@@ -40,9 +40,11 @@ QUANT_MODE = {"fp8": "W8A8-fp8", "fp8_block": "W8A8-fp8-block", "nvfp4": "W4A16-
               "mxfp4": "W4A16-mxfp4-moe", "bf16": None, "float16": None}
 # Checkpoints published with block-scaled fp8 weights (128 x 128 blocks): an engine loading one runs its
 # block-fp8 kernels whatever a row's quant-mode label says (the aic rows label the same checkpoint fp8_block
-# for SGLang and fp8 for vLLM). Source: the Qwen/Qwen3-235B-A22B-FP8 model card ("fine-grained fp8
-# quantization with a block size of 128"; config.json quantization_config weight_block_size [128, 128]).
-BLOCK_FP8_CHECKPOINTS = ("qwen3-235b-a22b-fp8",)
+# for SGLang and fp8 for vLLM; DeepSeek-V3 / R1 fp8_block for SGLang and fp8 for TensorRT-LLM). Sources: the
+# Qwen/Qwen3-235B-A22B-FP8 model card ("fine-grained fp8 quantization with a block size of 128"), the
+# DeepSeek-V3 technical report section 3.3 (fp8 weights in 128 x 128 blocks, the released checkpoints);
+# their config.json quantization_config weight_block_size [128, 128].
+BLOCK_FP8_CHECKPOINTS = ("qwen3-235b-a22b-fp8", "deepseek-v3", "deepseek-r1")
 # the largest tensor-parallel group of one node (NVSwitch, 8 GPUs): larger rows span nodes
 NODE_GPUS = 8
 TENSOR_DTYPE = {"fp8": "fp8", "bf16": "bf16", "fp16": "fp16", "fp4": "bf16"}  # fp4: weight-only on Hopper
