@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from simulator.config.errors import config_error
 from simulator.config.quantities import Bytes, Seconds, StrictConfig
@@ -102,6 +102,37 @@ class FrameworkProfile(StrictConfig):
     activation_reserve: Bytes = Field(default="1GiB", description="memory kept for activations and workspace")
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
         default="auto", description="auto: the model's dtype; fp8: fp8 KV when the weights are fp8")
+    tensor_parallel: dict[int, dict[str, Any]] = Field(
+        default_factory=dict, description="fields merged over the profile (one level deep) at a tensor-parallel "
+                                          "degree of at least the key, the largest such key winning (settings a "
+                                          "framework derives from the GPU count, e.g. SGLang's CUDA-graph batch "
+                                          "limit and memory fraction)")
+
+    def for_tp(self, tp: int) -> FrameworkProfile:
+        """The profile as the framework configures itself at tensor-parallel degree ``tp``."""
+        keys = [k for k in self.tensor_parallel if k <= tp]
+        if not keys:
+            return self
+        block = max(keys)
+        update: dict[str, Any] = {}
+        try:
+            for key, val in self.tensor_parallel[block].items():
+                cur = getattr(self, key, None)
+                if isinstance(val, dict) and isinstance(cur, StrictConfig):  # only the fields given change
+                    part = type(cur).model_validate(val)
+                    update[key] = cur.model_copy(update={k: getattr(part, k) for k in val})
+                elif isinstance(val, dict) and isinstance(cur, dict):
+                    update[key] = {**cur, **val}
+                elif key in FrameworkProfile.model_fields and key != "tensor_parallel":
+                    info = FrameworkProfile.model_fields[key]
+                    update[key] = TypeAdapter(Annotated[(info.annotation, *info.metadata)]).validate_python(val)
+                else:
+                    raise ConfigError(f"unknown profile field {key!r}",
+                                      where=f"framework {self.name}: tensor_parallel.{block}")
+        except ValidationError as exc:
+            raise ConfigError(f"{exc.errors()[0]['msg']}", where=f"framework {self.name}: tensor_parallel.{block}"
+                              ) from None
+        return self.model_copy(update=update)
 
     def padded_batch(self, rows: int) -> int:
         """Rows a CUDA-graph replay of a decode batch of ``rows`` runs (the next captured size)."""

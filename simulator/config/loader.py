@@ -383,6 +383,10 @@ def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str
         raise ConfigError(f"must be a framework name such as vllm-0.12 or a block {{preset: vllm-0.12, ...}}, "
                           f"got {name!r}", where="engine.framework")
     prof = parse_framework(name)
+    cluster = raw.get("cluster")
+    tp = cluster.get("tensor_parallel", 1) if isinstance(cluster, dict) else 1
+    if isinstance(tp, int) and not isinstance(tp, bool):  # settings the framework derives from the GPU count
+        prof = prof.for_tp(tp)
     out = copy.deepcopy(raw)
     eng = out["engine"]
     eng.setdefault("gpu_memory_utilization", prof.gpu_memory_utilization)
