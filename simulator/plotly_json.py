@@ -120,8 +120,11 @@ class Figure:
         self.layout.setdefault("annotations", []).append(_sorted(props))
 
     def add_vline(self, x: float, line: dict, row: int, col: int) -> None:
-        """A vertical line across one subplot (plotly's ``add_vline``: y in the axis domain)."""
+        """A vertical line across one subplot (plotly's ``add_vline``: y in the axis domain; none
+        on a subplot without a trace, as plotly's ``exclude_empty_subplots``)."""
         xref, yref = self.grid[row - 1][col - 1]
+        if not any(t.get("xaxis") == xref and t.get("yaxis") == yref for t in self.data):
+            return
         shape = {"line": line, "type": "line", "x0": x, "x1": x, "xref": xref, "y0": 0, "y1": 1,
                  "yref": f"{yref} domain"}
         self.layout.setdefault("shapes", []).append(_sorted(shape))
@@ -187,7 +190,8 @@ def make_subplots(rows: int = 1, cols: int = 1, shared_xaxes: bool = False, subp
             annotations.append({"font": {"size": 16}, "showarrow": False, "text": text, "x": sum(x_dom) / 2.0,
                                 "xanchor": "center", "xref": "paper", "y": y_dom[1], "yanchor": "bottom",
                                 "yref": "paper"})
-    fig.layout["annotations"] = annotations
+    if annotations:  # plotly leaves an empty list out
+        fig.layout["annotations"] = annotations
     return fig
 
 

@@ -1,0 +1,118 @@
+"""report.html's figures are plain plotly.js specs (simulator/plotly_json.py): the same pages as
+plotly's own figure objects would write.
+
+First principles: a subplot grid's layout is the text plotly's ``make_subplots`` gives, for a range
+of grids (Hypothesis); every figure of real reports, read back through ``plotly.graph_objects``
+(which validates and coerces every property), serialises to the same JSON values and the same
+``<div>`` as ours; numpy arrays become plotly's typed-array specs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from plotly.io.json import to_json_plotly
+from plotly.subplots import make_subplots as plotly_subplots
+
+from simulator import dashboard_figures as figs
+from simulator import plotly_json as pj
+from simulator.config.loader import load_scenario
+from simulator.dashboard import _slo_limits
+from simulator.dashboard_ops import op_phases, ops_figure
+from simulator.runner import Simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+DIV = re.compile(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*\]),\s*(\{.*\}),\s*(\{"displaylogo".*?\})\s*\)', re.S)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 4), cols=st.integers(1, 3), shared=st.booleans(), titled=st.booleans(),
+       hs=st.none() | st.floats(0.0, 0.3), vs=st.none() | st.floats(0.0, 0.3),
+       heights=st.none() | st.lists(st.floats(0.1, 3.0), min_size=4, max_size=4))
+def test_a_subplot_grid_is_the_text_plotly_writes(rows, cols, shared, titled, hs, vs, heights):
+    titles = [f"panel {i}" if i % 3 else "" for i in range(rows * cols)] if titled else None
+    kw = {"rows": rows, "cols": cols, "shared_xaxes": shared, "subplot_titles": titles,
+          "horizontal_spacing": hs, "vertical_spacing": vs,
+          "row_heights": heights[:rows] if heights else None}
+    ours = pj.make_subplots(**kw)
+    theirs = plotly_subplots(**kw)
+    theirs.update_layout(template=go.layout.Template(figs.template()))
+    ours.update_layout(template=figs.template())
+    assert pj.to_json(ours.to_dict()["layout"]) == to_json_plotly(theirs.to_dict()["layout"], engine="json")
+    for r in range(1, rows + 1):
+        for c in range(1, cols + 1):
+            ours.add_trace("scatter", x=[1, 2], y=[3, 4], row=r, col=c)
+            theirs.add_trace(go.Scatter(x=[1, 2], y=[3, 4]), row=r, col=c)
+    assert pj.to_json(ours.to_dict()["data"]) == to_json_plotly(theirs.to_dict()["data"], engine="json")
+
+
+def test_updates_nest_objects_first_and_keep_existing_keys_in_place():
+    ours = pj.make_subplots(rows=2, cols=1, subplot_titles=("a", "b"))
+    theirs = plotly_subplots(rows=2, cols=1, subplot_titles=("a", "b"))
+    for fig in (ours, theirs):
+        fig.update_yaxes(title_text="ms", rangemode="tozero", row=2, col=1)
+        fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="s", row=2, col=1)
+        fig.update_layout(barmode="stack", legend={"orientation": "v", "x": 1.02, "y": 1},
+                          margin={"l": 70, "r": 20, "t": 40, "b": 50})
+        fig.update_layout(legend={"orientation": "h", "y": -0.15}, height=300)
+        fig.update_xaxes(title_text="t")
+        fig.add_annotation(text="none", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.add_annotation(x=1.0, y=0.5, text="SLO", font={"color": "#d62728"}, showarrow=False, row=1, col=1)
+    ours.add_vline(x=2.0, line={"color": "red"}, row=1, col=1)  # no trace there: no line, as plotly
+    ours.add_trace("scatter", x=np.array([1.0, 2.0]), y=[3, 4], row=2, col=1)
+    theirs.add_trace(go.Scatter(x=np.array([1.0, 2.0]), y=[3, 4]), row=2, col=1)
+    ours.add_vline(x=2.0, line={"color": "red", "dash": "dash", "width": 1.5}, row=2, col=1)
+    theirs.add_vline(x=2.0, line={"color": "red", "dash": "dash", "width": 1.5}, row=2, col=1)
+    theirs_layout = theirs.to_dict()["layout"]
+    theirs_layout.pop("template")
+    assert pj.to_json(ours.to_dict()["layout"]) == to_json_plotly(theirs_layout, engine="json")
+
+
+def test_numpy_arrays_become_plotlys_typed_arrays():
+    x = np.array([1.5, np.nan, 3.0])
+    assert pj.to_json({"x": x}) == '{"x":{"dtype":"f8","bdata":"' + base64.b64encode(x.tobytes()).decode() + '"}}'
+    assert json.loads(pj.to_json({"y": np.array([1, 300])}))["y"]["dtype"] == "i2"  # int64 narrowed
+    assert json.loads(pj.to_json({"y": np.array([2**40])}))["y"] == [2**40]  # too wide: a list
+    assert json.loads(pj.to_json({"z": np.zeros((2, 3), np.float32)}))["z"]["shape"] == "2, 3"
+    assert pj.to_json({"range": np.array([0.0, 1.0]), "e": np.empty(0)}) == '{"range":[0.0,1.0],"e":[]}'
+    assert pj.to_json({"v": [float("nan"), float("inf"), 1.0], "t": "a</b>"}) == \
+        '{"v":[null,null,1.0],"t":"a\\u003c\\u002fb\\u003e"}'
+
+
+def _run(name: str, *overrides: str):
+    return Simulation(load_scenario(ROOT / "scenarios" / name, list(overrides))).run()
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {"single": _run("quickstart.yaml", "workload.num_requests=200"),
+            "disagg": _run("disaggregated.yaml", "workload.num_requests=200")}
+
+
+def _figures(result):
+    cols = figs.batch_columns(result)
+    return [figs.cdf_figure(result, _slo_limits(result.summary)), figs.throughput_figure(result, cols),
+            figs.timeline_figure(result, cols), figs.busy_figure(result, cols), figs.replicas_figure(result, cols),
+            figs.batches_figure(cols), ops_figure(op_phases(result, cols)), figs.lengths_figure(result),
+            ops_figure([])]
+
+
+@pytest.mark.parametrize("name", ["single", "disagg"])
+def test_every_report_figure_is_what_plotly_writes_for_it(results, name):
+    for i, fig in enumerate(_figures(results[name])):
+        ours = pj.to_html(fig, f"fig-{i}", {"displaylogo": False})
+        theirs = go.Figure(fig.to_dict()).to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{i}",
+                                                  config={"displaylogo": False})
+        a, b = DIV.search(ours), DIV.search(theirs)
+        assert a is not None and b is not None
+        assert DIV.sub("", ours) == DIV.sub("", theirs)  # the div and script around the figure
+        for j in range(3):  # data, layout, config: the same values once plotly validated them
+            assert json.loads(a.group(j + 1)) == json.loads(b.group(j + 1)), (i, j)
