@@ -140,6 +140,21 @@ def check_writable(out: Path) -> Path:
     return out
 
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections during a run (Python's is 700)
+
+
+def quiet_gc() -> None:
+    """Before a run in this one-run process: everything allocated so far (modules, the scenario,
+    the workload) is moved out of the cyclic collector's view (``gc.freeze``), and young
+    collections are made rarer. The collector's passes over those long-lived objects were 0.19 s
+    of the 10k trace case's 2.7 s CPU (gc callbacks: 3 full and 40 middle collections); cycles
+    made during the run are still collected."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, allow_rejected: bool = False,
          progress_opt: bool | None = None) -> None:
     from simulator.outputs import write_results
@@ -186,6 +201,7 @@ def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, al
                             f"simulate, more than this machine's {format_bytes(mem)}; ask for fewer requests",
                             where="workload")
     sim = Simulation(resolved)
+    quiet_gc()
     size = size or estimate(resolved, sim.table)  # the workload is generated once
     if size.long and not quiet:
         typer.echo(f"hwsim: a long run: {size.describe()}", err=True)

@@ -79,6 +79,23 @@ class Registry:
                 if not info.name.startswith("_"):
                     importlib.import_module(f"{pkg_name}.{info.name}")
 
+    def _import_named(self, kind: str) -> None:
+        """Import only the built-in module named after ``kind`` (one file per kind), not the
+        whole package: a run needs a handful of the package's modules. A kind registered in a
+        file of another name is found by the scan that follows; no kind is registered by two
+        files (tests/test_registry_lazy.py), so the entry found is the one a scan finds."""
+        if not kind.isidentifier():
+            return
+        for pkg_name in self.packages:
+            name = f"{pkg_name}.{kind}"
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:  # the module exists but lacks something it imports
+                    raise
+            if kind in self._entries:
+                return
+
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
@@ -116,7 +133,10 @@ class Registry:
             raise UnknownKindError(f"{self.name} kind must be a non-empty string, got {kind!r}", where=where)
         if ":" in kind:
             return self._from_path(kind, where)
-        self._scan()
+        if kind not in self._entries and not self._scanned:
+            self._import_named(kind)
+        if kind not in self._entries:
+            self._scan()
         if kind not in self._entries:
             self._load_entry_points()
         entry = self._entries.get(kind)
