@@ -53,12 +53,18 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+SMALL_INT_LOOKUP = 65_536  # an integer column within [0, this) is formatted once per distinct value
+
+
 def _column_strings(values: np.ndarray) -> list[str]:
     """A column as CSV cells, formatted in bulk: integers as is, floats as their shortest
     round-trip repr, NaN as an empty cell (numpy's str() of a float64 is that repr)."""
     a = np.asarray(values)
     if a.dtype.kind in "iub":  # Python's str of the integers: the same digits as numpy's, twice as fast
-        return list(map(str, a.astype(np.int64).tolist()))
+        a = a.astype(np.int64)
+        if a.size and 0 <= a.min() and a.max() < min(a.size, SMALL_INT_LOOKUP):  # counts, ids, codes
+            return np.array(list(map(str, range(int(a.max()) + 1))), dtype=object)[a].tolist()
+        return list(map(str, a.tolist()))
     if a.dtype.kind == "f":  # Python's float repr is numpy's str of a float64 (tests/test_hot_path_exact.py)
         a = a.astype(np.float64)
         out = list(map(repr, a.tolist()))
@@ -76,7 +82,9 @@ def write_rows(fh, columns: dict[str, np.ndarray], names: list[str], formatters:
     for n in names:
         f = formatters.get(n)
         cols.append(f(np.asarray(columns[n])) if f else _column_strings(columns[n]))
-    fh.writelines(",".join(row) + "\n" for row in zip(*cols))
+    if cols and len(cols[0]):
+        fh.write("\n".join(map(",".join, zip(*cols))))
+        fh.write("\n")
 
 
 def write_table(path: Path, columns: dict[str, np.ndarray], names: list[str] | None = None,
