@@ -101,3 +101,21 @@ def test_other_families_unchanged_for_per_tensor_fp8(tp2):
     op = _moe_ops(tp2, 16)[0]
     per_tensor = dataclasses.replace(op, scale_block_k=0)
     assert be._moe_family(per_tensor) is be.config.moe_kernels[be.config.moe_kernel]
+
+
+def test_qwen3_vllm_rows_golden():
+    """Every third Qwen3-235B-A22B-FP8 vLLM 0.12 row without expert parallelism (15 rows: tp1 dp2, tp1
+    dp4, tp2, tp2 dp2, tp4), simulated as `hwsim validate serving` does: TPOT median APE 17.3 % when this
+    was written (48.5 % before the DeepGEMM path), asserted <= 20 %; none beyond 30 % (23.3 % measured);
+    the signed median stays negative (-17.3 %: the rows are still predicted fast, FIDELITY.md)."""
+    import numpy as np
+
+    from simulator.validation.serving import predict_all
+
+    rows = [r for r in read_rows(CSV) if "Qwen3-235B" in r.model and r.framework == "vllm" and r.ep == 1][::3]
+    assert len(rows) == 15
+    preds = predict_all(rows, None, "tile", 1, 10)
+    err = np.array([(p.tpot_ms - p.row.tpot_ms) / p.row.tpot_ms for p in preds])
+    assert np.median(np.abs(err)) <= 0.20
+    assert np.max(np.abs(err)) <= 0.30
+    assert np.median(err) < 0
