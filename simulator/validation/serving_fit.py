@@ -4,7 +4,7 @@
     python -m simulator.validation.serving_fit floors ../shared/validation/aic/h200_sxm
     python -m simulator.validation.serving_fit frontend ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang
     python -m simulator.validation.serving_fit try ../shared/validation/aic/silicon_e2e_h200_sxm.csv sglang \
-        '{"scheduler": {"max_num_seqs": 448}}'
+        '{"scheduler": {"max_running_requests": 448}}'
 
 ``floors``: the shortest time of one small memory-bound kernel of each framework on that GPU, the
 median latency of its fp8 quantize kernel (``quantize/<fw>/<ver>/scale_matrix_perf.parquet``) over
