@@ -13,7 +13,10 @@ Models: prefill as FlashAttention-2 — one CTA per (sequence, head, Q tile of B
     the bytes the busy SMs keep in flight over the HBM latency; ``split_kv`` (FlashDecoding)
     splits each sequence's context so the grid fills the GPU, plus a second kernel to reduce the
     partial softmaxes; ``lean`` (Lean Attention, stream-K) gives every SM an equal share of the
-    context and fixes up partials in the same kernel. A quantized KV cache is read at its packed
+    context and fixes up partials in the same kernel. A family whose decode pipelines its K/V tiles
+    through TMA (FlashAttention-3) keeps its pipeline's bytes in flight per CTA and streams at its own
+    share of HBM bandwidth (``decode_hbm_bw``; else the bandwidth of the library's streaming kernels and
+    the loads of a paged kernel in flight). A quantized KV cache is read at its packed
     width (KIVI's recent-token window at full precision) and dequantized on the CUDA cores,
     overlapped with the loads (decode) or the MMAs (prefill reads earlier chunks quantized).
     Separate query/key and value head widths (``v_head_dim`` on the op; 0: the same) and
@@ -44,6 +47,10 @@ import numpy as np
 
 DECODE_CTA_IN_FLIGHT = 128 * 16 * 4  # bytes: 128 threads x 16-B vector loads x 4 unrolled (vLLM paged_attention_v1)
 DECODE_CTAS_PER_SM = 8  # resident decode CTAs per SM (128 threads, small shared memory)
+# FlashAttention-3 keeps a 2-stage circular buffer of K and V tiles loaded by TMA (Shah et al. 2024, section
+# 3.1; 128-key tiles at head dim 128, 16-bit): 2 x 2 x 128 x 128 x 2 bytes in flight per CTA. On an H200 (132 SMs,
+# 0.26 us HBM latency) that is 66 TB/s of loads in flight: never the bound, the decode kernel's HBM share is.
+FA3_CTA_IN_FLIGHT = 2 * 2 * 128 * 128 * 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,8 @@ class AttnParams:
     decode_cta_cycles: float = 0.0  # decode: SM cycles per (sequence, KV head) CTA besides its loads (setup, Q, O)
     decode_max_group: int = 0  # decode: most query heads one K/V read serves (0: any); above it, one read per head
     latent_hbm_bw: float = 0.0  # decode over an MLA latent: the HBM bandwidth its kernel streams at (0: hbm_bw)
+    decode_hbm_bw: float = 0.0  # decode: the HBM bandwidth the family's decode kernel streams K/V at (0: hbm_bw)
+    decode_cta_in_flight: float = 0.0  # decode: bytes one CTA keeps in flight (0: DECODE_CTA_IN_FLIGHT)
 
 
 # Share of HBM bandwidth the MLA decode kernel streams the latent at: FlashMLA's README gives "up to
@@ -200,6 +209,9 @@ def _decode_s(op: Any, kv: np.ndarray, p: AttnParams, mode: str) -> np.ndarray:
     latent = getattr(op, "latent", False)
     if latent and p.latent_hbm_bw:
         p = replace(p, hbm_bw=p.latent_hbm_bw)
+    elif p.decode_hbm_bw:
+        p = replace(p, hbm_bw=p.decode_hbm_bw)
+    cta_in_flight = p.decode_cta_in_flight or DECODE_CTA_IN_FLIGHT
     if p.decode_max_group and op.heads > p.decode_max_group * op.kv_heads and not latent:
         op = replace(op, kv_heads=op.heads)  # a kernel without GQA sharing at this group size (e.g. TRT-LLM MMHA)
     hd, dv, kvw = head_dims(op)
@@ -222,7 +234,7 @@ def _decode_s(op: Any, kv: np.ndarray, p: AttnParams, mode: str) -> np.ndarray:
             extra = p.kernel_fixed_s + seqs * op.heads * dv * (4.0 * lo + b) / p.hbm_bw if lo > 1 else 0.0
             resident = min(ctas, float(p.sms * DECODE_CTAS_PER_SM))
             active_sms = min(float(p.sms), ctas)
-            bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+            bw = min(min(p.hbm_bw, active_sms * per_sm_bw), resident * cta_in_flight / p.hbm_latency_s)
             c_kv = 2.0 * mh * (hd + dv) / (p.flop_per_clk_sm * p.sms * p.clock_hz * p.mma_eff)
             m_kv, m0 = b * kvw * op.kv_heads / bw, b * (hd + dv) * seqs * op.heads / bw
             const = p.kernel_fixed_s + prep + p.hbm_latency_s + extra
@@ -259,11 +271,11 @@ def _decode_s(op: Any, kv: np.ndarray, p: AttnParams, mode: str) -> np.ndarray:
     # each CTA keeps only its own loads in flight (Little's law per CTA, then per SM)
     resident = np.minimum(ctas, float(p.sms * DECODE_CTAS_PER_SM))
     active_sms = np.minimum(float(p.sms), ctas)
-    bw = np.minimum(np.minimum(p.hbm_bw, active_sms * per_sm_bw), resident * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+    bw = np.minimum(np.minimum(p.hbm_bw, active_sms * per_sm_bw), resident * cta_in_flight / p.hbm_latency_s)
     if mode == "lean" and not quantized:  # remember the constants: the same operations, element by element
         sms = float(p.sms)
         bw0 = min(min(p.hbm_bw, min(sms, sms) * per_sm_bw), min(sms, float(p.sms * DECODE_CTAS_PER_SM))
-                  * DECODE_CTA_IN_FLIGHT / p.hbm_latency_s)
+                  * cta_in_flight / p.hbm_latency_s)
         b = float(b)
         if b.is_integer():  # bytes b * (S + kv*kvw*kv_heads) == b*S + (b*kvw*kv_heads)*kv: integers, exact
             if len(_STRETCH) > STRETCH_MAX:
