@@ -118,3 +118,11 @@ def test_decode_ranks_pad_to_their_own_graph_size(dp_timer):
     32 tokens (not 24, the padding of 20 rows on one GPU)."""
     assert dp_timer._padded_decode(20) == 32
     assert dp_timer._padded_decode(8) == 8
+
+
+def test_host_work_per_rank(dp_timer):
+    """Each DP rank's process prepares its own requests at the same time: 20 rows on 2 ranks cost the
+    host one rank's 10 (a single engine would pay for 20)."""
+    assert not dp_timer.overlap
+    assert dp_timer._with_host(0.0, 20) == dp_timer.host_step_s + dp_timer.host_seq_s * 10
+    assert dp_timer._with_host(0.0, 21) == dp_timer.host_step_s + dp_timer.host_seq_s * 11

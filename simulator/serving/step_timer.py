@@ -332,7 +332,11 @@ class StepTimer:
         return summed_s if t is None else t
 
     def _with_host(self, gpu_s, rows: int):
-        """Step time with the host's work: after the GPU's, or overlapped with it."""
+        """Step time with the host's work: after the GPU's, or overlapped with it. Under attention data
+        parallelism each rank's process schedules and prepares its own requests at the same time (vLLM's
+        engine core per DP rank, SGLang's scheduler per DP rank), so the per-request work is one rank's."""
+        if self.dp > 1:
+            rows = -(-rows // self.dp)
         host = self.host_step_s + self.host_seq_s * rows
         return np.maximum(gpu_s, host) if self.overlap else gpu_s + host
 
