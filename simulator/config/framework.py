@@ -5,7 +5,8 @@ by ``engine: {framework: vllm-0.12}``. It describes the engine, not the policy: 
 framework fuses, which all-reduce and attention kernels it runs (timing-backend settings), when it
 replays CUDA graphs (and pads the batch to a captured size), its host work per step, its default
 scheduler (a policy block, used when the scenario names none), how it sizes the KV cache and the
-KV dtype it picks. Every number in a preset cites its source.
+KV dtype it picks; a ``tensor_parallel`` block holds what the framework sets by GPU count. Every
+number in a preset cites its source.
 
 Models: a framework as data consumed by the loader (scheduler and timing defaults, memory rule),
     the lowering (``fusion``) and the step timer (CUDA graphs, host time per step).
