@@ -196,22 +196,22 @@ def moe_errors(aic_moe_rows):
 
 
 def test_the_h200_moe_kernel_tables_are_predicted_within_the_measured_bound(moe_errors):
-    """FIDELITY.md figures (fused MoE op, every row): bf16 / fp8 / fp8_block median APE 17.4 / 16.1 / 14.6 %;
-    on this sample 17.0 / 15.6 / 14.7 %, bias within 6 %. The bounds guard against regressions."""
-    for cls, bound in (("moe bf16", 19.0), ("moe fp8", 18.0)):
-        assert np.median(np.abs(moe_errors[cls])) < bound, cls
+    """FIDELITY.md figures (fused MoE op, every row): bf16 / fp8 / fp8_block median APE 14.4 / 16.0 / 14.9 %;
+    on this sample 13.6 / 15.3 / 14.9 %, bias within 2 %. The bounds guard against regressions."""
+    assert np.median(np.abs(moe_errors["moe fp8"])) < 17.0
     for err in moe_errors.values():
         assert abs(np.median(err)) < 10.0
 
 
-def test_the_h200_block_fp8_moe_kernel_table_meets_the_15_percent_target(moe_errors):
+def test_the_h200_bf16_and_block_fp8_moe_kernel_tables_meet_the_15_percent_target(moe_errors):
+    # bf16: the Triton families at their frameworks' own tile configurations (hw_models.moe_configs)
+    assert np.median(np.abs(moe_errors["moe bf16"])) <= 15.0
     assert np.median(np.abs(moe_errors["moe fp8_block"])) <= 15.0
 
 
-@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 % per class; bf16 / fp8 reach about "
-                                       "17 / 16 % (FIDELITY.md)")
-def test_the_h200_moe_kernel_tables_meet_the_15_percent_target(moe_errors):
-    assert np.median(np.abs(moe_errors["moe bf16"])) <= 15.0
+@pytest.mark.xfail(strict=True, reason="target: fused MoE median APE <= 15 % per class; per-tensor fp8 reaches "
+                                       "about 16 % (vLLM 0.24's FlashInfer rows 31 %, FIDELITY.md)")
+def test_the_h200_per_tensor_fp8_moe_kernel_table_meets_the_15_percent_target(moe_errors):
     assert np.median(np.abs(moe_errors["moe fp8"])) <= 15.0
 
 
