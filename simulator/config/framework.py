@@ -109,6 +109,45 @@ class FrameworkProfile(StrictConfig):
                                           "framework derives from the GPU count, e.g. SGLang's CUDA-graph batch "
                                           "limit and memory fraction)")
 
+    versions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="fields merged over the profile (one level deep) for a framework version "
+                                          "at least the key (a release number), every such key in version order: "
+                                          "defaults a later release changed, within the profile's line")
+
+    def for_version(self, version: str | None) -> FrameworkProfile:
+        """The profile as release ``version`` of the framework configures itself (its ``versions`` blocks
+        not newer than it applied in order; None or an unparsable version: unchanged)."""
+        key = version_key(str(version)) if version else None
+        if key is None or not self.versions:
+            return self
+        for block in self.versions:
+            if version_key(block) is None:
+                raise ConfigError(f"versions key {block!r} is not a release number", where=f"framework {self.name}")
+        prof = self
+        for block in sorted((b for b in self.versions if version_key(b) <= key), key=version_key):
+            prof = prof._merged(self.versions[block], f"versions.{block}")
+        return prof
+
+    def _merged(self, fields: dict[str, Any], where: str) -> FrameworkProfile:
+        """The profile with ``fields`` merged over it, one level deep (a dict merges into a block)."""
+        update: dict[str, Any] = {}
+        try:
+            for key, val in fields.items():
+                cur = getattr(self, key, None)
+                if isinstance(val, dict) and isinstance(cur, StrictConfig):  # only the fields given change
+                    part = type(cur).model_validate(val)
+                    update[key] = cur.model_copy(update={k: getattr(part, k) for k in val})
+                elif isinstance(val, dict) and isinstance(cur, dict):
+                    update[key] = {**cur, **val}
+                elif key in FrameworkProfile.model_fields and key not in ("tensor_parallel", "versions"):
+                    info = FrameworkProfile.model_fields[key]
+                    update[key] = TypeAdapter(Annotated[(info.annotation, *info.metadata)]).validate_python(val)
+                else:
+                    raise ConfigError(f"unknown profile field {key!r}", where=f"framework {self.name}: {where}")
+        except ValidationError as exc:
+            raise ConfigError(f"{exc.errors()[0]['msg']}", where=f"framework {self.name}: {where}") from None
+        return self.model_copy(update=update)
+
     def for_tp(self, tp: int) -> FrameworkProfile:
         """The profile as the framework configures itself at tensor-parallel degree ``tp``."""
         keys = [k for k in self.tensor_parallel if k <= tp]
@@ -208,7 +247,8 @@ def _resolve(framework: str, version: str | None, where: str) -> tuple[Path, Fra
     if not older:
         raise ConfigError(f"unknown {fw} version {version!r}: older than every profile "
                           f"({', '.join(p.version for p in profiles)})", where=where)
-    return max(older, key=lambda pair: version_key(pair[1].version))
+    path, prof = max(older, key=lambda pair: version_key(pair[1].version))
+    return path, prof.for_version(version)
 
 
 def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework") -> FrameworkProfile:
@@ -226,4 +266,4 @@ def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework")
         return _read(path, overrides) if overrides else dict(_profiles())[path]
     fw, _, ver = t.partition("-")
     path, prof = _resolve(fw, ver or None, where)
-    return _read(path, overrides) if overrides else prof
+    return _read(path, overrides).for_version(ver or None) if overrides else prof

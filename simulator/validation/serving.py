@@ -222,7 +222,8 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
                   **({"routing": {"draw": "random"}} if moe else {})},
         "cluster": {"tensor_parallel": gpus, **({"expert_parallel": ep} if ep > 1 else {}),
                     **({"attention_data_parallel": dp} if dp > 1 else {})},
-        "engine": {"framework": f"{prof.framework}-{prof.version}",
+        # the row's own release: its profile with the defaults that release changed (profile ``versions``)
+        "engine": {"framework": f"{prof.framework}-{row.version or prof.version}",
                    "max_model_len": row.isl + row.osl},
         "workload": {"kind": "closed_loop", "clients": row.concurrency, "num_requests": n,
                      "prompt_tokens": {"dist": "fixed", "value": row.isl},
