@@ -344,13 +344,57 @@ def row_passes(system_dir: Path) -> dict[str, tuple[float, int]]:
     return out
 
 
+TOKEN_BINS = ((1, 4), (5, 16), (17, 64), (65, 256), (257, 1024), (1025, 4096), (4097, 1 << 30))
+
+
+def by_ep(system_dir: Path, source: str, cls: str = "moe bf16", sample: int = 2000, seed: int = 0) -> list[str]:
+    """Lines of median |error| and signed median per expert-parallel group (EP 1: every (token, expert) pair
+    on the GPU; EP > 1) and token-count bin, on a seeded ``sample`` of one source's rows (``source``:
+    "<framework> <version> <family>", e.g. "sglang 0.5.10 triton_sglang") at the shipped constants."""
+    import random
+
+    import numpy as np
+
+    from simulator.validation.aic import predict_aic
+    from simulator.validation.kernels import gpu_config
+
+    rows, _ = read_moe(system_dir)
+    rows = [r for r in rows if r.source == source and r.op == cls]
+    random.Random(seed).shuffle(rows)
+    rows = rows[:sample]
+    if not rows:
+        return [f"no {cls} rows of {source!r}"]
+    err = np.asarray(predict_aic(rows, "tile", gpu_config("H200")).predicted) / np.array(
+        [r.measured_s for r in rows]) - 1
+    x = np.array([r.x for r in rows])
+    up = [next(op for op in r.item if op.name == "moe_up") for r in rows]
+    ep1 = np.array([u.m >= u.pairs for u in up])
+    out = [f"{source} {cls}: {len(rows)} rows, median |error| {100 * np.median(np.abs(err)):.1f} %"]
+    for name, sel in (("EP 1", ep1), ("EP > 1", ~ep1)):
+        if not sel.any():
+            continue
+        e = err[sel]
+        out.append(f"{name}: {sel.sum()} rows, median |error| {100 * np.median(np.abs(e)):.1f} %, "
+                   f"signed {100 * np.median(e):+.1f} %")
+        for lo, hi in TOKEN_BINS:
+            b = sel & (x >= lo) & (x <= hi)
+            if b.any():
+                out.append(f"  tokens {lo}-{min(hi, int(x.max()))}: {b.sum()} rows, "
+                           f"signed {100 * np.median(err[b]):+.1f} %, |error| {100 * np.median(np.abs(err[b])):.1f} %")
+    return out
+
+
 if __name__ == "__main__":  # python -m simulator.validation.aic_moe fit ../shared/validation/aic/h200_sxm
     import sys
 
+    if len(sys.argv) >= 5 and sys.argv[1] == "by-ep":  # by-ep DIR FRAMEWORK VERSION FAMILY [CLASS]
+        src = " ".join(sys.argv[3:6])
+        print("\n".join(by_ep(Path(sys.argv[2]), src, " ".join(sys.argv[6:]) or "moe bf16")))
+        sys.exit(0)
     if len(sys.argv) < 3 or sys.argv[1] not in ("fit", "fit-a2a", "passes") or \
             (len(sys.argv) > 3 and sys.argv[1] != "fit"):
         print("usage: python -m simulator.validation.aic_moe fit|fit-a2a|passes SYSTEM_DIR [FAMILY ...] "
-              "(families: fit only)", file=sys.stderr)
+              "(families: fit only) | by-ep SYSTEM_DIR FRAMEWORK VERSION FAMILY [CLASS]", file=sys.stderr)
         sys.exit(2)
     from hw_models.timing.tile import FIT_MOE as _KNOWN
 
