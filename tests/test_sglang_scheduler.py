@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.api import KvView, SchedulerView
+from policies.schedulers.sglang import SglangConfig, SglangScheduler
 from simulator.config.framework import parse_framework
 from simulator.config.loader import load_scenario
 from simulator.core import registry as reg
@@ -263,6 +264,36 @@ def test_a_low_ratio_overcommits_the_pool_and_retraction_makes_room():
     low, default = _tight(900, 256, 3, 0.01), _tight(900, 256, 3, 0.7)
     assert low["preemptions"] >= 1 and low["requests_finished"] == 24
     assert default["preemptions"] == 0 and default["requests_finished"] == 24
+
+
+class SglangEveryIteration(SglangScheduler):
+    """The same scheduler asked at every iteration (no decode stretches)."""
+
+    Config = SglangConfig
+    steady_decode = False
+    __hwsim_kind__ = None  # not the registered kind it inherits: the registry loads this class
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.01])
+def test_decode_stretches_give_the_same_run_as_one_iteration_at_a_time(ratio):
+    """The ratio's decay counted over a stretch, the batch-full mark and the retractions land where a
+    per-iteration loop puts them: same requests, same times (``steady_decode`` holds)."""
+    runs = []
+    for kind in ("sglang", f"{__name__}:SglangEveryIteration"):
+        sc = _scenario({"kind": kind, "chunked_prefill_size": 256, "init_new_token_ratio": ratio,
+                        "new_token_ratio_decay_steps": 50})
+        from simulator.runner import memory_plan
+
+        mem = memory_plan(load_scenario(sc))
+        sc["engine"]["activation_reserve"] = \
+            f"{(mem.usable_bytes - mem.weight_bytes - 1500.5 * mem.kv_bytes_per_token) / 2**20:.3f}MiB"
+        sc["workload"]["prompt_tokens"]["high"] = 400
+        sc["engine"]["max_model_len"] = 800
+        runs.append(run_scenario(load_scenario(sc)))
+    a, b = runs
+    assert a.summary["requests_finished"] == b.summary["requests_finished"] == 24
+    assert a.summary["preemptions"] == b.summary["preemptions"]
+    assert a.summary["ttft_s"] == b.summary["ttft_s"] and a.summary["tpot_s"] == b.summary["tpot_s"]
 
 
 # ------------------------------------------------------------------------------------------------

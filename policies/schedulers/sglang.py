@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from policies.api import BatchPlan, PrefillChunk, RequestView, SchedulerView, StrictConfig, register_scheduler
+from policies.api import BatchPlan, KvView, PrefillChunk, RequestView, SchedulerView, StrictConfig, register_scheduler
 from policies.schedulers._common import decode_blocks
 
 
@@ -88,10 +88,11 @@ class SglangScheduler:
         self.decay = (self.init_ratio - self.min_ratio) / config.new_token_ratio_decay_steps
         self.new_token_ratio = self.init_ratio
         self.batch_full = False
-        self._running: frozenset[int] = frozenset()  # ids running at the last call
-        self._decoded: dict[int, tuple[int, int]] = {}  # last decode plan: rid -> (generated, tokens left)
+        self._expect = 0  # requests running at the next call if none leaves the batch
+        self._ref: tuple[RequestView, int] | None = None  # a request of the last decode plan, its output then
         self._retracted = False  # the last plan retracted: its step set the ratio instead of decaying it
         self._idle = False
+        self._admitting: set[int] = set()  # waiting requests the last plan admitted
 
     def max_running(self, view: SchedulerView) -> int:
         if self.config.max_running_requests is not None:
@@ -102,16 +103,10 @@ class SglangScheduler:
 
     def _decode_steps(self, view: SchedulerView) -> int:
         """Decode steps run since the last plan (one plan may have run as a stretch of them)."""
-        if not self._decoded:
+        if self._ref is None:
             return 0
-        steps = -1
-        for r in view.running:
-            then = self._decoded.get(r.rid)
-            if then is not None:
-                steps = max(steps, r.num_generated - then[0])
-        if steps < 0:  # every request of the stretch left: they finished in its last step
-            steps = min(left for _, left in self._decoded.values())
-        return max(0, steps - (1 if self._retracted else 0))
+        req, then = self._ref  # the live request: every row of a decode plan decodes at each of its steps
+        return max(0, req.num_generated - then - (1 if self._retracted else 0))
 
     def plan(self, view: SchedulerView) -> BatchPlan:
         steps = self._decode_steps(view)
@@ -120,37 +115,34 @@ class SglangScheduler:
         if self._idle:  # the engine idled: SGLang's self_check_during_idle resets the ratio
             self.new_token_ratio = self.init_ratio
         running = view.running
-        ids = frozenset(r.rid for r in running)
-        if self.batch_full and (not running or not self._running <= ids):  # a request left the batch
+        if self.batch_full and (not running or len(running) < self._expect):  # a request left the batch
             self.batch_full = False
-        self._decoded, self._retracted = {}, False
+        self._ref, self._retracted = None, False
         plan = self._prefill(view)
         if plan is None:
             plan = self._decode(view)
-        self._running = frozenset(r.rid for r in running if r.rid not in plan.preempt)
+        # only this scheduler's plans add running requests (its prefill chunks of waiting ones)
+        self._expect = len(running) - len(plan.preempt) + sum(1 for c in plan.prefill if c.rid in self._admitting)
         self._idle = not (plan.prefill or plan.decode or plan.preempt or plan.reject)
         return plan
-
-    def reservation(self, r: RequestView) -> float:
-        """Tokens a running request holds back for its remaining output (``PrefillAdder``)."""
-        left = r.max_new_tokens - r.num_generated
-        return min(left, self.config.clip_max_new_tokens) * self.new_token_ratio
 
     def _prefill(self, view: SchedulerView) -> BatchPlan | None:
         cfg = self.config
         kv = view.kv
         bs = kv.block_size
-        chunked = [r for r in view.running if r.in_prefill]
+        self._admitting: set[int] = set()
+        chunked = [r for r in view.running if r.num_computed < r.prefill_target]
         if (self.batch_full or not view.waiting) and not chunked:
             return None
-        decoding = [r for r in view.running if not r.in_prefill]
+        decoding = [r for r in view.running if r.num_computed >= r.prefill_target] if chunked else view.running
         limit = self.max_running(view)
         if limit - len(decoding) <= 0 and not chunked:
             self.batch_full = True
             return None
         available = kv.free_blocks * bs
         clip = cfg.clip_max_new_tokens
-        total_offset = sum(self.reservation(r) for r in decoding)  # rem_total_token_offset
+        # rem_total_token_offset: what the running requests hold back
+        total_offset = sum(min(r.max_new_tokens - r.num_generated, clip) for r in decoding) * self.new_token_ratio
         cur_offset = 0  # cur_rem_token_offset
         rem_input = cfg.max_prefill_tokens
         rem_chunk = cfg.chunked_prefill_size or None
@@ -199,6 +191,7 @@ class SglangScheduler:
                     break
                 reserve = 0
             chunks.append(PrefillChunk(r.rid, t))
+            self._admitting.add(r.rid)
             admitted += 1
             t = ceil(t)
             total_offset += t + reserve
@@ -221,7 +214,11 @@ class SglangScheduler:
         running = list(view.running)
         if not running:
             return BatchPlan()
-        need = sum(decode_blocks(r, kv) for r in running)
+        if type(kv) is KvView:  # every row past its prefill here: a row needs a block when its blocks are full
+            bs = kv.block_size
+            need = len(running) if bs == 1 else sum(1 for r in running if r.num_computed >= r.kv_blocks * bs)
+        else:
+            need = sum(decode_blocks(r, kv) for r in running)
         preempt: list[int] = []
         if need > kv.free_blocks:
             kept = sorted(running, key=lambda r: (r.num_generated, -r.prompt_tokens), reverse=True)
@@ -238,5 +235,5 @@ class SglangScheduler:
             self.batch_full = False  # the batch shrank
             running = [r for r in running if r.rid not in set(preempt)]
         decode = tuple(r.rid for r in running)
-        self._decoded = {r.rid: (r.num_generated, r.max_new_tokens - r.num_generated) for r in running}
+        self._ref = (running[0], running[0].num_generated)
         return BatchPlan(decode=decode, preempt=tuple(preempt))
