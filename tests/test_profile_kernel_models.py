@@ -66,7 +66,9 @@ def test_the_profile_times_an_fp8_linear_as_the_kernel_model_checked_on_its_gemm
     ops = dense_ops(tokens, tokens, sc.model.config, 2, build_quantization(sc), sc.framework.fusion)
     gemms = [op for op in ops if op.kind == "gemm" and op.dtype == "fp8"]
     quant = [op for op in ops if op.name.endswith("_quant")]
-    assert len(gemms) == len(quant) == 4  # qkv, o, up, down
+    # qkv, o, up, down; vLLM's compiled graph quantizes the QKV / gate-up / down inputs inside the norm and
+    # activation kernels (act_quant_in_producer), so only the O projection's input has a quantize kernel
+    assert len(gemms) == 4 and len(quant) == (4 if fw == "sglang" else 1)
     assert all(op.m == (tokens if fw == "sglang" else 0) for op in quant)
     timed = gemms + quant if fw == "sglang" else gemms
     t_prof = sum(prof.op_s(op) for op in timed)

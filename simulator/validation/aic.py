@@ -53,7 +53,9 @@ GEMM_SKIP = {"int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
 # and, for vLLM and SGLang, its per-tensor fp8 GEMM kernel family: CUTLASS scaled_mm's sm90 dispatch with its
 # own efficiency and per-wave cost (hw_models.scaled_mm; refitted with `python -m simulator.validation.fit
 # scaled-mm ../shared/validation/aic/h200_sxm --quick` on even rows, odd rows held out); the attention
-# constants of its kernels per family (fa2 fitted on a100_sxm, fa3 on h200_sxm); its decode kernel and,
+# constants of its kernels per family (fa2 fitted on a100_sxm, fa3 on h200_sxm; vLLM's fa3 decode also its own share
+# of HBM bandwidth, `python -m simulator.validation.fit decode-hbm ../shared/validation/aic/h200_sxm vllm --quick`);
+# its decode kernel and,
 # for TensorRT-LLM, the GQA group XQA serves
 # (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel
 # family each runs by default (hw_models.timing.tile.FIT_MOE holds each family's fitted constants).
@@ -77,14 +79,15 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    decode_kernel="split_kv", decode_max_group=32,
                    moe_kernel="cutlass",
                    alltoall_efficiency={"ll": 0.505, "ht": 0.601}, alltoall_latency_s={"ll": 38.3e-6, "ht": 59.0e-6}),
-    "vllm": dict(mem_traffic_multiplier={"quant": 1.655}, mem_kernel_floor_s={"quant": 1.031e-6},
-                 row_bytes_in_flight=6699.0, row_cost_s={"quant": 972.4e-9},
-                 fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.8525, scaled_mm_cta_overhead_cycles=586.5,
+    "vllm": dict(mem_traffic_multiplier={"quant": 1.714}, mem_kernel_floor_s={"quant": 1.756e-6},
+                 row_bytes_in_flight=3741.0, row_cost_s={"quant": 856.6e-9},
+                 fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.78, scaled_mm_cta_overhead_cycles=1227.9,
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
-                 attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.397e-6},
-                 attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5371.1},
+                 attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.479e-6},
+                 attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5446.8},
+                 attention_decode_hbm_efficiency={"fa3": 0.8705},
                  moe_kernel="triton",
                  alltoall_efficiency={"ll": 0.334, "ht": 0.459}, alltoall_latency_s={"ll": 47.0e-6, "ht": 102.0e-6}),
 }

@@ -3,6 +3,7 @@
     python -m simulator.validation.fit compute ../shared/validation/vidur_a100 [--quick]
     python -m simulator.validation.fit network ../shared/validation/vidur_a100
     python -m simulator.validation.fit scaled-mm ../shared/validation/aic/h200_sxm [--quick]
+    python -m simulator.validation.fit decode-hbm ../shared/validation/aic/h200_sxm vllm [--quick]
 
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
 fragment cost, L2 bytes per SM clock) by Nelder-Mead on median + 0.5 p90 APE of the train models'
@@ -226,6 +227,52 @@ def fit_scaled_mm(directory: Path, stride: int = 2) -> None:
               f"{np.percentile(abs(e), 90):.2%} bias {np.median(e):+.2%}")
 
 
+def fit_decode_hbm(directory: Path, fw: str, stride: int = 2) -> None:
+    """A framework's fa3 decode with its own share of HBM bandwidth (``attention_decode_hbm_efficiency``, the
+    K/V tiles pipelined by TMA): that share, the decode op cost and the cycles per (sequence, KV head) CTA on
+    the framework's even ``generation attention`` rows (every ``stride``-th), Nelder-Mead on median + 0.5 p90
+    APE, its other constants as ``FRAMEWORK_TIMING`` holds them; prints the fit and the odd (held-out) rows'
+    median / p90 APE and signed bias, before and after, over all rows and over the rows that stream at least
+    256 MiB of K/V per layer (where the bandwidth is the bound)."""
+    from simulator.validation.aic import FRAMEWORK_TIMING, default_gpu, framework_of, load_aic
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    rows, _ = load_aic(directory)
+    g = gpu_config(default_gpu(directory))
+    base = dict(FRAMEWORK_TIMING[fw])
+    mine = [r for r in rows if r.op == "generation attention" and framework_of(r) == fw]
+    train, test = mine[0::2][::stride], mine[1::2]
+
+    def over(x):
+        return dict(base, attention_decode_fixed_s={"fa3": x[0] * 1e-6}, attention_decode_cta_cycles={"fa3": x[1]},
+                    attention_decode_hbm_efficiency={"fa3": x[2]})
+
+    def obj(x):
+        if not (x[0] >= 0 and x[1] >= 0 and 0.3 < x[2] <= 1):
+            return 1e9
+        return _objective(train, g, over(x))
+
+    def kv_bytes(r) -> float:
+        op = r.item[-1] if isinstance(r.item, list) else r.item
+        return op.kv_tokens * op.kv_heads * op.head_dim * 2.0 * op.dtype_bytes
+
+    big = [r for r in test if kv_bytes(r) >= 2 ** 28]
+
+    def figures(cfg: dict, sub: list) -> str:
+        b = make_backend("tile", g, cfg)
+        pred = np.array([sum(b.op_s(o) for o in r.item) if isinstance(r.item, list) else b.op_s(r.item) for r in sub])
+        meas = np.array([r.measured_s for r in sub])
+        e = (pred - meas) / meas
+        return f"{np.median(abs(e)):.2%} / {np.percentile(abs(e), 90):.2%} / {np.median(e):+.2%} ({len(sub)} rows)"
+
+    x0 = [base["attention_decode_fixed_s"]["fa3"] * 1e6, base["attention_decode_cta_cycles"]["fa3"], 0.9]
+    r = _nm(obj, x0, 200)
+    print(f"{fw}: attention_decode_hbm_efficiency fa3 {r.x[2]:.4f} attention_decode_fixed_s fa3 {r.x[0]:.3f} us "
+          f"attention_decode_cta_cycles fa3 {r.x[1]:.1f} objective {r.fun:.4f}")
+    print(f"  odd rows, median / p90 / bias: before {figures(base, test)}; after {figures(over(r.x), test)}")
+    print(f"  odd rows with >= 256 MiB of K/V per layer: before {figures(base, big)}; after {figures(over(r.x), big)}")
+
+
 def _fit_attention(sel: dict, g, fam: str, out: dict, max_group: int = 0) -> dict:
     """The attention family's constants on ``sel``'s context rows (MMA efficiency, cycles per Q-tile
     CTA, prefill op cost) and generation rows (decode op cost, cycles per (sequence, KV head) CTA, and
@@ -264,8 +311,10 @@ if __name__ == "__main__":
         fit_network(directory)
     elif what == "scaled-mm":
         fit_scaled_mm(directory, 8 if "--quick" in sys.argv else 2)
+    elif what == "decode-hbm":
+        fit_decode_hbm(directory, sys.argv[3], 8 if "--quick" in sys.argv else 2)
     elif what == "aic":
         fit_aic(directory, 16 if "--quick" in sys.argv else 4, "--attention-only" not in sys.argv)
     else:
-        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm DIR [--quick] "
-                 "[--attention-only]")
+        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm|decode-hbm DIR "
+                 "[FRAMEWORK] [--quick] [--attention-only]")
