@@ -37,6 +37,7 @@ from hw_models.block_scaling import promotion_s
 from hw_models.collectives import ArLimits, Fabric, NcclParams
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped, plan_grouped_config
 from hw_models.moe_configs import FAMILY_SETS, config_sets, triton_config
+from hw_models.moe_contiguous import DEEPGEMM_MOE, contiguous
 from hw_models.scaled_mm import plan_scaled_mm
 from hw_models.timing.base import TimingBackend
 from hw_models.timing.tile_fits import (  # noqa: F401  (re-exported: the fitting commands read them here)
@@ -54,16 +55,6 @@ from hw_models.timing.tile_fits import (  # noqa: F401  (re-exported: the fittin
 )
 from simulator.config.quantities import Seconds, StrictConfig
 from simulator.core.registry import register_timing
-
-# DeepGEMM's m-grouped contiguous fp8 GEMM (block-scaled experts), as vLLM runs it on Hopper: the same wgmma
-# main loop as DeepGEMM's dense block-scaled GEMM, each 128-row block reading its own group's weights, so
-# timed as the dense block-fp8 GEMM model (efficiency 1.0 relative to it; that model is checked on the
-# DeepGEMM dense rows, SGLang 0.5.14 13.9 % median, FIDELITY.md) over the padded groups; no per-layer
-# constant besides the kernels in the op list (not fitted: the aic MoE tables hold no DeepGEMM rows).
-# contiguous_align: rows per expert block, vllm==0.12.0 vllm/model_executor/layers/fused_moe/deep_gemm_utils.py
-# (deepgemm_moe_permute aligns each expert's rows to get_mk_alignment_for_contiguous_layout(), with the
-# Triton helper round_up_128 beside it).
-DEEPGEMM_MOE = {"efficiency": 1.0, "fixed_s": 0.0, "pair_cache": 0.0, "row_passes": 0.0, "contiguous_align": 128.0}
 
 
 class TileConfig(StrictConfig):
@@ -349,24 +340,9 @@ class TileBackend(TimingBackend):
         return fam
 
     def _contiguous(self, op: Any, fam: dict[str, float]) -> tuple[Any, float]:
-        """A grouped GEMM of a family with a contiguous layout of ``contiguous_align`` rows (DeepGEMM's
-        m-grouped contiguous kernel as vLLM runs it, ``DeepGemmExperts``): each expert's rows padded to the
-        alignment, and the workspace sized without the per-expert counts on the host,
-        M_sum = round_up(tokens x top_k + experts x (align - 1), align) rows (``compute_aligned_M``), whose
-        blocks beyond the experts' own are zero-initialised expert ids: computed against expert 0's
-        weights as one more group. Returns the op over the padded groups and the seconds of the
-        activation and its per-group quantization over the padding rows (moe_up only: read the up
-        output, 2 x width in 16 bits, write width in 16 bits, read it, write width in fp8)."""
-        a = int(fam["contiguous_align"])
-        groups = tuple(-(-g // a) * a for g in op.groups if g)
-        rows = sum(groups)
-        experts = getattr(op, "experts", 0)
-        total = -(-(op.pairs + experts * (a - 1)) // a) * a if experts else rows
-        if total > rows:
-            groups += (total - rows,)
-        padding = sum(groups) - op.m
-        pad_s = padding * op.n * 4.5 / self._bw if op.name == "moe_up" else 0.0
-        return dataclasses.replace(op, groups=groups, m=sum(groups)), pad_s
+        """``op`` in the family's contiguous layout and the padding rows' activation seconds
+        (``hw_models.moe_contiguous``)."""
+        return contiguous(op, int(fam["contiguous_align"]), self._bw)
 
     def _triton_config(self, op: Any) -> tuple | None:
         """The Triton fused_moe configuration of a grouped GEMM when the family is a Triton one (16-bit or
