@@ -199,6 +199,10 @@ def _dense_parts(tokens: int, emitting: int, model: TransformerConfig, tp: int, 
     ops = _dense_unquantized(tokens, emitting, model, tp, ep, dp)
     if not ops:
         return ops, []
+    if fusion is not None and getattr(fusion, "shared_experts_in_moe", False) and ep == 1 and dp == 1:
+        from workloads.moe import fuse_shared_expert
+
+        ops = fuse_shared_expert(ops)  # the shared expert as one more expert of the fused MoE kernel
     if fusion is not None:
         ops = fuse(ops, fusion, tp)
     cut = next(i for i, op in enumerate(ops) if op.name == "o_proj")  # attention runs before the O projection

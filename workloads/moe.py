@@ -194,4 +194,37 @@ def dispatch_copies(top_k: int, ep: int, moe_tp: int = 1) -> float:
     return moe_tp * ep * (1.0 - (1.0 - 1.0 / ep) ** top_k)
 
 
-__all__ = ["dispatch_copies", "RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank"]
+# the routed experts of the models whose one shared expert SGLang fuses into the MoE kernel (DeepSeek-V3 / R1)
+FUSED_SHARED_ROUTED = 256
+
+
+def fuse_shared_expert(ops: list) -> list:
+    """SGLang's shared-expert fusion: the shared expert runs as one more expert of the fused MoE kernel,
+    every token routed to it (top-k + 1), instead of a dense MLP of its own (sglang==0.5.6.post2 / 0.5.9
+    srt/models/deepseek_v2.py ``determine_num_fused_shared_experts``: DeepSeek-V3 / R1, 256 routed experts
+    and one shared expert, no expert parallelism, no DeepEP; ``disable_shared_experts_fusion`` off by
+    default in server_args.py). ``ops``: one iteration's ops before quantization; returned unchanged
+    unless they hold a grouped MoE over all 256 experts and a shared MLP of one expert's width on the same
+    tokens (the caller checks the engine and the parallelism)."""
+    from dataclasses import replace
+
+    at = {op.name: op for op in ops}
+    need = ("moe_up", "moe_act", "moe_down", "moe_sum", "shared_up", "shared_act", "shared_down")
+    if any(n not in at for n in need):
+        return ops
+    up, down, s_up = at["moe_up"], at["moe_down"], at["shared_up"]
+    t = up.q_tokens
+    if getattr(up, "experts", 0) != FUSED_SHARED_ROUTED or s_up.n != up.n or s_up.m != t or s_up.count != up.count:
+        return ops
+
+    def grouped(op):
+        return replace(op, m=op.m + t, groups=op.groups + (t,), pairs=op.pairs + t, experts=op.experts + 1)
+
+    merged = {"moe_up": grouped(up), "moe_down": grouped(down),
+              "moe_act": replace(at["moe_act"], bytes=at["moe_act"].bytes + at["shared_act"].bytes),
+              "moe_sum": replace(at["moe_sum"], bytes=at["moe_sum"].bytes + int(t * down.n * down.dtype_bytes))}
+    return [merged.get(op.name, op) for op in ops if op.name not in ("shared_up", "shared_act", "shared_down")]
+
+
+__all__ = ["dispatch_copies", "RoutingConfig", "UNIFORM", "popularity", "expert_loads", "rank_loads", "busiest_rank",
+           "fuse_shared_expert"]

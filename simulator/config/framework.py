@@ -46,6 +46,10 @@ class FusionConfig(StrictConfig):
     allreduce_norm: bool = Field(default=False,
                                  description="tensor-parallel all-reduce fused with the residual add + norm "
                                              "that follows it (no separate add/norm kernel)")
+    shared_experts_in_moe: bool = Field(default=False,
+                                        description="a MoE model's one shared expert run as one more expert of "
+                                                    "the fused MoE kernel, without expert parallelism "
+                                                    "(workloads.moe.fuse_shared_expert)")
 
 
 class CudaGraphConfig(StrictConfig):
