@@ -329,3 +329,77 @@ def test_a_bad_tensor_parallel_block_is_one_error_naming_it():
     bad = prof.model_copy(update={"tensor_parallel": {2: {"no_such_field": 1}}})
     with pytest.raises(ConfigError, match="no_such_field"):
         bad.for_tp(8)
+
+
+# ------------------------------------------------------------------------------------------------
+# review fixes: each test below failed before its fix
+
+
+class SglangRatioAtAdmission(SglangScheduler):
+    """Records the ratio each prefill plan admitted at while no request was running."""
+
+    Config = SglangConfig
+    __hwsim_kind__ = None
+    seen: list[float] = []
+
+    def plan(self, view):
+        plan = super().plan(view)
+        if plan.prefill and not view.running:
+            type(self).seen.append(self.new_token_ratio)
+        return plan
+
+
+def test_a_request_reaching_an_idle_engine_is_admitted_at_the_initial_ratio():
+    """The serving loop does not ask the scheduler while nothing waits or runs, so the reset SGLang's
+    ``self_check_during_idle`` does must be seen from the next plan: requests 20 s apart each find the
+    engine idle (the ratio had decayed to its floor over the previous request's 50+ decode steps)."""
+    SglangRatioAtAdmission.seen = []
+    sc = _scenario({"kind": f"{__name__}:SglangRatioAtAdmission", "new_token_ratio_decay_steps": 10}, n=4)
+    sc["workload"] = {"kind": "synthetic", "num_requests": 4, "arrival": {"process": "poisson", "rate": "0.05/s"},
+                      "prompt_tokens": {"dist": "fixed", "value": 64}, "output_tokens": {"dist": "fixed", "value": 60}}
+    assert run_scenario(load_scenario(sc)).summary["requests_finished"] == 4
+    assert len(SglangRatioAtAdmission.seen) == 4
+    assert SglangRatioAtAdmission.seen == pytest.approx([0.7] * 4)
+
+
+def test_a_drained_batch_with_requests_queued_keeps_the_ratio_unless_it_was_full():
+    # SGLang's next iteration builds a prefill batch from the queue (no idle iteration, no reset) ...
+    s = sched(max_prefill_tokens=100, chunked_prefill_size=0)
+    plan = s.plan(view([waiting(0, 60, 1), waiting(1, 60, 10)]))  # 1 waits: 60 >= 100 - 60 (OTHER)
+    assert [c.rid for c in plan.prefill] == [0] and not s.batch_full
+    s.new_token_ratio = decayed = 0.3
+    s.plan(view([waiting(1, 60, 10)], []))  # 0 finished at its prefill while 1 was queued
+    assert s.new_token_ratio == pytest.approx(decayed)
+    # ... but a batch marked full idles one iteration once its last request leaves (update_running_batch
+    # finds it empty: no batch, self_check_during_idle resets the ratio)
+    s = sched(new_token_ratio_decay_steps=10)
+    big = waiting(5, 3000, 3000)
+    s.plan(view([waiting(4, 3000, 3000), big], free=10_000, total=10_000))
+    assert s.batch_full
+    r = decoding(4, 3000, 1, 3000)
+    s.plan(view([big], [r], free=7000, total=10_000))
+    r.num_generated += 5
+    s.plan(view([big], [], free=10_000, total=10_000))
+    assert s.new_token_ratio == pytest.approx(0.7)
+
+
+def test_the_chunked_request_counts_against_max_running_requests():
+    # SGLang: running_bs counts the running batch, which the chunked request is not in (it is merged
+    # only after its last chunk), but the cap is checked against can_run_list, which holds it:
+    # allocatable 3 - 1 = 2 = the chunked request + one waiting request; then the batch is full.
+    s = sched(max_running_requests=3, chunked_prefill_size=8192)
+    cut = waiting(9, 4000, 10)
+    cut.num_computed, cut.kv_blocks, cut.state = 1000, 1000, RUNNING
+    plan = s.plan(view([waiting(i, 10, 10) for i in range(3)], [decoding(8, 10, 1, 10), cut]))
+    assert [c.rid for c in plan.prefill] == [9, 0]
+    assert s.batch_full
+
+
+def test_after_cutting_a_prompt_on_pages_the_next_request_is_still_checked():
+    # page 16, chunk 100: the first prompt (200) is cut at 96 tokens, 4 chunk tokens stay (under a page),
+    # so SGLang's budget_state says CONTINUE and add_one_req checks the next request: 600 + 550 = 1150
+    # >= 1200 - 96 is NO_TOKEN, which marks the batch full
+    s = sched(block_size=16, chunked_prefill_size=100)
+    plan = s.plan(view([waiting(0, 200, 10), waiting(1, 600, 550)], free=75, total=75, bs=16))
+    assert [(c.rid, c.tokens) for c in plan.prefill] == [(0, 96)]
+    assert s.batch_full

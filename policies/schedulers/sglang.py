@@ -12,11 +12,17 @@ Models (each iteration, ``Scheduler.get_next_batch_to_run`` -> ``get_new_batch_p
        request holds back ``min(max_new_tokens - generated, clip) x new_token_ratio`` tokens it may
        still write, each request admitted in this batch its prompt plus ``min(max_new_tokens, clip)``
        in full; a request is admitted only while its prompt + remaining output is below the free
-       tokens minus those reservations. A refusal (or ``max_running_requests`` reached) marks the
+       tokens minus those reservations. A refusal (or ``max_running_requests`` reached, the batch's
+       requests counted with the chunked one, which is not yet in the running batch) marks the
        running batch full: no prefill is tried again until a running request leaves it.
     4. ``new_token_ratio`` starts at ``init_new_token_ratio x schedule_conservativeness``, falls by
        ``(init - init x min_factor) / decay_steps`` each decode step down to ``init x min_factor``,
-       and returns to the start when the engine idles.
+       and returns to the start when the engine idles. The serving loop does not ask a scheduler while
+       nothing waits or runs, so a plan that finds no running request resets it unless requests
+       were left queued by the last plan (SGLang then builds the next prefill batch at once) and the
+       batch was not full (a full batch that empties makes one idle iteration). A request that
+       arrived during the last step before the batch emptied cannot be told from one that arrived
+       later: the ratio is reset, where SGLang, finding it queued, would not.
     5. A decode step for every running request; when the pool lacks a token for each of them, the
        requests with the fewest output tokens (then the longest prompt) are retracted (preempted by
        recompute) until it has, and the ratio becomes ``(tokens decoded + retract_decode_steps x
@@ -26,10 +32,16 @@ Models (each iteration, ``Scheduler.get_next_batch_to_run`` -> ``get_new_batch_p
     pool size; ``tp_worker``: the minimum), with the engine's ``max_model_len`` as the context length.
 Ignores: the radix (prefix) cache (its evictable tokens count as free here: nothing is shared), the
     ignore-EOS admission path SGLang takes only with the radix cache disabled, priority scheduling,
-    LoRA, grammar queues, and the overlap scheduler's one-step lag in seeing finished requests.
+    LoRA, grammar queues, the overlap scheduler's one-step lag in seeing finished requests, and
+    the running batch's finished requests counted (cap and reservation) until its next decode
+    filters them: a batch marked full admits at the first plan after a request leaves it, SGLang
+    one decode step later. DP attention's settings (``_handle_data_parallelism``:
+    schedule_conservativeness x 0.3, chunked_prefill_size / dp_size; ``tp_worker``: a given
+    max_running_requests / dp_size) are not derived: give them in the scheduler block.
 Sources: sglang==0.5.6.post2 (same rules in 0.5.8.post1 and 0.5.9)
     ``sglang/srt/managers/scheduler.py`` (``get_next_batch_to_run``, ``get_new_batch_prefill``,
-    ``update_running_batch``, new_token_ratio init / min / decay), ``managers/schedule_policy.py``
+    ``update_running_batch``, new_token_ratio init / min / decay), ``managers/scheduler_runtime_checker_mixin.py``
+    (``self_check_during_idle``: the ratio's reset), ``managers/schedule_policy.py``
     (``PrefillAdder``: ``rem_total_tokens``, ``add_one_req``, ``add_chunked_req``,
     ``CLIP_MAX_NEW_TOKENS`` 4096), ``managers/schedule_batch.py`` (``check_decode_mem``,
     ``retract_decode``), ``environ.py`` (SGLANG_INIT_NEW_TOKEN_RATIO 0.7,
@@ -91,7 +103,7 @@ class SglangScheduler:
         self._expect = 0  # requests running at the next call if none leaves the batch
         self._ref: tuple[RequestView, int] | None = None  # a request of the last decode plan, its output then
         self._retracted = False  # the last plan retracted: its step set the ratio instead of decaying it
-        self._idle = False
+        self._queued = False  # requests were left waiting (or were retracted) by the last plan
         self._admitting: set[int] = set()  # waiting requests the last plan admitted
 
     def max_running(self, view: SchedulerView) -> int:
@@ -112,9 +124,11 @@ class SglangScheduler:
         steps = self._decode_steps(view)
         if steps:
             self.new_token_ratio = max(self.new_token_ratio - steps * self.decay, self.min_ratio)
-        if self._idle:  # the engine idled: SGLang's self_check_during_idle resets the ratio
-            self.new_token_ratio = self.init_ratio
         running = view.running
+        if not running and (self.batch_full or not self._queued):
+            # SGLang's loop found no batch (its queue empty, or a full batch just emptied by
+            # update_running_batch): self_check_during_idle resets the ratio
+            self.new_token_ratio = self.init_ratio
         if self.batch_full and (not running or len(running) < self._expect):  # a request left the batch
             self.batch_full = False
         self._ref, self._retracted = None, False
@@ -122,8 +136,9 @@ class SglangScheduler:
         if plan is None:
             plan = self._decode(view)
         # only this scheduler's plans add running requests (its prefill chunks of waiting ones)
-        self._expect = len(running) - len(plan.preempt) + sum(1 for c in plan.prefill if c.rid in self._admitting)
-        self._idle = not (plan.prefill or plan.decode or plan.preempt or plan.reject)
+        admitted = sum(1 for c in plan.prefill if c.rid in self._admitting)
+        self._expect = len(running) - len(plan.preempt) + admitted
+        self._queued = len(view.waiting) - admitted - len(plan.reject) + len(plan.preempt) > 0
         return plan
 
     def _prefill(self, view: SchedulerView) -> BatchPlan | None:
@@ -164,7 +179,6 @@ class SglangScheduler:
             rem_input -= t
             if rem_chunk is not None:
                 rem_chunk -= t
-        admitted = 0
         reject: list[int] = []
         pool = kv.total_blocks * bs
         for r in view.waiting:
@@ -172,7 +186,7 @@ class SglangScheduler:
                     or r.prefill_remaining + min(r.max_new_tokens - r.num_generated, clip) >= pool):
                 reject.append(r.rid)  # never admissible (SGLang refuses it at the API)
                 continue
-            if admitted >= limit - len(decoding):
+            if len(chunks) >= limit - len(decoding):  # SGLang counts can_run_list, the chunked request too
                 self.batch_full = True
                 break
             need = r.prefill_remaining
@@ -192,7 +206,6 @@ class SglangScheduler:
                 reserve = 0
             chunks.append(PrefillChunk(r.rid, t))
             self._admitting.add(r.rid)
-            admitted += 1
             t = ceil(t)
             total_offset += t + reserve
             cur_offset += t
@@ -202,7 +215,9 @@ class SglangScheduler:
             if available - total_offset <= 0 or available - cur_offset <= 0:
                 self.batch_full = True  # NO_TOKEN
                 break
-            if rem_input <= 0 or (rem_chunk is not None and rem_chunk <= 0) or t < ceil(need):
+            # a cut prompt leaves under a page of the chunk at most: the loop goes on (add_one_req may still
+            # refuse the next request for tokens, marking the batch full) and cuts nothing more
+            if rem_input <= 0 or (rem_chunk is not None and rem_chunk <= 0):
                 break
         if chunks or reject:
             return BatchPlan(prefill=tuple(chunks), reject=tuple(reject))
