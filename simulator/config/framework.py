@@ -158,25 +158,7 @@ class FrameworkProfile(StrictConfig):
         if not keys:
             return self
         block = max(keys)
-        update: dict[str, Any] = {}
-        try:
-            for key, val in self.tensor_parallel[block].items():
-                cur = getattr(self, key, None)
-                if isinstance(val, dict) and isinstance(cur, StrictConfig):  # only the fields given change
-                    part = type(cur).model_validate(val)
-                    update[key] = cur.model_copy(update={k: getattr(part, k) for k in val})
-                elif isinstance(val, dict) and isinstance(cur, dict):
-                    update[key] = {**cur, **val}
-                elif key in FrameworkProfile.model_fields and key != "tensor_parallel":
-                    info = FrameworkProfile.model_fields[key]
-                    update[key] = TypeAdapter(Annotated[(info.annotation, *info.metadata)]).validate_python(val)
-                else:
-                    raise ConfigError(f"unknown profile field {key!r}",
-                                      where=f"framework {self.name}: tensor_parallel.{block}")
-        except ValidationError as exc:
-            raise ConfigError(f"{exc.errors()[0]['msg']}", where=f"framework {self.name}: tensor_parallel.{block}"
-                              ) from None
-        return self.model_copy(update=update)
+        return self._merged(self.tensor_parallel[block], f"tensor_parallel.{block}")
 
     def padded_batch(self, rows: int) -> int:
         """Rows a CUDA-graph replay of a decode batch of ``rows`` runs (the next captured size)."""
@@ -255,9 +237,11 @@ def _resolve(framework: str, version: str | None, where: str) -> tuple[Path, Fra
     return path, prof.for_version(version)
 
 
-def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework") -> FrameworkProfile:
+def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework", tp: int = 1) -> FrameworkProfile:
     """``vllm``, ``vllm-0.12``, ``sglang-0.5.6.post2``, a preset file stem, or a block
-    ``{preset: sglang-0.5, host: {per_seq_s: 40us}}`` whose other fields override the preset's."""
+    ``{preset: sglang-0.5, host: {per_seq_s: 40us}}`` whose other fields override the preset's, at
+    tensor-parallel degree ``tp``. A field takes, first found: the block's value, the profile's
+    ``tensor_parallel`` block for ``tp``, its ``versions`` blocks for the named release, the preset."""
     overrides: dict[str, Any] = {}
     if isinstance(spec, dict):
         overrides = {k: v for k, v in spec.items() if k != "preset"}
@@ -266,8 +250,14 @@ def parse_framework(spec: str | dict[str, Any], where: str = "engine.framework")
         spec = spec["preset"]
     t = spec.strip()
     if (PRESETS / f"{t}.yaml").exists():
-        path = PRESETS / f"{t}.yaml"
-        return _read(path, overrides) if overrides else dict(_profiles())[path]
-    fw, _, ver = t.partition("-")
-    path, prof = _resolve(fw, ver or None, where)
-    return _read(path, overrides).for_version(ver or None) if overrides else prof
+        path, ver = PRESETS / f"{t}.yaml", ""
+        prof = dict(_profiles())[path]
+    else:
+        fw, _, ver = t.partition("-")
+        path, prof = _resolve(fw, ver or None, where)
+    if overrides:  # read with the block's fields as a preset is (errors name the field), the blocks applied
+        prof = _read(path, overrides).for_version(ver or None)
+    prof = prof.for_tp(tp)
+    # the block's own fields win over what the release and tensor-parallel blocks set
+    own = {k: v for k, v in overrides.items() if k not in ("tensor_parallel", "versions")}
+    return prof._merged(own, where) if own else prof

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from simulator.config.errors import config_error
 from simulator.config.framework import FrameworkProfile, parse_framework
@@ -382,11 +382,13 @@ def _framework_defaults(raw: dict[str, Any]) -> tuple[FrameworkProfile, dict[str
     if not isinstance(name, (str, dict)):
         raise ConfigError(f"must be a framework name such as vllm-0.12 or a block {{preset: vllm-0.12, ...}}, "
                           f"got {name!r}", where="engine.framework")
-    prof = parse_framework(name)
     cluster = raw.get("cluster")
     tp = cluster.get("tensor_parallel", 1) if isinstance(cluster, dict) else 1
-    if isinstance(tp, int) and not isinstance(tp, bool):  # settings the framework derives from the GPU count
-        prof = prof.for_tp(tp)
+    try:  # the degree as the cluster section reads it (settings the framework derives from the GPU count)
+        tp = TypeAdapter(int).validate_python(tp)
+    except ValidationError:
+        tp = 1  # not a degree: the cluster section reports it
+    prof = parse_framework(name, tp=tp)
     out = copy.deepcopy(raw)
     eng = out["engine"]
     eng.setdefault("gpu_memory_utilization", prof.gpu_memory_utilization)
