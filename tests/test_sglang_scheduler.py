@@ -403,3 +403,21 @@ def test_after_cutting_a_prompt_on_pages_the_next_request_is_still_checked():
     plan = s.plan(view([waiting(0, 200, 10), waiting(1, 600, 550)], free=75, total=75, bs=16))
     assert [(c.rid, c.tokens) for c in plan.prefill] == [(0, 96)]
     assert s.batch_full
+
+
+def test_a_retracted_request_queues_behind_those_already_waiting():
+    # SGLang's retract_decode hands the request to _add_request_to_queue, which appends it to the
+    # waiting queue (fcfs: no sort): c, queued at t=3, comes before b retracted at t=10, though the
+    # serving loop puts a preempted request at the front of its queue; d, arriving at t=12, after b
+    s = sched(max_running_requests=2)
+    a, b = decoding(1, 100, 10, 100), decoding(2, 100, 5, 100)
+    c = waiting(3, 10, 10)
+    plan = s.plan(SchedulerView(10, 0, (c,), (a, b), KvView(1, 1000, 0), 1 << 20))
+    assert s.batch_full is False and plan.preempt == (2,) and plan.decode == (1,)
+    b.num_computed, b.kv_blocks, b.prefill_target, b.state = 0, 0, 105, WAITING
+    d = waiting(12, 10, 10)
+    plan = sched(max_running_requests=4).plan(SchedulerView(20, 0, (b, c, d), (a,), KvView(1, 1000, 800), 1 << 20))
+    assert [c.rid for c in plan.prefill] == [2, 3, 12]  # a scheduler that retracted nothing keeps the loop's order
+    s.config = s.config.model_copy(update={"max_running_requests": 4})
+    plan = s.plan(SchedulerView(20, 0, (b, c, d), (a,), KvView(1, 1000, 800), 1 << 20))
+    assert [c.rid for c in plan.prefill] == [3, 2, 12]

@@ -27,6 +27,8 @@ Models (each iteration, ``Scheduler.get_next_batch_to_run`` -> ``get_new_batch_p
        requests with the fewest output tokens (then the longest prompt) are retracted (preempted by
        recompute) until it has, and the ratio becomes ``(tokens decoded + retract_decode_steps x
        requests) / (max_new_tokens summed + 1)`` over those kept (``ScheduleBatch.retract_decode``).
+       A retracted request joins the back of the queue (``_add_request_to_queue`` appends; the
+       default fcfs policy does not sort), behind the requests waiting at its retraction.
     ``max_running_requests`` (None): SGLang's derived limit, ``min(pool tokens // 2, clamp(pool
     tokens / context length x 512, 2048, 4096))`` (``model_runner.init_memory_pool``: the request
     pool size; ``tp_worker``: the minimum), with the engine's ``max_model_len`` as the context length.
@@ -105,6 +107,8 @@ class SglangScheduler:
         self._retracted = False  # the last plan retracted: its step set the ratio instead of decaying it
         self._queued = False  # requests were left waiting (or were retracted) by the last plan
         self._admitting: set[int] = set()  # waiting requests the last plan admitted
+        self._requeued: dict[int, tuple[int, int]] = {}  # rid -> (time, order) of its retraction, while it waits
+        self._retractions = 0
 
     def max_running(self, view: SchedulerView) -> int:
         if self.config.max_running_requests is not None:
@@ -137,6 +141,9 @@ class SglangScheduler:
             plan = self._decode(view)
         # only this scheduler's plans add running requests (its prefill chunks of waiting ones)
         admitted = sum(1 for c in plan.prefill if c.rid in self._admitting)
+        if self._requeued:
+            for rid in (*(c.rid for c in plan.prefill), *plan.reject):
+                self._requeued.pop(rid, None)
         self._expect = len(running) - len(plan.preempt) + admitted
         self._queued = len(view.waiting) - admitted - len(plan.reject) + len(plan.preempt) > 0
         return plan
@@ -181,7 +188,7 @@ class SglangScheduler:
                 rem_chunk -= t
         reject: list[int] = []
         pool = kv.total_blocks * bs
-        for r in view.waiting:
+        for r in self._queue(view):
             if (r.prefill_target > view.max_model_len
                     or r.prefill_remaining + min(r.max_new_tokens - r.num_generated, clip) >= pool):
                 reject.append(r.rid)  # never admissible (SGLang refuses it at the API)
@@ -223,6 +230,30 @@ class SglangScheduler:
             return BatchPlan(prefill=tuple(chunks), reject=tuple(reject))
         return None
 
+    def _queue(self, view: SchedulerView) -> list[RequestView] | tuple[RequestView, ...]:
+        """The waiting requests in SGLang's queue order. A retracted request is appended to the queue
+        (``retract_decode`` -> ``_add_request_to_queue``; fcfs does not sort): behind those that arrived
+        by its retraction, ahead of later ones. The serving loop puts it at the front."""
+        if not self._requeued:
+            return view.waiting
+        back, rest = [], []
+        for r in view.waiting:
+            (back if r.rid in self._requeued else rest).append(r)
+        if not back:  # none waits any more (finished elsewhere, moved)
+            self._requeued.clear()
+            return view.waiting
+        back.sort(key=lambda r: self._requeued[r.rid])
+        out: list[RequestView] = []
+        i = 0
+        for r in back:
+            t = self._requeued[r.rid][0]
+            while i < len(rest) and rest[i].arrival_ps <= t:
+                out.append(rest[i])
+                i += 1
+            out.append(r)
+        out.extend(rest[i:])
+        return out
+
     def _decode(self, view: SchedulerView) -> BatchPlan:
         """``update_running_batch``: decode every running request, retracting while tokens are short."""
         kv = view.kv
@@ -241,6 +272,8 @@ class SglangScheduler:
             while len(kept) > 1 and (not preempt or need > free):
                 victim = kept.pop()
                 preempt.append(victim.rid)
+                self._requeued[victim.rid] = (view.now_ps, self._retractions)
+                self._retractions += 1
                 need -= decode_blocks(victim, kv)
                 free += kv.blocks_freed_by(victim)
             decoded = sum(r.num_generated for r in kept)
