@@ -191,7 +191,10 @@ class SglangScheduler:
         for r in self._queue(view):
             if (r.prefill_target > view.max_model_len
                     or r.prefill_remaining + min(r.max_new_tokens - r.num_generated, clip) >= pool):
-                reject.append(r.rid)  # never admissible (SGLang refuses it at the API)
+                # never admissible: SGLang refuses prompt + max_new_tokens >= context length at its API
+                # (tokenizer_manager._validate_one_request) and cuts max_new_tokens to min(context, pool)
+                # - 2 - prompt (scheduler.init_req_max_new_tokens); a cut output is not modelled: rejected
+                reject.append(r.rid)
                 continue
             if len(chunks) >= limit - len(decoding):  # SGLang counts can_run_list, the chunked request too
                 self.batch_full = True
