@@ -421,3 +421,22 @@ def test_a_retracted_request_queues_behind_those_already_waiting():
     s.config = s.config.model_copy(update={"max_running_requests": 4})
     plan = s.plan(SchedulerView(20, 0, (b, c, d), (a,), KvView(1, 1000, 800), 1 << 20))
     assert [c.rid for c in plan.prefill] == [3, 2, 12]
+
+
+def test_the_step_that_retracts_sets_the_ratio_and_does_not_decay_it():
+    # update_running_batch either retracts (the ratio becomes the estimate) or decays: the retracting
+    # step's own decode is not a decay step; the steps after it are
+    r1, r2, r3 = decoding(1, 100, 10, 100), decoding(2, 100, 5, 100), decoding(3, 200, 5, 300)
+    s = sched(new_token_ratio_decay_steps=100)
+    s.plan(view([], [r1, r2, r3], free=1, total=420))
+    assert s.new_token_ratio == pytest.approx(55 / 201)
+    for r in (r1, r2):  # the retracting plan's decode step ran
+        r.num_generated += 1
+        r.num_computed += 1
+        r.kv_blocks += 1
+    s.plan(view([], [r1, r2], free=300, total=420))
+    assert s.new_token_ratio == pytest.approx(55 / 201)
+    for r in (r1, r2):  # three more decode steps (one stretch)
+        r.num_generated += 3
+    s.plan(view([], [r1, r2], free=300, total=420))
+    assert s.new_token_ratio == pytest.approx(55 / 201 - 3 * (0.7 - 0.098) / 100)
