@@ -440,3 +440,13 @@ def test_the_step_that_retracts_sets_the_ratio_and_does_not_decay_it():
         r.num_generated += 3
     s.plan(view([], [r1, r2], free=300, total=420))
     assert s.new_token_ratio == pytest.approx(55 / 201 - 3 * (0.7 - 0.098) / 100)
+
+
+def test_the_next_chunk_is_cut_to_the_unreserved_tokens():
+    # add_chunked_req: min(rem_chunk_tokens, int(rem_total_tokens)); the running batch's reservation
+    # counts a (2000 remaining x 0.7 = 1400), not the chunked request (not in the running batch)
+    a = decoding(0, 100, 1, 2001)
+    cut = waiting(9, 4000, 10)
+    cut.num_computed, cut.kv_blocks, cut.state = 1000, 1000, RUNNING
+    plan = sched().plan(view([], [a, cut], free=2000, total=10_000))
+    assert [(c.rid, c.tokens) for c in plan.prefill] == [(9, 600)]
