@@ -39,7 +39,9 @@ Ignores: the radix (prefix) cache (its evictable tokens count as free here: noth
     filters them: a batch marked full admits at the first plan after a request leaves it, SGLang
     one decode step later. DP attention's settings (``_handle_data_parallelism``:
     schedule_conservativeness x 0.3, chunked_prefill_size / dp_size; ``tp_worker``: a given
-    max_running_requests / dp_size) are not derived: give them in the scheduler block.
+    max_running_requests / dp_size) are not derived: give them in the scheduler block. The decay is
+    counted from one running request's output tokens, one per decode step; under speculative
+    decoding (several tokens a step) it runs ahead of SGLang's one decay per step.
 Sources: sglang==0.5.6.post2 (same rules in 0.5.8.post1 and 0.5.9)
     ``sglang/srt/managers/scheduler.py`` (``get_next_batch_to_run``, ``get_new_batch_prefill``,
     ``update_running_batch``, new_token_ratio init / min / decay), ``managers/scheduler_runtime_checker_mixin.py``
