@@ -139,3 +139,19 @@ def test_an_unknown_configuration_set_is_a_one_line_error():
     r = subprocess.run([sys.executable, "-m", "simulator.validation.aic_moe", "fit", ".", "tritonn"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown kernel family 'tritonn'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_block_fp8_experts_on_another_family_are_not_timed_at_a_triton_configuration():
+    # vLLM 0.12's profile: Triton fused MoE, block-scaled fp8 experts on DeepGEMM (moe_kernel_fp8_block); a
+    # DeepGEMM grouped GEMM has no Triton tile configuration: it takes the same time as under DeepGEMM alone
+    from dataclasses import replace
+
+    h200 = gpu_config("H200")
+    up, down = [op for op in moe_ops(256, _model(), 2, 1) if op.kind == GROUPED]
+    mixed = TileBackend(TileConfig(moe_kernel="triton", moe_kernel_fp8_block="deepgemm"), h200)
+    alone = TileBackend(TileConfig(moe_kernel="deepgemm"), h200)
+    for op in (up, down):
+        block = replace(op, dtype="fp8", dtype_bytes=1.0 + 4.0 / 128, w_bytes=1.0, out_bytes=2.0, scale_block_k=128)
+        assert mixed._triton_config(block) is None
+        assert mixed.op_s(block) == alone.op_s(block)
+        assert mixed._triton_config(op) is not None  # 16-bit experts stay on the Triton kernel

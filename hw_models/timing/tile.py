@@ -329,11 +329,12 @@ class TileBackend(TimingBackend):
         per_row = -(-rows // d.sm_count) * c.row_cost_s.get(cls, 0.0) if rows else 0.0
         return max(c.mem_kernel_floor_s.get(cls, 0.0), c.mem_kernel_fixed_s + max(moved / bw, latency_floor) + per_row)
 
+    def _moe_family_name(self, op: Any = None) -> str:
+        c = self.config  # block-scaled fp8 experts: moe_kernel_fp8_block when the profile names one
+        return c.moe_kernel_fp8_block if c.moe_kernel_fp8_block and getattr(op, "scale_block_k", 0) else c.moe_kernel
+
     def _moe_family(self, op: Any = None) -> dict[str, float]:
-        c = self.config
-        name = c.moe_kernel
-        if op is not None and c.moe_kernel_fp8_block and getattr(op, "scale_block_k", 0):
-            name = c.moe_kernel_fp8_block
+        c, name = self.config, self._moe_family_name(op)
         fam = c.moe_kernels.get(name)
         if fam is None:
             raise ValueError(f"unknown moe_kernel {name!r}; known: {', '.join(sorted(c.moe_kernels))}")
@@ -350,7 +351,7 @@ class TileBackend(TimingBackend):
         The file's N is the expert width per GPU: the down GEMM's K, half the up GEMM's N (gated experts,
         as every Triton row of the aic tables)."""
         c = self.config
-        family_set = FAMILY_SETS.get(c.moe_kernel)
+        family_set = FAMILY_SETS.get(self._moe_family_name(op))  # the family that runs it (not DeepGEMM's)
         if family_set is None or op.deq_ops or getattr(op, "w_dtype", "") or not op.q_tokens or not op.experts:
             return None
         width = op.k if op.name == "moe_down" else max(1, op.n // 2)
