@@ -126,3 +126,19 @@ def test_host_work_per_rank(dp_timer):
     assert not dp_timer.overlap
     assert dp_timer._with_host(0.0, 20) == dp_timer.host_step_s + dp_timer.host_seq_s * 10
     assert dp_timer._with_host(0.0, 21) == dp_timer.host_step_s + dp_timer.host_seq_s * 11
+
+
+def test_decode_graph_replay_is_per_rank(dp_timer):
+    """Each DP rank replays its own CUDA graph of its share of the rows (vllm==0.12.0 gpu_model_runner.py
+    _determine_batch_execution_and_padding dispatches the graph on the rank's own, DP-padded token count):
+    600 decode rows on 2 ranks are 300 per rank, within vLLM's 512-row capture limit, so no host launches
+    bound the step however slow a launch is (a 1 s launch would otherwise make the step at least 189 s)."""
+    fw = dp_timer.framework
+    rows = 600
+    assert rows > fw.cuda_graphs.max_batch >= -(-rows // dp_timer.dp)
+    slow = StepTimer(dp_timer.model, dp_timer.tp, dp_timer.backend, dp_timer.quant, fw, launch_s=1.0, dp=dp_timer.dp)
+    shape = BatchShape(decode_rows=rows, decode_kv=rows * 1500, emitting=rows)
+    assert slow.step(shape)[0] == dp_timer.step(shape)[0]
+    ps, _ = slow.decode_segment(rows, rows * 1500, 3)
+    assert ps.tolist() == dp_timer.decode_segment(rows, rows * 1500, 3)[0].tolist()
+    assert ps.max() < 1e12  # under a second

@@ -214,8 +214,11 @@ class StepTimer:
         return j
 
     def _launch_floor(self, kernels: int, decode_only: bool, rows: int) -> float:
-        """Host launch time of one step (0 when a CUDA graph replays it)."""
+        """Host launch time of one step (0 when a CUDA graph replays it). Under attention data parallelism
+        each rank replays its own graph of its share of the rows (``_padded_decode``)."""
         fw = self.framework
+        if self.dp > 1:
+            rows = -(-rows // self.dp)
         if fw is None or (decode_only and rows <= fw.cuda_graphs.max_batch):
             return 0.0
         if fw.cuda_graphs.mixed == "piecewise":
