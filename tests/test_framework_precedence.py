@@ -58,3 +58,16 @@ def test_an_unknown_release_is_one_error_naming_it(spec):
 def test_a_bad_tensor_parallel_degree_is_one_error():
     with pytest.raises(ConfigError, match="tensor_parallel"):
         load_scenario(_scenario("sglang-0.5.6.post2", tp="four"))
+
+
+@pytest.mark.parametrize("spec", ["vllm-0.16", "vllm-0.16.0", "vllm-0.16.0.post1"])
+def test_a_release_named_without_its_trailing_zero_is_the_same_release(spec):
+    # "0.16" is release 0.16.0: the 0.16.0 block applies (tuple order put (0, 16) below (0, 16, 0))
+    assert parse_framework(spec).host.overlap is True
+
+
+def test_a_line_named_without_its_trailing_zero_finds_its_profile():
+    from simulator.config.framework import resolve_profile
+
+    assert resolve_profile("sglang", "0.5").version == "0.5.0"
+    assert resolve_profile("trtllm", "1").framework == "trtllm"

@@ -121,14 +121,14 @@ class FrameworkProfile(StrictConfig):
     def for_version(self, version: str | None) -> FrameworkProfile:
         """The profile as release ``version`` of the framework configures itself (its ``versions`` blocks
         not newer than it applied in order; None or an unparsable version: unchanged)."""
-        key = version_key(str(version)) if version else None
+        key = release_key(str(version)) if version else None
         if key is None or not self.versions:
             return self
         for block in self.versions:
             if version_key(block) is None:
                 raise ConfigError(f"versions key {block!r} is not a release number", where=f"framework {self.name}")
         prof = self
-        for block in sorted((b for b in self.versions if version_key(b) <= key), key=version_key):
+        for block in sorted((b for b in self.versions if release_key(b) <= key), key=release_key):
             prof = prof._merged(self.versions[block], f"versions.{block}")
         return prof
 
@@ -179,6 +179,18 @@ def version_key(version: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in m.group(1).split("."))
 
 
+def release_key(version: str) -> tuple[int, ...] | None:
+    """``version_key`` without trailing zeros, for ordering releases: '0.16' and '0.16.0' are one release
+    (as tuples (0, 16) sorts below (0, 16, 0))."""
+    key = version_key(version)
+    if key is None:
+        return None
+    n = len(key)
+    while n > 1 and key[n - 1] == 0:
+        n -= 1
+    return key[:n]
+
+
 def profile_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
@@ -225,15 +237,15 @@ def _resolve(framework: str, version: str | None, where: str) -> tuple[Path, Fra
             if p.default:
                 return path, p
         raise ConfigError(f"framework {fw} has no default profile", where=where)
-    key = version_key(str(version))
+    key = release_key(str(version))
     if key is None:
         raise ConfigError(f"unknown {fw} version {version!r} (not a release number); profiles: "
                           f"{', '.join(p.version for p in profiles)}", where=where)
-    older = [(path, p) for path, p in found if version_key(p.version) <= key]
+    older = [(path, p) for path, p in found if release_key(p.version) <= key]
     if not older:
         raise ConfigError(f"unknown {fw} version {version!r}: older than every profile "
                           f"({', '.join(p.version for p in profiles)})", where=where)
-    path, prof = max(older, key=lambda pair: version_key(pair[1].version))
+    path, prof = max(older, key=lambda pair: release_key(pair[1].version))
     return path, prof.for_version(version)
 
 
