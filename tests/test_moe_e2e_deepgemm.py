@@ -119,3 +119,20 @@ def test_qwen3_vllm_rows_golden():
     assert np.median(np.abs(err)) <= 0.20
     assert np.max(np.abs(err)) <= 0.30
     assert np.median(err) < 0
+
+
+def test_workspace_per_chunk_of_16k_tokens(tp2):
+    """vLLM's modular kernel runs DeepGemmExperts over chunks of at most VLLM_FUSED_MOE_CHUNK_SIZE = 16384
+    tokens, each with its own compute_aligned_M workspace: 20000 tokens are chunks of 16384 and 3616, so
+    M_sum = round_up(16384 x 8 + 128 x 127, 128) + round_up(3616 x 8 + 128 x 127, 128) rows (one workspace
+    over 20000 tokens would be 16256 rows fewer); every expert's rows are kept."""
+    be = tp2.backend
+    for op in _moe_ops(tp2, 20000):
+        padded, pad_s = be._contiguous(op, be._moe_family(op))
+        m_sum = sum(-(-(c * 8 + 128 * 127) // 128) * 128 for c in (16384, 3616))
+        assert padded.m == sum(padded.groups) == m_sum
+        assert m_sum - -(-(20000 * 8 + 128 * 127) // 128) * 128 == 16256
+        assert sum(padded.groups) >= op.m
+    for op in _moe_ops(tp2, 16384):  # one chunk: one workspace
+        padded, _ = be._contiguous(op, be._moe_family(op))
+        assert padded.m == -(-(16384 * 8 + 128 * 127) // 128) * 128

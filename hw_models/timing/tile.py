@@ -343,7 +343,7 @@ class TileBackend(TimingBackend):
     def _contiguous(self, op: Any, fam: dict[str, float]) -> tuple[Any, float]:
         """``op`` in the family's contiguous layout and the padding rows' activation seconds
         (``hw_models.moe_contiguous``)."""
-        return contiguous(op, int(fam["contiguous_align"]), self._bw)
+        return contiguous(op, int(fam["contiguous_align"]), self._bw, int(fam.get("chunk_tokens", 0)))
 
     def _triton_config(self, op: Any) -> tuple | None:
         """The Triton fused_moe configuration of a grouped GEMM when the family is a Triton one (16-bit or
