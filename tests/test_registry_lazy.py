@@ -2,7 +2,8 @@
 (simulator/core/registry.py ``_import_named``); the entry is the one a full scan finds.
 
 Checked in fresh interpreters (what is imported depends on what ran before): no kind is
-registered by two files (so which file is imported first cannot change the entry); every kind
+registered by two files (so which file is imported first cannot change the entry) nor from outside
+its registry's packages (so the fallback scan finds every kind the name does not); every kind
 found lazily is the class the scan finds; a run's scenario imports none of the other plug-ins.
 """
 
@@ -34,7 +35,10 @@ mode = sys.argv[1]
 if mode == "scan":
     kinds = {r.name: [k for k, e in sorted(r._entries.items()) if e.origin == "builtin"]
              for r in reg.ALL_REGISTRIES if r.kinds() is not None}
-    print(json.dumps({"kinds": kinds, "twice": twice}))
+    # registered from outside the registry's own packages: a lookup's fallback scan would not find it
+    foreign = [[r.name, k, e.origin] for r in reg.ALL_REGISTRIES for k, e in r._entries.items()
+               if e.origin != "builtin"]
+    print(json.dumps({"kinds": kinds, "twice": twice, "foreign": foreign}))
 else:
     kinds = json.loads(sys.argv[2])
     got = {}
@@ -58,7 +62,7 @@ def _probe(*args: str) -> dict:
 
 def test_no_kind_is_registered_by_two_files_and_a_lazy_lookup_finds_the_scanned_class():
     scan = _probe("scan")
-    assert scan["twice"] == []
+    assert scan["twice"] == [] and scan["foreign"] == []
     assert sum(len(k) for k in scan["kinds"].values()) > 40  # every built-in of every registry
     lazy = _probe("lazy", json.dumps(scan["kinds"]))
     assert lazy["twice"] == []
