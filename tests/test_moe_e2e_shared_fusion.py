@@ -41,6 +41,10 @@ def test_the_shared_expert_joins_the_grouped_gemm_and_its_work_is_conserved(deep
 
 
 def test_not_fused_with_expert_or_attention_data_parallelism(deepseek):
+    """Expert parallelism turns SGLang's fusion off (determine_num_fused_shared_experts). Attention data
+    parallelism does not, in SGLang: its MoE layers gather every DP rank's tokens and run the shared expert
+    among them; the lowering here runs the shared expert per DP rank on its own tokens instead (as
+    TensorRT-LLM does), so it leaves the shared expert unfused there (no SGLang row with attention DP)."""
     for ep, dp in ((8, 1), (8, 8), (1, 8)):
         ops = dense_ops(16, 16, deepseek, 8, None, _fusion(True), ep, dp)
         assert "shared_up" in {op.name for op in ops}

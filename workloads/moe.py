@@ -202,9 +202,13 @@ def fuse_shared_expert(ops: list) -> list:
     """SGLang's shared-expert fusion: the shared expert runs as one more expert of the fused MoE kernel,
     every token routed to it (top-k + 1), instead of a dense MLP of its own (sglang==0.5.6.post2 / 0.5.9
     srt/models/deepseek_v2.py ``determine_num_fused_shared_experts``: DeepSeek-V3 / R1, 256 routed experts
-    and one shared expert, no expert parallelism, no DeepEP; ``disable_shared_experts_fusion`` off by
-    default in server_args.py). ``ops``: one iteration's ops before quantization; returned unchanged
-    unless they hold a grouped MoE over all 256 experts and a shared MLP of one expert's width on the same
+    and one shared expert, compute capability >= 8.0, no expert parallelism, no DeepEP, not w4afp8;
+    ``disable_shared_experts_fusion`` off by default in server_args.py, set there only with the FlashInfer
+    TRT-LLM MoE runner (0.5.9 picks it for DeepSeek by default on sm100, not on Hopper) or all-to-all).
+    Attention data parallelism does not turn it off in SGLang; the caller does not fuse under it, because
+    its lowering runs the shared expert per DP rank, not among the gathered tokens as SGLang does.
+    ``ops``: one iteration's ops before quantization; returned unchanged unless they hold a grouped MoE
+    over all 256 experts and a shared MLP of one expert's width on the same
     tokens (the caller checks the engine and the parallelism)."""
     from dataclasses import replace
 
