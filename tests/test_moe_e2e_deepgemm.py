@@ -136,3 +136,31 @@ def test_workspace_per_chunk_of_16k_tokens(tp2):
     for op in _moe_ops(tp2, 16384):  # one chunk: one workspace
         padded, _ = be._contiguous(op, be._moe_family(op))
         assert padded.m == -(-(16384 * 8 + 128 * 127) // 128) * 128
+
+
+def test_chunks_conserve_the_layer():
+    """Hypothesis: the chunks' tokens, (token, expert) pairs and every expert's rows add up to the op's; no
+    chunk holds more than the chunk size; an op within one chunk is left whole."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hw_models.moe_contiguous import chunks
+    from workloads.llm import GROUPED, Op
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(1, 70000), st.lists(st.integers(0, 5000), min_size=1, max_size=16), st.integers(1, 8),
+           st.sampled_from([0, 1000, 16384]))
+    def check(tokens, groups, top_k, size):
+        op = Op(GROUPED, "moe_up", 94, m=sum(groups), n=1536, k=4096, groups=tuple(groups), pairs=tokens * top_k,
+                q_tokens=tokens, experts=len(groups))
+        parts = chunks(op, size)
+        assert sum(p.q_tokens for p in parts) == tokens
+        assert sum(p.pairs for p in parts) == op.pairs
+        assert [sum(col) for col in zip(*(p.groups for p in parts))] == list(op.groups)
+        assert all(p.m == sum(p.groups) for p in parts)
+        if size:
+            assert all(p.q_tokens <= size for p in parts)
+        if not size or tokens <= size:
+            assert parts == [op]
+
+    check()
