@@ -155,3 +155,27 @@ def test_block_fp8_experts_on_another_family_are_not_timed_at_a_triton_configura
         assert mixed._triton_config(block) is None
         assert mixed.op_s(block) == alone.op_s(block)
         assert mixed._triton_config(op) is not None  # 16-bit experts stay on the Triton kernel
+
+
+@pytest.mark.parametrize("preset,triton", [("W8A8-fp8-block", True), ("W8A8-fp8", True), ("W4A16-marlin", False),
+                                           ("W4A16-mxfp4-moe", False)])
+def test_the_serving_lowering_of_quantized_experts_runs_the_configuration_the_kernel_check_runs(preset, triton):
+    # serving lowers fp8 experts with the scheme's weight dtype (Op.w_dtype "fp8_e4m3"); the aic kernel check
+    # (aic_moe.item_of) without it: both are the Triton fused_moe at fp8_w8a8 and take the same tile configuration.
+    # Weight-only formats run other kernels (Marlin, MXFP4): no Triton configuration
+    from dataclasses import replace
+
+    import simulator.core.registry as reg
+    from simulator.config.loader import resolve_component
+    from workloads.llm import dense_ops
+
+    comp = resolve_component({"kind": "scheme", "preset": preset}, reg.QUANTIZATION, "quantization")
+    ops = [op for op in dense_ops(512, 0, _model(), 2, comp.cls(comp.config)) if op.kind == GROUPED]
+    assert len(ops) == 2 and all(op.w_dtype for op in ops)
+    be = TileBackend(TileConfig(moe_kernel="triton_sglang", moe_config_set="sglang==0.5.10"), gpu_config("H200"))
+    for op in ops:
+        if triton:
+            assert be._triton_config(op) is not None
+            assert be._triton_config(op) == be._triton_config(replace(op, w_dtype=""))
+        else:
+            assert be._triton_config(op) is None

@@ -352,7 +352,7 @@ class TileBackend(TimingBackend):
         as every Triton row of the aic tables)."""
         c = self.config
         family_set = FAMILY_SETS.get(self._moe_family_name(op))  # the family that runs it (not DeepGEMM's)
-        if family_set is None or op.deq_ops or getattr(op, "w_dtype", "") or not op.q_tokens or not op.experts:
+        if family_set is None or op.deq_ops or op.w_dtype == "mxfp4" or not op.q_tokens or not op.experts:
             return None
         width = op.k if op.name == "moe_down" else max(1, op.n // 2)
         dtype = "fp8_w8a8" if op.dtype == "fp8" else "bf16"
