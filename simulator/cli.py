@@ -13,16 +13,17 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-# young-generation collections every this many allocations (Python's default is 700): the imports,
-# pydantic's model classes and a run allocate millions of long-lived objects, and each middle or
-# full collection walks all of them; set before the imports below (see quiet_gc)
+import typer
+
+from simulator.cli_guard import fail, guarded  # noqa: F401  (fail is part of the CLI API)
+from simulator.core.errors import CapacityError, ConfigError, HwsimError
+
+# young-generation collections every this many allocations in the hwsim process (Python's default is
+# 700): a run's lazy imports, pydantic's model classes and the run allocate millions of long-lived
+# objects, and each middle or full collection walks all of them. Set by main(), the command's own
+# process; a program importing this module keeps its collector settings (tests/test_cli_gc.py).
 GC_YOUNG_THRESHOLD = 10_000
-gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-import typer  # noqa: E402
-
-from simulator.cli_guard import fail, guarded  # noqa: E402, F401  (fail is part of the CLI API)
-from simulator.core.errors import CapacityError, ConfigError, HwsimError  # noqa: E402
+_ONE_COMMAND = False  # True in the hwsim process (main): one command runs, then the process exits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hwsim: simulate ML hardware and the software that schedules work on it (LLM serving on "
@@ -148,12 +149,15 @@ def check_writable(out: Path) -> Path:
 
 
 def quiet_gc() -> None:
-    """Before a run in this one-run process: everything allocated so far (modules, the scenario,
+    """Before a run in the hwsim process: everything allocated so far (modules, the scenario,
     the workload) is moved out of the cyclic collector's view (``gc.freeze``). With the young
     threshold above, the collector's passes went from 0.19-0.23 s of the 10k trace case's CPU (gc
     callbacks: 3 full and 40 middle collections) to about 0.05 s; cycles made during the run are
-    still collected."""
-    gc.freeze()
+    still collected. Nothing is frozen when a command runs inside another program (the typer test
+    runner, a notebook): a frozen object is never collected, so every cycle that was garbage at
+    the freeze would stay for the rest of that program."""
+    if _ONE_COMMAND:
+        gc.freeze()
 
 
 def _run(scenario, overrides, out: Path | None, quiet: bool, no_report: bool, allow_rejected: bool = False,
@@ -467,6 +471,10 @@ _add_subcommands()
 
 
 def main() -> None:
+    """The hwsim command: this process runs one command and exits (see quiet_gc)."""
+    global _ONE_COMMAND
+    _ONE_COMMAND = True
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     app()
 
 
