@@ -22,6 +22,7 @@ What is reproduced of plotly (plotly==7.1.0):
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
@@ -226,17 +227,26 @@ def _typed(v: np.ndarray) -> Any:
     return spec
 
 
-def _plain(obj: Any, key: str | None = None) -> Any:
-    """JSON-ready copy: numpy arrays as typed-array specs (as lists under plotly's skipped keys),
-    numpy scalars as Python numbers."""
+def _plain(obj: Any, key: str | None = None, in_list: bool = False) -> Any:
+    """JSON-ready copy: numpy arrays as typed-array specs when they are an object's value (as lists
+    under plotly's skipped keys and inside lists, which ``convert_to_base64`` leaves alone), numpy
+    scalars as Python values, dates and times as ISO text (``PlotlyJSONEncoder``:
+    ``encode_as_numpy`` writes datetime64 arrays with ``numpy.datetime_as_string``,
+    ``encode_as_datetime`` calls ``isoformat``)."""
     if isinstance(obj, dict):
         return {k: _plain(v, k) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [_plain(v, in_list=True) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist() if key in _NOT_TYPED else _typed(obj)
+        if obj.dtype.kind == "M":
+            return np.datetime_as_string(obj).tolist()
+        if in_list or key in _NOT_TYPED:
+            return _plain(obj.tolist())
+        return _typed(obj)
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _plain(obj.item())
+    if isinstance(obj, (datetime.date, datetime.time)):
+        return obj.isoformat()
     return obj
 
 

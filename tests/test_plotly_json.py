@@ -10,6 +10,7 @@ of grids (Hypothesis); every figure of real reports, read back through ``plotly.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 from pathlib import Path
@@ -116,3 +117,37 @@ def test_every_report_figure_is_what_plotly_writes_for_it(results, name):
         assert DIV.sub("", ours) == DIV.sub("", theirs)  # the div and script around the figure
         for j in range(3):  # data, layout, config: the same values once plotly validated them
             assert json.loads(a.group(j + 1)) == json.loads(b.group(j + 1)), (i, j)
+
+
+_BIG = np.arange(200_000, dtype=np.int64)
+TRACE_VALUES = {  # trace properties of every kind of value a figure may hold
+    "int64 narrowed": {"x": np.array([1, 2, 3]), "y": np.array([-1, 300, 70_000])},
+    "bool": {"x": np.array([True, False]), "y": [1, 2]},
+    "float32 with NaN and inf": {"x": np.array([1.5, np.nan, np.inf], np.float32), "y": [1, 2, 3]},
+    "list with NaN, None, inf": {"x": [1.0, float("nan"), None, float("inf")], "y": [1, 2, 3, 4]},
+    "empty": {"x": np.array([]), "y": np.array([], dtype=np.int64)},
+    "long": {"x": _BIG, "y": _BIG.astype(float)},
+    "uint64 too wide": {"x": np.array([2**40], np.uint64), "y": np.array([3], np.uint64)},
+    "float16": {"x": np.array([1.5], np.float16), "y": [1]},
+    "strided": {"x": np.arange(10.0)[::2], "y": np.arange(10)[::3]},
+    "big-endian": {"x": np.array([1.0, 2.0], ">f8"), "y": np.array([1, 2], ">i8")},
+    "strings": {"x": np.array(["a", "b"]), "y": [1, 2]},
+    "datetime64": {"x": np.array(["2020-01-01", "2020-01-02T03:04"], dtype="datetime64[ns]"), "y": [1, 2]},
+    "datetime64 days": {"x": np.array(["2020-01-01"], dtype="datetime64[D]"), "y": [1]},
+    "datetimes": {"x": [datetime.datetime(2020, 1, 1, 12, 30), datetime.date(2020, 1, 2)], "y": [1, 2]},
+    "numpy scalars": {"x": [np.float32(0.1), np.int64(3), np.bool_(True)], "y": [1, 2, 3]},
+    "hover template": {"x": [1], "y": [2], "hovertemplate": "%{x}<br>%{y:.1%} </script>{}<extra></extra>",
+                       "text": ["a&b"]},
+    "colorscale": {"x": [1], "y": [2], "marker": {"color": [0.5], "colorscale": [(0, "red"), (1, "blue")]}},
+    "2-d customdata": {"x": [1, 2], "y": [2, 3], "customdata": np.array([[1, 2], [3, 4]])},
+    "list of arrays": {"x": [1, 2], "y": [2, 3], "customdata": [np.array([1, 2]), np.array([3, 4])]},
+}
+
+
+@pytest.mark.parametrize("case", list(TRACE_VALUES))
+def test_a_trace_is_the_text_plotly_writes_for_it(case):
+    props = TRACE_VALUES[case]
+    ours = pj.Figure()
+    ours.add_trace("scatter", **props)
+    theirs = go.Figure(go.Scatter(**props))
+    assert pj.to_json(ours.to_dict()["data"]) == to_json_plotly(theirs.to_dict()["data"], engine="json")
