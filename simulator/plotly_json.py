@@ -52,12 +52,26 @@ def _sorted(obj: Any) -> Any:
     return obj
 
 
+# plotly property names with an underscore (plotly==7.1.0 graph objects: scatter, bar, heatmap, layout)
+_UNDERSCORED = frozenset({"copy_ystyle", "error_x", "error_y", "paper_bgcolor", "plot_bgcolor"})
+
+
+def _no_magic(props: dict) -> None:
+    """Another "magic underscore" (``marker_color=``) would be written as a property of that name,
+    which plotly.js ignores: refused, so a figure cannot silently lose a setting."""
+    for key in props:
+        if "_" in key and key not in _UNDERSCORED:
+            raise ValueError(f"plotly_json: {key!r} is not a plotly property; write it nested "
+                             f"({key.split('_')[0]}={{...}})")
+
+
 def _magic(key: str, value: Any) -> tuple[str, Any]:
     """plotly's "magic underscore": ``title_text=v`` is ``title={"text": v}``."""
     if key == "title_text":
         return "title", {"text": value}
     if key == "title_font":
         return "title", {"font": value}
+    _no_magic({key: value})
     return key, value
 
 
@@ -88,6 +102,7 @@ class Figure:
     def add_trace(self, trace_type: str, row: int | None = None, col: int | None = None, **props: Any) -> None:
         if "line_shape" in props:  # magic underscore, merged into ``line``
             props["line"] = {**props.get("line", {}), "shape": props.pop("line_shape")}
+        _no_magic(props)
         trace = _sorted(props)
         trace["type"] = trace_type
         if row is not None and self.grid is not None:
@@ -118,6 +133,7 @@ class Figure:
     def add_annotation(self, row: int | None = None, col: int | None = None, **props: Any) -> None:
         if row is not None and self.grid is not None:
             props["xref"], props["yref"] = self.grid[row - 1][col - 1]
+        _no_magic(props)
         self.layout.setdefault("annotations", []).append(_sorted(props))
 
     def add_vline(self, x: float, line: dict, row: int, col: int) -> None:

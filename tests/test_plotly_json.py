@@ -151,3 +151,22 @@ def test_a_trace_is_the_text_plotly_writes_for_it(case):
     ours.add_trace("scatter", **props)
     theirs = go.Figure(go.Scatter(**props))
     assert pj.to_json(ours.to_dict()["data"]) == to_json_plotly(theirs.to_dict()["data"], engine="json")
+
+
+@pytest.mark.parametrize("call", [
+    lambda f: f.add_trace("scatter", x=[1], y=[2], marker_color="red"),
+    lambda f: f.update_layout(legend_title_text="runs"),
+    lambda f: f.update_xaxes(tickfont_size=10),
+    lambda f: f.add_annotation(text="a", font_size=12, x=0, y=0),
+])
+def test_a_magic_underscore_plotly_would_nest_is_refused_not_written_as_is(call):
+    with pytest.raises(ValueError, match="not a plotly property"):  # plotly.js would ignore the key
+        call(pj.Figure())
+
+
+def test_property_names_with_an_underscore_are_plotlys():
+    fig = pj.Figure()
+    fig.update_layout(paper_bgcolor="white", plot_bgcolor="white", title_text="t")
+    fig.add_trace("scatter", x=[1], y=[2], error_y={"array": [0.1]}, line_shape="hv")
+    go.Figure(fig.to_dict())  # plotly validates every property name
+    assert fig.layout["paper_bgcolor"] == "white" and fig.data[0]["line"] == {"shape": "hv"}
