@@ -50,7 +50,7 @@ def summary_json(result: RunResult) -> str:
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "" if math.isnan(x) else repr(x)
-    return str(x)
+    return "" if x is None else str(x)  # a missing value is an empty cell, as NaN
 
 
 SMALL_INT_LOOKUP = 65_536  # an integer column within [0, this) is formatted once per distinct value
@@ -61,7 +61,8 @@ def _column_strings(values: np.ndarray) -> list[str]:
     round-trip repr, NaN as an empty cell (numpy's str() of a float64 is that repr)."""
     a = np.asarray(values)
     if a.dtype.kind in "iub":  # Python's str of the integers: the same digits as numpy's, twice as fast
-        a = a.astype(np.int64)
+        if a.dtype != np.uint64:  # uint64 past int64's range would wrap in the cast
+            a = a.astype(np.int64)
         if a.size and 0 <= a.min() and a.max() < min(a.size, SMALL_INT_LOOKUP):  # counts, ids, codes
             return np.array(list(map(str, range(int(a.max()) + 1))), dtype=object)[a].tolist()
         return list(map(str, a.tolist()))

@@ -31,3 +31,14 @@ def test_rows_are_the_columns_joined_by_commas_one_line_each():
     buf = io.StringIO()
     write_rows(buf, {"a": np.zeros(0, np.int64)}, ["a"])
     assert buf.getvalue() == ""
+
+
+def test_unsigned_64_bit_integers_keep_their_digits():
+    a = np.array([0, 2**63, 2**64 - 1], dtype=np.uint64)  # past int64: a cast to it would wrap
+    assert _column_strings(a) == ["0", str(2**63), str(2**64 - 1)]
+    assert _column_strings(np.array([3, 1, 2], dtype=np.uint64)) == ["3", "1", "2"]
+
+
+def test_a_missing_value_is_an_empty_cell_whether_nan_or_none():
+    assert _column_strings(np.array([1, None, 2.5, float("nan")], dtype=object)) == ["1", "", "2.5", ""]
+    assert _column_strings(np.array([True, False])) == ["1", "0"]  # bool columns as 0 / 1 (an int subclass)
