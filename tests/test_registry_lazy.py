@@ -75,3 +75,38 @@ def test_loading_a_scenario_imports_only_its_own_plugins():
             "print(' '.join(m for m in sys.modules if m.startswith('policies.schedulers.') and '._' not in m))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["policies.schedulers.vllm"]
+
+
+def test_a_private_module_is_not_imported_by_a_lookup_as_the_scan_skips_it(tmp_path, monkeypatch):
+    """A kind named like a private file (``_helpers``) is unknown whether or not the package was
+    scanned before: the lookup by name skips ``_`` files as the scan does."""
+    import importlib
+
+    from simulator.core.errors import UnknownKindError
+    from simulator.core.registry import Registry
+
+    pkg = tmp_path / "private_kinds_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for file, kind, cls in (("_hidden.py", "_hidden", "Hidden"), ("shown.py", "shown", "Shown")):
+        (pkg / file).write_text(f"from private_kinds_pkg import REG\n\n@REG.register({kind!r})\nclass {cls}: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    package = importlib.import_module("private_kinds_pkg")
+    outcomes = []
+    for scan_first in (True, False):
+        for name in [n for n in sys.modules if n.startswith("private_kinds_pkg.")]:
+            del sys.modules[name]
+        package.REG = Registry("thing", "hwsim.no-such-group", ("private_kinds_pkg",))
+        if scan_first:
+            assert package.REG.kinds() == ["shown"]
+        try:
+            package.REG.get("_hidden")
+            outcomes.append("found")
+        except UnknownKindError:
+            outcomes.append("unknown")
+        assert package.REG.get("shown").cls.__name__ == "Shown"
+    imported = [n for n in sys.modules if n.startswith("private_kinds_pkg")]
+    for name in imported:
+        del sys.modules[name]
+    assert outcomes == ["unknown", "unknown"]
+    assert "private_kinds_pkg._hidden" not in imported

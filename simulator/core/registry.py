@@ -84,7 +84,7 @@ class Registry:
         whole package: a run needs a handful of the package's modules. A kind registered in a
         file of another name is found by the scan that follows; no kind is registered by two
         files (tests/test_registry_lazy.py), so the entry found is the one a scan finds."""
-        if not kind.isidentifier():
+        if not kind.isidentifier() or kind.startswith("_"):  # the scan skips private files too
             return
         for pkg_name in self.packages:
             name = f"{pkg_name}.{kind}"
