@@ -93,6 +93,9 @@ def test_deepgemm_off_at_eight_way_expert_tp():
     wide = dataclasses.replace(pool, tensor_parallel=8)
     assert pool_timing(cfg, wide).moe_kernel_fp8_block == ""
     assert pool_timing(cfg, dataclasses.replace(wide, expert_parallel=8)) is cfg
+    # attention tp1 x dp8 without EP: vLLM flattens the MoE's tp_size to tp x dp = 8 (FusedMoEParallelConfig.make)
+    assert pool_timing(cfg, dataclasses.replace(wide, attention_data_parallel=8)).moe_kernel_fp8_block == ""
+    assert pool_timing(cfg, dataclasses.replace(pool, tensor_parallel=4, attention_data_parallel=4)) is cfg
 
 
 def test_other_families_unchanged_for_per_tensor_fp8(tp2):
