@@ -307,8 +307,19 @@ def to_html(fig: Figure, div_id: str, config: dict[str, Any]) -> str:
     spec = fig.to_dict()
     config = dict(config)
     config.setdefault("responsive", True)
-    height = spec["layout"].get("height", "100%")
-    height = f"{height}px" if isinstance(height, (int, float)) else height
-    script = _SCRIPT.format(id=div_id, data=to_json(spec["data"]), layout=to_json(spec["layout"]),
+    layout = spec["layout"]
+    template = (layout.get("template") or {}).get("layout", {})
+    height = _css_size(layout.get("height", template.get("height", "100%")))
+    width = _css_size(layout.get("width", template.get("width", "100%")))
+    script = _SCRIPT.format(id=div_id, data=to_json(spec["data"]), layout=to_json(layout),
                             config=json.dumps(config))
-    return _DIV.format(height=height, width="100%", id=div_id, script=script).strip()
+    return _DIV.format(height=height, width=width, id=div_id, script=script).strip()
+
+
+def _css_size(value: Any) -> str:
+    """A div size as ``to_html`` writes it: a number (numpy's too) in px, anything else as is."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{value}px"

@@ -170,3 +170,15 @@ def test_property_names_with_an_underscore_are_plotlys():
     fig.add_trace("scatter", x=[1], y=[2], error_y={"array": [0.1]}, line_shape="hv")
     go.Figure(fig.to_dict())  # plotly validates every property name
     assert fig.layout["paper_bgcolor"] == "white" and fig.data[0]["line"] == {"shape": "hv"}
+
+
+@pytest.mark.parametrize("size", [{"height": np.int64(400)}, {"height": 300, "width": 500},
+                                  {"template": {"layout": {"height": 250, "width": 640}}}, {}])
+def test_the_div_is_sized_as_plotly_sizes_it(size):
+    fig = pj.Figure()
+    fig.add_trace("scatter", x=[1, 2], y=[3, 4])
+    fig.update_layout(**size)
+    ours = pj.to_html(fig, "fig-0", {"displaylogo": False})
+    theirs = go.Figure(fig.to_dict()).to_html(full_html=False, include_plotlyjs=False, div_id="fig-0",
+                                              config={"displaylogo": False})
+    assert DIV.sub("", ours) == DIV.sub("", theirs)
