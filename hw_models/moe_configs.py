@@ -11,7 +11,8 @@ Models: vLLM's and SGLang's ``fused_moe`` launch one Triton kernel per grouped G
     then pads each expert's rows to a multiple of BLOCK_SIZE_M (``padded_rows``).
 Sources (read in the wheels; the functions below reproduce them):
     sglang==0.5.10 sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py
-    (get_moe_configs, get_default_config, try_get_optimal_moe_config) and moe_align_block_size.py;
+    (get_moe_configs, get_default_config, try_get_optimal_moe_config) and moe_align_block_size.py (the same
+    file in sglang==0.5.6.post2 / 0.5.8.post1 / 0.5.9, whose own tuned files are shipped for the serving rows);
     sglang==0.5.14 sglang/srt/layers/moe/moe_runner/triton_utils/fused_moe_triton_config.py (the same
     defaults on an H200: its low-shared-memory fp8 branch needs < 128 KiB per block; a down-projection
     file's BLOCK_SIZE_M is overridden by the up one's); vllm==0.19.0 / vllm==0.24.0

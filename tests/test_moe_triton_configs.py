@@ -21,9 +21,33 @@ from workloads.moe import RoutingConfig
 
 
 def test_every_framework_version_measured_ships_its_h200_files():
-    assert config_sets() == ("sglang==0.5.10", "sglang==0.5.14", "vllm==0.19.0", "vllm==0.24.0")
+    # the aic kernel tables' releases (sglang 0.5.10 / 0.5.14, vllm 0.19.0 / 0.24.0) and the SGLang serving rows'
+    assert config_sets() == ("sglang==0.5.10", "sglang==0.5.14", "sglang==0.5.6.post2", "sglang==0.5.8.post1",
+                             "sglang==0.5.9", "vllm==0.19.0", "vllm==0.24.0")
 
 
+@pytest.mark.parametrize("release", ["0.5.6.post2", "0.5.8.post1", "0.5.9", "0.5.10", "0.5.14"])
+def test_a_serving_run_of_an_sglang_release_runs_that_releases_tile_configurations(release):
+    # validate serving runs each row at its own release (FrameworkProfile.for_version): the fused MoE's tuned
+    # files are that release's, not the newest set's
+    from simulator.config.framework import resolve_profile
+
+    assert resolve_profile("sglang", release).timing["moe_config_set"] == f"sglang=={release}"
+
+
+def test_sglang_releases_differ_in_their_deepseek_tile_configurations():
+    # DeepSeek-V3 / R1 at tp 8 with the shared expert fused (E=257, N=256, block fp8): 0.5.6.post2 has no
+    # triton_3_5_1 file and falls back to triton_3_3_1's, without a down-projection file; 0.5.9 loads triton_3_5_1's
+    # (as 0.5.14, which finds no triton_3_6_0 one)
+    from hw_models.moe_configs import _sets
+
+    files = {r: _sets()[f"sglang=={r}"]["files"] for r in ("0.5.6.post2", "0.5.9", "0.5.14")}
+    assert "/triton_3_3_1/" in files["0.5.6.post2"]["257,256,fp8_w8a8,128,128"]["file"]
+    assert "257,256,fp8_w8a8,128,128,down" not in files["0.5.6.post2"]
+    assert tuned_file("sglang==0.5.9", 257, 256, "fp8_w8a8", 128) == \
+        tuned_file("sglang==0.5.14", 257, 256, "fp8_w8a8", 128)
+    assert tuned_file("sglang==0.5.6.post2", 257, 256, "fp8_w8a8", 128) != \
+        tuned_file("sglang==0.5.9", 257, 256, "fp8_w8a8", 128)
 def test_a_shipped_file_holds_the_values_of_the_frameworks_file():
     # vllm==0.24.0 vllm/model_executor/layers/fused_moe/configs/E=128,N=768,device_name=NVIDIA_H200.json,
     # batch sizes 1 and 2 (read in the wheel)

@@ -1,7 +1,8 @@
 """Extract the Triton fused-MoE kernel configurations the frameworks ship for the H200 into
 ``hw_models/moe_configs_h200.json`` (the product reads that file, never the wheels).
 
-    pip download --no-deps sglang==0.5.10 sglang==0.5.14 vllm==0.19.0 vllm==0.24.0 -d WHEELS
+    pip download --no-deps sglang==0.5.6.post2 sglang==0.5.8.post1 sglang==0.5.9 sglang==0.5.10 sglang==0.5.14 \
+        vllm==0.19.0 vllm==0.24.0 -d WHEELS
     python -m simulator.validation.aic_moe_configs WHEELS hw_models/moe_configs_h200.json
 
 Models: each framework version's lookup of a tuned configuration file, resolved once here for every
@@ -16,6 +17,8 @@ Models: each framework version's lookup of a tuned configuration file, resolved 
       down_moe=True)``). Names carry ``block_shape=[128, 128]`` (a Python list, with its space).
     - vLLM (vllm/model_executor/layers/fused_moe/fused_moe.py ``get_moe_configs``): one flat
       ``configs/`` directory, no Triton-version lookup; ``block_shape=[128,128]`` without the space.
+    sglang==0.5.6.post2 / 0.5.8.post1 / 0.5.9 (the serving rows' releases) have 0.5.10's
+    fused_moe_triton_config.py unchanged (same lookup list and defaults) and pin torch==2.9.1.
     The Triton version each framework runs is the one its pinned torch requires: sglang 0.5.10 pins
     torch==2.9.1 (triton==3.5.1), sglang 0.5.14 / vllm 0.19.0 / vllm 0.24.0 pin torch 2.10.0 / 2.11.0
     (triton==3.6.0) (the wheels' METADATA Requires-Dist and torch's).
@@ -32,7 +35,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+_SGL_0510 = ("sglang/srt/layers/moe/fused_moe_triton/configs/", "3.5.1", ("3.4.0", "3.3.1", "3.2.0", "3.1.0"))
 SETS = {  # config set: (wheel glob, configs directory inside the wheel, Triton version run, lookup)
+    "sglang==0.5.6.post2": ("sglang-0.5.6.post2-*.whl", *_SGL_0510),
+    "sglang==0.5.8.post1": ("sglang-0.5.8.post1-*.whl", *_SGL_0510),
+    "sglang==0.5.9": ("sglang-0.5.9-*.whl", *_SGL_0510),
     "sglang==0.5.10": ("sglang-0.5.10-*.whl", "sglang/srt/layers/moe/fused_moe_triton/configs/", "3.5.1",
                        ("3.4.0", "3.3.1", "3.2.0", "3.1.0")),
     "sglang==0.5.14": ("sglang-0.5.14-*.whl", "sglang/srt/layers/moe/moe_runner/triton_utils/configs/", "3.6.0",
