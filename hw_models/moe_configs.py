@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 DATA = Path(__file__).with_name("moe_configs_h200.json")
@@ -110,10 +111,17 @@ def triton_config(config_set: str, m: int, experts: int, n: int, dtype: str, blo
             int(cfg.get("num_stages", TRITON_DEFAULT_STAGES)))
 
 
+def has_h200_files(device_name: str) -> bool:
+    """Whether a device loads the shipped NVIDIA_H200 files: the H200 SXM (the frameworks key a file by
+    ``torch.cuda.get_device_name()``; a GH200 or an H200 NVL has another name and runs the default)."""
+    return re.search(r"(?<![A-Za-z0-9])H200(?![ _-]?NVL)", device_name) is not None
+
+
 def padded_rows(groups: tuple[int, ...], block_m: int) -> tuple[int, ...]:
     """Each expert's rows after ``moe_align_block_size``: padded up to a multiple of BLOCK_SIZE_M (an
     expert without tokens gets no block)."""
     return tuple(-(-g // block_m) * block_m for g in groups)
 
 
-__all__ = ["FAMILY_SETS", "config_sets", "default_config", "padded_rows", "triton_config", "tuned_file"]
+__all__ = ["FAMILY_SETS", "config_sets", "default_config", "has_h200_files", "padded_rows", "triton_config",
+           "tuned_file"]

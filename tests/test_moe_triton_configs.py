@@ -203,3 +203,13 @@ def test_the_serving_lowering_of_quantized_experts_runs_the_configuration_the_ke
             assert be._triton_config(op) == be._triton_config(replace(op, w_dtype=""))
         else:
             assert be._triton_config(op) is None
+
+
+@pytest.mark.parametrize("name,tuned", [("NVIDIA H200 SXM 141GB", True), ("H200", True), ("NVIDIA GH200 480GB", False),
+                                        ("NVIDIA H200 NVL", False), ("NVIDIA H100 80GB HBM3", False)])
+def test_only_the_h200_sxm_loads_the_h200_files(name, tuned):
+    # the frameworks key a tuned file by torch.cuda.get_device_name(): a GH200 ("NVIDIA GH200 480GB") or an H200 NVL
+    # ("NVIDIA H200 NVL") finds no NVIDIA_H200 file and runs the default configuration
+    from hw_models.moe_configs import has_h200_files
+
+    assert has_h200_files(name) is tuned

@@ -36,7 +36,7 @@ from hw_models import collectives as co
 from hw_models.block_scaling import promotion_s
 from hw_models.collectives import ArLimits, Fabric, NcclParams
 from hw_models.gemm_tiles import GemmParams, GemmPlan, plan_gemm, plan_grouped, plan_grouped_config
-from hw_models.moe_configs import FAMILY_SETS, config_sets, triton_config
+from hw_models.moe_configs import FAMILY_SETS, config_sets, has_h200_files, triton_config
 from hw_models.moe_contiguous import DEEPGEMM_MOE, contiguous
 from hw_models.scaled_mm import plan_scaled_mm
 from hw_models.timing.base import TimingBackend
@@ -357,7 +357,7 @@ class TileBackend(TimingBackend):
         width = op.k if op.name == "moe_down" else max(1, op.n // 2)
         dtype = "fp8_w8a8" if op.dtype == "fp8" else "bf16"
         return triton_config(c.moe_config_set or family_set, op.q_tokens, op.experts, width, dtype,
-                             getattr(op, "scale_block_k", 0), op.name == "moe_down", "H200" in self.device.name)
+                             getattr(op, "scale_block_k", 0), op.name == "moe_down", has_h200_files(self.device.name))
 
     def _pair_cache_bytes(self, op: Any, fam: dict[str, float]) -> float:
         """HBM bytes a fused-MoE kernel family with ``pair_cache`` moves for the (token, expert) pairs
