@@ -56,6 +56,23 @@ def test_an_fp8_layer_quantizes_only_the_o_projections_input():
     assert sum(op.kind == "gemm" and op.dtype == "fp8" for op in ops) == 4
 
 
+def test_a_block_fp8_layer_keeps_every_group_quantize_kernel():
+    """Block-scaled fp8 weights turn the quant_fp8 custom op on (vllm==0.12.0 config/vllm.py
+    has_blocked_weights: '+quant_fp8'), so Inductor does not see the quantization, and the RMSNorm + quant
+    fusion pass has no per-group pattern (compilation/fusion.py RMSNormQuantFusionPass: static per-tensor and
+    dynamic per-token only; activation_quant_fusion.py: static per-tensor only): every GEMM input is quantized
+    by its own per-token-group kernel."""
+    from simulator.config.loader import resolve_component
+    from simulator.core import registry as reg
+    from workloads.llm import dense_ops
+
+    model = resolve_component({"kind": "transformer", "preset": "Llama-3.1-8B"}, reg.MODELS, "model").config
+    comp = resolve_component({"kind": "scheme", "preset": "W8A8-fp8-block"}, reg.QUANTIZATION, "quantization")
+    ops = dense_ops(64, 64, model, 1, comp.cls(comp.config), resolve_profile("vllm", "0.12.0").fusion)
+    assert sorted(op.name for op in ops if op.name.endswith("_quant_group")) == sorted(
+        ["qkv_proj_quant_group", "o_proj_quant_group", "mlp_up_quant_group", "mlp_down_quant_group"])
+
+
 def test_a_tp8_decode_all_reduce_above_256_kib_leaves_the_custom_kernel():
     limits = co.AR_LIMITS[_timing()["allreduce_limits"]]
     fab = co.Fabric.of(link_config("NVLink4"), True)

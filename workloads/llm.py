@@ -261,8 +261,11 @@ def fuse(ops: list[Op], fusion: Any, tp: int) -> list[Op]:
 def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any = None) -> list[Op]:
     """Each GEMM at the scheme's precision, with its activation-quantize / outlier kernels (the
     quantize kernel left out for GEMMs whose input comes from a norm or the activation when
-    ``fusion.act_quant_in_producer``: that kernel writes the quantized input itself)."""
+    ``fusion.act_quant_in_producer``: that kernel writes the quantized input itself; for per-group
+    (block-scaled) formats when ``fusion.group_act_quant_in_producer``, unset: the same)."""
     fused_quant = bool(fusion is not None and fusion.act_quant_in_producer)
+    fused_group = getattr(fusion, "group_act_quant_in_producer", None)
+    fused_group = fused_quant if fused_group is None else bool(fused_group)
     per_row = fusion is None or getattr(fusion, "per_token_act_quant", True)
     out: list[Op] = []
     b = model.dtype_bytes
@@ -272,7 +275,8 @@ def _quantize(ops: list[Op], model: TransformerConfig, scheme: Any, fusion: Any 
             out.append(op)
             continue
         outliers = int(round(fmt.outlier_fraction * op.k)) if fmt.outlier_fraction else 0
-        if fmt.act_quant and not (fused_quant and op.name in ("qkv_proj", "mlp_up", "mlp_down") and not outliers):
+        fused = fused_group if getattr(fmt, "scale_block_k", 0) else fused_quant
+        if fmt.act_quant and not (fused and op.name in ("qkv_proj", "mlp_up", "mlp_down") and not outliers):
             # read the 16-bit input (twice with outlier detection), write it quantized
             reads = 2 if outliers else 1
             # per-group scales (block-scaled fp8): one pass, no global amax: a plain memory-bound kernel

@@ -40,6 +40,9 @@ class FusionConfig(StrictConfig):
     act_quant_in_producer: bool = Field(default=False,
                                         description="fp8/int8 activation quantization fused into the kernel "
                                                     "that produces the GEMM input (norm, activation)")
+    group_act_quant_in_producer: bool | None = Field(
+        default=None, description="per-group (block-scaled fp8) activation quantization fused into its producer "
+                                  "as well; None: as act_quant_in_producer")
     per_token_act_quant: bool = Field(default=True,
                                       description="activation quantization with a scale per token (one thread "
                                                   "block per row); false: per-tensor scales (a flat kernel)")
