@@ -100,3 +100,26 @@ def test_the_profile_carries_its_frameworks_all_to_all_fit(fw):
         prof = t(c.alltoall_efficiency, c.alltoall_latency_s)
         assert prof == pytest.approx(t(fitted["alltoall_efficiency"], fitted["alltoall_latency_s"]), rel=1e-12)
         assert prof != pytest.approx(t(FIT_A2A["efficiency"], FIT_A2A["latency_s"]), rel=1e-2)
+
+
+@pytest.mark.parametrize("fw", sorted(PROFILES))
+@pytest.mark.parametrize("seqs,ctx,group", [(1, 512, 8), (16, 4096, 8), (128, 4096, 8), (64, 32768, 4),
+                                            (8, 1024, 40)])
+def test_the_profile_times_decode_attention_as_the_kernel_model_checked_on_its_generation_rows(fw, seqs, ctx, group):
+    """A decode attention kernel (8 KV heads of 128, bf16 K/V) takes the same time under the profile's timing
+    block as under the framework's FRAMEWORK_TIMING, whose constants (decode op cost, cycles per CTA, the
+    family's HBM share where fitted, TRT-LLM's split-KV kernel and GQA group limit) were fitted on that
+    framework's aic generation-attention rows; the group of 40 query heads per KV head is past TRT-LLM's
+    XQA limit (its MMHA kernel reads K/V per query head)."""
+    from workloads.llm import Op
+
+    sc = load_scenario(scenario(PROFILES[fw]))
+    prof = sc.timing.cls(sc.timing.config, sc.device.config, None)
+    checked = make_backend("tile", gpu_config("H200"), _merged(FRAMEWORK_TIMING[fw]))
+    op = Op("attn_decode", "attn_decode", 1, seqs=seqs, q_tokens=seqs, kv_tokens=seqs * ctx, heads=8 * group,
+            kv_heads=8, head_dim=128)
+    import numpy as np
+
+    kv = np.array([float(seqs * ctx)])
+    assert float(prof.decode_attention_s(op, kv)[0]) == pytest.approx(float(checked.decode_attention_s(op, kv)[0]),
+                                                                      rel=1e-12)
