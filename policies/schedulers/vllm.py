@@ -79,10 +79,16 @@ class VllmScheduler:
         bs = kv.block_size
         running = view.running
         if type(kv) is KvView:  # common case first: every row decodes and a block stays free throughout
-            decode = tuple(r.rid for r in running if r.num_computed >= r.prefill_target)
-            if len(decode) == len(running):
-                if sum(1 for r in running if r.num_computed >= r.kv_blocks * bs) < kv.free_blocks:
-                    return BatchPlan(decode=decode)
+            opens = 0  # rows whose new token opens a block
+            for r in running:
+                c = r.num_computed
+                if c < r.prefill_target:
+                    break
+                if c >= r.kv_blocks * bs:
+                    opens += 1
+            else:
+                if opens < kv.free_blocks:
+                    return BatchPlan(decode=tuple([r.rid for r in running]))
         kept, preempt, _ = preempt_in_turn(running, kv)
         decode = tuple(r.rid for r in kept if not r.in_prefill)
         prefill = tuple(PrefillChunk(r.rid, r.prefill_remaining) for r in kept if r.in_prefill)

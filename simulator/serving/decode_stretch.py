@@ -26,15 +26,22 @@ from simulator.serving.request_energy import stretch_share
 Replica = Any
 
 SEGMENT_CAP = 4096  # most decode iterations timed in one call
+_add_reduce = np.add.reduce
 
 
 def stretch_length(rep: Replica, running: list[Request]) -> tuple[int, int]:
     """(iterations until the first request finishes or the KV cache runs out, summed context
     of the first iteration)."""
-    k = min(SEGMENT_CAP, min(r.max_new_tokens - r.num_generated for r in running))
-    kv0 = sum(r.num_computed for r in running) + len(running)
-    bs = rep.kv.block_size
-    free = rep.kv.free - rep.min_free
+    k = SEGMENT_CAP
+    kv0 = len(running)
+    for r in running:  # one pass: the fewest tokens left, the summed context
+        left = r.max_new_tokens - r.num_generated
+        if left < k:
+            k = left
+        kv0 += r.num_computed
+    kv = rep.kv
+    bs = kv.block_size
+    free = kv.free - rep.min_free
     if k == 1 or len(running) * (k // bs + 1) <= free:  # cannot run out within k iterations
         return k, kv0
     rooms = [r.kv_blocks * bs - r.num_computed for r in running]
@@ -83,7 +90,7 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
             yield IterationEnd(env, int(cum[-1]))
         except simpy.Interrupt:
             elapsed = env.now - start
-            j = int(np.searchsorted(cum, elapsed, side="left"))
+            j = int(cum.searchsorted(elapsed, "left"))
             done = j + 1
             rest = int(cum[j]) - elapsed
             rep._interruptible = False
@@ -95,14 +102,15 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
     rep._seg = None
     now = env.now
     # the stretch's per-device joules, summed once: the batch record's figure and each request's share
-    stretch_j = float(energy_j[:done].sum()) if isinstance(energy_j, np.ndarray) and energy_j.ndim else 0.0
+    # (np.add.reduce: the reduction ndarray.sum runs, without its Python wrapper)
+    stretch_j = float(_add_reduce(energy_j[:done])) if isinstance(energy_j, np.ndarray) and energy_j.ndim else 0.0
     share = stretch_share(stretch_j, rep.devices, n)  # per request (serving/request_energy.py)
     rep.busy_ps += now - start
     i0 = len(rep.iter_ends)
     if done == 1:
         rep.iter_ends.append(now)
     else:
-        rep.iter_ends.extend((cum[:done] + start).tolist())
+        rep.iter_ends.frombytes((cum[:done] + start).tobytes())  # an int64 array('q'): the bytes as they are
     kv = rep.kv
     bs = kv.block_size
     finished = []
@@ -110,21 +118,24 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
     capped = kv.capped
     idx, i1 = rep.index, i0 + done
     cached = 0  # tokens the batch holds after the stretch (uncapped caches)
+    settle = kv.settle if capped else None
     for r in running:
         c = r.num_computed + done
-        blocks = kv.settle(r, c) if capped else (c + bs - 1) // bs
-        if blocks > r.kv_blocks:
-            grown += blocks - r.kv_blocks
+        blocks = settle(r, c) if capped else (c + bs - 1) // bs
+        held = r.kv_blocks
+        if blocks > held:
+            grown += blocks - held
             r.kv_blocks = blocks
         r.num_computed = c
-        r.num_generated += done
+        g = r.num_generated + done
+        r.num_generated = g
         r.energy_j += share
         runs = r.runs  # rep._mark(r, i0, done), inline
         if runs and (last := runs[-1])[2] == i0 and last[0] == idx:
             last[2] = i1
         else:
             runs.append([idx, i0, i1])
-        if r.num_generated >= r.max_new_tokens:
+        if g >= r.max_new_tokens:
             finished.append(r)
         else:
             cached += c
@@ -136,7 +147,7 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
         running.remove(r)
         rep._finish(r, now)
     rep.rec.segment(rep.index, start, now, done, 0, n + pad, kv.used, kv.total_blocks, waiting, n,
-                    float(flops[:done].sum()), rep._cached_tokens() if capped else cached, stretch_j)
+                    float(_add_reduce(flops[:done])), rep._cached_tokens() if capped else cached, stretch_j)
 
 
 __all__ = ["SEGMENT_CAP", "decode_stretch", "stretch_length"]

@@ -105,16 +105,16 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
 def _decode_need(rep: PlanContext, decode: tuple[int, ...]) -> int | None:
     """Blocks a decode-only plan needs, or None when some decode is invalid (the full check then
     finds it and says which). One pass over the rows, no per-row set insertions."""
-    get = rep.by_id.get
-    rows = [get(rid) for rid in decode]
+    rows = list(map(rep.by_id.get, decode))
     if None in rows or len(set(decode)) != len(decode):
         return None
     kv = rep.kvm
     bs = kv.block_size
     need = 0
+    running = RUNNING
     for r in rows:
         c = r.num_computed
-        if r.state != RUNNING or c < r.prefill_target:
+        if r.state != running or c < r.prefill_target:
             return None
         if c >= r.kv_blocks * bs:
             need += 1
