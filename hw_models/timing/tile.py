@@ -49,6 +49,7 @@ from hw_models.timing.tile_fits import (  # noqa: F401  (re-exported: the fittin
     FIT_MEM_FLOOR,
     FIT_MEM_MULT,
     FIT_MOE,
+    FIT_MOE_MARLIN,
     FIT_MOE_MXFP4,
     FIT_ROW_IN_FLIGHT,
     FIT_WGMMA,
@@ -114,7 +115,8 @@ class TileConfig(StrictConfig):
                                                            "moe_kernels: triton, triton_sglang, cutlass, "
                                                            "flashinfer_cutlass)")
     moe_kernels: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {**{k: {**v, **FIT_MOE_MXFP4.get(k, {})} for k, v in FIT_MOE.items()},
+        default_factory=lambda: {**{k: {**v, **FIT_MOE_MXFP4.get(k, {}), **FIT_MOE_MARLIN.get(k, {})}
+                                    for k, v in FIT_MOE.items()},
                                  "deepgemm": dict(DEEPGEMM_MOE)},
         description="per fused-MoE kernel family: efficiency (tensor-core efficiency of its grouped GEMMs relative "
                     "to a dense GEMM's) and fixed_s (its per-layer cost besides the GEMMs: token sort / align, "
@@ -346,10 +348,8 @@ class TileBackend(TimingBackend):
         return contiguous(op, int(fam["contiguous_align"]), self._bw, int(fam.get("chunk_tokens", 0)))
 
     def _triton_config(self, op: Any) -> tuple | None:
-        """The Triton fused_moe configuration of a grouped GEMM when the family is a Triton one (16-bit or
-        fp8 experts, the layer's tokens and the GPU's experts known), else None (the fastest tile).
-        The file's N is the expert width per GPU: the down GEMM's K, half the up GEMM's N (gated experts,
-        as every Triton row of the aic tables)."""
+        """The Triton fused_moe configuration of a Triton family's grouped GEMM (16-bit or fp8 experts, tokens and
+        experts known), else None (the fastest tile); the file's N: the down GEMM's K, half the up GEMM's N (gated)."""
         c = self.config
         family_set = FAMILY_SETS.get(self._moe_family_name(op))  # the family that runs it (not DeepGEMM's)
         if family_set is None or op.deq_ops or op.w_dtype == "mxfp4" or not op.q_tokens or not op.experts:
@@ -375,7 +375,7 @@ class TileBackend(TimingBackend):
             return other * 2.5 * op.n * b
         return other * 2 * op.n * b
 
-    def _row_pass_s(self, op: Any, fam: dict[str, float]) -> float:
+    def _row_pass_s(self, op: Any, fam: dict[str, float], sfx: str = "") -> float:
         """Time of the family's memory traffic over the GPU's routed [pairs x hidden] rows that the op list
         does not hold, charged once per layer with the up grouped GEMM and not overlapped with the GEMMs:
         ``row_passes`` reads or writes of those rows in 16-bit activations at the family's HBM share (the
@@ -385,7 +385,7 @@ class TileBackend(TimingBackend):
         (0). Both families' narrowest-expert rows take about 2 passes more than that (the op list counts
         the up GEMM's read, the down GEMM's write and the top-k sum's read of the rows); not identified in
         the code, so measured (``FIT_MOE``)."""
-        passes = fam.get("row_passes", 0.0)
+        passes = fam.get(f"row_passes{sfx}", fam.get("row_passes", 0.0))  # a kernel's own (Marlin's: 0)
         if not passes or op.name != "moe_up":
             return 0.0
         bw = self.device.memory_bw_bytes_per_s * fam.get("hbm_efficiency", self.config.hbm_efficiency)
@@ -412,8 +412,8 @@ class TileBackend(TimingBackend):
                 op, pad_s = self._contiguous(op, fam)
             # per-tensor and block-scaled fp8 kernels: their own fit (else the 16-bit one)
             sfx = "_fp8_block" if getattr(op, "scale_block_k", 0) else "_fp8" if op.dtype == "fp8" else ""
-            if getattr(op, "w_dtype", "") == "mxfp4":  # 4-bit microscaled experts: the family's mxfp4 kernel
-                sfx = "_mxfp4"
+            if op.w_dtype == "mxfp4" or op.deq_ops:  # weight-only experts: the family's MXFP4 or Marlin kernel
+                sfx = "_mxfp4" if op.w_dtype == "mxfp4" else "_marlin"
             sfx = sfx if f"efficiency{sfx}" in fam else ""
             p = self.gemm_params(op.dtype, op.deq_ops > 0)
             if fam[f"efficiency{sfx}"] != 1.0:  # relative to a dense GEMM; never above the tensor peak
@@ -430,7 +430,7 @@ class TileBackend(TimingBackend):
                                     op.deq_overlap, self._pair_cache_bytes(op, fam))
             t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
             if op.name == "moe_up":  # the MoE call's own bookkeeping and permute kernels, once per layer
-                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"]) + self._row_pass_s(op, fam) + pad_s
+                t += fam.get(f"fixed_s{sfx}", fam["fixed_s"]) + self._row_pass_s(op, fam, sfx) + pad_s
         elif kind == "attn_prefill":
             t = attn.prefill_s(op, self._attn_params(op.dtype))
         elif kind == "attn_decode":

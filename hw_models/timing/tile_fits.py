@@ -62,6 +62,17 @@ FIT_MOE = {"triton": {"hbm_efficiency": 0.85, "efficiency": 0.90, "fixed_s": 23e
 FIT_MOE_MXFP4 = {"triton": {"hbm_efficiency_mxfp4": 0.55, "efficiency_mxfp4": 1.25, "fixed_s_mxfp4": 52e-6},
                  "cutlass": {"hbm_efficiency_mxfp4": 0.40, "efficiency_mxfp4": 0.60, "fixed_s_mxfp4": 70e-6},
                  "triton_sglang": {"hbm_efficiency_mxfp4": 0.35, "efficiency_mxfp4": 0.60, "fixed_s_mxfp4": 42e-6}}
+# Each Triton family's framework runs weight-only int4 experts (and its Marlin MXFP4 ones) on the Marlin MoE
+# kernel (vllm==0.24.0 fused_moe/experts/marlin_moe.py fused_marlin_moe, SGLang's fused_marlin_moe), not the
+# Triton fused_moe: its own HBM share, efficiency relative to a dense 16-bit GEMM and per-layer fixed cost (no
+# constant of the Triton kernel: no row passes measured for it, 0; the pair rows are the code's, as Triton's),
+# fitted together with `python -m simulator.validation.aic_moe_w4 fit-marlin ../shared/validation/aic/h200_sxm`
+# on the even rows of a 1500-row sample of the family's int4_wo rows, odd rows held out: triton (vLLM 0.24's
+# Marlin table; 0.19's left out, aic_moe_w4.SLOW_MARLIN) 19.0 % (+7.6), triton_sglang 35.0 % (-18.1).
+FIT_MOE_MARLIN = {"triton": {"hbm_efficiency_marlin": 0.30, "efficiency_marlin": 0.55, "fixed_s_marlin": 3e-6,
+                             "row_passes_marlin": 0.0},
+                  "triton_sglang": {"hbm_efficiency_marlin": 0.45, "efficiency_marlin": 0.55, "fixed_s_marlin": 17e-6,
+                                    "row_passes_marlin": 0.0}}
 # MoE all-to-all (DeepEP low-latency and high-throughput dispatch / combine within one NVSwitch node),
 # fitted with `python -m simulator.validation.aic_moe fit-a2a ../shared/validation/aic/h200_sxm`.
 # Per DeepEP kernel family: "ll" low-latency (decode-sized batches, at most 128 tokens per GPU, DeepEP's
