@@ -155,7 +155,9 @@ def inter_token_gaps(requests: list, iter_ends: list[np.ndarray], measured_rids:
     # source of output position p in run r: inner[start_r + (p - out_start_r) - later_r]
     src = np.arange(int(gaps.sum()), dtype=np.int64) + np.repeat(start - out_start - later, gaps)
     src[out_start[later]] = len(inner) + np.arange(int(later.sum()), dtype=np.int64)
-    return np.concatenate([inner, cross])[src] / PS_PER_S  # int64 / int: float64, each value as float(a) / float(b)
+    # int64 / int: float64, each value float(a) / float(b); divided before the gather (one
+    # division per iteration gap, not one per token: the rows of an iteration share its gap)
+    return (np.concatenate([inner, cross]) / PS_PER_S)[src]
 
 
 def littles_law(arrival_s: np.ndarray, depart_s: np.ndarray, horizon_s: float) -> dict[str, float]:
