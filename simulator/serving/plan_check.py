@@ -69,6 +69,7 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
         seen.add(rid)
         freed += kv.freed_by(r)  # shared blocks: only those no other request maps
     need = 0
+    tokens = len(plan.decode)  # the plan's tokens (BatchPlan.num_tokens), summed as the chunks are checked
     admitted = []
     for c in plan.prefill:
         r = by_id.get(c.rid)
@@ -79,6 +80,7 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
             raise PolicyError(name, f"prefill chunk of {c.tokens} tokens for request {c.rid}, "
                                     f"which has {r.prefill_remaining} prompt tokens left")
         seen.add(c.rid)
+        tokens += c.tokens
         need += kv.admit_need(r, c.tokens, c.reserve_tokens)  # kv.need() for a running request
         if r.state == WAITING:
             admitted.append(r)
@@ -99,7 +101,7 @@ def check_plan(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
             need += kv.need(r, 1) if kv.capped else 1
     if need > kv.free + freed:
         raise PolicyError(name, f"plan needs {need} KV blocks but only {kv.free + freed} are free")
-    _check_budget(rep, plan, view)
+    _check_budget(rep, plan, view, tokens)
 
 
 def _decode_need(rep: PlanContext, decode: tuple[int, ...]) -> int | None:
@@ -123,8 +125,9 @@ def _decode_need(rep: PlanContext, decode: tuple[int, ...]) -> int | None:
     return need
 
 
-def _check_budget(rep: PlanContext, plan: BatchPlan, view: SchedulerView) -> None:
+def _check_budget(rep: PlanContext, plan: BatchPlan, view: SchedulerView, tokens: int | None = None) -> None:
+    """``tokens``: the plan's ``num_tokens`` where the caller summed it (a decode plan: one token a row)."""
     if rep.budget_fn is not None:
         budget = rep.budget_fn(view)
-        if (plan.num_tokens if plan.prefill else len(plan.decode)) > budget:  # a decode plan: one token a row
+        if (len(plan.decode) if tokens is None else tokens) > budget:
             raise PolicyError(rep.scheduler_name, f"plan has {plan.num_tokens} tokens, over its budget of {budget}")

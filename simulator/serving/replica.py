@@ -324,7 +324,7 @@ class Replica:
             decode_kv = kv.decode_kv(dec, 1)
             chunks_ctx = tuple((t, kv.resident(r.num_computed)) for r, t in chunks)
         else:
-            chunks_ctx = tuple((t, r.num_computed) for r, t in chunks)
+            chunks_ctx = tuple([(t, r.num_computed) for r, t in chunks])
         rows = len(dec)
         pad = plan.padding_rows
         if pad and rows:
@@ -412,5 +412,5 @@ class Replica:
         """Tokens whose K/V the running batch holds (resident tokens under an eviction cap)."""
         res = getattr(self.kv, "resident", None)
         if res is None:
-            return sum(r.num_computed for r in self.running)
-        return sum(res(r.num_computed) for r in self.running)
+            return sum([r.num_computed for r in self.running])
+        return sum([res(r.num_computed) for r in self.running])
