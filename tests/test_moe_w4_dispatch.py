@@ -95,7 +95,7 @@ def test_mxfp4_experts_take_the_familys_mxfp4_constants_and_other_formats_do_not
     slower = _tile(moe_kernel="triton", moe_kernels={**be.config.moe_kernels,
                                                      "triton": {**fam, "fixed_s_mxfp4": fam["fixed_s_mxfp4"] + 1e-3}})
     assert slower.op_s(mx) == pytest.approx(be.op_s(mx) + 1e-3)  # its own fixed cost
-    assert slower.op_s(op) == be.op_s(op)  # int4 (no w_dtype): the 16-bit constants, untouched
+    assert slower.op_s(op) == be.op_s(op)  # int4 (no w_dtype): its Marlin constants (test_moe_marlin.py)
 
 
 @pytest.mark.skipif(not AIC.is_dir(), reason="aic tables not present")
