@@ -26,7 +26,8 @@ from simulator.serving.request_energy import stretch_share
 Replica = Any
 
 SEGMENT_CAP = 4096  # most decode iterations timed in one call
-_add_reduce = np.add.reduce
+_add_reduce = np.add.reduce  # what ndarray.sum and ndarray.cumsum compute, called directly (less call overhead)
+_add_accumulate = np.add.accumulate
 
 
 def stretch_length(rep: Replica, running: list[Request]) -> tuple[int, int]:
@@ -77,7 +78,7 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
             kv0 = kv0 * (n + pad) // n
     ps, flops = rep.timer.decode_segment(n + pad, kv0, k)
     energy_j = rep.timer.last_energy_j  # per iteration
-    cum = ps.cumsum()
+    cum = _add_accumulate(ps)  # int64 running sum
     start = env.now
     waiting = len(rep.waiting)
     done = k
@@ -102,7 +103,6 @@ def decode_stretch(rep: Replica, plan: BatchPlan):
     rep._seg = None
     now = env.now
     # the stretch's per-device joules, summed once: the batch record's figure and each request's share
-    # (np.add.reduce: the reduction ndarray.sum runs, without its Python wrapper)
     stretch_j = float(_add_reduce(energy_j[:done])) if isinstance(energy_j, np.ndarray) and energy_j.ndim else 0.0
     share = stretch_share(stretch_j, rep.devices, n)  # per request (serving/request_energy.py)
     rep.busy_ps += now - start
