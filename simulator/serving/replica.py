@@ -163,7 +163,7 @@ class Replica:
         used, outstanding = kv.used, self.outstanding
         if self._seg is not None:  # mid-segment: report what the per-iteration loop would show now
             start, cum, n = self._seg
-            j = int(np.searchsorted(cum, self.env.now - start, side="right"))  # iterations done
+            j = int(cum.searchsorted(self.env.now - start, "right"))  # iterations done
             outstanding -= n * j
             t, bs = min(j + 1, len(cum)), kv.block_size  # tokens grown incl. the iteration in flight
             for r in self.running:
