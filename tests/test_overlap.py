@@ -285,10 +285,11 @@ def test_tokenweave_latency_gain_of_overlap_is_in_the_band_of_the_papers_up_to_2
     assert lo <= gain <= hi, gain
 
 
-@pytest.mark.xfail(strict=True, reason="missed: the closed-loop throughput gain of overlap is 39.1 % (38.5 % before "
-                                       "the vLLM 0.12 profile was read from its source), above the paper's 'up to 26 %' "
-                                       "x 1.5 = 39 %; the same cause as the communication share's miss: overlap hides an "
-                                       "all-reduce that hwsim makes a larger share of the step than the paper measured")
+@pytest.mark.xfail(strict=True, reason="missed: the closed-loop throughput gain of overlap is 39.1 % (38.5 % "
+                                       "before the vLLM 0.12 profile was read from its source), above the paper's "
+                                       "'up to 26 %' x 1.5 = 39 %; the same cause as the communication share's miss: "
+                                       "overlap hides an all-reduce that hwsim makes a larger share of the step than "
+                                       "the paper measured")
 def test_tokenweave_throughput_gain_of_overlap_is_in_the_band_of_the_papers_up_to_26_percent():
     base = run_scenario(load_scenario(TOKENWEAVE)).summary
     tw = run_scenario(load_scenario(TOKENWEAVE, ["engine.overlap.kind=tokenweave"])).summary
