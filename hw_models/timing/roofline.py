@@ -107,14 +107,19 @@ class RooflineBackend(TimingBackend):
         return (2.0 * op.heads * (dk + dv), self.peak(op.dtype), float(b * op.seqs * op.heads * (dk + dv)),
                 float(b * kvw * op.kv_heads), self._launch, op.count)
 
-    def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
-        kv = np.asarray(kv_tokens, dtype=np.float64)
+    def decode_terms(self, op: Any) -> tuple | None:
+        """``_decode_scalars(op)``, memoised per op: (FLOPs per context token, peak, b0, b1, launch, count)."""
         hit = self._decode_terms.get(id(op))
         if hit is None or hit[0] is not op:
             hit = self._decode_terms[id(op)] = (op, self._decode_scalars(op))
             if len(self._decode_terms) > 1 << 16:  # bounded: one entry per decode op (row count, timer)
                 self._decode_terms.clear()
                 self._decode_terms[id(op)] = hit
+        return hit[1]
+
+    def decode_attention_s(self, op: Any, kv_tokens: np.ndarray) -> np.ndarray:
+        kv = np.asarray(kv_tokens, dtype=np.float64)
+        hit = (op, self.decode_terms(op))
         if hit[1] is not None:  # 16-bit K/V of whole bytes: the op's scalars once, then 8 array operations
             c_flops, peak, b0, b1, launch, count = hit[1]
             return (np.maximum(c_flops * kv / peak, (b1 * kv + b0) / self._bw) + launch) * count

@@ -53,32 +53,38 @@ class Recorder:
         self.batch_flops: list[float] = []
         self.batch_energy = array("d")
         self.iter_end_ps = [array("q") for _ in range(replicas)]
+        # the columns' bound append methods, looked up once (emit and segment run per event / segment)
+        self._ev_put = (self.ev_t.append, self.ev_kind.append, self.ev_replica.append, self.ev_request.append,
+                        self.ev_value.append)
+        self._seg_put = tuple(self.batch[c].append for c in BATCH_COLUMNS) + (self.batch_flops.append,
+                                                                             self.batch_energy.append)
 
     # -- emit ----------------------------------------------------------------------------
     def emit(self, t_ps: int, kind: int, replica: int, request: int, value: int = 0) -> None:
-        self.ev_t.append(t_ps)
-        self.ev_kind.append(kind)
-        self.ev_replica.append(replica)
-        self.ev_request.append(request)
-        self.ev_value.append(value)
+        t, k, r, q, v = self._ev_put
+        t(t_ps)
+        k(kind)
+        r(replica)
+        q(request)
+        v(value)
 
     def segment(self, replica: int, start_ps: int, end_ps: int, iterations: int, prefill_tokens: int,
                 decode_rows: int, kv_used: int, kv_total: int, waiting: int, running: int,
                 flops: float, kv_tokens: int = 0, energy_j: float = 0.0) -> None:
-        b = self.batch
-        b["replica"].append(replica)
-        b["start_ps"].append(start_ps)
-        b["end_ps"].append(end_ps)
-        b["iterations"].append(iterations)
-        b["prefill_tokens"].append(prefill_tokens)
-        b["decode_rows"].append(decode_rows)
-        b["kv_blocks_used"].append(kv_used)
-        b["kv_blocks_total"].append(kv_total)
-        b["waiting"].append(waiting)
-        b["running"].append(running)
-        b["kv_tokens"].append(kv_tokens)
-        self.batch_flops.append(flops)
-        self.batch_energy.append(energy_j)  # dynamic joules per device of the segment (hw_models.energy)
+        a, b, c, d, e, f, g, h, i, j, k, fl, en = self._seg_put  # BATCH_COLUMNS' order, then FLOPs, joules
+        a(replica)
+        b(start_ps)
+        c(end_ps)
+        d(iterations)
+        e(prefill_tokens)
+        f(decode_rows)
+        g(kv_used)
+        h(kv_total)
+        i(waiting)
+        j(running)
+        k(kv_tokens)
+        fl(flops)
+        en(energy_j)  # dynamic joules per device of the segment (hw_models.energy)
 
     # -- read ----------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:

@@ -13,11 +13,13 @@ from dataclasses import replace
 import numpy as np
 
 from hw_models.energy import energy_model
+from hw_models.timing.roofline import RooflineBackend
 from simulator.core.clock import PS_PER_S
 from simulator.serving.dp_ranks import rank_shapes, rank_tokens
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 HEAD_OPS = ("final_norm", "lm_head")  # the dense ops that read ``emitting`` (workloads.llm._dense_unquantized)
+SMALL_STRETCH = 16  # decode stretches of at most this many iterations timed per iteration in Python floats
 STEP_MEMO = 16384  # most iteration shapes remembered per timer by StepTimer.step (then it starts afresh)
 
 
@@ -71,7 +73,7 @@ class StepTimer:
         dev = backend.device
         self.energy = energy_model(dev) if getattr(dev, "tdp_w", None) else None
         self._dense_energy: dict[tuple[int, int], tuple[float, float]] = {}
-        self._steps: dict[BatchShape, tuple] = {}  # shape -> (ps, FLOPs, joules, energy model) of step()
+        self._steps: dict[tuple, tuple] = {}  # shape's fields -> (ps, FLOPs, joules, energy model) of step()
         self._affine_j: dict[int, tuple] = {}  # rows -> (decode op, fixed J, J per context token) of a stretch
         # dense-op parts (see _dense): token count -> (terms folded before the head ops, terms after
         # them); emitting rows -> the head ops' terms. Off for hybrid models (their own op order).
@@ -169,15 +171,7 @@ class StepTimer:
         :meth:`workloads.llm.Op.flops` and ``bytes_moved`` evaluated over the array."""
         e = self.energy
         if e.cap_w is None and not op.kv_bytes:  # no cap, 16-bit K/V: joules affine in the context
-            terms = self._affine_j.get(rows)  # (op, fixed, per context token), once per row count
-            if terms is None or terms[0] is not op:
-                padded = self._padded_decode(rows)
-                dense_c, dense_m = self._dense_j(padded, padded)
-                per_kv = op.head_dim * op.count * (4.0 * op.heads * e.flop_energy(op.dtype)
-                                                   + 2.0 * op.kv_heads * op.dtype_bytes * e.dram_path_j)
-                fixed = dense_c + dense_m + 2.0 * op.head_dim * op.seqs * op.heads * op.dtype_bytes * op.count \
-                    * e.dram_path_j
-                terms = self._affine_j[rows] = (op, fixed, per_kv)
+            terms = self._affine_terms(rows, op)
             self.last_energy_j = terms[1] + terms[2] * kv
             return step_s
         padded = self._padded_decode(rows)
@@ -189,6 +183,21 @@ class StepTimer:
         step_s, self.last_energy_j = e.throttle(step_s, dense_c + flops * e.flop_energy(op.dtype),
                                                 dense_m + nbytes * e.dram_path_j)
         return step_s
+
+    def _affine_terms(self, rows: int, op) -> tuple:
+        """(op, fixed J, J per context token) of a decode iteration of ``rows`` rows without a power cap
+        and with 16-bit K/V, once per row count."""
+        terms = self._affine_j.get(rows)
+        if terms is None or terms[0] is not op:
+            e = self.energy
+            padded = self._padded_decode(rows)
+            dense_c, dense_m = self._dense_j(padded, padded)
+            per_kv = op.head_dim * op.count * (4.0 * op.heads * e.flop_energy(op.dtype)
+                                               + 2.0 * op.kv_heads * op.dtype_bytes * e.dram_path_j)
+            fixed = dense_c + dense_m + 2.0 * op.head_dim * op.seqs * op.heads * op.dtype_bytes * op.count \
+                * e.dram_path_j
+            terms = self._affine_j[rows] = (op, fixed, per_kv)
+        return terms
 
     def _fetch_j(self, tokens: int, rows: int, kv):
         """Joules per GPU of an iteration's copies off the GPU at the PCIe tier: the routed experts the
@@ -230,8 +239,9 @@ class StepTimer:
         function of it (no expert, KV or weight offload, no overlap policy; the energy model recorded)."""
         pure = (self.expert_fetch is None and self.kv_fetch is None and self.weight_offload is None
                 and self.kernel_overlap is None)
-        if pure:
-            hit = self._steps.get(shape)
+        if pure:  # keyed by the shape's fields as a plain tuple: hashed and compared without Python calls
+            key = (shape.prefill, shape.decode_rows, shape.decode_kv, shape.emitting, shape.decode_ctx)
+            hit = self._steps.get(key)
             if hit is not None and hit[3] is self.energy:
                 self.last_energy_j = hit[2]
                 return hit[0], hit[1]
@@ -239,7 +249,7 @@ class StepTimer:
         if pure:
             if len(self._steps) >= STEP_MEMO:
                 self._steps.clear()
-            self._steps[shape] = (ps, flops, self.last_energy_j, self.energy)
+            self._steps[key] = (ps, flops, self.last_energy_j, self.energy)
         return ps, flops
 
     def _step(self, shape: BatchShape) -> tuple[int, float]:
@@ -354,6 +364,10 @@ class StepTimer:
         """Per-iteration picoseconds (int64) and FLOPs of ``k`` decode iterations of ``rows``
         rows whose summed context is ``kv0`` in the first iteration and grows by ``rows``."""
         fixed_s, fixed_flops, kernels = self._decode_fixed(rows)
+        if k <= SMALL_STRETCH and type(kv0) is int:
+            out = self._small_segment(rows, kv0, k, fixed_s, fixed_flops, kernels)
+            if out is not None:
+                return out
         if isinstance(kv0, np.ndarray):  # a capped cache's per-iteration resident context
             kv = kv0 + rows * np.arange(k, dtype=np.int64)
         else:
@@ -392,3 +406,40 @@ class StepTimer:
         ps = np.rint(step_s * PS_PER_S).astype(np.int64)
         flops = fixed_flops + (self.attn_flops_per_kv * kv if attn_fl is None else attn_fl)
         return ps, flops
+
+    def _small_segment(self, rows: int, kv0: int, k: int, fixed_s: float, fixed_flops: float, kernels: int):
+        """``decode_segment`` of a short stretch in the plain case (roofline timing with 16-bit K/V, one
+        attention group, no overlap policy, no offload or fetch, no power cap): the same IEEE operations
+        on each iteration's context in the same order as the array expressions (``RooflineBackend.
+        decode_attention_s``, ``_throttled_segment``, ``_launch_floor`` / ``_with_host``, the rounding to
+        picoseconds), one element at a time -- on a few iterations cheaper than a dozen numpy calls on tiny
+        arrays. None where the case is not the plain one."""
+        b = self.backend
+        if (type(b) is not RooflineBackend or self.dp != 1 or self.kernel_overlap is not None
+                or self.weight_offload is not None or self.kv_fetch is not None or self.expert_fetch is not None
+                or self.model.attention is not None or self.model.linear is not None):
+            return None
+        template = self._attn_template[rows]
+        e = self.energy
+        if e is not None and (e.cap_w is not None or template.kv_bytes):
+            return None
+        terms = b.decode_terms(template)
+        if terms is None:
+            return None
+        c_flops, peak, b0, b1, launch, count = terms
+        bw = b._bw
+        kvs = range(kv0, kv0 + rows * k, rows)
+        step = [fixed_s + (max(c_flops * x / peak, (b1 * x + b0) / bw) + launch) * count for x in kvs]
+        if e is not None:
+            _, fixed_j, per_kv = self._affine_terms(rows, template)
+            self.last_energy_j = np.array([fixed_j + per_kv * x for x in kvs], dtype=np.float64)
+        if self.framework is not None:
+            floor = self._launch_floor(kernels + template.count, True, rows)
+            host = self.host_step_s + self.host_seq_s * rows
+            if self.overlap:
+                step = [max(max(s, floor), host) for s in step]
+            else:
+                step = [max(s, floor) + host for s in step]
+        fpk = self.attn_flops_per_kv
+        return (np.array([round(s * PS_PER_S) for s in step], dtype=np.int64),
+                np.array([fixed_flops + fpk * x for x in kvs], dtype=np.float64))
