@@ -100,6 +100,33 @@ class SchedulerView:
     max_model_len: int
 
 
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
+    """The slot descriptors' ``__set__`` of frozen slots dataclass ``cls``, whose fields must be ``names``."""
+    got = tuple(cls.__dataclass_fields__)
+    if got != names:
+        raise TypeError(f"{cls.__name__} fields are {got}, not {names}")
+    return tuple(cls.__dict__[n].__set__ for n in names)
+
+
+_SCHEDULER_VIEW_SET = _slot_setters(SchedulerView, ("now_ps", "replica", "waiting", "running", "kv", "max_model_len"))
+
+
+def scheduler_view(now_ps: int, replica: int, waiting: Sequence[RequestView], running: Sequence[RequestView],
+                   kv: KvView, max_model_len: int) -> SchedulerView:
+    """``SchedulerView(now_ps, replica, waiting, running, kv, max_model_len)``, the same object, its slots set
+    directly (what the generated ``__init__`` does through one ``object.__setattr__`` call a field); the
+    framework builds one for every plan."""
+    v = object.__new__(SchedulerView)
+    a, b, c, d, e, f = _SCHEDULER_VIEW_SET
+    a(v, now_ps)
+    b(v, replica)
+    c(v, waiting)
+    d(v, running)
+    e(v, kv)
+    f(v, max_model_len)
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class PrefillChunk:
     rid: int

@@ -25,6 +25,7 @@ from simulator.core.request import Request
 class PagedKvCache:
     shares = False  # blocks are never shared between requests (see PrefixKvCache)
     capped = False  # every cached token is resident (see CappedKvCache)
+    _view: KvView | None = None  # the last view handed out (view())
 
     def __init__(self, total_blocks: int, block_size: int) -> None:
         if total_blocks < 0 or block_size <= 0:
@@ -92,7 +93,12 @@ class PagedKvCache:
         return 0
 
     def view(self) -> KvView:
-        return KvView(self.block_size, self.total_blocks, self.total_blocks - self.used)
+        """The policy's view; the same (frozen) object while the block size, total and free blocks are."""
+        v = self._view
+        free = self.total_blocks - self.used
+        if v is None or v.free_blocks != free or v.total_blocks != self.total_blocks or v.block_size != self.block_size:
+            v = self._view = KvView(self.block_size, self.total_blocks, free)
+        return v
 
     def stats(self) -> dict:
         return {}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from simulator.core.contracts import BatchPlan, ReplicaLoad, SchedulerView
+from simulator.core.contracts import BatchPlan, ReplicaLoad, scheduler_view
 from simulator.core.errors import HwsimError, PolicyError
 from simulator.core.events import EventKind
 from simulator.core.request import FINISHED, REJECTED, RUNNING, WAITING, Request
@@ -194,8 +194,8 @@ class Replica:
             kvm = self.kvm
             if kvm.shares:
                 self.outstanding -= kvm.refresh_hits(self.waiting)
-            view = SchedulerView(env.now, self.index, tuple(self.waiting), tuple(self.running),
-                                 kvm.view(), self.max_model_len)
+            view = scheduler_view(env.now, self.index, tuple(self.waiting), tuple(self.running),
+                                  kvm.view(), self.max_model_len)  # SchedulerView(...), core/contracts.py
             try:
                 plan = self.scheduler.plan(view)
             except HwsimError:
