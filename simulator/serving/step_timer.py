@@ -19,7 +19,7 @@ from simulator.serving.dp_ranks import rank_shapes, rank_tokens
 from workloads.llm import BatchShape, attention_ops, decode_attention, dense_ops
 
 HEAD_OPS = ("final_norm", "lm_head")  # the dense ops that read ``emitting`` (workloads.llm._dense_unquantized)
-SMALL_STRETCH = 16  # decode stretches of at most this many iterations timed per iteration in Python floats
+SMALL_STRETCH = 16  # stretches of at most this many iterations timed in Python floats (crossover: BENCHMARKS.md)
 STEP_MEMO = 16384  # most iteration shapes remembered per timer by StepTimer.step (then it starts afresh)
 
 
