@@ -53,11 +53,23 @@ class Recorder:
         self.batch_flops: list[float] = []
         self.batch_energy = array("d")
         self.iter_end_ps = [array("q") for _ in range(replicas)]
-        # the columns' bound append methods, looked up once (emit and segment run per event / segment)
+        self._bind()
+
+    def _bind(self) -> None:
+        """The columns' bound append methods, looked up once (emit and segment run per event / segment)."""
         self._ev_put = (self.ev_t.append, self.ev_kind.append, self.ev_replica.append, self.ev_request.append,
                         self.ev_value.append)
         self._seg_put = tuple(self.batch[c].append for c in BATCH_COLUMNS) + (self.batch_flops.append,
                                                                              self.batch_energy.append)
+
+    def __getstate__(self) -> dict:
+        """The columns without their bound methods: ``copy.deepcopy`` keeps a bound built-in method as it
+        is, so a copy would append to this recorder's columns; ``__setstate__`` binds the copy's own."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ev_put", "_seg_put")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()
 
     # -- emit ----------------------------------------------------------------------------
     def emit(self, t_ps: int, kind: int, replica: int, request: int, value: int = 0) -> None:
