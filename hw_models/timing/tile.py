@@ -158,6 +158,11 @@ class TileConfig(StrictConfig):
                                                         description="prologue + epilogue per wave of the cutlass_sm90 "
                                                                     "kernels (scales applied in the epilogue), SM "
                                                                     "cycles (fitted; unset: wgmma_cta_overhead_cycles)")
+    scaled_mm_hbm_efficiency: float | None = Field(default=None, gt=0, le=1,
+                                                   description="share of the HBM rating the cutlass_sm90 kernels "
+                                                               "reach streaming weights (TMA, small-M decode GEMMs; "
+                                                               "fitted on the framework's fp8 GEMM rows; unset: "
+                                                               "hbm_efficiency)")
     row_cost_s: dict[str, float] = Field(default_factory=dict,
                                          description="per-row kernels (elementwise ops with rows, e.g. per-token "
                                                      "quantize) by class: seconds each SM spends per row besides "
@@ -304,7 +309,7 @@ class TileBackend(TimingBackend):
         return p
 
     def _scaled_mm_params(self) -> GemmParams:
-        """fp8 wgmma constants with the cutlass_sm90 kernels' own efficiency and per-wave cost (when set)."""
+        """fp8 wgmma constants with the cutlass_sm90 kernels' own efficiency, per-wave cost and HBM share (when set)."""
         p = self._params.get("scaled_mm")
         if p is None:
             c, p = self.config, self.gemm_params("fp8")
@@ -312,6 +317,8 @@ class TileBackend(TimingBackend):
                 p = dataclasses.replace(p, mma_eff=c.scaled_mm_efficiency)
             if c.scaled_mm_cta_overhead_cycles is not None:
                 p = dataclasses.replace(p, cta_overhead_cycles=c.scaled_mm_cta_overhead_cycles)
+            if c.scaled_mm_hbm_efficiency is not None:
+                p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * c.scaled_mm_hbm_efficiency)
             self._params["scaled_mm"] = p
         return p
 

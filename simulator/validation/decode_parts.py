@@ -1,0 +1,206 @@
+"""A decode step by parts: each kernel class of one step against its own kernel table.
+
+    python -m simulator.validation.decode_parts parts ../shared/validation/aic   (vLLM 0.12 70B c4 rows)
+    python -m simulator.validation.decode_parts fit-hbm ../shared/validation/aic/h200_sxm
+
+Models: ``parts`` builds each vLLM Llama-3.1-70B fp8 row at 4 clients and 1024-token prompts as
+    ``validate serving`` does (``serving.classify``), lowers one decode step of 4 rows at isl + osl / 2
+    tokens of context each and prints, per part, hwsim's time (the row's profile, tile backend), the H200
+    table's time at the same shape (fp8 GEMM rows at M = 4, linear between the two nearest table
+    shapes where the exact one is absent, less the table's dynamic per-token quantize of the GEMM
+    input where the profile fuses it into the producer; FA3 generation rows at the nearest contexts;
+    the custom all-reduce replayed in a CUDA graph), the count per step, the sum, the measured TPOT
+    and what remains (host, gaps, sampling: what no kernel table measures).
+    ``fit-hbm`` fits ``scaled_mm_hbm_efficiency`` (the share of HBM bandwidth CUTLASS scaled_mm's
+    sm90 kernels reach streaming weights) on vLLM's fp8 GEMM rows that stream weights (M <= 16,
+    >= 32 MiB of weights): even rows, odd rows held out, the other constants as fitted
+    (``aic.FRAMEWORK_TIMING``); prints the fit, the held-out rows and all fp8 rows before / after.
+Ignores: the LM head, embedding and final norm (one kernel each per step; hwsim's times shown),
+    TensorRT-LLM (its tables are read the same way; not wired here).
+Sources: aiconfigurator H200 tables (../shared/validation/aic/h200_sxm: gemm/vllm/0.24.0,
+    attention/vllm/0.24.0, comm/vllm/0.14.0 custom_allreduce (graph), quantize/vllm/0.24.0);
+    silicon_e2e_h200_sxm.csv for the measured TPOT.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+WEIGHT_STREAM_BYTES = 32 * 1024 * 1024  # fp8 GEMM rows counted as weight streaming (fit-hbm)
+
+
+def _interp(table: dict, n: int, k: int) -> float:
+    """The table's time at (n, k), linear in n (or k) between the nearest table shapes."""
+    if (n, k) in table:
+        return table[(n, k)]
+    ns = sorted({a for a, b in table if b == k})
+    if n not in ns and ns and ns[0] < n < ns[-1]:
+        lo, hi = max(x for x in ns if x < n), min(x for x in ns if x > n)
+        return table[(lo, k)] + (table[(hi, k)] - table[(lo, k)]) * (n - lo) / (hi - lo)
+    ks = sorted({b for a, b in table if a == n})
+    lo, hi = max(x for x in ks if x < k), min(x for x in ks if x > k)
+    return table[(n, lo)] + (table[(n, hi)] - table[(n, lo)]) * (k - lo) / (hi - lo)
+
+
+def _nearest_ctx(df, heads: int, kv: int, ctx: int) -> float:
+    sub = df[(df.num_heads == heads) & (df.num_key_value_heads == kv)].groupby("step").latency.median()
+    steps = np.array(sub.index)
+    lo, hi = steps[steps <= ctx].max(), steps[steps >= ctx].min()
+    if lo == hi:
+        return float(sub[lo])
+    return float(sub[lo] + (sub[hi] - sub[lo]) * (ctx - lo) / (hi - lo))
+
+
+def parts(root: Path) -> None:
+    import pandas as pd
+
+    from simulator.config.loader import load_scenario
+    from simulator.runner import build_link, build_quantization
+    from simulator.serving.moe_layout import pool_timing
+    from simulator.validation.serving import classify, read_rows
+    from workloads.llm import BatchShape, lower
+
+    sysd = root / "h200_sxm"
+    g = pd.read_parquet(sysd / "gemm/vllm/0.24.0/gemm_perf.parquet")
+    g = g[(g.gemm_dtype == "fp8") & (g.m == 4)]
+    gemm = (g.groupby(["n", "k"]).latency.median() * 1e3).to_dict()  # us
+    a = pd.read_parquet(sysd / "attention/vllm/0.24.0/generation_attention_perf.parquet")
+    a = a[(a.kernel_source == "vllm_flash_attn_fa3") & (a.batch_size == 4) & (a.head_dim == 128)
+          & (a.kv_cache_dtype == "bfloat16")]
+    a = a.assign(latency=a.latency * 1e3)
+    c = pd.read_parquet(sysd / "comm/vllm/0.14.0/custom_allreduce_perf.parquet")
+    c = c[c.backend == "vllm_graph"]
+    ar = (c.groupby(["num_gpus", "message_size"]).latency.median() * 1e3).to_dict()
+    quant = {}
+    for f in ("scale_matrix_perf", "computescale_perf"):  # dynamic per-token = static + scale computation
+        q = pd.read_parquet(sysd / f"quantize/vllm/0.24.0/{f}.parquet")
+        q = q[q.m == 4].groupby("k").latency.median() * 1e3
+        for k, v in q.items():
+            quant[int(k)] = quant.get(int(k), 0.0) + float(v)
+    qk = sorted(quant)
+
+    def dyn_quant(k: int) -> float:
+        return float(np.interp(k, qk, [quant[x] for x in qk]))
+
+    rows = [r for r in read_rows(root / "silicon_e2e_h200_sxm.csv")
+            if r.framework == "vllm" and r.concurrency == 4 and r.isl == 1024 and "70B" in r.model]
+    print(f"{'row':>5s} {'tp':>2s} {'part':14s} {'count':>5s} {'hwsim us':>9s} {'table us':>9s} {'err':>7s}")
+    for r in sorted(rows, key=lambda r: (r.osl, r.tp)):
+        sc = load_scenario(classify(r)[0])
+        tp, pool, model = r.tp, sc.pools[0], sc.model.config
+        be = sc.timing.cls(pool_timing(sc.timing.config, pool), pool.device.config, build_link(sc, pool))
+        ctx = r.isl + r.osl // 2  # the mean context of a request's decode steps
+        shape = BatchShape(decode_rows=4, decode_kv=4 * ctx, emitting=4)
+        ops = lower(shape, model, tp, build_quantization(sc), sc.framework.fusion)
+        sum_h = sum_t = 0.0
+        for op in ops:
+            if op.kind == "allreduce":
+                h = be.op_s(op) * 1e6 / op.count
+                t = ar[(op.workers, op.bytes // 2)] if op.workers > 1 else 0.0  # table: bf16 elements
+            else:
+                h = be.op_s(op) * 1e6 / op.count
+                t = float("nan")
+                if op.kind == "gemm" and op.dtype == "fp8":
+                    t = _interp(gemm, op.n, op.k)
+                    # the table's row runs a dynamic per-token quantize first: fused into the producer
+                    # (act_quant_in_producer), or the O projection's own kernel (o_proj_quant, its own line)
+                    t -= dyn_quant(op.k)
+                elif op.kind == "attn_decode":
+                    t = _nearest_ctx(a, model.num_heads // tp, max(1, model.num_kv_heads // tp), ctx)
+                elif op.kind == "elementwise":
+                    t = h  # the profile's floor is the quantize table's (serving_fit floors)
+                else:
+                    t = h  # lm head: bf16, not compared here
+            sum_h += h * op.count
+            sum_t += t * op.count
+            print(f"{r.line:5d} {tp:2d} {op.name:14s} {op.count:5d} {h:9.2f} {t:9.2f} {100 * (h - t) / t:+6.1f}%")
+        host = (sc.framework.host.step_s + 4 * sc.framework.host.per_seq_s) * 1e3
+        print(f"{r.line:5d} {tp:2d} step: hwsim kernels {sum_h / 1e3:.2f} ms (+ host {host:.2f}), "
+              f"tables {sum_t / 1e3:.2f} ms, measured TPOT {r.tpot_ms:.2f} ms, "
+              f"remainder {r.tpot_ms - sum_t / 1e3:+.2f} ms")
+
+
+def quant_table(sysd: Path, fw: str = "vllm"):
+    """f(m, k) -> seconds of the framework's dynamic per-token fp8 quantize of an m x k input (its
+    quantize tables: the static per-tensor kernel plus the scale computation), linear in k at the
+    nearest m measured."""
+    import pandas as pd
+
+    frames = []
+    for f in ("scale_matrix_perf", "computescale_perf"):
+        path = next(iter(sorted((sysd / "quantize" / fw).glob(f"*/{f}.parquet"))))
+        frames.append(pd.read_parquet(path).groupby(["m", "k"]).latency.median())
+    both = (frames[0] + frames[1]).dropna() * 1e-3
+    ms = np.array(sorted({m for m, _ in both.index}))
+
+    def f(m: int, k: int) -> float:
+        mm = int(ms[np.argmin(abs(ms - m))])
+        sub = both[mm]
+        return float(np.interp(k, np.array(sub.index, float), np.array(sub.values)))
+    return f
+
+
+def fit_hbm(directory: Path, fw: str = "vllm") -> None:
+    from scipy.optimize import minimize_scalar
+
+    from simulator.validation.aic import FRAMEWORK_TIMING, _gemm_rows, _merged, default_gpu, framework_of
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    g = gpu_config(default_gpu(directory))
+    q = quant_table(directory, fw)
+    rows = [r for r in _gemm_rows(directory, Counter()) if r.op == "gemm fp8" and framework_of(r) == fw]
+    # the GEMM alone: the row (quantize + scaled_mm) less the quantize table's time at its m x k
+    alone = [(r.item[-1], r.measured_s - q(r.item[-1].m, r.item[-1].k)) for r in rows if r.item[-1].m <= 16]
+    stream = [x for x in alone if x[0].n * x[0].k >= WEIGHT_STREAM_BYTES and x[1] > 0]
+    train, test = stream[0::2], stream[1::2]
+    base = {k: v for k, v in _merged(FRAMEWORK_TIMING[fw]).items() if k != "scaled_mm_hbm_efficiency"}
+
+    def errs(sub, over) -> np.ndarray:
+        b = make_backend("tile", g, over)
+        pred = np.array([b.op_s(op) for op, _ in sub])
+        meas = np.array([m for _, m in sub])
+        return (pred - meas) / meas
+
+    def obj(x: float) -> float:
+        e = np.abs(errs(train, dict(base, scaled_mm_hbm_efficiency=x)))
+        return float(np.median(e) + 0.5 * np.percentile(e, 90))
+
+    r = minimize_scalar(obj, bounds=(0.6, 1.0), method="bounded", options=dict(xatol=1e-3))
+
+    def fig(e: np.ndarray) -> str:
+        return (f"median {100 * np.median(abs(e)):.2f} % p90 {100 * np.percentile(abs(e), 90):.2f} % "
+                f"bias {100 * np.median(e):+.2f} % ({len(e)} rows)")
+
+    after = dict(base, scaled_mm_hbm_efficiency=round(float(r.x), 4))
+    print(f"{fw}: scaled_mm_hbm_efficiency {r.x:.4f} (train objective {r.fun:.4f}); GEMM alone (row less "
+          f"the quantize table's dynamic per-token quantize), M <= 16, >= {WEIGHT_STREAM_BYTES >> 20} MiB of weights")
+    for name, sub in (("even (fit)", train), ("odd (held out)", test), ("all M <= 16", alone)):
+        print(f"  {name}: before {fig(errs(sub, base))}; after {fig(errs(sub, after))}")
+    # every fp8 row as the kernel check runs it (the framework's fitted quantize kernel + the GEMM)
+    for name, sub in (("all rows as `validate kernels` runs them", rows),):
+        e = []
+        for over in (base, after):
+            b = make_backend("tile", g, over)
+            pred = np.array([sum(b.op_s(o) for o in x.item) for x in sub])
+            e.append((pred - np.array([x.measured_s for x in sub])) / np.array([x.measured_s for x in sub]))
+        print(f"  {name}: before {fig(e[0])}; after {fig(e[1])}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2 or argv[0] not in ("parts", "fit-hbm"):
+        sys.exit("usage: python -m simulator.validation.decode_parts parts AIC_DIR | fit-hbm SYSTEM_DIR [FRAMEWORK]")
+    path = Path(argv[1])
+    if not path.is_dir():
+        sys.exit(f"decode_parts: {path} is not a directory")
+    if argv[0] == "parts":
+        parts(path)
+    else:
+        fit_hbm(path, argv[2] if len(argv) > 2 else "vllm")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
