@@ -82,6 +82,15 @@ class NcclParams:
     # all-reduce: an eager call lasts at least this long (fitted: the Vidur tables sit at 58-62 us for
     # small messages at 2, 4 and 8 GPUs alike: host dispatch + stream sync overlap the kernel); 0 in a graph
     reduce_floor_s: float = 62.5e-6
+    # The ring's channel cap on an NVSwitch node with NVLink SHARP (Hopper and later), by GPU count
+    # (the entry of the smallest key >= p), in place of ``channel_share`` there; () keeps channel_share.
+    # Measured on the aic H200 NCCL tables (half all-reduce, 16-256 MiB, NCCL 2.23 / 2.26.2 / 2.29.2):
+    # the ring's marginal bus bandwidth is ~310 GB/s at 2 GPUs (the A100-fitted 0.644 x 450 GB/s holds:
+    # +0.4 % bias) but ~350 GB/s at 4 GPUs, the NVLink4 preset's collective rate (efficiency 0.8 x
+    # reduce_eff): no channel cap binds there (1.0; a fit on the even rows >= 16 MiB returns 0.83,
+    # above the link's rate). 8 GPUs run NVLS at these sizes (the A100 value kept for the ring).
+    # `python -m simulator.validation.aic_comm report ../shared/validation/aic` (FIDELITY.md).
+    nvswitch_channel_share: tuple[tuple[int, float], ...] = ((2, 0.644), (4, 1.0), (8, 0.644))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +136,10 @@ def _wire(steps: int, wire_bytes: float, link: Any, bw: float, algo: str, size: 
 
 
 def _best(steps: int, wire_bytes: float, link: Any, eff: float, algo: str, size: float, p: int,
-          params: NcclParams, reduce: bool = True) -> float:
+          params: NcclParams, reduce: bool = True, channel_share: float | None = None) -> float:
     bw = link.bw_bytes_per_s * min(1.0, getattr(link, "efficiency", 1.0) * eff)
     if reduce and _lat_kind(link) == "nvlink":
-        bw = min(bw, params.channel_share * link.bw_bytes_per_s)
+        bw = min(bw, (params.channel_share if channel_share is None else channel_share) * link.bw_bytes_per_s)
     return max(params.reduce_floor_s, _wire(steps, wire_bytes, link, bw, algo, size, p, params) + params.reduce_call_s)
 
 
@@ -149,14 +158,19 @@ def allreduce_s(size_bytes: float, p: int, fabric: Fabric, params: NcclParams = 
         return 0.0
     link = fabric.bottleneck(p)
     t = math.inf
+    share = None  # an NVSwitch NVLS node inside the switch: the ring's channel cap measured there, by GPU count
+    if fabric.nvls and p <= fabric.group and params.nvswitch_channel_share:
+        share = by_gpus(dict(params.nvswitch_channel_share), p)
     if "ring" in algorithms:
-        t = _best(2 * (p - 1), 2.0 * (p - 1) / p * size_bytes, link, params.reduce_eff, "ring", size_bytes, p, params)
+        t = _best(2 * (p - 1), 2.0 * (p - 1) / p * size_bytes, link, params.reduce_eff, "ring", size_bytes, p, params,
+                  channel_share=share)
     if "tree" in algorithms:
         # NCCL's tree is a chain inside a node and a binary tree across nodes (tuning.cc: tree latency
         # 2 x ((ranks per node - 1) x intra hwLat + log2(nodes) x inter hwLat))
         nodes = max(1, math.ceil(p / fabric.group))
         steps = 2 * (p // nodes - 1 + math.ceil(math.log2(nodes)))
-        t = min(t, _best(steps, 2.0 * size_bytes, link, params.reduce_eff, "tree", size_bytes, p, params))
+        t = min(t, _best(steps, 2.0 * size_bytes, link, params.reduce_eff, "tree", size_bytes, p, params,
+                         channel_share=share))
     nv = nvls or NVLS
     if fabric.nvls and nv.nccl_min_gpus <= p <= fabric.group:
         wire = nv.nccl_s + params.reduce_call_s + (p - 1) / p * size_bytes / (nv.nccl_share * link.bw_bytes_per_s)
