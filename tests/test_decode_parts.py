@@ -1,5 +1,5 @@
-"""The cutlass_sm90 fp8 GEMM's own HBM share (``scaled_mm_hbm_efficiency``) for weight-streaming
-decode GEMMs, and the decode step's parts against their kernel tables."""
+"""The cutlass_sm90 fp8 GEMM's own HBM share (``scaled_mm_hbm_efficiency``) and loaded HBM latency
+(``scaled_mm_hbm_latency_s``) for decode-size GEMMs, and the readers of the decode step's parts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _gemm(m: int, n: int, k: int) -> Op:
 
 
 def _backend(**over):
-    base = {k: v for k, v in _merged(FRAMEWORK_TIMING["vllm"]).items() if k != "scaled_mm_hbm_efficiency"}
+    base = {k: v for k, v in _merged(FRAMEWORK_TIMING["vllm"]).items() if not k.startswith("scaled_mm_hbm")}
     return make_backend("tile", gpu_config("H200"), {**base, **over})
 
 
@@ -35,16 +35,33 @@ def test_a_weight_streaming_decode_gemm_reads_its_weights_at_the_share_of_hbm_it
     assert stream <= t <= stream + 10e-6
 
 
-def test_unset_the_scaled_mm_kernels_stream_at_the_fitted_hbm_efficiency():
+def test_unset_the_scaled_mm_kernels_stream_at_the_fitted_hbm_efficiency_and_the_gpus_latency():
     be = _backend()
-    assert be._scaled_mm_params().hbm_bw == pytest.approx(gpu_config("H200").memory_bw_bytes_per_s
-                                                         * be.config.hbm_efficiency)
+    g = gpu_config("H200")
+    p = be._scaled_mm_params()
+    assert p.hbm_bw == pytest.approx(g.memory_bw_bytes_per_s * be.config.hbm_efficiency)
+    assert p.hbm_latency_s == pytest.approx(g.hbm_latency_cycles / g.clock_hz)
+
+
+def test_a_small_grid_is_capped_by_its_bytes_in_flight_over_the_loaded_latency():
+    """4 x 1024 x 65536 fp8 runs swap-AB 64 x 16 x 256 tiles: 16 CTAs, one per SM, each streaming 64 rows of
+    weights through 8 stages in flight (163,840 B). At 1.4 us that caps the kernel at 16 x 163,840 B / 1.4 us
+    = 1.87 TB/s, under the HBM share: the 67 MB of weights take at least 35.8 us. A full grid (4 x 65536 x
+    8192: 1024 CTAs) is not capped: its time moves by < 1 %."""
+    slow = _backend(scaled_mm_hbm_efficiency=0.8, scaled_mm_hbm_latency_s=1.4e-6)
+    fast = _backend(scaled_mm_hbm_efficiency=0.8)
+    small = _gemm(4, 1024, 65536)
+    cap = 16 * 8 * (64 + 16) * 256 / 1.4e-6
+    assert slow.op_s(small) >= 1024 * 65536 / cap
+    assert slow.op_s(small) > 1.5 * fast.op_s(small)
+    full = _gemm(4, 65536, 8192)
+    assert slow.op_s(full) == pytest.approx(fast.op_s(full), rel=0.01)
 
 
 def test_the_share_moves_only_the_memory_bound_gemms():
     """A compute-bound prefill GEMM (8192 tokens) keeps its time; a decode GEMM gets faster by the ratio
     of the shares (its memory term)."""
-    lo, hi = _backend(), _backend(scaled_mm_hbm_efficiency=0.8052)
+    lo, hi = _backend(), _backend(scaled_mm_hbm_efficiency=0.8052)  # any share above the fitted 0.754
     big = _gemm(8192, 8192, 8192)
     assert hi.op_s(big) == pytest.approx(lo.op_s(big), rel=0.02)
     dec = _gemm(4, 57344, 8192)
@@ -54,7 +71,8 @@ def test_the_share_moves_only_the_memory_bound_gemms():
 
 def test_the_vllm_profile_and_the_kernel_check_share_the_fitted_hbm_share():
     prof = parse_framework("vllm-0.12.0").timing
-    assert prof["scaled_mm_hbm_efficiency"] == FRAMEWORK_TIMING["vllm"]["scaled_mm_hbm_efficiency"]
+    for key in ("scaled_mm_hbm_efficiency", "scaled_mm_hbm_latency_s"):
+        assert prof[key] == FRAMEWORK_TIMING["vllm"][key]
     # below the H200's datasheet rate, above the A100-fitted share of streaming kernels it replaces
     assert _backend().config.hbm_efficiency < prof["scaled_mm_hbm_efficiency"] < 1.0
 

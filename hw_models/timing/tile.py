@@ -163,6 +163,11 @@ class TileConfig(StrictConfig):
                                                                "reach streaming weights (TMA, small-M decode GEMMs; "
                                                                "fitted on the framework's fp8 GEMM rows; unset: "
                                                                "hbm_efficiency)")
+    scaled_mm_hbm_latency_s: float | None = Field(default=None, gt=0,
+                                                  description="HBM latency one cutlass_sm90 CTA sees under load: "
+                                                              "its bytes in flight over it cap a small grid's "
+                                                              "bandwidth (Little's law; fitted on the framework's "
+                                                              "small-M fp8 GEMM rows; unset: the GPU's)")
     row_cost_s: dict[str, float] = Field(default_factory=dict,
                                          description="per-row kernels (elementwise ops with rows, e.g. per-token "
                                                      "quantize) by class: seconds each SM spends per row besides "
@@ -309,7 +314,8 @@ class TileBackend(TimingBackend):
         return p
 
     def _scaled_mm_params(self) -> GemmParams:
-        """fp8 wgmma constants with the cutlass_sm90 kernels' own efficiency, per-wave cost and HBM share (when set)."""
+        """fp8 wgmma constants with the cutlass_sm90 kernels' own efficiency, per-wave cost, HBM share and loaded
+        HBM latency (when set)."""
         p = self._params.get("scaled_mm")
         if p is None:
             c, p = self.config, self.gemm_params("fp8")
@@ -319,6 +325,8 @@ class TileBackend(TimingBackend):
                 p = dataclasses.replace(p, cta_overhead_cycles=c.scaled_mm_cta_overhead_cycles)
             if c.scaled_mm_hbm_efficiency is not None:
                 p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * c.scaled_mm_hbm_efficiency)
+            if c.scaled_mm_hbm_latency_s is not None:
+                p = dataclasses.replace(p, hbm_latency_s=c.scaled_mm_hbm_latency_s)
             self._params["scaled_mm"] = p
         return p
 

@@ -83,7 +83,7 @@ FRAMEWORK_TIMING: dict[str, dict] = {
     "vllm": dict(mem_traffic_multiplier={"quant": 1.714}, mem_kernel_floor_s={"quant": 1.756e-6},
                  row_bytes_in_flight=3741.0, row_cost_s={"quant": 856.6e-9},
                  fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.78, scaled_mm_cta_overhead_cycles=1227.9,
-                 scaled_mm_hbm_efficiency=0.8052,  # decode_parts fit-hbm: the GEMM alone, weight-streaming rows
+                 scaled_mm_hbm_efficiency=0.7861, scaled_mm_hbm_latency_s=1.403e-6,  # decode_parts fit-hbm
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
