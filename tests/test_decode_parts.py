@@ -87,3 +87,14 @@ def test_the_quantize_table_reader_gives_the_dynamic_per_token_quantize_time():
     t = q(4, 8192)
     assert 2e-6 < t < 6e-6
     assert q(4, 51200) >= t
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus", "."], ["fit-hbm", "/nonexistent/h200_sxm"]])
+def test_bad_arguments_print_one_line_and_exit_2(argv, capsys):
+    from simulator.validation.decode_parts import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err

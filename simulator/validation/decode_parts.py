@@ -205,10 +205,13 @@ def fit_hbm(directory: Path, fw: str = "vllm") -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] not in ("parts", "fit-hbm"):
-        sys.exit("usage: python -m simulator.validation.decode_parts parts AIC_DIR | fit-hbm SYSTEM_DIR [FRAMEWORK]")
+        print("usage: python -m simulator.validation.decode_parts parts AIC_DIR | fit-hbm SYSTEM_DIR [FRAMEWORK]",
+              file=sys.stderr)
+        sys.exit(2)
     path = Path(argv[1])
     if not path.is_dir():
-        sys.exit(f"decode_parts: {path} is not a directory")
+        print(f"decode_parts: {path} is not a directory", file=sys.stderr)
+        sys.exit(2)
     if argv[0] == "parts":
         parts(path)
     else:
