@@ -15,7 +15,8 @@ Models: ``parts`` builds each vLLM Llama-3.1-70B fp8 row at 4 clients and 1024-t
     sm90 kernels reach streaming weights) and ``scaled_mm_hbm_latency_s`` (the loaded latency one
     CTA sees: its bytes in flight over it cap a small grid's bandwidth) on the GEMM alone of vLLM's
     fp8 GEMM rows at decode sizes (M <= 16; each row less the quantize table's dynamic per-token
-    quantize): even rows, odd rows held out, the other constants as fitted (``aic.FRAMEWORK_TIMING``);
+    quantize; ``--static-quant``: its static per-tensor kernel alone): even rows, odd rows held out,
+    the other constants as fitted (``aic.FRAMEWORK_TIMING``);
     prints the fit, the held-out rows (also by weight size) and all fp8 rows before / after.
 Ignores: the LM head, embedding and final norm (one kernel each per step; hwsim's times shown),
     TensorRT-LLM (its tables are read the same way; not wired here).
@@ -124,17 +125,17 @@ def parts(root: Path) -> None:
               f"remainder {r.tpot_ms - sum_t / 1e3:+.2f} ms")
 
 
-def quant_table(sysd: Path, fw: str = "vllm"):
+def quant_table(sysd: Path, fw: str = "vllm", static: bool = False):
     """f(m, k) -> seconds of the framework's dynamic per-token fp8 quantize of an m x k input (its
     quantize tables: the static per-tensor kernel plus the scale computation), linear in k at the
     nearest m measured."""
     import pandas as pd
 
     frames = []
-    for f in ("scale_matrix_perf", "computescale_perf"):
+    for f in ("scale_matrix_perf",) if static else ("scale_matrix_perf", "computescale_perf"):
         path = next(iter(sorted((sysd / "quantize" / fw).glob(f"*/{f}.parquet"))))
         frames.append(pd.read_parquet(path).groupby(["m", "k"]).latency.median())
-    both = (frames[0] + frames[1]).dropna() * 1e-3
+    both = (frames[0] if static else (frames[0] + frames[1]).dropna()) * 1e-3
     ms = np.array(sorted({m for m, _ in both.index}))
 
     def f(m: int, k: int) -> float:
@@ -144,14 +145,14 @@ def quant_table(sysd: Path, fw: str = "vllm"):
     return f
 
 
-def fit_hbm(directory: Path, fw: str = "vllm") -> None:
+def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False) -> None:
     from scipy.optimize import minimize
 
     from simulator.validation.aic import FRAMEWORK_TIMING, _gemm_rows, _merged, default_gpu, framework_of
     from simulator.validation.kernels import gpu_config, make_backend
 
     g = gpu_config(default_gpu(directory))
-    q = quant_table(directory, fw)
+    q = quant_table(directory, fw, static)
     rows = [r for r in _gemm_rows(directory, Counter()) if r.op == "gemm fp8" and framework_of(r) == fw]
     # the GEMM alone: the row (quantize + scaled_mm) less the quantize table's time at its m x k
     alone = [(r.item[-1], r.measured_s - q(r.item[-1].m, r.item[-1].k)) for r in rows if r.item[-1].m <= 16]
@@ -187,7 +188,7 @@ def fit_hbm(directory: Path, fw: str = "vllm") -> None:
 
     print(f"{fw}: scaled_mm_hbm_efficiency {r.x[0]:.4f} scaled_mm_hbm_latency_s {r.x[1]:.3f} us (the GPU's "
           f"{lat0:.3f} us; train objective {r.fun:.4f}); the GEMM alone (each row less the quantize table's "
-          f"dynamic per-token quantize at its m x k), M <= 16")
+          f"{'static per-tensor' if static else 'dynamic per-token'} quantize at its m x k), M <= 16")
     for name, sub in (("even (fit)", train), ("odd (held out)", test)):
         print(f"  {name}: before {fig(errs(sub, base))}; after {fig(errs(sub, after))}")
     for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64), (64, 256), (256, 1 << 20)):
@@ -215,7 +216,8 @@ def main(argv: list[str]) -> None:
     if argv[0] == "parts":
         parts(path)
     else:
-        fit_hbm(path, argv[2] if len(argv) > 2 else "vllm")
+        rest = [a for a in argv[2:] if a != "--static-quant"]
+        fit_hbm(path, rest[0] if rest else "vllm", "--static-quant" in argv)
 
 
 if __name__ == "__main__":
