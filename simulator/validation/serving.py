@@ -207,6 +207,8 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
         scheme = QUANT_MODE[mode]
     if scheme == "W8A8-fp8" and row.model.lower().split("/")[-1] in BLOCK_FP8_CHECKPOINTS:
         scheme = "W8A8-fp8-block"
+    if scheme == "W8A8-fp8-block" and not fp8_checkpoint(row.model):
+        scheme = "W8A8-fp8"  # a 16-bit checkpoint quantized at load time cannot run block scales (below)
     quant = None
     if scheme is not None:
         quant = {"kind": "scheme", "preset": scheme}
@@ -234,6 +236,19 @@ def classify(row: ServingRow, gpu: str | None = None) -> tuple[dict[str, Any] | 
     return scenario, None, note
 
 
+def fp8_checkpoint(model: str) -> bool:
+    """Whether a Hugging Face id names a checkpoint published in fp8 (``-FP8`` in its name, or a checkpoint
+    of ``BLOCK_FP8_CHECKPOINTS``). A 16-bit checkpoint served with fp8 quantization is quantized at load
+    time, and that runs per-channel weight scales with per-token activation scales, never 128 x 128 blocks:
+    sglang==0.5.6.post2 sglang/srt/layers/quantization/fp8.py ``Fp8Config.__init__`` raises for block-wise
+    quantization of a checkpoint that is not fp8-serialized, and ``Fp8LinearMethod.process_weights_after_loading``
+    quantizes such weights per output channel (``per_token_group_quant_fp8`` over the whole row) for the
+    CUTLASS ``fp8_scaled_mm`` (``cutlass_fp8_supported`` on sm90), activations per token
+    (``fp8_utils.apply_fp8_linear``). The aic rows label SGLang's fp8 ``fp8_block`` whatever the checkpoint."""
+    name = model.lower().split("/")[-1]
+    return "fp8" in name or name in BLOCK_FP8_CHECKPOINTS
+
+
 def _windowed(preset: str) -> bool:
     """Whether the model's config declares sliding-window layers (``sliding_window_tokens``)."""
     from simulator.config.loader import resolve_component
@@ -244,6 +259,20 @@ def _windowed(preset: str) -> bool:
 
 
 STEADY_ROUNDS = 3
+
+
+def round_means(requests: dict, clients: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((TTFT, TPOT) mean seconds of round 2, of round 3) of a closed-loop run of 3 rounds of
+    ``clients`` requests: round k is the requests issued k-th by their client, ids (k - 1) x clients
+    up to k x clients (a closed loop issues its table in order). Round 2 runs at full concurrency;
+    round 3 drains (no request follows a finished one). Unfinished requests (NaN) are left out."""
+    rid = np.asarray(requests["rid"])
+    ttft, tpot = np.asarray(requests["ttft_s"], float), np.asarray(requests["tpot_s"], float)
+    out = []
+    for lo in (clients, 2 * clients):
+        sel = (rid >= lo) & (rid < lo + clients)
+        out.append((float(np.nanmean(ttft[sel])), float(np.nanmean(tpot[sel]))))
+    return out[0], out[1]
 
 
 @dataclass
@@ -293,10 +322,15 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
             scenario["workload"]["num_requests"] = STEADY_ROUNDS * row.concurrency
             scenario["workload"]["ramp_up"] = f"{first['e2e_s']['mean']}s"
             scenario["run"] = {"warmup_requests": row.concurrency}
-            steady = run_scenario(load_scenario(scenario)).summary
-            w = 1.0 / per_client  # the benchmark's mean over per_client rounds: one burst, the rest steady
-            ttft = w * first["ttft_s"]["mean"] + (1 - w) * steady["ttft_s"]["mean"]
-            tpot = w * first["tpot_s"]["mean"] + (1 - w) * steady["tpot_s"]["mean"]
+            steady = run_scenario(load_scenario(scenario)).requests
+            # the benchmark's mean over per_client rounds: one burst, the last round draining (its clients
+            # stop one by one, so it runs below the concurrency), the rest steady; here round 2 is the
+            # steady round and round 3 the drain, each weighed as one of the benchmark's rounds
+            mid, drain = round_means(steady, row.concurrency)
+            w = 1.0 / per_client
+            ws = max(0.0, 1.0 - 2 * w)
+            ttft = w * first["ttft_s"]["mean"] + ws * mid[0] + w * drain[0]
+            tpot = w * first["tpot_s"]["mean"] + ws * mid[1] + w * drain[1]
     except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
         return Prediction(row, skipped=f"cannot run: {exc}", note=note)
     return Prediction(row, ttft_ms=1e3 * ttft, tpot_ms=1e3 * tpot, note=note, wall_s=time.perf_counter() - t0,
