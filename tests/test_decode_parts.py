@@ -98,3 +98,19 @@ def test_bad_arguments_print_one_line_and_exit_2(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not H200.is_dir(), reason="aic H200 tables not present")
+@pytest.mark.parametrize("argv", [["fit-hbm", str(H200), "bogus"], ["parts", str(H200)], ["fit-hbm", "{empty}"]])
+def test_a_folder_without_the_tables_it_needs_prints_one_line_and_exits_2(argv, tmp_path):
+    """The command line as run: a framework with no quantize table, the system folder given where the aic
+    root is expected (``parts``), a folder that is no aic system."""
+    import subprocess
+    import sys
+
+    argv = [a.replace("{empty}", str(tmp_path)) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "simulator.validation.decode_parts", *argv], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert err.startswith("decode_parts: ") and "\n" not in err and "Traceback" not in err, err

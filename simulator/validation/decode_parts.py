@@ -133,7 +133,10 @@ def quant_table(sysd: Path, fw: str = "vllm", static: bool = False):
 
     frames = []
     for f in ("scale_matrix_perf",) if static else ("scale_matrix_perf", "computescale_perf"):
-        path = next(iter(sorted((sysd / "quantize" / fw).glob(f"*/{f}.parquet"))))
+        paths = sorted((sysd / "quantize" / fw).glob(f"*/{f}.parquet"))
+        if not paths:
+            raise FileNotFoundError(f"no {fw} {f} table under {sysd / 'quantize'}")
+        path = paths[0]
         frames.append(pd.read_parquet(path).groupby(["m", "k"]).latency.median())
     both = (frames[0] if static else (frames[0] + frames[1]).dropna()) * 1e-3
     ms = np.array(sorted({m for m, _ in both.index}))
@@ -221,4 +224,10 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from simulator.core.errors import ConfigError
+
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, FileNotFoundError) as e:  # a table or system folder the command needs is not there
+        print(f"decode_parts: {e}", file=sys.stderr)
+        sys.exit(2)
