@@ -76,6 +76,12 @@ class AttnParams:
     latent_hbm_bw: float = 0.0  # decode over an MLA latent: the HBM bandwidth its kernel streams at (0: hbm_bw)
     decode_hbm_bw: float = 0.0  # decode: the HBM bandwidth the family's decode kernel streams K/V at (0: hbm_bw)
     decode_cta_in_flight: float = 0.0  # decode: bytes one CTA keeps in flight (0: DECODE_CTA_IN_FLIGHT)
+    # prefill with overlap_softmax: the share of the shorter of (MMA, exp) per (query, key) pair hidden behind
+    # the longer (1: the ideal ping-pong, max of the two; 0: serial, their sum)
+    softmax_overlap: float = 1.0
+    # prefill: a persistent kernel (FA3 on Hopper) walks its (Q tile, head) tiles from a queue longest first, so the
+    # SMs share the causal work evenly (at least the longest tile) instead of running ceil(CTAs / SMs) even waves
+    persistent: bool = False
 
 
 # Share of HBM bandwidth the MLA decode kernel streams the latent at: FlashMLA's README gives "up to
@@ -128,7 +134,7 @@ def prefill_s(op: Any, p: AttnParams) -> float:
     q_per_seq = op.q_tokens / seqs
     mma_cyc = 2.0 * (hd + dv) / (p.flop_per_clk_sm * p.mma_eff)
     exp_cyc = 1.0 / p.sfu_per_clk_sm
-    per_pair = max(mma_cyc, exp_cyc) if p.overlap_softmax else mma_cyc + exp_cyc
+    per_pair = mma_cyc + exp_cyc - (p.softmax_overlap * min(mma_cyc, exp_cyc) if p.overlap_softmax else 0.0)
     if getattr(op, "latent", False):  # MQA over the latent: a token's query heads are rows of one tile
         q_tiles = seqs * math.ceil(q_per_seq * op.heads / br)
         ctas = q_tiles
@@ -138,7 +144,11 @@ def prefill_s(op: Any, p: AttnParams) -> float:
         ctas = q_tiles * op.heads
         row_pairs = (op.pairs + q_tiles * br * bc / 2.0) * op.heads  # diagonal blocks computed in full
     total_cyc = row_pairs * per_pair
-    per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)
+    if p.persistent:
+        longest = br * min(op.kv_tokens / seqs, q_per_seq + br) * per_pair  # the last Q tile reads every key
+        per_sm = max((total_cyc + ctas * p.cta_cycles) / p.sms, longest + p.cta_cycles)
+    else:
+        per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)
     if mla and not getattr(op, "latent", False):
         # MHA-form MLA kernel: the last Q tile of a causal sequence reads every key of it (critical
         # path when the tiles do not fill the SMs); the absorbed kernel (FA3, longest-first persistent

@@ -187,6 +187,15 @@ class TileConfig(StrictConfig):
     attention_cta_cycles: dict[str, float] = Field(
         default_factory=lambda: {f: v["cta_cycles"] for f, v in FIT_ATTN.items()},
         description="SM cycles per prefill Q-tile CTA per kernel family (fitted)")
+    attention_softmax_overlap: dict[str, float] = Field(
+        default_factory=dict,
+        description="prefill, a family that overlaps softmax with its MMAs (fa3): the share of the shorter of the two "
+                    "per (query, key) pair hidden behind the longer (fitted per framework on the H200 context "
+                    "attention rows; unset: 1, the ideal overlap)")
+    attention_persistent: dict[str, bool] = Field(
+        default_factory=dict,
+        description="prefill per kernel family: a persistent kernel whose SMs take (Q tile, head) tiles longest first "
+                    "(the causal work shared evenly, at least the longest tile) rather than even waves of CTAs")
     attention_prefill_fixed_s: dict[str, float] = Field(
         default_factory=lambda: {f: v["prefill_fixed_s"] for f, v in FIT_ATTN.items()},
         description="fixed cost of the framework's prefill attention op per kernel family, seconds (fitted)")
@@ -496,6 +505,8 @@ class TileBackend(TimingBackend):
                                hbm_latency_s=g.hbm_latency_s, smem_per_sm=d.smem_per_sm_bytes,
                                l2_bytes=d.l2_bytes, in_flight_per_sm=c.bytes_in_flight_per_sm,
                                kernel_fixed_s=c.kernel_fixed_s, overlap_softmax=fam == "fa3",
+                               softmax_overlap=c.attention_softmax_overlap.get(fam, 1.0),
+                               persistent=c.attention_persistent.get(fam, False),
                                vec_per_clk_sm=g.vec_per_clk_sm, cta_cycles=c.attention_cta_cycles.get(fam, 0.0),
                                prefill_fixed_s=c.attention_prefill_fixed_s.get(fam, 0.0),
                                decode_fixed_s=c.attention_decode_fixed_s.get(fam, 0.0),

@@ -54,7 +54,9 @@ GEMM_SKIP = {"int8_wo": "weight-only int8 GEMM (TRT-LLM plugin) not mapped",
 # own efficiency and per-wave cost (hw_models.scaled_mm; refitted with `python -m simulator.validation.fit
 # scaled-mm ../shared/validation/aic/h200_sxm --quick` on even rows, odd rows held out); the attention
 # constants of its kernels per family (fa2 fitted on a100_sxm, fa3 on h200_sxm; vLLM's fa3 decode also its own share
-# of HBM bandwidth, `python -m simulator.validation.fit decode-hbm ../shared/validation/aic/h200_sxm vllm --quick`);
+# of HBM bandwidth, `python -m simulator.validation.fit decode-hbm ../shared/validation/aic/h200_sxm vllm --quick`;
+# the fa3 prefill constants, a persistent kernel with the softmax partly overlapped, refitted with `python -m
+# simulator.validation.fit context-attention ../shared/validation/aic/h200_sxm --quick`, even rows, odd held out);
 # its decode kernel and,
 # for TensorRT-LLM, the GQA group XQA serves
 # (32; larger groups run the MMHA kernel, which reads K/V once per query head). The fused-MoE kernel
@@ -63,18 +65,20 @@ FRAMEWORK_TIMING: dict[str, dict] = {
     "sglang": dict(mem_traffic_multiplier={"quant": 1.585}, mem_kernel_floor_s={"quant": 2.793e-6},
                    row_bytes_in_flight=5353.0, row_cost_s={"quant": 44.8e-9},
                    fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.7639, scaled_mm_cta_overhead_cycles=1146.3,
-                   attention_mma_efficiency=0.8864, fa3_mma_efficiency=0.6081,
-                   attention_cta_cycles={"fa2": 1567.1, "fa3": 183.9},
-                   attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 7.17e-6},
+                   attention_mma_efficiency=0.8864, fa3_mma_efficiency=0.7301,
+                   attention_cta_cycles={"fa2": 1567.1, "fa3": 177.9},
+                   attention_prefill_fixed_s={"fa2": 4.547e-6, "fa3": 6.429e-6},
+                   attention_softmax_overlap={"fa3": 0.501}, attention_persistent={"fa3": True},
                    attention_decode_fixed_s={"fa2": 6.299e-6, "fa3": 2.895e-6},
                    attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4993.0},
                    attention_decode_hbm_efficiency={"fa3": 0.8577},
                    moe_kernel="triton_sglang"),
     "trtllm": dict(mem_traffic_multiplier={"quant": 2.088}, mem_kernel_floor_s={"quant": 9.801e-6},
                    row_bytes_in_flight=2433.0,
-                   attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.564,
-                   attention_cta_cycles={"fa2": 2177.5, "fa3": 8134.4},
-                   attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 6.956e-6},
+                   attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.6551,
+                   attention_cta_cycles={"fa2": 2177.5, "fa3": 8500.6},
+                   attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 7.551e-6},
+                   attention_softmax_overlap={"fa3": 0.5202}, attention_persistent={"fa3": True},
                    attention_decode_fixed_s={"fa2": 6.898e-6, "fa3": 3.321e-6},
                    attention_decode_cta_cycles={"fa2": 1880.4, "fa3": 2267.7},
                    decode_kernel="split_kv", decode_max_group=32,
@@ -84,9 +88,10 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                  row_bytes_in_flight=3741.0, row_cost_s={"quant": 856.6e-9},
                  fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.78, scaled_mm_cta_overhead_cycles=1227.9,
                  scaled_mm_hbm_efficiency=0.7861, scaled_mm_hbm_latency_s=1.403e-6,  # decode_parts fit-hbm
-                 attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.5694,
-                 attention_cta_cycles={"fa2": 2291.0, "fa3": 1290.8},
-                 attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.55e-6},
+                 attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.756,
+                 attention_cta_cycles={"fa2": 2291.0, "fa3": 1247.3},
+                 attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.866e-6},
+                 attention_softmax_overlap={"fa3": 0.3428}, attention_persistent={"fa3": True},
                  attention_decode_fixed_s={"fa2": 5.708e-6, "fa3": 4.479e-6},
                  attention_decode_cta_cycles={"fa2": 4713.8, "fa3": 5446.8},
                  attention_decode_hbm_efficiency={"fa3": 0.8705},

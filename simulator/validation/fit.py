@@ -4,6 +4,7 @@
     python -m simulator.validation.fit network ../shared/validation/vidur_a100
     python -m simulator.validation.fit scaled-mm ../shared/validation/aic/h200_sxm [--quick]
     python -m simulator.validation.fit decode-hbm ../shared/validation/aic/h200_sxm vllm [--quick]
+    python -m simulator.validation.fit context-attention ../shared/validation/aic/h200_sxm [--quick]
 
 compute: GEMM constants (mma efficiency, HBM efficiency, per-wave CTA overhead, kernel fixed cost,
 fragment cost, L2 bytes per SM clock) by Nelder-Mead on median + 0.5 p90 APE of the train models'
@@ -273,6 +274,58 @@ def fit_decode_hbm(directory: Path, fw: str, stride: int = 2) -> None:
     print(f"  odd rows with >= 256 MiB of K/V per layer: before {figures(base, big)}; after {figures(over(r.x), big)}")
 
 
+def fit_context_attention(directory: Path, stride: int = 2) -> None:
+    """Per framework, its fa3 prefill as a persistent kernel (``attention_persistent``: the SMs share the causal
+    tiles longest first) with the softmax partly overlapped with the MMAs: the MMA efficiency, the cycles per
+    (Q tile, head) tile, the prefill op cost and the overlapped share (``attention_softmax_overlap``) on the
+    framework's even ``context attention`` rows (every ``stride``-th), Nelder-Mead on median + 0.5 p90 APE, its
+    other constants as ``FRAMEWORK_TIMING`` holds them; prints the fit and the odd (held-out) rows' median / p90
+    APE and signed bias before and after, over all rows and by batch / sequence length."""
+    from simulator.validation.aic import FRAMEWORK_TIMING, default_gpu, framework_of, load_aic
+    from simulator.validation.kernels import gpu_config, make_backend
+
+    rows, _ = load_aic(directory)
+    g = gpu_config(default_gpu(directory))
+    for fw, base in sorted(FRAMEWORK_TIMING.items()):
+        base = {k: v for k, v in base.items() if k not in ("attention_softmax_overlap", "attention_persistent")}
+        mine = [r for r in rows if r.op == "context attention" and framework_of(r) == fw]
+        train, test = mine[0::2][::stride], mine[1::2]
+
+        def over(x, base=base):
+            return dict(base, fa3_mma_efficiency=x[0], attention_cta_cycles={"fa3": x[1]},
+                        attention_prefill_fixed_s={"fa3": x[2] * 1e-6}, attention_softmax_overlap={"fa3": x[3]},
+                        attention_persistent={"fa3": True})
+
+        def obj(x, train=train, over=over):
+            if not (0.1 < x[0] <= 1 and x[1] >= 0 and x[2] >= 0 and 0.0 <= x[3] <= 1.0):
+                return 1e9
+            return _objective(train, g, over(x))
+
+        x0 = [base["fa3_mma_efficiency"], base["attention_cta_cycles"]["fa3"],
+              base["attention_prefill_fixed_s"]["fa3"] * 1e6, 0.5]
+        r = _nm(obj, x0, 300)
+        meas = np.array([x.measured_s for x in test])
+        bs = np.array([x.item.seqs for x in test])
+        s = np.array([x.item.q_tokens / x.item.seqs for x in test])
+
+        def errs(cfg, test=test, meas=meas):
+            b = make_backend("tile", g, cfg)
+            return (np.array([b.op_s(x.item) for x in test]) - meas) / meas
+
+        e0, e1 = errs(base), errs(over(r.x))
+        print(f"{fw}: fa3_mma_efficiency {r.x[0]:.4f} attention_cta_cycles fa3 {r.x[1]:.1f} attention_prefill_fixed_s "
+              f"fa3 {r.x[2]:.3f} us attention_softmax_overlap fa3 {r.x[3]:.4f} objective {r.fun:.4f}")
+        for name, m in [("all", np.ones(len(test), bool))] + [
+                (f"batch {lo}-{hi} seq {sl}-{sh}", (bs >= lo) & (bs <= hi) & (s >= sl) & (s <= sh))
+                for lo, hi in ((1, 1), (2, 4), (5, 16), (17, 1 << 20))
+                for sl, sh in ((1, 512), (513, 2048), (2049, 8191), (8192, 1 << 20))]:
+            if m.any():
+                print(f"  odd rows {name} ({int(m.sum())}), median / p90 / bias: before "
+                      f"{np.median(abs(e0[m])):.2%} / {np.percentile(abs(e0[m]), 90):.2%} / {np.median(e0[m]):+.2%}; "
+                      f"after {np.median(abs(e1[m])):.2%} / {np.percentile(abs(e1[m]), 90):.2%} / "
+                      f"{np.median(e1[m]):+.2%}")
+
+
 def _fit_attention(sel: dict, g, fam: str, out: dict, max_group: int = 0) -> dict:
     """The attention family's constants on ``sel``'s context rows (MMA efficiency, cycles per Q-tile
     CTA, prefill op cost) and generation rows (decode op cost, cycles per (sequence, KV head) CTA, and
@@ -313,8 +366,10 @@ if __name__ == "__main__":
         fit_scaled_mm(directory, 8 if "--quick" in sys.argv else 2)
     elif what == "decode-hbm":
         fit_decode_hbm(directory, sys.argv[3], 8 if "--quick" in sys.argv else 2)
+    elif what == "context-attention":
+        fit_context_attention(directory, 8 if "--quick" in sys.argv else 2)
     elif what == "aic":
         fit_aic(directory, 16 if "--quick" in sys.argv else 4, "--attention-only" not in sys.argv)
     else:
-        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm|decode-hbm DIR "
-                 "[FRAMEWORK] [--quick] [--attention-only]")
+        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm|decode-hbm|context-attention "
+                 "DIR [FRAMEWORK] [--quick] [--attention-only]")
