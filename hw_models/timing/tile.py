@@ -159,12 +159,14 @@ class TileConfig(StrictConfig):
                                                                     "kernels (scales applied in the epilogue), SM "
                                                                     "cycles (fitted; unset: wgmma_cta_overhead_cycles)")
     scaled_mm_hbm_efficiency: float | None = Field(default=None, gt=0, le=1,
-                                                   description="share of the HBM rating the cutlass_sm90 kernels "
-                                                               "reach streaming weights (TMA, small-M decode GEMMs; "
+                                                   description="share of the HBM rating the per-tensor fp8 GEMM "
+                                                               "kernels (cutlass_sm90, or auto's cuBLASLt) reach "
+                                                               "streaming weights (small-M decode GEMMs; "
                                                                "fitted on the framework's fp8 GEMM rows; unset: "
                                                                "hbm_efficiency)")
     scaled_mm_hbm_latency_s: float | None = Field(default=None, gt=0,
-                                                  description="HBM latency one cutlass_sm90 CTA sees under load: "
+                                                  description="HBM latency one per-tensor fp8 GEMM CTA (cutlass_sm90 "
+                                                              "or auto's cuBLASLt) sees under load: "
                                                               "its bytes in flight over it cap a small grid's "
                                                               "bandwidth (Little's law; fitted on the framework's "
                                                               "small-M fp8 GEMM rows; unset: the GPU's)")
@@ -332,11 +334,24 @@ class TileBackend(TimingBackend):
                 p = dataclasses.replace(p, mma_eff=c.scaled_mm_efficiency)
             if c.scaled_mm_cta_overhead_cycles is not None:
                 p = dataclasses.replace(p, cta_overhead_cycles=c.scaled_mm_cta_overhead_cycles)
-            if c.scaled_mm_hbm_efficiency is not None:
-                p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * c.scaled_mm_hbm_efficiency)
-            if c.scaled_mm_hbm_latency_s is not None:
-                p = dataclasses.replace(p, hbm_latency_s=c.scaled_mm_hbm_latency_s)
-            self._params["scaled_mm"] = p
+            self._params["scaled_mm"] = p = self._scaled_mm_hbm(p)
+        return p
+
+    def _scaled_mm_hbm(self, p: GemmParams) -> GemmParams:
+        """``p`` with the per-tensor fp8 GEMM's own HBM share and loaded HBM latency (when set)."""
+        c = self.config
+        if c.scaled_mm_hbm_efficiency is not None:
+            p = dataclasses.replace(p, hbm_bw=self.device.memory_bw_bytes_per_s * c.scaled_mm_hbm_efficiency)
+        if c.scaled_mm_hbm_latency_s is not None:
+            p = dataclasses.replace(p, hbm_latency_s=c.scaled_mm_hbm_latency_s)
+        return p
+
+    def _fp8_auto_params(self) -> GemmParams:
+        """fp8 constants of a per-tensor fp8 GEMM under the auto family (cuBLASLt's heuristic: TensorRT-LLM's
+        cublas_scaled_mm) with the scaled_mm HBM share and loaded latency when set (unset: gemm_params fp8)."""
+        p = self._params.get("fp8_auto")
+        if p is None:
+            p = self._params["fp8_auto"] = self._scaled_mm_hbm(self.gemm_params("fp8"))
         return p
 
     def gemm_plan(self, m: int, n: int, k: int, dtype: str = "bf16", dtype_bytes: float = 2.0) -> GemmPlan:
@@ -423,10 +438,14 @@ class TileBackend(TimingBackend):
                 t = plan_scaled_mm(op.m, op.n, op.k, self._scaled_mm_params(), op.out_bytes or 1.0).time_s
             elif op.w_bytes or op.out_bytes or op.deq_ops:
                 p = self.gemm_params(op.dtype, op.deq_ops > 0)
+                if op.dtype == "fp8" and not op.deq_ops and not getattr(op, "scale_block_k", 0):
+                    p = self._fp8_auto_params()  # per-tensor fp8 under the auto family (cuBLASLt)
                 plan = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, p, op.w_bytes, op.out_bytes, op.deq_ops,
                                  op.deq_overlap)
                 # block-scaled fp8: CUDA-core promotion of the partial sums (hw_models.block_scaling)
                 t = plan.time_s + promotion_s(plan, op.k, getattr(op, "scale_block_k", 0), p)
+            elif op.dtype == "fp8" and not getattr(op, "scale_block_k", 0):
+                t = plan_gemm(op.m, op.n, op.k, op.dtype_bytes, self._fp8_auto_params()).time_s
             else:
                 t = self.gemm_plan(op.m, op.n, op.k, op.dtype, op.dtype_bytes).time_s
         elif kind == "grouped_gemm":

@@ -56,7 +56,17 @@ def _nearest_ctx(df, heads: int, kv: int, ctx: int) -> float:
     return float(sub[lo] + (sub[hi] - sub[lo]) * (ctx - lo) / (hi - lo))
 
 
-def parts(root: Path) -> None:
+# each framework's tables: GEMM, attention (generation rows of the profile's K/V dtype), all-reduce
+TABLES = {
+    "vllm": dict(gemm="gemm/vllm/0.24.0", attn="attention/vllm/0.24.0", attn_source="vllm_flash_attn_fa3",
+                 kv="bfloat16", comm="comm/vllm/0.14.0", comm_backend="vllm_graph", quant="quantize/vllm/0.24.0"),
+    "trtllm": dict(gemm="gemm/trtllm/1.3.0rc20", attn="attention/trtllm/1.3.0rc20", attn_source="",
+                   kv="fp8", comm="comm/trtllm/1.3.0rc20", comm_backend="", quant="quantize/trtllm/1.3.0rc20"),
+}
+
+
+def parts(root: Path, fw: str = "vllm", out=None) -> list[dict]:
+    """Prints (and returns, one dict per part and row) the decode step by parts of ``fw``'s 70B c4 rows."""
     import pandas as pd
 
     from simulator.config.loader import load_scenario
@@ -65,20 +75,26 @@ def parts(root: Path) -> None:
     from simulator.validation.serving import classify, read_rows
     from workloads.llm import BatchShape, lower
 
+    out = out or sys.stdout
+    tb = TABLES[fw]
     sysd = root / "h200_sxm"
-    g = pd.read_parquet(sysd / "gemm/vllm/0.24.0/gemm_perf.parquet")
+    g = pd.read_parquet(sysd / tb["gemm"] / "gemm_perf.parquet")
     g = g[(g.gemm_dtype == "fp8") & (g.m == 4)]
     gemm = (g.groupby(["n", "k"]).latency.median() * 1e3).to_dict()  # us
-    a = pd.read_parquet(sysd / "attention/vllm/0.24.0/generation_attention_perf.parquet")
-    a = a[(a.kernel_source == "vllm_flash_attn_fa3") & (a.batch_size == 4) & (a.head_dim == 128)
-          & (a.kv_cache_dtype == "bfloat16")]
+    a = pd.read_parquet(sysd / tb["attn"] / "generation_attention_perf.parquet")
+    a = a[(a.batch_size == 4) & (a.head_dim == 128) & (a.kv_cache_dtype == tb["kv"])]
+    if tb["attn_source"]:
+        a = a[a.kernel_source == tb["attn_source"]]
+    if "window_size" in a:
+        a = a[a.window_size == 0]
     a = a.assign(latency=a.latency * 1e3)
-    c = pd.read_parquet(sysd / "comm/vllm/0.14.0/custom_allreduce_perf.parquet")
-    c = c[c.backend == "vllm_graph"]
+    c = pd.read_parquet(sysd / tb["comm"] / "custom_allreduce_perf.parquet")
+    if tb["comm_backend"]:
+        c = c[c.backend == tb["comm_backend"]]
     ar = (c.groupby(["num_gpus", "message_size"]).latency.median() * 1e3).to_dict()
     quant = {}
-    for f in ("scale_matrix_perf", "computescale_perf"):  # dynamic per-token = static + scale computation
-        q = pd.read_parquet(sysd / f"quantize/vllm/0.24.0/{f}.parquet")
+    for f in ("scale_matrix_perf", "computescale_perf"):  # dynamic per-tensor / per-token = static + scale
+        q = pd.read_parquet(sysd / tb["quant"] / f"{f}.parquet")
         q = q[q.m == 4].groupby("k").latency.median() * 1e3
         for k, v in q.items():
             quant[int(k)] = quant.get(int(k), 0.0) + float(v)
@@ -88,8 +104,10 @@ def parts(root: Path) -> None:
         return float(np.interp(k, qk, [quant[x] for x in qk]))
 
     rows = [r for r in read_rows(root / "silicon_e2e_h200_sxm.csv")
-            if r.framework == "vllm" and r.concurrency == 4 and r.isl == 1024 and "70B" in r.model]
-    print(f"{'row':>5s} {'tp':>2s} {'part':14s} {'count':>5s} {'hwsim us':>9s} {'table us':>9s} {'err':>7s}")
+            if r.framework == fw and r.concurrency == 4 and r.isl == 1024 and "70B" in r.model]
+    res: list[dict] = []
+    print(f"{fw}: {'row':>5s} {'tp':>2s} {'part':14s} {'count':>5s} {'hwsim us':>9s} {'table us':>9s} {'err':>7s}",
+          file=out)
     for r in sorted(rows, key=lambda r: (r.osl, r.tp)):
         sc = load_scenario(classify(r)[0])
         tp, pool, model = r.tp, sc.pools[0], sc.model.config
@@ -99,30 +117,33 @@ def parts(root: Path) -> None:
         ops = lower(shape, model, tp, build_quantization(sc), sc.framework.fusion)
         sum_h = sum_t = 0.0
         for op in ops:
+            h = be.op_s(op) * 1e6 / op.count
             if op.kind == "allreduce":
-                h = be.op_s(op) * 1e6 / op.count
-                t = ar[(op.workers, op.bytes // 2)] if op.workers > 1 else 0.0  # table: bf16 elements
+                # table: bf16 elements; TRT-LLM's table is the plain all-reduce, the step's fuses the
+                # residual add and RMSNorm (allreduce_norm)
+                t = ar[(op.workers, op.bytes // 2)] if op.workers > 1 else 0.0
+            elif op.kind == "gemm" and op.dtype == "fp8":
+                # the table's row runs a dynamic quantize of the GEMM input first (both frameworks' rows:
+                # the row's floor is the GEMM's plus the static kernel plus the scale computation); the
+                # step fuses a static one into the producer (act_quant_in_producer), or runs the O
+                # projection's own kernel (o_proj_quant, its own line)
+                t = _interp(gemm, op.n, op.k) - dyn_quant(op.k)
+            elif op.kind == "attn_decode":
+                t = _nearest_ctx(a, model.num_heads // tp, max(1, model.num_kv_heads // tp), ctx)
             else:
-                h = be.op_s(op) * 1e6 / op.count
-                t = float("nan")
-                if op.kind == "gemm" and op.dtype == "fp8":
-                    t = _interp(gemm, op.n, op.k)
-                    # the table's row runs a dynamic per-token quantize first: fused into the producer
-                    # (act_quant_in_producer), or the O projection's own kernel (o_proj_quant, its own line)
-                    t -= dyn_quant(op.k)
-                elif op.kind == "attn_decode":
-                    t = _nearest_ctx(a, model.num_heads // tp, max(1, model.num_kv_heads // tp), ctx)
-                elif op.kind == "elementwise":
-                    t = h  # the profile's floor is the quantize table's (serving_fit floors)
-                else:
-                    t = h  # lm head: bf16, not compared here
+                t = h  # elementwise: the profile's floor is the quantize table's; lm head: bf16, not compared
             sum_h += h * op.count
             sum_t += t * op.count
-            print(f"{r.line:5d} {tp:2d} {op.name:14s} {op.count:5d} {h:9.2f} {t:9.2f} {100 * (h - t) / t:+6.1f}%")
+            res.append(dict(line=r.line, tp=tp, part=op.name, kind=op.kind, count=op.count, hwsim_us=h, table_us=t))
+            print(f"{fw}: {r.line:5d} {tp:2d} {op.name:14s} {op.count:5d} {h:9.2f} {t:9.2f} "
+                  f"{100 * (h - t) / t:+6.1f}%", file=out)
         host = (sc.framework.host.step_s + 4 * sc.framework.host.per_seq_s) * 1e3
-        print(f"{r.line:5d} {tp:2d} step: hwsim kernels {sum_h / 1e3:.2f} ms (+ host {host:.2f}), "
+        res.append(dict(line=r.line, tp=tp, part="step", kind="step", count=1, hwsim_us=sum_h, table_us=sum_t,
+                        tpot_ms=r.tpot_ms))
+        print(f"{fw}: {r.line:5d} {tp:2d} step: hwsim kernels {sum_h / 1e3:.2f} ms (+ host {host:.2f}), "
               f"tables {sum_t / 1e3:.2f} ms, measured TPOT {r.tpot_ms:.2f} ms, "
-              f"remainder {r.tpot_ms - sum_t / 1e3:+.2f} ms")
+              f"remainder {r.tpot_ms - sum_t / 1e3:+.2f} ms", file=out)
+    return res
 
 
 def quant_table(sysd: Path, fw: str = "vllm", static: bool = False):
@@ -148,7 +169,7 @@ def quant_table(sysd: Path, fw: str = "vllm", static: bool = False):
     return f
 
 
-def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False) -> None:
+def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False, refit_quant: bool = False) -> None:
     from scipy.optimize import minimize
 
     from simulator.validation.aic import FRAMEWORK_TIMING, _gemm_rows, _merged, default_gpu, framework_of
@@ -205,11 +226,53 @@ def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False) -> None:
         meas = np.array([x.measured_s for x in rows])
         e.append((pred - meas) / meas)
     print(f"  all {fw} fp8 rows as `validate kernels` runs them: before {fig(e[0])}; after {fig(e[1])}")
+    if refit_quant:
+        refit_quant_kernel(rows, g, base, after, fig)
+
+
+def refit_quant_kernel(rows, g, base: dict, after: dict, fig) -> dict:
+    """The kernel check's quantize constants (traffic multiplier, floor, bytes in flight per row) were
+    fitted on the fp8 GEMM rows with the GEMM as it was: refit them on the even rows as `validate kernels`
+    runs them (quantize + GEMM, all M), the GEMM settings held; odd rows held out."""
+    from scipy.optimize import minimize
+
+    from simulator.validation.kernels import make_backend
+
+    meas = np.array([x.measured_s for x in rows])
+
+    def errs(o: dict, sl: slice) -> np.ndarray:
+        b = make_backend("tile", g, o)
+        pred = np.array([sum(b.op_s(op) for op in x.item) for x in rows[sl]])
+        return (pred - meas[sl]) / meas[sl]
+
+    def over(x) -> dict:
+        return dict(after, mem_traffic_multiplier=dict(after["mem_traffic_multiplier"], quant=float(x[0])),
+                    mem_kernel_floor_s=dict(after["mem_kernel_floor_s"], quant=float(x[1]) * 1e-6),
+                    row_bytes_in_flight=float(x[2]))
+
+    def obj(x) -> float:
+        if not (x[0] > 0 and x[1] >= 0 and x[2] > 0):
+            return 1e9
+        e = np.abs(errs(over(x), slice(0, None, 2)))
+        return float(np.median(e) + 0.5 * np.percentile(e, 90))
+
+    x0 = [after["mem_traffic_multiplier"]["quant"], after["mem_kernel_floor_s"]["quant"] * 1e6,
+          after["row_bytes_in_flight"]]
+    r = minimize(obj, x0, method="Nelder-Mead", options=dict(maxiter=150, xatol=1e-3, fatol=1e-5))
+    new = over([round(float(r.x[0]), 3), round(float(r.x[1]), 3), round(float(r.x[2]))])
+    print(f"  quantize kernel refit (GEMM settings held): mem_traffic_multiplier quant {r.x[0]:.3f} "
+          f"mem_kernel_floor_s quant {r.x[1]:.3f} us row_bytes_in_flight {r.x[2]:.0f} (were {x0[0]:.3f}, "
+          f"{x0[1]:.3f} us, {x0[2]:.0f}; train objective {r.fun:.4f})")
+    for name, sl in (("even (fit)", slice(0, None, 2)), ("odd (held out)", slice(1, None, 2))):
+        print(f"  {name} rows as `validate kernels` runs them: before {fig(errs(base, sl))}; GEMM fit "
+              f"{fig(errs(after, sl))}; GEMM fit + quantize refit {fig(errs(new, sl))}")
+    return new
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] not in ("parts", "fit-hbm"):
-        print("usage: python -m simulator.validation.decode_parts parts AIC_DIR | fit-hbm SYSTEM_DIR [FRAMEWORK]",
+        print("usage: python -m simulator.validation.decode_parts parts AIC_DIR [FRAMEWORK] | fit-hbm SYSTEM_DIR "
+              "[FRAMEWORK] [--static-quant] [--refit-quant]",
               file=sys.stderr)
         sys.exit(2)
     path = Path(argv[1])
@@ -217,10 +280,14 @@ def main(argv: list[str]) -> None:
         print(f"decode_parts: {path} is not a directory", file=sys.stderr)
         sys.exit(2)
     if argv[0] == "parts":
-        parts(path)
+        fw = argv[2] if len(argv) > 2 else "vllm"
+        if fw not in TABLES:
+            print(f"decode_parts: framework {fw!r} has no tables here (known: {', '.join(TABLES)})", file=sys.stderr)
+            sys.exit(2)
+        parts(path, fw)
     else:
-        rest = [a for a in argv[2:] if a != "--static-quant"]
-        fit_hbm(path, rest[0] if rest else "vllm", "--static-quant" in argv)
+        rest = [a for a in argv[2:] if not a.startswith("--")]
+        fit_hbm(path, rest[0] if rest else "vllm", "--static-quant" in argv, "--refit-quant" in argv)
 
 
 if __name__ == "__main__":
