@@ -18,11 +18,15 @@ Models: ``parts`` builds each vLLM Llama-3.1-70B fp8 row at 4 clients and 1024-t
     quantize; ``--static-quant``: its static per-tensor kernel alone): even rows, odd rows held out,
     the other constants as fitted (``aic.FRAMEWORK_TIMING``);
     prints the fit, the held-out rows (also by weight size) and all fp8 rows before / after.
-Ignores: the LM head, embedding and final norm (one kernel each per step; hwsim's times shown),
-    TensorRT-LLM (its tables are read the same way; not wired here).
+    ``parts AIC_DIR trtllm``: the TensorRT-LLM rows the same way (its fp8 GEMM rows hold the dynamic
+    quantize too: their floor is the bf16 row's plus static kernel plus scale computation; fp8 K/V
+    generation rows; its all-reduce table). ``fit-hbm SYSTEM_DIR trtllm``: the same two settings on its
+    rows (cuBLASLt's kernel, the auto family); ``--refit-quant`` then refits the kernel check's quantize
+    constants (traffic multiplier, floor, bytes in flight per row) with the GEMM held.
+Ignores: the LM head, embedding and final norm (one kernel each per step; hwsim's times shown).
 Sources: aiconfigurator H200 tables (../shared/validation/aic/h200_sxm: gemm/vllm/0.24.0,
-    attention/vllm/0.24.0, comm/vllm/0.14.0 custom_allreduce (graph), quantize/vllm/0.24.0);
-    silicon_e2e_h200_sxm.csv for the measured TPOT.
+    attention/vllm/0.24.0, comm/vllm/0.14.0 custom_allreduce (graph), quantize/vllm/0.24.0; the trtllm
+    1.3.0rc20 folders); silicon_e2e_h200_sxm.csv for the measured TPOT.
 """
 
 from __future__ import annotations
