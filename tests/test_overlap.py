@@ -237,6 +237,10 @@ def nanoflow_runs():
     return base, nano
 
 
+@pytest.mark.xfail(strict=True, reason="a miss: 1.267x, under the band's 1.273 (1.91 / 1.5; was 1.325x) since the "
+                   "vLLM 0.12 profile's add + RMSNorm streams at its quantize kernel's measured rate, not the "
+                   "A100-fitted class rate: the baseline's memory-bound kernels got faster, so the overlap wins less "
+                   "(FIDELITY.md, Prefill step by parts)")
 def test_nanoflow_throughput_gain_over_a_vllm_like_engine_is_in_the_band_of_the_papers_1_91x(nanoflow_runs):
     # paper: 1.91x over vLLM (LLaMA-2-70B, 8x A100); hwsim: the overlap alone, same engine around it
     base, nano = nanoflow_runs
@@ -285,11 +289,7 @@ def test_tokenweave_latency_gain_of_overlap_is_in_the_band_of_the_papers_up_to_2
     assert lo <= gain <= hi, gain
 
 
-@pytest.mark.xfail(strict=True, reason="missed: the closed-loop throughput gain of overlap is 39.1 % (38.5 % "
-                                       "before the vLLM 0.12 profile was read from its source), above the paper's "
-                                       "'up to 26 %' x 1.5 = 39 %; the same cause as the communication share's miss: "
-                                       "overlap hides an all-reduce that hwsim makes a larger share of the step than "
-                                       "the paper measured")
+# 28.9 % (39.1-40.0 % before the vLLM 0.12 profile's add + RMSNorm took its quantize kernel's measured rate)
 def test_tokenweave_throughput_gain_of_overlap_is_in_the_band_of_the_papers_up_to_26_percent():
     base = run_scenario(load_scenario(TOKENWEAVE)).summary
     tw = run_scenario(load_scenario(TOKENWEAVE, ["engine.overlap.kind=tokenweave"])).summary

@@ -168,9 +168,11 @@ def test_h200_tile_predictions_meet_the_gemm_bf16_and_attention_targets(h200):
     s, bias = res.summary(), res.bias()
     assert min(s[c][2] for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention")) > 5_000
     # targets: GEMM <= 8 %, attention <= 12 % median APE. Achieved (FIDELITY.md): bf16 7.4 / 20.6,
-    # context 10.4 / 31.4, generation 11.9 / 38.5; fp8 7.8 / 22.9
+    # context 8.2 / 30.1 (10.4 / 31.4 before the persistent, partly overlapped fa3 prefill), generation 11.9 / 38.5;
+    # fp8 7.8 / 22.9
     assert s["gemm bf16"][0] <= 7.8 and s["gemm bf16"][1] <= 21.5 and full["gemm bf16"] > 100_000
-    assert s["context attention"][0] <= 11.0 and s["generation attention"][0] <= 12.0
+    assert s["context attention"][0] <= 8.7 and s["context attention"][1] <= 31.0
+    assert s["generation attention"][0] <= 12.0
     assert s["gemm fp8"][0] <= 8.2 and s["gemm fp8"][1] <= 24.0 and full["gemm fp8"] > 100_000
     assert all(abs(bias[c]) < 5.0 for c in ("gemm bf16", "gemm fp8", "context attention", "generation attention"))
 
