@@ -4,8 +4,12 @@ Models: prefill as FlashAttention-2 — one CTA per (sequence, head, Q tile of B
     streamed in Bc-column blocks through shared memory; causal masking skips blocks above the
     diagonal and computes the diagonal blocks in full (half of each wasted); per (query, key)
     pair per head the CTA spends 4 x head_dim FLOPs on the tensor cores and one exp on the SFUs
-    (FA2 on Ampere does not overlap them; FA3-style ping-pong on Hopper does); CTAs over SMs with
-    wave quantisation; GQA shares a K/V head between heads/kv_heads query heads. HBM traffic: Q
+    (FA2 on Ampere does not overlap them; FA3-style ping-pong on Hopper hides a fitted share of the
+    shorter of the two behind the longer: the H200 tables put the cycles per pair on a line in the head
+    dim whose intercept is about the exp, not on max(MMA, exp)); CTAs over SMs with wave quantisation,
+    or, for a persistent kernel (FA3's tile scheduler), the causal work shared evenly over the SMs but
+    never less than the longest tile (the last Q tile reads every key); GQA shares a K/V head between
+    heads/kv_heads query heads. HBM traffic: Q
     read and O written once, K/V read once per sequence while they fit in L2, otherwise re-read
     by each Q tile (the FlashAttention I/O analysis with L2 as the SRAM). Decode (one query token
     per sequence) is memory-bound on the K/V reads: ``paged`` launches seqs x kv_heads CTAs
