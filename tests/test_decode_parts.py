@@ -89,7 +89,9 @@ def test_the_quantize_table_reader_gives_the_dynamic_per_token_quantize_time():
     assert q(4, 51200) >= t
 
 
-@pytest.mark.parametrize("argv", [[], ["bogus", "."], ["fit-hbm", "/nonexistent/h200_sxm"]])
+@pytest.mark.parametrize("argv", [[], ["bogus", "."], ["fit-hbm", "/nonexistent/h200_sxm"],
+                                  ["fit-hbm", ".", "trtllm", "--refit-qaunt"], ["fit-hbm", ".", "vllm", "trtllm"],
+                                  ["parts", ".", "--static-quant"], ["parts", ".", "vllm", "extra"]])
 def test_bad_arguments_print_one_line_and_exit_2(argv, capsys):
     from simulator.validation.decode_parts import main
 

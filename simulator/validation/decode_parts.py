@@ -283,15 +283,23 @@ def main(argv: list[str]) -> None:
     if not path.is_dir():
         print(f"decode_parts: {path} is not a directory", file=sys.stderr)
         sys.exit(2)
+    known = ("--static-quant", "--refit-quant") if argv[0] == "fit-hbm" else ()
+    flags = [a for a in argv[2:] if a.startswith("-")]
+    rest = [a for a in argv[2:] if not a.startswith("-")]
+    bad = [a for a in flags if a not in known]
+    if bad or len(rest) > 1:
+        what = f"unknown option {bad[0]!r}" if bad else f"unexpected argument {rest[1]!r}"
+        print(f"decode_parts {argv[0]}: {what} (takes {'AIC_DIR' if argv[0] == 'parts' else 'SYSTEM_DIR'} [FRAMEWORK]"
+              + (f" [{'] ['.join(known)}]" if known else "") + ")", file=sys.stderr)
+        sys.exit(2)
+    fw = rest[0] if rest else "vllm"
     if argv[0] == "parts":
-        fw = argv[2] if len(argv) > 2 else "vllm"
         if fw not in TABLES:
             print(f"decode_parts: framework {fw!r} has no tables here (known: {', '.join(TABLES)})", file=sys.stderr)
             sys.exit(2)
         parts(path, fw)
     else:
-        rest = [a for a in argv[2:] if not a.startswith("--")]
-        fit_hbm(path, rest[0] if rest else "vllm", "--static-quant" in argv, "--refit-quant" in argv)
+        fit_hbm(path, fw, "--static-quant" in flags, "--refit-quant" in flags)
 
 
 if __name__ == "__main__":
