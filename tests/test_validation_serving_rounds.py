@@ -21,6 +21,18 @@ def test_round_means_take_each_round_by_request_id_and_leave_out_unfinished_requ
     assert drain == (pytest.approx(7.0), pytest.approx(70.0))  # ids 6 and 8
 
 
+def test_requests_that_did_not_finish_are_counted_not_dropped_silently():
+    """A rejected request, one unfinished and one never issued of the rounds counted (ids 3 to 8) all count;
+    round 1 (ids 0 to 2, the warm-up) does not."""
+    from simulator.results import FINISHED, REJECTED, UNFINISHED
+    from simulator.validation.serving import not_finished
+
+    rid = np.array([0, 1, 2, 3, 4, 5, 6, 7])  # id 8 never issued
+    status = np.array([REJECTED, FINISHED, FINISHED, FINISHED, REJECTED, FINISHED, UNFINISHED, FINISHED])
+    assert not_finished({"rid": rid, "status": status}, 3, 9) == 3
+    assert not_finished({"rid": rid, "status": np.full(8, FINISHED)}, 3, 8) == 0
+
+
 def test_the_draining_round_decodes_faster_than_the_steady_round(tmp_path):
     """First principles: in the last round no request follows a finished one, so the batch thins out and a
     decode-bound run's steps get shorter; the benchmark mean gives that round one round's weight."""

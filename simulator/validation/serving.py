@@ -263,9 +263,11 @@ STEADY_ROUNDS = 3
 
 def round_means(requests: dict, clients: int) -> tuple[tuple[float, float], tuple[float, float]]:
     """((TTFT, TPOT) mean seconds of round 2, of round 3) of a closed-loop run of 3 rounds of
-    ``clients`` requests: round k is the requests issued k-th by their client, ids (k - 1) x clients
-    up to k x clients (a closed loop issues its table in order). Round 2 runs at full concurrency;
-    round 3 drains (no request follows a finished one). Unfinished requests (NaN) are left out."""
+    ``clients`` requests: round k is ids (k - 1) x clients up to k x clients, the k-th ``clients``
+    requests issued (the closed loop hands its table out in order to whichever client is free, as a
+    concurrency-limited benchmark does: by issue order, whatever order they finish in). Round 2 runs
+    at full concurrency; round 3 holds the last request issued and drains (no request follows a
+    finished one). Unfinished requests (NaN) are left out of the means; ``not_finished`` counts them."""
     rid = np.asarray(requests["rid"])
     ttft, tpot = np.asarray(requests["ttft_s"], float), np.asarray(requests["tpot_s"], float)
     out = []
@@ -273,6 +275,16 @@ def round_means(requests: dict, clients: int) -> tuple[tuple[float, float], tupl
         sel = (rid >= lo) & (rid < lo + clients)
         out.append((float(np.nanmean(ttft[sel])), float(np.nanmean(tpot[sel]))))
     return out[0], out[1]
+
+
+def not_finished(requests: dict, first_rid: int, total: int) -> int:
+    """Requests of ids ``first_rid`` up to ``total`` that did not finish (rejected, unfinished or never
+    issued): the means leave them out, so the prediction's note states their count."""
+    from simulator.results import FINISHED
+
+    rid = np.asarray(requests["rid"])
+    sel = (rid >= first_rid) & (rid < total)
+    return int(total - first_rid - (sel & (np.asarray(requests["status"]) == FINISHED)).sum())
 
 
 @dataclass
@@ -315,6 +327,7 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
                 scenario["workload"]["num_requests"] = per_client * row.concurrency
                 first = run_scenario(load_scenario(scenario)).summary
             ttft, tpot = first["ttft_s"]["mean"], first["tpot_s"]["mean"]
+            left = first["requests_total"] - first["requests_finished"]
         else:
             # pass 2: the later rounds in steady state. The clients' first requests are spread over
             # one request lifetime from pass 1 (a desynchronised closed loop: real clients drift
@@ -331,8 +344,15 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
             ws = max(0.0, 1.0 - 2 * w)
             ttft = w * first["ttft_s"]["mean"] + ws * mid[0] + w * drain[0]
             tpot = w * first["tpot_s"]["mean"] + ws * mid[1] + w * drain[1]
+            left = first["requests_total"] - first["requests_finished"] + \
+                not_finished(steady, row.concurrency, STEADY_ROUNDS * row.concurrency)
     except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
         return Prediction(row, skipped=f"cannot run: {exc}", note=note)
+    if not math.isfinite(ttft) or (row.osl > 1 and not math.isfinite(tpot)):
+        return Prediction(row, skipped="cannot run: no simulated request of a round finished", note=note)
+    if left:
+        note = "; ".join(x for x in (note, f"{left} simulated request(s) did not finish (rejected): left out of "
+                                           f"the means") if x)
     return Prediction(row, ttft_ms=1e3 * ttft, tpot_ms=1e3 * tpot, note=note, wall_s=time.perf_counter() - t0,
                       implied_peak=implied_peak(row, scenario), implied_busy=implied_busy(row, scenario))
 
