@@ -205,6 +205,8 @@ def plan_tile(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, tile: tu
     occ, step, in_flight = _tile_constants(tile, elem_bytes, wb, deq_ops, deq_overlap, p)
     if occ == 0:
         return None
+    if min(m, n, k) <= 0:
+        return _empty(m, n, k, out_bytes or elem_bytes, p, tile)
     args = (m, n, k, elem_bytes, wb, out_bytes or elem_bytes, p, tile, occ, step, in_flight)
     if cluster != (1, 1) or dsmem:
         return _cluster_candidate(*args, split, cluster, dsmem)
@@ -216,8 +218,9 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
                 prune: bool = True, pending: list | None = None) -> tuple | None:
     """The fastest 1x1 (no cluster) candidate of ``splits`` for one tile, or ``best`` when none beats
     it. ``prune``: split counts past the first that overfills the grid (> 4 CTAs per SM) or leaves
-    < 4 K steps per CTA are not candidates. ``pending``: with GPC data on Hopper, collects the
-    cluster variants of each candidate whose lower bound is below ``best`` (``_cluster_variants``)."""
+    < 4 K steps per CTA (of its ceil(K / split) slice, so a longer K never loses a candidate) are not
+    candidates. ``pending``: with GPC data on Hopper, collects the cluster variants of each candidate
+    whose lower bound is below ``best`` (``_cluster_variants``)."""
     bm, bn, bk, stages, _ = tile
     tm, tn = -(-m // bm), -(-n // bn)
     grid = tm * tn
@@ -228,11 +231,12 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
     a_bytes, b_bytes, c_bytes = m * k * elem_bytes, k * n * wb, m * n * cb
     in_l2 = a_bytes <= 0.5 * p.l2_bytes
     tile_bytes = bm * elem_bytes + bn * wb  # operand bytes of one K column of the tile
+    cta_bytes = min(bm, m) * elem_bytes + min(bn, n) * wb  # what one (full) CTA loads per K column
     l2_tma = a_bytes * tn + b_bytes * tm if p.hopper else 0.0  # TMA loads in-bounds rows only
     cap = 4 * sms
     hbm_bw, lat, l2_bw, ovh, fixed = p.hbm_bw, p.hbm_latency_s, p.l2_bw, p.cta_overhead_cycles, p.kernel_fixed_s
     for split in splits:
-        if prune and split > 1 and (grid * split > cap or k // split < 4 * bk):
+        if prune and split > 1 and (grid * split > cap or -(-k // split) < 4 * bk):
             break
         k_split = -(-k // split)
         ctas = grid * split
@@ -243,8 +247,8 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         a_reads = 1 if in_l2 else max(1, min(tn, waves))
         partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
         hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
-        bw = min(hbm_bw, min(ctas, slots) * in_flight / lat)
-        memory_s = hbm / bw
+        lat_s = latency_bound_s(cta_bytes * k_split, ctas, slots, in_flight, lat)
+        memory_s = max(hbm / hbm_bw, lat_s)
         l2 = l2_tma or ctas * tile_bytes * k_split  # operand bytes every CTA streams out of L2
         if l2_bw:  # small tiles move more bytes per FLOP
             memory_s = max(memory_s, l2 / l2_bw)
@@ -255,15 +259,15 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         if clusters and (split == 1 or (split in DSMEM_SPLITS and p.dsmem_split_k)):
             l2_s = l2 / p.l2_bw if p.l2_bw else 0.0
             if split > 1:  # DSMEM: one kernel, its reduction, and never fewer waves or tiles per SM
-                lower = max(compute_s, (hbm - partial) / bw, l2_s) + overhead_s - p.kernel_fixed_s
+                lower = max(compute_s, (hbm - partial) / hbm_bw, lat_s, l2_s) + overhead_s - p.kernel_fixed_s
                 if lower < best[0]:
                     lower += _dsmem_s(p, tile, split, per_sm, waves)
                     if lower < best[0]:
                         pending.append((lower, tile, occ, step, in_flight, split, (1, 1), True))
-            elif l2_s > max(compute_s, hbm / bw):  # multicast only shortens the L2 term
+            elif l2_s > max(compute_s, hbm / hbm_bw, lat_s):  # multicast only shortens the L2 term
                 for cm, cn in CLUSTERS:
-                    lower = max(compute_s, hbm / bw, (a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)) / p.l2_bw) \
-                        + overhead_s
+                    l2_c = (a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)) / p.l2_bw
+                    lower = max(compute_s, hbm / hbm_bw, lat_s, l2_c) + overhead_s
                     if lower < best[0]:
                         pending.append((lower, tile, occ, step, in_flight, 1, (cm, cn), False))
     return best
@@ -313,16 +317,42 @@ def _cluster_candidate(m: int, n: int, k: int, elem_bytes: float, wb: float, cb:
     a_reads = 1 if a_bytes <= 0.5 * p.l2_bytes else max(1, min(tn, waves))
     partial = (split - 1) * m * n * 4.0 * 2 if split > 1 and not dsmem else 0.0
     hbm = a_bytes * a_reads + b_bytes + m * n * cb + partial
-    # Little's law over the CTAs that load (padding CTAs of a partial cluster load nothing)
-    bw = min(p.hbm_bw, min(tm * tn * split, slots) * in_flight / p.hbm_latency_s)
+    # Little's law over the CTAs that load (padding CTAs of a partial cluster load nothing); a multicast
+    # tile still lands in every CTA's shared memory, so each CTA waits for its whole operand tiles
+    cta_bytes = (min(bm, m) * elem_bytes + min(bn, n) * wb) * k_split
+    lat_s = latency_bound_s(cta_bytes, tm * tn * split, slots, in_flight, p.hbm_latency_s)
     l2 = a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)  # each tile loaded once per cluster sharing it
-    memory_s = max(hbm / bw, l2 / p.l2_bw if p.l2_bw else 0.0)
+    memory_s = max(hbm / p.hbm_bw, lat_s, l2 / p.l2_bw if p.l2_bw else 0.0)
     overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 and not dsmem else 1)
     if dsmem:
         overhead_s += _dsmem_s(p, tile, split, per_sm, waves)
     t = max(compute_s, memory_s) + overhead_s
     return (t, (bm, bn, bk), split, ctas, occ, waves, compute_s, memory_s, hbm, cta_cyc, stages,
             (cm, cn, split if dsmem else 1), l2)
+
+
+def _empty(m: int, n: int, k: int, cb: float, p: GemmParams, tile: tuple) -> tuple:
+    """The plan of an empty GEMM: M = 0 or N = 0 has no output and launches nothing (zero time);
+    K = 0 has an all-zero M x N output, written once at the HBM bandwidth by one kernel (as torch's
+    matmul fills it with zeros). A negative dimension is a ValueError naming the shape."""
+    if min(m, n, k) < 0:
+        raise ValueError(f"GEMM {m}x{n}x{k}: a dimension is negative")
+    c = m * n * cb
+    t = c / p.hbm_bw + p.kernel_fixed_s if c else 0.0
+    return (t, tuple(tile[:3]), 1, 0, 0, 0, 0.0, t - p.kernel_fixed_s if c else 0.0, c, 0.0, tile[3], (1, 1, 1),
+            0.0)
+
+
+def latency_bound_s(cta_bytes: float, ctas: int, slots: int, in_flight: float, latency_s: float) -> float:
+    """Little's law per CTA: a CTA keeps ``in_flight`` operand bytes outstanding over the memory latency,
+    so it streams its own ``cta_bytes`` (both operand tiles over its K range, the activation rows it shares
+    with other CTAs included) in ``cta_bytes / in_flight`` latencies; a grid beyond the resident ``slots``
+    runs ``ctas / slots`` such streams per slot. The shared activation is counted once in HBM traffic (it
+    stays in L2), but not here: the CTAs of a wave walk K in step and ask for the same activation lines at
+    about the same time, so each waits a full HBM latency for its copy as for its weight tile."""
+    if ctas <= 0:
+        return 0.0
+    return cta_bytes * max(ctas, slots) / slots * latency_s / in_flight
 
 
 def _dsmem_s(p: GemmParams, tile: tuple, split: int, per_sm: int, waves: int) -> float:
@@ -341,7 +371,7 @@ def _tile_lower_bound(m: int, n: int, k: int, elem_bytes: float, wb: float, p: G
     bm, bn, bk = tile[0], tile[1], tile[2]
     tm, tn = -(-m // bm), -(-n // bn)
     grid = tm * tn
-    if 2 * grid > 4 * p.sms or k // 2 < 4 * bk:  # as _best_split's prune: split 1 only
+    if 2 * grid > 4 * p.sms or -(-k // 2) < 4 * bk:  # as _best_split's prune: split 1 only
         lower = max(-(-grid // p.sms) * -(-k // bk) * step / p.clock_hz, hbm_s)
     else:
         lower = max(grid * k * step / (bk * p.sms * p.clock_hz), hbm_s)
@@ -369,6 +399,8 @@ def plan_gemm(m: int, n: int, k: int, elem_bytes: float, p: GemmParams, w_bytes:
     """The candidate the library heuristic picks (smallest modelled time)."""
     tiles = TILES_MIXED if deq_ops else TILES_SM90 if p.hopper else TILES_SM80
     wb, cb = w_bytes or elem_bytes, out_bytes or elem_bytes
+    if min(m, n, k) <= 0:
+        return GemmPlan(*_empty(m, n, k, cb, p, tiles[0]))
     best: tuple | None = None
     pending: list | None = [] if p.sms_per_gpc and p.hopper else None  # cluster variants, costed last
     hbm_s = (m * k * elem_bytes + k * n * wb + m * n * cb) / p.hbm_bw

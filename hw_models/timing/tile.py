@@ -434,7 +434,13 @@ class TileBackend(TimingBackend):
     def _op_s(self, op: Any) -> float:
         kind = op.kind
         if kind == "gemm":
-            if self._scaled_mm and op.dtype == "fp8" and not op.deq_ops and not getattr(op, "scale_block_k", 0):
+            if min(op.m, op.n, op.k) < 0:
+                from simulator.core.errors import ConfigError
+
+                raise ConfigError(f"GEMM op {op.name!r}: negative shape m={op.m} n={op.n} k={op.k}")
+            if not op.m or not op.n:  # an empty GEMM (e.g. a step without prefill rows) launches nothing
+                t = 0.0
+            elif self._scaled_mm and op.dtype == "fp8" and not op.deq_ops and not getattr(op, "scale_block_k", 0):
                 t = plan_scaled_mm(op.m, op.n, op.k, self._scaled_mm_params(), op.out_bytes or 1.0).time_s
             elif op.w_bytes or op.out_bytes or op.deq_ops:
                 p = self.gemm_params(op.dtype, op.deq_ops > 0)
