@@ -149,7 +149,8 @@ def prefill_s(op: Any, p: AttnParams) -> float:
         row_pairs = (op.pairs + q_tiles * br * bc / 2.0) * op.heads  # diagonal blocks computed in full
     total_cyc = row_pairs * per_pair
     if p.persistent:
-        longest = br * min(op.kv_tokens / seqs, q_per_seq + br) * per_pair  # the last Q tile reads every key
+        # the last Q tile reads every key of its sequence: the earlier context's and the chunk's own
+        longest = br * op.kv_tokens / seqs * per_pair
         per_sm = max((total_cyc + ctas * p.cta_cycles) / p.sms, longest + p.cta_cycles)
     else:
         per_sm = math.ceil(ctas / p.sms) * (total_cyc / ctas + p.cta_cycles)

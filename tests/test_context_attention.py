@@ -103,6 +103,28 @@ def test_persistent_shares_the_causal_work_evenly():
     assert t1 == pytest.approx(longest, rel=1e-9)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([1, 2, 4]), st.integers(16, 2048), st.integers(0, 32768), st.sampled_from([(1, 1), (8, 1),
+                                                                                                 (64, 8)]),
+       st.sampled_from(["vllm", "sglang", "trtllm"]))
+def test_a_chunk_over_earlier_context_is_never_faster_than_its_last_tile_over_every_key(b, q, ctx, hk, fw):
+    """Chunked prefill: the chunk's last Q tile reads every earlier key of its sequence and the chunk's own, so
+    a persistent kernel takes at least Br x (context + chunk) pairs on one SM, and more context is never
+    faster."""
+    h, kvh = hk
+    p = params(fw)
+
+    def chunk(c: int) -> Op:
+        return Op("attn_prefill", "attn_prefill", 1, seqs=b, q_tokens=b * q, kv_tokens=b * (c + q),
+                  pairs=b * (q * c + q * (q + 1) // 2), heads=h, kv_heads=kvh, head_dim=128)
+
+    mma, exp = 2.0 * 256 / (p.flop_per_clk_sm * p.mma_eff), 1.0 / p.sfu_per_clk_sm
+    per_pair = mma + exp - p.softmax_overlap * min(mma, exp)
+    t = attn.prefill_s(chunk(ctx), p)
+    assert t >= 128 * (ctx + q) * per_pair / p.clock_hz
+    assert attn.prefill_s(chunk(ctx + 1024), p) >= t
+
+
 @functools.cache
 def _rows() -> list:
     if not AIC.is_dir():
