@@ -145,3 +145,20 @@ def test_held_out_batch1_long_rows_bias(fw, tol):
     b = make_backend("tile", gpu_config("H200"), _merged(FRAMEWORK_TIMING[fw]))
     e = np.array([(b.op_s(r.item) - r.measured_s) / r.measured_s for r in odd])
     assert abs(float(np.median(e))) <= tol
+
+
+@pytest.mark.parametrize("argv", [[], ["context-attention"], ["context-attention", "/nonexistent/h200_sxm"],
+                                  ["context-attention", "{tmp}"], ["context-attention", "{tmp}", "--quik"],
+                                  ["decode-hbm", "{tmp}", "bogus"], ["decode-hbm", "{tmp}"], ["bogus", "{tmp}"]])
+def test_fit_bad_input_prints_one_line_and_exits_2(argv, tmp_path):
+    """The command line as run: a missing argument or folder, a folder that is no aic system, a misspelt option,
+    an unknown framework or command."""
+    import subprocess
+    import sys
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "simulator.validation.fit", *argv], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert err.startswith("fit: ") and "\n" not in err and "Traceback" not in err, err

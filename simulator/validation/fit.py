@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from simulator.core.errors import ConfigError
+
 TRAIN = ("Llama-2-7b-hf", "Llama-2-70b-hf")
 
 
@@ -356,20 +358,53 @@ def _fit_attention(sel: dict, g, fam: str, out: dict, max_group: int = 0) -> dic
             "objective": (round(float(r.fun), 4), round(float(r3.fun), 4))}
 
 
+COMMANDS = ("compute", "network", "aic", "scaled-mm", "decode-hbm", "context-attention")
+USAGE = ("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm|decode-hbm|context-attention "
+         "DIR [FRAMEWORK] [--quick] [--attention-only]")
+
+
+def main(argv: list[str]) -> None:
+    """Bad input (a command, folder, framework or option it does not know) prints one line and exits 2."""
+    def bad(msg: str) -> None:
+        print(f"fit: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+    if len(argv) < 2 or argv[0] not in COMMANDS:
+        bad(USAGE)
+    what, directory = argv[0], Path(argv[1])
+    flags = [a for a in argv[2:] if a.startswith("-")]
+    rest = [a for a in argv[2:] if not a.startswith("-")]
+    known = {"aic": ("--quick", "--attention-only"), "network": ()}.get(what, ("--quick",))
+    unknown = [a for a in flags if a not in known]
+    if unknown:
+        bad(f"{what}: unknown option {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+    takes = "DIR FRAMEWORK" if what == "decode-hbm" else "DIR"
+    if len(rest) != len(takes.split()) - 1:
+        bad(f"{what}: takes {takes}, got {len(rest) + 1} argument(s)")
+    if not directory.is_dir():
+        bad(f"{directory} is not a directory")
+    if what == "decode-hbm":
+        from simulator.validation.aic import FRAMEWORK_TIMING
+
+        if rest[0] not in FRAMEWORK_TIMING:
+            bad(f"decode-hbm: unknown framework {rest[0]!r} (known: {', '.join(sorted(FRAMEWORK_TIMING))})")
+    quick = "--quick" in flags
+    try:
+        if what == "compute":
+            fit_compute(directory, 12 if quick else 3)
+        elif what == "network":
+            fit_network(directory)
+        elif what == "scaled-mm":
+            fit_scaled_mm(directory, 8 if quick else 2)
+        elif what == "decode-hbm":
+            fit_decode_hbm(directory, rest[0], 8 if quick else 2)
+        elif what == "context-attention":
+            fit_context_attention(directory, 8 if quick else 2)
+        else:
+            fit_aic(directory, 16 if quick else 4, "--attention-only" not in flags)
+    except (ConfigError, FileNotFoundError) as e:  # a folder without the tables it needs
+        bad(f"{what} {directory}: {e}")
+
+
 if __name__ == "__main__":
-    what, directory = sys.argv[1], Path(sys.argv[2])
-    if what == "compute":
-        fit_compute(directory, 12 if "--quick" in sys.argv else 3)
-    elif what == "network":
-        fit_network(directory)
-    elif what == "scaled-mm":
-        fit_scaled_mm(directory, 8 if "--quick" in sys.argv else 2)
-    elif what == "decode-hbm":
-        fit_decode_hbm(directory, sys.argv[3], 8 if "--quick" in sys.argv else 2)
-    elif what == "context-attention":
-        fit_context_attention(directory, 8 if "--quick" in sys.argv else 2)
-    elif what == "aic":
-        fit_aic(directory, 16 if "--quick" in sys.argv else 4, "--attention-only" not in sys.argv)
-    else:
-        sys.exit("usage: python -m simulator.validation.fit compute|network|aic|scaled-mm|decode-hbm|context-attention "
-                 "DIR [FRAMEWORK] [--quick] [--attention-only]")
+    main(sys.argv[1:])
