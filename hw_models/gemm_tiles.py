@@ -247,7 +247,7 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         a_reads = 1 if in_l2 else max(1, min(tn, waves))
         partial = (split - 1) * m * n * 4.0 * 2 if split > 1 else 0.0  # fp32 partials written and read back
         hbm = a_bytes * a_reads + b_bytes + c_bytes + partial
-        lat_s = latency_bound_s(cta_bytes * k_split, ctas, slots, in_flight, lat)
+        lat_s = latency_bound_s(cta_bytes * k_split, hbm, slots, in_flight, lat)
         memory_s = max(hbm / hbm_bw, lat_s)
         l2 = l2_tma or ctas * tile_bytes * k_split  # operand bytes every CTA streams out of L2
         if l2_bw:  # small tiles move more bytes per FLOP
@@ -259,7 +259,8 @@ def _best_split(m: int, n: int, k: int, elem_bytes: float, wb: float, cb: float,
         if clusters and (split == 1 or (split in DSMEM_SPLITS and p.dsmem_split_k)):
             l2_s = l2 / p.l2_bw if p.l2_bw else 0.0
             if split > 1:  # DSMEM: one kernel, its reduction, and never fewer waves or tiles per SM
-                lower = max(compute_s, (hbm - partial) / hbm_bw, lat_s, l2_s) + overhead_s - p.kernel_fixed_s
+                lat_d = latency_bound_s(cta_bytes * k_split, hbm - partial, slots, in_flight, lat)
+                lower = max(compute_s, (hbm - partial) / hbm_bw, lat_d, l2_s) + overhead_s - p.kernel_fixed_s
                 if lower < best[0]:
                     lower += _dsmem_s(p, tile, split, per_sm, waves)
                     if lower < best[0]:
@@ -320,7 +321,7 @@ def _cluster_candidate(m: int, n: int, k: int, elem_bytes: float, wb: float, cb:
     # Little's law over the CTAs that load (padding CTAs of a partial cluster load nothing); a multicast
     # tile still lands in every CTA's shared memory, so each CTA waits for its whole operand tiles
     cta_bytes = (min(bm, m) * elem_bytes + min(bn, n) * wb) * k_split
-    lat_s = latency_bound_s(cta_bytes, tm * tn * split, slots, in_flight, p.hbm_latency_s)
+    lat_s = latency_bound_s(cta_bytes, hbm, slots, in_flight, p.hbm_latency_s)
     l2 = a_bytes * -(-tn // cn) + b_bytes * -(-tm // cm)  # each tile loaded once per cluster sharing it
     memory_s = max(hbm / p.hbm_bw, lat_s, l2 / p.l2_bw if p.l2_bw else 0.0)
     overhead_s = waves * p.cta_overhead_cycles / clock + p.kernel_fixed_s * (2 if split > 1 and not dsmem else 1)
@@ -343,16 +344,16 @@ def _empty(m: int, n: int, k: int, cb: float, p: GemmParams, tile: tuple) -> tup
             0.0)
 
 
-def latency_bound_s(cta_bytes: float, ctas: int, slots: int, in_flight: float, latency_s: float) -> float:
-    """Little's law per CTA: a CTA keeps ``in_flight`` operand bytes outstanding over the memory latency,
-    so it streams its own ``cta_bytes`` (both operand tiles over its K range, the activation rows it shares
-    with other CTAs included) in ``cta_bytes / in_flight`` latencies; a grid beyond the resident ``slots``
-    runs ``ctas / slots`` such streams per slot. The shared activation is counted once in HBM traffic (it
-    stays in L2), but not here: the CTAs of a wave walk K in step and ask for the same activation lines at
-    about the same time, so each waits a full HBM latency for its copy as for its weight tile."""
-    if ctas <= 0:
+def latency_bound_s(cta_bytes: float, hbm_bytes: float, slots: int, in_flight: float, latency_s: float) -> float:
+    """Little's law: a CTA keeps ``in_flight`` operand bytes outstanding over the memory latency. No CTA
+    finishes before it has streamed its own ``cta_bytes`` (both operand tiles over its K range, the
+    activation rows it shares with other CTAs included: the CTAs of a wave walk K in step and ask for
+    the same activation lines at about the same time, so each waits the HBM latency for its copy,
+    though L2 fetches it from HBM once), and the grid's ``hbm_bytes`` (each byte once) take at least
+    their share over all ``slots`` resident CTAs. Both terms grow with the GEMM, never shrink."""
+    if cta_bytes <= 0:
         return 0.0
-    return cta_bytes * max(ctas, slots) / slots * latency_s / in_flight
+    return max(cta_bytes, hbm_bytes / slots) * latency_s / in_flight
 
 
 def _dsmem_s(p: GemmParams, tile: tuple, split: int, per_sm: int, waves: int) -> float:

@@ -66,11 +66,11 @@ def test_small_m_fp8_gemm_does_not_speed_up_as_it_widens():
 
 
 def test_latency_bound_counts_each_ctas_own_bytes():
-    # one wave: every CTA alone at in_flight / latency, whatever the grid; past the slots, in proportion
-    assert latency_bound_s(1e6, 10, 132, 1e5, 1e-6) == pytest.approx(1e-5)
-    assert latency_bound_s(1e6, 132, 132, 1e5, 1e-6) == pytest.approx(1e-5)
-    assert latency_bound_s(1e6, 264, 132, 1e5, 1e-6) == pytest.approx(2e-5)
-    assert latency_bound_s(1e6, 0, 132, 1e5, 1e-6) == 0.0
+    # one CTA's own stream at in_flight / latency, or every HBM byte over all resident CTAs, the longer
+    assert latency_bound_s(1e6, 1e6, 132, 1e5, 1e-6) == pytest.approx(1e-5)
+    assert latency_bound_s(1e6, 132e6, 132, 1e5, 1e-6) == pytest.approx(1e-5)
+    assert latency_bound_s(1e6, 264e6, 132, 1e5, 1e-6) == pytest.approx(2e-5)
+    assert latency_bound_s(0.0, 0.0, 132, 1e5, 1e-6) == 0.0
 
 
 @pytest.mark.parametrize("fw", sorted(FRAMEWORK_TIMING))
