@@ -53,6 +53,21 @@ def test_more_rounds_per_client_move_the_prediction_to_the_steady_round(tmp_path
     assert tpots[2] == pytest.approx(mid[1], rel=0.005)
 
 
+def _first_round(row, followed: bool = True) -> dict:
+    """(TTFT, TPOT, E2E) means of the benchmark's first round: every client at once, followed (or not) by the
+    second round's requests as the clients finish."""
+    from simulator.config.loader import load_scenario
+    from simulator.runner import run_scenario
+    from simulator.validation.serving import classify
+
+    sc = classify(row)[0]
+    n = row.concurrency
+    sc["workload"]["num_requests"] = 2 * n if followed else n
+    req = run_scenario(load_scenario(sc)).requests
+    r1 = np.asarray(req["rid"]) < n
+    return {k: float(np.nanmean(np.asarray(req[k], float)[r1])) for k in ("ttft_s", "tpot_s", "e2e_s")}
+
+
 def _rounds(row):
     from simulator.config.loader import load_scenario
     from simulator.runner import run_scenario
@@ -60,12 +75,27 @@ def _rounds(row):
 
     sc = classify(row)[0]
     n = row.concurrency
-    sc["workload"]["num_requests"] = n
-    first = run_scenario(load_scenario(sc)).summary
     sc["workload"]["num_requests"] = STEADY_ROUNDS * n
-    sc["workload"]["ramp_up"] = f"{first['e2e_s']['mean']}s"
+    sc["workload"]["ramp_up"] = f"{_first_round(row)['e2e_s']}s"
     sc["run"] = {"warmup_requests": n}
     return round_means(run_scenario(load_scenario(sc)).requests, n)
+
+
+def test_the_first_round_is_followed_by_the_second_rounds_requests(tmp_path):
+    """In the benchmark the first round's clients send their next request as they finish: those prefills
+    interleave with the first round's last decodes, so its TPOT is never below that of the round run alone, and
+    here (long prompts, short outputs: the prefills are a large share of a step) above it. With 2 rounds the
+    mean is the first round's (so followed) and the draining round's, half each."""
+    from simulator.validation.serving import predict_all
+
+    rows = read_rows(write(tmp_path, [{**DENSE, "batch_size": "16", "isl": "4096", "osl": "64"}]))
+    followed, alone = _first_round(rows[0]), _first_round(rows[0], followed=False)
+    assert followed["ttft_s"] == pytest.approx(alone["ttft_s"], rel=1e-9)  # its prefills run before any follow-up
+    assert followed["tpot_s"] > 1.02 * alone["tpot_s"], (followed, alone)
+    _, drain = _rounds(rows[0])
+    pred = predict_all(rows, per_client=2)[0]
+    assert pred.tpot_ms / 1e3 == pytest.approx(0.5 * followed["tpot_s"] + 0.5 * drain[1], rel=1e-9)
+    assert pred.ttft_ms / 1e3 == pytest.approx(0.5 * followed["ttft_s"] + 0.5 * drain[0], rel=1e-9)
 
 
 def test_a_16_bit_checkpoint_served_in_fp8_runs_per_channel_scales_not_blocks(tmp_path):

@@ -319,33 +319,36 @@ def predict_row(args: tuple[ServingRow, str | None, str, int, str, dict | None])
         scenario["hardware"]["timing"] = {"kind": backend}
     t0 = time.perf_counter()
     try:
-        # pass 1: the benchmark's first round, every client at once (its queueing is in the means)
-        scenario["workload"]["num_requests"] = row.concurrency
-        first = run_scenario(load_scenario(scenario)).summary
-        if per_client == 1 or start == "burst":
-            if per_client > 1:
-                scenario["workload"]["num_requests"] = per_client * row.concurrency
-                first = run_scenario(load_scenario(scenario)).summary
+        c = row.concurrency
+        if per_client == 1 or start == "burst":  # the whole benchmark, every client at once
+            scenario["workload"]["num_requests"] = per_client * c
+            first = run_scenario(load_scenario(scenario)).summary
             ttft, tpot = first["ttft_s"]["mean"], first["tpot_s"]["mean"]
             left = first["requests_total"] - first["requests_finished"]
         else:
+            # pass 1: the benchmark's first round, every client at once (its queueing is in the means),
+            # followed by the second round's requests as its clients finish (their prefills interleave
+            # with the first round's last decodes, as in the benchmark); round 1 is ids 0 up to clients
+            scenario["workload"]["num_requests"] = 2 * c
+            burst = run_scenario(load_scenario(scenario)).requests
+            r1 = np.asarray(burst["rid"]) < c
+            first = {k: float(np.nanmean(np.asarray(burst[k], float)[r1])) for k in ("ttft_s", "tpot_s", "e2e_s")}
             # pass 2: the later rounds in steady state. The clients' first requests are spread over
             # one request lifetime from pass 1 (a desynchronised closed loop: real clients drift
             # apart), 3 rounds with the first left out as warm-up
-            scenario["workload"]["num_requests"] = STEADY_ROUNDS * row.concurrency
-            scenario["workload"]["ramp_up"] = f"{first['e2e_s']['mean']}s"
-            scenario["run"] = {"warmup_requests": row.concurrency}
+            scenario["workload"]["num_requests"] = STEADY_ROUNDS * c
+            scenario["workload"]["ramp_up"] = f"{first['e2e_s']}s"
+            scenario["run"] = {"warmup_requests": c}
             steady = run_scenario(load_scenario(scenario)).requests
             # the benchmark's mean over per_client rounds: one burst, the last round draining (its clients
             # stop one by one, so it runs below the concurrency), the rest steady; here round 2 is the
             # steady round and round 3 the drain, each weighed as one of the benchmark's rounds
-            mid, drain = round_means(steady, row.concurrency)
+            mid, drain = round_means(steady, c)
             w = 1.0 / per_client
             ws = max(0.0, 1.0 - 2 * w)
-            ttft = w * first["ttft_s"]["mean"] + ws * mid[0] + w * drain[0]
-            tpot = w * first["tpot_s"]["mean"] + ws * mid[1] + w * drain[1]
-            left = first["requests_total"] - first["requests_finished"] + \
-                not_finished(steady, row.concurrency, STEADY_ROUNDS * row.concurrency)
+            ttft = w * first["ttft_s"] + ws * mid[0] + w * drain[0]
+            tpot = w * first["tpot_s"] + ws * mid[1] + w * drain[1]
+            left = not_finished(burst, 0, c) + not_finished(steady, c, STEADY_ROUNDS * c)
     except HwsimError as exc:  # e.g. the model does not fit: the row cannot run as configured
         return Prediction(row, skipped=f"cannot run: {exc}", note=note)
     if not math.isfinite(ttft) or (row.osl > 1 and not math.isfinite(tpot)):
