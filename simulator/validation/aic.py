@@ -73,9 +73,9 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4993.0},
                    attention_decode_hbm_efficiency={"fa3": 0.8577},
                    moe_kernel="triton_sglang"),
-    "trtllm": dict(mem_traffic_multiplier={"quant": 2.551}, mem_kernel_floor_s={"quant": 9.6e-6},
-                   row_bytes_in_flight=17827.0,  # quantize refit with the GEMM below held (fit-hbm --refit-quant)
-                   scaled_mm_hbm_efficiency=0.8052, scaled_mm_hbm_latency_s=2.426e-6,  # decode_parts fit-hbm trtllm
+    "trtllm": dict(mem_traffic_multiplier={"quant": 2.436}, mem_kernel_floor_s={"quant": 9.169e-6},
+                   row_bytes_in_flight=18305.0,  # quantize refit with the GEMM below held (fit-hbm --refit-quant)
+                   scaled_mm_hbm_efficiency=0.8051, scaled_mm_hbm_latency_s=2.273e-6,  # decode_parts fit-hbm trtllm
                    attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.6551,
                    attention_cta_cycles={"fa2": 2177.5, "fa3": 8500.6},
                    attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 7.551e-6},
@@ -88,7 +88,7 @@ FRAMEWORK_TIMING: dict[str, dict] = {
     "vllm": dict(mem_traffic_multiplier={"quant": 1.714}, mem_kernel_floor_s={"quant": 1.756e-6},
                  row_bytes_in_flight=3741.0, row_cost_s={"quant": 856.6e-9},
                  fp8_gemm_kernel="cutlass_sm90", scaled_mm_efficiency=0.78, scaled_mm_cta_overhead_cycles=1227.9,
-                 scaled_mm_hbm_efficiency=0.7861, scaled_mm_hbm_latency_s=1.403e-6,  # decode_parts fit-hbm
+                 scaled_mm_hbm_efficiency=0.7972, scaled_mm_hbm_latency_s=1.259e-6,  # decode_parts fit-hbm
                  attention_mma_efficiency=0.6875, fa3_mma_efficiency=0.756,
                  attention_cta_cycles={"fa2": 2291.0, "fa3": 1247.3},
                  attention_prefill_fixed_s={"fa2": 4.278e-6, "fa3": 7.866e-6},
