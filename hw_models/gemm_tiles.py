@@ -9,8 +9,11 @@ Models: C[m,n] = A[m,k] @ B[k,n] run as a grid of CTA tiles BM x BN (64x64 up to
     fragment reads at 128 B/clk). Operand traffic: HBM bytes = A x (re-reads when A does not stay
     in L2) + B once + C (+ split-K partials), over the achievable HBM bandwidth; a CTA's own
     bandwidth is capped by its bytes in flight over the HBM latency (Little's law), which is what
-    makes a too-small grid slow; every CTA also streams its (BM + BN) x K operand tiles out of L2,
-    bounded by the L2 -> SM rate (mma.sync kernels; small tiles move more bytes per FLOP).
+    makes a too-small grid slow: no CTA ends before it has streamed its own operand tiles (the
+    activation rows it shares included) and the HBM bytes take at least their share over every
+    resident CTA (``latency_bound_s``; so no GEMM gets faster as it grows); every CTA also streams
+    its (BM + BN) x K operand tiles out of L2, bounded by the L2 -> SM rate (mma.sync kernels;
+    small tiles move more bytes per FLOP).
     Time = max(compute, memory) + per-wave prologue/epilogue cycles +
     a fixed in-GPU kernel cost (+ a second reduction kernel for split-K). Mixed-input GEMMs (int4
     weights x fp16/int8 activations) read B at its packed width (scales included) and spend
