@@ -91,7 +91,9 @@ def test_the_quantize_table_reader_gives_the_dynamic_per_token_quantize_time():
 
 @pytest.mark.parametrize("argv", [[], ["bogus", "."], ["fit-hbm", "/nonexistent/h200_sxm"],
                                   ["fit-hbm", ".", "trtllm", "--refit-qaunt"], ["fit-hbm", ".", "vllm", "trtllm"],
-                                  ["parts", ".", "--static-quant"], ["parts", ".", "vllm", "extra"]])
+                                  ["parts", ".", "--static-quant"], ["parts", ".", "vllm", "extra"],
+                                  ["fit-hbm", ".", "trtllm", "--max-m"], ["fit-hbm", ".", "trtllm", "--max-m", "0"],
+                                  ["fit-hbm", ".", "--max-m", "lots"], ["parts", ".", "--max-m", "64"]])
 def test_bad_arguments_print_one_line_and_exit_2(argv, capsys):
     from simulator.validation.decode_parts import main
 

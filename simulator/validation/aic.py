@@ -73,9 +73,9 @@ FRAMEWORK_TIMING: dict[str, dict] = {
                    attention_decode_cta_cycles={"fa2": 4470.7, "fa3": 4993.0},
                    attention_decode_hbm_efficiency={"fa3": 0.8577},
                    moe_kernel="triton_sglang"),
-    "trtllm": dict(mem_traffic_multiplier={"quant": 2.436}, mem_kernel_floor_s={"quant": 9.169e-6},
-                   row_bytes_in_flight=18305.0,  # quantize refit with the GEMM below held (fit-hbm --refit-quant)
-                   scaled_mm_hbm_efficiency=0.8051, scaled_mm_hbm_latency_s=2.273e-6,  # decode_parts fit-hbm trtllm
+    "trtllm": dict(mem_traffic_multiplier={"quant": 2.512}, mem_kernel_floor_s={"quant": 9.625e-6},
+                   row_bytes_in_flight=17521.0,  # quantize refit with the GEMM below held (fit-hbm --refit-quant)
+                   scaled_mm_hbm_efficiency=0.7656, scaled_mm_hbm_latency_s=1.058e-6,  # fit-hbm trtllm --max-m 1024
                    attention_mma_efficiency=0.5214, fa3_mma_efficiency=0.6551,
                    attention_cta_cycles={"fa2": 2177.5, "fa3": 8500.6},
                    attention_prefill_fixed_s={"fa2": 6.489e-6, "fa3": 7.551e-6},

@@ -14,7 +14,7 @@ Models: ``parts`` builds each vLLM Llama-3.1-70B fp8 row at 4 clients and 1024-t
     ``fit-hbm`` fits ``scaled_mm_hbm_efficiency`` (the share of HBM bandwidth CUTLASS scaled_mm's
     sm90 kernels reach streaming weights) and ``scaled_mm_hbm_latency_s`` (the loaded latency one
     CTA sees: its bytes in flight over it cap a small grid's bandwidth) on the GEMM alone of vLLM's
-    fp8 GEMM rows at decode sizes (M <= 16; each row less the quantize table's dynamic per-token
+    fp8 GEMM rows at decode sizes (M <= 16, ``--max-m N``: M <= N; each row less the quantize table's dynamic per-token
     quantize; ``--static-quant``: its static per-tensor kernel alone): even rows, odd rows held out,
     the other constants as fitted (``aic.FRAMEWORK_TIMING``);
     prints the fit, the held-out rows (also by weight size) and all fp8 rows before / after.
@@ -173,7 +173,8 @@ def quant_table(sysd: Path, fw: str = "vllm", static: bool = False):
     return f
 
 
-def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False, refit_quant: bool = False) -> None:
+def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False, refit_quant: bool = False,
+            max_m: int = 16) -> None:
     from scipy.optimize import minimize
 
     from simulator.validation.aic import FRAMEWORK_TIMING, _gemm_rows, _merged, default_gpu, framework_of
@@ -183,7 +184,7 @@ def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False, refit_quant
     q = quant_table(directory, fw, static)
     rows = [r for r in _gemm_rows(directory, Counter()) if r.op == "gemm fp8" and framework_of(r) == fw]
     # the GEMM alone: the row (quantize + scaled_mm) less the quantize table's time at its m x k
-    alone = [(r.item[-1], r.measured_s - q(r.item[-1].m, r.item[-1].k)) for r in rows if r.item[-1].m <= 16]
+    alone = [(r.item[-1], r.measured_s - q(r.item[-1].m, r.item[-1].k)) for r in rows if r.item[-1].m <= max_m]
     alone = [x for x in alone if x[1] > 0]
     train, test = alone[0::2], alone[1::2]
     fitted = ("scaled_mm_hbm_efficiency", "scaled_mm_hbm_latency_s")
@@ -216,7 +217,7 @@ def fit_hbm(directory: Path, fw: str = "vllm", static: bool = False, refit_quant
 
     print(f"{fw}: scaled_mm_hbm_efficiency {r.x[0]:.4f} scaled_mm_hbm_latency_s {r.x[1]:.3f} us (the GPU's "
           f"{lat0:.3f} us; train objective {r.fun:.4f}); the GEMM alone (each row less the quantize table's "
-          f"{'static per-tensor' if static else 'dynamic per-token'} quantize at its m x k), M <= 16")
+          f"{'static per-tensor' if static else 'dynamic per-token'} quantize at its m x k), M <= {max_m}")
     for name, sub in (("even (fit)", train), ("odd (held out)", test)):
         print(f"  {name}: before {fig(errs(sub, base))}; after {fig(errs(sub, after))}")
     for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64), (64, 256), (256, 1 << 20)):
@@ -276,17 +277,26 @@ def refit_quant_kernel(rows, g, base: dict, after: dict, fig) -> dict:
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] not in ("parts", "fit-hbm"):
         print("usage: python -m simulator.validation.decode_parts parts AIC_DIR [FRAMEWORK] | fit-hbm SYSTEM_DIR "
-              "[FRAMEWORK] [--static-quant] [--refit-quant]",
+              "[FRAMEWORK] [--static-quant] [--refit-quant] [--max-m N]",
               file=sys.stderr)
         sys.exit(2)
     path = Path(argv[1])
     if not path.is_dir():
         print(f"decode_parts: {path} is not a directory", file=sys.stderr)
         sys.exit(2)
-    known = ("--static-quant", "--refit-quant") if argv[0] == "fit-hbm" else ()
-    flags = [a for a in argv[2:] if a.startswith("-")]
-    rest = [a for a in argv[2:] if not a.startswith("-")]
-    bad = [a for a in flags if a not in known]
+    known = ("--static-quant", "--refit-quant", "--max-m N") if argv[0] == "fit-hbm" else ()
+    args, max_m = list(argv[2:]), 16
+    if argv[0] == "fit-hbm" and "--max-m" in args:
+        i = args.index("--max-m")
+        v = args[i + 1] if i + 1 < len(args) else ""
+        if not v.isdigit() or int(v) < 1:
+            print(f"decode_parts fit-hbm: --max-m takes a positive row count, got {v!r}", file=sys.stderr)
+            sys.exit(2)
+        max_m = int(v)
+        del args[i:i + 2]
+    flags = [a for a in args if a.startswith("-")]
+    rest = [a for a in args if not a.startswith("-")]
+    bad = [a for a in flags if a not in known[:2]]
     if bad or len(rest) > 1:
         what = f"unknown option {bad[0]!r}" if bad else f"unexpected argument {rest[1]!r}"
         print(f"decode_parts {argv[0]}: {what} (takes {'AIC_DIR' if argv[0] == 'parts' else 'SYSTEM_DIR'} [FRAMEWORK]"
@@ -299,7 +309,7 @@ def main(argv: list[str]) -> None:
             sys.exit(2)
         parts(path, fw)
     else:
-        fit_hbm(path, fw, "--static-quant" in flags, "--refit-quant" in flags)
+        fit_hbm(path, fw, "--static-quant" in flags, "--refit-quant" in flags, max_m)
 
 
 if __name__ == "__main__":
