@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hw_models.gemm_tiles import plan_gemm, plan_grouped
+from hw_models.gemm_grouped import plan_grouped
+from hw_models.gemm_tiles import plan_gemm
 from simulator.cli import app
 from simulator.config.loader import resolve_component
 from simulator.core import registry as reg

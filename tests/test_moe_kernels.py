@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from hw_models.gemm_tiles import plan_grouped
+from hw_models.gemm_grouped import plan_grouped
 from hw_models.timing.tile import FIT_MOE, TileBackend, TileConfig
 from simulator.validation.kernels import gpu_config
 from workloads.llm import GROUPED, moe_ops

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw_models.gemm_tiles import plan_grouped_config
+from hw_models.gemm_grouped import plan_grouped_config
 from hw_models.moe_configs import config_sets, default_config, padded_rows, triton_config, tuned_file
 from hw_models.timing.tile import TileBackend, TileConfig
 from simulator.validation.kernels import gpu_config
